@@ -1,0 +1,75 @@
+"""Conveyor: typed background jobs for Python.
+
+Declare jobs with :func:`job`, enqueue them with :class:`Queue` (or :class:`SyncQueue`), and run
+them with :class:`Worker`. See the README for a tour.
+"""
+
+from conveyor._context import JobContext
+from conveyor._definition import JobDef, JobRequest, job
+from conveyor._errors import (
+    BackendUnavailable,
+    ConveyorError,
+    DuplicateHandler,
+    HandlerSignal,
+    InvalidJobDefinition,
+    JobFailed,
+    JobNotFound,
+    MigrationRequired,
+    MissingHandlers,
+    PayloadTooLarge,
+    PayloadValidationError,
+    Permanent,
+    ResultTimeout,
+    Retry,
+    Snooze,
+    UnknownJob,
+    UnsupportedURL,
+)
+from conveyor._jobinfo import JobInfo
+from conveyor._queue import JobHandle, Queue
+from conveyor._sync import SyncJobHandle, SyncQueue
+from conveyor._worker import Worker, WorkerConfig, WorkerStats
+from conveyor.core.backoff import Backoff, Exponential, Fixed
+from conveyor.core.clock import FakeClock
+from conveyor.drivers.records import JobState, Retention
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable",
+    "Backoff",
+    "ConveyorError",
+    "DuplicateHandler",
+    "Exponential",
+    "FakeClock",
+    "Fixed",
+    "HandlerSignal",
+    "InvalidJobDefinition",
+    "JobContext",
+    "JobDef",
+    "JobFailed",
+    "JobHandle",
+    "JobInfo",
+    "JobNotFound",
+    "JobRequest",
+    "JobState",
+    "MigrationRequired",
+    "MissingHandlers",
+    "PayloadTooLarge",
+    "PayloadValidationError",
+    "Permanent",
+    "Queue",
+    "ResultTimeout",
+    "Retention",
+    "Retry",
+    "Snooze",
+    "SyncJobHandle",
+    "SyncQueue",
+    "UnknownJob",
+    "UnsupportedURL",
+    "Worker",
+    "WorkerConfig",
+    "WorkerStats",
+    "__version__",
+    "job",
+]

@@ -1,0 +1,163 @@
+"""Job definitions: a stable name bound to a payload model and a result type.
+
+Definitions carry no handler, so an API process can import them without importing worker code.
+The type parameters ``P`` (payload model) and ``R`` (result) flow to ``Queue.enqueue``,
+``JobHandle.result`` and ``Worker.handles`` so a type checker rejects a mismatch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import BaseModel, TypeAdapter
+
+from conveyor._errors import InvalidJobDefinition
+from conveyor.core.backoff import DEFAULT_BACKOFF, Backoff
+
+P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+DEFAULT_ATTEMPTS = 3
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
+
+
+def check_queue_name(queue: str) -> str:
+    if not _QUEUE_NAME.match(queue):
+        raise InvalidJobDefinition(
+            f"invalid queue name {queue!r}: use 1-100 letters, digits, '_', '.', '-'"
+        )
+    return queue
+
+
+@dataclass(frozen=True, eq=False)
+class JobDef(Generic[P, R]):
+    """A typed job: build one with :func:`job`."""
+
+    name: str
+    payload_type: type[P]
+    result_type: Any
+    queue: str = DEFAULT_QUEUE
+    attempts: int = DEFAULT_ATTEMPTS
+    backoff: Backoff = DEFAULT_BACKOFF
+    timeout: float | None = None
+    priority: int = 0
+    permanent: tuple[type[BaseException], ...] = ()
+    _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_result_adapter", TypeAdapter(self.result_type))
+
+    def encode_result(self, value: R) -> bytes:
+        return self._result_adapter.dump_json(value)
+
+    def decode_result(self, data: bytes) -> R:
+        value: R = self._result_adapter.validate_json(data)
+        return value
+
+    def request(
+        self,
+        payload: P,
+        *,
+        job_id: str | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        attempts: int | None = None,
+    ) -> JobRequest[P, R]:
+        """A job ready to enqueue, for ``Queue.enqueue_many``."""
+        return JobRequest(self, payload, job_id, delay, run_at, priority, queue, attempts)
+
+    def __repr__(self) -> str:
+        return f"JobDef({self.name!r}, {self.payload_type.__name__}, queue={self.queue!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest(Generic[P, R]):
+    definition: JobDef[P, R]
+    payload: P
+    job_id: str | None = None
+    delay: float | timedelta | None = None
+    run_at: datetime | None = None
+    priority: int | None = None
+    queue: str | None = None
+    attempts: int | None = None
+
+
+@overload
+def job(
+    name: str,
+    payload: type[P],
+    *,
+    result: None = None,
+    queue: str = ...,
+    attempts: int = ...,
+    backoff: Backoff = ...,
+    timeout: float | timedelta | None = ...,
+    priority: int = ...,
+    permanent: tuple[type[BaseException], ...] = ...,
+) -> JobDef[P, None]: ...
+
+
+@overload
+def job(
+    name: str,
+    payload: type[P],
+    *,
+    result: type[R],
+    queue: str = ...,
+    attempts: int = ...,
+    backoff: Backoff = ...,
+    timeout: float | timedelta | None = ...,
+    priority: int = ...,
+    permanent: tuple[type[BaseException], ...] = ...,
+) -> JobDef[P, R]: ...
+
+
+def job(
+    name: str,
+    payload: type[Any],
+    *,
+    result: Any = None,
+    queue: str = DEFAULT_QUEUE,
+    attempts: int = DEFAULT_ATTEMPTS,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    timeout: float | timedelta | None = None,
+    priority: int = 0,
+    permanent: tuple[type[BaseException], ...] = (),
+) -> JobDef[Any, Any]:
+    """Declare a job: ``send = job("email.send", SendEmail, result=str, attempts=5)``.
+
+    ``name`` is what is stored with each job, so keep it stable across deploys. ``attempts``
+    counts the first run. Exceptions listed in ``permanent`` fail the job without retrying.
+    """
+    if not _NAME.match(name):
+        raise InvalidJobDefinition(
+            f"invalid job name {name!r}: use 1-200 letters, digits, '_', '.', ':', '-'"
+        )
+    if not (isinstance(payload, type) and issubclass(payload, BaseModel)):
+        raise InvalidJobDefinition(
+            f"job {name!r}: payload must be a pydantic BaseModel subclass, got {payload!r}"
+        )
+    if attempts < 1:
+        raise InvalidJobDefinition(f"job {name!r}: attempts must be >= 1, got {attempts}")
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    if seconds is not None and seconds <= 0:
+        raise InvalidJobDefinition(f"job {name!r}: timeout must be > 0, got {seconds}")
+    return JobDef(
+        name=name,
+        payload_type=payload,
+        result_type=type(None) if result is None else result,
+        queue=check_queue_name(queue),
+        attempts=attempts,
+        backoff=backoff,
+        timeout=seconds,
+        priority=priority,
+        permanent=tuple(permanent),
+    )

@@ -1,0 +1,68 @@
+"""Public, read-only views of stored jobs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from conveyor._context import epoch_to_datetime
+from conveyor.drivers.records import JobRecord, JobState
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A snapshot of one job: what ``Queue.get`` and ``Queue.list_jobs`` return."""
+
+    id: str
+    name: str
+    queue: str
+    state: JobState
+    priority: int
+    attempt: int
+    max_attempts: int
+    run_at: datetime
+    enqueued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker_id: str | None
+    stalls: int
+    error: str | None
+    payload_json: bytes
+    result_json: bytes | None
+    seq: int
+
+    @property
+    def payload(self) -> Any:
+        return json.loads(self.payload_json)
+
+    @property
+    def result(self) -> Any:
+        return None if self.result_json is None else json.loads(self.result_json)
+
+    @classmethod
+    def from_record(cls, record: JobRecord) -> JobInfo:
+        return cls(
+            id=record.id,
+            name=record.name,
+            queue=record.queue,
+            state=record.state,
+            priority=record.priority,
+            attempt=record.attempt,
+            max_attempts=record.max_attempts,
+            run_at=epoch_to_datetime(record.run_at),
+            enqueued_at=epoch_to_datetime(record.enqueued_at),
+            started_at=_maybe(record.started_at),
+            finished_at=_maybe(record.finished_at),
+            worker_id=record.worker_id,
+            stalls=record.stalls,
+            error=record.error,
+            payload_json=record.payload,
+            result_json=record.result,
+            seq=record.seq,
+        )
+
+
+def _maybe(value: float | None) -> datetime | None:
+    return None if value is None else epoch_to_datetime(value)

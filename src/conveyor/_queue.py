@@ -1,0 +1,363 @@
+"""``Queue``: the client API processes use to enqueue, inspect and repair jobs.
+
+A Queue holds one lazily opened driver: constructing it does no I/O, the first call connects.
+Use it as an async context manager (or call :meth:`Queue.close`) to release the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from conveyor._definition import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_QUEUE,
+    JobDef,
+    JobRequest,
+    check_queue_name,
+)
+from conveyor._errors import (
+    InvalidJobDefinition,
+    JobFailed,
+    JobNotFound,
+    ResultTimeout,
+)
+from conveyor._jobinfo import JobInfo
+from conveyor.backends.registry import DEFAULT_URL, driver_for_url
+from conveyor.core.clock import BackendClock, Clock
+from conveyor.core.serialization import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    encode_payload,
+    encode_untyped_payload,
+)
+from conveyor.drivers.protocol import Driver
+from conveyor.drivers.records import (
+    ChangeResult,
+    InsertStatus,
+    JobState,
+    ListParams,
+    NewJob,
+    PurgeParams,
+    QueueInfo,
+    WorkerInfo,
+)
+
+R = TypeVar("R")
+P = TypeVar("P", bound=BaseModel)
+
+_JOB_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+
+
+class Queue:
+    """Enqueue and inspect jobs on one backend.
+
+    ``Queue.from_url("sqlite:///conveyor.db")`` (the default), ``"memory://name"``; the Redis and
+    PostgreSQL URLs arrive with their backends.
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        clock: Clock | None = None,
+    ) -> None:
+        self._driver = driver
+        self._opened = False
+        self._open_lock: asyncio.Lock | None = None
+        self.max_payload_bytes = max_payload_bytes
+        self.clock: Clock = clock or BackendClock()
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **options: Any) -> Queue:
+        """A queue on ``url``, else ``$CONVEYOR_URL``, else ``sqlite:///conveyor.db``."""
+        return cls(driver_for_url(url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL), **options)
+
+    @property
+    def url(self) -> str:
+        return self._driver.url
+
+    @property
+    def driver(self) -> Driver:
+        return self._driver
+
+    async def connect(self) -> Driver:
+        """Open the connection if it is not open yet, and return the driver."""
+        if self._opened:
+            return self._driver
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if not self._opened:
+                await self._driver.open()
+                self._opened = True
+        return self._driver
+
+    async def close(self) -> None:
+        if self._opened:
+            self._opened = False
+            await self._driver.close()
+
+    async def __aenter__(self) -> Queue:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- enqueue -------------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        definition: JobDef[P, R],
+        payload: P,
+        *,
+        job_id: str | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        attempts: int | None = None,
+    ) -> JobHandle[R]:
+        """Validate ``payload`` and store the job; one round trip.
+
+        With a ``job_id`` that already exists nothing is written: the handle points at the
+        existing job and ``handle.duplicate`` is true.
+        """
+        request = JobRequest(definition, payload, job_id, delay, run_at, priority, queue, attempts)
+        (handle,) = await self.enqueue_many([request])
+        return handle
+
+    async def enqueue_many(self, requests: Sequence[JobRequest[Any, Any]]) -> list[JobHandle[Any]]:
+        """Enqueue many jobs in one round trip; build them with ``definition.request(...)``.
+
+        Every payload is validated before anything is written, so a bad one writes nothing.
+        """
+        new_jobs = [self._new_job(r) for r in requests]
+        return await self._insert(new_jobs, [r.definition for r in requests])
+
+    async def enqueue_by_name(
+        self,
+        name: str,
+        payload: Mapping[str, Any] | str | bytes,
+        *,
+        job_id: str | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        queue: str = DEFAULT_QUEUE,
+        attempts: int = DEFAULT_ATTEMPTS,
+    ) -> JobHandle[Any]:
+        """Enqueue without the definition (another service, another language's producer).
+
+        The payload must be a JSON object; the worker validates it against the definition before
+        the handler runs, and an unknown ``name`` fails the job with a clear error.
+        """
+        data = encode_untyped_payload(name, payload, self.max_payload_bytes)
+        new = self._build(name, data, job_id, delay, run_at, priority, queue, attempts)
+        (handle,) = await self._insert([new], [None])
+        return handle
+
+    def _new_job(self, request: JobRequest[Any, Any]) -> NewJob:
+        d = request.definition
+        data = encode_payload(d.name, d.payload_type, request.payload, self.max_payload_bytes)
+        return self._build(
+            d.name,
+            data,
+            request.job_id,
+            request.delay,
+            request.run_at,
+            d.priority if request.priority is None else request.priority,
+            d.queue if request.queue is None else request.queue,
+            d.attempts if request.attempts is None else request.attempts,
+        )
+
+    def _build(
+        self,
+        name: str,
+        data: bytes,
+        job_id: str | None,
+        delay: float | timedelta | None,
+        run_at: datetime | None,
+        priority: int,
+        queue: str,
+        attempts: int,
+    ) -> NewJob:
+        if job_id is not None and not _JOB_ID.match(job_id):
+            raise InvalidJobDefinition(
+                f"invalid job_id {job_id!r}: 1-255 characters, no control characters"
+            )
+        if attempts < 1:
+            raise InvalidJobDefinition(f"attempts must be >= 1, got {attempts}")
+        if delay is not None and run_at is not None:
+            raise InvalidJobDefinition("pass either delay or run_at, not both")
+        delay_seconds = delay.total_seconds() if isinstance(delay, timedelta) else (delay or 0.0)
+        if delay_seconds < 0:
+            raise InvalidJobDefinition(f"delay must not be negative, got {delay_seconds}")
+        at: float | None = None
+        if run_at is not None:
+            if run_at.tzinfo is None:
+                raise InvalidJobDefinition(
+                    "run_at must be timezone-aware, e.g. datetime.now(UTC) + timedelta(hours=1)"
+                )
+            at = run_at.timestamp()
+        return NewJob(
+            id=job_id or uuid.uuid4().hex,
+            queue=check_queue_name(queue),
+            name=name,
+            payload=data,
+            priority=priority,
+            max_attempts=attempts,
+            run_at=at,
+            delay=delay_seconds,
+        )
+
+    async def _insert(
+        self, new_jobs: list[NewJob], definitions: Sequence[JobDef[Any, Any] | None]
+    ) -> list[JobHandle[Any]]:
+        if not new_jobs:
+            return []
+        driver = await self.connect()
+        results = await driver.job_insert_many(new_jobs, now=self.clock.now())
+        return [
+            JobHandle(self, result.id, definition, result.status is InsertStatus.DUPLICATE)
+            for result, definition in zip(results, definitions, strict=True)
+        ]
+
+    # -- inspect and repair --------------------------------------------------------------------
+
+    def handle(self, definition: JobDef[Any, R], job_id: str) -> JobHandle[R]:
+        """A typed handle for a job enqueued earlier (e.g. by id kept in your database)."""
+        return JobHandle(self, job_id, definition, duplicate=False)
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        driver = await self.connect()
+        (record,) = await driver.job_get_many([job_id])
+        return None if record is None else JobInfo.from_record(record)
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | str | Sequence[JobState | str] | None = None,
+        name: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[JobInfo]:
+        """Newest first; pass the last item's ``seq`` as ``before_seq`` for the next page."""
+        if state is None:
+            states: tuple[JobState, ...] = ()
+        elif isinstance(state, str):
+            states = (JobState(state),)
+        else:
+            states = tuple(JobState(s) for s in state)
+        driver = await self.connect()
+        records = await driver.job_list(ListParams(queue, states, name, before_seq, limit))
+        return [JobInfo.from_record(r) for r in records]
+
+    async def counts(self, queue: str | None = None) -> dict[JobState, int]:
+        driver = await self.connect()
+        return await driver.job_count_by_state(queue)
+
+    async def retry(self, job_ids: Sequence[str]) -> list[ChangeResult]:
+        """Move failed or cancelled jobs back to ``queued`` with one more attempt allowed."""
+        driver = await self.connect()
+        return await driver.job_retry_many(job_ids, now=self.clock.now())
+
+    async def cancel(self, job_ids: Sequence[str]) -> list[ChangeResult]:
+        """Cancel waiting jobs; a running job's worker is told to stop it."""
+        driver = await self.connect()
+        return await driver.job_cancel_many(job_ids, now=self.clock.now())
+
+    async def purge(
+        self,
+        *,
+        queue: str | None = None,
+        states: Sequence[JobState | str] = (JobState.FAILED,),
+        older_than: timedelta | None = None,
+    ) -> int:
+        """Delete finished jobs (failed by default); returns how many were deleted."""
+        wanted = tuple(JobState(s) for s in states)
+        unfinished = [s for s in wanted if not s.is_terminal]
+        if unfinished:
+            raise ValueError(f"only finished jobs can be purged, not {unfinished[0].value!r}")
+        before = None if older_than is None else time.time() - older_than.total_seconds()
+        driver = await self.connect()
+        return await driver.job_purge(PurgeParams(queue, wanted, before), now=self.clock.now())
+
+    async def queues(self) -> list[QueueInfo]:
+        driver = await self.connect()
+        return await driver.queue_list()
+
+    async def pause(self, queue: str) -> None:
+        driver = await self.connect()
+        await driver.queue_pause(check_queue_name(queue))
+
+    async def resume(self, queue: str) -> None:
+        driver = await self.connect()
+        await driver.queue_resume(check_queue_name(queue))
+
+    async def workers(self) -> list[WorkerInfo]:
+        driver = await self.connect()
+        return await driver.worker_list(now=self.clock.now())
+
+
+class JobHandle(Generic[R]):
+    """A reference to an enqueued job; ``await handle.result()`` is typed by its definition."""
+
+    def __init__(
+        self, queue: Queue, job_id: str, definition: JobDef[Any, R] | None, duplicate: bool
+    ) -> None:
+        self.queue = queue
+        self.id = job_id
+        self.definition = definition
+        self.duplicate = duplicate
+
+    def __repr__(self) -> str:
+        dup = ", duplicate" if self.duplicate else ""
+        return f"JobHandle({self.id!r}{dup})"
+
+    async def info(self) -> JobInfo:
+        info = await self.queue.get(self.id)
+        if info is None:
+            raise JobNotFound(self.id)
+        return info
+
+    async def cancel(self) -> ChangeResult:
+        (result,) = await self.queue.cancel([self.id])
+        return result
+
+    async def result(self, timeout: float | None = None, *, poll: float = 0.5) -> R:
+        """Wait for the job to finish and return its result.
+
+        Raises :class:`JobFailed` if it ended failed or cancelled, :class:`ResultTimeout` after
+        ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = 0.005
+        while True:
+            info = await self.info()
+            if info.state is JobState.COMPLETED:
+                return self._decode(info)
+            if info.state in (JobState.FAILED, JobState.CANCELLED):
+                raise JobFailed(self.id, info.state.value, info.error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(self.id, timeout or 0.0, info.state.value)
+            wait = interval if deadline is None else min(interval, deadline - time.monotonic())
+            await asyncio.sleep(max(wait, 0.0))
+            interval = min(interval * 2, poll)
+
+    def _decode(self, info: JobInfo) -> R:
+        data = info.result_json if info.result_json is not None else b"null"
+        if self.definition is None:
+            untyped: R = info.result
+            return untyped
+        return self.definition.decode_result(data)

@@ -1,0 +1,519 @@
+"""The in-memory driver: the executable specification of the driver contract.
+
+Every operation runs under one lock, so it is trivially atomic; the other backends must behave
+exactly like this one, which the conformance suite checks. It is also the engine of tests that
+need no server. State lives in a :class:`MemoryStore`; drivers made with ``connect_another``
+share it, as connections to one database would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+from conveyor.drivers.records import (
+    TERMINAL_STATES,
+    WAITING_STATES,
+    ChangeResult,
+    ChangeStatus,
+    ExtendResult,
+    FetchParams,
+    FinishJob,
+    InsertResult,
+    InsertStatus,
+    JobRecord,
+    JobState,
+    Lease,
+    ListParams,
+    NewJob,
+    PurgeParams,
+    QueueInfo,
+    RescueResult,
+    Retention,
+    TransitionKind,
+    TransitionResult,
+    TransitionStatus,
+    WorkerInfo,
+)
+from conveyor.drivers.wakeup import WakeupBoard
+
+
+class MemoryStore:
+    """The shared state of every :class:`MemoryDriver` connected to it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.jobs: dict[str, JobRecord] = {}
+        self.seq = itertools.count(1)
+        self.paused: set[str] = set()
+        self.known_queues: set[str] = set()
+        self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires_at)
+        self.leaders: dict[str, tuple[str, float]] = {}  # name -> (holder, expires_at)
+        self.wakeups = WakeupBoard()
+
+
+_STORES: dict[str, MemoryStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _store_named(name: str) -> MemoryStore:
+    # Named stores let ``memory://name`` URLs reach the same data from several Queue objects in one
+    # process (a producer and a worker in one test); an empty name gets a private store.
+    if not name:
+        return MemoryStore()
+    with _STORES_LOCK:
+        return _STORES.setdefault(name, MemoryStore())
+
+
+class MemoryDriver:
+    def __init__(self, url: str = "memory://", store: MemoryStore | None = None) -> None:
+        self.url = url
+        self._store = store if store is not None else _store_named(url.partition("://")[2])
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def connect_another(self) -> MemoryDriver:
+        return MemoryDriver(self.url, self._store)
+
+    async def migrate(self) -> list[str]:
+        return []
+
+    @staticmethod
+    def _now(now: float | None) -> float:
+        return time.time() if now is None else now
+
+    async def job_insert_many(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> list[InsertResult]:
+        at = self._now(now)
+        results: list[InsertResult] = []
+        s = self._store
+        with s.lock:
+            for new in jobs:
+                existing = s.jobs.get(new.id)
+                if existing is not None:
+                    results.append(InsertResult(new.id, InsertStatus.DUPLICATE, existing.state))
+                    continue
+                run_at = new.run_at if new.run_at is not None else at + new.delay
+                state = JobState.SCHEDULED if run_at > at else JobState.QUEUED
+                s.jobs[new.id] = JobRecord(
+                    id=new.id,
+                    queue=new.queue,
+                    name=new.name,
+                    payload=new.payload,
+                    state=state,
+                    priority=new.priority,
+                    attempt=0,
+                    max_attempts=new.max_attempts,
+                    run_at=run_at,
+                    enqueued_at=at,
+                    seq=next(s.seq),
+                )
+                s.known_queues.add(new.queue)
+                results.append(InsertResult(new.id, InsertStatus.INSERTED, state))
+        for queue in {j.queue for j in jobs}:
+            self.notify(queue)
+        return results
+
+    async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
+        at = self._now(now)
+        s = self._store
+        with s.lock:
+            candidates = [
+                job
+                for job in s.jobs.values()
+                if job.queue in params.queues
+                and job.queue not in s.paused
+                and job.state in WAITING_STATES
+                and job.run_at <= at
+            ]
+            candidates.sort(key=lambda j: (j.priority, j.run_at, j.seq))
+            leased: list[JobRecord] = []
+            for job in candidates[: params.limit]:
+                updated = dataclasses.replace(
+                    job,
+                    state=JobState.ACTIVE,
+                    attempt=job.attempt + 1,
+                    started_at=at,
+                    lease_token=uuid.uuid4().hex,
+                    lease_expires_at=at + params.lease_seconds,
+                    worker_id=params.worker_id,
+                    cancel_requested=False,
+                )
+                s.jobs[job.id] = updated
+                leased.append(updated)
+            return leased
+
+    async def job_extend_leases(
+        self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
+    ) -> ExtendResult:
+        at = self._now(now)
+        lost: list[str] = []
+        cancel: list[str] = []
+        s = self._store
+        with s.lock:
+            for lease in leases:
+                job = s.jobs.get(lease.job_id)
+                if job is None or job.state != JobState.ACTIVE or job.lease_token != lease.token:
+                    lost.append(lease.job_id)
+                    continue
+                s.jobs[job.id] = dataclasses.replace(job, lease_expires_at=at + lease_seconds)
+                if job.cancel_requested:
+                    cancel.append(job.id)
+        return ExtendResult(tuple(lost), tuple(cancel))
+
+    async def job_finish_many(
+        self,
+        finishes: Sequence[FinishJob],
+        *,
+        retention: Retention,
+        now: float | None = None,
+    ) -> list[TransitionResult]:
+        at = self._now(now)
+        results: list[TransitionResult] = []
+        completed_queues: set[str] = set()
+        woken: set[str] = set()
+        s = self._store
+        with s.lock:
+            for finish in finishes:
+                job = s.jobs.get(finish.job_id)
+                if job is None:
+                    results.append(TransitionResult(finish.job_id, TransitionStatus.NOT_FOUND))
+                    continue
+                if job.state != JobState.ACTIVE or job.lease_token != finish.token:
+                    results.append(TransitionResult(finish.job_id, TransitionStatus.LEASE_LOST))
+                    continue
+                s.jobs[job.id] = _apply_finish(job, finish, at)
+                if finish.kind is TransitionKind.COMPLETE:
+                    completed_queues.add(job.queue)
+                if finish.kind is TransitionKind.REQUEUE:
+                    woken.add(job.queue)
+                results.append(TransitionResult(finish.job_id, TransitionStatus.OK))
+            if retention.completed_max_count is not None:
+                for queue in completed_queues:
+                    self._trim_completed(queue, retention.completed_max_count)
+        for queue in woken:
+            self.notify(queue)
+        return results
+
+    def _trim_completed(self, queue: str, keep: int) -> int:
+        s = self._store
+        done = [j for j in s.jobs.values() if j.queue == queue and j.state == JobState.COMPLETED]
+        if len(done) <= keep:
+            return 0
+        done.sort(key=lambda j: (j.finished_at or 0.0, j.seq), reverse=True)
+        for job in done[keep:]:
+            del s.jobs[job.id]
+        return len(done) - keep
+
+    async def job_rescue_expired(
+        self, *, max_stalls: int, limit: int, now: float | None = None
+    ) -> RescueResult:
+        at = self._now(now)
+        requeued: list[str] = []
+        failed: list[str] = []
+        s = self._store
+        with s.lock:
+            expired = sorted(
+                (
+                    j
+                    for j in s.jobs.values()
+                    if j.state == JobState.ACTIVE
+                    and j.lease_expires_at is not None
+                    and j.lease_expires_at <= at
+                ),
+                key=lambda j: (j.lease_expires_at, j.seq),
+            )[:limit]
+            for job in expired:
+                stalls = job.stalls + 1
+                if stalls > max_stalls:
+                    s.jobs[job.id] = _finished(
+                        job,
+                        JobState.FAILED,
+                        at,
+                        error=f"worker lost the job {stalls} times (max_stalls={max_stalls}); "
+                        "it may be crashing its worker",
+                        stalls=stalls,
+                    )
+                    failed.append(job.id)
+                else:
+                    s.jobs[job.id] = dataclasses.replace(
+                        _released(job),
+                        state=JobState.QUEUED,
+                        attempt=max(job.attempt - 1, 0),
+                        stalls=stalls,
+                        run_at=at,
+                    )
+                    requeued.append(job.id)
+        for queue in {s.jobs[i].queue for i in requeued}:
+            self.notify(queue)
+        return RescueResult(tuple(requeued), tuple(failed))
+
+    async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
+        at = self._now(now)
+        s = self._store
+        with s.lock:
+            due = sorted(
+                (
+                    j
+                    for j in s.jobs.values()
+                    if j.state in (JobState.SCHEDULED, JobState.RETRYING) and j.run_at <= at
+                ),
+                key=lambda j: (j.run_at, j.seq),
+            )[:limit]
+            for job in due:
+                s.jobs[job.id] = dataclasses.replace(job, state=JobState.QUEUED)
+        for queue in {j.queue for j in due}:
+            self.notify(queue)
+        return len(due)
+
+    async def job_cancel_many(
+        self, ids: Sequence[str], *, now: float | None = None
+    ) -> list[ChangeResult]:
+        at = self._now(now)
+        results: list[ChangeResult] = []
+        s = self._store
+        with s.lock:
+            for job_id in ids:
+                job = s.jobs.get(job_id)
+                if job is None:
+                    results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
+                elif job.state in WAITING_STATES:
+                    s.jobs[job_id] = _finished(job, JobState.CANCELLED, at, error="cancelled")
+                    results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.CANCELLED))
+                elif job.state == JobState.ACTIVE:
+                    s.jobs[job_id] = dataclasses.replace(job, cancel_requested=True)
+                    results.append(
+                        ChangeResult(job_id, ChangeStatus.CANCEL_REQUESTED, JobState.ACTIVE)
+                    )
+                else:
+                    results.append(ChangeResult(job_id, ChangeStatus.WRONG_STATE, job.state))
+        return results
+
+    async def job_retry_many(
+        self, ids: Sequence[str], *, now: float | None = None
+    ) -> list[ChangeResult]:
+        at = self._now(now)
+        results: list[ChangeResult] = []
+        s = self._store
+        with s.lock:
+            for job_id in ids:
+                job = s.jobs.get(job_id)
+                if job is None:
+                    results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
+                elif job.state in (JobState.FAILED, JobState.CANCELLED):
+                    s.jobs[job_id] = dataclasses.replace(
+                        job,
+                        state=JobState.QUEUED,
+                        max_attempts=job.attempt + 1,
+                        run_at=at,
+                        finished_at=None,
+                        stalls=0,
+                        seq=next(s.seq),
+                    )
+                    results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.QUEUED))
+                else:
+                    results.append(ChangeResult(job_id, ChangeStatus.WRONG_STATE, job.state))
+        for queue in {s.jobs[r.job_id].queue for r in results if r.status is ChangeStatus.OK}:
+            self.notify(queue)
+        return results
+
+    async def job_purge(self, params: PurgeParams, *, now: float | None = None) -> int:
+        s = self._store
+        with s.lock:
+            doomed = [
+                j.id
+                for j in s.jobs.values()
+                if j.state in params.states
+                and (params.queue is None or j.queue == params.queue)
+                and (
+                    params.finished_before is None
+                    or (j.finished_at is not None and j.finished_at < params.finished_before)
+                )
+            ]
+            for job_id in doomed:
+                del s.jobs[job_id]
+        return len(doomed)
+
+    async def job_prune_finished(
+        self, retention: Retention, *, limit: int, now: float | None = None
+    ) -> int:
+        at = self._now(now)
+        s = self._store
+        ages = {
+            JobState.COMPLETED: retention.completed_max_age,
+            JobState.FAILED: retention.failed_max_age,
+            JobState.CANCELLED: retention.cancelled_max_age,
+        }
+        removed = 0
+        with s.lock:
+            for state, max_age in ages.items():
+                if max_age is None:
+                    continue
+                old = sorted(
+                    (
+                        j
+                        for j in s.jobs.values()
+                        if j.state == state
+                        and j.finished_at is not None
+                        and j.finished_at < at - max_age
+                    ),
+                    key=lambda j: (j.finished_at or 0.0, j.seq),
+                )[: limit - removed]
+                for job in old:
+                    del s.jobs[job.id]
+                removed += len(old)
+            if retention.completed_max_count is not None:
+                for queue in sorted(s.known_queues):
+                    removed += self._trim_completed(queue, retention.completed_max_count)
+        return removed
+
+    async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
+        with self._store.lock:
+            return [self._store.jobs.get(job_id) for job_id in ids]
+
+    async def job_list(self, params: ListParams) -> list[JobRecord]:
+        with self._store.lock:
+            matching = [
+                j
+                for j in self._store.jobs.values()
+                if (params.queue is None or j.queue == params.queue)
+                and (not params.states or j.state in params.states)
+                and (params.name is None or j.name == params.name)
+                and (params.before_seq is None or j.seq < params.before_seq)
+            ]
+        matching.sort(key=lambda j: j.seq, reverse=True)
+        return matching[: params.limit]
+
+    async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        with self._store.lock:
+            for job in self._store.jobs.values():
+                if queue is None or job.queue == queue:
+                    counts[job.state] += 1
+        return counts
+
+    async def queue_list(self) -> list[QueueInfo]:
+        s = self._store
+        with s.lock:
+            names = sorted(s.known_queues | s.paused)
+            infos: list[QueueInfo] = []
+            for name in names:
+                counts = dict.fromkeys(JobState, 0)
+                for job in s.jobs.values():
+                    if job.queue == name:
+                        counts[job.state] += 1
+                infos.append(QueueInfo(name, name in s.paused, counts))
+        return infos
+
+    async def queue_pause(self, queue: str) -> None:
+        with self._store.lock:
+            self._store.paused.add(queue)
+            self._store.known_queues.add(queue)
+
+    async def queue_resume(self, queue: str) -> None:
+        with self._store.lock:
+            self._store.paused.discard(queue)
+        self.notify(queue)
+
+    async def worker_heartbeat(
+        self, info: WorkerInfo, *, ttl: float, now: float | None = None
+    ) -> None:
+        at = self._now(now)
+        with self._store.lock:
+            self._store.workers[info.id] = (dataclasses.replace(info, last_seen_at=at), at + ttl)
+
+    async def worker_deregister(self, worker_id: str) -> None:
+        with self._store.lock:
+            self._store.workers.pop(worker_id, None)
+
+    async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
+        at = self._now(now)
+        with self._store.lock:
+            live = [info for info, expires in self._store.workers.values() if expires > at]
+        return sorted(live, key=lambda w: w.started_at)
+
+    async def leader_acquire(
+        self, name: str, holder: str, *, ttl: float, now: float | None = None
+    ) -> bool:
+        at = self._now(now)
+        with self._store.lock:
+            current = self._store.leaders.get(name)
+            if current is None or current[0] == holder or current[1] <= at:
+                self._store.leaders[name] = (holder, at + ttl)
+                return True
+            return False
+
+    async def leader_release(self, name: str, holder: str) -> None:
+        with self._store.lock:
+            current = self._store.leaders.get(name)
+            if current is not None and current[0] == holder:
+                del self._store.leaders[name]
+
+    def notify(self, queue: str) -> None:
+        self._store.wakeups.notify(queue)
+
+    async def listen(self, queues: Sequence[str], timeout: float) -> None:
+        await self._store.wakeups.wait(queues, timeout)
+
+
+def _released(job: JobRecord) -> JobRecord:
+    return dataclasses.replace(
+        job, lease_token=None, lease_expires_at=None, worker_id=None, cancel_requested=False
+    )
+
+
+def _finished(
+    job: JobRecord,
+    state: JobState,
+    at: float,
+    *,
+    error: str | None = None,
+    result: bytes | None = None,
+    stalls: int | None = None,
+) -> JobRecord:
+    assert state in TERMINAL_STATES
+    return dataclasses.replace(
+        _released(job),
+        state=state,
+        finished_at=at,
+        error=error if error is not None else job.error,
+        result=result,
+        stalls=job.stalls if stalls is None else stalls,
+    )
+
+
+def _apply_finish(job: JobRecord, finish: FinishJob, at: float) -> JobRecord:
+    match finish.kind:
+        case TransitionKind.COMPLETE:
+            return _finished(job, JobState.COMPLETED, at, result=finish.result)
+        case TransitionKind.FAIL:
+            return _finished(job, JobState.FAILED, at, error=finish.error)
+        case TransitionKind.CANCEL:
+            return _finished(job, JobState.CANCELLED, at, error=finish.error)
+        case TransitionKind.RETRY:
+            assert finish.run_at is not None
+            return dataclasses.replace(
+                _released(job), state=JobState.RETRYING, run_at=finish.run_at, error=finish.error
+            )
+        case TransitionKind.SNOOZE:
+            assert finish.run_at is not None
+            return dataclasses.replace(
+                _released(job),
+                state=JobState.SCHEDULED,
+                run_at=finish.run_at,
+                attempt=max(job.attempt - 1, 0),
+            )
+        case TransitionKind.REQUEUE:
+            return dataclasses.replace(
+                _released(job), state=JobState.QUEUED, attempt=max(job.attempt - 1, 0)
+            )
+    raise AssertionError(f"unknown transition {finish.kind!r}")  # pragma: no cover

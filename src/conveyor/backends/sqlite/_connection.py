@@ -1,0 +1,181 @@
+"""One SQLite connection owned by one thread, and the schema migrations applied through it.
+
+sqlite3 blocks, so every statement of a driver runs on a dedicated single-thread executor that
+also owns the connection; the event loop only awaits futures. Write steps run inside
+``BEGIN IMMEDIATE`` so they take the database's write lock up front (waiting up to the busy
+timeout) instead of failing half way through when another process writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, TypeVar
+
+from conveyor._errors import BackendUnavailable, MigrationRequired
+from conveyor.backends.sqlite._sql import MIGRATIONS, QUERIES, split_statements
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_SECONDS: Final = 10.0
+
+
+class Connection:
+    """A lazily opened connection to ``path`` and the thread that alone may use it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._executor is not None
+
+    async def open(self) -> list[str]:
+        """Connect, configure and migrate; return the migrations this applied."""
+        if self._executor is not None:
+            return []
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conveyor-sqlite")
+        try:
+            return await self.run(self._connect)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(executor, self._disconnect)
+        finally:
+            executor.shutdown(wait=False)
+
+    async def run(self, step: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``step`` on the connection's thread, outside any transaction."""
+        if self._executor is None:
+            raise RuntimeError(f"the SQLite driver for {self.path} is not open; call open() first")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._guarded, step)
+
+    async def write(self, step: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``step`` as one ``BEGIN IMMEDIATE`` transaction: all of it or nothing."""
+        return await self.run(lambda conn: transaction(conn, step))
+
+    async def read(self, step: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``step`` in one read transaction, so its statements see one snapshot."""
+        return await self.run(lambda conn: transaction(conn, step, begin="BEGIN"))
+
+    def _guarded(self, step: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = self._open_connection()
+        try:
+            return step(self._conn)
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+                raise
+            raise self._unavailable(exc) from exc  # e.g. "file is not a database"
+
+    def _unavailable(self, exc: sqlite3.Error) -> BackendUnavailable:
+        hint = ""
+        if "locked" in str(exc) or "busy" in str(exc):
+            hint = f" (another process held the write lock for over {BUSY_TIMEOUT_SECONDS:g}s)"
+        return BackendUnavailable(f"SQLite database {self.path}: {exc}{hint}")
+
+    def _open_connection(self) -> sqlite3.Connection:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise BackendUnavailable(
+                f"cannot open SQLite database {self.path}: directory {directory} does not exist; "
+                "create it first or point the URL at an existing directory"
+            )
+        try:
+            # isolation_level=None: the driver issues BEGIN/COMMIT itself, sqlite3 adds none.
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _connect(self, conn: sqlite3.Connection) -> list[str]:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        _enable_wal(conn)
+        # NORMAL is durable in WAL mode except for the last commits before a power loss, and
+        # avoids an fsync per job transition.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return migrate(conn, self.path)
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def transaction(
+    conn: sqlite3.Connection,
+    step: Callable[[sqlite3.Connection], T],
+    *,
+    begin: str = "BEGIN IMMEDIATE",
+) -> T:
+    conn.execute(begin)
+    try:
+        result = step(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    # Switching a fresh file to WAL needs an exclusive lock that SQLite does not wait for with
+    # the busy handler, so processes opening the same new file at once retry for a while.
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> list[str]:
+    """Apply the bundled migrations the database lacks, under the write lock; return their names.
+
+    Holding ``BEGIN IMMEDIATE`` from the check to the last migration means two processes opening
+    a new file at once cannot both apply a migration: the second waits, then finds it applied.
+    """
+
+    def apply(conn: sqlite3.Connection) -> list[str]:
+        conn.execute(QUERIES["migration__create_table"])
+        applied = {row["name"] for row in conn.execute(QUERIES["migration__applied"])}
+        known = {name for name, _ in MIGRATIONS}
+        unknown = sorted(applied - known)
+        if unknown:
+            raise MigrationRequired(
+                f"SQLite database {path} has schema migration(s) {', '.join(unknown)} that this "
+                f"version of conveyor does not know (it knows up to {max(known)}); upgrade "
+                "conveyor in this process or point it at another database"
+            )
+        done: list[str] = []
+        for name, script in MIGRATIONS:
+            if name in applied:
+                continue
+            for statement in split_statements(script):
+                conn.execute(statement)
+            conn.execute(QUERIES["migration__record"], {"name": name, "now": time.time()})
+            done.append(name)
+        return done
+
+    return transaction(conn, apply)

@@ -1,0 +1,250 @@
+-- Queries of the SQLite backend: one statement per section, named after the driver operation
+-- (helper steps are <operation>__<step>). Parameters are named; lists travel as JSON arrays read
+-- with json_each so each statement stays static and cached. Times are REAL epoch seconds.
+
+-- name: migration__create_table
+CREATE TABLE IF NOT EXISTS conveyor_migration (
+    name       TEXT NOT NULL PRIMARY KEY,
+    applied_at REAL NOT NULL
+);
+
+-- name: migration__applied
+SELECT name FROM conveyor_migration ORDER BY name;
+
+-- name: migration__record
+INSERT INTO conveyor_migration (name, applied_at) VALUES (:name, :now);
+
+-- Reserves a block of :count sequence numbers; returns the last one of the block.
+-- name: sequence__reserve
+UPDATE conveyor_sequence SET value = value + :count WHERE name = 'job_seq' RETURNING value;
+
+-- name: job_insert_many
+INSERT INTO conveyor_job (
+    id, queue, name, payload, state, priority, attempt, max_attempts, run_at, enqueued_at, seq
+) VALUES (
+    :id, :queue, :name, :payload, :state, :priority, 0, :max_attempts, :run_at, :now, :seq
+)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: job_insert_many__register_queue
+INSERT INTO conveyor_queue (name, paused) VALUES (:queue, 0) ON CONFLICT (name) DO NOTHING;
+
+-- name: job__state
+SELECT state FROM conveyor_job WHERE id = :id;
+
+-- One statement: choose and lease in the same write, so two connections can never lease the
+-- same job (the write lock serializes them; the loser sees the winner's update).
+-- name: job_fetch
+UPDATE conveyor_job
+SET state = 'active',
+    attempt = attempt + 1,
+    started_at = :now,
+    lease_token = lower(hex(randomblob(16))),
+    lease_expires_at = :now + :lease_seconds,
+    worker_id = :worker_id,
+    cancel_requested = 0
+WHERE id IN (
+    SELECT id FROM conveyor_job
+    WHERE queue IN (SELECT value FROM json_each(:queues))
+      AND queue NOT IN (SELECT name FROM conveyor_queue WHERE paused = 1)
+      AND state IN ('scheduled', 'queued', 'retrying')
+      AND run_at <= :now
+    ORDER BY priority, run_at, seq
+    LIMIT :limit
+)
+RETURNING *;
+
+-- name: job_extend_leases
+UPDATE conveyor_job
+SET lease_expires_at = :expires_at
+WHERE id = :id AND state = 'active' AND lease_token = :token
+RETURNING cancel_requested;
+
+-- name: job_finish_many__complete
+UPDATE conveyor_job
+SET state = 'completed', finished_at = :now, result = :result,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+WHERE id = :id AND state = 'active' AND lease_token = :token
+RETURNING queue;
+
+-- Terminal failure or cancellation; :state is 'failed' or 'cancelled'.
+-- name: job_finish_many__end
+UPDATE conveyor_job
+SET state = :state, finished_at = :now, result = NULL, error = coalesce(:error, error),
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+WHERE id = :id AND state = 'active' AND lease_token = :token
+RETURNING queue;
+
+-- name: job_finish_many__retry
+UPDATE conveyor_job
+SET state = 'retrying', run_at = :run_at, error = :error,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+WHERE id = :id AND state = 'active' AND lease_token = :token
+RETURNING queue;
+
+-- Snooze (:state 'scheduled' at :run_at) or requeue (:state 'queued', run time kept): the
+-- attempt is given back.
+-- name: job_finish_many__give_back
+UPDATE conveyor_job
+SET state = :state, run_at = coalesce(:run_at, run_at), attempt = max(attempt - 1, 0),
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+WHERE id = :id AND state = 'active' AND lease_token = :token
+RETURNING queue;
+
+-- Keeps the newest :keep completed jobs of one queue.
+-- name: job_finish_many__trim_completed
+DELETE FROM conveyor_job
+WHERE id IN (
+    SELECT id FROM conveyor_job
+    WHERE queue = :queue AND state = 'completed'
+    ORDER BY finished_at DESC, seq DESC
+    LIMIT -1 OFFSET :keep
+);
+
+-- name: job_rescue_expired
+SELECT id, queue, stalls FROM conveyor_job
+WHERE state = 'active' AND lease_expires_at <= :now
+ORDER BY lease_expires_at, seq
+LIMIT :limit;
+
+-- name: job_rescue_expired__requeue
+UPDATE conveyor_job
+SET state = 'queued', attempt = max(attempt - 1, 0), stalls = :stalls, run_at = :now,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+WHERE id = :id;
+
+-- name: job_rescue_expired__fail
+UPDATE conveyor_job
+SET state = 'failed', finished_at = :now, stalls = :stalls, error = :error, result = NULL,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+WHERE id = :id;
+
+-- name: job_promote_due
+UPDATE conveyor_job
+SET state = 'queued'
+WHERE id IN (
+    SELECT id FROM conveyor_job
+    WHERE state IN ('scheduled', 'retrying') AND run_at <= :now
+    ORDER BY run_at, seq
+    LIMIT :limit
+)
+RETURNING queue;
+
+-- name: job_cancel_many__waiting
+UPDATE conveyor_job
+SET state = 'cancelled', finished_at = :now, error = 'cancelled', result = NULL,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+WHERE id = :id;
+
+-- name: job_cancel_many__active
+UPDATE conveyor_job SET cancel_requested = 1 WHERE id = :id;
+
+-- name: job_retry_many
+UPDATE conveyor_job
+SET state = 'queued', max_attempts = attempt + 1, run_at = :now, finished_at = NULL,
+    stalls = 0, seq = :seq
+WHERE id = :id
+RETURNING queue;
+
+-- name: job_purge
+DELETE FROM conveyor_job
+WHERE state IN (SELECT value FROM json_each(:states))
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:finished_before IS NULL OR finished_at < :finished_before);
+
+-- Finished jobs of one state older than :cutoff, oldest first.
+-- name: job_prune_finished
+DELETE FROM conveyor_job
+WHERE id IN (
+    SELECT id FROM conveyor_job
+    WHERE state = :state AND finished_at < :cutoff
+    ORDER BY finished_at, seq
+    LIMIT :limit
+);
+
+-- Completed jobs beyond the newest :keep of their queue, oldest first, queue by queue.
+-- name: job_prune_finished__trim_completed
+DELETE FROM conveyor_job
+WHERE id IN (
+    SELECT id FROM (
+        SELECT id, queue, finished_at, seq,
+               row_number() OVER (
+                   PARTITION BY queue ORDER BY finished_at DESC, seq DESC
+               ) AS newest_rank
+        FROM conveyor_job
+        WHERE state = 'completed'
+    )
+    WHERE newest_rank > :keep
+    ORDER BY queue, finished_at, seq
+    LIMIT :limit
+);
+
+-- name: job_get_many
+SELECT * FROM conveyor_job WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: job_list
+SELECT * FROM conveyor_job
+WHERE (:queue IS NULL OR queue = :queue)
+  AND (:any_state OR state IN (SELECT value FROM json_each(:states)))
+  AND (:name IS NULL OR name = :name)
+  AND (:before_seq IS NULL OR seq < :before_seq)
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- name: job_count_by_state
+SELECT state, count(*) AS n FROM conveyor_job
+WHERE (:queue IS NULL OR queue = :queue)
+GROUP BY state;
+
+-- name: queue_list
+SELECT name, paused FROM conveyor_queue ORDER BY name;
+
+-- name: queue_list__counts
+SELECT queue, state, count(*) AS n FROM conveyor_job GROUP BY queue, state;
+
+-- name: queue_pause
+INSERT INTO conveyor_queue (name, paused) VALUES (:queue, 1)
+ON CONFLICT (name) DO UPDATE SET paused = 1;
+
+-- name: queue_resume
+UPDATE conveyor_queue SET paused = 0 WHERE name = :queue;
+
+-- name: worker_heartbeat
+INSERT INTO conveyor_worker (
+    id, hostname, pid, queues, concurrency, started_at, last_seen_at, running, processed,
+    expires_at
+) VALUES (
+    :id, :hostname, :pid, :queues, :concurrency, :started_at, :now, :running, :processed,
+    :expires_at
+)
+ON CONFLICT (id) DO UPDATE SET
+    hostname = excluded.hostname,
+    pid = excluded.pid,
+    queues = excluded.queues,
+    concurrency = excluded.concurrency,
+    started_at = excluded.started_at,
+    last_seen_at = excluded.last_seen_at,
+    running = excluded.running,
+    processed = excluded.processed,
+    expires_at = excluded.expires_at;
+
+-- name: worker_deregister
+DELETE FROM conveyor_worker WHERE id = :id;
+
+-- Ties on started_at keep first-registration order (rowid), as the reference does.
+-- name: worker_list
+SELECT * FROM conveyor_worker WHERE expires_at > :now ORDER BY started_at, rowid;
+
+-- Takes the lease when free, expired or already ours; returns a row only on success.
+-- name: leader_acquire
+INSERT INTO conveyor_leader (name, holder, expires_at) VALUES (:name, :holder, :expires_at)
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE conveyor_leader.holder = excluded.holder OR conveyor_leader.expires_at <= :now
+RETURNING holder;
+
+-- name: leader_release
+DELETE FROM conveyor_leader WHERE name = :name AND holder = :holder;
+
+-- Changes whenever another connection commits; how idle workers in other processes notice work.
+-- name: listen__data_version
+PRAGMA data_version;

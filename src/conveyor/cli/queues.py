@@ -1,0 +1,71 @@
+"""``conveyor queues ls|pause|resume`` and ``conveyor workers``."""
+
+from __future__ import annotations
+
+import click
+
+from conveyor._queue import Queue
+from conveyor.cli._common import print_table, run_with_queue
+from conveyor.drivers.records import JobState
+
+_COLUMNS = [
+    JobState.QUEUED,
+    JobState.SCHEDULED,
+    JobState.ACTIVE,
+    JobState.RETRYING,
+    JobState.COMPLETED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+]
+
+
+@click.group()
+def queues() -> None:
+    """List, pause and resume queues."""
+
+
+@queues.command("ls")
+@click.pass_context
+def queues_ls(ctx: click.Context) -> None:
+    """Queues with their job counts by state."""
+    infos = run_with_queue(ctx, lambda q: q.queues())
+    rows = [
+        [info.name, "paused" if info.paused else "running"]
+        + [info.counts.get(s, 0) for s in _COLUMNS]
+        for info in infos
+    ]
+    print_table(["queue", "status"] + [s.value for s in _COLUMNS], rows)
+
+
+@queues.command("pause")
+@click.argument("name")
+@click.pass_context
+def queues_pause(ctx: click.Context, name: str) -> None:
+    """Stop workers from starting jobs of queue NAME (running ones finish)."""
+    run_with_queue(ctx, lambda q: q.pause(name))
+    click.echo(f"queue {name} paused")
+
+
+@queues.command("resume")
+@click.argument("name")
+@click.pass_context
+def queues_resume(ctx: click.Context, name: str) -> None:
+    """Let workers start jobs of queue NAME again."""
+    run_with_queue(ctx, lambda q: q.resume(name))
+    click.echo(f"queue {name} resumed")
+
+
+@click.command()
+@click.pass_context
+def workers(ctx: click.Context) -> None:
+    """Live workers (those whose heartbeat has not expired)."""
+
+    async def fetch(q: Queue) -> list[list[object]]:
+        return [
+            [w.id, ",".join(w.queues), w.concurrency, w.running, w.processed]
+            for w in await q.workers()
+        ]
+
+    print_table(
+        ["worker", "queues", "concurrency", "running", "processed"], run_with_queue(ctx, fetch)
+    )

@@ -1,0 +1,72 @@
+"""``conveyor worker`` and ``conveyor check``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from conveyor._errors import MissingHandlers
+from conveyor._logging import configure_logging
+from conveyor.cli._common import load_worker
+
+
+@click.command()
+@click.argument("target")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Jobs run at once.")
+@click.option("-q", "--queue", "queues", multiple=True, help="Queue to serve (repeatable).")
+@click.option("--burst", is_flag=True, help="Exit once the queues have nothing left to run.")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), help="Seconds to finish jobs.")
+@click.option("--lease", type=click.FloatRange(min=0.1), help="Lease length in seconds.")
+@click.option(
+    "--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def worker(
+    target: str,
+    concurrency: int | None,
+    queues: tuple[str, ...],
+    burst: bool,
+    shutdown_grace: float | None,
+    lease: float | None,
+    log_format: str,
+    log_level: str,
+) -> None:
+    """Run the Worker at TARGET (module:attribute) until SIGTERM/SIGINT.
+
+    The first signal stops fetching and lets running jobs finish within the shutdown grace;
+    a second one hands them back to the queue at once.
+    """
+    configure_logging(log_level, log_format)
+    w = load_worker(target)
+    changes: dict[str, object] = {}
+    if concurrency is not None:
+        changes["concurrency"] = concurrency
+    if queues:
+        changes["queues"] = queues
+    if burst:
+        changes["burst"] = True
+    if shutdown_grace is not None:
+        changes["shutdown_grace"] = shutdown_grace
+    if lease is not None:
+        changes["lease_seconds"] = lease
+    if changes:
+        w.config = dataclasses.replace(w.config, **changes)  # type: ignore[arg-type]
+    try:
+        w.run_sync()
+    except MissingHandlers as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command()
+@click.argument("target")
+def check(target: str) -> None:
+    """Fail if a job definition served by the Worker at TARGET has no handler."""
+    w = load_worker(target)
+    missing = w.registry.missing()
+    for definition in w.registry.definitions():
+        mark = "missing" if definition.name in missing else "ok"
+        click.echo(f"{mark:8} {definition.name}  (queue {definition.queue})")
+    if missing:
+        raise click.ClickException(str(MissingHandlers(missing)))
+    click.echo(f"{len(w.registry.names())} handler(s) registered, none missing")

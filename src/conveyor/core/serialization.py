@@ -1,0 +1,71 @@
+"""Payload and result encoding. JSON only, validated by the definition's pydantic model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from conveyor._errors import PayloadTooLarge, PayloadValidationError
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def encode_payload(name: str, model: type[BaseModel], payload: BaseModel, limit: int) -> bytes:
+    """Validate ``payload`` as ``model`` and encode it; refuse it over ``limit`` bytes."""
+    if not isinstance(payload, model):
+        raise PayloadValidationError(
+            name, f"expected an instance of {model.__name__}, got {type(payload).__name__}"
+        )
+    try:
+        # Re-validate: a model built with model_construct() or mutated after creation skips checks.
+        data = model.model_validate(payload.model_dump(mode="python")).model_dump_json().encode()
+    except ValidationError as exc:
+        raise PayloadValidationError(name, _describe(exc)) from exc
+    return check_size(name, data, limit)
+
+
+def encode_untyped_payload(
+    name: str, payload: Mapping[str, Any] | str | bytes, limit: int
+) -> bytes:
+    """Encode a payload for ``enqueue_by_name``: a mapping, or a JSON object as text/bytes."""
+    if isinstance(payload, str | bytes):
+        try:
+            decoded = json.loads(payload)
+        except ValueError as exc:
+            raise PayloadValidationError(name, f"payload is not valid JSON: {exc}") from exc
+        if not isinstance(decoded, dict):
+            raise PayloadValidationError(name, "payload must be a JSON object")
+        data = payload.encode() if isinstance(payload, str) else payload
+    else:
+        try:
+            data = json.dumps(dict(payload), separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise PayloadValidationError(name, f"payload is not JSON-serializable: {exc}") from exc
+    return check_size(name, data, limit)
+
+
+def check_size(name: str, data: bytes, limit: int) -> bytes:
+    if len(data) > limit:
+        raise PayloadTooLarge(name, len(data), limit)
+    return data
+
+
+def decode_payload(name: str, model: type[M], data: bytes) -> M:
+    """Parse and validate stored payload bytes; raise :class:`PayloadValidationError`."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise PayloadValidationError(name, _describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "<payload>"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

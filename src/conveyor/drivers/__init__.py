@@ -1,0 +1,1 @@
+"""The storage contract every backend implements; see :mod:`conveyor.drivers.protocol`."""

@@ -1,0 +1,146 @@
+"""The driver contract: the only way Conveyor talks to storage.
+
+Every method is one atomic step. ``now`` is epoch seconds; ``None`` means the backend's own clock,
+which is what production uses so that clock skew between workers cannot cause false rescues.
+Results are values (see ``TransitionStatus``); exceptions mean the infrastructure failed
+(:class:`conveyor.BackendUnavailable`, :class:`conveyor.MigrationRequired`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from conveyor.drivers.records import (
+    ChangeResult,
+    ExtendResult,
+    FetchParams,
+    FinishJob,
+    InsertResult,
+    JobRecord,
+    JobState,
+    Lease,
+    ListParams,
+    NewJob,
+    PurgeParams,
+    QueueInfo,
+    RescueResult,
+    Retention,
+    TransitionResult,
+    WorkerInfo,
+)
+
+
+class Driver(Protocol):
+    """A connection to one backend store; not shared between threads (see ``connect_another``)."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect, creating or migrating the schema where the backend does so automatically."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def connect_another(self) -> Driver:
+        """A new, unopened driver on its own connection to the same store (for other threads)."""
+        ...
+
+    async def migrate(self) -> list[str]:
+        """Apply pending schema migrations; return the names applied."""
+        ...
+
+    async def job_insert_many(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> list[InsertResult]:
+        """Insert jobs; an id that already exists is left untouched and reported as duplicate."""
+        ...
+
+    async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
+        """Lease up to ``limit`` runnable jobs: lowest priority first, then oldest run time, then
+        enqueue order; skips paused queues; each gets a new lease token and ``attempt + 1``."""
+        ...
+
+    async def job_extend_leases(
+        self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
+    ) -> ExtendResult: ...
+
+    async def job_finish_many(
+        self,
+        finishes: Sequence[FinishJob],
+        *,
+        retention: Retention,
+        now: float | None = None,
+    ) -> list[TransitionResult]:
+        """Apply completions and failures, each fenced by its lease token. Completing applies the
+        count-based retention of the job's queue in the same step."""
+        ...
+
+    async def job_rescue_expired(
+        self, *, max_stalls: int, limit: int, now: float | None = None
+    ) -> RescueResult:
+        """Active jobs whose lease expired go back to ``queued`` (stall counted, attempt given
+        back), or to ``failed`` once they have stalled more than ``max_stalls`` times."""
+        ...
+
+    async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
+        """Move due ``scheduled``/``retrying`` jobs to ``queued``; returns how many moved."""
+        ...
+
+    async def job_cancel_many(
+        self, ids: Sequence[str], *, now: float | None = None
+    ) -> list[ChangeResult]:
+        """Waiting jobs become ``cancelled``; active ones get ``cancel_requested``."""
+        ...
+
+    async def job_retry_many(
+        self, ids: Sequence[str], *, now: float | None = None
+    ) -> list[ChangeResult]:
+        """``failed``/``cancelled`` jobs go back to ``queued`` with one more attempt allowed."""
+        ...
+
+    async def job_purge(self, params: PurgeParams, *, now: float | None = None) -> int: ...
+
+    async def job_prune_finished(
+        self, retention: Retention, *, limit: int, now: float | None = None
+    ) -> int:
+        """Delete finished jobs beyond the retention policy, at most ``limit`` per call."""
+        ...
+
+    async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]: ...
+
+    async def job_list(self, params: ListParams) -> list[JobRecord]: ...
+
+    async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]: ...
+
+    async def queue_list(self) -> list[QueueInfo]: ...
+
+    async def queue_pause(self, queue: str) -> None: ...
+
+    async def queue_resume(self, queue: str) -> None: ...
+
+    async def worker_heartbeat(
+        self, info: WorkerInfo, *, ttl: float, now: float | None = None
+    ) -> None: ...
+
+    async def worker_deregister(self, worker_id: str) -> None: ...
+
+    async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
+        """Workers whose last heartbeat has not expired."""
+        ...
+
+    async def leader_acquire(
+        self, name: str, holder: str, *, ttl: float, now: float | None = None
+    ) -> bool:
+        """Take or renew the named leadership; true while ``holder`` holds it."""
+        ...
+
+    async def leader_release(self, name: str, holder: str) -> None: ...
+
+    def notify(self, queue: str) -> None:
+        """Wake listeners in this process after jobs were made runnable."""
+        ...
+
+    async def listen(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when jobs may be runnable on ``queues``, or after ``timeout`` seconds."""
+        ...

@@ -1,0 +1,92 @@
+"""Extends every held lease in one call per tick, from a dedicated thread.
+
+The thread has its own event loop and its own connection, so a blocked event loop or a
+GIL-heavy sync handler delays renewal by at most a GIL switch interval rather than starving it.
+What it learns (leases lost, cancellations requested) is handed to the worker's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+from conveyor.core.clock import Clock
+from conveyor.drivers.protocol import Driver
+from conveyor.drivers.records import ExtendResult, Lease
+
+log = logging.getLogger("conveyor.worker")
+
+OnExtended = Callable[[ExtendResult], None]
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        driver: Driver,
+        *,
+        lease_seconds: float,
+        interval: float,
+        clock: Clock,
+        loop: asyncio.AbstractEventLoop,
+        on_extended: OnExtended,
+    ) -> None:
+        self._driver = driver
+        self._lease_seconds = lease_seconds
+        self._interval = interval
+        self._clock = clock
+        self._loop = loop
+        self._on_extended = on_extended
+        self._leases: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, job_id: str, token: str) -> None:
+        with self._lock:
+            self._leases[job_id] = token
+
+    def release(self, job_id: str) -> None:
+        with self._lock:
+            self._leases.pop(job_id, None)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._main, name="conveyor-lease-keeper", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(self._interval, 1.0) + 5.0)
+
+    def _main(self) -> None:
+        asyncio.run(self._tick_forever())
+
+    async def _tick_forever(self) -> None:
+        await self._driver.open()
+        try:
+            while not self._stop.wait(self._interval):
+                await self.tick()
+        finally:
+            await self._driver.close()
+
+    async def tick(self) -> None:
+        with self._lock:
+            leases = [Lease(job_id, token) for job_id, token in self._leases.items()]
+        if not leases:
+            return
+        try:
+            result = await self._driver.job_extend_leases(
+                leases, self._lease_seconds, now=self._clock.now()
+            )
+        except Exception as exc:  # keep renewing on the next tick; a lease outlives one failure
+            log.warning("extending %d lease(s) failed: %s", len(leases), exc)
+            return
+        if result.lost or result.cancel_requested:
+            try:
+                self._loop.call_soon_threadsafe(self._on_extended, result)
+            except RuntimeError:  # the worker's loop has closed
+                pass
