@@ -27,7 +27,7 @@ class JobContext:
     worker_id: str
     logger: logging.LoggerAdapter[logging.Logger]
     cancelled: threading.Event = field(default_factory=threading.Event)
-    _progress: list[Any] = field(default_factory=list, repr=False)
+    _progress: list[Any] = field(default_factory=list[Any], repr=False)
 
     @property
     def is_last_attempt(self) -> bool:

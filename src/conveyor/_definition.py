@@ -122,7 +122,7 @@ def job(
 
 def job(
     name: str,
-    payload: type[Any],
+    payload: object,
     *,
     result: Any = None,
     queue: str = DEFAULT_QUEUE,

@@ -289,9 +289,12 @@ class Queue:
         unfinished = [s for s in wanted if not s.is_terminal]
         if unfinished:
             raise ValueError(f"only finished jobs can be purged, not {unfinished[0].value!r}")
-        before = None if older_than is None else time.time() - older_than.total_seconds()
+        now = self.clock.now()
+        before = None
+        if older_than is not None:  # finish times were written with this queue's clock
+            before = (time.time() if now is None else now) - older_than.total_seconds()
         driver = await self.connect()
-        return await driver.job_purge(PurgeParams(queue, wanted, before), now=self.clock.now())
+        return await driver.job_purge(PurgeParams(queue, wanted, before), now=now)
 
     async def queues(self) -> list[QueueInfo]:
         driver = await self.connect()

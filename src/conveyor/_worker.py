@@ -17,7 +17,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TypeVar
@@ -86,6 +86,16 @@ class WorkerConfig:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, got {self.lease_seconds}")
+        renew = self.lease_renew_interval
+        if renew is not None and renew <= 0:
+            raise ValueError(f"lease_renew_interval must be > 0, got {renew}")
+        if renew is not None and renew >= self.lease_seconds:
+            log.warning(
+                "lease_renew_interval (%gs) is not shorter than lease_seconds (%gs): leases will "
+                "lapse while jobs run and other workers may run them again",
+                renew,
+                self.lease_seconds,
+            )
         if self.shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, got {self.shutdown_grace}")
 
@@ -140,9 +150,11 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = WorkerStats()
         self._running: dict[str, _Running] = {}
+        self._superseded: set[asyncio.Task[None]] = set()  # stale attempts still unwinding
         self._rng = random.Random()
         self._stopping: asyncio.Event | None = None
         self._grace_cut: asyncio.Event | None = None
+        self._early_stop: tuple[bool, bool] = (False, False)  # stop() before run(): (stop, cut)
         self._slot_freed: asyncio.Event | None = None
         self._started_at = 0.0
         self._completer: Completer | None = None
@@ -182,6 +194,12 @@ class Worker:
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._grace_cut = asyncio.Event()
+        stop_early, cut_early = self._early_stop
+        self._early_stop = (False, False)
+        if stop_early:
+            self._stopping.set()
+        if cut_early:
+            self._grace_cut.set()
         self._slot_freed = asyncio.Event()
         self._started_at = time.time()
         driver = await self.queue.connect()
@@ -235,6 +253,10 @@ class Worker:
         """Stop fetching and finish in-flight jobs within the grace period; ``grace=0`` (or a
         second call) hands them back at once."""
         if self._stopping is None or self._grace_cut is None:
+            # run() has not started yet (e.g. its task is created but not scheduled): remember
+            # the request, or the worker would run forever.
+            stopped, cut = self._early_stop
+            self._early_stop = (True, cut or stopped or grace == 0)
             return
         if self._stopping.is_set() or grace == 0:
             self._grace_cut.set()
@@ -265,10 +287,15 @@ class Worker:
                 params = FetchParams(self.queues, free, self.id, cfg.lease_seconds)
                 records = await driver.job_fetch(params, now=cfg.clock.now())
                 failures = 0
-            except ConveyorError as exc:
+            except Exception as exc:  # a broken connection must not end the worker
                 failures += 1
                 pause = min(0.1 * 2**failures, 5.0)
-                log.warning("fetching jobs failed, retrying in %.1fs: %s", pause, exc)
+                log.warning(
+                    "fetching jobs failed, retrying in %.1fs: %s",
+                    pause,
+                    exc,
+                    exc_info=not isinstance(exc, ConveyorError),
+                )
                 await _first(asyncio.sleep(pause), self._stopping.wait())
                 continue
             for record in records:
@@ -307,6 +334,13 @@ class Worker:
                 {"job_id": record.id, "job_name": record.name, "attempt": record.attempt},
             ),
         )
+        previous = self._running.get(record.id)
+        if previous is not None and previous.task is not None:
+            # We were given the job again, so our earlier attempt's lease was lost (it expired and
+            # the job was rescued) without the lease keeper noticing yet: stop that attempt.
+            self._interrupt(record.id, StopReason.LEASE_LOST)
+            self._superseded.add(previous.task)
+            previous.task.add_done_callback(self._superseded.discard)
         entry = _Running(record, ctx)
         self._running[record.id] = entry
         self._lease_keeper.hold(record.id, record.lease_token)
@@ -319,12 +353,13 @@ class Worker:
         try:
             outcome = await execute(record, self.registry, entry.ctx, lambda: entry.stop_reason)
         finally:
-            self._running.pop(record.id, None)
+            if self._running.get(record.id) is entry:  # not a newer attempt of the same job
+                del self._running[record.id]
             assert self._slot_freed is not None
             self._slot_freed.set()
         duration = time.monotonic() - started
         if entry.stop_reason == StopReason.LEASE_LOST:
-            self._forget(record.id)
+            self._forget(record.id, record.lease_token)
             self.stats.lease_lost += 1
             _log_job(
                 logging.WARNING,
@@ -346,51 +381,58 @@ class Worker:
             rng=self._rng,
         )
         _log_transition(record, transition, duration)
-        self._count(transition)
         assert self._completer is not None
         self._completer.submit(_finish_for(record, transition), self._on_written)
 
     def _on_written(self, finish: FinishJob, result: TransitionResult) -> None:
-        self._forget(finish.job_id)
-        if result.status is not TransitionStatus.OK:
+        self._forget(finish.job_id, finish.token)
+        if result.status is TransitionStatus.OK:
+            self._count(finish.kind)
+        else:
+            self.stats.lease_lost += 1
             log.warning(
                 "job outcome discarded: %s (another worker owns the job now)",
                 result.status.value,
                 extra={"event": "lease_lost", "job_id": finish.job_id, "outcome": finish.kind},
             )
 
-    def _forget(self, job_id: str) -> None:
+    def _forget(self, job_id: str, token: str | None) -> None:
         if self._lease_keeper is not None:
-            self._lease_keeper.release(job_id)
+            self._lease_keeper.release(job_id, token)
 
-    def _on_extended(self, result: ExtendResult) -> None:
+    def _on_extended(self, result: ExtendResult, sent: Mapping[str, str]) -> None:
+        # ``sent`` holds the tokens the keeper extended: a loss reported for an older token must
+        # not stop a newer attempt of the same job that started since.
         for job_id in result.lost:
-            self._interrupt(job_id, StopReason.LEASE_LOST)
+            self._interrupt(job_id, StopReason.LEASE_LOST, token=sent.get(job_id))
         for job_id in result.cancel_requested:
-            self._interrupt(job_id, StopReason.CANCELLED)
+            self._interrupt(job_id, StopReason.CANCELLED, token=sent.get(job_id))
 
-    def _interrupt(self, job_id: str, reason: str) -> None:
+    def _interrupt(self, job_id: str, reason: str, *, token: str | None = None) -> None:
         entry = self._running.get(job_id)
         if entry is None or entry.task is None or entry.stop_reason is not None:
+            return
+        if token is not None and entry.record.lease_token != token:
             return
         entry.stop_reason = reason
         entry.ctx.cancelled.set()
         entry.task.cancel()
 
-    def _count(self, transition: Transition) -> None:
+    def _count(self, kind: TransitionKind) -> None:
+        """Count a transition once it is written (a refused one counts as ``lease_lost``)."""
         s = self.stats
-        match transition:
-            case Complete():
+        match kind:
+            case TransitionKind.COMPLETE:
                 s.completed += 1
-            case RetryAt():
+            case TransitionKind.RETRY:
                 s.retried += 1
-            case Fail():
+            case TransitionKind.FAIL:
                 s.failed += 1
-            case SnoozeUntil():
+            case TransitionKind.SNOOZE:
                 s.snoozed += 1
-            case Cancel():
+            case TransitionKind.CANCEL:
                 s.cancelled += 1
-            case Requeue():
+            case TransitionKind.REQUEUE:
                 s.requeued += 1
 
     async def _shutdown(
@@ -415,6 +457,7 @@ class Worker:
         for entry in list(self._running.values()):
             self._interrupt(entry.record.id, StopReason.SHUTDOWN)
         leftovers = [e.task for e in self._running.values() if e.task is not None]
+        leftovers.extend(self._superseded)
         if leftovers:
             await asyncio.gather(*leftovers, return_exceptions=True)
         await completer.close()

@@ -50,7 +50,7 @@ def jobs_ls(
     if as_json:
         echo_json([job_as_dict(i) for i in infos])
         return
-    rows = []
+    rows: list[list[object]] = []
     for i in infos:
         error = (i.error or "").splitlines()[0][:60] if i.error else ""
         rows.append(

@@ -17,7 +17,11 @@ from conveyor.cli._common import load_worker
 @click.option("-q", "--queue", "queues", multiple=True, help="Queue to serve (repeatable).")
 @click.option("--burst", is_flag=True, help="Exit once the queues have nothing left to run.")
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), help="Seconds to finish jobs.")
-@click.option("--lease", type=click.FloatRange(min=0.1), help="Lease length in seconds.")
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0.1),
+    help="Lease length in seconds (a configured renewal interval is scaled along).",
+)
 @click.option(
     "--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True
 )
@@ -50,6 +54,11 @@ def worker(
         changes["shutdown_grace"] = shutdown_grace
     if lease is not None:
         changes["lease_seconds"] = lease
+        renew = w.config.lease_renew_interval
+        if renew is not None:
+            # Keep the configured renewal rate relative to the lease: a renewal interval tuned
+            # for a longer lease would let the new, shorter one lapse and the job run twice.
+            changes["lease_renew_interval"] = renew * lease / w.config.lease_seconds
     if changes:
         w.config = dataclasses.replace(w.config, **changes)  # type: ignore[arg-type]
     try:

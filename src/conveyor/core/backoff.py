@@ -54,11 +54,12 @@ class Exponential:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         exponent = max(attempt - 1, 0)
-        # A float power overflows (OverflowError) long after the cap is passed: treat it as the cap.
+        # A float power overflows (OverflowError) long after the cap is passed: treat it as the cap
+        # (unless the base is 0: then every delay is 0, however large the attempt number).
         try:
             raw = self.base * self.factor**exponent
         except OverflowError:
-            raw = self.cap
+            raw = self.cap if self.base > 0 else 0.0
         capped = min(raw, self.cap)
         return rng.uniform(0.0, capped) if self.jitter else capped
 

@@ -35,7 +35,8 @@ def encode_untyped_payload(
     """Encode a payload for ``enqueue_by_name``: a mapping, or a JSON object as text/bytes."""
     if isinstance(payload, str | bytes):
         try:
-            decoded = json.loads(payload)
+            # NaN/Infinity are not JSON: refuse them here as json.dumps does for a mapping below.
+            decoded = json.loads(payload, parse_constant=_refuse_constant)
         except ValueError as exc:
             raise PayloadValidationError(name, f"payload is not valid JSON: {exc}") from exc
         if not isinstance(decoded, dict):
@@ -47,6 +48,10 @@ def encode_untyped_payload(
         except (TypeError, ValueError) as exc:
             raise PayloadValidationError(name, f"payload is not JSON-serializable: {exc}") from exc
     return check_size(name, data, limit)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def check_size(name: str, data: bytes, limit: int) -> bytes:
@@ -64,7 +69,7 @@ def decode_payload(name: str, model: type[M], data: bytes) -> M:
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
+    parts: list[str] = []
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in err["loc"]) or "<payload>"
         parts.append(f"{where}: {err['msg']}")

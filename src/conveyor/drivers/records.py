@@ -181,7 +181,7 @@ class PurgeParams:
 class QueueInfo:
     name: str
     paused: bool
-    counts: dict[JobState, int] = field(default_factory=dict)
+    counts: dict[JobState, int] = field(default_factory=dict[JobState, int])
 
 
 @dataclass(frozen=True, slots=True)

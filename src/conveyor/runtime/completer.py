@@ -83,9 +83,13 @@ class Completer:
                     [p.finish for p in batch], retention=self._retention, now=self._clock.now()
                 )
                 break
-            except ConveyorError as exc:
+            except Exception as exc:  # never drop a batch: the jobs stay leased meanwhile
                 log.warning(
-                    "completing %d job(s) failed, retrying in %.2fs: %s", len(batch), delay, exc
+                    "completing %d job(s) failed, retrying in %.2fs: %s",
+                    len(batch),
+                    delay,
+                    exc,
+                    exc_info=not isinstance(exc, ConveyorError),
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_cap)

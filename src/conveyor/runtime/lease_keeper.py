@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from conveyor.core.clock import Clock
 from conveyor.drivers.protocol import Driver
@@ -18,7 +18,8 @@ from conveyor.drivers.records import ExtendResult, Lease
 
 log = logging.getLogger("conveyor.worker")
 
-OnExtended = Callable[[ExtendResult], None]
+OnExtended = Callable[[ExtendResult, Mapping[str, str]], None]
+"""Called on the worker's loop with the result and the tokens that were sent, by job id."""
 
 
 class LeaseKeeper:
@@ -47,9 +48,12 @@ class LeaseKeeper:
         with self._lock:
             self._leases[job_id] = token
 
-    def release(self, job_id: str) -> None:
+    def release(self, job_id: str, token: str | None = None) -> None:
+        """Stop renewing ``job_id`` (only if still held with ``token``, when one is given: a
+        newer attempt of the same job may hold it now)."""
         with self._lock:
-            self._leases.pop(job_id, None)
+            if token is None or self._leases.get(job_id) == token:
+                self._leases.pop(job_id, None)
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -86,7 +90,8 @@ class LeaseKeeper:
             log.warning("extending %d lease(s) failed: %s", len(leases), exc)
             return
         if result.lost or result.cancel_requested:
+            sent = {lease.job_id: lease.token for lease in leases}
             try:
-                self._loop.call_soon_threadsafe(self._on_extended, result)
+                self._loop.call_soon_threadsafe(self._on_extended, result, sent)
             except RuntimeError:  # the worker's loop has closed
                 pass

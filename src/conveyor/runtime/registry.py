@@ -52,7 +52,8 @@ class HandlerRegistry:
         )
         for item in items:
             if isinstance(item, JobDef):
-                self._declared.setdefault(item.name, item)
+                definition: JobDef[Any, Any] = item  # pyright: ignore[reportUnknownVariableType]
+                self._declared.setdefault(definition.name, definition)
 
     def get(self, name: str) -> Registered | None:
         return self._by_name.get(name)

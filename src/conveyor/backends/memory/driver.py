@@ -204,15 +204,20 @@ class MemoryDriver:
             self.notify(queue)
         return results
 
-    def _trim_completed(self, queue: str, keep: int) -> int:
+    def _trim_completed(self, queue: str, keep: int, limit: int | None = None) -> int:
+        """Delete completed jobs of ``queue`` beyond the newest ``keep``, oldest first, at most
+        ``limit`` of them (prune is bounded per call; completion trims all)."""
         s = self._store
         done = [j for j in s.jobs.values() if j.queue == queue and j.state == JobState.COMPLETED]
         if len(done) <= keep:
             return 0
-        done.sort(key=lambda j: (j.finished_at or 0.0, j.seq), reverse=True)
-        for job in done[keep:]:
+        done.sort(key=lambda j: (j.finished_at or 0.0, j.seq))
+        excess = done[: len(done) - keep]
+        if limit is not None:
+            excess = excess[: max(limit, 0)]
+        for job in excess:
             del s.jobs[job.id]
-        return len(done) - keep
+        return len(excess)
 
     async def job_rescue_expired(
         self, *, max_stalls: int, limit: int, now: float | None = None
@@ -373,7 +378,9 @@ class MemoryDriver:
                 removed += len(old)
             if retention.completed_max_count is not None:
                 for queue in sorted(s.known_queues):
-                    removed += self._trim_completed(queue, retention.completed_max_count)
+                    removed += self._trim_completed(
+                        queue, retention.completed_max_count, limit - removed
+                    )
         return removed
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:

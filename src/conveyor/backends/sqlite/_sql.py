@@ -45,21 +45,25 @@ def split_statements(script: str) -> list[str]:
     """
     statements: list[str] = []
     pending = ""
-    for line in script.splitlines(keepends=True):
-        if not pending and (not line.strip() or line.lstrip().startswith("--")):
-            continue
-        pending += line
+    # Cut after every ';' and keep growing the piece until SQLite calls it complete, so a ';'
+    # inside a string, a comment or a trigger body does not end a statement.
+    for piece in re.split(r"(?<=;)", script):
+        pending += piece
         if sqlite3.complete_statement(pending):
-            statements.append(pending.strip())
+            if _strip_comments(pending).strip().rstrip(";").strip():
+                statements.append(pending.strip())
             pending = ""
-    if pending.strip():
+    if _strip_comments(pending).strip():
         raise ValueError(f"incomplete SQL statement at the end of a script: {pending.strip()!r}")
     return statements
 
 
+_PACKAGE: Final = "conveyor.backends.sqlite"
+
+
 def load_migrations() -> tuple[tuple[str, str], ...]:
     """``(name, script)`` for every bundled migration, oldest first."""
-    folder = resources.files(__package__).joinpath("migrations")
+    folder = resources.files(_PACKAGE).joinpath("migrations")
     found = [
         (entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8"))
         for entry in folder.iterdir()
@@ -69,6 +73,6 @@ def load_migrations() -> tuple[tuple[str, str], ...]:
 
 
 QUERIES: Final = parse_queries(
-    resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
+    resources.files(_PACKAGE).joinpath("queries.sql").read_text(encoding="utf-8")
 )
 MIGRATIONS: Final = load_migrations()

@@ -33,7 +33,9 @@ INSERT INTO conveyor_queue (name, paused) VALUES (:queue, 0) ON CONFLICT (name) 
 SELECT state FROM conveyor_job WHERE id = :id;
 
 -- One statement: choose and lease in the same write, so two connections can never lease the
--- same job (the write lock serializes them; the loser sees the winner's update).
+-- same job (the write lock serializes them; the loser sees the winner's update). Without
+-- statistics the planner ties the fetch index with the narrower finished index on
+-- (queue, state); INDEXED BY keeps the one that also covers priority, run_at and seq.
 -- name: job_fetch
 UPDATE conveyor_job
 SET state = 'active',
@@ -44,7 +46,7 @@ SET state = 'active',
     worker_id = :worker_id,
     cancel_requested = 0
 WHERE id IN (
-    SELECT id FROM conveyor_job
+    SELECT id FROM conveyor_job INDEXED BY conveyor_job_fetch_idx
     WHERE queue IN (SELECT value FROM json_each(:queues))
       AND queue NOT IN (SELECT name FROM conveyor_queue WHERE paused = 1)
       AND state IN ('scheduled', 'queued', 'retrying')

@@ -1,0 +1,177 @@
+"""The inspection and repair commands, over a real SQLite file, through click's runner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from pydantic import BaseModel
+
+from conveyor import FakeClock, JobState, Queue, job
+from conveyor.cli import cli
+from conveyor.drivers.records import FetchParams, FinishJob, Retention, TransitionKind
+
+
+class Ping(BaseModel):
+    n: int
+
+
+ping = job("test.ping", Ping, result=int)
+pong = job("test.pong", Ping, queue="other")
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def run(url: str, *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, ["--url", url, *args], input=input, catch_exceptions=False)
+
+
+def seed(url: str) -> dict[str, str]:
+    """Three jobs: one failed with an error, one queued, one on another queue."""
+
+    async def go() -> dict[str, str]:
+        async with Queue.from_url(url) as q:
+            await q.enqueue(ping, Ping(n=1), job_id="will-fail", attempts=1)
+            await q.enqueue(ping, Ping(n=2), job_id="waiting")
+            await q.enqueue(pong, Ping(n=3), job_id="elsewhere")
+            (leased,) = await q.driver.job_fetch(FetchParams(("default",), 1, "w", 30.0))
+            assert leased.id == "will-fail" and leased.lease_token
+            await q.driver.job_finish_many(
+                [
+                    FinishJob(
+                        leased.id,
+                        leased.lease_token,
+                        TransitionKind.FAIL,
+                        error="ValueError: boom\nTraceback: line 1",
+                    )
+                ],
+                retention=Retention(),
+            )
+            return {"failed": "will-fail", "queued": "waiting"}
+
+    return asyncio.run(go())
+
+
+def state_of(url: str, job_id: str) -> JobState:
+    async def go() -> JobState:
+        async with Queue.from_url(url) as q:
+            info = await q.get(job_id)
+            assert info is not None
+            return info.state
+
+    return asyncio.run(go())
+
+
+def test_jobs_ls_filters_by_state_and_prints_json(url: str) -> None:
+    seed(url)
+    out = run(url, "jobs", "ls", "--state", "failed")
+    assert out.exit_code == 0
+    assert "will-fail" in out.output and "ValueError: boom" in out.output
+    assert "waiting" not in out.output
+
+    data = json.loads(run(url, "jobs", "ls", "--json").output)
+    assert [d["id"] for d in data] == ["elsewhere", "waiting", "will-fail"]  # newest first
+
+
+def test_jobs_ls_paginates_with_before(url: str) -> None:
+    seed(url)
+    first = json.loads(run(url, "jobs", "ls", "--json", "--limit", "2").output)
+    assert len(first) == 2
+    rest = json.loads(run(url, "jobs", "ls", "--json", "--before", str(first[-1]["seq"])).output)
+    assert [d["id"] for d in first + rest] == ["elsewhere", "waiting", "will-fail"]
+
+
+def test_jobs_show_prints_payload_and_traceback(url: str) -> None:
+    seed(url)
+    out = run(url, "jobs", "show", "will-fail")
+    assert out.exit_code == 0
+    assert "failed" in out.output and "Traceback: line 1" in out.output
+    assert "'n': 1" in out.output
+
+    missing = run(url, "jobs", "show", "nope")
+    assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_jobs_retry_moves_failed_back_to_queued(url: str) -> None:
+    seed(url)
+    out = run(url, "jobs", "retry", "will-fail")
+    assert out.exit_code == 0, out.output
+    assert state_of(url, "will-fail") is JobState.QUEUED
+
+    wrong = run(url, "jobs", "retry", "waiting")
+    assert wrong.exit_code == 1 and "wrong_state" in wrong.output
+
+
+def test_jobs_retry_all_failed(url: str) -> None:
+    seed(url)
+    out = run(url, "jobs", "retry", "--all-failed")
+    assert out.exit_code == 0, out.output
+    assert state_of(url, "will-fail") is JobState.QUEUED
+
+
+def test_jobs_cancel(url: str) -> None:
+    seed(url)
+    assert run(url, "jobs", "cancel", "waiting").exit_code == 0
+    assert state_of(url, "waiting") is JobState.CANCELLED
+    assert run(url, "jobs", "cancel", "nope").exit_code == 1
+
+
+def test_jobs_purge_deletes_failed_after_confirmation(url: str) -> None:
+    seed(url)
+    declined = run(url, "jobs", "purge", input="n\n")
+    assert declined.exit_code != 0
+    assert state_of(url, "will-fail") is JobState.FAILED
+
+    out = run(url, "jobs", "purge", "--yes")
+    assert out.exit_code == 0 and "deleted 1" in out.output
+    assert "will-fail" not in run(url, "jobs", "ls").output
+
+
+def test_jobs_purge_older_than_keeps_recent(url: str) -> None:
+    seed(url)
+    out = run(url, "jobs", "purge", "--yes", "--older-than", "7d")
+    assert "deleted 0" in out.output
+    bad = run(url, "jobs", "purge", "--yes", "--older-than", "soon")
+    assert bad.exit_code != 0 and "invalid duration" in bad.output
+
+
+def test_queues_ls_pause_resume(url: str) -> None:
+    seed(url)
+    listing = run(url, "queues", "ls").output
+    assert "default" in listing and "other" in listing
+
+    assert run(url, "queues", "pause", "other").exit_code == 0
+    paused_line = next(
+        line for line in run(url, "queues", "ls").output.splitlines() if line.startswith("other")
+    )
+    assert "paused" in paused_line
+
+    assert run(url, "queues", "resume", "other").exit_code == 0
+    line = next(
+        line for line in run(url, "queues", "ls").output.splitlines() if line.startswith("other")
+    )
+    assert "running" in line
+
+
+def test_workers_lists_live_heartbeats(url: str) -> None:
+    from conveyor.drivers.records import WorkerInfo
+
+    async def beat() -> None:
+        async with Queue.from_url(url, clock=FakeClock()) as q:
+            info = WorkerInfo("host:1:abc", "host", 1, ("default",), 5, 0.0)
+            await q.driver.worker_heartbeat(info, ttl=60)
+
+    asyncio.run(beat())
+    assert "host:1:abc" in run(url, "workers").output
+
+
+def test_unknown_scheme_is_a_clear_error(tmp_path: Path) -> None:
+    out = CliRunner().invoke(cli, ["--url", "ftp://x", "queues", "ls"])
+    assert out.exit_code != 0
+    assert "unsupported backend URL 'ftp://x'" in str(out.exception)

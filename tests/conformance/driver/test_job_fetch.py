@@ -1,0 +1,175 @@
+"""job_fetch: ordering, schedules, paused queues, leases, and exclusivity under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from conveyor.backends.registry import driver_for_url
+from conveyor.drivers.protocol import Driver
+from conveyor.drivers.records import JobState, TransitionKind
+
+from ._support import LEASE, T0, fetch, fetch_one, finish, get, insert, new_job
+
+
+async def test_lower_priority_runs_first_then_enqueue_order(driver: Driver) -> None:
+    await driver.job_insert_many(
+        [
+            new_job("p5-a", priority=5),
+            new_job("p0-a", priority=0),
+            new_job("p5-b", priority=5),
+            new_job("neg", priority=-3),
+            new_job("p0-b", priority=0),
+        ],
+        now=T0,
+    )
+    await insert(driver, "p0-c", now=T0)  # a later batch, same run time
+    fetched = [j.id for j in await fetch(driver, limit=10)]
+    assert fetched == ["neg", "p0-a", "p0-b", "p0-c", "p5-a", "p5-b"]
+
+
+async def test_order_holds_across_successive_fetches(driver: Driver) -> None:
+    await driver.job_insert_many([new_job(f"j{i}", priority=i % 2) for i in range(6)], now=T0)
+    seen = [j.id for _ in range(3) for j in await fetch(driver, limit=2)]
+    assert seen == ["j0", "j2", "j4", "j1", "j3", "j5"]
+
+
+async def test_equal_priority_runs_the_earlier_run_time_first(driver: Driver) -> None:
+    await insert(driver, "late", run_at=T0 - 1, now=T0)
+    await insert(driver, "early", run_at=T0 - 10, now=T0)
+    await insert(driver, "earliest", run_at=T0 - 20, now=T0)
+    # One at a time: the choice under a limit must follow the order, not only the sorting.
+    assert [(await fetch_one(driver)).id for _ in range(2)] == ["earliest", "early"]
+    assert [j.id for j in await fetch(driver)] == ["late"]
+
+
+async def test_limit_picks_the_first_jobs_in_order(driver: Driver) -> None:
+    await insert(driver, "p1", priority=1, now=T0)
+    await insert(driver, "late", run_at=T0 - 1, now=T0)
+    await insert(driver, "mid", run_at=T0 - 5, now=T0)
+    await insert(driver, "early", run_at=T0 - 10, now=T0)
+    assert [j.id for j in await fetch(driver, limit=2)] == ["early", "mid"]
+
+
+async def test_delayed_job_is_not_fetched_before_its_run_time(driver: Driver) -> None:
+    await insert(driver, "later", delay=60, now=T0)
+    assert await fetch(driver, now=T0 + 59.9) == []
+    job = await fetch_one(driver, now=T0 + 60)
+    assert job.id == "later" and job.state is JobState.ACTIVE
+
+
+async def test_fetch_leases_the_job(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver, now=T0 + 2, worker_id="w-7", lease=45)
+    assert job.state is JobState.ACTIVE and job.attempt == 1
+    assert job.worker_id == "w-7" and job.started_at == T0 + 2
+    assert job.lease_expires_at == T0 + 2 + 45
+    assert job.lease_token and len(job.lease_token) >= 16
+    assert await get(driver, "a") == job
+
+
+async def test_every_attempt_gets_a_new_lease_token(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    first = await fetch_one(driver)
+    await finish(driver, first, TransitionKind.REQUEUE)
+    second = await fetch_one(driver)
+    assert second.lease_token != first.lease_token
+
+
+async def test_fetch_respects_limit_and_queues(driver: Driver) -> None:
+    await insert(driver, "a", "b", "c", now=T0)
+    await insert(driver, "x", queue="other", now=T0)
+    assert [j.id for j in await fetch(driver, limit=2)] == ["a", "b"]
+    assert [j.id for j in await fetch(driver, limit=5, queues=("other", "default"))] == ["c", "x"]
+    assert await fetch(driver, limit=5, queues=("other", "default")) == []
+
+
+async def test_due_retrying_job_is_fetched_like_a_queued_one(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    await finish(driver, job, TransitionKind.RETRY, run_at=T0 + 10, error="boom")
+    assert await fetch(driver, now=T0 + 9) == []
+    again = await fetch_one(driver, now=T0 + 10)
+    assert again.attempt == 2 and again.error == "boom"
+
+
+async def test_paused_queue_is_not_fetched_until_resumed(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    await insert(driver, "x", queue="other", now=T0)
+    await driver.queue_pause("default")
+    assert [j.id for j in await fetch(driver, queues=("default", "other"))] == ["x"]
+    await driver.queue_resume("default")
+    assert [j.id for j in await fetch(driver)] == ["a"]
+
+
+async def test_pausing_an_empty_queue_holds_jobs_inserted_later(driver: Driver) -> None:
+    await driver.queue_pause("default")
+    await insert(driver, "a", now=T0)
+    assert await fetch(driver) == []
+    await driver.queue_resume("default")
+    assert [j.id for j in await fetch(driver)] == ["a"]
+
+
+async def test_concurrent_fetchers_on_separate_connections_share_without_overlap(
+    driver: Driver,
+) -> None:
+    total = 120
+    await driver.job_insert_many([new_job(f"j{i:03}") for i in range(total)], now=T0)
+    others = [driver.connect_another() for _ in range(4)]
+    for other in others:
+        await other.open()
+    try:
+
+        async def drain(d: Driver, worker: str) -> list[str]:
+            got: list[str] = []
+            while batch := await fetch(d, limit=3, worker_id=worker):
+                got.extend(j.id for j in batch)
+            return got
+
+        results = await asyncio.gather(*(drain(d, f"w{n}") for n, d in enumerate(others)))
+    finally:
+        for other in others:
+            await other.close()
+    everything = [job_id for got in results for job_id in got]
+    assert len(everything) == len(set(everything)) == total
+
+
+def test_fetchers_in_several_threads_never_get_the_same_job(backend_url: str) -> None:
+    # Each thread runs its own event loop and its own driver on the same store (memory:// URLs
+    # with one name share a store), as the lease keeper thread and separate workers do.
+    total, threads = 200, 4
+    seen: list[list[str]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+
+    async def setup() -> None:
+        d = driver_for_url(backend_url)
+        await d.open()
+        await d.job_insert_many([new_job(f"j{i:03}") for i in range(total)], now=T0)
+        await d.close()
+
+    async def drain(n: int, start: threading.Barrier) -> None:
+        d = driver_for_url(backend_url)
+        await d.open()
+        try:
+            start.wait(timeout=30)
+            while batch := await fetch(d, limit=2, worker_id=f"t{n}", lease=LEASE):
+                seen[n].extend(j.id for j in batch)
+        finally:
+            await d.close()
+
+    def run(n: int, start: threading.Barrier) -> None:
+        try:
+            asyncio.run(drain(n, start))
+        except BaseException as exc:
+            errors.append(exc)
+
+    asyncio.run(setup())
+    barrier = threading.Barrier(threads)
+    workers = [threading.Thread(target=run, args=(n, barrier)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not errors, errors
+    everything = [job_id for got in seen for job_id in got]
+    assert len(everything) == len(set(everything)) == total

@@ -1,0 +1,168 @@
+"""job_finish_many: every transition kind, fencing by lease token, and count retention."""
+
+from __future__ import annotations
+
+from conveyor.drivers.protocol import Driver
+from conveyor.drivers.records import (
+    FinishJob,
+    JobState,
+    Retention,
+    TransitionKind,
+    TransitionResult,
+    TransitionStatus,
+)
+
+from ._support import LEASE, T0, exists, fetch, fetch_one, finish, get, insert
+
+OK = TransitionStatus.OK
+LOST = TransitionStatus.LEASE_LOST
+
+
+async def test_complete_stores_the_result_and_releases_the_lease(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    assert (await finish(driver, job, result=b'"sent"', now=T0 + 3)).status is OK
+    done = await get(driver, "a")
+    assert (done.state, done.result, done.finished_at) == (JobState.COMPLETED, b'"sent"', T0 + 3)
+    assert (done.attempt, done.lease_token, done.lease_expires_at) == (1, None, None)
+    assert done.worker_id is None
+
+
+async def test_retry_waits_for_run_at_and_counts_the_attempt(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    result = await finish(driver, job, TransitionKind.RETRY, run_at=T0 + 30, error="timeout")
+    assert result.status is OK
+    waiting = await get(driver, "a")
+    assert (waiting.state, waiting.run_at, waiting.error) == (JobState.RETRYING, T0 + 30, "timeout")
+    assert waiting.attempt == 1 and waiting.lease_token is None and waiting.finished_at is None
+    assert await fetch(driver, now=T0 + 29) == []
+    assert (await fetch_one(driver, now=T0 + 30)).attempt == 2
+
+
+async def test_snooze_reschedules_and_gives_the_attempt_back(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    assert (await finish(driver, job, TransitionKind.SNOOZE, run_at=T0 + 60)).status is OK
+    snoozed = await get(driver, "a")
+    assert (snoozed.state, snoozed.run_at, snoozed.attempt) == (JobState.SCHEDULED, T0 + 60, 0)
+    assert await fetch(driver, now=T0 + 59) == []
+    assert (await fetch_one(driver, now=T0 + 60)).attempt == 1
+
+
+async def test_fail_and_cancel_are_terminal_with_their_error(driver: Driver) -> None:
+    await insert(driver, "f", "c", now=T0)
+    f, c = await fetch(driver)
+    assert (
+        await finish(driver, f, TransitionKind.FAIL, error="bad input", now=T0 + 1)
+    ).status is OK
+    assert (await finish(driver, c, TransitionKind.CANCEL, error="stop")).status is OK
+    failed, cancelled = await get(driver, "f"), await get(driver, "c")
+    assert (failed.state, failed.error, failed.finished_at) == (
+        JobState.FAILED,
+        "bad input",
+        T0 + 1,
+    )
+    assert (cancelled.state, cancelled.error) == (JobState.CANCELLED, "stop")
+    assert failed.attempt == 1 and failed.lease_token is None
+    assert await fetch(driver, now=T0 + 1000) == []
+
+
+async def test_requeue_makes_the_job_runnable_now_without_using_an_attempt(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    assert (await finish(driver, job, TransitionKind.REQUEUE)).status is OK
+    requeued = await get(driver, "a")
+    assert (requeued.state, requeued.attempt, requeued.lease_token) == (JobState.QUEUED, 0, None)
+    assert (await fetch_one(driver)).attempt == 1
+
+
+async def test_stale_token_cannot_complete_or_fail_and_changes_nothing(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    for kind in TransitionKind:
+        result = await finish(driver, job, kind, token="stale", run_at=T0 + 1, error="x")
+        assert result.status is LOST, kind
+    assert await get(driver, "a") == job
+
+
+async def test_old_token_is_fenced_off_after_rescue_and_refetch(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    old = await fetch_one(driver)
+    await driver.job_rescue_expired(max_stalls=5, limit=10, now=T0 + LEASE)
+    new = await fetch_one(driver, now=T0 + LEASE + 1, worker_id="worker-2")
+    assert (await finish(driver, old, result=b"late")).status is LOST
+    assert (await finish(driver, old, TransitionKind.FAIL, error="late")).status is LOST
+    assert await get(driver, "a") == new
+    assert (await finish(driver, new, result=b"fresh")).status is OK
+    assert (await get(driver, "a")).result == b"fresh"
+
+
+async def test_finishing_twice_loses_the_second_time(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    assert (await finish(driver, job)).status is OK
+    assert (await finish(driver, job, TransitionKind.FAIL, error="x")).status is LOST
+    assert (await get(driver, "a")).state is JobState.COMPLETED
+
+
+async def test_unknown_job_is_not_found(driver: Driver) -> None:
+    results = await driver.job_finish_many(
+        [FinishJob("ghost", "t", TransitionKind.COMPLETE)], retention=Retention(), now=T0
+    )
+    assert results == [TransitionResult("ghost", TransitionStatus.NOT_FOUND)]
+
+
+async def test_batch_results_follow_input_order(driver: Driver) -> None:
+    await insert(driver, "a", "b", "c", now=T0)
+    a, b, c = await fetch(driver)
+    assert a.lease_token and b.lease_token and c.lease_token
+    results = await driver.job_finish_many(
+        [
+            FinishJob("c", c.lease_token, TransitionKind.RETRY, run_at=T0 + 5, error="e"),
+            FinishJob("ghost", "t", TransitionKind.COMPLETE),
+            FinishJob("a", a.lease_token, TransitionKind.COMPLETE, result=b"1"),
+            FinishJob("b", "wrong", TransitionKind.COMPLETE),
+            FinishJob("a", a.lease_token, TransitionKind.COMPLETE, result=b"2"),
+        ],
+        retention=Retention(),
+        now=T0 + 1,
+    )
+    assert [(r.job_id, r.status) for r in results] == [
+        ("c", OK),
+        ("ghost", TransitionStatus.NOT_FOUND),
+        ("a", OK),
+        ("b", LOST),
+        ("a", LOST),
+    ]
+    assert (await get(driver, "a")).result == b"1"
+
+
+async def test_completing_trims_the_queue_to_completed_max_count(driver: Driver) -> None:
+    await insert(driver, "j1", "j2", "j3", "j4", now=T0)
+    await insert(driver, "other", queue="other", now=T0)
+    jobs = await fetch(driver, queues=("default", "other"))
+    keep_two = Retention(completed_max_count=2)
+    for n, job in enumerate(jobs):
+        assert (await finish(driver, job, now=T0 + n, retention=keep_two)).status is OK
+    remaining = {j for j in ("j1", "j2", "j3", "j4", "other") if await exists(driver, j)}
+    assert remaining == {"j3", "j4", "other"}
+
+
+async def test_completed_max_count_none_keeps_everything(driver: Driver) -> None:
+    await insert(driver, "a", "b", "c", now=T0)
+    keep_all = Retention(completed_max_count=None)
+    for job in await fetch(driver):
+        await finish(driver, job, retention=keep_all)
+    counts = await driver.job_count_by_state()
+    assert counts[JobState.COMPLETED] == 3
+
+
+async def test_count_retention_does_not_touch_failed_jobs(driver: Driver) -> None:
+    await insert(driver, "f", "a", "b", now=T0)
+    f, a, b = await fetch(driver)
+    await finish(driver, f, TransitionKind.FAIL, error="x")
+    keep_zero = Retention(completed_max_count=0)
+    await finish(driver, a, retention=keep_zero, now=T0 + 1)
+    await finish(driver, b, retention=keep_zero, now=T0 + 2)
+    assert [await exists(driver, i) for i in ("f", "a", "b")] == [True, False, False]

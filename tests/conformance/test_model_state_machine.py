@@ -1,0 +1,289 @@
+"""Model-based test: random operation sequences against SQLite and the memory reference.
+
+Both drivers receive the same operations with the same fake clock; after every step their
+observable results and full job tables must agree. Lease tokens and exact ``seq`` numbers may
+legitimately differ (tokens are random, SQLite reserves sequence blocks), so records are
+compared with the token reduced to "held or not" and ``seq`` to its rank.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from conveyor.backends.memory import MemoryDriver
+from conveyor.backends.sqlite import SQLiteDriver
+from conveyor.drivers.protocol import Driver
+from conveyor.drivers.records import (
+    FetchParams,
+    FinishJob,
+    JobRecord,
+    Lease,
+    ListParams,
+    NewJob,
+    PurgeParams,
+    Retention,
+    TransitionKind,
+)
+
+T = TypeVar("T")
+T0 = 1_700_000_000.0
+IDS = ["a", "b", "c", "d", "e", "f"]
+QUEUES = ["q1", "q2"]
+
+ids = st.lists(st.sampled_from(IDS), min_size=1, max_size=4)
+queues = st.lists(st.sampled_from(QUEUES), min_size=1, max_size=2, unique=True)
+retentions = st.builds(
+    Retention,
+    completed_max_count=st.sampled_from([None, 0, 1, 2]),
+    completed_max_age=st.sampled_from([None, 5.0, 60.0]),
+    failed_max_age=st.sampled_from([None, 5.0]),
+    cancelled_max_age=st.sampled_from([None, 5.0]),
+)
+
+
+def _normalized(jobs: list[JobRecord]) -> list[JobRecord]:
+    """Records with the token reduced to held / not held and seq to its rank."""
+    rank = {job.id: n for n, job in enumerate(sorted(jobs, key=lambda j: j.seq))}
+    return [
+        dataclasses.replace(
+            job,
+            lease_token=None if job.lease_token is None else "held",
+            seq=rank[job.id],
+        )
+        for job in jobs
+    ]
+
+
+class DriversAgree(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.tmp = tempfile.mkdtemp(prefix="conveyor-model-")
+        self.model: Driver = MemoryDriver("memory://")
+        self.real: Driver = SQLiteDriver(f"sqlite:///{Path(self.tmp) / 'model.db'}")
+        self.run(self.model.open())
+        self.run(self.real.open())
+        self.now = T0
+        # Every token pair (model, real) issued per job id, oldest first.
+        self.tokens: dict[str, list[tuple[str, str]]] = {}
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def both(self, call: Any) -> Any:
+        """Run ``call(driver)`` on both drivers, assert the results agree, return the model's."""
+        expected = self.run(call(self.model))
+        actual = self.run(call(self.real))
+        assert actual == expected, f"sqlite returned {actual!r}, memory returned {expected!r}"
+        return expected
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.real.close())
+            self.run(self.model.close())
+        finally:
+            self.loop.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @initialize(job_ids=ids, queue=st.sampled_from(QUEUES))
+    def seed(self, job_ids: list[str], queue: str) -> None:
+        # Start with runnable work so that fetch, finish and extend do something from step one.
+        self.insert(job_ids, queue, priority=0, delay=0.0)
+
+    # -- time --------------------------------------------------------------------------------
+
+    @rule(seconds=st.sampled_from([0.5, 1.0, 5.0, 10.0, 31.0]))
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    # -- producers ---------------------------------------------------------------------------
+
+    @rule(
+        job_ids=ids,
+        queue=st.sampled_from(QUEUES),
+        priority=st.integers(0, 2),
+        delay=st.sampled_from([0.0, 0.0, 5.0, 30.0]),
+    )
+    def insert(self, job_ids: list[str], queue: str, priority: int, delay: float) -> None:
+        jobs = [
+            NewJob(i, queue, "model.job", i.encode(), priority=priority, delay=delay)
+            for i in job_ids
+        ]
+        self.both(lambda d: d.job_insert_many(jobs, now=self.now))
+
+    # -- workers -----------------------------------------------------------------------------
+
+    @rule(queues=queues, limit=st.integers(1, 3), lease=st.sampled_from([10.0, 30.0]))
+    def fetch(self, queues: list[str], limit: int, lease: float) -> None:
+        params = FetchParams(tuple(queues), limit, "worker", lease)
+        model = self.run(self.model.job_fetch(params, now=self.now))
+        real = self.run(self.real.job_fetch(params, now=self.now))
+        assert _normalized(real) == _normalized(model)
+        assert [j.id for j in real] == [j.id for j in model]
+        for m, r in zip(model, real, strict=True):
+            assert m.lease_token is not None and r.lease_token is not None
+            self.tokens.setdefault(m.id, []).append((m.lease_token, r.lease_token))
+
+    @rule(
+        queues=queues,
+        limit=st.integers(1, 3),
+        kind=st.sampled_from(list(TransitionKind)),
+        later=st.sampled_from([0.0, 5.0, 20.0]),
+        retention=retentions,
+    )
+    def fetch_then_finish(
+        self,
+        queues: list[str],
+        limit: int,
+        kind: TransitionKind,
+        later: float,
+        retention: Retention,
+    ) -> None:
+        before = {job_id: len(pairs) for job_id, pairs in self.tokens.items()}
+        self.fetch(queues, limit, 30.0)
+        fetched = [i for i, pairs in self.tokens.items() if len(pairs) != before.get(i, 0)]
+        self._finish(fetched, kind, "current", later, retention)
+
+    def _token_pair(self, job_id: str, which: str) -> tuple[str, str]:
+        issued = self.tokens[job_id]
+        if which == "current":
+            return issued[-1]
+        if which == "stale" and len(issued) > 1:
+            return issued[0]
+        return ("bogus", "bogus")
+
+    @precondition(lambda self: bool(self.tokens))
+    @rule(
+        data=st.data(),
+        kind=st.sampled_from(list(TransitionKind)),
+        which=st.sampled_from(["current", "current", "current", "stale", "bogus"]),
+        later=st.sampled_from([0.0, 5.0, 20.0]),
+        retention=retentions,
+    )
+    def finish(
+        self,
+        data: st.DataObject,
+        kind: TransitionKind,
+        which: str,
+        later: float,
+        retention: Retention,
+    ) -> None:
+        job_ids = data.draw(st.lists(st.sampled_from(sorted(self.tokens)), min_size=1, max_size=3))
+        self._finish(job_ids, kind, which, later, retention)
+
+    def _finish(
+        self,
+        job_ids: list[str],
+        kind: TransitionKind,
+        which: str,
+        later: float,
+        retention: Retention,
+    ) -> None:
+        def finishes(side: int) -> list[FinishJob]:
+            return [
+                FinishJob(
+                    i,
+                    self._token_pair(i, which)[side],
+                    kind,
+                    result=b"done" if kind is TransitionKind.COMPLETE else None,
+                    error="boom" if kind is not TransitionKind.COMPLETE else None,
+                    run_at=self.now + later,
+                )
+                for i in job_ids
+            ]
+
+        model = self.run(self.model.job_finish_many(finishes(0), retention=retention, now=self.now))
+        real = self.run(self.real.job_finish_many(finishes(1), retention=retention, now=self.now))
+        assert real == model
+
+    @precondition(lambda self: bool(self.tokens))
+    @rule(data=st.data(), which=st.sampled_from(["current", "stale"]), lease=st.just(30.0))
+    def extend(self, data: st.DataObject, which: str, lease: float) -> None:
+        job_ids = data.draw(st.lists(st.sampled_from(sorted(self.tokens)), min_size=1, max_size=3))
+        model = self.run(
+            self.model.job_extend_leases(
+                [Lease(i, self._token_pair(i, which)[0]) for i in job_ids], lease, now=self.now
+            )
+        )
+        real = self.run(
+            self.real.job_extend_leases(
+                [Lease(i, self._token_pair(i, which)[1]) for i in job_ids], lease, now=self.now
+            )
+        )
+        assert real == model
+
+    # -- maintenance and operators ------------------------------------------------------------
+
+    @rule(max_stalls=st.integers(0, 2), limit=st.integers(1, 4))
+    def rescue(self, max_stalls: int, limit: int) -> None:
+        self.both(lambda d: d.job_rescue_expired(max_stalls=max_stalls, limit=limit, now=self.now))
+
+    @rule(max_stalls=st.integers(0, 2))
+    def crash_then_rescue(self, max_stalls: int) -> None:
+        # A worker died holding its leases: time passes beyond any lease, maintenance rescues.
+        self.advance(31.0)
+        self.rescue(max_stalls, limit=10)
+
+    @rule(limit=st.integers(1, 4))
+    def promote(self, limit: int) -> None:
+        self.both(lambda d: d.job_promote_due(limit=limit, now=self.now))
+
+    @rule(job_ids=ids)
+    def cancel(self, job_ids: list[str]) -> None:
+        self.both(lambda d: d.job_cancel_many(job_ids, now=self.now))
+
+    @rule(job_ids=ids)
+    def retry(self, job_ids: list[str]) -> None:
+        self.both(lambda d: d.job_retry_many(job_ids, now=self.now))
+
+    @rule(retention=retentions, limit=st.integers(1, 4))
+    def prune(self, retention: Retention, limit: int) -> None:
+        self.both(lambda d: d.job_prune_finished(retention, limit=limit, now=self.now))
+
+    @rule(queue=st.sampled_from([None, *QUEUES]), age=st.sampled_from([None, 3.0]))
+    def purge(self, queue: str | None, age: float | None) -> None:
+        before = None if age is None else self.now - age
+        params = PurgeParams(queue=queue, finished_before=before)
+        self.both(lambda d: d.job_purge(params, now=self.now))
+
+    @rule(queue=st.sampled_from(QUEUES), paused=st.booleans())
+    def pause_or_resume(self, queue: str, paused: bool) -> None:
+        self.both(lambda d: d.queue_pause(queue) if paused else d.queue_resume(queue))
+
+    # -- whole-state comparison ----------------------------------------------------------------
+
+    @invariant()
+    def same_jobs(self) -> None:
+        listing = ListParams(limit=1000)
+        model = self.run(self.model.job_list(listing))
+        real = self.run(self.real.job_list(listing))
+        assert _normalized(real) == _normalized(model)
+
+    @invariant()
+    def same_queues(self) -> None:
+        self.both(lambda d: d.queue_list())
+
+
+DriversAgree.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestDriversAgree = DriversAgree.TestCase

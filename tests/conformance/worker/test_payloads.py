@@ -1,0 +1,135 @@
+"""Payload validation on both sides of the queue: at enqueue (nothing written) and at dequeue
+(the job fails permanently, the worker carries on)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conveyor import (
+    FakeClock,
+    JobContext,
+    JobState,
+    PayloadTooLarge,
+    PayloadValidationError,
+    Queue,
+    job,
+)
+from tests.conformance.worker.helpers import Harness, Num, Text, total_jobs, wait_state
+
+count = job("test.count", Num, result=int, attempts=3)
+echo = job("test.echo", Text, result=str)
+
+
+async def test_invalid_stored_payload_fails_permanently_and_the_worker_continues(
+    harness: Harness, queue: Queue
+) -> None:
+    calls: list[int] = []
+    worker = harness.worker()
+
+    @worker.handles(count)
+    async def handle(payload: Num, ctx: JobContext) -> int:
+        calls.append(payload.n)
+        return payload.n
+
+    harness.start(worker)
+    bad = await queue.enqueue_by_name("test.count", {"n": "not a number"})
+    info = await wait_state(queue, bad.id, JobState.FAILED)
+    assert info.attempt == 1  # no retries: the payload will not get any better
+    assert info.error is not None
+    assert info.error.startswith("PayloadValidationError")
+    assert "'test.count'" in info.error
+    assert "n:" in info.error
+    assert calls == []
+
+    missing = await queue.enqueue_by_name("test.count", {"m": 1})
+    info = await wait_state(queue, missing.id, JobState.FAILED)
+    assert info.error is not None and "n:" in info.error
+
+    good = await queue.enqueue(count, Num(n=5))
+    assert await good.result(timeout=10) == 5
+    assert calls == [5]
+
+
+async def test_untyped_producer_with_a_valid_payload_is_handled(
+    harness: Harness, queue: Queue
+) -> None:
+    worker = harness.worker()
+
+    @worker.handles(echo)
+    async def handle(payload: Text, ctx: JobContext) -> str:
+        return payload.text.upper()
+
+    harness.start(worker)
+    by_dict = await queue.enqueue_by_name("test.echo", {"text": "hi"})
+    by_text = await queue.enqueue_by_name("test.echo", '{"text": "there"}')
+    by_bytes = await queue.enqueue_by_name("test.echo", b'{"text": "you"}')
+    assert by_dict.duplicate is False
+    assert await by_dict.result(timeout=10) == "HI"  # untyped handle: the decoded JSON
+    assert await by_text.result(timeout=10) == "THERE"
+    assert await by_bytes.result(timeout=10) == "YOU"
+    typed = queue.handle(echo, by_dict.id)
+    assert await typed.result(timeout=10) == "HI"
+
+
+async def test_unknown_job_name_fails_with_a_clear_error(harness: Harness, queue: Queue) -> None:
+    worker = harness.worker()
+
+    @worker.handles(count)
+    async def handle(payload: Num, ctx: JobContext) -> int:
+        return payload.n
+
+    harness.start(worker)
+    unknown = await queue.enqueue_by_name("billing.charge_card", {"amount": 10})
+    info = await wait_state(queue, unknown.id, JobState.FAILED)
+    assert info.attempt == 1
+    assert info.error is not None
+    assert "'billing.charge_card'" in info.error
+    assert "test.count" in info.error  # the known jobs are listed
+
+    good = await queue.enqueue(count, Num(n=1))
+    assert await good.result(timeout=10) == 1
+
+
+async def test_oversized_payload_is_refused_at_enqueue_and_nothing_is_written(
+    backend_url: str, clock: FakeClock
+) -> None:
+    async with Queue.from_url(backend_url, clock=clock, max_payload_bytes=64) as small:
+        big = Text(text="x" * 100)
+        with pytest.raises(PayloadTooLarge) as info:
+            await small.enqueue(echo, big)
+        assert info.value.job_name == "test.echo"
+        assert info.value.limit == 64
+        assert info.value.size > 100
+
+        with pytest.raises(PayloadTooLarge):
+            await small.enqueue_many([echo.request(Text(text="ok")), echo.request(big)])
+        with pytest.raises(PayloadTooLarge):
+            await small.enqueue_by_name("test.echo", {"text": "y" * 100})
+        assert await total_jobs(small) == 0
+
+        fits = await small.enqueue(echo, Text(text="ok"))
+        assert (await fits.info()).state is JobState.QUEUED
+        assert await total_jobs(small) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+async def test_invalid_payload_at_enqueue_raises_and_writes_nothing(queue: Queue) -> None:
+    wrong_model: Any = Text(text="wrong model")
+    with pytest.raises(PayloadValidationError) as info:
+        await queue.enqueue(count, wrong_model)
+    assert info.value.job_name == "test.count"
+
+    unvalidated = Num.model_construct(n="seven")
+    with pytest.raises(PayloadValidationError) as info:
+        await queue.enqueue(count, unvalidated)
+    assert "n" in info.value.detail
+
+    with pytest.raises(PayloadValidationError):
+        await queue.enqueue_many([count.request(Num(n=1)), count.request(unvalidated)])
+    with pytest.raises(PayloadValidationError, match="JSON"):
+        await queue.enqueue_by_name("test.count", "{not json")
+    with pytest.raises(PayloadValidationError, match="JSON object"):
+        await queue.enqueue_by_name("test.count", "[1, 2, 3]")
+    assert await total_jobs(queue) == 0

@@ -1,0 +1,30 @@
+"""Job definitions of the process-test app: definitions only, no handlers."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from conveyor import job
+
+
+class Quick(BaseModel):
+    n: int
+
+
+class Slow(BaseModel):
+    """Runs until the file ``marker`` exists (then completes), or fails after ``max_seconds``."""
+
+    marker: str
+    max_seconds: float = 30.0
+
+
+class Strict(BaseModel):
+    count: int
+    label: str
+
+
+quick = job("proc.quick", Quick, result=int)
+slow = job("proc.slow", Slow, result=str)
+strict = job("proc.strict", Strict, result=str)
+# Declared by the ``incomplete`` worker but never given a handler.
+orphan = job("proc.orphan", Quick)
