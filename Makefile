@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy src
-	$(BIN)/pyright
+	$(BIN)/pyright --project pyproject.toml
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples
