@@ -17,6 +17,7 @@ PUBLIC_NAMES = [
     "FakeClock",
     "Fixed",
     "HandlerSignal",
+    "InvalidArgument",
     "InvalidJobDefinition",
     "JobContext",
     "JobDef",
@@ -76,6 +77,7 @@ def test_errors_share_a_base() -> None:
     for name in (
         "BackendUnavailable",
         "DuplicateHandler",
+        "InvalidArgument",
         "InvalidJobDefinition",
         "JobFailed",
         "JobNotFound",

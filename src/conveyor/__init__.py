@@ -4,6 +4,7 @@ Declare jobs with :func:`job`, enqueue them with :class:`Queue` (or :class:`Sync
 them with :class:`Worker`. See the README for a tour.
 """
 
+from conveyor._config import WorkerConfig
 from conveyor._context import JobContext
 from conveyor._definition import JobDef, JobRequest, job
 from conveyor._errors import (
@@ -11,6 +12,7 @@ from conveyor._errors import (
     ConveyorError,
     DuplicateHandler,
     HandlerSignal,
+    InvalidArgument,
     InvalidJobDefinition,
     JobFailed,
     JobNotFound,
@@ -28,10 +30,11 @@ from conveyor._errors import (
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import JobHandle, Queue
 from conveyor._sync import SyncJobHandle, SyncQueue
-from conveyor._worker import Worker, WorkerConfig, WorkerStats
+from conveyor._worker import Worker
 from conveyor.core.backoff import Backoff, Exponential, Fixed
 from conveyor.core.clock import FakeClock
 from conveyor.drivers.records import JobState, Retention
+from conveyor.runtime.lifecycle import WorkerStats
 
 __version__ = "0.1.0"
 
@@ -44,6 +47,7 @@ __all__ = [
     "FakeClock",
     "Fixed",
     "HandlerSignal",
+    "InvalidArgument",
     "InvalidJobDefinition",
     "JobContext",
     "JobDef",

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+
+class JobLogger(logging.LoggerAdapter[logging.Logger]):
+    """Adds the job's fields to every record, keeping any ``extra`` the caller passes too
+    (the stdlib adapter would replace it)."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
 
 
 @dataclass(frozen=True, eq=False)
 class JobContext:
     """Passed to every handler next to its payload.
 
-    ``cancelled`` is set when the job is cancelled, its lease is lost, or the worker's shutdown
-    grace runs out; an async handler is also cancelled at that point, while a sync handler (which
-    cannot be interrupted) should check it between steps.
+    ``cancelled`` is set when the job is cancelled, times out, loses its lease, or the worker's
+    shutdown grace runs out. An async handler is also cancelled at that point. A sync handler
+    cannot be interrupted, so it should check ``cancelled`` between steps: after a timeout or a
+    cancel the worker keeps the job leased until the handler's thread returns, so the job never
+    runs twice at once on its account.
     """
 
     job_id: str

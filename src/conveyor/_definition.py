@@ -14,7 +14,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter
 
-from conveyor._errors import InvalidJobDefinition
+from conveyor import _validation
+from conveyor._errors import InvalidArgument, InvalidJobDefinition
 from conveyor.core.backoff import DEFAULT_BACKOFF, Backoff
 
 P = TypeVar("P", bound=BaseModel)
@@ -27,11 +28,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 
 
-def check_queue_name(queue: str) -> str:
-    if not _QUEUE_NAME.match(queue):
-        raise InvalidJobDefinition(
-            f"invalid queue name {queue!r}: use 1-100 letters, digits, '_', '.', '-'"
-        )
+def check_queue_name(queue: object, *, error: type[InvalidArgument] = InvalidArgument) -> str:
+    if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
+        raise error(f"invalid queue name {queue!r}: use 1-100 letters, digits, '_', '.', '-'")
     return queue
 
 
@@ -54,7 +53,8 @@ class JobDef(Generic[P, R]):
         object.__setattr__(self, "_result_adapter", TypeAdapter(self.result_type))
 
     def encode_result(self, value: R) -> bytes:
-        return self._result_adapter.dump_json(value)
+        # By alias, as decode_result (and the payload encoding) reads it.
+        return self._result_adapter.dump_json(value, by_alias=True)
 
     def decode_result(self, data: bytes) -> R:
         value: R = self._result_adapter.validate_json(data)
@@ -145,16 +145,19 @@ def job(
         raise InvalidJobDefinition(
             f"job {name!r}: payload must be a pydantic BaseModel subclass, got {payload!r}"
         )
-    if attempts < 1:
-        raise InvalidJobDefinition(f"job {name!r}: attempts must be >= 1, got {attempts}")
-    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-    if seconds is not None and seconds <= 0:
-        raise InvalidJobDefinition(f"job {name!r}: timeout must be > 0, got {seconds}")
+    error = InvalidJobDefinition
+    _validation.attempts(attempts, f"job {name!r}: attempts", error=error)
+    _validation.priority(priority, f"job {name!r}: priority", error=error)
+    seconds = (
+        None
+        if timeout is None
+        else _validation.seconds(timeout, f"job {name!r}: timeout", error=error, positive=True)
+    )
     return JobDef(
         name=name,
         payload_type=payload,
         result_type=type(None) if result is None else result,
-        queue=check_queue_name(queue),
+        queue=check_queue_name(queue, error=error),
         attempts=attempts,
         backoff=backoff,
         timeout=seconds,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from conveyor import _validation
+
 
 class ConveyorError(Exception):
     """Base class of every error Conveyor raises to its callers."""
@@ -61,7 +63,11 @@ class DuplicateHandler(ConveyorError):
     """Two handlers were registered for the same job name."""
 
 
-class InvalidJobDefinition(ConveyorError, ValueError):
+class InvalidArgument(ConveyorError, ValueError):
+    """A call was given an invalid argument (a bad ``job_id``, ``delay``, ``priority``...)."""
+
+
+class InvalidJobDefinition(InvalidArgument):
     """A job definition was declared with invalid options."""
 
 
@@ -70,7 +76,7 @@ class BackendUnavailable(ConveyorError):
 
 
 class MigrationRequired(ConveyorError):
-    """The database schema is older than this version of Conveyor and was not migrated."""
+    """The database schema is newer than this version of Conveyor (upgrade Conveyor)."""
 
 
 class UnsupportedURL(ConveyorError, ValueError):
@@ -108,15 +114,6 @@ class HandlerSignal(Exception):
     """Base of the exceptions a handler raises to steer what happens to its job."""
 
 
-def _seconds(value: float | timedelta | None) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise ValueError(f"delay must not be negative, got {seconds}")
-    return seconds
-
-
 class Retry(HandlerSignal):
     """Run the job again (now, or after ``delay``); this attempt counts.
 
@@ -125,7 +122,9 @@ class Retry(HandlerSignal):
 
     def __init__(self, reason: str = "retry requested", *, delay: float | timedelta | None = None):
         super().__init__(reason)
-        self.delay = _seconds(delay)
+        self.delay = (
+            None if delay is None else _validation.seconds(delay, "delay", error=InvalidArgument)
+        )
 
 
 class Permanent(HandlerSignal):
@@ -137,6 +136,4 @@ class Snooze(HandlerSignal):
 
     def __init__(self, delay: float | timedelta, reason: str = "snoozed") -> None:
         super().__init__(reason)
-        seconds = _seconds(delay)
-        assert seconds is not None
-        self.delay = seconds
+        self.delay = _validation.seconds(delay, "delay", error=InvalidArgument)

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from conveyor import _validation
 from conveyor._definition import (
     DEFAULT_ATTEMPTS,
     DEFAULT_QUEUE,
@@ -25,7 +26,7 @@ from conveyor._definition import (
     check_queue_name,
 )
 from conveyor._errors import (
-    InvalidJobDefinition,
+    InvalidArgument,
     JobFailed,
     JobNotFound,
     ResultTimeout,
@@ -191,33 +192,19 @@ class Queue:
         queue: str,
         attempts: int,
     ) -> NewJob:
-        if job_id is not None and not _JOB_ID.match(job_id):
-            raise InvalidJobDefinition(
-                f"invalid job_id {job_id!r}: 1-255 characters, no control characters"
-            )
-        if attempts < 1:
-            raise InvalidJobDefinition(f"attempts must be >= 1, got {attempts}")
         if delay is not None and run_at is not None:
-            raise InvalidJobDefinition("pass either delay or run_at, not both")
-        delay_seconds = delay.total_seconds() if isinstance(delay, timedelta) else (delay or 0.0)
-        if delay_seconds < 0:
-            raise InvalidJobDefinition(f"delay must not be negative, got {delay_seconds}")
-        at: float | None = None
-        if run_at is not None:
-            if run_at.tzinfo is None:
-                raise InvalidJobDefinition(
-                    "run_at must be timezone-aware, e.g. datetime.now(UTC) + timedelta(hours=1)"
-                )
-            at = run_at.timestamp()
+            raise InvalidArgument("pass either delay or run_at, not both")
         return NewJob(
-            id=job_id or uuid.uuid4().hex,
+            id=uuid.uuid4().hex if job_id is None else _check_job_id(job_id),
             queue=check_queue_name(queue),
             name=name,
             payload=data,
-            priority=priority,
-            max_attempts=attempts,
-            run_at=at,
-            delay=delay_seconds,
+            priority=_validation.priority(priority, error=InvalidArgument),
+            max_attempts=_validation.attempts(attempts, error=InvalidArgument),
+            run_at=None if run_at is None else _timestamp(run_at),
+            delay=0.0
+            if delay is None
+            else _validation.seconds(delay, "delay", error=InvalidArgument),
         )
 
     async def _insert(
@@ -253,12 +240,7 @@ class Queue:
         limit: int = 50,
     ) -> list[JobInfo]:
         """Newest first; pass the last item's ``seq`` as ``before_seq`` for the next page."""
-        if state is None:
-            states: tuple[JobState, ...] = ()
-        elif isinstance(state, str):
-            states = (JobState(state),)
-        else:
-            states = tuple(JobState(s) for s in state)
+        states = () if state is None else _states([state] if isinstance(state, str) else state)
         driver = await self.connect()
         records = await driver.job_list(ListParams(queue, states, name, before_seq, limit))
         return [JobInfo.from_record(r) for r in records]
@@ -269,13 +251,15 @@ class Queue:
 
     async def retry(self, job_ids: Sequence[str]) -> list[ChangeResult]:
         """Move failed or cancelled jobs back to ``queued`` with one more attempt allowed."""
+        ids = _job_ids(job_ids)
         driver = await self.connect()
-        return await driver.job_retry_many(job_ids, now=self.clock.now())
+        return await driver.job_retry_many(ids, now=self.clock.now())
 
     async def cancel(self, job_ids: Sequence[str]) -> list[ChangeResult]:
         """Cancel waiting jobs; a running job's worker is told to stop it."""
+        ids = _job_ids(job_ids)
         driver = await self.connect()
-        return await driver.job_cancel_many(job_ids, now=self.clock.now())
+        return await driver.job_cancel_many(ids, now=self.clock.now())
 
     async def purge(
         self,
@@ -285,10 +269,13 @@ class Queue:
         older_than: timedelta | None = None,
     ) -> int:
         """Delete finished jobs (failed by default); returns how many were deleted."""
-        wanted = tuple(JobState(s) for s in states)
+        wanted = _states(states)
         unfinished = [s for s in wanted if not s.is_terminal]
         if unfinished:
-            raise ValueError(f"only finished jobs can be purged, not {unfinished[0].value!r}")
+            raise InvalidArgument(
+                f"only finished jobs can be purged, not {unfinished[0].value!r}; "
+                "cancel waiting jobs first"
+            )
         now = self.clock.now()
         before = None
         if older_than is not None:  # finish times were written with this queue's clock
@@ -311,6 +298,39 @@ class Queue:
     async def workers(self) -> list[WorkerInfo]:
         driver = await self.connect()
         return await driver.worker_list(now=self.clock.now())
+
+
+def _check_job_id(job_id: object) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise InvalidArgument(f"invalid job_id {job_id!r}: 1-255 characters, no control characters")
+    return job_id
+
+
+def _timestamp(run_at: object) -> float:
+    if not isinstance(run_at, datetime) or run_at.tzinfo is None:
+        raise InvalidArgument(
+            f"run_at must be a timezone-aware datetime, got {run_at!r}; "
+            "e.g. datetime.now(UTC) + timedelta(hours=1)"
+        )
+    return run_at.timestamp()
+
+
+def _states(states: Sequence[JobState | str]) -> tuple[JobState, ...]:
+    try:
+        return tuple(JobState(s) for s in states)
+    except ValueError as exc:
+        known = ", ".join(s.value for s in JobState)
+        raise InvalidArgument(f"{exc}; job states are: {known}") from None
+
+
+def _job_ids(job_ids: Sequence[str]) -> list[str]:
+    # A str is a Sequence[str] too: retry("abc") would act on jobs "a", "b" and "c".
+    if isinstance(job_ids, str | bytes):
+        raise TypeError(
+            f"job_ids must be a list of job ids, not a {type(job_ids).__name__}: "
+            f"pass [{job_ids!r}] for one job"
+        )
+    return list(job_ids)
 
 
 class JobHandle(Generic[R]):

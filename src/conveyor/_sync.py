@@ -1,7 +1,9 @@
 """A blocking portal for sync callers (Django views, Flask, scripts).
 
 The async :class:`Queue` runs on a private event loop in a daemon thread; each sync call submits
-a coroutine there and waits. One portal serves any number of threads.
+a coroutine there and waits. One portal serves any number of threads. The thread starts on the
+first call, not in the constructor, so creating a ``SyncQueue`` at import time is cheap; create
+one per process and :meth:`SyncQueue.close` it at shutdown.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel
 from conveyor._definition import DEFAULT_ATTEMPTS, DEFAULT_QUEUE, JobDef, JobRequest
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import JobHandle, Queue
+from conveyor.drivers.records import ChangeResult, JobState, QueueInfo, WorkerInfo
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,42 +28,83 @@ P = TypeVar("P", bound=BaseModel)
 
 
 class SyncQueue:
-    """``SyncQueue.from_url(url).enqueue(defn, payload)``: the :class:`Queue` API, blocking."""
+    """The :class:`Queue` API, blocking: ``sync_queue.enqueue(defn, payload)``.
+
+    Create one per process (e.g. ``sync_queue = SyncQueue.from_url()`` at module level) and
+    reuse it from any thread; each instance owns one event-loop thread and one connection, both
+    opened by the first call and released by :meth:`close` (or leaving a ``with`` block).
+    """
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="conveyor-sync-portal", daemon=True
-        )
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._closed = False
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> SyncQueue:
+        """A portal on ``url``, else ``$CONVEYOR_URL``, else ``sqlite:///conveyor.db``."""
         return cls(Queue.from_url(url, **options))
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self._closed:
+        """Run ``coro`` on the portal's event loop and wait for its result."""
+        if threading.current_thread() is self._thread:
             coro.close()
-            raise RuntimeError("this SyncQueue is closed")
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            raise RuntimeError("a SyncQueue cannot be called from its own event loop; use .queue")
+        with self._lock:  # submissions are ordered before close()'s shutdown
+            if self._closed:
+                coro.close()
+                raise RuntimeError(
+                    "this SyncQueue is closed; create one SyncQueue per process and close it "
+                    "only at shutdown"
+                )
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name="conveyor-sync-portal", daemon=True
+                )
+                self._thread.start()
+            future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self.call(self.queue.close())
-        self._closed = True
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+        """Cancel calls still running, close the connection and stop the thread. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return  # never used: no thread, no connection
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            if not thread.is_alive():
+                loop.close()
+
+    async def _shutdown(self) -> None:
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.queue.close()
 
     def __enter__(self) -> SyncQueue:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- enqueue -------------------------------------------------------------------------------
 
     def enqueue(
         self,
@@ -118,11 +162,63 @@ class SyncQueue:
         )
         return SyncJobHandle(self, handle)
 
+    # -- inspect and repair: see the Queue methods of the same names ---------------------------
+
+    def handle(self, definition: JobDef[Any, R], job_id: str) -> SyncJobHandle[R]:
+        return SyncJobHandle(self, self.queue.handle(definition, job_id))
+
     def get(self, job_id: str) -> JobInfo | None:
         return self.call(self.queue.get(job_id))
 
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | str | Sequence[JobState | str] | None = None,
+        name: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[JobInfo]:
+        return self.call(
+            self.queue.list_jobs(
+                queue=queue, state=state, name=name, before_seq=before_seq, limit=limit
+            )
+        )
+
+    def counts(self, queue: str | None = None) -> dict[JobState, int]:
+        return self.call(self.queue.counts(queue))
+
+    def retry(self, job_ids: Sequence[str]) -> list[ChangeResult]:
+        return self.call(self.queue.retry(job_ids))
+
+    def cancel(self, job_ids: Sequence[str]) -> list[ChangeResult]:
+        return self.call(self.queue.cancel(job_ids))
+
+    def purge(
+        self,
+        *,
+        queue: str | None = None,
+        states: Sequence[JobState | str] = (JobState.FAILED,),
+        older_than: timedelta | None = None,
+    ) -> int:
+        return self.call(self.queue.purge(queue=queue, states=states, older_than=older_than))
+
+    def queues(self) -> list[QueueInfo]:
+        return self.call(self.queue.queues())
+
+    def pause(self, queue: str) -> None:
+        self.call(self.queue.pause(queue))
+
+    def resume(self, queue: str) -> None:
+        self.call(self.queue.resume(queue))
+
+    def workers(self) -> list[WorkerInfo]:
+        return self.call(self.queue.workers())
+
 
 class SyncJobHandle(Generic[R]):
+    """The blocking twin of :class:`JobHandle`."""
+
     def __init__(self, portal: SyncQueue, handle: JobHandle[R]) -> None:
         self._portal = portal
         self.handle = handle
@@ -134,6 +230,9 @@ class SyncJobHandle(Generic[R]):
 
     def info(self) -> JobInfo:
         return self._portal.call(self.handle.info())
+
+    def cancel(self) -> ChangeResult:
+        return self._portal.call(self.handle.cancel())
 
     def result(self, timeout: float | None = None) -> R:
         return self._portal.call(self.handle.result(timeout))

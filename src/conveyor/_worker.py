@@ -18,36 +18,25 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from conveyor._context import JobContext, epoch_to_datetime
+from conveyor._config import WorkerConfig
+from conveyor._context import JobContext, JobLogger, epoch_to_datetime
 from conveyor._definition import JobDef
 from conveyor._errors import ConveyorError
 from conveyor._queue import Queue
 from conveyor.core.backoff import DEFAULT_BACKOFF
-from conveyor.core.clock import BackendClock, Clock
-from conveyor.core.outcome import (
-    Cancel,
-    Complete,
-    Fail,
-    Requeue,
-    RetryAt,
-    SnoozeUntil,
-    Transition,
-    decide,
-)
+from conveyor.core.outcome import Outcome, Transition, decide
 from conveyor.drivers.records import (
     ExtendResult,
     FetchParams,
     FinishJob,
     JobRecord,
     JobState,
-    Retention,
-    TransitionKind,
     TransitionResult,
     TransitionStatus,
     WorkerInfo,
@@ -55,6 +44,7 @@ from conveyor.drivers.records import (
 from conveyor.runtime.completer import Completer
 from conveyor.runtime.executor import StopReason, execute
 from conveyor.runtime.lease_keeper import LeaseKeeper
+from conveyor.runtime.lifecycle import WorkerStats, finish_for, log_job, log_transition
 from conveyor.runtime.maintenance import Heartbeat, Maintenance
 from conveyor.runtime.registry import Handler, HandlerRegistry
 
@@ -63,41 +53,10 @@ R = TypeVar("R")
 
 log = logging.getLogger("conveyor.worker")
 
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    """How a worker runs. Defaults follow common practice; the CLI maps its flags onto these."""
-
-    concurrency: int = 5
-    queues: tuple[str, ...] = ()  # empty: every queue the worker's definitions use
-    lease_seconds: float = 30.0
-    lease_renew_interval: float | None = None  # default: a third of the lease
-    shutdown_grace: float = 25.0
-    max_stalls: int = 2
-    retention: Retention = field(default_factory=Retention)
-    poll_interval: float = 1.0  # longest idle wait before fetching again
-    maintenance_interval: float = 5.0
-    heartbeat_interval: float = 10.0
-    burst: bool = False  # exit once the served queues have nothing waiting or running
-    clock: Clock = field(default_factory=BackendClock)
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.lease_seconds <= 0:
-            raise ValueError(f"lease_seconds must be > 0, got {self.lease_seconds}")
-        renew = self.lease_renew_interval
-        if renew is not None and renew <= 0:
-            raise ValueError(f"lease_renew_interval must be > 0, got {renew}")
-        if renew is not None and renew >= self.lease_seconds:
-            log.warning(
-                "lease_renew_interval (%gs) is not shorter than lease_seconds (%gs): leases will "
-                "lapse while jobs run and other workers may run them again",
-                renew,
-                self.lease_seconds,
-            )
-        if self.shutdown_grace < 0:
-            raise ValueError(f"shutdown_grace must be >= 0, got {self.shutdown_grace}")
+# After the grace period, how long interrupted jobs get to unwind, and how long the last
+# completions get to be written, before the worker exits anyway (their leases then expire and
+# other workers rescue the jobs: nothing is lost, some work may run again).
+UNWIND_SECONDS = 5.0
 
 
 @dataclass(eq=False)
@@ -106,18 +65,6 @@ class _Running:
     ctx: JobContext
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None
-
-
-@dataclass
-class WorkerStats:
-    fetched: int = 0
-    completed: int = 0
-    retried: int = 0
-    failed: int = 0
-    snoozed: int = 0
-    cancelled: int = 0
-    requeued: int = 0
-    lease_lost: int = 0
 
 
 class Worker:
@@ -155,6 +102,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._grace_cut: asyncio.Event | None = None
         self._early_stop: tuple[bool, bool] = (False, False)  # stop() before run(): (stop, cut)
+        self._grace: float | None = None  # set by stop(grace=...)
         self._slot_freed: asyncio.Event | None = None
         self._started_at = 0.0
         self._completer: Completer | None = None
@@ -207,7 +155,7 @@ class Worker:
         keeper = LeaseKeeper(
             driver.connect_another(),
             lease_seconds=cfg.lease_seconds,
-            interval=cfg.lease_renew_interval or cfg.lease_seconds / 3,
+            interval=cfg.renew_interval,
             clock=cfg.clock,
             loop=loop,
             on_extended=self._on_extended,
@@ -235,11 +183,7 @@ class Worker:
         keeper.start()
         log.info(
             "worker started",
-            extra={
-                "event": "started",
-                "worker_id": self.id,
-                "queue": ",".join(self.queues),
-            },
+            extra={"event": "started", "worker_id": self.id, "queue": ",".join(self.queues)},
         )
         try:
             await self._fetch_loop()
@@ -250,8 +194,11 @@ class Worker:
                     loop.remove_signal_handler(sig)
 
     def stop(self, *, grace: float | None = None) -> None:
-        """Stop fetching and finish in-flight jobs within the grace period; ``grace=0`` (or a
-        second call) hands them back at once."""
+        """Stop fetching and let running jobs finish within the grace period (the config's,
+        or ``grace`` seconds if given), then hand the rest back. A second call, or
+        ``grace=0``, hands them back at once. Call it from the worker's event loop."""
+        if grace is not None:
+            self._grace = grace if self._grace is None else min(self._grace, grace)
         if self._stopping is None or self._grace_cut is None:
             # run() has not started yet (e.g. its task is created but not scheduled): remember
             # the request, or the worker would run forever.
@@ -274,18 +221,10 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         assert self._stopping is not None and self._slot_freed is not None
-        cfg = self.config
-        driver = self.queue.driver
         failures = 0
         while not self._stopping.is_set():
-            free = cfg.concurrency - len(self._running)
-            if free <= 0:
-                self._slot_freed.clear()
-                await _first(self._slot_freed.wait(), self._stopping.wait())
-                continue
             try:
-                params = FetchParams(self.queues, free, self.id, cfg.lease_seconds)
-                records = await driver.job_fetch(params, now=cfg.clock.now())
+                drained = await self._fetch_once()
                 failures = 0
             except Exception as exc:  # a broken connection must not end the worker
                 failures += 1
@@ -298,22 +237,46 @@ class Worker:
                 )
                 await _first(asyncio.sleep(pause), self._stopping.wait())
                 continue
-            for record in records:
-                self._start(record)
-            if records:
-                continue
-            if cfg.burst and not self._running and await self._drained():
+            if drained:
                 log.info("queues drained, burst worker exiting", extra={"event": "drained"})
                 return
-            await _first(driver.listen(self.queues, cfg.poll_interval), self._stopping.wait())
+
+    async def _fetch_once(self) -> bool:
+        """Claim what there is room for, or wait for room or work; true once a burst worker has
+        nothing left to do."""
+        assert self._stopping is not None and self._slot_freed is not None
+        cfg = self.config
+        driver = self.queue.driver
+        free = cfg.concurrency - len(self._running)
+        if free <= 0:
+            self._slot_freed.clear()
+            await _first(self._slot_freed.wait(), self._stopping.wait())
+            return False
+        params = FetchParams(self.queues, free, self.id, cfg.lease_seconds)
+        records = await driver.job_fetch(params, now=cfg.clock.now())
+        for record in records:
+            self._start(record)
+        if records:
+            return False
+        if cfg.burst and not self._running and await self._drained():
+            return True
+        await _first(driver.listen(self.queues, cfg.poll_interval), self._stopping.wait())
+        return False
 
     async def _drained(self) -> bool:
+        """Nothing runnable or running in the served queues that are not paused. Retries of
+        work already started count (they are part of draining); jobs scheduled for later do
+        not, so a burst worker never waits for tomorrow's job."""
         assert self._completer is not None
         if self._completer.backlog:
             return False
-        busy = (JobState.QUEUED, JobState.ACTIVE, JobState.SCHEDULED, JobState.RETRYING)
+        driver = self.queue.driver
+        paused = {info.name for info in await driver.queue_list() if info.paused}
+        busy = (JobState.QUEUED, JobState.ACTIVE, JobState.RETRYING)
         for name in self.queues:
-            counts = await self.queue.driver.job_count_by_state(name)
+            if name in paused:
+                continue
+            counts = await driver.job_count_by_state(name)
             if any(counts.get(state, 0) for state in busy):
                 return False
         return True
@@ -329,9 +292,14 @@ class Worker:
             max_attempts=record.max_attempts,
             enqueued_at=epoch_to_datetime(record.enqueued_at),
             worker_id=self.id,
-            logger=logging.LoggerAdapter(
+            logger=JobLogger(
                 logging.getLogger(f"conveyor.job.{record.name}"),
-                {"job_id": record.id, "job_name": record.name, "attempt": record.attempt},
+                {
+                    "job_id": record.id,
+                    "job_name": record.name,
+                    "queue": record.queue,
+                    "attempt": record.attempt,
+                },
             ),
         )
         previous = self._running.get(record.id)
@@ -348,10 +316,21 @@ class Worker:
 
     async def _process(self, entry: _Running) -> None:
         record = entry.record
-        _log_job(logging.INFO, "job processing", "processing", record)
+        log_job(logging.INFO, "job processing", "processing", record)
         started = time.monotonic()
         try:
-            outcome = await execute(record, self.registry, entry.ctx, lambda: entry.stop_reason)
+            outcome = await execute(
+                record,
+                self.registry,
+                entry.ctx,
+                lambda: entry.stop_reason,
+                max_result_bytes=self.queue.max_payload_bytes,
+            )
+        except BaseException:
+            # Only an outside cancellation of the worker itself gets here. Stop renewing: the
+            # lease expires and the job is rescued, as after a crash.
+            self._forget(record.id, record.lease_token)
+            raise
         finally:
             if self._running.get(record.id) is entry:  # not a newer attempt of the same job
                 del self._running[record.id]
@@ -361,7 +340,7 @@ class Worker:
         if entry.stop_reason == StopReason.LEASE_LOST:
             self._forget(record.id, record.lease_token)
             self.stats.lease_lost += 1
-            _log_job(
+            log_job(
                 logging.WARNING,
                 "job lease lost; another worker may run it again",
                 "lease_lost",
@@ -369,25 +348,36 @@ class Worker:
                 duration=duration,
             )
             return
+        transition = self._decide(record, outcome)
+        log_transition(record, transition, duration)
+        assert self._completer is not None
+        self._completer.submit(finish_for(record, transition), self._on_written)
+
+    def _decide(self, record: JobRecord, outcome: Outcome) -> Transition:
         registered = self.registry.get(record.name)
         backoff = registered.definition.backoff if registered else DEFAULT_BACKOFF
-        now = self.config.clock.now()
-        transition = decide(
-            outcome,
-            attempt=record.attempt,
-            max_attempts=record.max_attempts,
-            backoff=backoff,
-            now=time.time() if now is None else now,
-            rng=self._rng,
-        )
-        _log_transition(record, transition, duration)
-        assert self._completer is not None
-        self._completer.submit(_finish_for(record, transition), self._on_written)
+        clock_now = self.config.clock.now()
+        now = time.time() if clock_now is None else clock_now
+        attempt, most = record.attempt, record.max_attempts
+        try:
+            return decide(
+                outcome, attempt=attempt, max_attempts=most, backoff=backoff, now=now, rng=self._rng
+            )
+        except Exception:  # a user-supplied Backoff that raises must not strand the job
+            log.exception("backoff of job %s failed; using the default backoff", record.name)
+            return decide(
+                outcome,
+                attempt=attempt,
+                max_attempts=most,
+                backoff=DEFAULT_BACKOFF,
+                now=now,
+                rng=self._rng,
+            )
 
     def _on_written(self, finish: FinishJob, result: TransitionResult) -> None:
         self._forget(finish.job_id, finish.token)
         if result.status is TransitionStatus.OK:
-            self._count(finish.kind)
+            self.stats.count(finish.kind)
         else:
             self.stats.lease_lost += 1
             log.warning(
@@ -410,30 +400,23 @@ class Worker:
 
     def _interrupt(self, job_id: str, reason: str, *, token: str | None = None) -> None:
         entry = self._running.get(job_id)
-        if entry is None or entry.task is None or entry.stop_reason is not None:
+        if entry is None or entry.task is None:
             return
         if token is not None and entry.record.lease_token != token:
+            return
+        if entry.stop_reason is not None:
+            # Already stopping (a cancelled sync job waits for its thread). A lost lease or
+            # shutdown still cuts that wait short; a lost lease also means nothing is written.
+            # A cancel cut short by shutdown becomes a hand-back, which the driver records as a
+            # cancellation because the cancel request is still on the job.
+            if reason == StopReason.LEASE_LOST:
+                entry.stop_reason = reason
+            if reason in (StopReason.LEASE_LOST, StopReason.SHUTDOWN):
+                entry.task.cancel()
             return
         entry.stop_reason = reason
         entry.ctx.cancelled.set()
         entry.task.cancel()
-
-    def _count(self, kind: TransitionKind) -> None:
-        """Count a transition once it is written (a refused one counts as ``lease_lost``)."""
-        s = self.stats
-        match kind:
-            case TransitionKind.COMPLETE:
-                s.completed += 1
-            case TransitionKind.RETRY:
-                s.retried += 1
-            case TransitionKind.FAIL:
-                s.failed += 1
-            case TransitionKind.SNOOZE:
-                s.snoozed += 1
-            case TransitionKind.CANCEL:
-                s.cancelled += 1
-            case TransitionKind.REQUEUE:
-                s.requeued += 1
 
     async def _shutdown(
         self,
@@ -443,28 +426,43 @@ class Worker:
         background: list[asyncio.Task[None]],
     ) -> None:
         assert self._grace_cut is not None
+        grace = self.config.shutdown_grace if self._grace is None else self._grace
         tasks = [e.task for e in self._running.values() if e.task is not None]
-        if tasks:
+        if tasks and grace > 0:
             log.info(
                 "waiting up to %.1fs for %d running job(s)",
-                self.config.shutdown_grace,
+                grace,
                 len(tasks),
                 extra={"event": "shutdown", "worker_id": self.id},
             )
-            await _first(
-                asyncio.wait(tasks, timeout=self.config.shutdown_grace), self._grace_cut.wait()
-            )
+            await _first(asyncio.wait(tasks, timeout=grace), self._grace_cut.wait())
         for entry in list(self._running.values()):
             self._interrupt(entry.record.id, StopReason.SHUTDOWN)
         leftovers = [e.task for e in self._running.values() if e.task is not None]
         leftovers.extend(self._superseded)
         if leftovers:
-            await asyncio.gather(*leftovers, return_exceptions=True)
-        await completer.close()
-        keeper.stop()
+            _, stuck = await asyncio.wait(leftovers, timeout=UNWIND_SECONDS)
+            if stuck:
+                log.error(
+                    "%d job(s) ignored cancellation; leaving them to lease expiry and rescue",
+                    len(stuck),
+                    extra={"event": "shutdown", "worker_id": self.id},
+                )
+        # Hand-backs must be written even after a second signal; only a dead backend stops it.
+        flushed = asyncio.ensure_future(completer.close())
+        await asyncio.wait([flushed], timeout=UNWIND_SECONDS)
+        if not flushed.done():
+            log.error(
+                "could not write %d job outcome(s) before exiting; their leases will expire and "
+                "other workers will run them again",
+                completer.backlog,
+                extra={"event": "shutdown", "worker_id": self.id},
+            )
+            flushed.cancel()
+        await asyncio.to_thread(keeper.stop)
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await asyncio.gather(flushed, *background, return_exceptions=True)
         with contextlib.suppress(Exception):
             await maintenance.release()
             await self.queue.driver.worker_deregister(self.id)
@@ -493,74 +491,3 @@ async def _first(*awaitables: Awaitable[Any]) -> None:
             if not task.done():
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _finish_for(record: JobRecord, transition: Transition) -> FinishJob:
-    assert record.lease_token is not None
-    token = record.lease_token
-    match transition:
-        case Complete(result=result):
-            return FinishJob(record.id, token, TransitionKind.COMPLETE, result=result)
-        case RetryAt(run_at=run_at, error=error):
-            return FinishJob(record.id, token, TransitionKind.RETRY, error=error, run_at=run_at)
-        case SnoozeUntil(run_at=run_at):
-            return FinishJob(record.id, token, TransitionKind.SNOOZE, run_at=run_at)
-        case Fail(error=error):
-            return FinishJob(record.id, token, TransitionKind.FAIL, error=error)
-        case Cancel(error=error):
-            return FinishJob(record.id, token, TransitionKind.CANCEL, error=error)
-        case Requeue():
-            return FinishJob(record.id, token, TransitionKind.REQUEUE)
-    raise AssertionError(f"unknown transition {transition!r}")  # pragma: no cover
-
-
-def _log_job(level: int, message: str, event: str, record: JobRecord, **extra: Any) -> None:
-    if not log.isEnabledFor(level):
-        return
-    fields = {
-        "event": event,
-        "job_name": record.name,
-        "job_id": record.id,
-        "attempt": record.attempt,
-        "max_attempts": record.max_attempts,
-        "queue": record.queue,
-    }
-    fields.update(extra)
-    log.log(level, message, extra=fields)
-
-
-def _log_transition(record: JobRecord, transition: Transition, duration: float) -> None:
-    match transition:
-        case Complete():
-            _log_job(logging.INFO, "job completed", "completed", record, duration=duration)
-        case RetryAt(run_at=run_at, error=error):
-            _log_job(
-                logging.WARNING,
-                "job retrying",
-                "retrying",
-                record,
-                duration=duration,
-                run_at=epoch_to_datetime(run_at).isoformat(),
-                error=error,
-            )
-        case Fail(error=error):
-            _log_job(logging.ERROR, "job failed", "failed", record, duration=duration, error=error)
-        case SnoozeUntil(run_at=run_at):
-            _log_job(
-                logging.INFO,
-                "job snoozed",
-                "snoozed",
-                record,
-                duration=duration,
-                run_at=epoch_to_datetime(run_at).isoformat(),
-            )
-        case Cancel():
-            _log_job(logging.WARNING, "job cancelled", "cancelled", record, duration=duration)
-        case Requeue():
-            _log_job(
-                logging.WARNING,
-                "job handed back to the queue",
-                "requeued",
-                record,
-                duration=duration,
-            )

@@ -173,5 +173,12 @@ def test_workers_lists_live_heartbeats(url: str) -> None:
 
 def test_unknown_scheme_is_a_clear_error(tmp_path: Path) -> None:
     out = CliRunner().invoke(cli, ["--url", "ftp://x", "queues", "ls"])
-    assert out.exit_code != 0
-    assert "unsupported backend URL 'ftp://x'" in str(out.exception)
+    assert out.exit_code == 1
+    assert "Error: unsupported backend URL 'ftp://x'" in out.output
+
+
+def test_migrate_creates_the_schema_then_reports_up_to_date(url: str) -> None:
+    first = run(url, "migrate")
+    assert first.exit_code == 0 and "applied: 0001_initial" in first.output
+    again = run(url, "migrate")
+    assert again.exit_code == 0 and "up to date" in again.output

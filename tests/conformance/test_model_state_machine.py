@@ -230,7 +230,7 @@ class DriversAgree(RuleBasedStateMachine):
 
     # -- maintenance and operators ------------------------------------------------------------
 
-    @rule(max_stalls=st.integers(0, 2), limit=st.integers(1, 4))
+    @rule(max_stalls=st.integers(0, 2), limit=st.integers(-1, 4))
     def rescue(self, max_stalls: int, limit: int) -> None:
         self.both(lambda d: d.job_rescue_expired(max_stalls=max_stalls, limit=limit, now=self.now))
 
@@ -240,7 +240,7 @@ class DriversAgree(RuleBasedStateMachine):
         self.advance(31.0)
         self.rescue(max_stalls, limit=10)
 
-    @rule(limit=st.integers(1, 4))
+    @rule(limit=st.integers(-1, 4))
     def promote(self, limit: int) -> None:
         self.both(lambda d: d.job_promote_due(limit=limit, now=self.now))
 
@@ -252,7 +252,7 @@ class DriversAgree(RuleBasedStateMachine):
     def retry(self, job_ids: list[str]) -> None:
         self.both(lambda d: d.job_retry_many(job_ids, now=self.now))
 
-    @rule(retention=retentions, limit=st.integers(1, 4))
+    @rule(retention=retentions, limit=st.integers(-1, 4))
     def prune(self, retention: Retention, limit: int) -> None:
         self.both(lambda d: d.job_prune_finished(retention, limit=limit, now=self.now))
 

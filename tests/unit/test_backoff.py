@@ -125,3 +125,12 @@ def test_fixed_rejects_a_negative_delay() -> None:
 
 def test_fixed_zero_is_allowed() -> None:
     assert Fixed(0).delay(1, random.Random(0)) == 0
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_backoff_parameters_must_be_finite(value: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        Fixed(value)
+    for name in ("base", "factor", "cap"):
+        with pytest.raises(ValueError, match=f"{name}.*finite"):
+            Exponential(**{name: value})  # type: ignore[arg-type]

@@ -5,9 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from conveyor import Exponential, Fixed, InvalidJobDefinition, JobDef, JobRequest, job
+from conveyor import (
+    Exponential,
+    Fixed,
+    InvalidArgument,
+    InvalidJobDefinition,
+    JobDef,
+    JobRequest,
+    job,
+)
 from conveyor.core.backoff import DEFAULT_BACKOFF
 
 
@@ -75,10 +83,33 @@ def test_invalid_names_are_refused(name: str) -> None:
         job(name, Payload)
 
 
-@pytest.mark.parametrize("attempts", [0, -1])
-def test_attempts_below_one_are_refused(attempts: int) -> None:
-    with pytest.raises(InvalidJobDefinition, match="attempts must be >= 1"):
-        job("j", Payload, attempts=attempts)
+@pytest.mark.parametrize("attempts", [0, -1, 1001, 2.5, True, "3", None])
+def test_attempts_outside_one_to_a_thousand_are_refused(attempts: object) -> None:
+    with pytest.raises(
+        InvalidJobDefinition, match="attempts must be an integer from 1 to 1000"
+    ) as info:
+        job("j", Payload, attempts=attempts)  # type: ignore[arg-type]
+    assert repr(attempts) in str(info.value)
+
+
+def test_a_thousand_attempts_are_allowed() -> None:
+    assert job("j", Payload, attempts=1000).attempts == 1000
+
+
+@pytest.mark.parametrize("priority", [1_000_001, -1_000_001, 2**53, 1.5, float("nan"), True, "1"])
+def test_priority_outside_the_range_is_refused(priority: object) -> None:
+    with pytest.raises(InvalidJobDefinition, match="priority must be an integer from") as info:
+        job("j", Payload, priority=priority)  # type: ignore[arg-type]
+    assert repr(priority) in str(info.value)
+
+
+@pytest.mark.parametrize("priority", [-1_000_000, 0, 1_000_000])
+def test_priority_at_the_bounds_is_allowed(priority: int) -> None:
+    assert job("j", Payload, priority=priority).priority == priority
+
+
+def test_invalid_definition_is_an_invalid_argument() -> None:
+    assert issubclass(InvalidJobDefinition, InvalidArgument)
 
 
 def test_one_attempt_is_allowed() -> None:
@@ -106,6 +137,13 @@ def test_good_queue_names(queue: str) -> None:
 def test_timeout_must_be_positive(timeout: float | timedelta) -> None:
     with pytest.raises(InvalidJobDefinition, match="timeout must be > 0"):
         job("j", Payload, timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), float("-inf")])
+def test_timeout_must_be_finite(timeout: float | timedelta) -> None:
+    with pytest.raises(InvalidJobDefinition, match="finite") as info:
+        job("j", Payload, timeout=timeout)
+    assert repr(timeout) in str(info.value)
 
 
 def test_invalid_definition_is_a_value_error() -> None:
@@ -148,6 +186,25 @@ def test_model_result_round_trip() -> None:
     decoded = d.decode_result(data)
     assert isinstance(decoded, Summary)
     assert decoded == value
+
+
+class Aliased(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    total_count: int = Field(alias="totalCount")
+
+
+class AliasedOnly(BaseModel):
+    total_count: int = Field(alias="totalCount")
+
+
+@pytest.mark.parametrize("model", [Aliased, AliasedOnly])
+def test_aliased_model_result_round_trip(model: type[Aliased] | type[AliasedOnly]) -> None:
+    d = job("j", Payload, result=model)
+    value = model.model_validate({"totalCount": 3})
+    data = d.encode_result(value)
+    assert data == b'{"totalCount":3}'
+    assert d.decode_result(data) == value
 
 
 def test_decode_result_validates_against_the_result_type() -> None:

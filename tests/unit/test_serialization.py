@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor import PayloadTooLarge, PayloadValidationError
 from conveyor.core.serialization import (
@@ -195,3 +195,56 @@ def test_untyped_size_limit() -> None:
     assert info.value.job_name == "big.job"
     assert info.value.size > 100
     assert info.value.limit == 50
+
+
+# -- field aliases -------------------------------------------------------------------------------
+
+
+class Aliased(BaseModel):
+    to_email: str = Field(alias="toEmail")
+    count: int = 0
+
+
+class AliasedByName(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    to_email: str = Field(alias="toEmail")
+    reply_to: str | None = Field(default=None, alias="replyTo")
+
+
+def test_aliased_fields_round_trip() -> None:
+    payload = Aliased(toEmail="a@example.com", count=2)
+    data = encode_payload("j", Aliased, payload, LIMIT)
+    assert json.loads(data) == {"toEmail": "a@example.com", "count": 2}
+    assert decode_payload("j", Aliased, data) == payload
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        AliasedByName(to_email="a@example.com", reply_to="b@example.com"),
+        AliasedByName(toEmail="a@example.com", replyTo="b@example.com"),
+        AliasedByName(to_email="a@example.com"),
+    ],
+)
+def test_populate_by_name_models_round_trip_by_alias(payload: AliasedByName) -> None:
+    data = encode_payload("j", AliasedByName, payload, LIMIT)
+    assert "toEmail" in json.loads(data)
+    assert decode_payload("j", AliasedByName, data) == payload
+
+
+def test_aliased_model_built_without_validation_is_still_checked() -> None:
+    bogus = Aliased.model_construct(count=1)  # the required toEmail is missing
+    with pytest.raises(PayloadValidationError, match="toEmail"):
+        encode_payload("j", Aliased, bogus, LIMIT)
+
+
+class Opaque(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    thing: object
+
+
+def test_a_payload_that_cannot_be_serialized_is_a_validation_error() -> None:
+    with pytest.raises(PayloadValidationError, match="cannot be encoded as JSON"):
+        encode_payload("j", Opaque, Opaque(thing=object()), LIMIT)

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import os
-import sys
+from typing import Any
 
 import click
 
 from conveyor._errors import ConveyorError
 from conveyor.cli.jobs import jobs
-from conveyor.cli.queues import queues, workers
+from conveyor.cli.queues import migrate, queues, workers
 from conveyor.cli.worker import check, worker
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Reports a :class:`ConveyorError` as ``Error: ...`` with exit code 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConveyorError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url",
     envvar="CONVEYOR_URL",
@@ -36,17 +46,13 @@ cli.add_command(check)
 cli.add_command(jobs)
 cli.add_command(queues)
 cli.add_command(workers)
+cli.add_command(migrate)
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except ConveyorError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+    """The ``conveyor`` console script; always exits (``SystemExit``) with the command's status.
+
+    Click's standalone mode turns ``click.exceptions.Exit`` (a command's failure status, e.g. a
+    job that could not be retried) into that exit code, usage errors into 2 and Ctrl-C into 1.
+    """
+    cli.main(prog_name="conveyor")

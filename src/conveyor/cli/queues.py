@@ -1,4 +1,4 @@
-"""``conveyor queues ls|pause|resume`` and ``conveyor workers``."""
+"""``conveyor queues ls|pause|resume``, ``conveyor workers`` and ``conveyor migrate``."""
 
 from __future__ import annotations
 
@@ -69,3 +69,15 @@ def workers(ctx: click.Context) -> None:
     print_table(
         ["worker", "queues", "concurrency", "running", "processed"], run_with_queue(ctx, fetch)
     )
+
+
+@click.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade the backend's schema (workers also do this when they start)."""
+
+    async def apply(q: Queue) -> list[str]:
+        return await q.driver.migrate()
+
+    applied = run_with_queue(ctx, apply)
+    click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")

@@ -7,6 +7,7 @@ random source, so jitter is reproducible under a seeded ``random.Random``.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,8 +26,8 @@ class Fixed:
     seconds: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.seconds < 0:
-            raise ValueError(f"Fixed backoff seconds must be >= 0, got {self.seconds}")
+        if not (math.isfinite(self.seconds) and self.seconds >= 0):
+            raise ValueError(f"Fixed backoff seconds must be >= 0 and finite, got {self.seconds}")
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         return self.seconds
@@ -47,6 +48,10 @@ class Exponential:
     jitter: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("base", "factor", "cap"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"Exponential backoff {name} must be finite, got {value}")
         if self.base < 0 or self.cap < 0:
             raise ValueError("Exponential backoff base and cap must be >= 0")
         if self.factor < 1:

@@ -83,12 +83,6 @@ class Requeue:
 Transition = Complete | RetryAt | SnoozeUntil | Fail | Cancel | Requeue
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int
-    backoff: Backoff
-
-
 def decide(
     outcome: Outcome,
     *,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from conveyor._errors import PayloadTooLarge, PayloadValidationError
 
@@ -16,16 +17,21 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def encode_payload(name: str, model: type[BaseModel], payload: BaseModel, limit: int) -> bytes:
-    """Validate ``payload`` as ``model`` and encode it; refuse it over ``limit`` bytes."""
+    """Validate ``payload`` as ``model`` and encode it; refuse it over ``limit`` bytes.
+
+    The JSON uses field aliases, as the model's own JSON does, and is validated exactly as
+    :func:`decode_payload` will validate it in the worker: what is stored is known to decode.
+    """
     if not isinstance(payload, model):
         raise PayloadValidationError(
             name, f"expected an instance of {model.__name__}, got {type(payload).__name__}"
         )
     try:
-        # Re-validate: a model built with model_construct() or mutated after creation skips checks.
-        data = model.model_validate(payload.model_dump(mode="python")).model_dump_json().encode()
-    except ValidationError as exc:
-        raise PayloadValidationError(name, _describe(exc)) from exc
+        data = payload.model_dump_json(by_alias=True).encode()
+    except PydanticSerializationError as exc:
+        raise PayloadValidationError(name, f"payload cannot be encoded as JSON: {exc}") from exc
+    # Re-validate: a model built with model_construct() or mutated after creation skipped checks.
+    decode_payload(name, model, data)
     return check_size(name, data, limit)
 
 
@@ -61,7 +67,8 @@ def check_size(name: str, data: bytes, limit: int) -> bytes:
 
 
 def decode_payload(name: str, model: type[M], data: bytes) -> M:
-    """Parse and validate stored payload bytes; raise :class:`PayloadValidationError`."""
+    """Parse and validate stored payload bytes (by alias, as encoded); raise
+    :class:`PayloadValidationError`."""
     try:
         return model.model_validate_json(data)
     except ValidationError as exc:

@@ -58,7 +58,8 @@ class Driver(Protocol):
 
     async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
         """Lease up to ``limit`` runnable jobs: lowest priority first, then oldest run time, then
-        enqueue order; skips paused queues; each gets a new lease token and ``attempt + 1``."""
+        enqueue order; skips paused queues; each gets a new lease token and ``attempt + 1``.
+        None if ``limit <= 0``."""
         ...
 
     async def job_extend_leases(
@@ -73,18 +74,25 @@ class Driver(Protocol):
         now: float | None = None,
     ) -> list[TransitionResult]:
         """Apply completions and failures, each fenced by its lease token. Completing applies the
-        count-based retention of the job's queue in the same step."""
+        count-based retention of the job's queue in the same step.
+
+        A job with ``cancel_requested`` that would run again (retry, snooze, requeue) becomes
+        ``cancelled`` instead. A batch with an invalid transition (retry or snooze without
+        ``run_at``) raises ``ValueError`` naming the job, and nothing of it is applied."""
         ...
 
     async def job_rescue_expired(
         self, *, max_stalls: int, limit: int, now: float | None = None
     ) -> RescueResult:
         """Active jobs whose lease expired go back to ``queued`` (stall counted, attempt given
-        back), or to ``failed`` once they have stalled more than ``max_stalls`` times."""
+        back), or to ``failed`` once they have stalled more than ``max_stalls`` times, or to
+        ``cancelled`` when a cancel was requested. At most ``limit`` jobs, none if
+        ``limit <= 0``."""
         ...
 
     async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
-        """Move due ``scheduled``/``retrying`` jobs to ``queued``; returns how many moved."""
+        """Move due ``scheduled``/``retrying`` jobs to ``queued`` (at most ``limit``, none if
+        ``limit <= 0``); returns how many moved."""
         ...
 
     async def job_cancel_many(
@@ -96,7 +104,8 @@ class Driver(Protocol):
     async def job_retry_many(
         self, ids: Sequence[str], *, now: float | None = None
     ) -> list[ChangeResult]:
-        """``failed``/``cancelled`` jobs go back to ``queued`` with one more attempt allowed."""
+        """``failed``/``cancelled`` jobs go back to ``queued`` with one more attempt allowed and
+        no pending cancel request."""
         ...
 
     async def job_purge(self, params: PurgeParams, *, now: float | None = None) -> int: ...
@@ -104,12 +113,15 @@ class Driver(Protocol):
     async def job_prune_finished(
         self, retention: Retention, *, limit: int, now: float | None = None
     ) -> int:
-        """Delete finished jobs beyond the retention policy, at most ``limit`` per call."""
+        """Delete finished jobs beyond the retention policy, at most ``limit`` per call (none if
+        ``limit <= 0``)."""
         ...
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]: ...
 
-    async def job_list(self, params: ListParams) -> list[JobRecord]: ...
+    async def job_list(self, params: ListParams) -> list[JobRecord]:
+        """Matching jobs, newest first, at most ``limit`` (none if ``limit <= 0``)."""
+        ...
 
     async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]: ...
 
@@ -142,5 +154,9 @@ class Driver(Protocol):
         ...
 
     async def listen(self, queues: Sequence[str], timeout: float) -> None:
-        """Return when jobs may be runnable on ``queues``, or after ``timeout`` seconds."""
+        """Return when jobs may be runnable on ``queues``, or after ``timeout`` seconds.
+
+        A ``notify`` of one of ``queues`` since this driver's previous ``listen`` returned (or
+        since it was created) makes it return at once, so a notification that lands between an
+        empty fetch and the ``listen`` that follows is not lost."""
         ...

@@ -145,6 +145,7 @@ class Retention:
 class RescueResult:
     requeued: tuple[str, ...]
     failed: tuple[str, ...]
+    cancelled: tuple[str, ...] = ()  # a cancel had been requested: they must not run again
 
 
 class ChangeStatus(enum.StrEnum):

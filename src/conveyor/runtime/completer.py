@@ -49,6 +49,7 @@ class Completer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._in_flight = 0
 
     def submit(self, finish: FinishJob, on_result: OnResult) -> None:
         self._pending.append(_Pending(finish, on_result))
@@ -57,7 +58,8 @@ class Completer:
 
     @property
     def backlog(self) -> int:
-        return len(self._pending)
+        """Transitions submitted but not yet written."""
+        return len(self._pending) + self._in_flight
 
     async def run(self) -> None:
         """Flush until :meth:`close` is called and everything submitted has been written."""
@@ -76,25 +78,39 @@ class Completer:
             await self._write(batch)
 
     async def _write(self, batch: list[_Pending]) -> None:
+        self._in_flight = len(batch)
+        try:
+            if await self._try_write(batch):
+                return
+            # One bad item must not hold back the rest: write them one at a time.
+            for pending in batch:
+                await self._write_until_done([pending])
+                self._in_flight -= 1
+        finally:
+            self._in_flight = 0
+
+    async def _write_until_done(self, batch: list[_Pending]) -> None:
         delay = 0.05
-        while True:
-            try:
-                results = await self._driver.job_finish_many(
-                    [p.finish for p in batch], retention=self._retention, now=self._clock.now()
-                )
-                break
-            except Exception as exc:  # never drop a batch: the jobs stay leased meanwhile
-                log.warning(
-                    "completing %d job(s) failed, retrying in %.2fs: %s",
-                    len(batch),
-                    delay,
-                    exc,
-                    exc_info=not isinstance(exc, ConveyorError),
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_cap)
+        while not await self._try_write(batch):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_cap)
+
+    async def _try_write(self, batch: list[_Pending]) -> bool:
+        try:
+            results = await self._driver.job_finish_many(
+                [p.finish for p in batch], retention=self._retention, now=self._clock.now()
+            )
+        except Exception as exc:  # never drop a transition: the jobs stay leased meanwhile
+            log.warning(
+                "writing the outcome of %d job(s) failed, will retry: %s",
+                len(batch),
+                exc,
+                exc_info=not isinstance(exc, ConveyorError),
+            )
+            return False
         for pending, result in zip(batch, results, strict=True):
             pending.on_result(pending.finish, result)
+        return True
 
     async def close(self) -> None:
         """Stop once every submitted transition is written."""

@@ -6,6 +6,7 @@ Nothing here writes to the backend: the caller turns the outcome into a transiti
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import traceback
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from conveyor.core.outcome import (
 from conveyor.core.serialization import decode_payload
 from conveyor.drivers.records import JobRecord
 from conveyor.runtime.registry import HandlerRegistry
+
+log = logging.getLogger("conveyor.worker")
 
 MAX_ERROR_CHARS = 8000
 
@@ -50,6 +53,8 @@ async def execute(
     registry: HandlerRegistry,
     ctx: JobContext,
     stop_reason: Callable[[], str | None],
+    *,
+    max_result_bytes: int,
 ) -> Outcome:
     """Validate the payload, run the handler under its timeout, and classify the result."""
     registered = registry.get(record.name)
@@ -60,26 +65,37 @@ async def execute(
         payload = decode_payload(record.name, definition.payload_type, record.payload)
     except PayloadValidationError as exc:
         return Errored(f"PayloadValidationError: {exc}", permanent=True)
+    thread: asyncio.Future[Any] | None = None
     deadline = asyncio.timeout(definition.timeout)
     try:
         async with deadline:
             if registered.is_async:
                 value = await registered.handler(payload, ctx)
             else:
-                value = await run_in_daemon_thread(registered.handler, payload, ctx)
+                thread = run_in_daemon_thread(registered.handler, payload, ctx)
+                # Shielded: cancelling the wait must not forget the thread, which runs on.
+                value = await asyncio.shield(thread)
         result = definition.encode_result(value)
     except asyncio.CancelledError:
         ctx.cancelled.set()
         reason = stop_reason()
+        if reason is None:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker itself is being cancelled from outside
+            # The handler raised CancelledError on its own (e.g. a cancelled child task).
+            return Errored("CancelledError: the handler was cancelled from within")
         if reason == StopReason.CANCELLED:
-            return CancelRequested()
-        if reason in (StopReason.SHUTDOWN, StopReason.LEASE_LOST):
+            if await _outlive(thread, record, "cancelled"):
+                return CancelRequested()
             return Interrupted()
-        raise
+        return Interrupted()  # shutdown hands the job back; a lost lease writes nothing
     except TimeoutError as exc:
         if not deadline.expired() or definition.timeout is None:
             return Errored(format_error(exc))  # the handler's own TimeoutError: an ordinary error
         ctx.cancelled.set()
+        if not await _outlive(thread, record, "timed out"):
+            return Interrupted()
         return TimedOut(definition.timeout)
     except Snooze as exc:
         return Snoozed(exc.delay)
@@ -90,15 +106,44 @@ async def execute(
     except Exception as exc:
         permanent = isinstance(exc, definition.permanent)
         return Errored(format_error(exc), permanent=permanent)
+    if len(result) > max_result_bytes:
+        return Errored(
+            f"ResultTooLarge: the result of job {record.name!r} is {len(result)} bytes, over the "
+            f"limit of {max_result_bytes} bytes; store it elsewhere and return a reference",
+            permanent=True,
+        )
     return Succeeded(result)
 
 
-async def run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a sync handler on a daemon thread.
+async def _outlive(thread: asyncio.Future[Any] | None, record: JobRecord, why: str) -> bool:
+    """Wait for a sync handler's thread to return before the job may run again.
 
-    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one stuck sync handler
-    would hold a shut-down worker forever. A daemon thread is abandoned instead; the job it ran
-    has already been handed back by then.
+    Returns false if the wait itself was cut short (the worker is shutting down; the job is
+    then handed back while the thread still runs, and the process exit ends the thread).
+    """
+    if thread is None or thread.done():
+        return True
+    log.warning(
+        "sync handler of job %s %s but is still running; the job stays leased until it returns "
+        "(check ctx.cancelled in long sync handlers)",
+        record.id,
+        why,
+        extra={"job_id": record.id, "job_name": record.name, "event": "waiting"},
+    )
+    try:
+        await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        return False
+    except BaseException:
+        pass  # the handler's own error no longer matters: the outcome is already decided
+    return True
+
+
+def run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """Start a sync handler on a daemon thread; the returned future resolves on the loop.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one stuck sync
+    handler would hold a shut-down worker forever. The worker's concurrency bounds how many run.
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
@@ -124,4 +169,4 @@ async def run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
             pass
 
     threading.Thread(target=target, name="conveyor-sync-handler", daemon=True).start()
-    return await future
+    return future

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 from conveyor.core.clock import Clock
@@ -36,6 +37,8 @@ class LeaseKeeper:
         self._driver = driver
         self._lease_seconds = lease_seconds
         self._interval = interval
+        # After a failed renewal, try again well before the lease can lapse.
+        self._retry_interval = max(min(interval / 4, 1.0), 0.01)
         self._clock = clock
         self._loop = loop
         self._on_extended = on_extended
@@ -62,6 +65,7 @@ class LeaseKeeper:
         self._thread.start()
 
     def stop(self) -> None:
+        """Blocking: call it from a thread other than the worker's loop (``asyncio.to_thread``)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=max(self._interval, 1.0) + 5.0)
@@ -70,28 +74,48 @@ class LeaseKeeper:
         asyncio.run(self._tick_forever())
 
     async def _tick_forever(self) -> None:
-        await self._driver.open()
+        opened = False
+        wait = 0.0
         try:
-            while not self._stop.wait(self._interval):
-                await self.tick()
+            while not self._stop.wait(wait):
+                started = time.monotonic()
+                if not opened:
+                    opened = await self._open()
+                    ok = opened
+                else:
+                    ok = await self.tick()
+                # A fixed schedule: a slow call does not push the next renewal later.
+                period = self._interval if ok else self._retry_interval
+                wait = max(period - (time.monotonic() - started), 0.0)
         finally:
-            await self._driver.close()
+            if opened:
+                await self._driver.close()
 
-    async def tick(self) -> None:
+    async def _open(self) -> bool:
+        try:
+            await self._driver.open()
+        except Exception as exc:
+            log.error("lease keeper cannot connect, retrying: %s", exc)
+            return False
+        return True
+
+    async def tick(self) -> bool:
+        """Renew every held lease once; false if the backend could not be reached."""
         with self._lock:
             leases = [Lease(job_id, token) for job_id, token in self._leases.items()]
         if not leases:
-            return
+            return True
         try:
             result = await self._driver.job_extend_leases(
                 leases, self._lease_seconds, now=self._clock.now()
             )
-        except Exception as exc:  # keep renewing on the next tick; a lease outlives one failure
+        except Exception as exc:  # retried soon; a lease outlives several failed renewals
             log.warning("extending %d lease(s) failed: %s", len(leases), exc)
-            return
+            return False
         if result.lost or result.cancel_requested:
             sent = {lease.job_id: lease.token for lease in leases}
             try:
                 self._loop.call_soon_threadsafe(self._on_extended, result, sent)
             except RuntimeError:  # the worker's loop has closed
                 pass
+        return True

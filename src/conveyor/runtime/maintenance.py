@@ -61,6 +61,11 @@ class Maintenance:
             log.warning(
                 "job rescued", extra={"event": "rescued", "job_id": job_id, "outcome": "queued"}
             )
+        for job_id in rescued.cancelled:
+            log.warning(
+                "job cancelled after its worker lost it",
+                extra={"event": "cancelled", "job_id": job_id, "outcome": "cancelled"},
+            )
         for job_id in rescued.failed:
             log.error(
                 "job failed after stalling",

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conveyor.drivers.protocol import Driver
-from conveyor.drivers.records import ChangeResult, ChangeStatus, JobState, TransitionKind
+from conveyor.drivers.records import (
+    ChangeResult,
+    ChangeStatus,
+    JobState,
+    TransitionKind,
+    TransitionResult,
+    TransitionStatus,
+)
 
 from ._support import T0, fetch, fetch_one, finish, get, insert
 
@@ -49,12 +58,57 @@ async def test_finished_jobs_are_wrong_state_and_unknown_ids_not_found(driver: D
     assert (await get(driver, "cancelled")).finished_at == T0
 
 
-async def test_requeued_active_job_forgets_the_cancel_request_on_refetch(driver: Driver) -> None:
+@pytest.mark.parametrize(
+    "kind", [TransitionKind.RETRY, TransitionKind.SNOOZE, TransitionKind.REQUEUE]
+)
+async def test_cancel_request_wins_over_a_finish_that_would_run_the_job_again(
+    driver: Driver, kind: TransitionKind
+) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    await driver.job_cancel_many(["a"], now=T0 + 1)
+    result = await finish(driver, job, kind, run_at=T0 + 5, error="timeout", now=T0 + 2)
+    assert result == TransitionResult("a", TransitionStatus.OK)
+    cancelled = await get(driver, "a")
+    assert (cancelled.state, cancelled.finished_at) == (JobState.CANCELLED, T0 + 2)
+    assert cancelled.error is not None and cancelled.error.startswith("cancelled")
+    assert (cancelled.lease_token, cancelled.lease_expires_at, cancelled.worker_id) == (
+        None,
+        None,
+        None,
+    )
+    assert cancelled.cancel_requested is False
+    assert await driver.job_promote_due(limit=10, now=T0 + 1000) == 0
+    assert await fetch(driver, now=T0 + 1000) == []
+
+
+async def test_cancel_request_keeps_the_given_retry_error_after_the_prefix(
+    driver: Driver,
+) -> None:
     await insert(driver, "a", now=T0)
     job = await fetch_one(driver)
     await driver.job_cancel_many(["a"], now=T0)
+    await finish(driver, job, TransitionKind.RETRY, run_at=T0 + 5, error="timeout")
+    assert (await get(driver, "a")).error == "cancelled: timeout"
+
+
+async def test_cancel_request_does_not_change_complete_or_fail(driver: Driver) -> None:
+    await insert(driver, "done", "bad", now=T0)
+    done, bad = await fetch(driver)
+    await driver.job_cancel_many(["done", "bad"], now=T0)
+    assert (await finish(driver, done, result=b'"ok"', now=T0 + 1)).status == "ok"
+    assert (await finish(driver, bad, TransitionKind.FAIL, error="boom")).status == "ok"
+    completed, failed = await get(driver, "done"), await get(driver, "bad")
+    assert (completed.state, completed.result) == (JobState.COMPLETED, b'"ok"')
+    assert (failed.state, failed.error) == (JobState.FAILED, "boom")
+    assert not completed.cancel_requested and not failed.cancel_requested
+
+
+async def test_requeue_without_a_cancel_request_still_runs_again(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
     await finish(driver, job, TransitionKind.REQUEUE)
-    assert (await get(driver, "a")).cancel_requested is False
+    assert (await get(driver, "a")).state is JobState.QUEUED
     assert (await fetch_one(driver)).cancel_requested is False
 
 

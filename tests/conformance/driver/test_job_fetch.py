@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 from conveyor.backends.registry import driver_for_url
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import JobState, TransitionKind
@@ -173,3 +175,10 @@ def test_fetchers_in_several_threads_never_get_the_same_job(backend_url: str) ->
     assert not errors, errors
     everything = [job_id for got in seen for job_id in got]
     assert len(everything) == len(set(everything)) == total
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+async def test_non_positive_limit_fetches_nothing(driver: Driver, limit: int) -> None:
+    await insert(driver, "a", "b", "c", now=T0)
+    assert await fetch(driver, limit=limit) == []
+    assert [(await get(driver, i)).state for i in "abc"] == [JobState.QUEUED] * 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
     FinishJob,
@@ -166,3 +168,19 @@ async def test_count_retention_does_not_touch_failed_jobs(driver: Driver) -> Non
     await finish(driver, a, retention=keep_zero, now=T0 + 1)
     await finish(driver, b, retention=keep_zero, now=T0 + 2)
     assert [await exists(driver, i) for i in ("f", "a", "b")] == [True, False, False]
+
+
+@pytest.mark.parametrize("kind", [TransitionKind.RETRY, TransitionKind.SNOOZE])
+async def test_invalid_finish_rejects_the_whole_batch_before_writing(
+    driver: Driver, kind: TransitionKind
+) -> None:
+    await insert(driver, "a", "b", now=T0)
+    a, b = await fetch(driver)
+    assert a.lease_token and b.lease_token
+    batch = [
+        FinishJob("a", a.lease_token, TransitionKind.COMPLETE, result=b"1"),
+        FinishJob("b", b.lease_token, kind, error="e"),  # no run_at
+    ]
+    with pytest.raises(ValueError, match="'b'"):
+        await driver.job_finish_many(batch, retention=Retention(), now=T0 + 1)
+    assert [await get(driver, "a"), await get(driver, "b")] == [a, b]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import JobState, ListParams
 
@@ -73,3 +75,9 @@ async def test_count_by_state_reports_every_state(driver: Driver) -> None:
     assert per_queue[JobState.QUEUED] == 1 and sum(per_queue.values()) == 3
     assert sum((await driver.job_count_by_state("nope")).values()) == 0
     assert (await get(driver, job.id)).state is JobState.ACTIVE
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+async def test_non_positive_limit_lists_nothing(driver: Driver, limit: int) -> None:
+    await insert(driver, "a", "b", "c", now=T0)
+    assert await driver.job_list(ListParams(limit=limit)) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import JobState, TransitionKind
 
@@ -36,3 +38,10 @@ async def test_promotion_is_bounded_and_takes_the_earliest_first(driver: Driver)
 async def test_queued_jobs_are_not_counted(driver: Driver) -> None:
     await insert(driver, "a", now=T0)
     assert await driver.job_promote_due(limit=10, now=T0 + 10) == 0
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+async def test_non_positive_limit_promotes_nothing(driver: Driver, limit: int) -> None:
+    await insert(driver, "a", "b", delay=5, now=T0)
+    assert await driver.job_promote_due(limit=limit, now=T0 + 10) == 0
+    assert [(await get(driver, i)).state for i in "ab"] == [JobState.SCHEDULED] * 2

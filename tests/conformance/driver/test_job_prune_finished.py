@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import JobState, Retention, TransitionKind
 
@@ -81,3 +83,11 @@ async def test_age_and_count_share_one_limit(driver: Driver) -> None:
     assert await driver.job_prune_finished(retention, limit=3, now=T0 + 100) == 3
     assert not await exists(driver, "c")
     assert [await exists(driver, f"j{n}") for n in range(3)] == [False, False, True]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+async def test_non_positive_limit_prunes_nothing(driver: Driver, limit: int) -> None:
+    await _complete(driver, "a", "b", "c", at=T0)
+    retention = Retention(completed_max_count=1, completed_max_age=DAY)
+    assert await driver.job_prune_finished(retention, limit=limit, now=T0 + 2 * DAY) == 0
+    assert [await exists(driver, i) for i in "abc"] == [True, True, True]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import JobState, RescueResult
 
@@ -71,3 +73,35 @@ async def test_waiting_and_finished_jobs_are_untouched(driver: Driver) -> None:
     result = await driver.job_rescue_expired(max_stalls=3, limit=10, now=T0 + 10_000)
     assert result == RescueResult((), ())
     assert [await get(driver, i) for i in ("queued", "scheduled")] == before
+
+
+async def test_expired_job_with_a_cancel_request_is_cancelled_not_requeued(driver: Driver) -> None:
+    await insert(driver, "a", "b", now=T0)
+    await fetch(driver)
+    await driver.job_cancel_many(["a"], now=T0 + 1)
+    result = await driver.job_rescue_expired(max_stalls=3, limit=10, now=T0 + LEASE)
+    assert result == RescueResult(("b",), (), ("a",))
+    job = await get(driver, "a")
+    assert (job.state, job.finished_at, job.stalls) == (JobState.CANCELLED, T0 + LEASE, 1)
+    assert job.error is not None and job.error.startswith("cancelled")
+    assert (job.lease_token, job.lease_expires_at, job.worker_id) == (None, None, None)
+    assert job.cancel_requested is False
+    assert [j.id for j in await fetch(driver, now=T0 + 1000)] == ["b"]
+
+
+async def test_cancel_request_wins_over_failing_after_max_stalls(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    await fetch_one(driver)
+    await driver.job_cancel_many(["a"], now=T0)
+    result = await driver.job_rescue_expired(max_stalls=0, limit=10, now=T0 + LEASE)
+    assert result == RescueResult((), (), ("a",))
+    assert (await get(driver, "a")).state is JobState.CANCELLED
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+async def test_non_positive_limit_rescues_nothing(driver: Driver, limit: int) -> None:
+    await insert(driver, "a", "b", now=T0)
+    jobs = await fetch(driver)
+    result = await driver.job_rescue_expired(max_stalls=3, limit=limit, now=T0 + LEASE)
+    assert result == RescueResult((), ())
+    assert [await get(driver, i) for i in "ab"] == jobs

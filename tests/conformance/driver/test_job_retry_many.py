@@ -61,3 +61,16 @@ async def test_other_states_are_wrong_state_and_unknown_not_found(driver: Driver
         ChangeResult("ghost", ChangeStatus.NOT_FOUND, None),
     ]
     assert await get(driver, "active") == active
+
+
+async def test_retried_job_carries_no_cancel_request_into_its_next_run(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    await driver.job_cancel_many(["a"], now=T0)
+    await finish(driver, job, TransitionKind.FAIL, error="boom")
+    await driver.job_retry_many(["a"], now=T0 + 1)
+    assert (await get(driver, "a")).cancel_requested is False
+    again = await fetch_one(driver, now=T0 + 1)
+    assert again.cancel_requested is False
+    await finish(driver, again, TransitionKind.RETRY, run_at=T0 + 5, error="e")
+    assert (await get(driver, "a")).state is JobState.RETRYING

@@ -72,3 +72,34 @@ async def test_zero_timeout_returns_at_once(driver: Driver) -> None:
     started = time.monotonic()
     await driver.listen(["default"], 0)
     assert time.monotonic() - started < 1
+
+
+async def test_notify_just_before_listen_is_not_lost(driver: Driver) -> None:
+    # A worker's fetch found nothing; a producer notifies before the worker starts to listen.
+    driver.notify("default")
+    started = time.monotonic()
+    await driver.listen(["default"], LONG)
+    assert time.monotonic() - started < LONG / 2
+    # The notification is consumed: the next listen waits for a new one.
+    started = time.monotonic()
+    await driver.listen(["default"], 0.3)
+    assert time.monotonic() - started >= 0.25
+
+
+async def test_notify_from_another_connection_before_listen_is_not_lost(driver: Driver) -> None:
+    other = driver.connect_another()
+    await other.open()
+    try:
+        other.notify("mail")
+        started = time.monotonic()
+        await driver.listen(["default", "mail"], LONG)
+        assert time.monotonic() - started < LONG / 2
+    finally:
+        await other.close()
+
+
+async def test_notify_before_listen_on_another_queue_does_not_wake(driver: Driver) -> None:
+    driver.notify("other")
+    started = time.monotonic()
+    await driver.listen(["default"], 0.3)
+    assert time.monotonic() - started >= 0.25

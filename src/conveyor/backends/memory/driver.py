@@ -11,10 +11,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
-import time
 import uuid
 from collections.abc import Sequence
 
+from conveyor.drivers.common import (
+    LOST_WHILE_CANCELLING,
+    RETRYABLE_STATES,
+    RUNS_AGAIN,
+    cancelled_error,
+    resolve_now,
+    stalled_error,
+    validate_finishes,
+)
 from conveyor.drivers.records import (
     TERMINAL_STATES,
     WAITING_STATES,
@@ -39,7 +47,7 @@ from conveyor.drivers.records import (
     TransitionStatus,
     WorkerInfo,
 )
-from conveyor.drivers.wakeup import WakeupBoard
+from conveyor.drivers.wakeup import Listener, WakeupBoard
 
 
 class MemoryStore:
@@ -73,6 +81,7 @@ class MemoryDriver:
     def __init__(self, url: str = "memory://", store: MemoryStore | None = None) -> None:
         self.url = url
         self._store = store if store is not None else _store_named(url.partition("://")[2])
+        self._listener = Listener(self._store.wakeups)
 
     async def open(self) -> None:
         return None
@@ -86,14 +95,10 @@ class MemoryDriver:
     async def migrate(self) -> list[str]:
         return []
 
-    @staticmethod
-    def _now(now: float | None) -> float:
-        return time.time() if now is None else now
-
     async def job_insert_many(
         self, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> list[InsertResult]:
-        at = self._now(now)
+        at = resolve_now(now)
         results: list[InsertResult] = []
         s = self._store
         with s.lock:
@@ -124,7 +129,7 @@ class MemoryDriver:
         return results
 
     async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
-        at = self._now(now)
+        at = resolve_now(now)
         s = self._store
         with s.lock:
             candidates = [
@@ -137,7 +142,7 @@ class MemoryDriver:
             ]
             candidates.sort(key=lambda j: (j.priority, j.run_at, j.seq))
             leased: list[JobRecord] = []
-            for job in candidates[: params.limit]:
+            for job in candidates[: max(params.limit, 0)]:
                 updated = dataclasses.replace(
                     job,
                     state=JobState.ACTIVE,
@@ -155,7 +160,7 @@ class MemoryDriver:
     async def job_extend_leases(
         self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
     ) -> ExtendResult:
-        at = self._now(now)
+        at = resolve_now(now)
         lost: list[str] = []
         cancel: list[str] = []
         s = self._store
@@ -177,7 +182,8 @@ class MemoryDriver:
         retention: Retention,
         now: float | None = None,
     ) -> list[TransitionResult]:
-        at = self._now(now)
+        at = resolve_now(now)
+        validate_finishes(finishes)
         results: list[TransitionResult] = []
         completed_queues: set[str] = set()
         woken: set[str] = set()
@@ -191,10 +197,11 @@ class MemoryDriver:
                 if job.state != JobState.ACTIVE or job.lease_token != finish.token:
                     results.append(TransitionResult(finish.job_id, TransitionStatus.LEASE_LOST))
                     continue
-                s.jobs[job.id] = _apply_finish(job, finish, at)
-                if finish.kind is TransitionKind.COMPLETE:
+                updated = _apply_finish(job, finish, at)
+                s.jobs[job.id] = updated
+                if updated.state is JobState.COMPLETED:
                     completed_queues.add(job.queue)
-                if finish.kind is TransitionKind.REQUEUE:
+                elif updated.state is JobState.QUEUED:
                     woken.add(job.queue)
                 results.append(TransitionResult(finish.job_id, TransitionStatus.OK))
             if retention.completed_max_count is not None:
@@ -222,9 +229,11 @@ class MemoryDriver:
     async def job_rescue_expired(
         self, *, max_stalls: int, limit: int, now: float | None = None
     ) -> RescueResult:
-        at = self._now(now)
+        at = resolve_now(now)
         requeued: list[str] = []
         failed: list[str] = []
+        cancelled: list[str] = []
+        woken: set[str] = set()
         s = self._store
         with s.lock:
             expired = sorted(
@@ -236,18 +245,18 @@ class MemoryDriver:
                     and j.lease_expires_at <= at
                 ),
                 key=lambda j: (j.lease_expires_at, j.seq),
-            )[:limit]
+            )[: max(limit, 0)]
             for job in expired:
                 stalls = job.stalls + 1
-                if stalls > max_stalls:
+                if job.cancel_requested:
+                    error = cancelled_error(LOST_WHILE_CANCELLING)
                     s.jobs[job.id] = _finished(
-                        job,
-                        JobState.FAILED,
-                        at,
-                        error=f"worker lost the job {stalls} times (max_stalls={max_stalls}); "
-                        "it may be crashing its worker",
-                        stalls=stalls,
+                        job, JobState.CANCELLED, at, error=error, stalls=stalls
                     )
+                    cancelled.append(job.id)
+                elif stalls > max_stalls:
+                    error = stalled_error(stalls, max_stalls)
+                    s.jobs[job.id] = _finished(job, JobState.FAILED, at, error=error, stalls=stalls)
                     failed.append(job.id)
                 else:
                     s.jobs[job.id] = dataclasses.replace(
@@ -258,12 +267,13 @@ class MemoryDriver:
                         run_at=at,
                     )
                     requeued.append(job.id)
-        for queue in {s.jobs[i].queue for i in requeued}:
+                    woken.add(job.queue)
+        for queue in woken:
             self.notify(queue)
-        return RescueResult(tuple(requeued), tuple(failed))
+        return RescueResult(tuple(requeued), tuple(failed), tuple(cancelled))
 
     async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
-        at = self._now(now)
+        at = resolve_now(now)
         s = self._store
         with s.lock:
             due = sorted(
@@ -273,7 +283,7 @@ class MemoryDriver:
                     if j.state in (JobState.SCHEDULED, JobState.RETRYING) and j.run_at <= at
                 ),
                 key=lambda j: (j.run_at, j.seq),
-            )[:limit]
+            )[: max(limit, 0)]
             for job in due:
                 s.jobs[job.id] = dataclasses.replace(job, state=JobState.QUEUED)
         for queue in {j.queue for j in due}:
@@ -283,7 +293,7 @@ class MemoryDriver:
     async def job_cancel_many(
         self, ids: Sequence[str], *, now: float | None = None
     ) -> list[ChangeResult]:
-        at = self._now(now)
+        at = resolve_now(now)
         results: list[ChangeResult] = []
         s = self._store
         with s.lock:
@@ -306,15 +316,16 @@ class MemoryDriver:
     async def job_retry_many(
         self, ids: Sequence[str], *, now: float | None = None
     ) -> list[ChangeResult]:
-        at = self._now(now)
+        at = resolve_now(now)
         results: list[ChangeResult] = []
+        woken: set[str] = set()
         s = self._store
         with s.lock:
             for job_id in ids:
                 job = s.jobs.get(job_id)
                 if job is None:
                     results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
-                elif job.state in (JobState.FAILED, JobState.CANCELLED):
+                elif job.state in RETRYABLE_STATES:
                     s.jobs[job_id] = dataclasses.replace(
                         job,
                         state=JobState.QUEUED,
@@ -322,12 +333,14 @@ class MemoryDriver:
                         run_at=at,
                         finished_at=None,
                         stalls=0,
+                        cancel_requested=False,
                         seq=next(s.seq),
                     )
+                    woken.add(job.queue)
                     results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.QUEUED))
                 else:
                     results.append(ChangeResult(job_id, ChangeStatus.WRONG_STATE, job.state))
-        for queue in {s.jobs[r.job_id].queue for r in results if r.status is ChangeStatus.OK}:
+        for queue in woken:
             self.notify(queue)
         return results
 
@@ -351,17 +364,19 @@ class MemoryDriver:
     async def job_prune_finished(
         self, retention: Retention, *, limit: int, now: float | None = None
     ) -> int:
-        at = self._now(now)
+        at = resolve_now(now)
         s = self._store
         ages = {
             JobState.COMPLETED: retention.completed_max_age,
             JobState.FAILED: retention.failed_max_age,
             JobState.CANCELLED: retention.cancelled_max_age,
         }
+        if limit <= 0:
+            return 0
         removed = 0
         with s.lock:
             for state, max_age in ages.items():
-                if max_age is None:
+                if max_age is None or removed >= limit:
                     continue
                 old = sorted(
                     (
@@ -378,6 +393,8 @@ class MemoryDriver:
                 removed += len(old)
             if retention.completed_max_count is not None:
                 for queue in sorted(s.known_queues):
+                    if removed >= limit:
+                        break
                     removed += self._trim_completed(
                         queue, retention.completed_max_count, limit - removed
                     )
@@ -398,7 +415,7 @@ class MemoryDriver:
                 and (params.before_seq is None or j.seq < params.before_seq)
             ]
         matching.sort(key=lambda j: j.seq, reverse=True)
-        return matching[: params.limit]
+        return matching[: max(params.limit, 0)]
 
     async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
@@ -434,7 +451,7 @@ class MemoryDriver:
     async def worker_heartbeat(
         self, info: WorkerInfo, *, ttl: float, now: float | None = None
     ) -> None:
-        at = self._now(now)
+        at = resolve_now(now)
         with self._store.lock:
             self._store.workers[info.id] = (dataclasses.replace(info, last_seen_at=at), at + ttl)
 
@@ -443,7 +460,7 @@ class MemoryDriver:
             self._store.workers.pop(worker_id, None)
 
     async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
-        at = self._now(now)
+        at = resolve_now(now)
         with self._store.lock:
             live = [info for info, expires in self._store.workers.values() if expires > at]
         return sorted(live, key=lambda w: w.started_at)
@@ -451,7 +468,7 @@ class MemoryDriver:
     async def leader_acquire(
         self, name: str, holder: str, *, ttl: float, now: float | None = None
     ) -> bool:
-        at = self._now(now)
+        at = resolve_now(now)
         with self._store.lock:
             current = self._store.leaders.get(name)
             if current is None or current[0] == holder or current[1] <= at:
@@ -469,7 +486,7 @@ class MemoryDriver:
         self._store.wakeups.notify(queue)
 
     async def listen(self, queues: Sequence[str], timeout: float) -> None:
-        await self._store.wakeups.wait(queues, timeout)
+        await self._listener.listen(queues, timeout)
 
 
 def _released(job: JobRecord) -> JobRecord:
@@ -499,6 +516,9 @@ def _finished(
 
 
 def _apply_finish(job: JobRecord, finish: FinishJob, at: float) -> JobRecord:
+    if job.cancel_requested and finish.kind in RUNS_AGAIN:
+        # Someone asked to cancel the job before it stopped: it must not run again.
+        return _finished(job, JobState.CANCELLED, at, error=cancelled_error(finish.error))
     match finish.kind:
         case TransitionKind.COMPLETE:
             return _finished(job, JobState.COMPLETED, at, result=finish.result)
@@ -507,7 +527,7 @@ def _apply_finish(job: JobRecord, finish: FinishJob, at: float) -> JobRecord:
         case TransitionKind.CANCEL:
             return _finished(job, JobState.CANCELLED, at, error=finish.error)
         case TransitionKind.RETRY:
-            assert finish.run_at is not None
+            assert finish.run_at is not None  # validate_finishes checked the whole batch
             return dataclasses.replace(
                 _released(job), state=JobState.RETRYING, run_at=finish.run_at, error=finish.error
             )

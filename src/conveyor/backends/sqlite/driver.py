@@ -11,15 +11,24 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
 from conveyor._errors import UnsupportedURL
 from conveyor.backends.sqlite._connection import Connection, migrate
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._wakeup import POLL_MAX_SECONDS, POLL_MIN_SECONDS, wakeups_for
+from conveyor.drivers.common import (
+    LOST_WHILE_CANCELLING,
+    RETRYABLE_STATES,
+    RUNS_AGAIN,
+    cancelled_error,
+    resolve_now,
+    stalled_error,
+    validate_finishes,
+)
 from conveyor.drivers.records import (
+    WAITING_STATES,
     ChangeResult,
     ChangeStatus,
     ExtendResult,
@@ -41,9 +50,7 @@ from conveyor.drivers.records import (
     TransitionStatus,
     WorkerInfo,
 )
-
-_WAITING: Final = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING})
-_RETRYABLE: Final = frozenset({JobState.FAILED, JobState.CANCELLED})
+from conveyor.drivers.wakeup import Listener
 
 
 def path_from_url(url: str) -> str:
@@ -65,7 +72,7 @@ class SQLiteDriver:
         self.url = url
         self.path = path_from_url(url)
         self._db = Connection(self.path)
-        self._wakeups = wakeups_for(self.path)
+        self._listener = Listener(wakeups_for(self.path))
         self._unreported: list[str] = []
         self._data_version = 0
         self._poll = POLL_MIN_SECONDS
@@ -97,7 +104,7 @@ class SQLiteDriver:
     async def job_insert_many(
         self, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> list[InsertResult]:
-        at = _now(now)
+        at = resolve_now(now)
         if not jobs:
             return []
 
@@ -142,7 +149,7 @@ class SQLiteDriver:
         return results
 
     async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
-        at = _now(now)
+        at = resolve_now(now)
         if not params.queues or params.limit <= 0:
             return []
         args = {
@@ -159,7 +166,7 @@ class SQLiteDriver:
     async def job_extend_leases(
         self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
     ) -> ExtendResult:
-        at = _now(now)
+        at = resolve_now(now)
         if not leases:
             return ExtendResult((), ())
 
@@ -184,12 +191,8 @@ class SQLiteDriver:
         retention: Retention,
         now: float | None = None,
     ) -> list[TransitionResult]:
-        at = _now(now)
-        for finish in finishes:
-            if finish.kind in (TransitionKind.RETRY, TransitionKind.SNOOZE) and (
-                finish.run_at is None
-            ):
-                raise ValueError(f"a {finish.kind} of job {finish.job_id!r} needs run_at")
+        at = resolve_now(now)
+        validate_finishes(finishes)
         if not finishes:
             return []
         woken: set[str] = set()
@@ -201,9 +204,10 @@ class SQLiteDriver:
                 rows = _finish_one(conn, finish, at)
                 if rows:
                     results.append(TransitionResult(finish.job_id, TransitionStatus.OK))
-                    if finish.kind is TransitionKind.COMPLETE:
+                    state = JobState(rows[0]["state"])
+                    if state is JobState.COMPLETED:
                         completed_queues.add(rows[0]["queue"])
-                    elif finish.kind is TransitionKind.REQUEUE:
+                    elif state is JobState.QUEUED:
                         woken.add(rows[0]["queue"])
                 elif _state(conn, finish.job_id) is None:
                     results.append(TransitionResult(finish.job_id, TransitionStatus.NOT_FOUND))
@@ -225,25 +229,27 @@ class SQLiteDriver:
     async def job_rescue_expired(
         self, *, max_stalls: int, limit: int, now: float | None = None
     ) -> RescueResult:
-        at = _now(now)
+        at = resolve_now(now)
         if limit <= 0:
             return RescueResult((), ())
 
         def step(conn: sqlite3.Connection) -> tuple[RescueResult, set[str]]:
             requeued: list[str] = []
             failed: list[str] = []
+            cancelled: list[str] = []
             queues: set[str] = set()
             for row in _all(conn, "job_rescue_expired", {"now": at, "limit": limit}):
                 stalls = row["stalls"] + 1
-                if stalls > max_stalls:
-                    error = (
-                        f"worker lost the job {stalls} times (max_stalls={max_stalls}); "
-                        "it may be crashing its worker"
-                    )
-                    conn.execute(
-                        Q["job_rescue_expired__fail"],
-                        {"id": row["id"], "now": at, "stalls": stalls, "error": error},
-                    )
+                end = {"id": row["id"], "now": at, "stalls": stalls}
+                if row["cancel_requested"]:
+                    error = cancelled_error(LOST_WHILE_CANCELLING)
+                    end |= {"state": JobState.CANCELLED.value, "error": error}
+                    conn.execute(Q["job_rescue_expired__end"], end)
+                    cancelled.append(row["id"])
+                elif stalls > max_stalls:
+                    error = stalled_error(stalls, max_stalls)
+                    end |= {"state": JobState.FAILED.value, "error": error}
+                    conn.execute(Q["job_rescue_expired__end"], end)
                     failed.append(row["id"])
                 else:
                     conn.execute(
@@ -252,7 +258,7 @@ class SQLiteDriver:
                     )
                     requeued.append(row["id"])
                     queues.add(row["queue"])
-            return RescueResult(tuple(requeued), tuple(failed)), queues
+            return RescueResult(tuple(requeued), tuple(failed), tuple(cancelled)), queues
 
         result, queues = await self._db.write(step)
         for queue in queues:
@@ -260,7 +266,7 @@ class SQLiteDriver:
         return result
 
     async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
-        at = _now(now)
+        at = resolve_now(now)
         if limit <= 0:
             return 0
         args = {"now": at, "limit": limit}
@@ -272,7 +278,7 @@ class SQLiteDriver:
     async def job_cancel_many(
         self, ids: Sequence[str], *, now: float | None = None
     ) -> list[ChangeResult]:
-        at = _now(now)
+        at = resolve_now(now)
 
         def step(conn: sqlite3.Connection) -> list[ChangeResult]:
             results: list[ChangeResult] = []
@@ -280,7 +286,7 @@ class SQLiteDriver:
                 state = _state(conn, job_id)
                 if state is None:
                     results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
-                elif state in _WAITING:
+                elif state in WAITING_STATES:
                     conn.execute(Q["job_cancel_many__waiting"], {"id": job_id, "now": at})
                     results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.CANCELLED))
                 elif state is JobState.ACTIVE:
@@ -297,7 +303,7 @@ class SQLiteDriver:
     async def job_retry_many(
         self, ids: Sequence[str], *, now: float | None = None
     ) -> list[ChangeResult]:
-        at = _now(now)
+        at = resolve_now(now)
         if not ids:
             return []
 
@@ -309,7 +315,7 @@ class SQLiteDriver:
                 state = _state(conn, job_id)
                 if state is None:
                     results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
-                elif state in _RETRYABLE:
+                elif state in RETRYABLE_STATES:
                     seq += 1
                     rows = _all(conn, "job_retry_many", {"id": job_id, "now": at, "seq": seq})
                     queues.add(rows[0]["queue"])
@@ -336,7 +342,9 @@ class SQLiteDriver:
     async def job_prune_finished(
         self, retention: Retention, *, limit: int, now: float | None = None
     ) -> int:
-        at = _now(now)
+        at = resolve_now(now)
+        if limit <= 0:
+            return 0
         ages = (
             (JobState.COMPLETED, retention.completed_max_age),
             (JobState.FAILED, retention.failed_max_age),
@@ -411,7 +419,7 @@ class SQLiteDriver:
     async def worker_heartbeat(
         self, info: WorkerInfo, *, ttl: float, now: float | None = None
     ) -> None:
-        at = _now(now)
+        at = resolve_now(now)
         args = {
             "id": info.id,
             "hostname": info.hostname,
@@ -430,7 +438,7 @@ class SQLiteDriver:
         await self._db.write(lambda conn: conn.execute(Q["worker_deregister"], {"id": worker_id}))
 
     async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
-        at = _now(now)
+        at = resolve_now(now)
         rows = await self._db.run(lambda conn: _all(conn, "worker_list", {"now": at}))
         return [
             WorkerInfo(
@@ -450,7 +458,7 @@ class SQLiteDriver:
     async def leader_acquire(
         self, name: str, holder: str, *, ttl: float, now: float | None = None
     ) -> bool:
-        at = _now(now)
+        at = resolve_now(now)
         args = {"name": name, "holder": holder, "expires_at": at + ttl, "now": at}
         rows = await self._db.write(lambda conn: _all(conn, "leader_acquire", args))
         return bool(rows)
@@ -460,36 +468,34 @@ class SQLiteDriver:
         await self._db.write(lambda conn: conn.execute(Q["leader_release"], args))
 
     def notify(self, queue: str) -> None:
-        self._wakeups.notify(queue)
+        self._listener.board.notify(queue)
 
     async def listen(self, queues: Sequence[str], timeout: float) -> None:
         """Return on an in-process notification for ``queues``, when another connection (any
         process) committed since this driver last looked, or after ``timeout`` seconds.
 
-        Like the memory driver, it does not wake when a delayed job merely becomes due; callers
+        Like the memory driver, it returns at once for a notification since the previous
+        ``listen`` returned, and it does not wake when a delayed job merely becomes due; callers
         bound ``timeout`` for that.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        generation = self._wakeups.generation(queues)
         while True:
             if not self._db.is_open:
                 return  # closed while waiting (shutdown): nothing more to wait for
             version = await self._db.run(_data_version)
-            if version != self._data_version or self._wakeups.generation(queues) != generation:
+            if version != self._data_version or self._listener.pending(queues):
                 self._data_version = version
                 self._poll = POLL_MIN_SECONDS
+                self._listener.catch_up(queues)
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
+                self._listener.catch_up(queues)
                 return
-            await self._wakeups.board.wait(queues, min(remaining, self._poll))
+            await self._listener.wait(queues, min(remaining, self._poll))
             # Poll often right after activity, then back off while the file stays quiet.
             self._poll = min(self._poll * 2, POLL_MAX_SECONDS)
-
-
-def _now(now: float | None) -> float:
-    return time.time() if now is None else now
 
 
 def _all(conn: sqlite3.Connection, query: str, args: dict[str, Any]) -> list[sqlite3.Row]:
@@ -514,7 +520,14 @@ def _data_version(conn: sqlite3.Connection) -> int:
 
 
 def _finish_one(conn: sqlite3.Connection, finish: FinishJob, at: float) -> list[sqlite3.Row]:
+    """Apply one fenced transition; return the job's new ``queue`` and ``state`` if it held."""
     fence = {"id": finish.job_id, "token": finish.token, "now": at}
+    if finish.kind in RUNS_AGAIN:
+        # Someone asked to cancel the job before it stopped: it must not run again.
+        args = {**fence, "error": cancelled_error(finish.error)}
+        rows = _all(conn, "job_finish_many__cancel_requested", args)
+        if rows:
+            return rows
     match finish.kind:
         case TransitionKind.COMPLETE:
             return _all(conn, "job_finish_many__complete", {**fence, "result": finish.result})

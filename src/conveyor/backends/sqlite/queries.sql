@@ -67,7 +67,7 @@ UPDATE conveyor_job
 SET state = 'completed', finished_at = :now, result = :result,
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
-RETURNING queue;
+RETURNING queue, state;
 
 -- Terminal failure or cancellation; :state is 'failed' or 'cancelled'.
 -- name: job_finish_many__end
@@ -75,14 +75,22 @@ UPDATE conveyor_job
 SET state = :state, finished_at = :now, result = NULL, error = coalesce(:error, error),
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
-RETURNING queue;
+RETURNING queue, state;
+
+-- Retry, snooze or requeue of a job someone asked to cancel: it is cancelled instead.
+-- name: job_finish_many__cancel_requested
+UPDATE conveyor_job
+SET state = 'cancelled', finished_at = :now, result = NULL, error = :error,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+WHERE id = :id AND state = 'active' AND lease_token = :token AND cancel_requested = 1
+RETURNING queue, state;
 
 -- name: job_finish_many__retry
 UPDATE conveyor_job
 SET state = 'retrying', run_at = :run_at, error = :error,
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
-RETURNING queue;
+RETURNING queue, state;
 
 -- Snooze (:state 'scheduled' at :run_at) or requeue (:state 'queued', run time kept): the
 -- attempt is given back.
@@ -91,7 +99,7 @@ UPDATE conveyor_job
 SET state = :state, run_at = coalesce(:run_at, run_at), attempt = max(attempt - 1, 0),
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
-RETURNING queue;
+RETURNING queue, state;
 
 -- Keeps the newest :keep completed jobs of one queue.
 -- name: job_finish_many__trim_completed
@@ -104,7 +112,7 @@ WHERE id IN (
 );
 
 -- name: job_rescue_expired
-SELECT id, queue, stalls FROM conveyor_job
+SELECT id, queue, stalls, cancel_requested FROM conveyor_job
 WHERE state = 'active' AND lease_expires_at <= :now
 ORDER BY lease_expires_at, seq
 LIMIT :limit;
@@ -115,9 +123,11 @@ SET state = 'queued', attempt = max(attempt - 1, 0), stalls = :stalls, run_at = 
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
 WHERE id = :id;
 
--- name: job_rescue_expired__fail
+-- An expired job that stalled too often (:state 'failed') or that someone asked to cancel
+-- ('cancelled').
+-- name: job_rescue_expired__end
 UPDATE conveyor_job
-SET state = 'failed', finished_at = :now, stalls = :stalls, error = :error, result = NULL,
+SET state = :state, finished_at = :now, stalls = :stalls, error = :error, result = NULL,
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
 WHERE id = :id;
 
@@ -144,7 +154,7 @@ UPDATE conveyor_job SET cancel_requested = 1 WHERE id = :id;
 -- name: job_retry_many
 UPDATE conveyor_job
 SET state = 'queued', max_attempts = attempt + 1, run_at = :now, finished_at = NULL,
-    stalls = 0, seq = :seq
+    stalls = 0, cancel_requested = 0, seq = :seq
 WHERE id = :id
 RETURNING queue;
 

@@ -1,0 +1,115 @@
+"""What a decided transition means for storage, for the log and for the worker's counters."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor._context import epoch_to_datetime
+from conveyor.core.outcome import Cancel, Complete, Fail, Requeue, RetryAt, SnoozeUntil, Transition
+from conveyor.drivers.records import FinishJob, JobRecord, TransitionKind
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass
+class WorkerStats:
+    """Transitions this worker wrote (a refused one counts as ``lease_lost``)."""
+
+    fetched: int = 0
+    completed: int = 0
+    retried: int = 0
+    failed: int = 0
+    snoozed: int = 0
+    cancelled: int = 0
+    requeued: int = 0
+    lease_lost: int = 0
+
+    def count(self, kind: TransitionKind) -> None:
+        match kind:
+            case TransitionKind.COMPLETE:
+                self.completed += 1
+            case TransitionKind.RETRY:
+                self.retried += 1
+            case TransitionKind.FAIL:
+                self.failed += 1
+            case TransitionKind.SNOOZE:
+                self.snoozed += 1
+            case TransitionKind.CANCEL:
+                self.cancelled += 1
+            case TransitionKind.REQUEUE:
+                self.requeued += 1
+
+
+def finish_for(record: JobRecord, transition: Transition) -> FinishJob:
+    """The fenced write that applies ``transition`` to the attempt ``record`` describes."""
+    assert record.lease_token is not None
+    token = record.lease_token
+    match transition:
+        case Complete(result=result):
+            return FinishJob(record.id, token, TransitionKind.COMPLETE, result=result)
+        case RetryAt(run_at=run_at, error=error):
+            return FinishJob(record.id, token, TransitionKind.RETRY, error=error, run_at=run_at)
+        case SnoozeUntil(run_at=run_at):
+            return FinishJob(record.id, token, TransitionKind.SNOOZE, run_at=run_at)
+        case Fail(error=error):
+            return FinishJob(record.id, token, TransitionKind.FAIL, error=error)
+        case Cancel(error=error):
+            return FinishJob(record.id, token, TransitionKind.CANCEL, error=error)
+        case Requeue():
+            return FinishJob(record.id, token, TransitionKind.REQUEUE)
+    raise AssertionError(f"unknown transition {transition!r}")  # pragma: no cover
+
+
+def log_job(level: int, message: str, event: str, record: JobRecord, **extra: Any) -> None:
+    """One structured lifecycle line about ``record``."""
+    if not log.isEnabledFor(level):
+        return
+    fields = {
+        "event": event,
+        "job_name": record.name,
+        "job_id": record.id,
+        "attempt": record.attempt,
+        "max_attempts": record.max_attempts,
+        "queue": record.queue,
+    }
+    fields.update(extra)
+    log.log(level, message, extra=fields)
+
+
+def log_transition(record: JobRecord, transition: Transition, duration: float) -> None:
+    match transition:
+        case Complete():
+            log_job(logging.INFO, "job completed", "completed", record, duration=duration)
+        case RetryAt(run_at=run_at, error=error):
+            log_job(
+                logging.WARNING,
+                "job retrying",
+                "retrying",
+                record,
+                duration=duration,
+                run_at=epoch_to_datetime(run_at).isoformat(),
+                error=error,
+            )
+        case Fail(error=error):
+            log_job(logging.ERROR, "job failed", "failed", record, duration=duration, error=error)
+        case SnoozeUntil(run_at=run_at):
+            log_job(
+                logging.INFO,
+                "job snoozed",
+                "snoozed",
+                record,
+                duration=duration,
+                run_at=epoch_to_datetime(run_at).isoformat(),
+            )
+        case Cancel():
+            log_job(logging.WARNING, "job cancelled", "cancelled", record, duration=duration)
+        case Requeue():
+            log_job(
+                logging.WARNING,
+                "job handed back to the queue",
+                "requeued",
+                record,
+                duration=duration,
+            )
