@@ -1,0 +1,56 @@
+"""A row written by something other than Conveyor (a bad migration, a manual edit, a foreign
+producer) fails only its own job, with an error naming what was wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conveyor import JobContext, JobState, Queue, Worker, job
+from tests.conformance.worker.helpers import Num, fast_config, wait_state
+
+count = job("test.count", Num, result=int)
+
+
+@pytest.mark.parametrize(
+    ("garbage", "expected"),
+    [
+        (b"\xff\xfe not utf-8", "PayloadValidationError"),
+        (b"{not json", "Invalid JSON"),
+        (b"[1, 2, 3]", "PayloadValidationError"),
+        (b'{"n": "seven"}', "n: Input should be a valid integer"),
+    ],
+)
+async def test_a_corrupt_stored_payload_fails_only_its_job(
+    tmp_path: Path, garbage: bytes, expected: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'corrupt.db'}"
+    queue = Queue.from_url(url)
+    worker = Worker(queue, config=fast_config())
+    seen: list[int] = []
+
+    @worker.handles(count)
+    async def handle(payload: Num, ctx: JobContext) -> int:
+        seen.append(payload.n)
+        return payload.n
+
+    bad = await queue.enqueue(count, Num(n=1))
+    with sqlite3.connect(tmp_path / "corrupt.db") as conn:
+        conn.execute("UPDATE conveyor_job SET payload = ? WHERE id = ?", (garbage, bad.id))
+    good = await queue.enqueue(count, Num(n=2))
+
+    task = asyncio.create_task(worker.run())
+    try:
+        failed = await wait_state(queue, bad.id, JobState.FAILED)
+        assert await good.result(timeout=10) == 2
+    finally:
+        worker.stop(grace=0)
+        await asyncio.wait_for(task, 10)
+        await queue.close()
+    assert failed.attempt == 1  # permanent: retrying cannot fix stored bytes
+    assert failed.error is not None and expected in failed.error
+    assert "test.count" in failed.error
+    assert seen == [2]
