@@ -50,6 +50,7 @@ from conveyor.drivers.records import (
     QueueInfo,
     WorkerInfo,
 )
+from conveyor.engine import Engine
 
 R = TypeVar("R")
 P = TypeVar("P", bound=BaseModel)
@@ -71,7 +72,8 @@ class Queue:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Clock | None = None,
     ) -> None:
-        self._driver = driver
+        # Everything below talks to storage through the engine, never to the driver directly.
+        self._driver = driver if isinstance(driver, Engine) else Engine(driver)
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         self.max_payload_bytes = max_payload_bytes
@@ -87,10 +89,11 @@ class Queue:
         return self._driver.url
 
     @property
-    def driver(self) -> Driver:
+    def driver(self) -> Engine:
+        """The engine over this queue's driver (it fulfils the driver contract)."""
         return self._driver
 
-    async def connect(self) -> Driver:
+    async def connect(self) -> Engine:
         """Open the connection if it is not open yet, and return the driver."""
         if self._opened:
             return self._driver

@@ -182,3 +182,22 @@ def test_migrate_creates_the_schema_then_reports_up_to_date(url: str) -> None:
     assert first.exit_code == 0 and "applied: 0001_initial" in first.output
     again = run(url, "migrate")
     assert again.exit_code == 0 and "up to date" in again.output
+
+
+def test_an_in_process_backend_is_refused_by_the_command_line() -> None:
+    out = CliRunner().invoke(cli, ["--url", "memory://x", "queues", "ls"])
+    assert out.exit_code == 1
+    assert "Error: memory://x cannot be used from the command line" in out.output
+
+
+def test_a_worker_process_refuses_an_in_process_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "memworker.py").write_text(
+        "from conveyor import Queue, Worker\nworker = Worker(Queue.from_url('memory://mw'))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = CliRunner().invoke(cli, ["worker", "memworker:worker"])
+    assert out.exit_code == 1
+    assert "memory://mw cannot be used by a worker process" in out.output

@@ -16,6 +16,7 @@ import click
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import Queue
 from conveyor._worker import Worker
+from conveyor.drivers.protocol import Capability
 
 T = TypeVar("T")
 
@@ -24,8 +25,12 @@ def run_with_queue(ctx: click.Context, action: Callable[[Queue], Awaitable[T]]) 
     """Open the queue named by ``--url``/``$CONVEYOR_URL``, run ``action``, close it."""
     url: str | None = ctx.obj.get("url") if ctx.obj else None
 
+    queue = Queue.from_url(url)
+    # A command runs in its own process: an in-process store would show it nothing.
+    queue.driver.require(Capability.SHARED_ACROSS_PROCESSES, "from the command line")
+
     async def go() -> T:
-        async with Queue.from_url(url) as queue:
+        async with queue:
             return await action(queue)
 
     return asyncio.run(go())

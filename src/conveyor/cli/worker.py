@@ -9,6 +9,7 @@ import click
 from conveyor._errors import MissingHandlers
 from conveyor._logging import configure_logging
 from conveyor.cli._common import load_worker
+from conveyor.drivers.protocol import Capability
 
 
 @click.command()
@@ -43,6 +44,7 @@ def worker(
     """
     configure_logging(log_level, log_format)
     w = load_worker(target)
+    w.queue.driver.require(Capability.SHARED_ACROSS_PROCESSES, "by a worker process")
     changes: dict[str, object] = {}
     if concurrency is not None:
         changes["concurrency"] = concurrency

@@ -8,6 +8,7 @@ Results are values (see ``TransitionStatus``); exceptions mean the infrastructur
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -31,10 +32,23 @@ from conveyor.drivers.records import (
 )
 
 
+class Capability(enum.StrEnum):
+    """What a backend can do beyond the contract every driver fulfils."""
+
+    # Other processes (workers, producers, the CLI) see the same jobs.
+    SHARED_ACROSS_PROCESSES = "shared_across_processes"
+    # ``listen`` also wakes on jobs that other processes made runnable.
+    LISTEN_ACROSS_PROCESSES = "listen_across_processes"
+
+
 class Driver(Protocol):
     """A connection to one backend store; not shared between threads (see ``connect_another``)."""
 
     url: str
+    capabilities: frozenset[Capability]
+    # Exceptions of the backend's client library that mean "the backend failed" rather than
+    # "the caller or Conveyor is wrong"; the engine reports them as BackendUnavailable.
+    infrastructure_errors: tuple[type[Exception], ...]
 
     async def open(self) -> None:
         """Connect, creating or migrating the schema where the backend does so automatically."""

@@ -23,6 +23,7 @@ from conveyor.drivers.common import (
     stalled_error,
     validate_finishes,
 )
+from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
     TERMINAL_STATES,
     WAITING_STATES,
@@ -78,6 +79,9 @@ def _store_named(name: str) -> MemoryStore:
 
 
 class MemoryDriver:
+    capabilities: frozenset[Capability] = frozenset()
+    infrastructure_errors: tuple[type[Exception], ...] = ()
+
     def __init__(self, url: str = "memory://", store: MemoryStore | None = None) -> None:
         self.url = url
         self._store = store if store is not None else _store_named(url.partition("://")[2])

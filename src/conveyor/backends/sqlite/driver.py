@@ -27,6 +27,7 @@ from conveyor.drivers.common import (
     stalled_error,
     validate_finishes,
 )
+from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
     WAITING_STATES,
     ChangeResult,
@@ -67,6 +68,13 @@ def path_from_url(url: str) -> str:
 
 class SQLiteDriver:
     """A connection to one SQLite file. Not shared between threads: use :meth:`connect_another`."""
+
+    capabilities: frozenset[Capability] = frozenset(
+        {Capability.SHARED_ACROSS_PROCESSES, Capability.LISTEN_ACROSS_PROCESSES}
+    )
+    # sqlite3 errors are mapped where they happen, with the file's name; what is left is the
+    # operating system failing under it.
+    infrastructure_errors: tuple[type[Exception], ...] = (OSError,)
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -1,0 +1,205 @@
+"""The engine: the one caller of drivers.
+
+Queue and Worker talk to storage only through an :class:`Engine`, which wraps one driver and
+adds what every backend needs the same way: the backend's own failures become
+:class:`BackendUnavailable` naming the operation, each operation is timed and logged at DEBUG
+under its contract name (``job_fetch``, ``job_finish_many`` ...), and a caller can require a
+capability with a clear error instead of a silent misbehaviour. It fulfils the driver protocol
+itself, so the runtime is written against ``Driver`` alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
+
+from conveyor._errors import BackendUnavailable, ConveyorError
+from conveyor.drivers.protocol import Capability, Driver
+from conveyor.drivers.records import (
+    ChangeResult,
+    ExtendResult,
+    FetchParams,
+    FinishJob,
+    InsertResult,
+    JobRecord,
+    JobState,
+    Lease,
+    ListParams,
+    NewJob,
+    PurgeParams,
+    QueueInfo,
+    RescueResult,
+    Retention,
+    TransitionResult,
+    WorkerInfo,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger("conveyor.engine")
+
+_CAPABILITY_HINTS = {
+    Capability.SHARED_ACROSS_PROCESSES: (
+        "it keeps jobs inside one process; use a sqlite:/// URL to share them between processes"
+    ),
+    Capability.LISTEN_ACROSS_PROCESSES: "it cannot wake workers in other processes",
+}
+
+
+class CapabilityMissing(ConveyorError):
+    """The backend cannot do what the caller needs."""
+
+
+class Engine:
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.url = driver.url
+        self.capabilities = driver.capabilities
+        self.infrastructure_errors = driver.infrastructure_errors
+
+    def __repr__(self) -> str:
+        return f"Engine({self.driver!r})"
+
+    def has(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def require(self, capability: Capability, purpose: str) -> None:
+        """Raise :class:`CapabilityMissing` naming ``purpose`` if the backend lacks it."""
+        if capability not in self.capabilities:
+            hint = _CAPABILITY_HINTS.get(capability, capability.value)
+            raise CapabilityMissing(f"{self.url} cannot be used {purpose}: {hint}")
+
+    async def _call(self, operation: str, pending: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            result = await pending
+        except self.infrastructure_errors as exc:
+            raise BackendUnavailable(f"{operation} on {self.url} failed: {exc}") from exc
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s took %.2f ms",
+                operation,
+                (time.perf_counter() - started) * 1000,
+                extra={"event": operation},
+            )
+        return result
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._call("open", self.driver.open())
+
+    async def close(self) -> None:
+        await self._call("close", self.driver.close())
+
+    def connect_another(self) -> Engine:
+        return Engine(self.driver.connect_another())
+
+    async def migrate(self) -> list[str]:
+        return await self._call("migrate", self.driver.migrate())
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def job_insert_many(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> list[InsertResult]:
+        return await self._call("job_insert_many", self.driver.job_insert_many(jobs, now=now))
+
+    async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
+        return await self._call("job_fetch", self.driver.job_fetch(params, now=now))
+
+    async def job_extend_leases(
+        self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
+    ) -> ExtendResult:
+        return await self._call(
+            "job_extend_leases", self.driver.job_extend_leases(leases, lease_seconds, now=now)
+        )
+
+    async def job_finish_many(
+        self, finishes: Sequence[FinishJob], *, retention: Retention, now: float | None = None
+    ) -> list[TransitionResult]:
+        return await self._call(
+            "job_finish_many", self.driver.job_finish_many(finishes, retention=retention, now=now)
+        )
+
+    async def job_rescue_expired(
+        self, *, max_stalls: int, limit: int, now: float | None = None
+    ) -> RescueResult:
+        return await self._call(
+            "job_rescue_expired",
+            self.driver.job_rescue_expired(max_stalls=max_stalls, limit=limit, now=now),
+        )
+
+    async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
+        return await self._call(
+            "job_promote_due", self.driver.job_promote_due(limit=limit, now=now)
+        )
+
+    async def job_cancel_many(
+        self, ids: Sequence[str], *, now: float | None = None
+    ) -> list[ChangeResult]:
+        return await self._call("job_cancel_many", self.driver.job_cancel_many(ids, now=now))
+
+    async def job_retry_many(
+        self, ids: Sequence[str], *, now: float | None = None
+    ) -> list[ChangeResult]:
+        return await self._call("job_retry_many", self.driver.job_retry_many(ids, now=now))
+
+    async def job_purge(self, params: PurgeParams, *, now: float | None = None) -> int:
+        return await self._call("job_purge", self.driver.job_purge(params, now=now))
+
+    async def job_prune_finished(
+        self, retention: Retention, *, limit: int, now: float | None = None
+    ) -> int:
+        return await self._call(
+            "job_prune_finished", self.driver.job_prune_finished(retention, limit=limit, now=now)
+        )
+
+    async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
+        return await self._call("job_get_many", self.driver.job_get_many(ids))
+
+    async def job_list(self, params: ListParams) -> list[JobRecord]:
+        return await self._call("job_list", self.driver.job_list(params))
+
+    async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
+        return await self._call("job_count_by_state", self.driver.job_count_by_state(queue))
+
+    # -- queues, workers, leadership --------------------------------------------------------
+
+    async def queue_list(self) -> list[QueueInfo]:
+        return await self._call("queue_list", self.driver.queue_list())
+
+    async def queue_pause(self, queue: str) -> None:
+        await self._call("queue_pause", self.driver.queue_pause(queue))
+
+    async def queue_resume(self, queue: str) -> None:
+        await self._call("queue_resume", self.driver.queue_resume(queue))
+
+    async def worker_heartbeat(
+        self, info: WorkerInfo, *, ttl: float, now: float | None = None
+    ) -> None:
+        await self._call("worker_heartbeat", self.driver.worker_heartbeat(info, ttl=ttl, now=now))
+
+    async def worker_deregister(self, worker_id: str) -> None:
+        await self._call("worker_deregister", self.driver.worker_deregister(worker_id))
+
+    async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
+        return await self._call("worker_list", self.driver.worker_list(now=now))
+
+    async def leader_acquire(
+        self, name: str, holder: str, *, ttl: float, now: float | None = None
+    ) -> bool:
+        return await self._call(
+            "leader_acquire", self.driver.leader_acquire(name, holder, ttl=ttl, now=now)
+        )
+
+    async def leader_release(self, name: str, holder: str) -> None:
+        await self._call("leader_release", self.driver.leader_release(name, holder))
+
+    def notify(self, queue: str) -> None:
+        self.driver.notify(queue)
+
+    async def listen(self, queues: Sequence[str], timeout: float) -> None:
+        await self._call("listen", self.driver.listen(queues, timeout))
