@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,19 @@ from conveyor.backends.registry import driver_for_url
 from conveyor.drivers.protocol import Driver
 
 BACKENDS = ["memory", "sqlite"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Undo what the CLI does to the process when a test runs it in-process: it exports
+    ``CONVEYOR_URL`` and installs its own handler on the ``conveyor`` logger."""
+    monkeypatch.delenv("CONVEYOR_URL", raising=False)
+    logger = logging.getLogger("conveyor")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
 
 
 @pytest.fixture(params=BACKENDS)

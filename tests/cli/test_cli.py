@@ -136,7 +136,9 @@ def test_jobs_purge_deletes_failed_after_confirmation(url: str) -> None:
 def test_jobs_purge_older_than_keeps_recent(url: str) -> None:
     seed(url)
     out = run(url, "jobs", "purge", "--yes", "--older-than", "7d")
+    assert out.exit_code == 0, out.output
     assert "deleted 0" in out.output
+    assert state_of(url, "will-fail") is JobState.FAILED  # finished just now: kept
     bad = run(url, "jobs", "purge", "--yes", "--older-than", "soon")
     assert bad.exit_code != 0 and "invalid duration" in bad.output
 

@@ -10,7 +10,8 @@ import pytest
 from tests.process.app.jobs import Quick, quick
 from tests.process.harness import Harness, wait_for
 
-pytestmark = pytest.mark.process
+# Real processes on a loaded 2-core machine: more room than the suite-wide 120 s.
+pytestmark = [pytest.mark.process, pytest.mark.timeout(300)]
 
 
 def test_json_log_lines_carry_the_job_fields(harness: Harness) -> None:

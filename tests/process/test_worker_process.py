@@ -17,7 +17,8 @@ import pytest
 from tests.process.app.jobs import Quick, Slow, Strict, quick, slow, strict
 from tests.process.harness import APP, Harness, wait_for
 
-pytestmark = pytest.mark.process
+# Real processes on a loaded 2-core machine: more room than the suite-wide 120 s.
+pytestmark = [pytest.mark.process, pytest.mark.timeout(300)]
 
 
 def _starts_if(h: Harness, job_id: str, count: int) -> list[dict[str, Any]] | None:

@@ -33,6 +33,9 @@ from pathlib import Path
 
 import pytest
 
+# The first test of each xdist worker runs both checkers cold: more than the suite-wide 120 s.
+pytestmark = pytest.mark.timeout(600)
+
 CASES_DIR = Path(__file__).resolve().parent / "cases"
 PASS_CASES = sorted(CASES_DIR.glob("pass_*.py"))
 FAIL_CASES = sorted(CASES_DIR.glob("fail_*.py"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -156,7 +157,10 @@ def test_close_cancels_a_call_still_waiting_instead_of_hanging_it(url: str) -> N
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while not (q._loop and asyncio.all_tasks(q._loop)):  # the waiter is inside result()
+        assert time.monotonic() < deadline, "result() never started"
+        time.sleep(0.005)
     q.close()
     waiter.join(timeout=5)
     assert not waiter.is_alive()

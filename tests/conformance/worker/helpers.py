@@ -135,13 +135,20 @@ class Harness:
         await wait_for(seen, what=f"worker {worker.id} registered")
 
     async def aclose(self) -> None:
+        """Stop every worker; then re-raise the first crash of one, which a test that only
+        looked at job states would otherwise never see."""
+        crashes: list[BaseException] = []
         for worker, task in list(self._tasks.items()):
             worker.stop(grace=0)
             try:
                 await asyncio.wait_for(task, WAIT_TIMEOUT)
-            except Exception:  # the test already failed or will; do not mask it
+            except asyncio.CancelledError:
                 pass
+            except Exception as exc:
+                crashes.append(exc)
         self._tasks.clear()
+        if crashes:
+            raise crashes[0]
 
 
 probe = job("test.probe", Num, result=int)

@@ -13,8 +13,10 @@ from conveyor.backends.registry import driver_for_url
 from conveyor.core.clock import BackendClock
 from tests.conformance.worker.helpers import Harness, Num, wait_state
 
-LEASE = 0.6
-BLOCK = 4 * LEASE
+# Long enough that a loaded CI machine's hiccups (an fsync, a checkpoint) cannot lapse it at a
+# renewal every LEASE / 4; the handlers block for more than twice the lease.
+LEASE = 1.2
+BLOCK = 2.5 * LEASE
 
 blocking = job("test.blocks_the_loop", Num, result=int, attempts=1)
 spinning = job("test.holds_the_gil", Num, result=int, attempts=1)

@@ -164,13 +164,73 @@ async def test_a_stale_workers_late_completion_is_refused(
         await other_queue.close()
 
 
-async def test_a_lost_lease_interrupts_the_running_job(
+async def test_a_lost_lease_reported_by_the_lease_keeper_interrupts_the_running_job(
+    harness: Harness, queue: Queue, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="conveyor.worker")
+    started = asyncio.Event()
+    interrupted: list[bool] = []
+    runs = 0
+    # The worker's own clock never moves. Its lease keeper renews every 50 ms, stamping the
+    # lease with that clock: no renewal can push the lease past the moment the test rescues at,
+    # and the rescued job (due at the rescue time) is never due for this worker, which is full
+    # anyway (concurrency 1). So only the lease keeper's report can stop the stale attempt.
+    worker_clock = FakeClock(clock.now())
+    worker = harness.worker(clock=worker_clock, concurrency=1, lease_seconds=5)
+
+    @worker.handles(work)
+    async def handle(payload: Num, ctx: JobContext) -> str:
+        nonlocal runs
+        runs += 1
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            interrupted.append(ctx.cancelled.is_set())
+            raise
+        return "unreachable"
+
+    handle_ = await queue.enqueue(work, Num(n=1))
+    harness.start(worker)
+    await asyncio.wait_for(started.wait(), 10)
+    held = (await queue.driver.job_get_many([handle_.id]))[0]
+    assert held is not None and held.worker_id == worker.id
+
+    # Our lease expires (say the lease keeper could not reach the backend), the job is rescued
+    # and another worker leases it at once.
+    clock.advance(6)
+    rescued = await queue.driver.job_rescue_expired(max_stalls=5, limit=10, now=clock.now())
+    assert rescued.requeued == (handle_.id,)
+    other = await lease_as_dead_worker(queue, clock, worker_id="other-worker", lease_seconds=3600)
+    assert other.id == handle_.id and other.lease_token != held.lease_token
+
+    await wait_for(lambda: interrupted, what="the stale attempt was interrupted")
+    assert interrupted == [True]  # CancelledError, with ctx.cancelled already set
+    await wait_for(lambda: worker.stats.lease_lost == 1, what="lease_lost counted")
+    await harness.stop(worker)  # flushes the completer: anything the stale attempt sent is written
+
+    assert runs == 1
+    s = worker.stats
+    assert (s.completed, s.retried, s.failed, s.snoozed, s.cancelled, s.requeued) == (0,) * 6
+    assert s.lease_lost == 1
+    assert not any("outcome discarded" in r.getMessage() for r in caplog.records)
+    now = (await queue.driver.job_get_many([handle_.id]))[0]
+    assert now is not None
+    assert now.state is JobState.ACTIVE
+    assert now.worker_id == "other-worker" and now.lease_token == other.lease_token
+    assert now.attempt == 1 and now.stalls == 1
+
+
+async def test_a_job_fetched_again_stops_its_stale_attempt_without_disturbing_the_new_one(
     harness: Harness, queue: Queue, clock: FakeClock
 ) -> None:
     started = asyncio.Event()
     interrupted: list[bool] = []
     runs = 0
-    worker = harness.worker(lease_seconds=5)
+    # The lease keeper reads the same fake clock: were it to renew between the advance and the
+    # rescue below, nothing would expire. It never renews here, so only the re-fetch (``_start``)
+    # can notice that the first attempt's lease was lost.
+    worker = harness.worker(lease_seconds=5, lease_renew_interval=3600)
 
     @worker.handles(work)
     async def handle(payload: Num, ctx: JobContext) -> str:
@@ -189,15 +249,15 @@ async def test_a_lost_lease_interrupts_the_running_job(
     handle_ = await queue.enqueue(work, Num(n=1))
     harness.start(worker)
     await asyncio.wait_for(started.wait(), 10)
-    # Our lease expires (say the lease keeper could not reach the backend) and the job is
-    # rescued; this same worker then fetches it again. The stale attempt must be stopped, and
-    # must not disturb the new one.
+    # Our lease expires and the job is rescued; this same worker then fetches it again. The
+    # stale attempt must be stopped, and must not disturb the new one.
     clock.advance(6)
     rescued = await queue.driver.job_rescue_expired(max_stalls=5, limit=10, now=clock.now())
     assert rescued.requeued == (handle_.id,)
     assert await handle_.result(timeout=10) == "second run"
-    await wait_for(lambda: interrupted == [True])
-    await wait_for(lambda: worker.stats.lease_lost == 1)
+    await wait_for(lambda: interrupted, what="the stale attempt was interrupted")
+    assert interrupted == [True]
+    await wait_for(lambda: worker.stats.lease_lost == 1, what="lease_lost counted")
     assert runs == 2
     assert worker.stats.completed == 1
     info = await get_info(queue, handle_.id)

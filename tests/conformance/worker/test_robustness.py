@@ -55,6 +55,7 @@ async def test_a_timed_out_sync_handler_is_not_run_again_until_its_thread_return
     running = 0
     peak = 0
     runs = 0
+    told_to_stop: list[bool] = []
     lock = threading.Lock()
     worker = harness.worker()
 
@@ -65,16 +66,20 @@ async def test_a_timed_out_sync_handler_is_not_run_again_until_its_thread_return
             running += 1
             runs += 1
             peak = max(peak, running)
-        ctx.cancelled.wait(0.5)  # well past the 0.05 s timeout; returns when told to stop
+        # Far past the 0.05 s timeout: returns early only because the timeout sets ctx.cancelled.
+        saw = ctx.cancelled.wait(5)
         time.sleep(0.1)  # a little more work after noticing, as real code would
         with lock:
+            told_to_stop.append(saw)
             running -= 1
 
     harness.start(worker)
     handle_ = await queue.enqueue(slow_sync, Num(n=1))
-    info = await wait_state(queue, handle_.id, JobState.FAILED)
+    # Room for two full 5 s waits, so a missing ctx.cancelled.set() fails on the assert below.
+    info = await wait_state(queue, handle_.id, JobState.FAILED, timeout=20)
     assert runs == 2
     assert peak == 1
+    assert told_to_stop == [True, True]
     assert info.error is not None and "timeout" in info.error
 
 

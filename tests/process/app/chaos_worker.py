@@ -1,7 +1,7 @@
 """Handlers and the Worker of the chaos test; run with
 ``conveyor --url sqlite:///... worker tests.process.app.chaos_worker:worker``.
 
-Fast knobs: a 1.5 s lease renewed every 0.5 s, maintenance (rescue) every 0.2 s, and
+Fast knobs: a 2.5 s lease renewed every ~0.8 s, maintenance (rescue) every 0.2 s, and
 ``max_stalls=10`` so a job whose worker is killed a few times is rescued, not failed.
 """
 
@@ -14,7 +14,7 @@ from conveyor import JobContext, Queue, Retention, Worker, WorkerConfig
 from tests.process.app import chaos_ledger
 from tests.process.app.chaos_jobs import Burn, Nap, burn, nap
 
-LEASE_SECONDS = 1.5
+LEASE_SECONDS = 2.5
 MAX_STALLS = 10
 
 CONFIG = WorkerConfig(

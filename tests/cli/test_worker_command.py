@@ -1,0 +1,61 @@
+"""``conveyor worker`` maps its flags onto the worker it loads."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conveyor import JobState, Queue
+from conveyor.cli import cli
+
+APP = """
+from pydantic import BaseModel
+from conveyor import JobContext, Queue, Worker, WorkerConfig, job
+
+class Num(BaseModel):
+    n: int
+
+tally = job("cli.tally", Num, result=int)
+seen = []
+worker = Worker(Queue.from_url(), config=WorkerConfig(poll_interval=0.05))
+
+@worker.handles(tally)
+async def handle(payload: Num, ctx: JobContext) -> int:
+    seen.append((ctx.queue, payload.n))
+    return payload.n
+"""
+
+
+def test_queue_concurrency_and_burst_flags_reach_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cliapp.py").write_text(APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'flags.db'}"
+    import cliapp  # type: ignore[import-not-found]
+
+    async def seed() -> None:
+        async with Queue.from_url(url) as q:
+            await q.enqueue(cliapp.tally, cliapp.Num(n=1), queue="reports", job_id="r")
+            await q.enqueue(cliapp.tally, cliapp.Num(n=2), job_id="d")
+
+    asyncio.run(seed())
+    # The module built its Queue before --url was given; point it at the test's file.
+    cliapp.worker.queue = Queue.from_url(url)
+    out = CliRunner().invoke(
+        cli, ["worker", "cliapp:worker", "--queue", "reports", "-c", "3", "--burst"]
+    )
+    assert out.exit_code == 0, out.output
+    assert cliapp.seen == [("reports", 1)]  # only the named queue was served
+    assert cliapp.worker.config.concurrency == 3
+    assert cliapp.worker.config.queues == ("reports",)
+
+    async def states() -> dict[str, JobState]:
+        async with Queue.from_url(url) as q:
+            return {i.id: i.state for i in await q.list_jobs()}
+
+    assert asyncio.run(states()) == {"r": JobState.COMPLETED, "d": JobState.QUEUED}
