@@ -120,6 +120,24 @@ def job(
 ) -> JobDef[P, R]: ...
 
 
+@overload
+def job(
+    name: str,
+    payload: type[P],
+    *,
+    result: object,
+    queue: str = ...,
+    attempts: int = ...,
+    backoff: Backoff = ...,
+    timeout: float | timedelta | None = ...,
+    priority: int = ...,
+    permanent: tuple[type[BaseException], ...] = ...,
+) -> JobDef[P, Any]:
+    """A result type a checker cannot express as ``type[R]`` (``int | None``, ``Literal[...]``):
+    annotate the variable to keep results typed, ``x: JobDef[M, int | None] = job(...)``."""
+    ...
+
+
 def job(
     name: str,
     payload: object,

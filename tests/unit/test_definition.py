@@ -216,3 +216,15 @@ def test_decode_result_validates_against_the_result_type() -> None:
 def test_backoff_is_any_strategy() -> None:
     d = job("j", Payload, backoff=Exponential(base=0.5, cap=10, jitter=False))
     assert d.backoff == Exponential(base=0.5, cap=10, jitter=False)
+
+
+def test_union_and_literal_results_round_trip() -> None:
+    from typing import Literal
+
+    maybe = job("defs.maybe", Payload, result=int | None)
+    assert maybe.decode_result(maybe.encode_result(None)) is None
+    assert maybe.decode_result(maybe.encode_result(3)) == 3
+    word = job("defs.word", Payload, result=Literal["ok", "bad"])
+    assert word.decode_result(word.encode_result("ok")) == "ok"
+    with pytest.raises(ValueError):
+        word.decode_result(b'"maybe"')
