@@ -6,6 +6,7 @@ Nothing here writes to the backend: the caller turns the outcome into a transiti
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import traceback
@@ -75,6 +76,13 @@ async def execute(
                 thread = run_in_daemon_thread(registered.handler, payload, ctx)
                 # Shielded: cancelling the wait must not forget the thread, which runs on.
                 value = await asyncio.shield(thread)
+                if inspect.isawaitable(value):
+                    _discard(value)
+                    return Errored(
+                        f"TypeError: the handler of job {record.name!r} is a plain function that "
+                        "returned an awaitable; declare it `async def` so the worker awaits it",
+                        permanent=True,
+                    )
         result = definition.encode_result(value)
     except asyncio.CancelledError:
         ctx.cancelled.set()
@@ -113,6 +121,13 @@ async def execute(
             permanent=True,
         )
     return Succeeded(result)
+
+
+def _discard(awaitable: object) -> None:
+    """Close a coroutine nobody will await, so Python does not warn about it later."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
 
 
 async def _outlive(thread: asyncio.Future[Any] | None, record: JobRecord, why: str) -> bool:

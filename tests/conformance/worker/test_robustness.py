@@ -203,3 +203,23 @@ async def test_progress_and_handler_log_extras_reach_the_log_record(
     custom = next(r for r in caplog.records if r.getMessage() == "custom line")
     assert progress.__dict__["progress"] == 0.5 and progress.__dict__["job_id"] == handle_.id
     assert custom.__dict__["rows"] == 12 and custom.__dict__["queue"] == "default"
+
+
+async def test_a_plain_function_returning_a_coroutine_fails_with_a_hint(
+    harness: Harness, queue: Queue
+) -> None:
+    sneaky = job("test.sneaky", Num)
+    worker = harness.worker()
+
+    async def the_real_work() -> None:
+        raise AssertionError("never awaited, never run")
+
+    def handle(payload: Num, ctx: JobContext) -> None:
+        return the_real_work()  # type: ignore[return-value]
+
+    worker.register(sneaky, handle)
+    harness.start(worker)
+    handle_ = await queue.enqueue(sneaky, Num(n=1))
+    info = await wait_state(queue, handle_.id, JobState.FAILED)
+    assert info.attempt == 1
+    assert info.error is not None and "declare it `async def`" in info.error
