@@ -73,7 +73,11 @@ class Driver(Protocol):
     async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
         """Lease up to ``limit`` runnable jobs: lowest priority first, then oldest run time, then
         enqueue order; skips paused queues; each gets a new lease token and ``attempt + 1``.
-        None if ``limit <= 0``."""
+        None if ``limit <= 0``.
+
+        First, every due ``scheduled``/``retrying`` job of the served, unpaused queues becomes
+        ``queued`` (beyond ``limit`` too), so a backend can keep queued jobs indexed in run order
+        and never scan jobs scheduled for later."""
         ...
 
     async def job_extend_leases(

@@ -152,7 +152,7 @@ async def test_schema_has_the_tables_indexes_and_state_check(tmp_path: Path) -> 
             "conveyor_worker",
             "conveyor_leader",
             "conveyor_migration",
-            "conveyor_job_fetch_idx",
+            "conveyor_job_ready_idx",
             "conveyor_job_lease_idx",
             "conveyor_job_finished_idx",
             "conveyor_job_seq_idx",
@@ -173,17 +173,24 @@ def test_query_file_sections_hold_one_statement_each() -> None:
         parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
 
 
-async def test_fetch_uses_the_fetch_index(tmp_path: Path) -> None:
+async def test_fetch_reads_the_ready_index_in_order_without_sorting(tmp_path: Path) -> None:
+    # A sort here would make every fetch cost O(waiting jobs log waiting jobs).
     path = tmp_path / "db.sqlite"
     driver = SQLiteDriver(_url(path))
     await driver.open()
     await driver.close()
     with sqlite3.connect(path) as conn:
         plan = conn.execute(
-            "EXPLAIN QUERY PLAN " + QUERIES["job_fetch"],
-            {"queues": '["q"]', "now": 0, "lease_seconds": 1, "worker_id": "w", "limit": 1},
+            "EXPLAIN QUERY PLAN " + QUERIES["job_fetch__candidates"],
+            {"queue": "q", "limit": 1},
         ).fetchall()
-    assert any("conveyor_job_fetch_idx" in str(row) for row in plan), plan
+        text = " ".join(str(row) for row in plan)
+        assert "conveyor_job_ready_idx" in text, plan
+        assert "TEMP B-TREE" not in text, plan
+        promote = conn.execute(
+            "EXPLAIN QUERY PLAN " + QUERIES["job_fetch__promote"], {"queue": "q", "now": 0}
+        ).fetchall()
+        assert "conveyor_job_due_idx (state=? AND run_at<?)" in str(promote), promote
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -182,3 +182,21 @@ async def test_non_positive_limit_fetches_nothing(driver: Driver, limit: int) ->
     await insert(driver, "a", "b", "c", now=T0)
     assert await fetch(driver, limit=limit) == []
     assert [(await get(driver, i)).state for i in "abc"] == [JobState.QUEUED] * 3
+
+
+async def test_a_fetch_promotes_every_due_job_of_its_served_queues(driver: Driver) -> None:
+    # The contract every backend shares: a fetch first moves its queues' due scheduled and
+    # retrying jobs to queued (beyond its limit too), then leases queued jobs in run order.
+    await insert(driver, "due-1", "due-2", "due-3", delay=5, now=T0)
+    await insert(driver, "later", delay=60, now=T0)
+    await insert(driver, "other-queue", queue="elsewhere", delay=5, now=T0)
+    await insert(driver, "paused", queue="stopped", delay=5, now=T0)
+    await driver.queue_pause("stopped")
+
+    (first,) = await fetch(driver, now=T0 + 10, limit=1, queues=("default", "stopped"))
+    assert first.id == "due-1"
+    assert (await get(driver, "due-2")).state is JobState.QUEUED
+    assert (await get(driver, "due-3")).state is JobState.QUEUED
+    assert (await get(driver, "later")).state is JobState.SCHEDULED
+    assert (await get(driver, "other-queue")).state is JobState.SCHEDULED  # not served
+    assert (await get(driver, "paused")).state is JobState.SCHEDULED  # paused: untouched

@@ -135,18 +135,25 @@ class MemoryDriver:
     async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
         at = resolve_now(now)
         s = self._store
+        if params.limit <= 0:
+            return []
         with s.lock:
-            candidates = [
+            served = [
                 job
                 for job in s.jobs.values()
-                if job.queue in params.queues
-                and job.queue not in s.paused
-                and job.state in WAITING_STATES
-                and job.run_at <= at
+                if job.queue in params.queues and job.queue not in s.paused
+            ]
+            # Due scheduled and retrying jobs of the served queues become queued first, so a
+            # fetch only ever takes queued jobs (what lets an index stay in run order).
+            for job in served:
+                if job.state in (JobState.SCHEDULED, JobState.RETRYING) and job.run_at <= at:
+                    s.jobs[job.id] = dataclasses.replace(job, state=JobState.QUEUED)
+            candidates = [
+                s.jobs[job.id] for job in served if s.jobs[job.id].state is JobState.QUEUED
             ]
             candidates.sort(key=lambda j: (j.priority, j.run_at, j.seq))
             leased: list[JobRecord] = []
-            for job in candidates[: max(params.limit, 0)]:
+            for job in candidates[: params.limit]:
                 updated = dataclasses.replace(
                     job,
                     state=JobState.ACTIVE,

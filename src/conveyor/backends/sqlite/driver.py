@@ -160,14 +160,29 @@ class SQLiteDriver:
         at = resolve_now(now)
         if not params.queues or params.limit <= 0:
             return []
-        args = {
-            "queues": json.dumps(list(params.queues)),
-            "now": at,
-            "lease_seconds": params.lease_seconds,
-            "worker_id": params.worker_id,
-            "limit": params.limit,
-        }
-        rows = await self._db.write(lambda conn: _all(conn, "job_fetch", args))
+
+        def step(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            paused = {row["name"] for row in _all(conn, "job_fetch__paused", {})}
+            candidates: list[sqlite3.Row] = []
+            for queue in dict.fromkeys(params.queues):
+                if queue in paused:
+                    continue
+                conn.execute(Q["job_fetch__promote"], {"queue": queue, "now": at})
+                candidates += _all(
+                    conn, "job_fetch__candidates", {"queue": queue, "limit": params.limit}
+                )
+            if not candidates:
+                return []
+            candidates.sort(key=lambda r: (r["priority"], r["run_at"], r["seq"]))
+            args = {
+                "ids": json.dumps([r["id"] for r in candidates[: params.limit]]),
+                "now": at,
+                "lease_seconds": params.lease_seconds,
+                "worker_id": params.worker_id,
+            }
+            return _all(conn, "job_fetch", args)
+
+        rows = await self._db.write(step)
         # RETURNING yields rows in no promised order; callers rely on priority order.
         return sorted(map(_job, rows), key=lambda j: (j.priority, j.run_at, j.seq))
 

@@ -32,10 +32,26 @@ INSERT INTO conveyor_queue (name, paused) VALUES (:queue, 0) ON CONFLICT (name) 
 -- name: job__state
 SELECT state FROM conveyor_job WHERE id = :id;
 
--- One statement: choose and lease in the same write, so two connections can never lease the
--- same job (the write lock serializes them; the loser sees the winner's update). Without
--- statistics the planner ties the fetch index with the narrower finished index on
--- (queue, state); INDEXED BY keeps the one that also covers priority, run_at and seq.
+-- A fetch is one write transaction: for each served queue that is not paused, its due
+-- scheduled and retrying jobs become queued and its first :limit queued jobs are read in index
+-- order; then the overall first :limit of those are leased. The write lock serializes
+-- fetchers, so two connections can never lease the same job.
+-- name: job_fetch__paused
+SELECT name FROM conveyor_queue WHERE paused = 1;
+
+-- name: job_fetch__promote
+UPDATE conveyor_job INDEXED BY conveyor_job_due_idx
+SET state = 'queued'
+WHERE state IN ('scheduled', 'retrying') AND run_at <= :now AND queue = :queue;
+
+-- The state term repeats the ready index's WHERE verbatim, which is what lets SQLite use the
+-- partial index; its column order equals the ORDER BY, so no sort happens.
+-- name: job_fetch__candidates
+SELECT id, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_ready_idx
+WHERE queue = :queue AND state = 'queued'
+ORDER BY priority, run_at, seq
+LIMIT :limit;
+
 -- name: job_fetch
 UPDATE conveyor_job
 SET state = 'active',
@@ -45,15 +61,7 @@ SET state = 'active',
     lease_expires_at = :now + :lease_seconds,
     worker_id = :worker_id,
     cancel_requested = 0
-WHERE id IN (
-    SELECT id FROM conveyor_job INDEXED BY conveyor_job_fetch_idx
-    WHERE queue IN (SELECT value FROM json_each(:queues))
-      AND queue NOT IN (SELECT name FROM conveyor_queue WHERE paused = 1)
-      AND state IN ('scheduled', 'queued', 'retrying')
-      AND run_at <= :now
-    ORDER BY priority, run_at, seq
-    LIMIT :limit
-)
+WHERE id IN (SELECT value FROM json_each(:ids))
 RETURNING *;
 
 -- name: job_extend_leases
@@ -135,7 +143,7 @@ WHERE id = :id;
 UPDATE conveyor_job
 SET state = 'queued'
 WHERE id IN (
-    SELECT id FROM conveyor_job
+    SELECT id FROM conveyor_job INDEXED BY conveyor_job_due_idx
     WHERE state IN ('scheduled', 'retrying') AND run_at <= :now
     ORDER BY run_at, seq
     LIMIT :limit

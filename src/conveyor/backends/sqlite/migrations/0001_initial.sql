@@ -26,8 +26,14 @@ CREATE TABLE conveyor_job (
     error            TEXT
 );
 
--- job_fetch: runnable jobs of a queue in priority, run time, enqueue order.
-CREATE INDEX conveyor_job_fetch_idx ON conveyor_job (queue, state, priority, run_at, seq);
+-- job_fetch: the queued jobs of a queue in the order they run. Partial, so a fetch reads it in
+-- order and stops after LIMIT rows, however many jobs wait or are scheduled for later.
+CREATE INDEX conveyor_job_ready_idx ON conveyor_job (queue, priority, run_at, seq)
+    WHERE state = 'queued';
+-- job_fetch and job_promote_due: scheduled and retrying jobs by run time, so finding the due
+-- ones costs what is due, not what is scheduled.
+CREATE INDEX conveyor_job_due_idx ON conveyor_job (state, run_at)
+    WHERE state IN ('scheduled', 'retrying');
 -- job_rescue_expired: active jobs by lease deadline.
 CREATE INDEX conveyor_job_lease_idx ON conveyor_job (state, lease_expires_at);
 -- retention, prune and listing of finished jobs per queue.
