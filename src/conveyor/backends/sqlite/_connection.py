@@ -27,8 +27,9 @@ BUSY_TIMEOUT_SECONDS: Final = 10.0
 class Connection:
     """A lazily opened connection to ``path`` and the thread that alone may use it."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, synchronous: str = "normal") -> None:
         self.path = path
+        self.synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
 
@@ -108,9 +109,13 @@ class Connection:
     def _connect(self, conn: sqlite3.Connection) -> list[str]:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
         _enable_wal(conn)
-        # NORMAL is durable in WAL mode except for the last commits before a power loss, and
-        # avoids an fsync per job transition.
-        conn.execute("PRAGMA synchronous = NORMAL")
+        # NORMAL (the default) is durable in WAL mode except for the last commits before a power
+        # loss or OS crash, and avoids an fsync per job transition; FULL fsyncs every commit.
+        conn.execute(
+            "PRAGMA synchronous = FULL"
+            if self.synchronous == "full"
+            else "PRAGMA synchronous = NORMAL"
+        )
         return migrate(conn, self.path)
 
     def _disconnect(self) -> None:

@@ -12,7 +12,8 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
+from urllib.parse import parse_qs
 
 from conveyor._errors import UnsupportedURL
 from conveyor.backends.sqlite._connection import Connection, migrate
@@ -53,6 +54,24 @@ from conveyor.drivers.records import (
 )
 from conveyor.drivers.wakeup import Listener
 
+SYNCHRONOUS_MODES: Final = ("normal", "full")
+
+
+def synchronous_from_url(url: str) -> str:
+    """The ``?synchronous=normal|full`` option (default normal); any other option is refused,
+    so a misspelt one cannot be silently ignored."""
+    options = parse_qs(url.partition("?")[2], keep_blank_values=True)
+    unknown = sorted(set(options) - {"synchronous"})
+    if unknown:
+        raise UnsupportedURL(
+            f"unknown SQLite URL option {unknown[0]!r} in {url!r}; the one option is "
+            "synchronous=normal|full"
+        )
+    mode = options.get("synchronous", ["normal"])[-1].lower()
+    if mode not in SYNCHRONOUS_MODES:
+        raise UnsupportedURL(f"synchronous must be normal or full in {url!r}, got {mode!r}")
+    return mode
+
 
 def path_from_url(url: str) -> str:
     """``sqlite:///relative.db`` -> ``relative.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
@@ -79,7 +98,7 @@ class SQLiteDriver:
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = path_from_url(url)
-        self._db = Connection(self.path)
+        self._db = Connection(self.path, synchronous=synchronous_from_url(url))
         self._listener = Listener(wakeups_for(self.path))
         self._unreported: list[str] = []
         self._data_version = 0
