@@ -344,3 +344,28 @@ async def test_listen_wakes_when_another_process_commits(tmp_path: Path) -> None
         assert (await listener.job_count_by_state())[JobState.QUEUED] == 1
     finally:
         await listener.close()
+
+
+@pytest.mark.parametrize(("query", "expected"), [("", 1), ("?synchronous=full", 2)])
+async def test_the_synchronous_option_sets_the_durability_level(
+    tmp_path: Path, query: str, expected: int
+) -> None:
+    driver = SQLiteDriver(_url(tmp_path / "db.sqlite") + query)
+    await driver.open()
+    try:
+        level = await driver._db.run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+    finally:
+        await driver.close()
+    assert level == expected  # 1 = NORMAL, 2 = FULL
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("?synchronus=full", "unknown SQLite URL option 'synchronus'"),
+        ("?synchronous=off", "got 'off'"),
+    ],
+)
+def test_a_misspelt_or_unsafe_option_is_refused(tmp_path: Path, query: str, message: str) -> None:
+    with pytest.raises(UnsupportedURL, match=message):
+        SQLiteDriver(_url(tmp_path / "db.sqlite") + query)
