@@ -12,12 +12,11 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any, Final
-from urllib.parse import parse_qs
+from typing import Any
 
-from conveyor._errors import UnsupportedURL
 from conveyor.backends.sqlite._connection import Connection, migrate
 from conveyor.backends.sqlite._sql import QUERIES as Q
+from conveyor.backends.sqlite._url import path_from_url, synchronous_from_url
 from conveyor.backends.sqlite._wakeup import POLL_MAX_SECONDS, POLL_MIN_SECONDS, wakeups_for
 from conveyor.drivers.common import (
     LOST_WHILE_CANCELLING,
@@ -53,36 +52,6 @@ from conveyor.drivers.records import (
     WorkerInfo,
 )
 from conveyor.drivers.wakeup import Listener
-
-SYNCHRONOUS_MODES: Final = ("normal", "full")
-
-
-def synchronous_from_url(url: str) -> str:
-    """The ``?synchronous=normal|full`` option (default normal); any other option is refused,
-    so a misspelt one cannot be silently ignored."""
-    options = parse_qs(url.partition("?")[2], keep_blank_values=True)
-    unknown = sorted(set(options) - {"synchronous"})
-    if unknown:
-        raise UnsupportedURL(
-            f"unknown SQLite URL option {unknown[0]!r} in {url!r}; the one option is "
-            "synchronous=normal|full"
-        )
-    mode = options.get("synchronous", ["normal"])[-1].lower()
-    if mode not in SYNCHRONOUS_MODES:
-        raise UnsupportedURL(f"synchronous must be normal or full in {url!r}, got {mode!r}")
-    return mode
-
-
-def path_from_url(url: str) -> str:
-    """``sqlite:///relative.db`` -> ``relative.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
-    scheme, sep, rest = url.partition("://")
-    path = rest[1:].partition("?")[0] if rest.startswith("/") else ""
-    if scheme.lower() != "sqlite" or not sep or not path or path == ":memory:":
-        raise UnsupportedURL(
-            f"invalid SQLite URL {url!r}: expected sqlite:///relative/path.db or "
-            "sqlite:////absolute/path.db (an in-memory store is memory://name)"
-        )
-    return path
 
 
 class SQLiteDriver:
