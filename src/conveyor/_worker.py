@@ -64,7 +64,7 @@ class _Running:
     record: JobRecord
     ctx: JobContext
     task: asyncio.Task[None] | None = None
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
 
 
 class Worker:
@@ -270,16 +270,14 @@ class Worker:
         assert self._completer is not None
         if self._completer.backlog:
             return False
-        driver = self.queue.driver
-        paused = {info.name for info in await driver.queue_list() if info.paused}
         busy = (JobState.QUEUED, JobState.ACTIVE, JobState.RETRYING)
-        for name in self.queues:
-            if name in paused:
-                continue
-            counts = await driver.job_count_by_state(name)
-            if any(counts.get(state, 0) for state in busy):
-                return False
-        return True
+        # One call: queue_list carries both the paused flags and the counts by state.
+        return not any(
+            info.counts.get(state, 0)
+            for info in await self.queue.driver.queue_list()
+            if info.name in self.queues and not info.paused
+            for state in busy
+        )
 
     def _start(self, record: JobRecord) -> None:
         assert self._lease_keeper is not None and record.lease_token is not None
@@ -398,7 +396,7 @@ class Worker:
         for job_id in result.cancel_requested:
             self._interrupt(job_id, StopReason.CANCELLED, token=sent.get(job_id))
 
-    def _interrupt(self, job_id: str, reason: str, *, token: str | None = None) -> None:
+    def _interrupt(self, job_id: str, reason: StopReason, *, token: str | None = None) -> None:
         entry = self._running.get(job_id)
         if entry is None or entry.task is None:
             return

@@ -6,6 +6,7 @@ Nothing here writes to the backend: the caller turns the outcome into a transiti
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import logging
 import threading
@@ -33,7 +34,7 @@ log = logging.getLogger("conveyor.worker")
 MAX_ERROR_CHARS = 8000
 
 
-class StopReason:
+class StopReason(enum.StrEnum):
     """Why the runtime cancelled a running job; read by the job's own task after cancellation."""
 
     CANCELLED = "cancelled"
@@ -53,7 +54,7 @@ async def execute(
     record: JobRecord,
     registry: HandlerRegistry,
     ctx: JobContext,
-    stop_reason: Callable[[], str | None],
+    stop_reason: Callable[[], StopReason | None],
     *,
     max_result_bytes: int,
 ) -> Outcome:

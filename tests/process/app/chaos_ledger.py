@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 
 from conveyor import JobContext
+from tests.process.app.sidedb import SideDB
 
 ENV = "CONVEYOR_CHAOS_LEDGER"
 
@@ -54,8 +54,8 @@ COLUMNS = (
     "wall_end",
 )
 
-_lock = threading.Lock()
-_conn: sqlite3.Connection | None = None
+_db = SideDB(ENV, SCHEMA, synchronous="FULL", timeout=60.0)
+create = _db.create
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,41 +67,22 @@ class Run:
     wall_start: float
 
 
-def connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-def create(path: str) -> None:
-    conn = connect(path)
-    try:
-        conn.executescript(SCHEMA)
-    finally:
-        conn.close()
-
-
 def _insert(run: Run, kind: str, mono_end: float | None, wall_end: float | None) -> None:
-    global _conn
-    with _lock:  # one connection per process, shared by the loop and the sync handlers' threads
-        if _conn is None:
-            _conn = connect(os.environ[ENV])
-        _conn.execute(
-            "INSERT INTO run (run_id, job_id, attempt, pid, kind, mono_start, wall_start,"
-            " mono_end, wall_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run.run_id,
-                run.job_id,
-                run.attempt,
-                os.getpid(),
-                kind,
-                run.mono_start,
-                run.wall_start,
-                mono_end,
-                wall_end,
-            ),
-        )
+    _db.append(
+        "INSERT INTO run (run_id, job_id, attempt, pid, kind, mono_start, wall_start,"
+        " mono_end, wall_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run.run_id,
+            run.job_id,
+            run.attempt,
+            os.getpid(),
+            kind,
+            run.mono_start,
+            run.wall_start,
+            mono_end,
+            wall_end,
+        ),
+    )
 
 
 def begin(ctx: JobContext) -> Run:

@@ -8,11 +8,10 @@ The path comes from ``$CONVEYOR_TEST_LEDGER``; the tests create the file before 
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
 import time
 
 from conveyor import JobContext
+from tests.process.app.sidedb import SideDB
 
 ENV = "CONVEYOR_TEST_LEDGER"
 
@@ -29,34 +28,14 @@ CREATE TABLE IF NOT EXISTS execution (
 CREATE INDEX IF NOT EXISTS execution_job ON execution (job_id, event);
 """
 
-_lock = threading.Lock()
-_conn: sqlite3.Connection | None = None
-
-
-def connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
-def create(path: str) -> None:
-    """Create an empty ledger at ``path`` (called by the tests, before any worker starts)."""
-    conn = connect(path)
-    try:
-        conn.executescript(SCHEMA)
-    finally:
-        conn.close()
+_db = SideDB(ENV, SCHEMA, synchronous="NORMAL", timeout=30.0)
+create = _db.create
 
 
 def record(event: str, ctx: JobContext) -> None:
     """Append one event for the job ``ctx`` describes; autocommit, so it is durable at once."""
-    global _conn
-    with _lock:
-        if _conn is None:
-            _conn = connect(os.environ[ENV])
-        _conn.execute(
-            "INSERT INTO execution (job_id, job_name, attempt, pid, event, at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (ctx.job_id, ctx.job_name, ctx.attempt, os.getpid(), event, time.time()),
-        )
+    _db.append(
+        "INSERT INTO execution (job_id, job_name, attempt, pid, event, at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (ctx.job_id, ctx.job_name, ctx.attempt, os.getpid(), event, time.time()),
+    )
