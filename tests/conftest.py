@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,8 +12,9 @@ import pytest
 
 from conveyor.backends.registry import driver_for_url
 from conveyor.drivers.protocol import Driver
+from tests.servers.redis_server import RedisServer
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "redis"]
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +22,7 @@ def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Undo what the CLI does to the process when a test runs it in-process: it exports
     ``CONVEYOR_URL`` and installs its own handler on the ``conveyor`` logger."""
     monkeypatch.delenv("CONVEYOR_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
     logger = logging.getLogger("conveyor")
     saved = (logger.handlers[:], logger.level, logger.propagate)
     yield
@@ -33,13 +36,34 @@ def backend_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def redis_base_url() -> Iterator[str]:
+    """A Redis server for the whole test session: ``$CONVEYOR_TEST_REDIS_URL``, else a private
+    one started here (on a free port, in a temporary directory) and stopped at the end. Tests
+    share it safely because each one uses its own key prefix."""
+    given = os.environ.get("CONVEYOR_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+def redis_test_url(base: str) -> str:
+    """A URL of ``base`` whose keys no other test touches."""
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}prefix=test-{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
-def backend_url(backend_name: str, tmp_path: Path) -> str:
+def backend_url(backend_name: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """A fresh, isolated store for one test."""
     if backend_name == "memory":
         return f"memory://{uuid.uuid4().hex}"
     if backend_name == "sqlite":
         return f"sqlite:///{tmp_path / 'conveyor.db'}"
+    if backend_name == "redis":
+        return redis_test_url(request.getfixturevalue("redis_base_url"))
     raise AssertionError(backend_name)
 
 

@@ -30,6 +30,7 @@ from conveyor._definition import JobDef
 from conveyor._errors import ConveyorError
 from conveyor._queue import Queue
 from conveyor.core.backoff import DEFAULT_BACKOFF
+from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.outcome import Outcome, Transition, decide
 from conveyor.drivers.records import (
     ExtendResult,
@@ -41,6 +42,7 @@ from conveyor.drivers.records import (
     TransitionStatus,
     WorkerInfo,
 )
+from conveyor.engine import Engine
 from conveyor.runtime.completer import Completer
 from conveyor.runtime.executor import StopReason, execute
 from conveyor.runtime.lease_keeper import LeaseKeeper
@@ -151,6 +153,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._started_at = time.time()
         driver = await self.queue.connect()
+        await self._report_setup(driver)
         completer = Completer(driver, retention=cfg.retention, clock=cfg.clock)
         keeper = LeaseKeeper(
             driver.connect_another(),
@@ -193,6 +196,16 @@ class Worker:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
 
+    async def _report_setup(self, driver: Engine) -> None:
+        """Warn about a backend configured to lose jobs; never keep the worker from starting."""
+        try:
+            warnings = await driver.setup_warnings()
+        except Exception as exc:  # the backend may not be up yet: the fetch loop will wait
+            log.debug("could not check the backend's configuration: %s", exc)
+            return
+        for warning in warnings:
+            log.warning("%s", warning, extra={"event": "setup", "worker_id": self.id})
+
     def stop(self, *, grace: float | None = None) -> None:
         """Stop fetching and let running jobs finish within the grace period (the config's,
         or ``grace`` seconds if given), then hand the rest back. A second call, or
@@ -223,6 +236,7 @@ class Worker:
         assert self._stopping is not None and self._slot_freed is not None
         failures = 0
         while not self._stopping.is_set():
+            stop_if_cancelled()
             try:
                 drained = await self._fetch_once()
                 failures = 0
@@ -309,7 +323,7 @@ class Worker:
             previous.task.add_done_callback(self._superseded.discard)
         entry = _Running(record, ctx)
         self._running[record.id] = entry
-        self._lease_keeper.hold(record.id, record.lease_token)
+        self._lease_keeper.hold(record.id, record.lease_token, record.queue)
         entry.task = asyncio.create_task(self._process(entry), name=f"conveyor-job-{record.id}")
 
     async def _process(self, entry: _Running) -> None:

@@ -100,6 +100,9 @@ class Engine:
     async def migrate(self) -> list[str]:
         return await self._call("migrate", self.driver.migrate())
 
+    async def setup_warnings(self) -> list[str]:
+        return await self._call("setup_warnings", self.driver.setup_warnings())
+
     # -- jobs -------------------------------------------------------------------------------
 
     async def job_insert_many(

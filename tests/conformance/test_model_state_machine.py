@@ -1,9 +1,11 @@
-"""Model-based test: random operation sequences against SQLite and the memory reference.
+"""Model-based test: random operation sequences against each real backend and the memory
+reference.
 
 Both drivers receive the same operations with the same fake clock; after every step their
 observable results and full job tables must agree. Lease tokens and exact ``seq`` numbers may
-legitimately differ (tokens are random, SQLite reserves sequence blocks), so records are
-compared with the token reduced to "held or not" and ``seq`` to its rank.
+legitimately differ (tokens are random, SQLite reserves sequence blocks, Redis derives them from
+its clock), so records are compared with the token reduced to "held or not" and ``seq`` to its
+rank.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import asyncio
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -24,10 +27,11 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from conveyor.backends.memory import MemoryDriver
-from conveyor.backends.sqlite import SQLiteDriver
+from conveyor.backends.registry import driver_for_url
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
     FetchParams,
@@ -71,12 +75,15 @@ def _normalized(jobs: list[JobRecord]) -> list[JobRecord]:
 
 
 class DriversAgree(RuleBasedStateMachine):
+    # The URL of a fresh store of the backend under test, given a private temporary directory.
+    real_url: ClassVar[Callable[[Path], str]]
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.tmp = tempfile.mkdtemp(prefix="conveyor-model-")
         self.model: Driver = MemoryDriver("memory://")
-        self.real: Driver = SQLiteDriver(f"sqlite:///{Path(self.tmp) / 'model.db'}")
+        self.real: Driver = driver_for_url(type(self).real_url(Path(self.tmp)))
         self.run(self.model.open())
         self.run(self.real.open())
         self.now = T0
@@ -90,7 +97,7 @@ class DriversAgree(RuleBasedStateMachine):
         """Run ``call(driver)`` on both drivers, assert the results agree, return the model's."""
         expected = self.run(call(self.model))
         actual = self.run(call(self.real))
-        assert actual == expected, f"sqlite returned {actual!r}, memory returned {expected!r}"
+        assert actual == expected, f"{self.real!r} returned {actual!r}, memory {expected!r}"
         return expected
 
     def teardown(self) -> None:
@@ -280,10 +287,31 @@ class DriversAgree(RuleBasedStateMachine):
         self.both(lambda d: d.queue_list())
 
 
-DriversAgree.TestCase.settings = settings(
+MODEL_SETTINGS = settings(
     max_examples=40,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestDriversAgree = DriversAgree.TestCase
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "redis"])
+def test_backend_agrees_with_the_reference_model(
+    backend_name: str, request: pytest.FixtureRequest
+) -> None:
+    if backend_name == "sqlite":
+
+        def real_url(tmp: Path) -> str:
+            return f"sqlite:///{tmp / 'model.db'}"
+
+    else:
+        from tests.conftest import redis_test_url
+
+        base = request.getfixturevalue("redis_base_url")
+
+        def real_url(tmp: Path) -> str:
+            return redis_test_url(base)  # a new key prefix: each example starts empty
+
+    machine = type(f"{backend_name.title()}AgreesWithModel", (DriversAgree,), {})
+    machine.real_url = staticmethod(real_url)  # type: ignore[assignment]
+    run_state_machine_as_test(machine, settings=MODEL_SETTINGS)

@@ -7,6 +7,15 @@ from conveyor.drivers.protocol import Driver
 
 DEFAULT_URL = "sqlite:///conveyor.db"
 
+# Kept here rather than imported from the Redis backend, so that a URL can be recognised (and a
+# missing client library reported) without importing redis-py.
+REDIS_SCHEMES = frozenset(
+    f"{base}{tls}{cluster}"
+    for base in ("redis", "valkey")
+    for tls in ("", "s")
+    for cluster in ("", "+cluster")
+) | {"unix"}
+
 
 def driver_for_url(url: str) -> Driver:
     scheme = url.partition("://")[0].lower()
@@ -18,6 +27,23 @@ def driver_for_url(url: str) -> Driver:
         from conveyor.backends.sqlite import SQLiteDriver
 
         return SQLiteDriver(url)
+    if scheme in REDIS_SCHEMES:
+        try:
+            from conveyor.backends.redis import RedisDriver
+        except ImportError as exc:
+            raise UnsupportedURL(
+                f"{scheme}:// needs the Redis client: pip install 'conveyor[redis]' ({exc})"
+            ) from None
+        return RedisDriver(url)
     raise UnsupportedURL(
-        f"unsupported backend URL {url!r}: expected sqlite:///path/to/file.db or memory://name"
+        f"unsupported backend URL {_shown(url)!r}: expected sqlite:///path/to/file.db, "
+        "redis://host:6379/0 (rediss://, unix://, redis+cluster://) or memory://name"
     )
+
+
+def _shown(url: str) -> str:
+    """``url`` without its credentials, for an error message."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"

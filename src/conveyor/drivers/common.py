@@ -38,7 +38,13 @@ def cancelled_error(error: str | None) -> str:
 
 def stalled_error(stalls: int, max_stalls: int) -> str:
     """The error of a job failed by rescue after stalling more than ``max_stalls`` times."""
+    return stalled_error_template(max_stalls).replace("{stalls}", str(stalls))
+
+
+def stalled_error_template(max_stalls: int) -> str:
+    """:func:`stalled_error` with ``{stalls}`` in place of the count, for a backend that fills it
+    in where the count is known (inside a Redis script)."""
     return (
-        f"worker lost the job {stalls} times (max_stalls={max_stalls}); "
+        f"worker lost the job {{stalls}} times (max_stalls={max_stalls}); "
         "it may be crashing its worker"
     )

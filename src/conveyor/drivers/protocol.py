@@ -64,6 +64,11 @@ class Driver(Protocol):
         """Apply pending schema migrations; return the names applied."""
         ...
 
+    async def setup_warnings(self) -> list[str]:
+        """What about the backend's configuration puts jobs at risk (a worker logs these when it
+        starts); empty when all is well or the backend cannot tell."""
+        ...
+
     async def job_insert_many(
         self, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> list[InsertResult]:

@@ -90,6 +90,9 @@ class FetchParams:
 class Lease:
     job_id: str
     token: str
+    # The job's queue when the caller knows it (a worker always does): a backend that keeps
+    # each queue apart (Redis Cluster) then finds the job without looking for it.
+    queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ class FinishJob:
     result: bytes | None = None
     error: str | None = None
     run_at: float | None = None
+    queue: str | None = None  # the job's queue when known, as for ``Lease``
 
 
 class TransitionStatus(enum.StrEnum):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from conveyor._errors import ConveyorError
+from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.clock import Clock
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import FinishJob, Retention, TransitionResult
@@ -76,6 +77,7 @@ class Completer:
                 self._pending[self._max_batch :],
             )
             await self._write(batch)
+            stop_if_cancelled()
 
     async def _write(self, batch: list[_Pending]) -> None:
         self._in_flight = len(batch)
@@ -92,6 +94,7 @@ class Completer:
     async def _write_until_done(self, batch: list[_Pending]) -> None:
         delay = 0.05
         while not await self._try_write(batch):
+            stop_if_cancelled()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry_cap)
 

@@ -42,21 +42,22 @@ class LeaseKeeper:
         self._clock = clock
         self._loop = loop
         self._on_extended = on_extended
-        self._leases: dict[str, str] = {}
+        self._leases: dict[str, Lease] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def hold(self, job_id: str, token: str) -> None:
+    def hold(self, job_id: str, token: str, queue: str | None = None) -> None:
         with self._lock:
-            self._leases[job_id] = token
+            self._leases[job_id] = Lease(job_id, token, queue)
 
     def release(self, job_id: str, token: str | None = None) -> None:
         """Stop renewing ``job_id`` (only if still held with ``token``, when one is given: a
         newer attempt of the same job may hold it now)."""
         with self._lock:
-            if token is None or self._leases.get(job_id) == token:
-                self._leases.pop(job_id, None)
+            held = self._leases.get(job_id)
+            if held is not None and (token is None or held.token == token):
+                del self._leases[job_id]
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -102,7 +103,7 @@ class LeaseKeeper:
     async def tick(self) -> bool:
         """Renew every held lease once; false if the backend could not be reached."""
         with self._lock:
-            leases = [Lease(job_id, token) for job_id, token in self._leases.items()]
+            leases = list(self._leases.values())
         if not leases:
             return True
         try:

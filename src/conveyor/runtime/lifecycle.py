@@ -45,20 +45,21 @@ class WorkerStats:
 def finish_for(record: JobRecord, transition: Transition) -> FinishJob:
     """The fenced write that applies ``transition`` to the attempt ``record`` describes."""
     assert record.lease_token is not None
-    token = record.lease_token
+    job_id, token, queue = record.id, record.lease_token, record.queue
     match transition:
         case Complete(result=result):
-            return FinishJob(record.id, token, TransitionKind.COMPLETE, result=result)
+            return FinishJob(job_id, token, TransitionKind.COMPLETE, result=result, queue=queue)
         case RetryAt(run_at=run_at, error=error):
-            return FinishJob(record.id, token, TransitionKind.RETRY, error=error, run_at=run_at)
+            kind = TransitionKind.RETRY
+            return FinishJob(job_id, token, kind, error=error, run_at=run_at, queue=queue)
         case SnoozeUntil(run_at=run_at):
-            return FinishJob(record.id, token, TransitionKind.SNOOZE, run_at=run_at)
+            return FinishJob(job_id, token, TransitionKind.SNOOZE, run_at=run_at, queue=queue)
         case Fail(error=error):
-            return FinishJob(record.id, token, TransitionKind.FAIL, error=error)
+            return FinishJob(job_id, token, TransitionKind.FAIL, error=error, queue=queue)
         case Cancel(error=error):
-            return FinishJob(record.id, token, TransitionKind.CANCEL, error=error)
+            return FinishJob(job_id, token, TransitionKind.CANCEL, error=error, queue=queue)
         case Requeue():
-            return FinishJob(record.id, token, TransitionKind.REQUEUE)
+            return FinishJob(job_id, token, TransitionKind.REQUEUE, queue=queue)
     raise AssertionError(f"unknown transition {transition!r}")  # pragma: no cover
 
 

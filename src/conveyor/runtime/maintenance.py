@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.clock import Clock
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import Retention, WorkerInfo
@@ -46,6 +47,7 @@ class Maintenance:
                 await self.tick()
             except Exception as exc:  # a failed tick is retried on the next one
                 log.warning("maintenance tick failed: %s", exc)
+            stop_if_cancelled()
             await asyncio.sleep(self._interval)
 
     async def tick(self) -> None:
@@ -102,4 +104,5 @@ class Heartbeat:
                 )
             except Exception as exc:
                 log.warning("worker heartbeat failed: %s", exc)
+            stop_if_cancelled()
             await asyncio.sleep(self._interval)

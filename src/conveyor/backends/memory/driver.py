@@ -99,6 +99,9 @@ class MemoryDriver:
     async def migrate(self) -> list[str]:
         return []
 
+    async def setup_warnings(self) -> list[str]:
+        return []
+
     async def job_insert_many(
         self, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> list[InsertResult]:

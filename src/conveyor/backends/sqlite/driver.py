@@ -97,6 +97,9 @@ class SQLiteDriver:
         self._unreported = []
         return applied
 
+    async def setup_warnings(self) -> list[str]:
+        return []
+
     async def job_insert_many(
         self, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> list[InsertResult]:

@@ -1,0 +1,107 @@
+-- job_fetch: lease the first runnable jobs of one queue (or, in peek mode, only report them).
+--
+-- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
+-- KEYS[2] meta: the queue's meta hash
+-- KEYS[3] ready: list of in-order priority-0 queued jobs
+-- KEYS[4] queued: zset of the other queued jobs
+-- KEYS[5] scheduled: zset of jobs waiting for their run time
+-- KEYS[6] retrying: zset of jobs waiting to be retried
+-- KEYS[7] active: zset of leased jobs
+-- KEYS[8] completed: zset of completed jobs
+-- KEYS[9] failed: zset of failed jobs
+-- KEYS[10] cancelled: zset of cancelled jobs
+-- KEYS[11] wake: list idle workers block on
+-- KEYS[12] receipt: this call's receipt (string), so that a retried call returns the same jobs
+-- ARGV[1] now: epoch seconds, or '' for the server clock
+-- ARGV[2] limit: most jobs to lease
+-- ARGV[3] lease_seconds
+-- ARGV[4] worker_id
+-- ARGV[5] token_base: random text; each lease token is this plus a counter
+-- ARGV[6] mode: 'lease' or 'peek'
+-- ARGV[7] promote_budget: most due jobs to promote first
+-- Returns: {now, next_due or '', jobs}. Lease mode: jobs are {id, field values in JOB_FIELDS
+-- order}. Peek mode: jobs are {priority, run at µs, seq, id}, nothing is changed but promotion.
+-- Guarantees: a paused queue returns nothing and is not touched; otherwise due scheduled and
+-- retrying jobs become queued first, then the first ``limit`` queued jobs (priority, run time,
+-- seq) become active with attempt + 1, a new token and a lease; if queued jobs remain, the wake
+-- marker is put back for the next idle worker. A job hash that is gone is skipped. A call
+-- repeated with the same receipt (after a lost reply) leases nothing new and returns the jobs
+-- the first call leased.
+
+--!include common.lua
+--!include queue.lua
+--!include runnable.lua
+--!include promote.lua
+
+local now = clock(ARGV[1])
+local limit = tonumber(ARGV[2])
+local lease = tonumber(ARGV[3])
+local worker = ARGV[4]
+local base = ARGV[5]
+local mode = ARGV[6]
+
+local function due_text()
+    local at = next_due()
+    if at == nil then
+        return ''
+    end
+    return num(at)
+end
+
+local function record(id)
+    return {id, unpack(redis.call('HMGET', K_JOBS .. id, unpack(JOB_FIELDS)))}
+end
+
+if mode == 'lease' then
+    local receipt = redis.call('GET', KEYS[12])
+    if receipt then
+        local jobs = {}
+        for id in string.gmatch(receipt, '[^\n]+') do
+            jobs[#jobs + 1] = record(id)
+        end
+        return {num(now), due_text(), jobs}
+    end
+end
+
+if is_paused() then
+    return {num(now), '', {}}  -- nothing here will run until it resumes, which wakes workers
+end
+if limit <= 0 then
+    return {num(now), due_text(), {}}
+end
+promote_due(now, tonumber(ARGV[7]))
+
+if mode == 'peek' then
+    return {num(now), due_text(), peek(limit)}
+end
+
+local jobs = {}
+local leased = {}
+local expires = num(now + lease)
+local started = num(now)
+for _, id in ipairs(take(limit)) do
+    local key = K_JOBS .. id
+    local v = redis.call('HMGET', key, unpack(JOB_FIELDS))
+    if v[FI.s] then
+        local token = base .. string.format('%x', #jobs)
+        local attempt = int(tonum(v[FI.a], 0) + 1)
+        redis.call('HSET', key, 's', 'active', 'a', attempt, 'b', started, 't', token,
+            'x', expires, 'w', worker)
+        if v[FI.c] then
+            redis.call('HDEL', key, 'c')
+        end
+        redis.call('ZADD', K_ACTIVE, expires, smember(tonum(v[FI.q], 0), id))
+        v[FI.s], v[FI.a], v[FI.b], v[FI.t], v[FI.x], v[FI.w], v[FI.c] =
+            'active', attempt, started, token, expires, worker, false
+        jobs[#jobs + 1] = {id, unpack(v)}
+        leased[#leased + 1] = id
+    end
+end
+
+if #leased > 0 then
+    redis.call('SET', KEYS[12], table.concat(leased, '\n'), 'PX', int(math.max(lease, 1) * 1000))
+end
+if redis.call('LLEN', K_READY) > 0 or redis.call('ZCARD', K_QUEUED) > 0 then
+    wake()
+end
+return {num(now), due_text(), jobs}

@@ -1,0 +1,12 @@
+-- leader_release: give up a leadership, if ``holder`` holds it.
+--
+-- KEYS[1] leader: hash of the leadership: h holder, x expiry
+-- ARGV[1] holder
+-- Returns: 1 if it was released, else 0.
+-- Guarantees: atomic; nobody else's leadership is released.
+
+if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return 1
+end
+return 0
