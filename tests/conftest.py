@@ -12,9 +12,9 @@ import pytest
 
 from conveyor.backends.registry import driver_for_url
 from conveyor.drivers.protocol import Driver
-from tests.servers.redis_server import RedisServer
+from tests.servers.redis_server import RedisClusterServers, RedisServer
 
-BACKENDS = ["memory", "sqlite", "redis"]
+BACKENDS = ["memory", "sqlite", "redis", "redis-cluster"]
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +49,13 @@ def redis_base_url() -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster of three masters on loopback ports, started for the test session."""
+    with RedisClusterServers(masters=3) as cluster:
+        yield f"redis+cluster://127.0.0.1:{cluster.seed_port}/0"
+
+
 def redis_test_url(base: str) -> str:
     """A URL of ``base`` whose keys no other test touches."""
     separator = "&" if "?" in base else "?"
@@ -64,6 +71,8 @@ def backend_url(backend_name: str, tmp_path: Path, request: pytest.FixtureReques
         return f"sqlite:///{tmp_path / 'conveyor.db'}"
     if backend_name == "redis":
         return redis_test_url(request.getfixturevalue("redis_base_url"))
+    if backend_name == "redis-cluster":
+        return redis_test_url(request.getfixturevalue("redis_cluster_url"))
     raise AssertionError(backend_name)
 
 

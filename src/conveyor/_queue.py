@@ -7,7 +7,6 @@ Use it as an async context manager (or call :meth:`Queue.close`) to release the 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 import uuid
@@ -32,7 +31,7 @@ from conveyor._errors import (
     ResultTimeout,
 )
 from conveyor._jobinfo import JobInfo
-from conveyor.backends.registry import DEFAULT_URL, driver_for_url
+from conveyor.backends.registry import configured_url, driver_for_url
 from conveyor.core.clock import BackendClock, Clock
 from conveyor.core.serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -81,8 +80,9 @@ class Queue:
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> Queue:
-        """A queue on ``url``, else ``$CONVEYOR_URL``, else ``sqlite:///conveyor.db``."""
-        return cls(driver_for_url(url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL), **options)
+        """A queue on ``url``, else ``$CONVEYOR_URL``, else ``$REDIS_URL``, else
+        ``sqlite:///conveyor.db``."""
+        return cls(driver_for_url(configured_url(url)), **options)
 
     @property
     def url(self) -> str:

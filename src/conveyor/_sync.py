@@ -44,7 +44,8 @@ class SyncQueue:
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> SyncQueue:
-        """A portal on ``url``, else ``$CONVEYOR_URL``, else ``sqlite:///conveyor.db``."""
+        """A portal on ``url``, else ``$CONVEYOR_URL``, else ``$REDIS_URL``, else
+        ``sqlite:///conveyor.db``."""
         return cls(Queue.from_url(url, **options))
 
     @property

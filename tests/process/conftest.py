@@ -7,12 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import redis_test_url
 from tests.process.harness import Harness
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path)
+@pytest.fixture(params=["sqlite", "redis"])
+def harness(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Harness]:
+    if request.param == "redis":
+        url = redis_test_url(request.getfixturevalue("redis_base_url"))
+    else:
+        # Not ``conveyor.db``: the default URL, relative to the workers' working directory (this
+        # one), must not reach the same file if the CLI failed to export ``--url``.
+        url = f"sqlite:///{tmp_path / 'queue.db'}"  # absolute path: sqlite:////tmp/...
+    h = Harness(tmp_path, url)
     try:
         yield h
     finally:

@@ -1,8 +1,9 @@
-"""The harness of the process tests: real ``conveyor`` subprocesses on a private SQLite file.
+"""The harness of the process tests: real ``conveyor`` subprocesses on a private store (a
+SQLite file, or a key prefix of its own on the test session's Redis).
 
-Every test gets its own directory (``tmp_path``) with its own queue database, ledger and marker
-files, so the tests run in parallel under pytest-xdist. Every wait is a bounded poll on a
-condition; every subprocess started here is killed by pid in the fixture teardown.
+Every test gets its own directory (``tmp_path``) with its own store, ledger and marker files,
+so the tests run in parallel under pytest-xdist. Every wait is a bounded poll on a condition;
+every subprocess started here is killed by pid in the fixture teardown.
 """
 
 from __future__ import annotations
@@ -88,12 +89,9 @@ class WorkerProcess:
 
 
 class Harness:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, url: str) -> None:
         self.root = root
-        # Not ``conveyor.db``: the default URL, relative to the workers' working directory (this
-        # one), must not reach the same file if the CLI failed to export ``--url``.
-        self.db = root / "queue.db"
-        self.url = f"sqlite:///{self.db}"  # absolute path: sqlite:////tmp/...
+        self.url = url
         self.ledger = root / "ledger.db"
         self.marker = root / "marker"
         ledger.create(str(self.ledger))
@@ -190,6 +188,19 @@ class Harness:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; worker logs:\n{self.logs()}") from None
         return rows[-1]
+
+    def store_problems(self) -> list[str]:
+        """Whatever is structurally wrong with the store (empty when it is sound)."""
+        if self.url.startswith("sqlite:"):
+            conn = sqlite3.connect(self.url.removeprefix("sqlite:///"), timeout=30.0)
+            try:
+                found = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+            finally:
+                conn.close()
+            return [] if found == ["ok"] else found
+        from tests.backends.redis.consistency import problems
+
+        return problems(self.url)
 
     def logs(self) -> str:
         return "\n".join(f"--- worker {p.pid}:\n{p.log()}" for p in self.processes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from conveyor._errors import UnsupportedURL
 from conveyor.drivers.protocol import Driver
 
@@ -15,6 +17,12 @@ REDIS_SCHEMES = frozenset(
     for tls in ("", "s")
     for cluster in ("", "+cluster")
 ) | {"unix"}
+
+
+def configured_url(url: str | None = None) -> str:
+    """``url``, else ``$CONVEYOR_URL``, else ``$REDIS_URL`` (the variable Redis hosting services
+    and most Redis clients use), else the embedded default."""
+    return url or os.environ.get("CONVEYOR_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
 def driver_for_url(url: str) -> Driver:

@@ -22,7 +22,8 @@ T = TypeVar("T")
 
 
 def run_with_queue(ctx: click.Context, action: Callable[[Queue], Awaitable[T]]) -> T:
-    """Open the queue named by ``--url``/``$CONVEYOR_URL``, run ``action``, close it."""
+    """Open the queue named by ``--url``/``$CONVEYOR_URL``/``$REDIS_URL``, run ``action``, close
+    it."""
     url: str | None = ctx.obj.get("url") if ctx.obj else None
 
     queue = Queue.from_url(url)

@@ -28,7 +28,7 @@ class _Group(click.Group):
     "--url",
     envvar="CONVEYOR_URL",
     default=None,
-    help="Backend URL (default: $CONVEYOR_URL, else sqlite:///conveyor.db).",
+    help="Backend URL (default: $CONVEYOR_URL, else $REDIS_URL, else sqlite:///conveyor.db).",
 )
 @click.version_option(package_name="conveyor")
 @click.pass_context

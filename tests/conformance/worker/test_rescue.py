@@ -229,10 +229,12 @@ async def test_a_job_fetched_again_stops_its_stale_attempt_without_disturbing_th
     runs = 0
     # The lease keeper reads the same fake clock: were it to renew between the advance and the
     # rescue below, nothing would expire. It never renews here, so only the re-fetch (``_start``)
-    # can notice that the first attempt's lease was lost. Its own maintenance runs once, at
-    # start, so that the rescue below is the test's (a backend whose rescue takes several round
-    # trips would otherwise often lose that race to the worker's maintenance).
-    worker = harness.worker(lease_seconds=5, lease_renew_interval=3600, maintenance_interval=3600)
+    # can notice that the first attempt's lease was lost. The worker's own clock stays put, so
+    # its maintenance never sees the lease expire: the rescue below is the test's alone (the
+    # worker's maintenance would otherwise race it, and on a backend whose rescue takes several
+    # round trips it would often win).
+    worker_clock = FakeClock(clock.now())
+    worker = harness.worker(clock=worker_clock, lease_seconds=5, lease_renew_interval=3600)
 
     @worker.handles(work)
     async def handle(payload: Num, ctx: JobContext) -> str:

@@ -109,9 +109,9 @@ def parse_url(url: str) -> Target:
         )
     if client_scheme != "unix" and not parts.hostname:
         raise UnsupportedURL(f"no host in Redis URL {redact(url)!r}")
-    client_url = urlunsplit(
-        (client_scheme, parts.netloc, parts.path, urlencode(passed), parts.fragment)
-    )
+    query = urlencode(passed)
+    # Built by hand: urlunsplit would drop the "//" of unix:///path (empty host).
+    client_url = f"{client_scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
     return Target(client_url, cluster, prefix, redact(url), tuple(passed))
 
 
@@ -134,8 +134,10 @@ def make_client(target: Target) -> Client:
     kwargs: dict[str, Any] = {
         "decode_responses": False,
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES),
-        "socket_keepalive": True,
     }
+    if not target.client_url.startswith("unix:"):
+        # Notices a peer that vanished without closing the connection (TCP only).
+        kwargs["socket_keepalive"] = True
     if "socket_timeout" not in given:
         kwargs["socket_timeout"] = DEFAULT_SOCKET_TIMEOUT
     if "socket_connect_timeout" not in given:

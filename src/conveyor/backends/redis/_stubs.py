@@ -180,70 +180,96 @@ def _text(value: bytes) -> str:
 # -- decoding jobs -----------------------------------------------------------------------------
 
 
-def _float(value: bytes | None) -> float | None:
-    return None if value is None else float(value)
+def decode_job(queue: str, row: Sequence[Any], *, strict: bool = True) -> JobRecord:
+    """A job from a script's ``{id, fields in JOB_FIELDS order}``.
 
-
-def decode_job(queue: str, row: Sequence[Any]) -> JobRecord:
-    """A job from a script's ``{id, fields in JOB_FIELDS order}``; raises :class:`CorruptJob`."""
-    job_id = row[0].decode(errors="replace")
-    field = "?"
+    A field that cannot be read raises :class:`CorruptJob` naming it when ``strict`` (a worker
+    must not run such a job); otherwise it reads as its default, so that listing and inspecting
+    a queue still work around one corrupt job."""
     try:
-        (_, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err) = row
-        field = "name"
-        name = n.decode()
-        field = "state"
-        state = JobState(s.decode())
-        field = "run_at"
-        run_at = float(r)
-        field = "priority"
-        priority = 0 if p is None else int(p)
-        field = "attempt"
-        attempt = 0 if a is None else int(a)
-        field = "max_attempts"
-        max_attempts = int(m)
-        field = "seq"
-        seq = int(q)
-        field = "enqueued_at"
-        enqueued_at = run_at if e is None else float(e)
-        field = "started_at"
-        started_at = _float(b)
-        field = "finished_at"
-        finished_at = _float(f)
-        field = "lease_expires_at"
-        lease_expires_at = _float(x)
-        field = "stalls"
-        stalls = 0 if k is None else int(k)
-    except (TypeError, ValueError, AttributeError, UnicodeDecodeError) as exc:
-        raise CorruptJob(job_id, queue, f"field {field}: {_describe(exc)}") from None
+        return _decode(queue, row)
+    except (TypeError, ValueError, AttributeError, UnicodeDecodeError):
+        return _decode_carefully(queue, row, strict)
+
+
+def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
+    (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err) = row
+    run_at = float(r)
     return JobRecord(
-        id=job_id,
+        id=i.decode(),
         queue=queue,
-        name=name,
+        name=n.decode(),
         payload=b"" if d is None else d,
-        state=state,
-        priority=priority,
-        attempt=attempt,
-        max_attempts=max_attempts,
+        state=JobState(s.decode()),
+        priority=0 if p is None else int(p),
+        attempt=0 if a is None else int(a),
+        max_attempts=int(m),
         run_at=run_at,
-        enqueued_at=enqueued_at,
-        seq=seq,
-        started_at=started_at,
-        finished_at=finished_at,
-        lease_token=None if t is None else t.decode(errors="replace"),
-        lease_expires_at=lease_expires_at,
-        worker_id=None if w is None else w.decode(errors="replace"),
-        stalls=stalls,
+        enqueued_at=run_at if e is None else float(e),
+        seq=int(q),
+        started_at=None if b is None else float(b),
+        finished_at=None if f is None else float(f),
+        lease_token=None if t is None else t.decode(),
+        lease_expires_at=None if x is None else float(x),
+        worker_id=None if w is None else w.decode(),
+        stalls=0 if k is None else int(k),
         cancel_requested=c is not None,
         result=res,
         error=None if err is None else err.decode(errors="replace"),
     )
 
 
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, AttributeError | TypeError):
-        return "missing"
-    return str(exc)
+_REQUIRED: Final = object()
+
+
+def _decode_carefully(queue: str, row: Sequence[Any], strict: bool) -> JobRecord:
+    job_id = bytes(row[0]).decode(errors="replace")
+
+    def read(what: str, value: Any, parse: Any, default: Any, *, required: bool = False) -> Any:
+        if value is None and not required:
+            return default
+        try:
+            if value is None:
+                raise TypeError("missing")
+            return parse(value)
+        except (TypeError, ValueError, AttributeError, UnicodeDecodeError) as exc:
+            if strict:
+                problem = "missing" if value is None else f"{bytes(value)[:40]!r} ({exc})"
+                raise CorruptJob(job_id, queue, f"field {what} is {problem}") from None
+            return default
+
+    def text(value: bytes) -> str:
+        return value.decode()
+
+    def state(value: bytes) -> JobState:
+        return JobState(value.decode())
+
+    v = dict(zip(JOB_FIELDS, row[1:], strict=True))
+    name = read("name", v["n"], text, "", required=True)
+    job_state = read("state", v["s"], state, JobState.FAILED, required=True)
+    run_at = read("run_at", v["r"], float, 0.0, required=True)
+    return JobRecord(
+        id=job_id,
+        queue=queue,
+        name=name,
+        payload=b"" if v["d"] is None else bytes(v["d"]),
+        state=job_state,
+        priority=read("priority", v["p"], int, 0),
+        attempt=read("attempt", v["a"], int, 0),
+        max_attempts=read("max_attempts", v["m"], int, 1, required=True),
+        run_at=run_at,
+        enqueued_at=read("enqueued_at", v["e"], float, run_at),
+        seq=read("seq", v["q"], int, 0, required=True),
+        started_at=read("started_at", v["b"], float, None),
+        finished_at=read("finished_at", v["f"], float, None),
+        lease_token=read("lease_token", v["t"], text, None),
+        lease_expires_at=read("lease_expires_at", v["x"], float, None),
+        worker_id=read("worker_id", v["w"], text, None),
+        stalls=read("stalls", v["k"], int, 0),
+        cancel_requested=v["c"] is not None,
+        result=v["res"],
+        error=None if v["err"] is None else bytes(v["err"]).decode(errors="replace"),
+    )
 
 
 # -- jobs ----------------------------------------------------------------------------------------

@@ -498,7 +498,7 @@ class RedisDriver:
         found: dict[str, JobRecord] = {}
         for (keys, job_id), row in zip(((q, i) for i in unique for q in queues), rows, strict=True):
             if row is not None and job_id not in found:
-                found[job_id] = stubs.decode_job(keys.queue, row)
+                found[job_id] = stubs.decode_job(keys.queue, row, strict=False)
         return [found.get(job_id) for job_id in ids]
 
     async def job_list(self, params: ListParams) -> list[JobRecord]:
@@ -532,7 +532,7 @@ class RedisDriver:
         chosen = sorted(best, reverse=True)
         rows = await stubs.read_jobs(self._c, [(self._q(q), i) for _, i, q in chosen])
         return [
-            stubs.decode_job(queue, row)
+            stubs.decode_job(queue, row, strict=False)
             for (_, _, queue), row in zip(chosen, rows, strict=True)
             if row is not None
         ]

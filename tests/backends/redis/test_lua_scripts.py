@@ -1,0 +1,92 @@
+"""The Lua scripts: headers agree with the Python stubs, and scripts survive SCRIPT FLUSH."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from conveyor.backends.redis import RedisDriver
+from conveyor.backends.redis._lua import LUA_DIR, header_keys, load, script_names
+from conveyor.backends.redis._stubs import JOB_FIELDS, QUEUE_KEYS, SCRIPT_KEYS, QueueKeys
+from conveyor.drivers.records import FetchParams, NewJob
+from tests.conftest import redis_test_url
+from tests.servers.redis_server import RedisServer
+
+
+def test_every_script_has_a_stub_and_every_stub_a_script() -> None:
+    assert set(script_names()) == set(SCRIPT_KEYS)
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_KEYS))
+def test_header_keys_match_the_stub(name: str) -> None:
+    script = load(name)
+    expected, variadic = SCRIPT_KEYS[name]
+    assert script.keys == expected, f"{name}.lua declares {script.keys}, the stub sends {expected}"
+    assert script.variadic_keys == variadic
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_KEYS))
+def test_header_states_arguments_returns_and_guarantee(name: str) -> None:
+    lines = (LUA_DIR / f"{name}.lua").read_text().splitlines()
+    size = next(n for n, line in enumerate(lines) if line.strip() and not line.startswith("--"))
+    header, body = "\n".join(lines[:size]), "\n".join(lines[size:])
+    assert header.startswith(f"-- {name}: "), f"{name}.lua must start with its name"
+    for part in ("-- Returns:", "-- Guarantees:"):
+        assert part in header, f"{name}.lua has no {part!r} line"
+    if "ARGV[" in body:
+        assert "-- ARGV[" in header, f"{name}.lua reads ARGV without declaring it"
+    if "KEYS[" in body:
+        assert "-- KEYS[" in header, f"{name}.lua reads KEYS without declaring them"
+
+
+def test_queue_keys_follow_the_declared_order() -> None:
+    keys = QueueKeys("conveyor", "mail")
+    assert keys.all == tuple(getattr(keys, name) for name in QUEUE_KEYS)
+    assert all(key.startswith("{conveyor:mail}:") for key in keys.all), "one hash tag, one slot"
+
+
+def test_job_fields_match_the_lua_list() -> None:
+    source = (LUA_DIR / "includes" / "queue.lua").read_text()
+    match = re.search(r"local JOB_FIELDS = \{(.*?)\}", source, re.DOTALL)
+    assert match is not None
+    assert tuple(re.findall(r"'([a-z]+)'", match[1])) == JOB_FIELDS
+
+
+def test_header_keys_parser_rejects_gaps() -> None:
+    with pytest.raises(ValueError, match="out of order"):
+        header_keys("-- KEYS[1] a: x\n-- KEYS[3] c: y\n")
+    assert header_keys("-- KEYS[1] a: x\n-- KEYS[2..] more: y\n") == (("a",), True)
+
+
+def test_includes_are_spliced_and_no_directive_is_left() -> None:
+    for name in script_names():
+        assert "--!include" not in load(name).source, name
+
+
+@pytest.fixture
+def private_server() -> Iterator[RedisServer]:
+    # SCRIPT FLUSH affects the whole server: never on one shared with other tests.
+    with RedisServer() as server:
+        yield server
+
+
+async def test_scripts_are_reloaded_after_script_flush(private_server: RedisServer) -> None:
+    driver = RedisDriver(redis_test_url(private_server.url))
+    await driver.open()
+    try:
+        await driver.job_insert_many([NewJob("a", "default", "t", b"{}")])
+        with redis.Redis.from_url(private_server.url) as raw:
+            assert raw.script_flush()
+            assert raw.script_exists(load("job_fetch").sha) == [False]
+        params = FetchParams(("default",), 10, "w", 30.0)
+        [job] = await driver.job_fetch(params)
+        assert job.id == "a"
+        await driver.job_insert_many([NewJob("b", "default", "t", b"{}")])
+        with redis.Redis.from_url(private_server.url) as raw:
+            assert raw.script_exists(load("job_fetch").sha) == [True]
+        assert [j.id for j in await driver.job_fetch(params)] == ["b"]
+    finally:
+        await driver.close()
