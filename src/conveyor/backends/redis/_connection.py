@@ -3,23 +3,26 @@
 URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS, certificates checked by
 default), ``unix:///path/to/socket[?db=0]``, and ``redis+cluster://host:port`` (or
 ``rediss+cluster://``) for Redis Cluster, where the host is any node. ``valkey`` works wherever
-``redis`` does. Query options are passed to redis-py (``ssl_cert_reqs``, ``ssl_ca_certs``,
-``socket_timeout`` ...), except Conveyor's own ``prefix`` (default ``conveyor``), which names
-the key namespace: every key of queue ``q`` carries the hash tag ``{<prefix>:q}``.
+``redis`` does. Query options: ``prefix`` (default ``conveyor``) names the key namespace, so every
+key of queue ``q`` carries the hash tag ``{<prefix>:q}``; ``socket_timeout`` and
+``socket_connect_timeout`` (seconds); ``ssl_cert_reqs`` (``required``, ``optional`` or
+``none``), ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` and ``ssl_check_hostname`` for
+TLS; ``db`` for unix sockets; ``client_name``.
 
-Clients connect lazily, on their first command, and reconnect by themselves: a command that
-meets a dropped connection or a restarting server is retried with a short exponential backoff
-before the caller sees an error.
+A standalone server is reached with Conveyor's own lean client (:mod:`._resp`); a cluster with
+redis-py's cluster client, which routes each command to the node of its slot. Either connects
+lazily, on its first command, and reconnects by itself after a dropped connection or a server
+restart.
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -35,8 +38,9 @@ from redis.exceptions import (
 )
 
 from conveyor._errors import UnsupportedURL
+from conveyor.backends.redis import _resp
 
-Client = aredis.Redis | RedisCluster
+Client = _resp.Client | RedisCluster
 
 DEFAULT_PREFIX: Final = "conveyor"
 # A command's reply must arrive within this many seconds, or the connection is treated as dead
@@ -45,6 +49,20 @@ DEFAULT_PREFIX: Final = "conveyor"
 DEFAULT_SOCKET_TIMEOUT: Final = 30.0
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 RETRIES: Final = 6  # with the backoff below: about 3 s of a server being away before an error
+_OPTIONS: Final = frozenset(
+    {
+        "prefix",
+        "db",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+        "client_name",
+    }
+)
 
 # What "the backend failed" looks like; the engine reports these as BackendUnavailable.
 INFRASTRUCTURE_ERRORS: Final[tuple[type[Exception], ...]] = (
@@ -55,10 +73,15 @@ INFRASTRUCTURE_ERRORS: Final[tuple[type[Exception], ...]] = (
     NoPermissionError,
     ReadOnlyError,
     OutOfMemoryError,
-    OSError,
+    OSError,  # includes the lean client's ConnectionLost
+    _resp.ServerUnavailable,
 )
 
-_CHECK_ERRORS: Final[tuple[type[Exception], ...]] = (ResponseError, *INFRASTRUCTURE_ERRORS)
+_CHECK_ERRORS: Final[tuple[type[Exception], ...]] = (
+    ResponseError,
+    _resp.ReplyError,
+    *INFRASTRUCTURE_ERRORS,
+)
 
 _SCHEMES: Final = {
     "redis": ("redis", False),
@@ -98,6 +121,11 @@ def parse_url(url: str) -> Target:
     prefix = DEFAULT_PREFIX
     passed: list[tuple[str, str]] = []
     for key, value in options:
+        if key not in _OPTIONS:
+            known = ", ".join(sorted(_OPTIONS))
+            raise UnsupportedURL(
+                f"unknown option {key!r} in Redis URL {redact(url)!r}; known options: {known}"
+            )
         if key == "prefix":
             prefix = value
         else:
@@ -130,30 +158,72 @@ def redact(url: str) -> str:
 
 def make_client(target: Target) -> Client:
     """A client for ``target``; it does no I/O until its first command."""
-    given = {key for key, _ in target.options}
+    options = dict(target.options)
+    if target.cluster:
+        return _cluster_client(target, options)
+    return _resp.Client(endpoint(target.client_url, options))
+
+
+def endpoint(client_url: str, options: dict[str, str]) -> _resp.Endpoint:
+    parts = urlsplit(client_url)
+    tls = parts.scheme == "rediss"
+    unix_path = parts.path if parts.scheme == "unix" else None
+    db_text = options.get("db") or ("" if unix_path else parts.path.lstrip("/")) or "0"
+    try:
+        db = int(db_text)
+        reply_timeout = float(options.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT))
+        connect_timeout = float(options.get("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+    except ValueError as exc:
+        raise UnsupportedURL(f"invalid number in Redis URL {redact(client_url)!r}: {exc}") from None
+    return _resp.Endpoint(
+        host=None if unix_path else (parts.hostname or "127.0.0.1"),
+        port=parts.port or 6379,
+        unix_path=unix_path,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        db=db,
+        ssl_context=_ssl_context(options) if tls else None,
+        server_hostname=parts.hostname,
+        connect_timeout=connect_timeout,
+        reply_timeout=reply_timeout,
+        client_name=options.get("client_name", "conveyor"),
+    )
+
+
+def _ssl_context(options: dict[str, str]) -> ssl.SSLContext:
+    """Certificates are verified unless the URL says ``ssl_cert_reqs=none``."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    requirement = options.get("ssl_cert_reqs", "required").lower()
+    modes = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+    if requirement not in modes:
+        raise UnsupportedURL(f"ssl_cert_reqs must be required, optional or none: {requirement!r}")
+    check_hostname = options.get("ssl_check_hostname", "true").lower() not in ("false", "0", "no")
+    context.check_hostname = check_hostname and requirement != "none"
+    context.verify_mode = modes[requirement]
+    if "ssl_certfile" in options:
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    return context
+
+
+def _cluster_client(target: Target, options: dict[str, str]) -> RedisCluster:
     kwargs: dict[str, Any] = {
         "decode_responses": False,
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES),
+        "socket_keepalive": True,
+        "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
+        "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT,
     }
-    if not target.client_url.startswith("unix:"):
-        # Notices a peer that vanished without closing the connection (TCP only).
-        kwargs["socket_keepalive"] = True
-    if "socket_timeout" not in given:
-        kwargs["socket_timeout"] = DEFAULT_SOCKET_TIMEOUT
-    if "socket_connect_timeout" not in given:
-        kwargs["socket_connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
-    if target.cluster:
-        return RedisCluster.from_url(target.client_url, **kwargs)
-    return aredis.Redis.from_url(target.client_url, **kwargs)
+    url = target.client_url.split("?", 1)[0]
+    passed = {k: v for k, v in options.items() if k != "db"}
+    return RedisCluster.from_url(url + ("?" + urlencode(passed) if passed else ""), **kwargs)
 
 
 def socket_timeout(client: Client) -> float | None:
     """The reply timeout the client's connections use (blocking waits stay below it)."""
     if isinstance(client, RedisCluster):
         value = client.get_connection_kwargs().get("socket_timeout")
-    else:
-        value = client.connection_pool.connection_kwargs.get("socket_timeout")
-    return None if value is None else float(value)
+        return None if value is None else float(value)
+    return client.endpoint.reply_timeout
 
 
 async def setup_warnings(client: Client, display: str) -> list[str]:
@@ -183,10 +253,15 @@ async def setup_warnings(client: Client, display: str) -> list[str]:
 
 
 async def _config(client: Client, name: str) -> str | None:
-    reply: Any = await client.config_get(name)
-    if isinstance(client, RedisCluster) and reply and isinstance(next(iter(reply.values())), dict):
-        reply = next(iter(reply.values()))  # per-node replies: one node speaks for the cluster
-    for key, value in dict(reply).items():
+    reply: Any = await client.execute_command("CONFIG", "GET", name)
+    if isinstance(reply, dict):  # redis-py's cluster client: parsed, maybe per node
+        first = next(iter(reply.values()), None)
+        if isinstance(first, dict):
+            reply = first
+        pairs = list(reply.items())
+    else:
+        pairs = [(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
+    for key, value in pairs:
         text_key = key.decode() if isinstance(key, bytes) else str(key)
         if text_key == name:
             return value.decode() if isinstance(value, bytes) else str(value)

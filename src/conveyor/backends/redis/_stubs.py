@@ -18,6 +18,7 @@ from redis.exceptions import NoScriptError
 
 from conveyor.backends.redis._connection import Client
 from conveyor.backends.redis._lua import Script, load
+from conveyor.backends.redis._resp import BlockingConnection, NoScript
 from conveyor.drivers.records import (
     ChangeResult,
     ChangeStatus,
@@ -154,7 +155,7 @@ async def run(client: Client, script: Script, keys: Sequence[str], args: Sequenc
     """Run ``script`` by SHA, sending its source only when the server does not know it."""
     try:
         return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-    except NoScriptError:
+    except (NoScript, NoScriptError):
         return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
 
 
@@ -533,7 +534,7 @@ async def read_jobs(client: Client, wanted: Sequence[tuple[QueueKeys, str]]) -> 
         return []
     pipe = client.pipeline(transaction=False)
     for keys, job_id in wanted:
-        pipe.hmget(keys.job(job_id), JOB_FIELDS)
+        pipe.execute_command("HMGET", keys.job(job_id), *JOB_FIELDS)
     rows: list[Any] = []
     for (_, job_id), values in zip(wanted, await pipe.execute(), strict=True):
         rows.append(None if values[2] is None else [job_id.encode(), *values])
@@ -549,7 +550,7 @@ async def locate(
     pipe = client.pipeline(transaction=False)
     for job_id in ids:
         for keys in queues:
-            pipe.exists(keys.job(job_id))
+            pipe.execute_command("EXISTS", keys.job(job_id))
     found = iter(await pipe.execute())
     where: dict[str, QueueKeys] = {}
     for job_id in ids:
@@ -560,8 +561,8 @@ async def locate(
 
 
 async def server_time(client: Client) -> float:
-    seconds, micros = await client.time()
-    return float(seconds) + micros / 1_000_000
+    seconds, micros = await client.execute_command("TIME")
+    return int(seconds) + int(micros) / 1_000_000
 
 
 async def queue_counts(client: Client, queues: Sequence[QueueKeys]) -> list[dict[JobState, int]]:
@@ -570,10 +571,10 @@ async def queue_counts(client: Client, queues: Sequence[QueueKeys]) -> list[dict
         return []
     pipe = client.pipeline(transaction=False)
     for keys in queues:
-        pipe.llen(keys.ready)
-        pipe.zcard(keys.queued)
+        pipe.execute_command("LLEN", keys.ready)
+        pipe.execute_command("ZCARD", keys.queued)
         for state in STATE_SETS:
-            pipe.zcard(keys.set_of(state))
+            pipe.execute_command("ZCARD", keys.set_of(state))
     replies = await pipe.execute()
     width = 2 + len(STATE_SETS)
     counts: list[dict[JobState, int]] = []
@@ -592,21 +593,21 @@ async def paused_flags(client: Client, queues: Sequence[QueueKeys]) -> list[bool
         return []
     pipe = client.pipeline(transaction=False)
     for keys in queues:
-        pipe.hget(keys.meta, "paused")
+        pipe.execute_command("HGET", keys.meta, "paused")
     return [flag == b"1" for flag in await pipe.execute()]
 
 
 async def known_queues(client: Client, ns: Namespace) -> list[str]:
-    names: list[bytes] = await client.execute_command("SMEMBERS", ns.queues)
+    names: Iterable[bytes] = await client.execute_command("SMEMBERS", ns.queues)
     return sorted(name.decode() for name in names)
 
 
 async def register_queue(client: Client, ns: Namespace, queue: str) -> None:
-    await client.sadd(ns.queues, queue)
+    await client.execute_command("SADD", ns.queues, queue)
 
 
 async def pause(client: Client, keys: QueueKeys) -> None:
-    await client.hset(keys.meta, "paused", "1")
+    await client.execute_command("HSET", keys.meta, "paused", "1")
 
 
 async def resume(client: Client, keys: QueueKeys) -> None:
@@ -617,16 +618,18 @@ async def notify(client: Client, keys: QueueKeys) -> None:
     await run(client, _NOTIFY, keys.all, ())
 
 
-async def pop_wake(client: Client, keys: Sequence[QueueKeys], timeout: float) -> bool:
+async def pop_wake(
+    client: Client, blocking: BlockingConnection | None, keys: Sequence[QueueKeys], timeout: float
+) -> bool:
     """Block until one of the queues' wake markers can be taken, at most ``timeout`` seconds;
-    whether one was taken. All ``keys`` must share a slot on a cluster: pass one queue there."""
-    reply = await client.blpop([k.wake for k in keys], timeout=timeout)
+    whether one was taken. ``blocking`` is the connection to block on (None on a cluster, whose
+    client routes the command; pass one queue there, as queues live in different slots)."""
+    command: tuple[str | float, ...] = ("BLPOP", *(k.wake for k in keys), timeout)
+    if blocking is None:
+        reply = await client.execute_command(*command)
+    else:
+        (reply,) = await blocking.execute(command, wait=timeout)
     return reply is not None
-
-
-async def take_wake(client: Client, keys: QueueKeys) -> None:
-    """Take a wake marker if there is one, without waiting."""
-    await client.lpop(keys.wake)
 
 
 # -- workers and leaderships -------------------------------------------------------------------
@@ -654,9 +657,9 @@ async def heartbeat(
 
 async def deregister(client: Client, ns: Namespace, worker_id: str) -> None:
     pipe = client.pipeline(transaction=False)
-    pipe.zrem(ns.workers, worker_id)
-    pipe.hdel(ns.worker_info, worker_id)
-    pipe.zrem(ns.worker_order, worker_id)
+    pipe.execute_command("ZREM", ns.workers, worker_id)
+    pipe.execute_command("HDEL", ns.worker_info, worker_id)
+    pipe.execute_command("ZREM", ns.worker_order, worker_id)
     await pipe.execute()
 
 

@@ -34,6 +34,7 @@ from conveyor.backends.redis._connection import (
     setup_warnings,
     socket_timeout,
 )
+from conveyor.backends.redis._resp import BlockingConnection
 from conveyor.backends.redis._stubs import CorruptJob, Namespace, QueueKeys
 from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.drivers.common import (
@@ -98,6 +99,7 @@ class RedisDriver:
         # queue -> monotonic time its earliest scheduled job falls due (learnt while fetching)
         self._due: dict[str, float] = {}
         self._notifying: set[asyncio.Task[None]] = set()
+        self._blocking: BlockingConnection | None = None  # for BLPOP, made on first use
 
     def __repr__(self) -> str:
         return f"RedisDriver({self.url!r})"
@@ -119,6 +121,9 @@ class RedisDriver:
         client, self._client = self._client, None
         for task in list(self._notifying):
             task.cancel()
+        if self._blocking is not None:
+            self._blocking.close()
+            self._blocking = None
         if client is not None:
             await client.aclose()
 
@@ -633,26 +638,40 @@ class RedisDriver:
         while (remaining := deadline - time.monotonic()) > 0.001:
             stop_if_cancelled()
             wait = min(remaining, longest)
-            if isinstance(self._c, RedisCluster) and len(keys) > 1:
-                woken = await _first_woken(self._c, keys, wait)
+            client = self._c
+            if isinstance(client, RedisCluster):
+                if len(keys) > 1:
+                    woken = await _first_woken(client, keys, wait)
+                else:
+                    woken = await stubs.pop_wake(client, None, keys, wait)
             else:
-                woken = await stubs.pop_wake(self._c, keys, wait)
+                if self._blocking is None:
+                    self._blocking = client.blocking()
+                woken = await stubs.pop_wake(client, self._blocking, keys, wait)
             if woken:
                 return
 
 
 async def _first_woken(client: Client, keys: Sequence[QueueKeys], wait: float) -> bool:
     """On a cluster, each queue's marker lives on its own slot: wait on each, take the first."""
-    tasks = [asyncio.ensure_future(stubs.pop_wake(client, [k], wait)) for k in keys]
+    pending = {asyncio.ensure_future(stubs.pop_wake(client, None, [k], wait)) for k in keys}
     try:
-        for done in asyncio.as_completed(tasks):
-            if await done:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if any(task.result() for task in done):
                 return True
         return False
     finally:
-        for task in tasks:
+        # Not awaited: redis-py's cluster client can swallow the cancellation of a blocked
+        # command, which then runs out its own timeout; waiting for it would delay the wake-up.
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            task.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not report it as never retrieved
 
 
 def _by_queue(
