@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from conveyor import _eventloop
 from conveyor._config import WorkerConfig
 from conveyor._context import JobContext, JobLogger, epoch_to_datetime
 from conveyor._definition import JobDef
@@ -52,6 +53,7 @@ from conveyor.runtime.registry import Handler, HandlerRegistry
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R")
+T = TypeVar("T")
 
 log = logging.getLogger("conveyor.worker")
 
@@ -59,6 +61,8 @@ log = logging.getLogger("conveyor.worker")
 # completions get to be written, before the worker exits anyway (their leases then expire and
 # other workers rescue the jobs: nothing is lost, some work may run again).
 UNWIND_SECONDS = 5.0
+# How long a free slot may wait for others to free up, so that they are filled by one fetch.
+PREFETCH_WAIT = 0.005
 
 
 @dataclass(eq=False)
@@ -105,7 +109,9 @@ class Worker:
         self._grace_cut: asyncio.Event | None = None
         self._early_stop: tuple[bool, bool] = (False, False)  # stop() before run(): (stop, cut)
         self._grace: float | None = None  # set by stop(grace=...)
+        # Set when a slot frees up or the worker is asked to stop: what a full fetcher waits for.
         self._slot_freed: asyncio.Event | None = None
+        self._idle = False  # the last fetch found nothing: the next one waits for work
         self._started_at = 0.0
         self._completer: Completer | None = None
         self._lease_keeper: LeaseKeeper | None = None
@@ -135,8 +141,9 @@ class Worker:
     # -- running -------------------------------------------------------------------------------
 
     def run_sync(self) -> None:
-        """Run until SIGTERM/SIGINT (or drained, with ``burst``); for scripts and the CLI."""
-        asyncio.run(self.run(install_signal_handlers=True))
+        """Run until SIGTERM/SIGINT (or drained, with ``burst``); for scripts and the CLI. Runs
+        on uvloop when it is installed (see :mod:`conveyor._eventloop`)."""
+        _eventloop.run(self.run(install_signal_handlers=True))
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         self.check()
@@ -221,6 +228,8 @@ class Worker:
         if self._stopping.is_set() or grace == 0:
             self._grace_cut.set()
         self._stopping.set()
+        if self._slot_freed is not None:
+            self._slot_freed.set()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         again = self._stopping is not None and self._stopping.is_set()
@@ -261,21 +270,53 @@ class Worker:
         assert self._stopping is not None and self._slot_freed is not None
         cfg = self.config
         driver = self.queue.driver
+        await self._wait_for_room()
         free = cfg.concurrency - len(self._running)
-        if free <= 0:
-            self._slot_freed.clear()
-            await _first(self._slot_freed.wait(), self._stopping.wait())
+        if free <= 0 or self._stopping.is_set():
             return False
         params = FetchParams(self.queues, free, self.id, cfg.lease_seconds)
-        records = await driver.job_fetch(params, now=cfg.clock.now())
+        if self._idle:
+            # The last fetch found nothing: wait for work (the backend may fetch in the same
+            # round trip as the wait ends), unless the worker is told to stop meanwhile.
+            waiting = driver.job_fetch(params, now=cfg.clock.now(), wait=cfg.poll_interval)
+            records = await _unless(self._stopping, waiting) or []
+        else:
+            records = await driver.job_fetch(params, now=cfg.clock.now())
         for record in records:
             self._start(record)
         if records:
+            self._idle = False
+            await asyncio.sleep(0)  # let the jobs begin before the next fetch's round trip
             return False
         if cfg.burst and not self._running and await self._drained():
             return True
-        await _first(driver.listen(self.queues, cfg.poll_interval), self._stopping.wait())
+        self._idle = True
         return False
+
+    async def _wait_for_room(self) -> None:
+        """Wait until a fetch is worth its round trip: a quarter of the slots free (or any slot
+        once one has waited ``PREFETCH_WAIT``, or when nothing runs). A busy worker so fetches
+        jobs in batches instead of one per finished job."""
+        assert self._stopping is not None and self._slot_freed is not None
+        concurrency = self.config.concurrency
+        enough = max(1, concurrency // 4)
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            free = concurrency - len(self._running)
+            if free >= enough or not self._running:
+                return
+            self._slot_freed.clear()
+            if free <= 0:
+                await self._slot_freed.wait()
+                continue
+            if deadline is None:
+                deadline = loop.time() + PREFETCH_WAIT
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._slot_freed.wait()
+            except TimeoutError:
+                return
 
     async def _drained(self) -> bool:
         """Nothing runnable or running in the served queues that are not paused. Retries of
@@ -491,6 +532,21 @@ class Worker:
             running=len(self._running),
             processed=self.stats.completed + self.stats.failed,
         )
+
+
+async def _unless(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None if ``stop`` is set first (``work`` is then cancelled, and
+    waited for: a backend hands back what it leased for a caller that gave up)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
 
 
 async def _first(*awaitables: Awaitable[Any]) -> None:

@@ -110,8 +110,10 @@ class Engine:
     ) -> list[InsertResult]:
         return await self._call("job_insert_many", self.driver.job_insert_many(jobs, now=now))
 
-    async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
-        return await self._call("job_fetch", self.driver.job_fetch(params, now=now))
+    async def job_fetch(
+        self, params: FetchParams, *, now: float | None = None, wait: float = 0.0
+    ) -> list[JobRecord]:
+        return await self._call("job_fetch", self.driver.job_fetch(params, now=now, wait=wait))
 
     async def job_extend_leases(
         self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None

@@ -75,10 +75,17 @@ class Driver(Protocol):
         """Insert jobs; an id that already exists is left untouched and reported as duplicate."""
         ...
 
-    async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
+    async def job_fetch(
+        self, params: FetchParams, *, now: float | None = None, wait: float = 0.0
+    ) -> list[JobRecord]:
         """Lease up to ``limit`` runnable jobs: lowest priority first, then oldest run time, then
         enqueue order; skips paused queues; each gets a new lease token and ``attempt + 1``.
         None if ``limit <= 0``.
+
+        With ``wait`` > 0, first wait for work as ``listen`` does (at most ``wait`` seconds, at
+        once after a notification since the previous wait): what an idle worker does. A backend
+        may do both in one round trip; if the caller gives up (is cancelled) meanwhile, whatever
+        got leased is given back.
 
         First, every due ``scheduled``/``retrying`` job of the served, unpaused queues becomes
         ``queued`` (beyond ``limit`` too), so a backend can keep queued jobs indexed in run order

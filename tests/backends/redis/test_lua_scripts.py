@@ -49,7 +49,7 @@ def test_queue_keys_follow_the_declared_order() -> None:
 
 
 def test_job_fields_match_the_lua_list() -> None:
-    source = (LUA_DIR / "includes" / "queue.lua").read_text()
+    source = (LUA_DIR / "includes" / "fields.lua").read_text()
     match = re.search(r"local JOB_FIELDS = \{(.*?)\}", source, re.DOTALL)
     assert match is not None
     assert tuple(re.findall(r"'([a-z]+)'", match[1])) == JOB_FIELDS
@@ -88,5 +88,59 @@ async def test_scripts_are_reloaded_after_script_flush(private_server: RedisServ
         with redis.Redis.from_url(private_server.url) as raw:
             assert raw.script_exists(load("job_fetch").sha) == [True]
         assert [j.id for j in await driver.job_fetch(params)] == ["b"]
+    finally:
+        await driver.close()
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_KEYS))
+def test_every_helper_a_script_calls_is_included_before_use(name: str) -> None:
+    # Redis refuses globals at run time, not when loading: a missing include would only fail
+    # when that line first runs.
+    helpers: set[str] = set()
+    for path in (LUA_DIR / "includes").glob("*.lua"):
+        helpers |= set(re.findall(r"^local function (\w+)", path.read_text(), re.MULTILINE))
+    source = load(name).source
+    for match in re.finditer(r"(?<![\w.:])(\w+)\(", source):
+        called = match[1]
+        if called in helpers:
+            defined = source.find(f"local function {called}(")
+            assert 0 <= defined < match.start(), f"{name}.lua calls {called}() before defining it"
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_KEYS))
+def test_a_script_that_places_jobs_saves_the_ready_tail(name: str) -> None:
+    # place() appends to the ready list only after the recorded tail; a script that forgot to
+    # record a new tail would let a later script append out of order.
+    source = load(name).source
+    body = source[source.rfind("local function ") :]
+    if re.search(r"(?<![\w.])(place|promote_due|promote_member)\(", body):
+        assert "save_tail()" in body, f"{name}.lua places jobs but never calls save_tail()"
+
+
+async def test_a_fetch_whose_reply_was_lost_is_handed_back_by_its_receipt(
+    redis_base_url: str,
+) -> None:
+    from conveyor.backends.redis import _stubs as stubs
+
+    driver = RedisDriver(redis_test_url(redis_base_url))
+    await driver.open()
+    try:
+        await driver.job_insert_many([NewJob("a", "default", "t", b"{}")])
+        keys = QueueKeys(driver._target.prefix, "default")
+        call = stubs.fetch_call(
+            keys, now=None, limit=5, lease_seconds=30, worker_id="w", promote_budget=10
+        )
+        leased = await stubs.fetch(driver._c, call)  # pretend this reply never arrived
+        assert len(leased.rows) == 1
+        [job] = await driver.job_get_many(["a"])
+        assert job is not None and job.state.value == "active" and job.attempt == 1
+        again = await stubs.fetch(driver._c, call)  # a retried call returns the same job...
+        assert [row[0] for row in again.rows] == [b"a"]
+        await stubs.release(driver._c, call)  # ...and giving it back undoes the lease
+        [job] = await driver.job_get_many(["a"])
+        assert job is not None and job.state.value == "queued" and job.attempt == 0
+        assert job.lease_token is None and job.worker_id is None
+        [refetched] = await driver.job_fetch(FetchParams(("default",), 5, "w2", 30.0))
+        assert refetched.id == "a" and refetched.attempt == 1
     finally:
         await driver.close()

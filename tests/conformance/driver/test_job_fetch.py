@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.backends.registry import driver_for_url
 from conveyor.drivers.protocol import Driver
-from conveyor.drivers.records import JobState, TransitionKind
+from conveyor.drivers.records import FetchParams, JobState, TransitionKind
 
 from ._support import LEASE, T0, fetch, fetch_one, finish, get, insert, new_job
 
@@ -200,3 +200,41 @@ async def test_a_fetch_promotes_every_due_job_of_its_served_queues(driver: Drive
     assert (await get(driver, "later")).state is JobState.SCHEDULED
     assert (await get(driver, "other-queue")).state is JobState.SCHEDULED  # not served
     assert (await get(driver, "paused")).state is JobState.SCHEDULED  # paused: untouched
+
+
+# -- fetching with a wait: what an idle worker does ---------------------------------------------
+
+
+async def test_a_waiting_fetch_returns_a_job_inserted_meanwhile_by_another_connection(
+    driver: Driver,
+) -> None:
+    producer = driver.connect_another()
+    await producer.open()
+    try:
+        params = FetchParams(("default",), 10, "worker-1", LEASE)
+        waiting = asyncio.create_task(driver.job_fetch(params, wait=10.0))
+        await asyncio.sleep(0.05)  # let it start waiting
+        await insert(producer, "a", now=T0)
+        [job] = await asyncio.wait_for(waiting, timeout=5)
+        assert job.id == "a" and job.state is JobState.ACTIVE and job.attempt == 1
+    finally:
+        await producer.close()
+
+
+async def test_a_waiting_fetch_with_nothing_to_do_returns_empty_after_its_wait(
+    driver: Driver,
+) -> None:
+    params = FetchParams(("default",), 10, "worker-1", LEASE)
+    assert await asyncio.wait_for(driver.job_fetch(params, wait=0.2), timeout=5) == []
+
+
+async def test_a_cancelled_waiting_fetch_leaves_no_job_leased(driver: Driver) -> None:
+    params = FetchParams(("default",), 10, "worker-1", LEASE)
+    waiting = asyncio.create_task(driver.job_fetch(params, wait=10.0))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await insert(driver, "a", now=T0)
+    assert (await get(driver, "a")).state is JobState.QUEUED
+    assert [j.id for j in await fetch(driver)] == ["a"]

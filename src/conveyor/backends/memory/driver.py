@@ -135,7 +135,14 @@ class MemoryDriver:
             self.notify(queue)
         return results
 
-    async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
+    async def job_fetch(
+        self, params: FetchParams, *, now: float | None = None, wait: float = 0.0
+    ) -> list[JobRecord]:
+        if wait > 0:
+            await self.listen(params.queues, wait)
+        return await self._fetch_now(params, now)
+
+    async def _fetch_now(self, params: FetchParams, now: float | None) -> list[JobRecord]:
         at = resolve_now(now)
         s = self._store
         if params.limit <= 0:

@@ -323,29 +323,51 @@ class Fetched:
     rows: list[Any]  # lease mode: raw job rows for decode_job; peek mode: order keys
 
 
-async def fetch(
-    client: Client,
+@dataclass(frozen=True, slots=True)
+class FetchCall:
+    """One call of the fetch script, built once so that it can be sent more than one way."""
+
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+    receipt: str  # also the base of the lease tokens it hands out
+
+
+def fetch_call(
     keys: QueueKeys,
     *,
     now: float | None,
     limit: int,
     lease_seconds: float,
     worker_id: str,
-    peek: bool = False,
+    mode: str = "lease",
     promote_budget: int,
-) -> Fetched:
-    receipt = os.urandom(8).hex()
-    args = (
-        _now(now),
-        limit,
-        lease_seconds,
-        worker_id,
-        receipt,
-        "peek" if peek else "lease",
-        promote_budget,
-    )
-    at, due, rows = await run(client, _FETCH, (*keys.all, keys.tag + ":receipt:" + receipt), args)
+    receipt: str | None = None,
+) -> FetchCall:
+    """``mode``: 'lease', 'peek', or 'release' (give back what the call with ``receipt``
+    leased, for a caller that will never see its reply)."""
+    receipt = receipt or os.urandom(8).hex()
+    args = (_now(now), limit, lease_seconds, worker_id, receipt, mode, promote_budget)
+    return FetchCall((*keys.all, keys.tag + ":receipt:" + receipt), args, receipt)
+
+
+def evalsha_command(script_keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+    """The fetch script as a raw command, to send after a blocking one on the same connection."""
+    return ("EVALSHA", _FETCH.sha, len(script_keys), *script_keys, *args)
+
+
+def fetched(reply: Sequence[Any]) -> Fetched:
+    at, due, rows = reply
     return Fetched(float(at), float(due) if due else None, rows)
+
+
+async def fetch(client: Client, call: FetchCall) -> Fetched:
+    return fetched(await run(client, _FETCH, call.keys, call.args))
+
+
+async def release(client: Client, call: FetchCall) -> None:
+    """Give back the jobs ``call`` leased (its reply was lost): queued again, attempt returned."""
+    again = FetchCall(call.keys, (*call.args[:5], "release", *call.args[6:]), call.receipt)
+    await run(client, _FETCH, again.keys, again.args)
 
 
 def peeked(rows: Sequence[Any]) -> list[tuple[int, int, int, str]]:

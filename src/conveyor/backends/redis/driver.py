@@ -34,7 +34,7 @@ from conveyor.backends.redis._connection import (
     setup_warnings,
     socket_timeout,
 )
-from conveyor.backends.redis._resp import BlockingConnection
+from conveyor.backends.redis._resp import BlockingConnection, NoScript
 from conveyor.backends.redis._stubs import CorruptJob, Namespace, QueueKeys
 from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.drivers.common import (
@@ -76,6 +76,7 @@ log = logging.getLogger("conveyor.redis")
 PROMOTE_BUDGET: Final = 1000
 CHUNK: Final = 1000  # jobs per call when purging or listing a large queue
 QUEUES_TTL: Final = 2.0  # seconds the list of known queues is reused for duplicate checks
+MIN_BLOCK: Final = 0.005  # the shortest blocking wait sent (Redis rounds to ms; 0 is forever)
 
 
 class RedisDriver:
@@ -227,26 +228,25 @@ class RedisDriver:
 
     # -- fetching ----------------------------------------------------------------------------
 
-    async def job_fetch(self, params: FetchParams, *, now: float | None = None) -> list[JobRecord]:
+    async def job_fetch(
+        self, params: FetchParams, *, now: float | None = None, wait: float = 0.0
+    ) -> list[JobRecord]:
         queues = list(dict.fromkeys(params.queues))
         if not queues or params.limit <= 0:
             return []
         if len(queues) == 1:
+            if wait > 0 and not self.cluster:
+                return await self._lease_when_woken(queues[0], params, now, wait)
+            if wait > 0:
+                await self.listen(queues, wait)
             return await self._lease(queues[0], params, params.limit, now)
+        if wait > 0:
+            await self.listen(queues, wait)
         # Several queues, each in its own slot: see what each would hand out, pick the overall
         # first ``limit`` in the reference order, then lease each queue's share.
         peeks = await asyncio.gather(
             *(
-                stubs.fetch(
-                    self._c,
-                    self._q(queue),
-                    now=now,
-                    limit=params.limit,
-                    lease_seconds=params.lease_seconds,
-                    worker_id=params.worker_id,
-                    peek=True,
-                    promote_budget=PROMOTE_BUDGET,
-                )
+                stubs.fetch(self._c, self._fetch_call(queue, params, params.limit, now, "peek"))
                 for queue in queues
             )
         )
@@ -263,19 +263,56 @@ class RedisDriver:
                 leased += await self._lease(queue, params, shares[queue], now)
         return sorted(leased, key=lambda j: (j.priority, j.run_at, j.seq))
 
-    async def _lease(
-        self, queue: str, params: FetchParams, limit: int, now: float | None
-    ) -> list[JobRecord]:
-        keys = self._q(queue)
-        fetched = await stubs.fetch(
-            self._c,
-            keys,
+    def _fetch_call(
+        self, queue: str, params: FetchParams, limit: int, now: float | None, mode: str = "lease"
+    ) -> stubs.FetchCall:
+        return stubs.fetch_call(
+            self._q(queue),
             now=now,
             limit=limit,
             lease_seconds=params.lease_seconds,
             worker_id=params.worker_id,
+            mode=mode,
             promote_budget=PROMOTE_BUDGET,
         )
+
+    async def _lease(
+        self, queue: str, params: FetchParams, limit: int, now: float | None
+    ) -> list[JobRecord]:
+        fetched = await stubs.fetch(self._c, self._fetch_call(queue, params, limit, now))
+        return await self._received(queue, fetched, now)
+
+    async def _lease_when_woken(
+        self, queue: str, params: FetchParams, now: float | None, wait: float
+    ) -> list[JobRecord]:
+        """Block on the queue's wake marker and lease in the same round trip: the fetch is sent
+        right behind the blocking pop on one connection, so the server runs it the moment a job
+        arrives (or the wait ends) and both replies come back together."""
+        client = self._c
+        assert not isinstance(client, RedisCluster)
+        if self._blocking is None:
+            self._blocking = client.blocking()
+        keys = self._q(queue)
+        wait = self._bounded_wait([queue], wait)
+        if wait < MIN_BLOCK:  # a job falls due about now: no point in blocking
+            return await self._lease(queue, params, params.limit, now)
+        call = self._fetch_call(queue, params, params.limit, now)
+        try:
+            _, reply = await self._blocking.execute(
+                ("BLPOP", keys.wake, wait), stubs.evalsha_command(call.keys, call.args), wait=wait
+            )
+        except NoScript:  # the server lost its scripts (restart, SCRIPT FLUSH): load it this way
+            return await self._lease(queue, params, params.limit, now)
+        except asyncio.CancelledError:
+            # The fetch may have run after the pop, leasing jobs nobody will see: hand them back.
+            await asyncio.shield(stubs.release(client, call))
+            raise
+        return await self._received(queue, stubs.fetched(reply), now)
+
+    async def _received(
+        self, queue: str, fetched: stubs.Fetched, now: float | None
+    ) -> list[JobRecord]:
+        keys = self._q(queue)
         self._note_due(queue, fetched)
         jobs: list[JobRecord] = []
         for row in fetched.rows:
@@ -623,21 +660,33 @@ class RedisDriver:
         if not task.cancelled() and task.exception() is not None:
             log.warning("waking workers failed: %s", task.exception())
 
+    def _bounded_wait(
+        self, queues: Sequence[str], wait: float, *, due: bool = True, cap: bool = True
+    ) -> float:
+        """``wait``, cut short when a scheduled job of ``queues`` falls due (``due``; the next
+        fetch promotes it) and kept below the reply timeout (``cap``; a longer block would read
+        as a dead connection)."""
+        if due:
+            now = time.monotonic()
+            for queue in queues:
+                if queue in self._due:
+                    wait = min(wait, max(self._due[queue] - now, 0.0))
+        if cap:
+            limit = socket_timeout(self._c)
+            wait = min(wait, max(limit - 1.0, limit / 2) if limit is not None else 60.0)
+        return wait
+
     async def listen(self, queues: Sequence[str], timeout: float) -> None:
         """Block on the queues' wake markers until one is taken or ``timeout`` passes (sooner
         when a scheduled job falls due: the worker's next fetch promotes it)."""
         names = list(dict.fromkeys(queues))
-        deadline = time.monotonic() + timeout
-        due = [self._due[q] for q in names if q in self._due]
-        if due:
-            deadline = min(deadline, min(due))
-        # Stay below the reply timeout, or a long wait would read as a dead connection.
-        limit = socket_timeout(self._c)
-        longest = max(limit - 1.0, limit / 2) if limit is not None else 60.0
+        deadline = time.monotonic() + self._bounded_wait(names, timeout, cap=False)
+        longest = self._bounded_wait(names, float("inf"), due=False)
         keys = [self._q(q) for q in names]
         while (remaining := deadline - time.monotonic()) > 0.001:
             stop_if_cancelled()
-            wait = min(remaining, longest)
+            # Redis counts a block in whole milliseconds, and 0 means forever.
+            wait = max(min(remaining, longest), MIN_BLOCK)
             client = self._c
             if isinstance(client, RedisCluster):
                 if len(keys) > 1:

@@ -20,8 +20,8 @@
 -- Guarantees: atomic.
 
 --!include common.lua
---!include queue.lua
---!include runnable.lua
+--!include keys.lua
+--!include place.lua
 
 local now = clock(ARGV[1])
 local out = {}
@@ -40,7 +40,7 @@ for i = 3, #ARGV do
         if state == 'queued' then
             unplace(id, tonum(v[3], 0), tonum(v[4], 0), seq)
         else
-            redis.call('ZREM', STATE_SET[state], smember(seq, id))
+            redis.call('ZREM', state_set(state), smember(seq, id))
         end
         redis.call('HDEL', key, 'res', 't', 'x', 'w', 'c')
         redis.call('HSET', key, 's', 'cancelled', 'f', num(now), 'err', ARGV[2])

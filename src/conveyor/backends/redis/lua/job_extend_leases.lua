@@ -19,7 +19,7 @@
 -- Guarantees: atomic; only a lease held with its current token is extended.
 
 --!include common.lua
---!include queue.lua
+--!include keys.lua
 
 local now = clock(ARGV[1])
 local expires = num(now + tonumber(ARGV[2]))

@@ -17,20 +17,26 @@
 -- ARGV[3] lease_seconds
 -- ARGV[4] worker_id
 -- ARGV[5] token_base: random text; each lease token is this plus a counter
--- ARGV[6] mode: 'lease' or 'peek'
+-- ARGV[6] mode: 'lease', 'peek', or 'release' (give back what the lease call with this receipt
+--         leased: its caller will never see the reply)
 -- ARGV[7] promote_budget: most due jobs to promote first
 -- Returns: {now, next_due or '', jobs}. Lease mode: jobs are {id, field values in JOB_FIELDS
 -- order}. Peek mode: jobs are {priority, run at µs, seq, id}, nothing is changed but promotion.
+-- Release mode: jobs is empty.
 -- Guarantees: a paused queue returns nothing and is not touched; otherwise due scheduled and
 -- retrying jobs become queued first, then the first ``limit`` queued jobs (priority, run time,
 -- seq) become active with attempt + 1, a new token and a lease; if queued jobs remain, the wake
 -- marker is put back for the next idle worker. A job hash that is gone is skipped. A call
 -- repeated with the same receipt (after a lost reply) leases nothing new and returns the jobs
--- the first call leased.
+-- the first call leased. Release mode puts the receipt's jobs that still hold its leases back
+-- in the queue with their attempt given back, as if never fetched.
 
 --!include common.lua
---!include queue.lua
---!include runnable.lua
+--!include keys.lua
+--!include fields.lua
+--!include wake.lua
+--!include place.lua
+--!include take.lua
 --!include promote.lua
 
 local now = clock(ARGV[1])
@@ -52,6 +58,27 @@ local function record(id)
     return {id, unpack(redis.call('HMGET', K_JOBS .. id, unpack(JOB_FIELDS)))}
 end
 
+if mode == 'release' then
+    local receipt = redis.call('GET', KEYS[12])
+    if receipt then
+        for id in string.gmatch(receipt, '[^\n]+') do
+            local key = K_JOBS .. id
+            local v = redis.call('HMGET', key, 's', 't', 'a', 'q', 'p', 'r')
+            if v[1] == 'active' and v[2] and string.sub(v[2], 1, #base) == base then
+                local seq = tonum(v[4], 0)
+                redis.call('ZREM', K_ACTIVE, smember(seq, id))
+                redis.call('HDEL', key, 't', 'x', 'w')
+                redis.call('HSET', key, 's', 'queued', 'a', int(math.max(tonum(v[3], 1) - 1, 0)))
+                place(id, tonum(v[5], 0), tonum(v[6], 0), seq)
+            end
+        end
+        redis.call('DEL', KEYS[12])
+        save_tail()
+        wake()
+    end
+    return {num(now), '', {}}
+end
+
 if mode == 'lease' then
     local receipt = redis.call('GET', KEYS[12])
     if receipt then
@@ -63,7 +90,7 @@ if mode == 'lease' then
     end
 end
 
-if is_paused() then
+if redis.call('HGET', K_META, 'paused') == '1' then
     return {num(now), '', {}}  -- nothing here will run until it resumes, which wakes workers
 end
 if limit <= 0 then
@@ -72,6 +99,7 @@ end
 promote_due(now, tonumber(ARGV[7]))
 
 if mode == 'peek' then
+    save_tail()
     return {num(now), due_text(), peek(limit)}
 end
 
@@ -82,22 +110,23 @@ local started = num(now)
 for _, id in ipairs(take(limit)) do
     local key = K_JOBS .. id
     local v = redis.call('HMGET', key, unpack(JOB_FIELDS))
-    if v[FI.s] then
+    if v[F_STATE] then
         local token = base .. string.format('%x', #jobs)
-        local attempt = int(tonum(v[FI.a], 0) + 1)
+        local attempt = int(tonum(v[F_ATTEMPT], 0) + 1)
         redis.call('HSET', key, 's', 'active', 'a', attempt, 'b', started, 't', token,
             'x', expires, 'w', worker)
-        if v[FI.c] then
+        if v[F_CANCEL] then
             redis.call('HDEL', key, 'c')
         end
-        redis.call('ZADD', K_ACTIVE, expires, smember(tonum(v[FI.q], 0), id))
-        v[FI.s], v[FI.a], v[FI.b], v[FI.t], v[FI.x], v[FI.w], v[FI.c] =
+        redis.call('ZADD', K_ACTIVE, expires, smember(tonum(v[F_SEQ], 0), id))
+        v[F_STATE], v[F_ATTEMPT], v[F_STARTED], v[F_TOKEN], v[F_EXPIRES], v[F_WORKER], v[F_CANCEL] =
             'active', attempt, started, token, expires, worker, false
         jobs[#jobs + 1] = {id, unpack(v)}
         leased[#leased + 1] = id
     end
 end
 
+save_tail()
 if #leased > 0 then
     redis.call('SET', KEYS[12], table.concat(leased, '\n'), 'PX', int(math.max(lease, 1) * 1000))
 end

@@ -25,8 +25,10 @@
 -- deletes the oldest completed jobs beyond ``keep``; a requeued job wakes one idle worker.
 
 --!include common.lua
---!include queue.lua
---!include runnable.lua
+--!include keys.lua
+--!include wake.lua
+--!include run_at.lua
+--!include place.lua
 
 local now = clock(ARGV[1])
 local keep = tonumber(ARGV[2])
@@ -36,6 +38,14 @@ local completed = false
 local woken = false
 
 local RUNS_AGAIN = {retry = true, snooze = true, requeue = true}
+
+-- Optional arguments travel as '' (absent) or '=' followed by the value.
+local function opt(arg)
+    if arg == '' then
+        return nil
+    end
+    return string.sub(arg, 2)
+end
 local RELEASED = {'t', 'x', 'w', 'c'}
 
 -- End the job in terminal ``state``; ``err`` nil keeps its previous error.
@@ -51,7 +61,7 @@ local function finish(key, id, seq, state, result, err)
         fields[#fields + 1] = err
     end
     redis.call('HSET', key, unpack(fields))
-    redis.call('ZADD', STATE_SET[state], num(now), smember(seq, id))
+    redis.call('ZADD', state_set(state), num(now), smember(seq, id))
 end
 
 for i = 0, n - 1 do
@@ -116,10 +126,11 @@ if completed and keep then
     if excess > 0 then
         local popped = redis.call('ZPOPMIN', K_COMPLETED, excess)
         for i = 1, #popped, 2 do  -- member, score pairs
-            redis.call('DEL', K_JOBS .. sid(popped[i]))
+            redis.call('DEL', K_JOBS .. string.sub(popped[i], 17))
         end
     end
 end
+save_tail()
 if woken then
     wake()
 end

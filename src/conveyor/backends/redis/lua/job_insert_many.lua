@@ -21,8 +21,10 @@
 -- the same batch) keeps its first job; new queued jobs wake one idle worker.
 
 --!include common.lua
---!include queue.lua
---!include runnable.lua
+--!include keys.lua
+--!include wake.lua
+--!include place.lua
+--!include seq.lua
 
 local now = clock(ARGV[1])
 local n = tonumber(ARGV[2])
@@ -83,6 +85,7 @@ for i = 0, n - 1 do
     end
 end
 
+save_tail()
 if woken then
     wake()
 end

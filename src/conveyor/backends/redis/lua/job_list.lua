@@ -23,7 +23,7 @@
 -- blocks the server for long.
 
 --!include common.lua
---!include queue.lua
+--!include keys.lua
 
 local source = ARGV[1]
 local start = tonumber(ARGV[2])
@@ -38,7 +38,7 @@ if source == 'ready' then
 elseif source == 'queued' then
     entries = redis.call('ZRANGE', K_QUEUED, start, start + count - 1)
 else
-    entries = redis.call('ZRANGE', STATE_SET[source], start, start + count - 1)
+    entries = redis.call('ZRANGE', state_set(source), start, start + count - 1)
 end
 
 local found = {}
@@ -48,10 +48,10 @@ for _, entry in ipairs(entries) do
         id = entry
         seq = tonumber(redis.call('HGET', K_JOBS .. id, 'q'))
     elseif source == 'queued' then
-        id = qid(entry)
+        id = string.sub(entry, 33)
         seq = tonumber(string.sub(entry, 17, 32))
     else
-        id = sid(entry)
+        id = string.sub(entry, 17)
         seq = tonumber(string.sub(entry, 1, 16))
     end
     if seq and (before_seq == nil or seq < before_seq)

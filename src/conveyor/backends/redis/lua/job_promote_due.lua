@@ -19,19 +19,21 @@
 -- wake one idle worker.
 
 --!include common.lua
---!include queue.lua
---!include runnable.lua
+--!include keys.lua
+--!include wake.lua
+--!include place.lua
 --!include promote.lua
 
 local now = clock(ARGV[1])
 local moved = 0
 for i = 2, #ARGV, 2 do
-    local set = STATE_SET[ARGV[i]]
+    local set = state_set(ARGV[i])
     local score = redis.call('ZSCORE', set, ARGV[i + 1])
     if score and tonumber(score) <= now and promote_member(set, ARGV[i + 1]) then
         moved = moved + 1
     end
 end
+save_tail()
 if moved > 0 then
     wake()
 end

@@ -19,17 +19,16 @@
 -- Returns: how many jobs were deleted.
 -- Guarantees: atomic; only members still in the state's set are deleted.
 
---!include common.lua
---!include queue.lua
+--!include keys.lua
 
-local set = STATE_SET[ARGV[1]]
+local set = state_set(ARGV[1])
 local deleted = 0
 if ARGV[2] == 'trim' then
     local excess = math.min(redis.call('ZCARD', set) - tonumber(ARGV[3]), tonumber(ARGV[4]))
     if excess > 0 then
         local popped = redis.call('ZPOPMIN', set, excess)
         for i = 1, #popped, 2 do
-            redis.call('DEL', K_JOBS .. sid(popped[i]))
+            redis.call('DEL', K_JOBS .. string.sub(popped[i], 17))
             deleted = deleted + 1
         end
     end
@@ -37,7 +36,7 @@ if ARGV[2] == 'trim' then
 end
 for i = 3, #ARGV do
     if redis.call('ZREM', set, ARGV[i]) == 1 then
-        redis.call('DEL', K_JOBS .. sid(ARGV[i]))
+        redis.call('DEL', K_JOBS .. string.sub(ARGV[i], 17))
         deleted = deleted + 1
     end
 end

@@ -18,8 +18,7 @@
 -- Returns: how many jobs were deleted.
 -- Guarantees: atomic per call.
 
---!include common.lua
---!include queue.lua
+--!include keys.lua
 
 local state = ARGV[1]
 local chunk = tonumber(ARGV[3])
@@ -33,13 +32,13 @@ if state == 'queued' then
     if #ids < chunk then
         local popped = redis.call('ZPOPMIN', K_QUEUED, chunk - #ids)
         for i = 1, #popped, 2 do
-            deleted = deleted + redis.call('DEL', K_JOBS .. qid(popped[i]))
+            deleted = deleted + redis.call('DEL', K_JOBS .. string.sub(popped[i], 33))
         end
     end
     return deleted
 end
 
-local set = STATE_SET[state]
+local set = state_set(state)
 local members
 if ARGV[2] == '' then
     members = redis.call('ZRANGE', set, 0, chunk - 1)
@@ -48,6 +47,6 @@ else
 end
 for _, member in ipairs(members) do
     redis.call('ZREM', set, member)
-    deleted = deleted + redis.call('DEL', K_JOBS .. sid(member))
+    deleted = deleted + redis.call('DEL', K_JOBS .. string.sub(member, 17))
 end
 return deleted

@@ -23,8 +23,10 @@
 -- job gets its attempt back, counts a stall, runs at ``now`` and wakes one idle worker.
 
 --!include common.lua
---!include queue.lua
---!include runnable.lua
+--!include keys.lua
+--!include wake.lua
+--!include run_at.lua
+--!include place.lua
 
 local now = clock(ARGV[1])
 local max_stalls = tonumber(ARGV[2])
@@ -34,7 +36,7 @@ local woken = false
 for i = 5, #ARGV do
     local member = ARGV[i]
     local score = redis.call('ZSCORE', K_ACTIVE, member)
-    local id = sid(member)
+    local id = string.sub(member, 17)
     local key = K_JOBS .. id
     local v = redis.call('HMGET', key, 's', 'k', 'c', 'a', 'p', 'q')
     if not score or tonumber(score) > now or v[1] ~= 'active' then
@@ -55,7 +57,7 @@ for i = 5, #ARGV do
             end
             redis.call('HDEL', key, 'res')
             redis.call('HSET', key, 's', state, 'f', num(now), 'k', int(stalls), 'err', err)
-            redis.call('ZADD', STATE_SET[state], num(now), smember(seq, id))
+            redis.call('ZADD', state_set(state), num(now), smember(seq, id))
             out[#out + 1] = state
         else
             local attempt = math.max(tonum(v[4], 0) - 1, 0)
@@ -67,6 +69,7 @@ for i = 5, #ARGV do
         end
     end
 end
+save_tail()
 if woken then
     wake()
 end

@@ -20,8 +20,11 @@
 -- now, keeps its last error, has no stalls or pending cancel, and wakes one idle worker.
 
 --!include common.lua
---!include queue.lua
---!include runnable.lua
+--!include keys.lua
+--!include wake.lua
+--!include run_at.lua
+--!include place.lua
+--!include seq.lua
 
 local now = clock(ARGV[1])
 local out = {}
@@ -34,7 +37,7 @@ for i = 2, #ARGV do
     if not state then
         out[#out + 1] = {'not_found', ''}
     elseif state == 'failed' or state == 'cancelled' then
-        redis.call('ZREM', STATE_SET[state], smember(tonum(v[2], 0), id))
+        redis.call('ZREM', state_set(state), smember(tonum(v[2], 0), id))
         local seq = next_seq(1)
         local attempt = tonum(v[4], 0)
         redis.call('HDEL', key, 'f', 'k', 'c', 't', 'x', 'w')
@@ -47,6 +50,7 @@ for i = 2, #ARGV do
         out[#out + 1] = {'wrong_state', state}
     end
 end
+save_tail()
 if woken then
     wake()
 end

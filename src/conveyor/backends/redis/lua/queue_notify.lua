@@ -14,8 +14,8 @@
 -- Returns: 1.
 -- Guarantees: at most one marker waits in the queue's wake list.
 
---!include common.lua
---!include queue.lua
+--!include keys.lua
+--!include wake.lua
 
 wake()
 return 1

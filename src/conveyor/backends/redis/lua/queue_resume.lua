@@ -14,8 +14,8 @@
 -- Returns: 1 if the queue was paused, else 0.
 -- Guarantees: atomic; resuming wakes one idle worker.
 
---!include common.lua
---!include queue.lua
+--!include keys.lua
+--!include wake.lua
 
 if redis.call('HDEL', K_META, 'paused') == 1 then
     wake()

@@ -5,14 +5,14 @@ local function promote_member(set, member)
     if redis.call('ZREM', set, member) == 0 then
         return false
     end
-    local id = sid(member)
+    local id = string.sub(member, 17)
     local key = K_JOBS .. id
     local v = redis.call('HMGET', key, 'p', 'r', 'q', 's')
     if not v[4] then
         return false  -- a member whose job hash is gone: dropping the member is all there is to do
     end
     redis.call('HSET', key, 's', 'queued')
-    place(id, tonum(v[1], 0), tonum(v[2], 0), tonum(v[3], 0))
+    place(id, tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0)
     return true
 end
 
