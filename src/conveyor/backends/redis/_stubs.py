@@ -193,9 +193,17 @@ def decode_job(queue: str, row: Sequence[Any], *, strict: bool = True) -> JobRec
         return _decode_carefully(queue, row, strict)
 
 
+def seconds(text: bytes) -> float:
+    """A run or enqueue time as the scripts store it: whole microseconds when exact, else the
+    float's full text (see ``when`` in lua/includes/common.lua)."""
+    if text.isdigit():
+        return int(text) / 1_000_000
+    return float(text)
+
+
 def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
     (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err) = row
-    run_at = float(r)
+    run_at = seconds(r)
     return JobRecord(
         id=i.decode(),
         queue=queue,
@@ -206,7 +214,7 @@ def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
         attempt=0 if a is None else int(a),
         max_attempts=int(m),
         run_at=run_at,
-        enqueued_at=run_at if e is None else float(e),
+        enqueued_at=run_at if e is None else seconds(e),
         seq=int(q),
         started_at=None if b is None else float(b),
         finished_at=None if f is None else float(f),
@@ -248,7 +256,7 @@ def _decode_carefully(queue: str, row: Sequence[Any], strict: bool) -> JobRecord
     v = dict(zip(JOB_FIELDS, row[1:], strict=True))
     name = read("name", v["n"], text, "", required=True)
     job_state = read("state", v["s"], state, JobState.FAILED, required=True)
-    run_at = read("run_at", v["r"], float, 0.0, required=True)
+    run_at = read("run_at", v["r"], seconds, 0.0, required=True)
     return JobRecord(
         id=job_id,
         queue=queue,
@@ -259,7 +267,7 @@ def _decode_carefully(queue: str, row: Sequence[Any], strict: bool) -> JobRecord
         attempt=read("attempt", v["a"], int, 0),
         max_attempts=read("max_attempts", v["m"], int, 1, required=True),
         run_at=run_at,
-        enqueued_at=read("enqueued_at", v["e"], float, run_at),
+        enqueued_at=read("enqueued_at", v["e"], seconds, run_at),
         seq=read("seq", v["q"], int, 0, required=True),
         started_at=read("started_at", v["b"], float, None),
         finished_at=read("finished_at", v["f"], float, None),

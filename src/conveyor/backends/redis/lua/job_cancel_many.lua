@@ -38,7 +38,7 @@ for i = 3, #ARGV do
         out[#out + 1] = {'cancel_requested', 'active'}
     elseif state == 'queued' or state == 'scheduled' or state == 'retrying' then
         if state == 'queued' then
-            unplace(id, tonum(v[3], 0), tonum(v[4], 0), seq)
+            unplace(id, tonum(v[3], 0), seconds(v[4]) or 0, seq)
         else
             redis.call('ZREM', state_set(state), smember(seq, id))
         end

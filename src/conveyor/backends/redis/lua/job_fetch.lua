@@ -69,7 +69,7 @@ if mode == 'release' then
                 redis.call('ZREM', K_ACTIVE, smember(seq, id))
                 redis.call('HDEL', key, 't', 'x', 'w')
                 redis.call('HSET', key, 's', 'queued', 'a', int(math.max(tonum(v[3], 1) - 1, 0)))
-                place(id, tonum(v[5], 0), tonum(v[6], 0), seq)
+                place(id, tonum(v[5], 0), seconds(v[6]) or 0, seq)
             end
         end
         redis.call('DEL', KEYS[12])

@@ -91,7 +91,7 @@ for i = 0, n - 1 do
         else
             redis.call('HDEL', key, unpack(RELEASED))
             if kind == 'retry' then
-                move_run_at(key, run_at)
+                move_run_at(key, when(tonumber(run_at)))
                 if err then
                     redis.call('HSET', key, 's', 'retrying', 'err', err)
                 else
@@ -107,12 +107,12 @@ for i = 0, n - 1 do
                     redis.call('HSET', key, 'a', int(attempt))
                 end
                 if kind == 'snooze' then
-                    move_run_at(key, run_at)
+                    move_run_at(key, when(tonumber(run_at)))
                     redis.call('HSET', key, 's', 'scheduled')
                     redis.call('ZADD', K_SCHEDULED, run_at, smember(seq, id))
                 else
                     redis.call('HSET', key, 's', 'queued')
-                    place(id, tonum(v[6], 0), tonum(v[7], 0), seq)
+                    place(id, tonum(v[6], 0), seconds(v[7]) or 0, seq)
                     woken = true
                 end
             end

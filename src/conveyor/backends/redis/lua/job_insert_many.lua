@@ -65,14 +65,14 @@ for i = 0, n - 1 do
             state = 'scheduled'
         end
         local fields = {'n', ARGV[base + 1], 'd', ARGV[base + 2], 's', state,
-            'm', ARGV[base + 4], 'r', num(run_at), 'q', int(seq)}
+            'm', ARGV[base + 4], 'r', when(run_at), 'q', int(seq)}
         if priority ~= 0 then
             fields[#fields + 1] = 'p'
             fields[#fields + 1] = int(priority)
         end
         if run_at ~= now then
             fields[#fields + 1] = 'e'
-            fields[#fields + 1] = num(now)
+            fields[#fields + 1] = when(now)
         end
         redis.call('HSET', key, unpack(fields))
         if state == 'queued' then

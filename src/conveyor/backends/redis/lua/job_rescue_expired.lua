@@ -61,7 +61,7 @@ for i = 5, #ARGV do
             out[#out + 1] = state
         else
             local attempt = math.max(tonum(v[4], 0) - 1, 0)
-            move_run_at(key, num(now))
+            move_run_at(key, when(now))
             redis.call('HSET', key, 's', 'queued', 'k', int(stalls), 'a', int(attempt))
             place(id, tonum(v[5], 0), now, seq)
             woken = true

@@ -41,7 +41,7 @@ for i = 2, #ARGV do
         local seq = next_seq(1)
         local attempt = tonum(v[4], 0)
         redis.call('HDEL', key, 'f', 'k', 'c', 't', 'x', 'w')
-        move_run_at(key, num(now))
+        move_run_at(key, when(now))
         redis.call('HSET', key, 's', 'queued', 'm', int(attempt + 1), 'q', int(seq))
         place(id, tonum(v[3], 0), now, seq)
         woken = true

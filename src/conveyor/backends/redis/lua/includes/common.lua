@@ -32,3 +32,21 @@ end
 local function int(x)
     return string.format('%d', x)
 end
+
+-- A run or enqueue time as stored: whole microseconds when that is exact (what the server's
+-- clock gives), which Redis keeps as an 8-byte integer instead of a 17-character string; the
+-- full float otherwise (a caller's own clock). ``seconds`` reads either back.
+local function when(x)
+    local micros = math.floor(x * 1000000 + 0.5)
+    if micros / 1000000 == x then
+        return string.format('%d', micros)
+    end
+    return string.format('%.17g', x)
+end
+
+local function seconds(text)
+    if text and not string.find(text, '[.eEn]') then
+        return (tonumber(text) or 0) / 1000000
+    end
+    return tonumber(text)
+end

@@ -57,7 +57,7 @@ end
 local function order_of(id)
     local v = redis.call('HMGET', K_JOBS .. id, 'r', 'q')
     -- A job hash that is gone or garbled sorts first: the next fetch takes it and drops or fails it.
-    return {math.floor((tonumber(v[1]) or 0) * 1000000), tonumber(v[2]) or 0}
+    return {math.floor((seconds(v[1]) or 0) * 1000000), tonumber(v[2]) or 0}
 end
 
 local function before(a, b)

@@ -12,7 +12,7 @@ local function promote_member(set, member)
         return false  -- a member whose job hash is gone: dropping the member is all there is to do
     end
     redis.call('HSET', key, 's', 'queued')
-    place(id, tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0)
+    place(id, tonumber(v[1]) or 0, seconds(v[2]) or 0, tonumber(v[3]) or 0)
     return true
 end
 
