@@ -39,6 +39,7 @@ from conveyor.drivers.records import (
     FinishJob,
     JobRecord,
     JobState,
+    TransitionKind,
     TransitionResult,
     TransitionStatus,
     WorkerInfo,
@@ -53,7 +54,6 @@ from conveyor.runtime.registry import Handler, HandlerRegistry
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R")
-T = TypeVar("T")
 
 log = logging.getLogger("conveyor.worker")
 
@@ -230,6 +230,8 @@ class Worker:
         self._stopping.set()
         if self._slot_freed is not None:
             self._slot_freed.set()
+        for queue in self.queues:  # ends a fetch waiting for work (in this process or not)
+            self.queue.driver.notify(queue)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         again = self._stopping is not None and self._stopping.is_set()
@@ -275,13 +277,13 @@ class Worker:
         if free <= 0 or self._stopping.is_set():
             return False
         params = FetchParams(self.queues, free, self.id, cfg.lease_seconds)
-        if self._idle:
-            # The last fetch found nothing: wait for work (the backend may fetch in the same
-            # round trip as the wait ends), unless the worker is told to stop meanwhile.
-            waiting = driver.job_fetch(params, now=cfg.clock.now(), wait=cfg.poll_interval)
-            records = await _unless(self._stopping, waiting) or []
-        else:
-            records = await driver.job_fetch(params, now=cfg.clock.now())
+        # After an empty fetch, wait for work (a backend may fetch in the same round trip as the
+        # wait ends). Never cancelled, which could lose what it leased: stop() wakes it instead.
+        wait = cfg.poll_interval if self._idle else 0.0
+        records = await driver.job_fetch(params, now=cfg.clock.now(), wait=wait)
+        if records and self._stopping.is_set():
+            self._hand_back(records)
+            return False
         for record in records:
             self._start(record)
         if records:
@@ -333,6 +335,16 @@ class Worker:
             if info.name in self.queues and not info.paused
             for state in busy
         )
+
+    def _hand_back(self, records: list[JobRecord]) -> None:
+        """Give back jobs fetched as the worker began to stop: queued again, attempt unused."""
+        assert self._completer is not None
+        for record in records:
+            assert record.lease_token is not None
+            finish = FinishJob(
+                record.id, record.lease_token, TransitionKind.REQUEUE, queue=record.queue
+            )
+            self._completer.submit(finish, lambda finish, result: None)
 
     def _start(self, record: JobRecord) -> None:
         assert self._lease_keeper is not None and record.lease_token is not None
@@ -532,21 +544,6 @@ class Worker:
             running=len(self._running),
             processed=self.stats.completed + self.stats.failed,
         )
-
-
-async def _unless(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
-    """``work``'s result, or None if ``stop`` is set first (``work`` is then cancelled, and
-    waited for: a backend hands back what it leased for a caller that gave up)."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    return None if task.cancelled() else task.result()
 
 
 async def _first(*awaitables: Awaitable[Any]) -> None:
