@@ -112,6 +112,7 @@ class Worker:
         # Set when a slot frees up or the worker is asked to stop: what a full fetcher waits for.
         self._slot_freed: asyncio.Event | None = None
         self._idle = False  # the last fetch found nothing: the next one waits for work
+        self._job_loggers: dict[str, logging.Logger] = {}
         self._started_at = 0.0
         self._completer: Completer | None = None
         self._lease_keeper: LeaseKeeper | None = None
@@ -336,6 +337,12 @@ class Worker:
             for state in busy
         )
 
+    def _job_logger(self, name: str) -> logging.Logger:
+        logger = self._job_loggers.get(name)
+        if logger is None:  # getLogger takes a global lock: once per job name, not per job
+            logger = self._job_loggers[name] = logging.getLogger(f"conveyor.job.{name}")
+        return logger
+
     def _hand_back(self, records: list[JobRecord]) -> None:
         """Give back jobs fetched as the worker began to stop: queued again, attempt unused."""
         assert self._completer is not None
@@ -358,7 +365,7 @@ class Worker:
             enqueued_at=epoch_to_datetime(record.enqueued_at),
             worker_id=self.id,
             logger=JobLogger(
-                logging.getLogger(f"conveyor.job.{record.name}"),
+                self._job_logger(record.name),
                 {
                     "job_id": record.id,
                     "job_name": record.name,

@@ -80,6 +80,7 @@ STATE_SETS: Final = {
     JobState.CANCELLED: "cancelled",
 }
 SEQ_DIGITS: Final = 16  # set members start with the sequence number, zero-padded
+_STATES: Final = {state.value.encode(): state for state in JobState}
 
 
 class QueueKeys:
@@ -310,18 +311,22 @@ async def insert(
 ) -> list[tuple[bool, JobState]]:
     """Insert ``jobs`` (all of ``keys``' queue); per job: (inserted, state)."""
     args: list[Any] = [_now(now), len(jobs)]
+    extend = args.extend
     for job in jobs:
-        args += (
-            job.id,
-            job.name,
-            job.payload,
-            job.priority,
-            job.max_attempts,
-            "" if job.run_at is None else job.run_at,
-            job.delay,
+        run_at = job.run_at
+        extend(
+            (
+                job.id,
+                job.name,
+                job.payload,
+                job.priority,
+                job.max_attempts,
+                "" if run_at is None else run_at,
+                job.delay,
+            )
         )
-    reply = await run(client, _INSERT, (*keys.all, *(o.jobs for o in others)), args)
-    return [(bool(inserted), JobState(state.decode())) for inserted, state in reply]
+    reply: list[bytes] = await run(client, _INSERT, (*keys.all, *(o.jobs for o in others)), args)
+    return [(state[0] != 33, _STATES[state.lstrip(b"!")]) for state in reply]  # 33: "!"
 
 
 @dataclass(frozen=True, slots=True)

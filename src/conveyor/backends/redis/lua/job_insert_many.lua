@@ -16,7 +16,7 @@
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] n: number of jobs; then 7 arguments per job:
 --         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay
--- Returns: per job, in order, a pair {1 inserted | 0 duplicate, state}.
+-- Returns: per job, in order, its state, after a '!' when it is a duplicate (not inserted).
 -- Guarantees: atomic; a duplicate id (here, in another queue passed as KEYS[12..], or earlier in
 -- the same batch) keeps its first job; new queued jobs wake one idle worker.
 
@@ -31,6 +31,7 @@ local n = tonumber(ARGV[2])
 local out = {}
 local seq = nil
 local woken = false
+local last_run_at, last_text = nil, nil  -- jobs of one batch mostly share their run time
 
 for i = 0, n - 1 do
     local base = 3 + i * 7
@@ -46,7 +47,7 @@ for i = 0, n - 1 do
         end
     end
     if existing then
-        out[#out + 1] = {0, existing}
+        out[#out + 1] = '!' .. existing
     else
         if seq == nil then
             seq = next_seq(n)
@@ -64,8 +65,11 @@ for i = 0, n - 1 do
         if run_at > now then
             state = 'scheduled'
         end
+        if run_at ~= last_run_at then
+            last_run_at, last_text = run_at, when(run_at)
+        end
         local fields = {'n', ARGV[base + 1], 'd', ARGV[base + 2], 's', state,
-            'm', ARGV[base + 4], 'r', when(run_at), 'q', int(seq)}
+            'm', ARGV[base + 4], 'r', last_text, 'q', int(seq)}
         if priority ~= 0 then
             fields[#fields + 1] = 'p'
             fields[#fields + 1] = int(priority)
@@ -81,7 +85,7 @@ for i = 0, n - 1 do
         else
             redis.call('ZADD', K_SCHEDULED, num(run_at), smember(seq, id))
         end
-        out[#out + 1] = {1, state}
+        out[#out + 1] = state
     end
 end
 

@@ -5,10 +5,12 @@
 -- The (run at in µs, seq) of the last job appended to the ready list is kept in the meta hash
 -- (fields tr, tq) rather than read from that job, to save commands on the hot path. It never
 -- falls below the list's true last job, so appending only what sorts after it keeps the list in
--- order. A script that places jobs calls ``save_tail`` before it returns.
+-- order. Appends are buffered and sent in one RPUSH by ``save_tail``, which a script that
+-- places jobs calls before it returns (and before it reads the list again).
 
 local ready_tail = nil  -- {run at µs, seq}, or false when any job may be appended
 local tail_dirty = false
+local appending = {}  -- ids to append to the ready list, in order
 
 local function load_tail(meta_tr, meta_tq)
     if meta_tr then
@@ -27,7 +29,7 @@ local function place(id, priority, run_at, seq)
         end
         if not ready_tail or micros > ready_tail[1]
             or (micros == ready_tail[1] and seq >= ready_tail[2]) then
-            redis.call('RPUSH', K_READY, id)
+            appending[#appending + 1] = id
             ready_tail = {micros, seq}
             tail_dirty = true
             return
@@ -38,6 +40,10 @@ local function place(id, priority, run_at, seq)
 end
 
 local function save_tail()
+    for i = 1, #appending, 500 do  -- unpack() is limited by Lua's stack: 500 at a time
+        redis.call('RPUSH', K_READY, unpack(appending, i, math.min(i + 499, #appending)))
+    end
+    appending = {}
     if tail_dirty then
         redis.call('HSET', K_META, 'tr', string.format('%d', ready_tail[1]),
             'tq', string.format('%d', ready_tail[2]))
@@ -47,6 +53,7 @@ end
 
 -- Remove queued job ``id`` from wherever ``place`` put it.
 local function unplace(id, priority, run_at, seq)
+    save_tail()
     local member = string.format('%016d%016d', math.floor(run_at * 1000000), seq) .. id
     if redis.call('ZREM', K_QUEUED, member) == 0 then
         redis.call('LREM', K_READY, 1, id)

@@ -11,6 +11,7 @@ end
 
 -- Remove and return the ids of the first ``limit`` queued jobs, in run order.
 local function take(limit)
+    save_tail()  -- appends still buffered must be in the list before taking from it
     local ids = {}
     local took_ready = false
     while #ids < limit do
