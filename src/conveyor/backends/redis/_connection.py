@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio.cluster import RedisCluster
@@ -254,13 +254,14 @@ async def setup_warnings(client: Client, display: str) -> list[str]:
 
 async def _config(client: Client, name: str) -> str | None:
     reply: Any = await client.execute_command("CONFIG", "GET", name)
-    if isinstance(reply, dict):  # redis-py's cluster client: parsed, maybe per node
-        first = next(iter(reply.values()), None)
-        if isinstance(first, dict):
-            reply = first
-        pairs = list(reply.items())
+    pairs: list[tuple[Any, Any]]
+    if hasattr(reply, "items"):  # redis-py's cluster client: a dict, maybe one per node
+        values: list[Any] = list(reply.values())
+        parsed: Any = values[0] if values and hasattr(values[0], "items") else reply
+        pairs = list(parsed.items())
     else:
-        pairs = [(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
+        flat = cast(list[Any], reply)
+        pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
     for key, value in pairs:
         text_key = key.decode() if isinstance(key, bytes) else str(key)
         if text_key == name:

@@ -170,9 +170,9 @@ def _opt(value: str | bytes | float | None) -> bytes:
         return b""
     if isinstance(value, bytes):
         return b"=" + value
-    if isinstance(value, float):
-        return b"=" + repr(value).encode()
-    return b"=" + value.encode()
+    if isinstance(value, str):
+        return b"=" + value.encode()
+    return b"=" + repr(value).encode()
 
 
 def _text(value: bytes) -> str:
