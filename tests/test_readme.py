@@ -17,19 +17,27 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
+from tests.conftest import redis_test_url
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"```python\n# (app/\w+\.py)[^\n]*\n(.*?)```", re.S)
 
 
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, ModuleType]]:
+@pytest.fixture(params=["sqlite", "redis"])
+def app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[dict[str, ModuleType]]:
     blocks = BLOCK.findall(README.read_text())
     assert {name for name, _ in blocks} >= {"app/jobs.py", "app/api.py", "app/worker.py"}
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "__init__.py").write_text("")
     for name, code in blocks:
         (tmp_path / name).write_text(code)
-    monkeypatch.setenv("CONVEYOR_URL", f"sqlite:///{tmp_path / 'readme.db'}")
+    if request.param == "redis":
+        url = redis_test_url(request.getfixturevalue("redis_base_url"))
+    else:
+        url = f"sqlite:///{tmp_path / 'readme.db'}"
+    monkeypatch.setenv("CONVEYOR_URL", url)
     monkeypatch.syspath_prepend(str(tmp_path))
     for cached in [m for m in sys.modules if m == "app" or m.startswith("app.")]:
         monkeypatch.delitem(sys.modules, cached)

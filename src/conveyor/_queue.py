@@ -328,7 +328,10 @@ def _timestamp(run_at: object) -> float:
             f"run_at must be a timezone-aware datetime, got {run_at!r}; "
             "e.g. datetime.now(UTC) + timedelta(hours=1)"
         )
-    return run_at.timestamp()
+    stamp = run_at.timestamp()
+    if not 0 <= stamp < _validation.MAX_EPOCH:
+        raise InvalidArgument(f"run_at must be between 1970 and 2200, got {run_at.isoformat()}")
+    return stamp
 
 
 def _states(states: Sequence[JobState | str]) -> tuple[JobState, ...]:

@@ -19,6 +19,11 @@ MAX_ATTEMPTS = 1000
 MIN_PRIORITY = -1_000_000
 MAX_PRIORITY = 1_000_000
 
+# Delays, timeouts and run times are bounded too: a century is beyond any real schedule, and
+# backends keep run times in fixed-width fields (the Redis backend: microseconds in 16 digits).
+MAX_SECONDS = 100 * 365 * 24 * 3600.0
+MAX_EPOCH = 7_258_118_400.0  # 2200-01-01T00:00:00Z
+
 
 def seconds(value: object, what: str, *, error: type[Exception], positive: bool = False) -> float:
     """``value`` (a number of seconds or a timedelta) as finite float seconds, >= 0 (or > 0)."""
@@ -31,6 +36,8 @@ def seconds(value: object, what: str, *, error: type[Exception], positive: bool 
     if not math.isfinite(result) or result < 0 or (positive and result == 0):
         bound = "> 0" if positive else ">= 0"
         raise error(f"{what} must be {bound} and finite, got {value!r}")
+    if result > MAX_SECONDS:
+        raise error(f"{what} must be at most 100 years ({MAX_SECONDS:.0f} s), got {value!r}")
     return result
 
 

@@ -198,3 +198,17 @@ def test_snooze_and_retry_keep_good_delays_in_seconds() -> None:
     assert Snooze(0).delay == 0.0
     assert Retry(delay=2).delay == 2.0
     assert Retry().delay is None
+
+
+async def test_run_times_and_delays_beyond_any_real_schedule_are_refused() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from conveyor import InvalidArgument, Queue
+
+    async with Queue.from_url("memory://far-future") as q:
+        with pytest.raises(InvalidArgument, match="run_at must be between 1970 and 2200"):
+            await q.enqueue_by_name("x", {}, run_at=datetime(2300, 1, 1, tzinfo=UTC))
+        with pytest.raises(InvalidArgument, match="at most 100 years"):
+            await q.enqueue_by_name("x", {}, delay=timedelta(days=365 * 101))
+        handle = await q.enqueue_by_name("x", {}, delay=timedelta(days=365 * 99))
+        assert handle.id

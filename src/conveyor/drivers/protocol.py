@@ -72,7 +72,8 @@ class Driver(Protocol):
     async def job_insert_many(
         self, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> list[InsertResult]:
-        """Insert jobs; an id that already exists is left untouched and reported as duplicate."""
+        """Insert jobs; an id that already exists is left untouched and reported as duplicate.
+        Every queue named in the batch becomes known (listed), duplicates or not."""
         ...
 
     async def job_fetch(

@@ -83,3 +83,12 @@ async def test_empty_batch_is_a_no_op(driver: Driver) -> None:
 async def test_insert_makes_the_queue_known(driver: Driver) -> None:
     await driver.job_insert_many([new_job("a", queue="mail")], now=T0)
     assert [q.name for q in await driver.queue_list()] == ["mail"]
+
+
+async def test_enqueueing_into_a_queue_makes_it_known_even_if_every_job_was_a_duplicate(
+    driver: Driver,
+) -> None:
+    await driver.job_insert_many([new_job("a", queue="mail")], now=T0)
+    [result] = await driver.job_insert_many([new_job("a", queue="other")], now=T0)
+    assert result.status is InsertStatus.DUPLICATE
+    assert [q.name for q in await driver.queue_list()] == ["mail", "other"]

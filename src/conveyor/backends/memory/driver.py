@@ -110,6 +110,7 @@ class MemoryDriver:
         s = self._store
         with s.lock:
             for new in jobs:
+                s.known_queues.add(new.queue)  # enqueueing into a queue makes it known
                 existing = s.jobs.get(new.id)
                 if existing is not None:
                     results.append(InsertResult(new.id, InsertStatus.DUPLICATE, existing.state))
@@ -129,7 +130,6 @@ class MemoryDriver:
                     enqueued_at=at,
                     seq=next(s.seq),
                 )
-                s.known_queues.add(new.queue)
                 results.append(InsertResult(new.id, InsertStatus.INSERTED, state))
         for queue in {j.queue for j in jobs}:
             self.notify(queue)

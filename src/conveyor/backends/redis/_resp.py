@@ -10,8 +10,10 @@ Many coroutines share one connection: commands are written as they come and repl
 in order (Redis answers in order), so concurrent callers pipeline without asking to. Blocking
 commands get a connection of their own (:meth:`Client.blocking`). A command that meets a
 dropped connection or a restarting server is retried on a new connection with a short
-exponential backoff: every command Conveyor sends is safe to repeat (see the scripts'
-guarantees).
+exponential backoff. Every command Conveyor sends is safe to repeat: a repeat changes nothing
+the first one did not (a fetch replays its receipt, finishes are fenced by lease token, inserts
+deduplicated by id), though it may report the first one's work as already done (a duplicate,
+a lost lease).
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ class ServerUnavailable(ReplyError):
 _UNAVAILABLE: Final = frozenset(
     {"LOADING", "OOM", "READONLY", "NOPERM", "WRONGPASS", "NOAUTH", "MASTERDOWN", "BUSY"}
 )
-_RETRYABLE: Final = frozenset({"LOADING", "MASTERDOWN", "BUSY"})
+# Worth another try on a new connection: a server loading its data, a replica that was the
+# primary before a failover (a new connection may reach the new primary), a busy script.
+_RETRYABLE: Final = frozenset({"LOADING", "MASTERDOWN", "BUSY", "READONLY"})
 
 
 def _reply_error(error: hiredis.ReplyError) -> ReplyError:
@@ -296,8 +300,16 @@ class Client:
             except (ConnectionLost, ServerUnavailable) as exc:
                 if delay is None or not _worth_retrying(exc):
                     raise
+                self._drop_if_demoted(exc)
             await asyncio.sleep(delay * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop_if_demoted(self, error: BaseException) -> None:
+        # A primary turned replica by a failover answers READONLY on a connection that still
+        # works: only a new connection can reach the new primary.
+        if isinstance(error, ServerUnavailable) and error.code == "READONLY" and self._protocol:
+            self._protocol.close()
+            self._protocol = None
 
     async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write; their replies (the first error is raised)."""
@@ -316,6 +328,7 @@ class Client:
                     return replies
                 if delay is None or not _worth_retrying(failure):
                     raise failure
+                self._drop_if_demoted(failure)
             await asyncio.sleep(delay * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -197,7 +197,7 @@ def decode_job(queue: str, row: Sequence[Any], *, strict: bool = True) -> JobRec
 def seconds(text: bytes) -> float:
     """A run or enqueue time as the scripts store it: whole microseconds when exact, else the
     float's full text (see ``when`` in lua/includes/common.lua)."""
-    if text.isdigit():
+    if text.lstrip(b"-").isdigit():
         return int(text) / 1_000_000
     return float(text)
 
@@ -480,11 +480,11 @@ async def retry(
 
 async def purge(
     client: Client, keys: QueueKeys, state: JobState, finished_before: float | None, chunk: int
-) -> int:
-    """Delete up to ``chunk`` jobs of ``state``; how many were deleted."""
+) -> tuple[int, int]:
+    """Delete up to ``chunk`` jobs of ``state``: (jobs deleted, entries removed)."""
     args = (state.value, "" if finished_before is None else finished_before, chunk)
-    deleted: int = await run(client, _PURGE, keys.all, args)
-    return deleted
+    deleted, removed = await run(client, _PURGE, keys.all, args)
+    return int(deleted), int(removed)
 
 
 async def prune_members(

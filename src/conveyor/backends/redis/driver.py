@@ -9,8 +9,9 @@ model would, then applies each queue's share with that queue's script, which re-
 was given. ``now=None`` means the server's clock (``TIME``).
 
 Job ids are unique per store, as in every backend: within a queue atomically, and across queues
-by checking the other known queues first (in the same script on a standalone server; on a
-cluster, where they live on other nodes, just before the insert).
+by checking the other queues this process knows of (the list is refreshed every few seconds),
+in the same script on a standalone server and just before the insert on a cluster, where they
+live on other nodes. Only producers racing one id into two queues at once could both win.
 """
 
 from __future__ import annotations
@@ -185,6 +186,9 @@ class RedisDriver:
         for n, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(n)
         for queue, positions in by_queue.items():
+            # Registered first: a queue with jobs must always be known, or maintenance (rescue,
+            # promotion, retention) and lookups by id would never see them.
+            await self._register(queue)
             others = [self._q(q) for q in await self._known(fresh=False) if q != queue]
             batch = [jobs[n] for n in positions]
             if others and self.cluster:
@@ -197,9 +201,6 @@ class RedisDriver:
                 for n, (inserted, state) in zip(positions, replies, strict=True):
                     status = InsertStatus.INSERTED if inserted else InsertStatus.DUPLICATE
                     results[n] = InsertResult(jobs[n].id, status, state)
-                if any(inserted for inserted, _ in replies):
-                    # After the insert: a queue is listed once it has had a job (or was paused).
-                    await self._register(queue)
         return [r for r in results if r is not None]
 
     async def _set_aside_duplicates(
@@ -279,7 +280,13 @@ class RedisDriver:
     async def _lease(
         self, queue: str, params: FetchParams, limit: int, now: float | None
     ) -> list[JobRecord]:
-        fetched = await stubs.fetch(self._c, self._fetch_call(queue, params, limit, now))
+        call = self._fetch_call(queue, params, limit, now)
+        try:
+            fetched = await stubs.fetch(self._c, call)
+        except asyncio.CancelledError:
+            # The script may have run without its reply reaching us: hand back what it leased.
+            await asyncio.shield(stubs.release(self._c, call))
+            raise
         return await self._received(queue, fetched, now)
 
     async def _lease_when_woken(
@@ -327,7 +334,8 @@ class RedisDriver:
     ) -> None:
         """Fail a leased job that cannot be read, so it neither blocks the queue nor comes back."""
         token = row[1 + stubs.JOB_FIELDS.index("t")]
-        assert token is not None  # the fetch script has just written it
+        if token is None:  # not leased after all: nothing to fail
+            return
         error = f"CorruptJob: {exc}; fix or purge the job hash (it was failed, not run)"
         log.error("%s", error, extra={"event": "failed", "job_id": exc.job_id})
         finish = FinishJob(exc.job_id, token.decode(), TransitionKind.FAIL, error=error)
@@ -523,9 +531,11 @@ class RedisDriver:
                 if params.finished_before is not None and state not in TERMINAL_STATES:
                     continue  # unfinished jobs have no finish time to compare
                 while True:
-                    n = await stubs.purge(self._c, keys, state, params.finished_before, CHUNK)
+                    n, removed = await stubs.purge(
+                        self._c, keys, state, params.finished_before, CHUNK
+                    )
                     deleted += n
-                    if n < CHUNK:
+                    if removed < CHUNK:
                         break
         return deleted
 
@@ -550,6 +560,7 @@ class RedisDriver:
         queues = [q for q in known if params.queue is None or q == params.queue]
         sources = stubs.list_sources(params.states or tuple(JobState))
         best: list[tuple[int, str, str]] = []  # a min-heap of the newest (seq, id, queue) so far
+        seen: set[str] = set()  # a job that moved between structures during the scan
         for queue in queues:
             keys = self._q(queue)
             for source in sources:
@@ -566,6 +577,9 @@ class RedisDriver:
                         top=params.limit,
                     )
                     for seq, job_id in found:
+                        if job_id in seen:
+                            continue
+                        seen.add(job_id)
                         entry = (seq, job_id, queue)
                         if len(best) < params.limit:
                             heapq.heappush(best, entry)

@@ -110,7 +110,8 @@ class SQLiteDriver:
         def step(conn: sqlite3.Connection) -> list[InsertResult]:
             seq = _reserve_seq(conn, len(jobs))
             results: list[InsertResult] = []
-            new_queues: set[str] = set()
+            # Enqueueing into a queue makes it known, even when every job was a duplicate.
+            new_queues = {new.queue for new in jobs}
             for new in jobs:
                 run_at = new.run_at if new.run_at is not None else at + new.delay
                 state = JobState.SCHEDULED if run_at > at else JobState.QUEUED
@@ -132,7 +133,6 @@ class SQLiteDriver:
                 )
                 if cursor.rowcount == 1:
                     results.append(InsertResult(new.id, InsertStatus.INSERTED, state))
-                    new_queues.add(new.queue)
                 else:
                     existing = _state(conn, new.id)
                     assert existing is not None

@@ -54,37 +54,67 @@ local function due_text()
     return num(at)
 end
 
-local function record(id)
-    return {id, unpack(redis.call('HMGET', K_JOBS .. id, unpack(JOB_FIELDS)))}
+-- A job's fields, or nil when its key is gone or holds something else (a foreign producer's
+-- key must not stop the queue: the id is dropped, as for a job hash that is gone).
+local function fields_of(key)
+    local v = redis.pcall('HMGET', key, unpack(JOB_FIELDS))
+    if v.err or not v[F_STATE] then
+        return nil
+    end
+    return v
 end
+
+-- Whether job ``v`` is still leased with a token of this call's receipt.
+local function still_ours(v)
+    return v and v[F_STATE] == 'active' and v[F_TOKEN]
+        and string.sub(v[F_TOKEN], 1, #base) == base
+end
+
+local RELEASED = 'released'
 
 if mode == 'release' then
     local receipt = redis.call('GET', KEYS[12])
-    if receipt then
-        for id in string.gmatch(receipt, '[^\n]+') do
+    if receipt and receipt ~= RELEASED then
+        for _, id in ipairs(cjson.decode(receipt)) do
             local key = K_JOBS .. id
-            local v = redis.call('HMGET', key, 's', 't', 'a', 'q', 'p', 'r')
-            if v[1] == 'active' and v[2] and string.sub(v[2], 1, #base) == base then
-                local seq = tonum(v[4], 0)
+            local v = fields_of(key)
+            if still_ours(v) then
+                local seq = tonum(v[F_SEQ], 0)
                 redis.call('ZREM', K_ACTIVE, smember(seq, id))
-                redis.call('HDEL', key, 't', 'x', 'w')
-                redis.call('HSET', key, 's', 'queued', 'a', int(math.max(tonum(v[3], 1) - 1, 0)))
-                place(id, tonum(v[5], 0), seconds(v[6]) or 0, seq)
+                redis.call('HDEL', key, 't', 'x', 'w', 'c')
+                if v[F_CANCEL] then
+                    -- A cancel came in meanwhile: the job must not run again.
+                    redis.call('HDEL', key, 'res')
+                    redis.call('HSET', key, 's', 'cancelled', 'f', num(now), 'err', 'cancelled')
+                    redis.call('ZADD', K_CANCELLED, num(now), smember(seq, id))
+                else
+                    local attempt = math.max(tonum(v[F_ATTEMPT], 1) - 1, 0)
+                    redis.call('HSET', key, 's', 'queued', 'a', int(attempt))
+                    place(id, tonum(v[F_PRIORITY], 0), seconds(v[F_RUN_AT]) or 0, seq)
+                end
             end
         end
-        redis.call('DEL', KEYS[12])
         save_tail()
         wake()
     end
+    -- A tombstone: should this call's lease still arrive (sent behind a blocking pop that a
+    -- marker wakes later), it leases nothing.
+    redis.call('SET', KEYS[12], RELEASED, 'PX', int(math.max(tonumber(ARGV[3]), 1) * 1000))
     return {num(now), '', {}}
 end
 
 if mode == 'lease' then
     local receipt = redis.call('GET', KEYS[12])
-    if receipt then
+    if receipt == RELEASED then
+        return {num(now), '', {}}
+    end
+    if receipt then  -- a repeated call: the jobs the first one leased, if they are still its
         local jobs = {}
-        for id in string.gmatch(receipt, '[^\n]+') do
-            jobs[#jobs + 1] = record(id)
+        for _, id in ipairs(cjson.decode(receipt)) do
+            local v = fields_of(K_JOBS .. id)
+            if still_ours(v) then
+                jobs[#jobs + 1] = {id, unpack(v)}
+            end
         end
         return {num(now), due_text(), jobs}
     end
@@ -109,8 +139,8 @@ local expires = num(now + lease)
 local started = num(now)
 for _, id in ipairs(take(limit)) do
     local key = K_JOBS .. id
-    local v = redis.call('HMGET', key, unpack(JOB_FIELDS))
-    if v[F_STATE] then
+    local v = fields_of(key)
+    if v then
         local token = base .. string.format('%x', #jobs)
         local attempt = int(tonum(v[F_ATTEMPT], 0) + 1)
         redis.call('HSET', key, 's', 'active', 'a', attempt, 'b', started, 't', token,
@@ -128,7 +158,7 @@ end
 
 save_tail()
 if #leased > 0 then
-    redis.call('SET', KEYS[12], table.concat(leased, '\n'), 'PX', int(math.max(lease, 1) * 1000))
+    redis.call('SET', KEYS[12], cjson.encode(leased), 'PX', int(math.max(lease, 1) * 1000))
 end
 if redis.call('LLEN', K_READY) > 0 or redis.call('ZCARD', K_QUEUED) > 0 then
     wake()

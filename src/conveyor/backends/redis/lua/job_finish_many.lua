@@ -22,7 +22,8 @@
 -- Returns: per finish, in order: 'ok', 'lease_lost' or 'not_found'.
 -- Guarantees: atomic; a finish whose token is not the job's current one changes nothing; a
 -- retry, snooze or requeue of a job someone asked to cancel cancels it instead; completing
--- deletes the oldest completed jobs beyond ``keep``; a requeued job wakes one idle worker.
+-- deletes the oldest completed jobs beyond ``keep`` (up to 1,000 a call; maintenance prunes
+-- whatever is left); a requeued job wakes one idle worker.
 
 --!include common.lua
 --!include keys.lua
@@ -38,6 +39,7 @@ local completed = false
 local woken = false
 
 local RUNS_AGAIN = {retry = true, snooze = true, requeue = true}
+local TRIM_BATCH = 1000
 
 -- Optional arguments travel as '' (absent) or '=' followed by the value.
 local function opt(arg)
@@ -122,7 +124,9 @@ for i = 0, n - 1 do
 end
 
 if completed and keep then
-    local excess = redis.call('ZCARD', K_COMPLETED) - keep
+    -- At most TRIM_BATCH per call, so that a retention lowered on a large queue cannot block the
+    -- server; maintenance prunes the rest.
+    local excess = math.min(redis.call('ZCARD', K_COMPLETED) - keep, TRIM_BATCH)
     if excess > 0 then
         local popped = redis.call('ZPOPMIN', K_COMPLETED, excess)
         for i = 1, #popped, 2 do  -- member, score pairs

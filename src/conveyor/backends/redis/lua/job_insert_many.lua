@@ -18,7 +18,9 @@
 --         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay
 -- Returns: per job, in order, its state, after a '!' when it is a duplicate (not inserted).
 -- Guarantees: atomic; a duplicate id (here, in another queue passed as KEYS[12..], or earlier in
--- the same batch) keeps its first job; new queued jobs wake one idle worker.
+-- the same batch) keeps its first job; new queued jobs wake one idle worker. Every id is checked
+-- before anything is written: a job key holding something other than a job hash fails the whole
+-- call with an error naming it, writing nothing.
 
 --!include common.lua
 --!include keys.lua
@@ -33,19 +35,38 @@ local seq = nil
 local woken = false
 local last_run_at, last_text = nil, nil  -- jobs of one batch mostly share their run time
 
+-- The state of an existing job with this id (here, then in the other queues), or nil.
+local function existing_state(id)
+    for k = 1, #KEYS do
+        if k == 1 or k >= 12 then
+            local state = redis.pcall('HGET', KEYS[k] .. id, 's')
+            if type(state) == 'table' and state.err then
+                return redis.error_reply('job key ' .. KEYS[k] .. id .. ' is not a job hash: '
+                    .. state.err)
+            end
+            if state then
+                return state
+            end
+        end
+    end
+    return nil
+end
+
+local found = {}
+for i = 0, n - 1 do
+    local state = existing_state(ARGV[3 + i * 7])
+    if type(state) == 'table' then
+        return state  -- the error, before anything was written
+    end
+    found[i] = state or false
+end
+
+local inserted = {}  -- ids inserted by this call (a later duplicate in the batch sees them)
 for i = 0, n - 1 do
     local base = 3 + i * 7
     local id = ARGV[base]
     local key = K_JOBS .. id
-    local existing = redis.call('HGET', key, 's')
-    if not existing then
-        for k = 12, #KEYS do
-            existing = redis.call('HGET', KEYS[k] .. id, 's')
-            if existing then
-                break
-            end
-        end
-    end
+    local existing = found[i] or inserted[id]
     if existing then
         out[#out + 1] = '!' .. existing
     else
@@ -86,6 +107,7 @@ for i = 0, n - 1 do
             redis.call('ZADD', K_SCHEDULED, num(run_at), smember(seq, id))
         end
         out[#out + 1] = state
+        inserted[id] = state
     end
 end
 

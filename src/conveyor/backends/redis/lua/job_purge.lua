@@ -15,7 +15,8 @@
 -- ARGV[1] state: queued, scheduled, retrying, active, completed, failed or cancelled
 -- ARGV[2] finished_before: epoch seconds ('' for any); only jobs finished before it are deleted
 -- ARGV[3] chunk: most jobs to delete in this call
--- Returns: how many jobs were deleted.
+-- Returns: {jobs deleted, entries removed}: the caller repeats while a full chunk of entries was
+-- removed (an entry whose job hash was already gone deletes no job).
 -- Guarantees: atomic per call.
 
 --!include keys.lua
@@ -29,13 +30,18 @@ if state == 'queued' then
     for _, id in ipairs(ids) do
         deleted = deleted + redis.call('DEL', K_JOBS .. id)
     end
-    if #ids < chunk then
-        local popped = redis.call('ZPOPMIN', K_QUEUED, chunk - #ids)
+    local removed = #ids
+    if removed < chunk then
+        local popped = redis.call('ZPOPMIN', K_QUEUED, chunk - removed)
         for i = 1, #popped, 2 do
             deleted = deleted + redis.call('DEL', K_JOBS .. string.sub(popped[i], 33))
         end
+        removed = removed + #popped / 2
     end
-    return deleted
+    if redis.call('LLEN', K_READY) == 0 then
+        redis.call('HDEL', K_META, 'tr', 'tq')  -- the ready list is empty: any job may append
+    end
+    return {deleted, removed}
 end
 
 local set = state_set(state)
@@ -49,4 +55,4 @@ for _, member in ipairs(members) do
     redis.call('ZREM', set, member)
     deleted = deleted + redis.call('DEL', K_JOBS .. string.sub(member, 17))
 end
-return deleted
+return {deleted, #members}

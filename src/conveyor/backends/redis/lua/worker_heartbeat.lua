@@ -21,8 +21,8 @@ for _, gone in ipairs(expired) do
     redis.call('HDEL', KEYS[2], gone)
     redis.call('ZREM', KEYS[3], gone)
 end
-if #expired > 0 then
-    redis.call('ZREM', KEYS[1], unpack(expired))
+for i = 1, #expired, 500 do  -- unpack() is limited by Lua's stack: 500 at a time
+    redis.call('ZREM', KEYS[1], unpack(expired, i, math.min(i + 499, #expired)))
 end
 if redis.call('ZSCORE', KEYS[3], id) == false then
     local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')

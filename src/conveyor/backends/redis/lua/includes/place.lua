@@ -20,8 +20,18 @@ local function load_tail(meta_tr, meta_tq)
     end
 end
 
+local function clamp(x, low, high)
+    if x ~= x then  -- NaN
+        return low
+    end
+    return math.min(math.max(x, low), high)
+end
+
 local function place(id, priority, run_at, seq)
-    local micros = math.floor(run_at * 1000000)
+    -- Clamped to what the fixed-width members hold (callers validate far inside these bounds;
+    -- a foreign producer's garbage must not corrupt the members' layout).
+    local micros = clamp(math.floor(run_at * 1000000), 0, 9999999999999999)
+    priority = clamp(priority, -1000000000, 1000000000)
     if priority == 0 then
         if ready_tail == nil then
             local v = redis.call('HMGET', K_META, 'tr', 'tq')
@@ -54,7 +64,8 @@ end
 -- Remove queued job ``id`` from wherever ``place`` put it.
 local function unplace(id, priority, run_at, seq)
     save_tail()
-    local member = string.format('%016d%016d', math.floor(run_at * 1000000), seq) .. id
+    local micros = clamp(math.floor(run_at * 1000000), 0, 9999999999999999)
+    local member = string.format('%016d%016d', micros, seq) .. id
     if redis.call('ZREM', K_QUEUED, member) == 0 then
         redis.call('LREM', K_READY, 1, id)
     end

@@ -16,18 +16,24 @@ local function promote_member(set, member)
     return true
 end
 
--- Promote every due job of both sets, at most ``budget``; return how many moved.
+-- Promote every due job of both sets, earliest due first, at most ``budget``; how many moved.
 local function promote_due(now, budget)
-    local moved = 0
-    for _, set in ipairs({K_SCHEDULED, K_RETRYING}) do
-        if moved >= budget then
-            break
-        end
-        local due = redis.call('ZRANGEBYSCORE', set, '-inf', num(now), 'LIMIT', 0, budget - moved)
-        for _, member in ipairs(due) do
-            if promote_member(set, member) then
-                moved = moved + 1
-            end
+    local upto = num(now)
+    local s = redis.call('ZRANGEBYSCORE', K_SCHEDULED, '-inf', upto, 'WITHSCORES',
+        'LIMIT', 0, budget)
+    local r = redis.call('ZRANGEBYSCORE', K_RETRYING, '-inf', upto, 'WITHSCORES',
+        'LIMIT', 0, budget)
+    local i, j, moved = 1, 1, 0
+    while moved < budget and (s[i] or r[j]) do
+        -- Equal due times go by member, which starts with the sequence number: enqueue order.
+        local take_s = s[i] and (not r[j] or tonumber(s[i + 1]) < tonumber(r[j + 1])
+            or (tonumber(s[i + 1]) == tonumber(r[j + 1]) and s[i] < r[j]))
+        if take_s then
+            if promote_member(K_SCHEDULED, s[i]) then moved = moved + 1 end
+            i = i + 2
+        else
+            if promote_member(K_RETRYING, r[j]) then moved = moved + 1 end
+            j = j + 2
         end
     end
     if moved > 0 then
