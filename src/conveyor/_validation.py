@@ -13,9 +13,8 @@ from datetime import timedelta
 
 MAX_ATTEMPTS = 1000
 
-# Priorities are bounded so every backend can order by them exactly: the Redis backend packs the
-# priority and a 32-bit enqueue sequence into one float64 ZSET score (priority * 2**32 + seq),
-# which is exact only below 2**53. With |priority| <= 1_000_000 the score stays below 2**52.
+# Priorities are bounded so every backend can order by them exactly and store them compactly
+# (the Redis backend keeps them as sorted-set scores and in fixed-width members).
 MIN_PRIORITY = -1_000_000
 MAX_PRIORITY = 1_000_000
 
