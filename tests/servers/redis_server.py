@@ -268,7 +268,33 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 # --- standalone server -----------------------------------------------------------------------
 
 
-class RedisServer:
+class _Started:
+    """``with``: start on entry (cleaning up if the start fails), close on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RedisServer(_Started):
     """A private standalone server: ``with RedisServer() as server: server.client().ping()``.
 
     ``port`` and the directory are kept across ``stop()``/``kill()`` and ``start()``, so an
@@ -346,22 +372,6 @@ class RedisServer:
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -598,7 +608,7 @@ def _terminate(process: subprocess.Popen[bytes], *, graceful: bool = True) -> No
 # --- cluster ---------------------------------------------------------------------------------
 
 
-class RedisClusterServers:
+class RedisClusterServers(_Started):
     """``masters`` private cluster-enabled servers, one slot range each, joined into a cluster.
 
     ``start()`` returns once every node reports ``cluster_state:ok`` and sees all masters.
@@ -654,22 +664,6 @@ class RedisClusterServers:
     def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
         options: dict[str, Any] = {"host": HOST, "port": self.seed_port, "decode_responses": True}
         return redis.cluster.RedisCluster(**(options | kwargs))
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _wait_until_formed(self, clients: list[redis.Redis]) -> None:
         deadline = time.monotonic() + self.start_timeout

@@ -13,7 +13,7 @@ from collections import Counter
 import redis
 
 from conveyor.backends.redis._connection import parse_url
-from conveyor.backends.redis._stubs import STATE_SETS, Namespace, QueueKeys
+from conveyor.backends.redis._keys import STATE_SETS, Namespace, QueueKeys
 
 SEQ = 16
 

@@ -198,3 +198,11 @@ async def test_a_finished_job_reads_back_through_a_new_queue(redis_base_url: str
         [info] = await other.list_jobs(queue="emails")
         assert info.result == 49
         assert (await wait_state(other, info.id, info.state)).name == "redis.square"
+
+
+def test_the_registry_knows_exactly_the_schemes_the_backend_reads() -> None:
+    # The registry keeps its own list so that it can name a scheme without importing redis-py.
+    from conveyor.backends.redis._connection import _SCHEMES
+    from conveyor.backends.registry import REDIS_SCHEMES
+
+    assert set(_SCHEMES) == REDIS_SCHEMES

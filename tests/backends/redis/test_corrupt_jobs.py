@@ -11,7 +11,7 @@ import redis.asyncio as aredis
 
 from conveyor import JobContext, JobState, Queue, Worker, job
 from conveyor.backends.redis._connection import parse_url
-from conveyor.backends.redis._stubs import QueueKeys
+from conveyor.backends.redis._keys import QueueKeys
 from tests.backends.redis.consistency import problems
 from tests.conformance.worker.helpers import Num, fast_config, wait_state
 from tests.conftest import redis_test_url

@@ -12,8 +12,8 @@ from conveyor import UnsupportedURL
 from conveyor.backends.redis import RedisDriver
 from conveyor.backends.redis import _stubs as stubs
 from conveyor.backends.redis._connection import parse_url
+from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._resp import ReplyError
-from conveyor.backends.redis._stubs import QueueKeys
 from conveyor.drivers.records import FetchParams, JobState, NewJob, PurgeParams
 from tests.backends.redis.consistency import problems
 from tests.conftest import redis_test_url

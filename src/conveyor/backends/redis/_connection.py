@@ -94,7 +94,6 @@ _SCHEMES: Final = {
     "valkey+cluster": ("redis", True),
     "valkeys+cluster": ("rediss", True),
 }
-SCHEMES: Final = frozenset(_SCHEMES)
 _PREFIX: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 

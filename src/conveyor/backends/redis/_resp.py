@@ -22,11 +22,13 @@ import asyncio
 import collections
 import random
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import hiredis
+
+T = TypeVar("T")
 
 # How long a lost server is waited for, in total, before a command fails: long enough to ride
 # through a restart of a server with a small data set.
@@ -292,17 +294,26 @@ class Client:
 
     async def execute_command(self, *args: Any) -> Any:
         packed = pack(*args)
-        for delay in (*RETRY_DELAYS, None):
-            try:
-                protocol = await self._connection()
-                (future,) = protocol.send(packed, 1)
-                return await future
-            except (ConnectionLost, ServerUnavailable) as exc:
-                if delay is None or not _worth_retrying(exc):
-                    raise
-                self._drop_if_demoted(exc)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def attempt() -> Any:
+            (future,) = (await self._connection()).send(packed, 1)
+            return await future
+
+        return await _with_retries(attempt, _worth_retrying, self._drop_if_demoted)
+
+    async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write; their replies (the first error is raised)."""
+        packed = b"".join(pack(*args) for args in commands)
+
+        async def attempt() -> list[Any]:
+            futures = (await self._connection()).send(packed, len(commands))
+            replies = await asyncio.gather(*futures, return_exceptions=True)
+            failure = next((r for r in replies if isinstance(r, BaseException)), None)
+            if failure is not None:
+                raise failure
+            return replies
+
+        return await _with_retries(attempt, _worth_retrying, self._drop_if_demoted)
 
     def _drop_if_demoted(self, error: BaseException) -> None:
         # A primary turned replica by a failover answers READONLY on a connection that still
@@ -310,27 +321,6 @@ class Client:
         if isinstance(error, ServerUnavailable) and error.code == "READONLY" and self._protocol:
             self._protocol.close()
             self._protocol = None
-
-    async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` in one write; their replies (the first error is raised)."""
-        packed = b"".join(pack(*args) for args in commands)
-        for delay in (*RETRY_DELAYS, None):
-            try:
-                protocol = await self._connection()
-                futures = protocol.send(packed, len(commands))
-                replies = await asyncio.gather(*futures, return_exceptions=True)
-            except ConnectionLost:
-                if delay is None:
-                    raise
-            else:
-                failure = next((r for r in replies if isinstance(r, BaseException)), None)
-                if failure is None:
-                    return replies
-                if delay is None or not _worth_retrying(failure):
-                    raise failure
-                self._drop_if_demoted(failure)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def pipeline(self, transaction: bool = False) -> Pipeline:
         return Pipeline(self)
@@ -352,6 +342,25 @@ def _worth_retrying(error: BaseException) -> bool:
     return isinstance(error, ServerUnavailable) and error.code in _RETRYABLE
 
 
+async def _with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    retryable: Callable[[BaseException], bool],
+    before_retry: Callable[[BaseException], None] | None = None,
+) -> T:
+    """``attempt()``, tried again after a short, growing, jittered pause while it fails with
+    an error ``retryable`` accepts, up to the last of :data:`RETRY_DELAYS`."""
+    for delay in RETRY_DELAYS:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not retryable(exc):
+                raise
+            if before_retry is not None:
+                before_retry(exc)
+        await asyncio.sleep(delay * (0.5 + random.random()))
+    return await attempt()
+
+
 class BlockingConnection:
     """A dedicated connection for ``BLPOP`` and the like; reconnects when needed."""
 
@@ -359,25 +368,22 @@ class BlockingConnection:
         self._endpoint = endpoint
         self._protocol: _Protocol | None = None
 
-    async def execute(self, *commands: tuple[Any, ...], wait: float) -> list[Any]:
-        """Send ``commands`` together; the first may block up to ``wait`` seconds."""
+    async def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send ``commands`` together (the first one may block); their replies."""
         packed = b"".join(pack(*args) for args in commands)
-        for delay in (*RETRY_DELAYS, None):
+
+        async def attempt() -> list[Any]:
+            if self._protocol is None or not self._protocol.usable:
+                self._protocol = await _open(self._endpoint)
+            futures = self._protocol.send(packed, len(commands))
             try:
-                if self._protocol is None or not self._protocol.usable:
-                    self._protocol = await _open(self._endpoint)
-                futures = self._protocol.send(packed, len(commands))
-                try:
-                    return [await future for future in futures]
-                except asyncio.CancelledError:
-                    # The blocked command's reply would arrive later and out of step.
-                    self.close()
-                    raise
-            except ConnectionLost:
-                if delay is None:
-                    raise
-            await asyncio.sleep(delay * (0.5 + random.random()))
-        raise AssertionError("unreachable")  # pragma: no cover
+                return [await future for future in futures]
+            except asyncio.CancelledError:
+                # The blocked command's reply would arrive later and out of step.
+                self.close()
+                raise
+
+        return await _with_retries(attempt, lambda exc: isinstance(exc, ConnectionLost))
 
     def close(self) -> None:
         if self._protocol is not None:

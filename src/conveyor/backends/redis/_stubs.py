@@ -1,5 +1,5 @@
-"""Typed stubs over the Lua scripts and the few plain commands: the only module that knows key
-names, KEYS order, ARGV layout and reply shapes.
+"""Typed stubs over the Lua scripts and the few plain commands: the only module that knows the
+KEYS order, ARGV layout and reply shapes (key names are in :mod:`._keys`).
 
 The driver composes these into the driver contract; it never builds a key or reads a raw reply.
 Every script of a queue receives the queue's keys in :data:`QUEUE_KEYS` order, so all of them
@@ -17,31 +17,18 @@ from typing import Any, Final
 from redis.exceptions import NoScriptError
 
 from conveyor.backends.redis._connection import Client
+from conveyor.backends.redis._keys import QUEUE_KEYS, SEQ_DIGITS, STATE_SETS, Namespace, QueueKeys
 from conveyor.backends.redis._lua import Script, load
+from conveyor.backends.redis._records import JOB_FIELDS
 from conveyor.backends.redis._resp import BlockingConnection, NoScript
 from conveyor.drivers.records import (
     ChangeResult,
     ChangeStatus,
     FinishJob,
-    JobRecord,
     JobState,
     NewJob,
     TransitionStatus,
     WorkerInfo,
-)
-
-QUEUE_KEYS: Final = (
-    "jobs",
-    "meta",
-    "ready",
-    "queued",
-    "scheduled",
-    "retrying",
-    "active",
-    "completed",
-    "failed",
-    "cancelled",
-    "wake",
 )
 
 # The KEYS each script is called with, by name, and whether more may follow: what the scripts'
@@ -65,91 +52,7 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "leader_release": (("leader",), False),
 }
 
-# The job hash fields in the order scripts return them (lua/includes/queue.lua, JOB_FIELDS).
-JOB_FIELDS: Final = (
-    "n", "d", "s", "p", "a", "m", "r", "e", "q", "b", "f", "t", "x", "w", "k", "c", "res", "err",
-)  # fmt: skip
-
-# Which sorted set holds the jobs of a state (queued jobs live in the ready list and "queued").
-STATE_SETS: Final = {
-    JobState.SCHEDULED: "scheduled",
-    JobState.RETRYING: "retrying",
-    JobState.ACTIVE: "active",
-    JobState.COMPLETED: "completed",
-    JobState.FAILED: "failed",
-    JobState.CANCELLED: "cancelled",
-}
-SEQ_DIGITS: Final = 16  # set members start with the sequence number, zero-padded
 _STATES: Final = {state.value.encode(): state for state in JobState}
-
-
-class QueueKeys:
-    """The keys of one queue; every one carries the hash tag ``{<prefix>:<queue>}``."""
-
-    __slots__ = (
-        "active",
-        "all",
-        "cancelled",
-        "completed",
-        "failed",
-        "jobs",
-        "meta",
-        "queue",
-        "queued",
-        "ready",
-        "retrying",
-        "scheduled",
-        "tag",
-        "wake",
-    )
-
-    def __init__(self, prefix: str, queue: str) -> None:
-        self.queue = queue
-        self.tag = "{" + prefix + ":" + queue + "}"
-        self.jobs = self.tag + ":j:"
-        self.meta = self.tag + ":meta"
-        self.ready = self.tag + ":ready"
-        self.queued = self.tag + ":queued"
-        self.scheduled = self.tag + ":scheduled"
-        self.retrying = self.tag + ":retrying"
-        self.active = self.tag + ":active"
-        self.completed = self.tag + ":completed"
-        self.failed = self.tag + ":failed"
-        self.cancelled = self.tag + ":cancelled"
-        self.wake = self.tag + ":wake"
-        self.all: tuple[str, ...] = tuple(getattr(self, name) for name in QUEUE_KEYS)
-
-    def job(self, job_id: str) -> str:
-        return self.jobs + job_id
-
-    def set_of(self, state: JobState) -> str:
-        key: str = getattr(self, STATE_SETS[state])
-        return key
-
-
-class Namespace:
-    """The keys shared by every queue of a prefix (registry of queues, workers, leaderships)."""
-
-    __slots__ = ("queues", "tag", "worker_info", "worker_order", "workers")
-
-    def __init__(self, prefix: str) -> None:
-        self.tag = "{" + prefix + "}"
-        self.queues = self.tag + ":queues"
-        self.workers = self.tag + ":workers"
-        self.worker_info = self.tag + ":worker-info"
-        self.worker_order = self.tag + ":worker-order"
-
-    def leader(self, name: str) -> str:
-        return self.tag + ":leader:" + name
-
-
-class CorruptJob(Exception):
-    """A stored job that cannot be read back (written by a foreign or broken producer)."""
-
-    def __init__(self, job_id: str, queue: str, problem: str) -> None:
-        super().__init__(f"job {job_id!r} in queue {queue!r} is corrupt in Redis: {problem}")
-        self.job_id = job_id
-        self.queue = queue
 
 
 async def run(client: Client, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -177,109 +80,6 @@ def _opt(value: str | bytes | float | None) -> bytes:
 
 def _text(value: bytes) -> str:
     return value.decode()
-
-
-# -- decoding jobs -----------------------------------------------------------------------------
-
-
-def decode_job(queue: str, row: Sequence[Any], *, strict: bool = True) -> JobRecord:
-    """A job from a script's ``{id, fields in JOB_FIELDS order}``.
-
-    A field that cannot be read raises :class:`CorruptJob` naming it when ``strict`` (a worker
-    must not run such a job); otherwise it reads as its default, so that listing and inspecting
-    a queue still work around one corrupt job."""
-    try:
-        return _decode(queue, row)
-    except (TypeError, ValueError, AttributeError, UnicodeDecodeError):
-        return _decode_carefully(queue, row, strict)
-
-
-def seconds(text: bytes) -> float:
-    """A run or enqueue time as the scripts store it: whole microseconds when exact, else the
-    float's full text (see ``when`` in lua/includes/common.lua)."""
-    if text.lstrip(b"-").isdigit():
-        return int(text) / 1_000_000
-    return float(text)
-
-
-def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
-    (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err) = row
-    run_at = seconds(r)
-    return JobRecord(
-        id=i.decode(),
-        queue=queue,
-        name=n.decode(),
-        payload=b"" if d is None else d,
-        state=JobState(s.decode()),
-        priority=0 if p is None else int(p),
-        attempt=0 if a is None else int(a),
-        max_attempts=int(m),
-        run_at=run_at,
-        enqueued_at=run_at if e is None else seconds(e),
-        seq=int(q),
-        started_at=None if b is None else float(b),
-        finished_at=None if f is None else float(f),
-        lease_token=None if t is None else t.decode(),
-        lease_expires_at=None if x is None else float(x),
-        worker_id=None if w is None else w.decode(),
-        stalls=0 if k is None else int(k),
-        cancel_requested=c is not None,
-        result=res,
-        error=None if err is None else err.decode(errors="replace"),
-    )
-
-
-_REQUIRED: Final = object()
-
-
-def _decode_carefully(queue: str, row: Sequence[Any], strict: bool) -> JobRecord:
-    job_id = bytes(row[0]).decode(errors="replace")
-
-    def read(what: str, value: Any, parse: Any, default: Any, *, required: bool = False) -> Any:
-        if value is None and not required:
-            return default
-        try:
-            if value is None:
-                raise TypeError("missing")
-            return parse(value)
-        except (TypeError, ValueError, AttributeError, UnicodeDecodeError) as exc:
-            if strict:
-                problem = "missing" if value is None else f"{bytes(value)[:40]!r} ({exc})"
-                raise CorruptJob(job_id, queue, f"field {what} is {problem}") from None
-            return default
-
-    def text(value: bytes) -> str:
-        return value.decode()
-
-    def state(value: bytes) -> JobState:
-        return JobState(value.decode())
-
-    v = dict(zip(JOB_FIELDS, row[1:], strict=True))
-    name = read("name", v["n"], text, "", required=True)
-    job_state = read("state", v["s"], state, JobState.FAILED, required=True)
-    run_at = read("run_at", v["r"], seconds, 0.0, required=True)
-    return JobRecord(
-        id=job_id,
-        queue=queue,
-        name=name,
-        payload=b"" if v["d"] is None else bytes(v["d"]),
-        state=job_state,
-        priority=read("priority", v["p"], int, 0),
-        attempt=read("attempt", v["a"], int, 0),
-        max_attempts=read("max_attempts", v["m"], int, 1, required=True),
-        run_at=run_at,
-        enqueued_at=read("enqueued_at", v["e"], seconds, run_at),
-        seq=read("seq", v["q"], int, 0, required=True),
-        started_at=read("started_at", v["b"], float, None),
-        finished_at=read("finished_at", v["f"], float, None),
-        lease_token=read("lease_token", v["t"], text, None),
-        lease_expires_at=read("lease_expires_at", v["x"], float, None),
-        worker_id=read("worker_id", v["w"], text, None),
-        stalls=read("stalls", v["k"], int, 0),
-        cancel_requested=v["c"] is not None,
-        result=v["res"],
-        error=None if v["err"] is None else bytes(v["err"]).decode(errors="replace"),
-    )
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -537,19 +337,13 @@ def member_seq(member: bytes) -> int:
     return int(member[:SEQ_DIGITS])
 
 
-async def due_members(
-    client: Client, keys: QueueKeys, state: JobState, max_score: float, limit: int
+async def oldest_members(
+    client: Client, keys: QueueKeys, state: JobState, bound: float, limit: int, *, inclusive: bool
 ) -> list[tuple[float, bytes]]:
-    """The first ``limit`` (score, member) of ``state``'s set with a score at most
-    ``max_score`` (``exclusive`` bounds are not needed by any caller)."""
-    return await _scored(client, keys.set_of(state), repr(max_score), limit)
-
-
-async def older_members(
-    client: Client, keys: QueueKeys, state: JobState, cutoff: float, limit: int
-) -> list[tuple[float, bytes]]:
-    """The first ``limit`` (score, member) of ``state``'s set scored strictly below ``cutoff``."""
-    return await _scored(client, keys.set_of(state), "(" + repr(cutoff), limit)
+    """The first ``limit`` (score, member) of ``state``'s set scored up to ``bound`` (included
+    or not)."""
+    upto = repr(bound) if inclusive else "(" + repr(bound)
+    return await _scored(client, keys.set_of(state), upto, limit)
 
 
 async def _scored(client: Client, key: str, upto: str, limit: int) -> list[tuple[float, bytes]]:
@@ -600,36 +394,34 @@ async def server_time(client: Client) -> float:
     return int(seconds) + int(micros) / 1_000_000
 
 
-async def queue_counts(client: Client, queues: Sequence[QueueKeys]) -> list[dict[JobState, int]]:
-    """Jobs by state for each queue, and each queue's paused flag, in one round trip."""
-    if not queues:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for keys in queues:
-        pipe.execute_command("LLEN", keys.ready)
-        pipe.execute_command("ZCARD", keys.queued)
-        for state in STATE_SETS:
-            pipe.execute_command("ZCARD", keys.set_of(state))
-    replies = await pipe.execute()
-    width = 2 + len(STATE_SETS)
-    counts: list[dict[JobState, int]] = []
-    for n in range(len(queues)):
-        part = replies[n * width : (n + 1) * width]
-        per_state = dict.fromkeys(JobState, 0)
-        per_state[JobState.QUEUED] = int(part[0]) + int(part[1])
-        for state, value in zip(STATE_SETS, part[2:], strict=True):
-            per_state[state] = int(value)
-        counts.append(per_state)
-    return counts
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    paused: bool
+    counts: dict[JobState, int]
 
 
-async def paused_flags(client: Client, queues: Sequence[QueueKeys]) -> list[bool]:
+async def queue_states(client: Client, queues: Sequence[QueueKeys]) -> list[QueueState]:
+    """Each queue's paused flag and jobs by state, in one round trip."""
     if not queues:
         return []
     pipe = client.pipeline(transaction=False)
     for keys in queues:
         pipe.execute_command("HGET", keys.meta, "paused")
-    return [flag == b"1" for flag in await pipe.execute()]
+        pipe.execute_command("LLEN", keys.ready)
+        pipe.execute_command("ZCARD", keys.queued)
+        for state in STATE_SETS:
+            pipe.execute_command("ZCARD", keys.set_of(state))
+    replies = await pipe.execute()
+    width = 3 + len(STATE_SETS)
+    states: list[QueueState] = []
+    for n in range(len(queues)):
+        paused, ready, queued, *others = replies[n * width : (n + 1) * width]
+        counts = dict.fromkeys(JobState, 0)
+        counts[JobState.QUEUED] = int(ready) + int(queued)
+        for state, value in zip(STATE_SETS, others, strict=True):
+            counts[state] = int(value)
+        states.append(QueueState(paused == b"1", counts))
+    return states
 
 
 async def known_queues(client: Client, ns: Namespace) -> list[str]:
@@ -663,7 +455,7 @@ async def pop_wake(
     if blocking is None:
         reply = await client.execute_command(*command)
     else:
-        (reply,) = await blocking.execute(command, wait=timeout)
+        (reply,) = await blocking.execute(command)
     return reply is not None
 
 

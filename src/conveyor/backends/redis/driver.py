@@ -2,11 +2,12 @@
 hosts, standalone or Redis Cluster.
 
 Every state change of a queue is one Lua script over that queue's keys (one hash tag, so one
-Cluster slot); see ``lua/`` for each script's guarantee and :mod:`._stubs` for the only code
-that knows keys and replies. An operation that spans queues (a worker serving several, rescue,
-promotion, retention across queues) reads each queue, decides in Python what the reference
-model would, then applies each queue's share with that queue's script, which re-checks what it
-was given. ``now=None`` means the server's clock (``TIME``).
+Cluster slot); see ``lua/`` for each script's guarantee, :mod:`._stubs` for the only code that
+knows script arguments and replies, :mod:`._keys` for key names. An operation that spans queues
+(a worker serving several, rescue, promotion, retention across queues) reads each queue,
+decides what the reference model would (:mod:`._across`), then applies each queue's share with
+that queue's script, which re-checks what it was given. Idle workers wait as :mod:`._wakeups`
+describes. ``now=None`` means the server's clock (``TIME``).
 
 Job ids are unique per store, as in every backend: within a queue atomically, and across queues
 by checking the other queues this process knows of (the list is refreshed every few seconds),
@@ -17,7 +18,6 @@ live on other nodes. Only producers racing one id into two queues at once could 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 import time
@@ -26,6 +26,7 @@ from typing import Final
 
 from redis.asyncio.cluster import RedisCluster
 
+from conveyor.backends.redis import _across
 from conveyor.backends.redis import _stubs as stubs
 from conveyor.backends.redis._connection import (
     INFRASTRUCTURE_ERRORS,
@@ -33,11 +34,11 @@ from conveyor.backends.redis._connection import (
     make_client,
     parse_url,
     setup_warnings,
-    socket_timeout,
 )
-from conveyor.backends.redis._resp import BlockingConnection, NoScript
-from conveyor.backends.redis._stubs import CorruptJob, Namespace, QueueKeys
-from conveyor.core.cancellation import stop_if_cancelled
+from conveyor.backends.redis._keys import SEQ_DIGITS, STATE_SETS, Namespace, QueueKeys
+from conveyor.backends.redis._records import JOB_FIELDS, CorruptJob, decode_job
+from conveyor.backends.redis._resp import NoScript
+from conveyor.backends.redis._wakeups import MIN_BLOCK, Wakeups
 from conveyor.drivers.common import (
     CANCELLED_ERROR,
     LOST_WHILE_CANCELLING,
@@ -75,9 +76,8 @@ log = logging.getLogger("conveyor.redis")
 # Due jobs promoted by one fetch: enough for any realistic backlog to drain in a few fetches,
 # bounded so that one script never blocks the server for long.
 PROMOTE_BUDGET: Final = 1000
-CHUNK: Final = 1000  # jobs per call when purging or listing a large queue
+CHUNK: Final = 1000  # jobs per call when purging a large queue
 QUEUES_TTL: Final = 2.0  # seconds the list of known queues is reused for duplicate checks
-MIN_BLOCK: Final = 0.005  # the shortest blocking wait sent (Redis rounds to ms; 0 is forever)
 
 
 class RedisDriver:
@@ -94,14 +94,10 @@ class RedisDriver:
         self.url = self._target.display
         self._ns = Namespace(self._target.prefix)
         self._client: Client | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()
         self._queues_cache: tuple[float, list[str]] = (float("-inf"), [])
-        # queue -> monotonic time its earliest scheduled job falls due (learnt while fetching)
-        self._due: dict[str, float] = {}
-        self._notifying: set[asyncio.Task[None]] = set()
-        self._blocking: BlockingConnection | None = None  # for BLPOP, made on first use
+        self._wakeups = Wakeups(lambda: self._c, self._q)
 
     def __repr__(self) -> str:
         return f"RedisDriver({self.url!r})"
@@ -117,15 +113,11 @@ class RedisDriver:
         # enqueues never connects, and a worker that starts before Redis keeps trying.
         if self._client is None:
             self._client = make_client(self._target)
-            self._loop = asyncio.get_running_loop()
+            self._wakeups.open()
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        for task in list(self._notifying):
-            task.cancel()
-        if self._blocking is not None:
-            self._blocking.close()
-            self._blocking = None
+        self._wakeups.close()
         if client is not None:
             await client.aclose()
 
@@ -253,7 +245,7 @@ class RedisDriver:
         )
         candidates: list[tuple[int, int, int, str]] = []
         for queue, peeked in zip(queues, peeks, strict=True):
-            self._note_due(queue, peeked)
+            self._wakeups.note_due(queue, peeked)
             candidates += [(p, r, q, queue) for p, r, q, _ in stubs.peeked(peeked.rows)]
         shares: dict[str, int] = {}
         for *_, queue in sorted(candidates)[: params.limit]:
@@ -297,16 +289,14 @@ class RedisDriver:
         arrives (or the wait ends) and both replies come back together."""
         client = self._c
         assert not isinstance(client, RedisCluster)
-        if self._blocking is None:
-            self._blocking = client.blocking()
         keys = self._q(queue)
-        wait = self._bounded_wait([queue], wait)
+        wait = self._wakeups.bounded([queue], wait)
         if wait < MIN_BLOCK:  # a job falls due about now: no point in blocking
             return await self._lease(queue, params, params.limit, now)
         call = self._fetch_call(queue, params, params.limit, now)
         try:
-            _, reply = await self._blocking.execute(
-                ("BLPOP", keys.wake, wait), stubs.evalsha_command(call.keys, call.args), wait=wait
+            _, reply = await self._wakeups.blocking(client).execute(
+                ("BLPOP", keys.wake, wait), stubs.evalsha_command(call.keys, call.args)
             )
         except NoScript:  # the server lost its scripts (restart, SCRIPT FLUSH): load it this way
             return await self._lease(queue, params, params.limit, now)
@@ -320,11 +310,11 @@ class RedisDriver:
         self, queue: str, fetched: stubs.Fetched, now: float | None
     ) -> list[JobRecord]:
         keys = self._q(queue)
-        self._note_due(queue, fetched)
+        self._wakeups.note_due(queue, fetched)
         jobs: list[JobRecord] = []
         for row in fetched.rows:
             try:
-                jobs.append(stubs.decode_job(queue, row))
+                jobs.append(decode_job(queue, row))
             except CorruptJob as exc:
                 await self._fail_corrupt(keys, row, exc, now)
         return jobs
@@ -333,19 +323,13 @@ class RedisDriver:
         self, keys: QueueKeys, row: list[bytes | None], exc: CorruptJob, now: float | None
     ) -> None:
         """Fail a leased job that cannot be read, so it neither blocks the queue nor comes back."""
-        token = row[1 + stubs.JOB_FIELDS.index("t")]
+        token = row[1 + JOB_FIELDS.index("t")]
         if token is None:  # not leased after all: nothing to fail
             return
         error = f"CorruptJob: {exc}; fix or purge the job hash (it was failed, not run)"
         log.error("%s", error, extra={"event": "failed", "job_id": exc.job_id})
         finish = FinishJob(exc.job_id, token.decode(), TransitionKind.FAIL, error=error)
         await stubs.finish(self._c, keys, [(finish, cancelled_error(error))], keep=None, now=now)
-
-    def _note_due(self, queue: str, fetched: stubs.Fetched) -> None:
-        if fetched.next_due is not None and fetched.next_due > fetched.now:
-            self._due[queue] = time.monotonic() + (fetched.next_due - fetched.now)
-        else:
-            self._due.pop(queue, None)
 
     # -- leases and outcomes -----------------------------------------------------------------
 
@@ -402,20 +386,9 @@ class RedisDriver:
 
     async def _oldest(
         self, states: Sequence[JobState], bound: float, limit: int, *, inclusive: bool
-    ) -> list[tuple[float, int, JobState, QueueKeys, bytes]]:
-        """The first ``limit`` members across every queue's sets of ``states`` scored up to
-        ``bound``, by score then sequence number (the reference model's order)."""
-        reads = [(state, self._q(queue)) for queue in await self._known() for state in states]
-        read = stubs.due_members if inclusive else stubs.older_members
-        replies = await asyncio.gather(
-            *(read(self._c, keys, state, bound, limit) for state, keys in reads)
-        )
-        merged = [
-            (score, stubs.member_seq(member), state, keys, member)
-            for (state, keys), members in zip(reads, replies, strict=True)
-            for score, member in members
-        ]
-        return heapq.nsmallest(limit, merged, key=lambda m: (m[0], m[1]))
+    ) -> list[_across.Candidate]:
+        queues = [self._q(queue) for queue in await self._known()]
+        return await _across.oldest(self._c, queues, states, bound, limit, inclusive=inclusive)
 
     async def job_rescue_expired(
         self, *, max_stalls: int, limit: int, now: float | None = None
@@ -425,7 +398,8 @@ class RedisDriver:
         at = await self._server_now(now)
         chosen = await self._oldest([JobState.ACTIVE], at, limit, inclusive=True)
         outcomes: dict[bytes, str] = {}
-        for keys, members in _by_queue(chosen):
+        for keys, pairs in _across.by_queue(chosen):
+            members = [member for _, member in pairs]
             replies = await stubs.rescue(
                 self._c,
                 keys,
@@ -440,7 +414,7 @@ class RedisDriver:
         for *_, member in chosen:
             outcome = outcomes.get(member)
             if outcome in result:
-                result[outcome].append(member[stubs.SEQ_DIGITS :].decode())
+                result[outcome].append(member[SEQ_DIGITS:].decode())
         return RescueResult(
             tuple(result["requeued"]), tuple(result["failed"]), tuple(result["cancelled"])
         )
@@ -452,8 +426,9 @@ class RedisDriver:
         due = [JobState.SCHEDULED, JobState.RETRYING]
         chosen = await self._oldest(due, at, limit, inclusive=True)
         moved = 0
-        for keys, pairs in _by_queue_with_state(chosen):
-            moved += await stubs.promote(self._c, keys, pairs, at)
+        for keys, pairs in _across.by_queue(chosen):
+            named = [(STATE_SETS[state], member) for state, member in pairs]
+            moved += await stubs.promote(self._c, keys, named, at)
         return moved
 
     async def job_prune_finished(
@@ -472,7 +447,8 @@ class RedisDriver:
             if max_age is None or removed >= limit:
                 continue
             chosen = await self._oldest([state], at - max_age, limit - removed, inclusive=False)
-            for keys, members in _by_queue(chosen):
+            for keys, pairs in _across.by_queue(chosen):
+                members = [member for _, member in pairs]
                 removed += await stubs.prune_members(self._c, keys, state, members)
         if retention.completed_max_count is not None:
             for queue in await self._known():
@@ -550,54 +526,35 @@ class RedisDriver:
         found: dict[str, JobRecord] = {}
         for (keys, job_id), row in zip(((q, i) for i in unique for q in queues), rows, strict=True):
             if row is not None and job_id not in found:
-                found[job_id] = stubs.decode_job(keys.queue, row, strict=False)
+                found[job_id] = decode_job(keys.queue, row, strict=False)
         return [found.get(job_id) for job_id in ids]
 
     async def job_list(self, params: ListParams) -> list[JobRecord]:
         if params.limit <= 0:
             return []
-        known = await self._known()
-        queues = [q for q in known if params.queue is None or q == params.queue]
-        sources = stubs.list_sources(params.states or tuple(JobState))
-        best: list[tuple[int, str, str]] = []  # a min-heap of the newest (seq, id, queue) so far
-        seen: set[str] = set()  # a job that moved between structures during the scan
-        for queue in queues:
-            keys = self._q(queue)
-            for source in sources:
-                start = 0
-                while start >= 0:
-                    start, found = await stubs.list_slice(
-                        self._c,
-                        keys,
-                        source,
-                        start=start,
-                        count=CHUNK,
-                        before_seq=params.before_seq,
-                        name=params.name,
-                        top=params.limit,
-                    )
-                    for seq, job_id in found:
-                        if job_id in seen:
-                            continue
-                        seen.add(job_id)
-                        entry = (seq, job_id, queue)
-                        if len(best) < params.limit:
-                            heapq.heappush(best, entry)
-                        elif entry > best[0]:
-                            heapq.heapreplace(best, entry)
-        chosen = sorted(best, reverse=True)
-        rows = await stubs.read_jobs(self._c, [(self._q(q), i) for _, i, q in chosen])
+        queues = [
+            self._q(q) for q in await self._known() if params.queue is None or q == params.queue
+        ]
+        chosen = await _across.newest(
+            self._c,
+            queues,
+            params.states or tuple(JobState),
+            before_seq=params.before_seq,
+            name=params.name,
+            limit=params.limit,
+        )
+        rows = await stubs.read_jobs(self._c, [(keys, job_id) for _, job_id, keys in chosen])
         return [
-            stubs.decode_job(queue, row, strict=False)
-            for (_, _, queue), row in zip(chosen, rows, strict=True)
+            decode_job(keys.queue, row, strict=False)
+            for (_, _, keys), row in zip(chosen, rows, strict=True)
             if row is not None
         ]
 
     async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
         names = [queue] if queue is not None else await self._known()
         totals = dict.fromkeys(JobState, 0)
-        for counts in await stubs.queue_counts(self._c, [self._q(n) for n in names]):
-            for state, n in counts.items():
+        for queue_state in await stubs.queue_states(self._c, [self._q(n) for n in names]):
+            for state, n in queue_state.counts.items():
                 totals[state] += n
         return totals
 
@@ -605,13 +562,10 @@ class RedisDriver:
 
     async def queue_list(self) -> list[QueueInfo]:
         names = await self._known()
-        keys = [self._q(name) for name in names]
-        counts, paused = await asyncio.gather(
-            stubs.queue_counts(self._c, keys), stubs.paused_flags(self._c, keys)
-        )
+        states = await stubs.queue_states(self._c, [self._q(name) for name in names])
         return [
-            QueueInfo(name, flag, per_state)
-            for name, flag, per_state in zip(names, paused, counts, strict=True)
+            QueueInfo(name, state.paused, state.counts)
+            for name, state in zip(names, states, strict=True)
         ]
 
     async def queue_pause(self, queue: str) -> None:
@@ -642,114 +596,10 @@ class RedisDriver:
     async def leader_release(self, name: str, holder: str) -> None:
         await stubs.leader_release(self._c, self._ns, name, holder)
 
-    # -- wake-ups ----------------------------------------------------------------------------
+    # -- wake-ups (see ._wakeups) ---------------------------------------------------------------
 
     def notify(self, queue: str) -> None:
-        """Wake an idle worker of ``queue`` (in any process): leaves the queue's wake marker.
-
-        The write happens in the background on the driver's event loop; callable from any
-        thread."""
-        loop = self._loop
-        if loop is None or loop.is_closed() or self._client is None:
-            return
-
-        def start() -> None:
-            if self._client is None:
-                return
-            task = loop.create_task(stubs.notify(self._client, self._q(queue)))
-            self._notifying.add(task)
-            task.add_done_callback(self._notified)
-
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            start()
-        else:
-            loop.call_soon_threadsafe(start)
-
-    def _notified(self, task: asyncio.Task[None]) -> None:
-        self._notifying.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("waking workers failed: %s", task.exception())
-
-    def _bounded_wait(
-        self, queues: Sequence[str], wait: float, *, due: bool = True, cap: bool = True
-    ) -> float:
-        """``wait``, cut short when a scheduled job of ``queues`` falls due (``due``; the next
-        fetch promotes it) and kept below the reply timeout (``cap``; a longer block would read
-        as a dead connection)."""
-        if due:
-            now = time.monotonic()
-            for queue in queues:
-                if queue in self._due:
-                    wait = min(wait, max(self._due[queue] - now, 0.0))
-        if cap:
-            limit = socket_timeout(self._c)
-            wait = min(wait, max(limit - 1.0, limit / 2) if limit is not None else 60.0)
-        return wait
+        self._wakeups.notify(queue)
 
     async def listen(self, queues: Sequence[str], timeout: float) -> None:
-        """Block on the queues' wake markers until one is taken or ``timeout`` passes (sooner
-        when a scheduled job falls due: the worker's next fetch promotes it)."""
-        names = list(dict.fromkeys(queues))
-        deadline = time.monotonic() + self._bounded_wait(names, timeout, cap=False)
-        longest = self._bounded_wait(names, float("inf"), due=False)
-        keys = [self._q(q) for q in names]
-        while (remaining := deadline - time.monotonic()) > 0.001:
-            stop_if_cancelled()
-            # Redis counts a block in whole milliseconds, and 0 means forever.
-            wait = max(min(remaining, longest), MIN_BLOCK)
-            client = self._c
-            if isinstance(client, RedisCluster):
-                if len(keys) > 1:
-                    woken = await _first_woken(client, keys, wait)
-                else:
-                    woken = await stubs.pop_wake(client, None, keys, wait)
-            else:
-                if self._blocking is None:
-                    self._blocking = client.blocking()
-                woken = await stubs.pop_wake(client, self._blocking, keys, wait)
-            if woken:
-                return
-
-
-async def _first_woken(client: Client, keys: Sequence[QueueKeys], wait: float) -> bool:
-    """On a cluster, each queue's marker lives on its own slot: wait on each, take the first."""
-    pending = {asyncio.ensure_future(stubs.pop_wake(client, None, [k], wait)) for k in keys}
-    try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if any(task.result() for task in done):
-                return True
-        return False
-    finally:
-        # Not awaited: redis-py's cluster client can swallow the cancellation of a blocked
-        # command, which then runs out its own timeout; waiting for it would delay the wake-up.
-        for task in pending:
-            task.cancel()
-            task.add_done_callback(_ignore_outcome)
-
-
-def _ignore_outcome(task: asyncio.Task[bool]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not report it as never retrieved
-
-
-def _by_queue(
-    chosen: Sequence[tuple[float, int, JobState, QueueKeys, bytes]],
-) -> list[tuple[QueueKeys, list[bytes]]]:
-    groups: dict[str, tuple[QueueKeys, list[bytes]]] = {}
-    for *_, keys, member in chosen:
-        groups.setdefault(keys.queue, (keys, []))[1].append(member)
-    return list(groups.values())
-
-
-def _by_queue_with_state(
-    chosen: Sequence[tuple[float, int, JobState, QueueKeys, bytes]],
-) -> list[tuple[QueueKeys, list[tuple[str, bytes]]]]:
-    groups: dict[str, tuple[QueueKeys, list[tuple[str, bytes]]]] = {}
-    for _, _, state, keys, member in chosen:
-        groups.setdefault(keys.queue, (keys, []))[1].append((stubs.STATE_SETS[state], member))
-    return list(groups.values())
+        await self._wakeups.listen(queues, timeout)

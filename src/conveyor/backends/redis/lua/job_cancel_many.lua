@@ -21,6 +21,7 @@
 
 --!include common.lua
 --!include keys.lua
+--!include wake.lua
 --!include place.lua
 
 local now = clock(ARGV[1])

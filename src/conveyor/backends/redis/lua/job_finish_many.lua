@@ -134,8 +134,5 @@ if completed and keep then
         end
     end
 end
-save_tail()
-if woken then
-    wake()
-end
+settle(woken)
 return out

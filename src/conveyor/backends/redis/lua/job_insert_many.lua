@@ -111,8 +111,5 @@ for i = 0, n - 1 do
     end
 end
 
-save_tail()
-if woken then
-    wake()
-end
+settle(woken)
 return out

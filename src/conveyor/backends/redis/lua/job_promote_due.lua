@@ -33,8 +33,5 @@ for i = 2, #ARGV, 2 do
         moved = moved + 1
     end
 end
-save_tail()
-if moved > 0 then
-    wake()
-end
+settle(moved > 0)
 return moved

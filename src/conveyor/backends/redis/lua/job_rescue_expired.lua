@@ -69,8 +69,5 @@ for i = 5, #ARGV do
         end
     end
 end
-save_tail()
-if woken then
-    wake()
-end
+settle(woken)
 return out

@@ -50,8 +50,5 @@ for i = 2, #ARGV do
         out[#out + 1] = {'wrong_state', state}
     end
 end
-save_tail()
-if woken then
-    wake()
-end
+settle(woken)
 return out

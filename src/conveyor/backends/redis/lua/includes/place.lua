@@ -61,6 +61,15 @@ local function save_tail()
     end
 end
 
+-- How a script that placed jobs ends: their appends written and, if any became runnable, one
+-- idle worker woken (include wake.lua first).
+local function settle(woken)
+    save_tail()
+    if woken then
+        wake()
+    end
+end
+
 -- Remove queued job ``id`` from wherever ``place`` put it.
 local function unplace(id, priority, run_at, seq)
     save_tail()

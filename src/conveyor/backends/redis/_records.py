@@ -1,0 +1,123 @@
+"""The job hash layout: its fields, in the order the scripts return them, and how a row of
+them reads back as a :class:`JobRecord` (or why it cannot)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from conveyor.drivers.records import JobRecord, JobState
+
+# The job hash fields in the order scripts return them (lua/includes/queue.lua, JOB_FIELDS).
+JOB_FIELDS: Final = (
+    "n", "d", "s", "p", "a", "m", "r", "e", "q", "b", "f", "t", "x", "w", "k", "c", "res", "err",
+)  # fmt: skip
+
+
+class CorruptJob(Exception):
+    """A stored job that cannot be read back (written by a foreign or broken producer)."""
+
+    def __init__(self, job_id: str, queue: str, problem: str) -> None:
+        super().__init__(f"job {job_id!r} in queue {queue!r} is corrupt in Redis: {problem}")
+        self.job_id = job_id
+        self.queue = queue
+
+
+def decode_job(queue: str, row: Sequence[Any], *, strict: bool = True) -> JobRecord:
+    """A job from a script's ``{id, fields in JOB_FIELDS order}``.
+
+    A field that cannot be read raises :class:`CorruptJob` naming it when ``strict`` (a worker
+    must not run such a job); otherwise it reads as its default, so that listing and inspecting
+    a queue still work around one corrupt job."""
+    try:
+        return _decode(queue, row)
+    except (TypeError, ValueError, AttributeError, UnicodeDecodeError):
+        return _decode_carefully(queue, row, strict)
+
+
+def seconds(text: bytes) -> float:
+    """A run or enqueue time as the scripts store it: whole microseconds when exact, else the
+    float's full text (see ``when`` in lua/includes/common.lua)."""
+    if text.lstrip(b"-").isdigit():
+        return int(text) / 1_000_000
+    return float(text)
+
+
+def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
+    (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err) = row
+    run_at = seconds(r)
+    return JobRecord(
+        id=i.decode(),
+        queue=queue,
+        name=n.decode(),
+        payload=b"" if d is None else d,
+        state=JobState(s.decode()),
+        priority=0 if p is None else int(p),
+        attempt=0 if a is None else int(a),
+        max_attempts=int(m),
+        run_at=run_at,
+        enqueued_at=run_at if e is None else seconds(e),
+        seq=int(q),
+        started_at=None if b is None else float(b),
+        finished_at=None if f is None else float(f),
+        lease_token=None if t is None else t.decode(),
+        lease_expires_at=None if x is None else float(x),
+        worker_id=None if w is None else w.decode(),
+        stalls=0 if k is None else int(k),
+        cancel_requested=c is not None,
+        result=res,
+        error=None if err is None else err.decode(errors="replace"),
+    )
+
+
+_REQUIRED: Final = object()
+
+
+def _decode_carefully(queue: str, row: Sequence[Any], strict: bool) -> JobRecord:
+    job_id = bytes(row[0]).decode(errors="replace")
+
+    def read(what: str, value: Any, parse: Any, default: Any, *, required: bool = False) -> Any:
+        if value is None and not required:
+            return default
+        try:
+            if value is None:
+                raise TypeError("missing")
+            return parse(value)
+        except (TypeError, ValueError, AttributeError, UnicodeDecodeError) as exc:
+            if strict:
+                problem = "missing" if value is None else f"{bytes(value)[:40]!r} ({exc})"
+                raise CorruptJob(job_id, queue, f"field {what} is {problem}") from None
+            return default
+
+    def text(value: bytes) -> str:
+        return value.decode()
+
+    def state(value: bytes) -> JobState:
+        return JobState(value.decode())
+
+    v = dict(zip(JOB_FIELDS, row[1:], strict=True))
+    name = read("name", v["n"], text, "", required=True)
+    job_state = read("state", v["s"], state, JobState.FAILED, required=True)
+    run_at = read("run_at", v["r"], seconds, 0.0, required=True)
+    return JobRecord(
+        id=job_id,
+        queue=queue,
+        name=name,
+        payload=b"" if v["d"] is None else bytes(v["d"]),
+        state=job_state,
+        priority=read("priority", v["p"], int, 0),
+        attempt=read("attempt", v["a"], int, 0),
+        max_attempts=read("max_attempts", v["m"], int, 1, required=True),
+        run_at=run_at,
+        enqueued_at=read("enqueued_at", v["e"], seconds, run_at),
+        seq=read("seq", v["q"], int, 0, required=True),
+        started_at=read("started_at", v["b"], float, None),
+        finished_at=read("finished_at", v["f"], float, None),
+        lease_token=read("lease_token", v["t"], text, None),
+        lease_expires_at=read("lease_expires_at", v["x"], float, None),
+        worker_id=read("worker_id", v["w"], text, None),
+        stalls=read("stalls", v["k"], int, 0),
+        cancel_requested=v["c"] is not None,
+        result=v["res"],
+        error=None if v["err"] is None else bytes(v["err"]).decode(errors="replace"),
+    )
