@@ -9,8 +9,12 @@ import pytest
 import conveyor
 
 PUBLIC_NAMES = [
+    "AttemptError",
+    "BackendError",
     "BackendUnavailable",
     "Backoff",
+    "ChangeResult",
+    "ChangeStatus",
     "ConveyorError",
     "DuplicateHandler",
     "Exponential",
@@ -33,6 +37,7 @@ PUBLIC_NAMES = [
     "PayloadValidationError",
     "Permanent",
     "Queue",
+    "QueueInfo",
     "ResultTimeout",
     "Retention",
     "Retry",
@@ -43,6 +48,8 @@ PUBLIC_NAMES = [
     "UnsupportedURL",
     "Worker",
     "WorkerConfig",
+    "WorkerFailed",
+    "WorkerInfo",
     "WorkerStats",
     "__version__",
     "job",

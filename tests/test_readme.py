@@ -1,107 +1,122 @@
-"""The README's tour runs: its modules are written out as a package, imported and exercised.
-
-The handler's ``repo`` and ``mailer`` are the reader's own services; the test supplies fakes.
-"""
+"""The README's tour runs as written: its files are written out into a folder of their own and
+its commands run there, in real processes, exactly as a reader would run them."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import importlib
+import os
 import re
+import shlex
+import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
 
 import pytest
 
 from tests.conftest import redis_test_url
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCK = re.compile(r"```python\n# (app/\w+\.py)[^\n]*\n(.*?)```", re.S)
+FILE_BLOCK = re.compile(r"```python\n# (app/\w+\.py)\n(.*?)```", re.S)
+BIN = Path(sys.executable).parent
+
+
+def tour_commands(text: str) -> list[str]:
+    """The commands of the tour's "Run it" section (its first shell block)."""
+    section = text[text.index("### 4. Run it") :]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None
+    return [line for line in block[1].splitlines() if line.strip()]
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def app(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Iterator[dict[str, ModuleType]]:
-    blocks = BLOCK.findall(README.read_text())
-    assert {name for name, _ in blocks} >= {"app/jobs.py", "app/api.py", "app/worker.py"}
+def app_dir(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Path, dict[str, str]]:
+    files = FILE_BLOCK.findall(README.read_text())
+    assert {name for name, _ in files} >= {
+        "app/__init__.py",
+        "app/jobs.py",
+        "app/services.py",
+        "app/api.py",
+        "app/views.py",
+        "app/worker.py",
+    }
     (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "__init__.py").write_text("")
-    for name, code in blocks:
+    for name, code in files:
         (tmp_path / name).write_text(code)
     if request.param == "redis":
         url = redis_test_url(request.getfixturevalue("redis_base_url"))
     else:
-        url = f"sqlite:///{tmp_path / 'readme.db'}"
-    monkeypatch.setenv("CONVEYOR_URL", url)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for cached in [m for m in sys.modules if m == "app" or m.startswith("app.")]:
-        monkeypatch.delitem(sys.modules, cached)
-    names = [name.removesuffix(".py").replace("/", ".") for name, _ in blocks]
-    modules = {name: importlib.import_module(name) for name in names}
-    yield modules
-    for name in names:
-        sys.modules.pop(name, None)
+        url = f"sqlite:///{tmp_path / 'tour.db'}"
+    env = {k: v for k, v in os.environ.items() if k not in ("CONVEYOR_URL", "REDIS_URL")}
+    env["CONVEYOR_URL"] = url
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(tmp_path)
+    return tmp_path, env
 
 
-class FakeRepo:
-    async def get(self, invitation_id: uuid.UUID) -> object | None:
-        return None if invitation_id.int == 0 else SimpleNamespace(id=invitation_id)
+def run(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    args = shlex.split(command)
+    if args[0] == "python":
+        args[0] = sys.executable
+    done = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+    return done
 
 
-class FakeMailer:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
+def test_the_tour_runs_as_written(app_dir: tuple[Path, dict[str, str]]) -> None:
+    cwd, env = app_dir
+    enqueue, work, listing = tour_commands(README.read_text())
+    job_id = run(enqueue, cwd, env).stdout.strip()
+    assert job_id.startswith("invite-email:")
+    worked = run(work, cwd, env)
+    assert "sent an invitation to ada@example.com" in worked.stdout
+    assert f"job completed job_name=email.send_invite job_id={job_id} queue=emails" in (
+        worked.stderr
+    )
+    listed = run(listing, cwd, env).stdout
+    [line] = [line for line in listed.splitlines() if job_id in line]
+    assert "completed" in line and "emails" in line
+    run("conveyor check app.worker:worker", cwd, env)
 
-    async def send(self, to_email: str) -> None:
-        self.sent.append(to_email)
 
+def test_the_tours_other_doors_run_too(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """The sync view, the delayed reminder, a duplicate id and a missing invitation."""
+    cwd, env = app_dir
+    script = """
+import asyncio, dataclasses, uuid
+from app import api, views, worker
+from app.jobs import SendInvite, send_invite
 
-def test_the_tour_enqueues_handles_and_inspects(app: dict[str, ModuleType]) -> None:
-    jobs, api, worker_module = app["app.jobs"], app["app.api"], app["app.worker"]
-    mailer = FakeMailer()
-    worker_module.repo = FakeRepo()  # type: ignore[attr-defined]
-    worker_module.mailer = mailer  # type: ignore[attr-defined]
-    worker = worker_module.worker
-    worker.check()  # every definition in app/jobs.py has a handler
+view_id = views.invite_view("sync@example.com")
+assert views.sync_queue.get(view_id) is not None
 
-    async def tour() -> None:
-        invitation = uuid.uuid4()
-        job_id = await api.invite(invitation, "ada@example.com")
-        assert job_id == f"invite-email:{invitation}"
-        again = await api.queue.enqueue(
-            jobs.send_invite,
-            jobs.SendInvite(invitation_id=invitation, to_email="ada@example.com"),
-            job_id=job_id,
-        )
-        assert again.duplicate  # the same id writes nothing new
-        delayed = await api.queue.get(job_id)
-        assert delayed is not None and delayed.state.value == "scheduled"
-        assert delayed.priority == 5
+async def main():
+    job_id = await api.invite("ada@example.com")
+    again = await api.queue.enqueue(
+        send_invite,
+        SendInvite(invitation_id=uuid.UUID(job_id.split(":", 1)[1]), to_email="ada@example.com"),
+        job_id=job_id,
+    )
+    assert again.duplicate
+    missing = await api.queue.enqueue(
+        send_invite, SendInvite(invitation_id=uuid.uuid4(), to_email="nobody@example.com")
+    )
+    reminder = uuid.uuid4()
+    await api.remind(reminder, "ada@example.com")
+    info = await api.queue.get(f"invite-reminder:{reminder}")
+    assert info is not None and info.state.value == "scheduled"
+    worker.worker.config = dataclasses.replace(worker.worker.config, burst=True)
+    await worker.worker.run()
+    failed = await missing.info()
+    assert failed.state.value == "failed" and "invitation not found" in (failed.error or "")
+    assert (await api.queue.get(job_id)).state.value == "completed"
+    assert (await api.queue.get(view_id)).state.value == "completed"
+    await api.queue.close()
+    await worker.worker.queue.close()
 
-        now = await api.queue.enqueue(
-            jobs.send_invite, jobs.SendInvite(invitation_id=uuid.uuid4(), to_email="b@example.com")
-        )
-        missing = await api.queue.enqueue(
-            jobs.send_invite, jobs.SendInvite(invitation_id=uuid.UUID(int=0), to_email="c@x.org")
-        )
-        worker.config = dataclasses.replace(worker.config, burst=True)
-        await asyncio.wait_for(worker.run(), 30)
-        assert await now.result(timeout=5) == "sent"
-        failed = await missing.info()
-        assert failed.state.value == "failed" and "invitation not found" in (failed.error or "")
-        await api.queue.close()
-        await worker.queue.close()
-
-    asyncio.run(tour())
-    assert mailer.sent == ["b@example.com"]
-
-    views = app.get("app.views")
-    assert views is not None
-    job_id = views.invite_view(None, uuid.uuid4(), "sync@example.com")
-    assert views.sync_queue.get(job_id) is not None
-    views.sync_queue.close()
+asyncio.run(main())
+print("ok")
+"""
+    done = run(f"python -c {shlex.quote(script)}", cwd, env)
+    assert done.stdout.count("sent an invitation to") == 2
+    assert done.stdout.strip().endswith("ok")

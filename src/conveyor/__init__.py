@@ -8,6 +8,7 @@ from conveyor._config import WorkerConfig
 from conveyor._context import JobContext
 from conveyor._definition import JobDef, JobRequest, job
 from conveyor._errors import (
+    BackendError,
     BackendUnavailable,
     ConveyorError,
     DuplicateHandler,
@@ -26,6 +27,7 @@ from conveyor._errors import (
     Snooze,
     UnknownJob,
     UnsupportedURL,
+    WorkerFailed,
 )
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import JobHandle, Queue
@@ -33,14 +35,26 @@ from conveyor._sync import SyncJobHandle, SyncQueue
 from conveyor._worker import Worker
 from conveyor.core.backoff import Backoff, Exponential, Fixed
 from conveyor.core.clock import FakeClock
-from conveyor.drivers.records import JobState, Retention
+from conveyor.drivers.records import (
+    AttemptError,
+    ChangeResult,
+    ChangeStatus,
+    JobState,
+    QueueInfo,
+    Retention,
+    WorkerInfo,
+)
 from conveyor.runtime.lifecycle import WorkerStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttemptError",
+    "BackendError",
     "BackendUnavailable",
     "Backoff",
+    "ChangeResult",
+    "ChangeStatus",
     "ConveyorError",
     "DuplicateHandler",
     "Exponential",
@@ -63,6 +77,7 @@ __all__ = [
     "PayloadValidationError",
     "Permanent",
     "Queue",
+    "QueueInfo",
     "ResultTimeout",
     "Retention",
     "Retry",
@@ -73,6 +88,8 @@ __all__ = [
     "UnsupportedURL",
     "Worker",
     "WorkerConfig",
+    "WorkerFailed",
+    "WorkerInfo",
     "WorkerStats",
     "__version__",
     "job",

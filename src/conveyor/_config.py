@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 from conveyor.core.clock import BackendClock, Clock
 from conveyor.drivers.records import Retention
@@ -24,8 +25,13 @@ class WorkerConfig:
     max_stalls: int = 2
     retention: Retention = field(default_factory=Retention)
     poll_interval: float = 1.0  # longest idle wait before fetching again
-    maintenance_interval: float = 5.0
+    # Rescue, promotion and retention cadence; default: a sixth of the lease, at most 5 s.
+    maintenance_interval: float | None = None
     heartbeat_interval: float = 10.0
+    # Where leases are renewed from: "process" (a small process beside the worker, so that a
+    # handler holding the GIL cannot starve renewals; the default for stores shared between
+    # processes, on the backend's clock), "thread", or "auto".
+    lease_keeper: Literal["auto", "thread", "process"] = "auto"
     burst: bool = False  # exit once the served queues have nothing runnable or running
     clock: Clock = field(default_factory=BackendClock)
 
@@ -40,9 +46,13 @@ class WorkerConfig:
             "maintenance_interval",
             "heartbeat_interval",
         ):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
+            value: float | None = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if self.lease_keeper not in ("auto", "thread", "process"):
+            raise ValueError(
+                f"lease_keeper must be 'auto', 'thread' or 'process', got {self.lease_keeper!r}"
+            )
         if not (math.isfinite(self.shutdown_grace) and self.shutdown_grace >= 0):
             raise ValueError(f"shutdown_grace must be >= 0, got {self.shutdown_grace}")
         renew = self.lease_renew_interval
@@ -59,3 +69,11 @@ class WorkerConfig:
     @property
     def renew_interval(self) -> float:
         return self.lease_renew_interval or self.lease_seconds / 3
+
+    @property
+    def maintenance_every(self) -> float:
+        """The maintenance interval in effect: a sixth of the lease by default (at most 5 s), so
+        a dead leader is replaced well within one lease."""
+        if self.maintenance_interval is not None:
+            return self.maintenance_interval
+        return min(5.0, self.lease_seconds / 6)

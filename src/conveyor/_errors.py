@@ -59,6 +59,11 @@ class MissingHandlers(ConveyorError):
         self.job_names = sorted(job_names)
 
 
+class WorkerFailed(ConveyorError):
+    """A worker stopped because one of its background loops kept failing (it exits non-zero
+    rather than run on without it)."""
+
+
 class DuplicateHandler(ConveyorError):
     """Two handlers were registered for the same job name."""
 
@@ -72,7 +77,14 @@ class InvalidJobDefinition(InvalidArgument):
 
 
 class BackendUnavailable(ConveyorError):
-    """The storage backend cannot be reached or refused the operation for infrastructure reasons."""
+    """The storage backend cannot be reached or refused the operation for infrastructure reasons
+    (worth trying again later)."""
+
+
+class BackendError(ConveyorError):
+    """The backend refused an operation for a reason trying again will not fix: a script or
+    statement that rejected its input, an integrity violation, data it cannot read. The message
+    names the operation and the backend's own error."""
 
 
 class MigrationRequired(ConveyorError):

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from conveyor._context import epoch_to_datetime
-from conveyor.drivers.records import JobRecord, JobState
+from conveyor.drivers.records import AttemptError, JobRecord, JobState
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +28,22 @@ class JobInfo:
     finished_at: datetime | None
     worker_id: str | None
     stalls: int
+    # The error of the latest attempt that had one (None once the job completed), and the
+    # errors of earlier attempts, oldest first, each with its attempt number and time.
     error: str | None
     payload_json: bytes
     result_json: bytes | None
     seq: int
+    errors: tuple[AttemptError, ...] = ()
+    cancel_requested: bool = False  # running, and someone asked to cancel it
+
+    @property
+    def error_attempt(self) -> int | None:
+        """The attempt ``error`` belongs to, when the history records it."""
+        if self.error is None or not self.errors:
+            return None
+        last = self.errors[-1]
+        return last.attempt if self.error.startswith(last.error[:200]) else None
 
     @property
     def payload(self) -> Any:
@@ -61,6 +73,8 @@ class JobInfo:
             payload_json=record.payload,
             result_json=record.result,
             seq=record.seq,
+            errors=record.errors,
+            cancel_requested=record.cancel_requested,
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import secrets
 import time
@@ -56,6 +57,10 @@ R = TypeVar("R")
 P = TypeVar("P", bound=BaseModel)
 
 _JOB_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+ROUTES_TTL = 30.0  # seconds the routes workers declared are reused by enqueue_by_name
+ROUTES_RETRY = 2.0  # how soon an unknown name makes them read again
+
+log = logging.getLogger("conveyor.queue")
 
 
 class Queue:
@@ -71,11 +76,16 @@ class Queue:
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Clock | None = None,
+        create: bool = True,
     ) -> None:
+        """``create=False`` (inspection tools) never creates a store that does not exist: the
+        first call raises :class:`BackendUnavailable` saying where it looked instead."""
         # Everything below talks to storage through the engine, never to the driver directly.
         self._driver = driver if isinstance(driver, Engine) else Engine(driver)
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
+        self._create = create
+        self._routes: tuple[float, dict[str, str]] = (float("-inf"), {})
         self.max_payload_bytes = max_payload_bytes
         self.clock: Clock = clock or BackendClock()
 
@@ -102,7 +112,7 @@ class Queue:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if not self._opened:
-                await self._driver.open()
+                await self._driver.open(create=self._create)
                 self._opened = True
         return self._driver
 
@@ -159,19 +169,44 @@ class Queue:
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         priority: int = 0,
-        queue: str = DEFAULT_QUEUE,
+        queue: str | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
     ) -> JobHandle[Any]:
         """Enqueue without the definition (another service, another language's producer).
 
         The payload must be a JSON object; the worker validates it against the definition before
-        the handler runs, and an unknown ``name`` fails the job with a clear error.
+        the handler runs. Without ``queue``, the job goes to the queue workers declared for
+        ``name`` (they publish it when they start); a name no worker has declared goes to
+        ``default``, with a warning in the log.
         """
         data = encode_untyped_payload(name, payload, self.max_payload_bytes)
         job_id = new_job_ids(1)[0] if job_id is None else _check_job_id(job_id)
+        if queue is None:
+            queue = await self._route(name)
         new = self._build(name, data, job_id, delay, run_at, priority, queue, attempts)
         (handle,) = await self._insert([new], [None])
         return handle
+
+    async def _route(self, name: str) -> str:
+        """The queue workers declared for job ``name``: read from the backend at most every few
+        seconds, and at once the first time a name is not known."""
+        at, routes = self._routes
+        now = time.monotonic()
+        if now - at > ROUTES_TTL or (name not in routes and now - at > ROUTES_RETRY):
+            driver = await self.connect()
+            routes = await driver.route_list()
+            self._routes = (now, routes)
+        queue = routes.get(name)
+        if queue is None:
+            log.warning(
+                "no worker has declared job %r; enqueued to queue %r (pass queue= if it belongs "
+                "to another queue)",
+                name,
+                DEFAULT_QUEUE,
+                extra={"event": "enqueued", "job_name": name, "queue": DEFAULT_QUEUE},
+            )
+            return DEFAULT_QUEUE
+        return queue
 
     def _new_job(self, request: JobRequest[Any, Any], ids: Iterator[str]) -> NewJob:
         d = request.definition

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from conveyor._definition import DEFAULT_ATTEMPTS, DEFAULT_QUEUE, JobDef, JobRequest
+from conveyor._definition import DEFAULT_ATTEMPTS, JobDef, JobRequest
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import JobHandle, Queue
 from conveyor.drivers.records import ChangeResult, JobState, QueueInfo, WorkerInfo
@@ -146,7 +146,7 @@ class SyncQueue:
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         priority: int = 0,
-        queue: str = DEFAULT_QUEUE,
+        queue: str | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
     ) -> SyncJobHandle[Any]:
         handle = self.call(

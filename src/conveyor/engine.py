@@ -1,21 +1,28 @@
 """The engine: the one caller of drivers.
 
 Queue and Worker talk to storage only through an :class:`Engine`, which wraps one driver and
-adds what every backend needs the same way: the backend's own failures become
-:class:`BackendUnavailable` naming the operation, each operation is timed and logged at DEBUG
-under its contract name (``job_fetch``, ``job_finish_many`` ...), and a caller can require a
-capability with a clear error instead of a silent misbehaviour. It fulfils the driver protocol
-itself, so the runtime is written against ``Driver`` alone.
+adds what every backend needs the same way:
+
+* every failure becomes the public error tree, naming the operation: the backend's
+  infrastructure errors :class:`BackendUnavailable` (worth retrying), anything else the backend
+  raised (a script that refused its input, an integrity violation, unreadable data)
+  :class:`BackendError`; Conveyor's own errors (``InvalidArgument``...) pass through;
+* every operation emits one :class:`OperationEvent` (its contract name, duration and outcome)
+  to the engine's subscribers, which is where logs, metrics and tracing attach;
+* a caller can require a capability, with a clear error instead of a silent misbehaviour.
+
+It fulfils the driver protocol itself, so the runtime is written against ``Driver`` alone.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
-from conveyor._errors import BackendUnavailable, ConveyorError
+from conveyor._errors import BackendError, BackendUnavailable, ConveyorError
 from conveyor.drivers.protocol import Capability, Driver
 from conveyor.drivers.records import (
     ChangeResult,
@@ -30,7 +37,7 @@ from conveyor.drivers.records import (
     NewJob,
     PurgeParams,
     QueueInfo,
-    RescueResult,
+    RescueJob,
     Retention,
     TransitionResult,
     WorkerInfo,
@@ -47,17 +54,45 @@ _CAPABILITY_HINTS = {
     Capability.LISTEN_ACROSS_PROCESSES: "it cannot wake workers in other processes",
 }
 
+Outcome = Literal["ok", "unavailable", "error", "cancelled"]
+
 
 class CapabilityMissing(ConveyorError):
     """The backend cannot do what the caller needs."""
 
 
+@dataclass(frozen=True, slots=True)
+class OperationEvent:
+    """One call of a driver operation, as the engine saw it."""
+
+    operation: str  # the contract name: job_fetch, job_finish_many ...
+    duration: float  # seconds
+    error: BaseException | None = None  # what it raised (already mapped), None on success
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.error is None:
+            return "ok"
+        if isinstance(self.error, BackendUnavailable):
+            return "unavailable"
+        if isinstance(self.error, Exception):
+            return "error"
+        return "cancelled"
+
+
+Subscriber = Callable[[OperationEvent], None]
+
+
 class Engine:
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver, *, subscribers: list[Subscriber] | None = None) -> None:
         self.driver = driver
         self.url = driver.url
+        self.source_url = driver.source_url
         self.capabilities = driver.capabilities
         self.infrastructure_errors = driver.infrastructure_errors
+        # Shared with the engines made by connect_another(): a subscriber sees every call, from
+        # whichever thread made it.
+        self._subscribers: list[Subscriber] = subscribers if subscribers is not None else []
 
     def __repr__(self) -> str:
         return f"Engine({self.driver!r})"
@@ -71,31 +106,62 @@ class Engine:
             hint = _CAPABILITY_HINTS.get(capability, capability.value)
             raise CapabilityMissing(f"{self.url} cannot be used {purpose}: {hint}")
 
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call ``subscriber`` after every operation (on the thread that made it); returns a
+        function that unsubscribes. A subscriber that raises is logged and otherwise ignored."""
+        self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
     async def _call(self, operation: str, pending: Awaitable[T]) -> T:
         started = time.perf_counter()
+        error: BaseException | None = None
         try:
-            result = await pending
+            return await pending
+        except ConveyorError as exc:
+            error = exc
+            raise
         except self.infrastructure_errors as exc:
-            raise BackendUnavailable(f"{operation} on {self.url} failed: {exc}") from exc
+            error = BackendUnavailable(f"{operation} on {self.url} failed: {exc}")
+            raise error from exc
+        except Exception as exc:
+            error = BackendError(f"{operation} on {self.url} failed: {type(exc).__name__}: {exc}")
+            raise error from exc
+        except BaseException as exc:  # cancelled: reported, never mapped
+            error = exc
+            raise
+        finally:
+            self._emit(OperationEvent(operation, time.perf_counter() - started, error))
+
+    def _emit(self, event: OperationEvent) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "%s took %.2f ms",
-                operation,
-                (time.perf_counter() - started) * 1000,
-                extra={"event": operation},
+                "%s took %.2f ms (%s)",
+                event.operation,
+                event.duration * 1000,
+                event.outcome,
+                extra={"event": event.operation, "outcome": event.outcome},
             )
-        return result
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception:
+                log.exception("an operation subscriber failed on %s", event.operation)
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def open(self) -> None:
-        await self._call("open", self.driver.open())
+    async def open(self, *, create: bool = True) -> None:
+        await self._call("open", self.driver.open(create=create))
 
     async def close(self) -> None:
         await self._call("close", self.driver.close())
 
     def connect_another(self) -> Engine:
-        return Engine(self.driver.connect_another())
+        return Engine(self.driver.connect_another(), subscribers=self._subscribers)
 
     async def migrate(self) -> list[str]:
         return await self._call("migrate", self.driver.migrate())
@@ -129,13 +195,13 @@ class Engine:
             "job_finish_many", self.driver.job_finish_many(finishes, retention=retention, now=now)
         )
 
-    async def job_rescue_expired(
-        self, *, max_stalls: int, limit: int, now: float | None = None
-    ) -> RescueResult:
-        return await self._call(
-            "job_rescue_expired",
-            self.driver.job_rescue_expired(max_stalls=max_stalls, limit=limit, now=now),
-        )
+    async def job_expired(self, *, limit: int, now: float | None = None) -> list[JobRecord]:
+        return await self._call("job_expired", self.driver.job_expired(limit=limit, now=now))
+
+    async def job_rescue_many(
+        self, rescues: Sequence[RescueJob], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        return await self._call("job_rescue_many", self.driver.job_rescue_many(rescues, now=now))
 
     async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
         return await self._call(
@@ -193,6 +259,12 @@ class Engine:
     async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
         return await self._call("worker_list", self.driver.worker_list(now=now))
 
+    async def route_register(self, routes: Mapping[str, str]) -> None:
+        await self._call("route_register", self.driver.route_register(routes))
+
+    async def route_list(self) -> dict[str, str]:
+        return await self._call("route_list", self.driver.route_list())
+
     async def leader_acquire(
         self, name: str, holder: str, *, ttl: float, now: float | None = None
     ) -> bool:
@@ -208,3 +280,6 @@ class Engine:
 
     async def listen(self, queues: Sequence[str], timeout: float) -> None:
         await self._call("listen", self.driver.listen(queues, timeout))
+
+    async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
+        return await self._call("cancel_listen", self.driver.cancel_listen(worker_id, timeout))

@@ -181,7 +181,10 @@ def test_unknown_scheme_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_migrate_creates_the_schema_then_reports_up_to_date(url: str) -> None:
     first = run(url, "migrate")
-    assert first.exit_code == 0 and "applied: 0001_initial" in first.output
+    assert (
+        first.exit_code == 0
+        and "applied: 0001_initial, 0002_history_routes_listing" in first.output
+    )
     again = run(url, "migrate")
     assert again.exit_code == 0 and "up to date" in again.output
 
@@ -203,3 +206,80 @@ def test_a_worker_process_refuses_an_in_process_backend(
     out = CliRunner().invoke(cli, ["worker", "memworker:worker"])
     assert out.exit_code == 1
     assert "memory://mw cannot be used by a worker process" in out.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["queues", "ls"],
+        ["jobs", "ls"],
+        ["jobs", "show", "x"],
+        ["jobs", "retry", "x"],
+        ["jobs", "cancel", "x"],
+        ["jobs", "purge", "--yes"],
+        ["queues", "pause", "q"],
+        ["workers"],
+    ],
+)
+def test_commands_run_from_the_wrong_place_refuse_instead_of_creating_a_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """Before: `conveyor queues ls` from the wrong directory made an empty conveyor.db there and
+    exited 0, listing nothing."""
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(cli, command)
+    assert out.exit_code == 1, out.output
+    assert f"Error: no SQLite database at {tmp_path / 'conveyor.db'}" in out.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_queues_ls_shows_the_workers_serving_each_queue_and_warns_of_none(url: str) -> None:
+    from conveyor.drivers.records import WorkerInfo
+
+    seed(url)
+
+    async def beat() -> None:
+        async with Queue.from_url(url) as q:
+            info = WorkerInfo("host:1:abc", "host", 1, ("default",), 5, 0.0)
+            await q.driver.worker_heartbeat(info, ttl=60)
+
+    asyncio.run(beat())
+    out = CliRunner().invoke(cli, ["--url", url, "queues", "ls"])
+    lines = {line.split()[0]: line.split() for line in out.stdout.splitlines()[2:]}
+    assert lines["default"][2] == "1" and lines["other"][2] == "0"
+    assert "warning: queue other has 1 job(s) waiting and no live worker" in out.stderr
+
+
+def test_jobs_show_tells_the_attempt_of_the_last_error_and_the_history(url: str) -> None:
+    ids = seed(url)
+    run(url, "jobs", "retry", ids["failed"])
+
+    async def complete() -> None:
+        async with Queue.from_url(url) as q:
+            fetched = await q.driver.job_fetch(FetchParams(("default",), 2, "w", 30.0))
+            [leased] = [job for job in fetched if job.id == ids["failed"]]
+            assert leased.lease_token
+            finish = FinishJob(leased.id, leased.lease_token, TransitionKind.COMPLETE, b"2")
+            await q.driver.job_finish_many([finish], retention=Retention())
+
+    before = run(url, "jobs", "show", ids["failed"]).output
+    assert "last error (attempt 1):" in before and "ValueError: boom" in before
+    asyncio.run(complete())
+    after = run(url, "jobs", "show", ids["failed"]).output
+    assert "completed" in after and "last error" not in after  # it belonged to attempt 1
+    assert "attempt 1 at " in after and "ValueError: boom" in after  # kept in the history
+    data = json.loads(run(url, "jobs", "show", "--json", ids["failed"]).output)
+    assert (data["error"], [e["attempt"] for e in data["errors"]]) == (None, [1])
+
+
+def test_jobs_show_says_a_cancel_is_pending_on_a_running_job(url: str) -> None:
+    ids = seed(url)
+
+    async def lease() -> None:
+        async with Queue.from_url(url) as q:
+            await q.driver.job_fetch(FetchParams(("default",), 1, "w", 30.0))
+
+    asyncio.run(lease())
+    assert run(url, "jobs", "cancel", ids["queued"]).exit_code == 0
+    out = run(url, "jobs", "show", ids["queued"]).output
+    assert "active (cancel requested: its worker is stopping it)" in out

@@ -59,3 +59,23 @@ def test_queue_concurrency_and_burst_flags_reach_the_worker(
             return {i.id: i.state for i in await q.list_jobs()}
 
     assert asyncio.run(states()) == {"r": JobState.COMPLETED, "d": JobState.QUEUED}
+
+
+def test_a_queue_none_of_the_definitions_use_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--queue webhook`` for ``webhooks``: the worker would sit idle forever; it says why."""
+    (tmp_path / "typoapp.py").write_text(
+        APP.replace('"cli.tally", Num', '"cli.tally", Num, queue="webhooks"')
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    import typoapp  # type: ignore[import-not-found]
+
+    typoapp.worker.queue = Queue.from_url(f"sqlite:///{tmp_path / 'typo.db'}")
+    out = CliRunner().invoke(cli, ["worker", "typoapp:worker", "--queue", "webhook", "--burst"])
+    assert out.exit_code == 0, out.output
+    assert (
+        "queue 'webhook' is served by this worker but none of its job definitions use it "
+        "(they use: webhooks); is it misspelt?"
+    ) in out.output

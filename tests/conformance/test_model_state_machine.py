@@ -44,6 +44,7 @@ from conveyor.drivers.records import (
     Retention,
     TransitionKind,
 )
+from conveyor.runtime.maintenance import rescue_expired
 
 T = TypeVar("T")
 T0 = 1_700_000_000.0
@@ -210,7 +211,7 @@ class DriversAgree(RuleBasedStateMachine):
                     kind,
                     result=b"done" if kind is TransitionKind.COMPLETE else None,
                     error="boom" if kind is not TransitionKind.COMPLETE else None,
-                    run_at=self.now + later,
+                    delay=later,
                 )
                 for i in job_ids
             ]
@@ -220,26 +221,34 @@ class DriversAgree(RuleBasedStateMachine):
         assert real == model
 
     @precondition(lambda self: bool(self.tokens))
-    @rule(data=st.data(), which=st.sampled_from(["current", "stale"]), lease=st.just(30.0))
-    def extend(self, data: st.DataObject, which: str, lease: float) -> None:
+    @rule(
+        data=st.data(),
+        which=st.sampled_from(["current", "stale"]),
+        lease=st.just(30.0),
+        isolated=st.booleans(),
+    )
+    def extend(self, data: st.DataObject, which: str, lease: float, isolated: bool) -> None:
         job_ids = data.draw(st.lists(st.sampled_from(sorted(self.tokens)), min_size=1, max_size=3))
-        model = self.run(
-            self.model.job_extend_leases(
-                [Lease(i, self._token_pair(i, which)[0]) for i in job_ids], lease, now=self.now
-            )
-        )
-        real = self.run(
-            self.real.job_extend_leases(
-                [Lease(i, self._token_pair(i, which)[1]) for i in job_ids], lease, now=self.now
-            )
-        )
+
+        def leases(side: int) -> list[Lease]:
+            return [Lease(i, self._token_pair(i, which)[side], isolated=isolated) for i in job_ids]
+
+        model = self.run(self.model.job_extend_leases(leases(0), lease, now=self.now))
+        real = self.run(self.real.job_extend_leases(leases(1), lease, now=self.now))
         assert real == model
 
     # -- maintenance and operators ------------------------------------------------------------
 
     @rule(max_stalls=st.integers(0, 2), limit=st.integers(-1, 4))
     def rescue(self, max_stalls: int, limit: int) -> None:
-        self.both(lambda d: d.job_rescue_expired(max_stalls=max_stalls, limit=limit, now=self.now))
+        # Each side decides from what its own backend reports (the tokens differ).
+        model = self.run(
+            rescue_expired(self.model, max_stalls=max_stalls, limit=limit, now=self.now)
+        )
+        real = self.run(rescue_expired(self.real, max_stalls=max_stalls, limit=limit, now=self.now))
+        assert [(r.job_id, r.kind, r.stalls, r.error, w) for r, w in real] == [
+            (r.job_id, r.kind, r.stalls, r.error, w) for r, w in model
+        ]
 
     @rule(max_stalls=st.integers(0, 2))
     def crash_then_rescue(self, max_stalls: int) -> None:

@@ -205,12 +205,12 @@ class Harness:
     def logs(self) -> str:
         return "\n".join(f"--- worker {p.pid}:\n{p.log()}" for p in self.processes)
 
-    def wait_state(self, job_id: str, state: str, timeout: float = 20.0) -> JobInfo:
+    def wait_state(self, job_id: str, *states: str, timeout: float = 20.0) -> JobInfo:
         def reached() -> JobInfo | None:
             info = self.job(job_id)
-            return info if info.state.value == state else None
+            return info if info.state.value in states else None
 
         try:
-            return wait_for(reached, timeout=timeout, what=f"job {job_id} to reach {state!r}")
+            return wait_for(reached, timeout=timeout, what=f"job {job_id} to reach {states!r}")
         except AssertionError as exc:
             raise AssertionError(f"{exc} (now {self.job(job_id)}); logs:\n{self.logs()}") from None

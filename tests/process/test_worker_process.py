@@ -277,7 +277,7 @@ def test_check_and_worker_refuse_a_definition_without_handler(harness: Harness) 
 # -- 5. Bad input end to end: fails that job only, the worker keeps going -----------------------
 
 
-def test_invalid_payload_and_unknown_name_fail_permanently_and_the_worker_goes_on(
+def test_invalid_payload_fails_permanently_an_unknown_name_waits_and_the_worker_goes_on(
     harness: Harness,
 ) -> None:
     h = harness
@@ -291,12 +291,6 @@ def test_invalid_payload_and_unknown_name_fail_permanently_and_the_worker_goes_o
     assert "proc.strict" in info.error
     assert "count" in info.error and "label" in info.error
 
-    info = h.wait_state(unknown.id, "failed")
-    assert info.attempt == 1
-    assert info.error is not None and info.error.startswith("UnknownJob")
-    assert "proc.renamed" in info.error
-
-    assert h.events(invalid.id) == [] and h.events(unknown.id) == [], "no handler may run"
     assert w.alive(), w.log()
 
     good = h.queue.enqueue(strict, Strict(count=3, label="ok"), job_id="good-1")
@@ -307,8 +301,16 @@ def test_invalid_payload_and_unknown_name_fail_permanently_and_the_worker_goes_o
     untyped = h.queue.enqueue_by_name("proc.strict", {"count": 4, "label": "raw"})
     assert h.wait_state(untyped.id, "completed").result == "raw:4"
 
+    # A name no handler knows never costs an attempt: on a backend that filters by name it
+    # waits for a worker that knows it; on one that cannot, it is handed back (see the
+    # conformance suite for the hour after which it fails).
+    info = h.wait_state(unknown.id, "queued", "scheduled")
+    assert info.attempt == 0
+    assert h.events(invalid.id) == [] and h.events(unknown.id) == [], "no handler may run"
+
     assert w.alive(), w.log()
     w.send(signal.SIGTERM)
     assert w.wait_exit(timeout=15) == 0, w.log()
-    assert h.counts() == {"completed": 2, "failed": 2}
+    counts = h.counts()
+    assert (counts["completed"], counts["failed"]) == (2, 1)
     wait_for(lambda: "job failed" in w.log(), timeout=1, what="the failure to be logged")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor import BackendUnavailable
+from conveyor import BackendError, BackendUnavailable, InvalidArgument
 from conveyor.backends.memory import MemoryDriver
 from conveyor.drivers.protocol import Capability
-from conveyor.engine import CapabilityMissing, Engine
+from conveyor.drivers.records import NewJob
+from conveyor.engine import CapabilityMissing, Engine, OperationEvent
 
 
 class FlakyConnection(OSError):
@@ -34,10 +35,41 @@ async def test_declared_infrastructure_errors_become_backend_unavailable() -> No
         await engine.job_count_by_state()
 
 
-async def test_other_exceptions_are_bugs_and_pass_through_unchanged() -> None:
+async def test_any_other_backend_failure_becomes_a_backend_error_naming_the_operation() -> None:
+    """A script that refused its input, an integrity violation, a bug: never the backend
+    library's own exception type (a CLI prints it as an ``Error:`` line)."""
     engine = Engine(BuggyDriver("memory://"))
-    with pytest.raises(KeyError):
+    with pytest.raises(
+        BackendError, match="job_count_by_state on memory:// failed: KeyError"
+    ) as info:
         await engine.job_count_by_state()
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+async def test_conveyors_own_errors_pass_through_unchanged() -> None:
+    engine = Engine(MemoryDriver("memory://"))
+    with pytest.raises(InvalidArgument, match="delay"):
+        await engine.job_insert_many([NewJob("a", "q", "n", b"{}", delay=float("nan"))])
+
+
+async def test_every_operation_is_reported_once_to_subscribers() -> None:
+    events: list[OperationEvent] = []
+    engine = Engine(BuggyDriver("memory://"))
+    unsubscribe = engine.subscribe(events.append)
+    engine.subscribe(lambda event: 1 / 0)  # a broken subscriber changes nothing
+    await engine.job_get_many(["x"])
+    with pytest.raises(BackendError):
+        await engine.job_count_by_state()
+    other = engine.connect_another()  # engines for other threads report to the same place
+    await other.queue_list()
+    unsubscribe()
+    await engine.queue_list()
+    assert [(e.operation, e.outcome) for e in events] == [
+        ("job_get_many", "ok"),
+        ("job_count_by_state", "error"),
+        ("queue_list", "ok"),
+    ]
+    assert all(e.duration >= 0 for e in events)
 
 
 def test_require_names_the_purpose_and_the_way_out() -> None:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conveyor.core.backoff import Exponential, Fixed
+from conveyor.core.backoff import Backoff, Exponential, Fixed
 from conveyor.core.outcome import (
     Cancel,
     CancelRequested,
@@ -16,16 +16,35 @@ from conveyor.core.outcome import (
     Interrupted,
     Outcome,
     Requeue,
-    RetryAt,
+    RetryIn,
     Snoozed,
-    SnoozeUntil,
+    SnoozeFor,
     Succeeded,
     TimedOut,
     Transition,
     decide,
 )
+from conveyor.drivers.records import JobRecord, JobState
 
 NOW = 1_700_000_000.0
+
+
+def record(attempt: int = 1, max_attempts: int = 3) -> JobRecord:
+    return JobRecord(
+        id="j1",
+        queue="default",
+        name="email.send",
+        payload=b"{}",
+        state=JobState.ACTIVE,
+        priority=0,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        run_at=NOW,
+        enqueued_at=NOW,
+        seq=1,
+        started_at=NOW,
+        lease_token="t",
+    )
 
 
 def run(
@@ -33,14 +52,12 @@ def run(
     *,
     attempt: int = 1,
     max_attempts: int = 3,
-    backoff: Fixed | Exponential | None = None,
+    backoff: Backoff | None = None,
 ) -> Transition:
     return decide(
         outcome,
-        attempt=attempt,
-        max_attempts=max_attempts,
+        record(attempt, max_attempts),
         backoff=backoff or Fixed(5.0),
-        now=NOW,
         rng=random.Random(0),
     )
 
@@ -55,9 +72,7 @@ def test_success_on_the_last_attempt_still_completes() -> None:
 
 @pytest.mark.parametrize("attempt", [1, 2])
 def test_error_retries_while_attempts_remain(attempt: int) -> None:
-    assert run(Errored("RuntimeError: boom"), attempt=attempt) == RetryAt(
-        NOW + 5.0, "RuntimeError: boom"
-    )
+    assert run(Errored("RuntimeError: boom"), attempt=attempt) == RetryIn(5.0, "RuntimeError: boom")
 
 
 def test_error_on_the_last_attempt_fails_with_an_attempt_note() -> None:
@@ -89,11 +104,11 @@ def test_permanent_error_ignores_a_retry_delay() -> None:
 
 def test_retry_delay_replaces_the_backoff() -> None:
     transition = run(Errored("Retry: later", retry_delay=42.0), backoff=Fixed(5.0))
-    assert transition == RetryAt(NOW + 42.0, "Retry: later")
+    assert transition == RetryIn(42.0, "Retry: later")
 
 
 def test_retry_delay_zero_means_now() -> None:
-    assert run(Errored("Retry: now", retry_delay=0.0)) == RetryAt(NOW, "Retry: now")
+    assert run(Errored("Retry: now", retry_delay=0.0)) == RetryIn(0.0, "Retry: now")
 
 
 def test_retry_with_delay_on_the_last_attempt_fails() -> None:
@@ -104,23 +119,23 @@ def test_retry_with_delay_on_the_last_attempt_fails() -> None:
 
 def test_backoff_receives_the_failed_attempt_number() -> None:
     backoff = Exponential(base=1.0, factor=2.0, cap=1000.0, jitter=False)
-    assert run(Errored("e"), attempt=1, max_attempts=10, backoff=backoff) == RetryAt(NOW + 1, "e")
-    assert run(Errored("e"), attempt=4, max_attempts=10, backoff=backoff) == RetryAt(NOW + 8, "e")
+    assert run(Errored("e"), attempt=1, max_attempts=10, backoff=backoff) == RetryIn(1, "e")
+    assert run(Errored("e"), attempt=4, max_attempts=10, backoff=backoff) == RetryIn(8, "e")
 
 
 def test_snooze_reschedules_after_its_delay() -> None:
-    assert run(Snoozed(30.0)) == SnoozeUntil(NOW + 30.0)
+    assert run(Snoozed(30.0)) == SnoozeFor(30.0)
 
 
 def test_snooze_on_the_last_attempt_does_not_fail() -> None:
     # Snoozing does not consume an attempt, so it never runs out of them.
-    assert run(Snoozed(1.0), attempt=3, max_attempts=3) == SnoozeUntil(NOW + 1.0)
+    assert run(Snoozed(1.0), attempt=3, max_attempts=3) == SnoozeFor(1.0)
 
 
 def test_timeout_retries_while_attempts_remain() -> None:
     transition = run(TimedOut(2.5), attempt=1)
-    assert isinstance(transition, RetryAt)
-    assert transition.run_at == NOW + 5.0
+    assert isinstance(transition, RetryIn)
+    assert transition.delay == 5.0
     assert transition.error == "TimeoutError: job exceeded its timeout of 2.5s"
 
 
@@ -148,12 +163,50 @@ def test_interrupted_is_handed_back(attempt: int) -> None:
 
 def test_decide_is_deterministic_under_a_seeded_rng() -> None:
     backoff = Exponential(base=10.0, jitter=True)
-    a = decide(
-        Errored("e"), attempt=2, max_attempts=5, backoff=backoff, now=NOW, rng=random.Random(7)
-    )
-    b = decide(
-        Errored("e"), attempt=2, max_attempts=5, backoff=backoff, now=NOW, rng=random.Random(7)
-    )
+    a = decide(Errored("e"), record(2, 5), backoff=backoff, rng=random.Random(7))
+    b = decide(Errored("e"), record(2, 5), backoff=backoff, rng=random.Random(7))
     assert a == b
-    assert isinstance(a, RetryAt)
-    assert NOW <= a.run_at <= NOW + 20.0
+    assert isinstance(a, RetryIn)
+    assert 0 <= a.delay <= 20.0
+
+
+class Returns:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return self.value  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"Returns({self.value!r})"
+
+
+class Raises:
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        raise ZeroDivisionError("a bug")
+
+
+@pytest.mark.parametrize(
+    ("backoff", "why"),
+    [
+        (Returns(float("nan")), "not a finite number of seconds >= 0 (nan)"),
+        (Returns(float("inf")), "not a finite number of seconds >= 0 (inf)"),
+        (Returns(-1.0), "not a finite number of seconds >= 0 (-1.0)"),
+        (Returns(1e300), "over 100 years"),
+        (Returns("5"), "not a number of seconds ('5')"),
+        (Raises(), "raised ZeroDivisionError: a bug"),
+    ],
+)
+def test_a_bad_backoff_fails_the_job_naming_its_definition(backoff: Backoff, why: str) -> None:
+    """Never an exception out of decide(): that would leave the job leased and unwritten."""
+    transition = run(Errored("ValueError: flaky"), backoff=backoff)
+    assert isinstance(transition, Fail)
+    assert transition.error.startswith("InvalidBackoff: the backoff of job 'email.send'")
+    assert why in transition.error
+    assert transition.error.endswith("ValueError: flaky")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -3.0, 1e12])
+def test_a_bad_retry_or_snooze_delay_fails_the_job(bad: float) -> None:
+    assert isinstance(run(Errored("Retry: x", retry_delay=bad)), Fail)
+    assert isinstance(run(Snoozed(bad)), Fail)

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -21,12 +21,15 @@ from conveyor.drivers.protocol import Capability
 T = TypeVar("T")
 
 
-def run_with_queue(ctx: click.Context, action: Callable[[Queue], Awaitable[T]]) -> T:
+def run_with_queue(
+    ctx: click.Context, action: Callable[[Queue], Awaitable[T]], *, create: bool = False
+) -> T:
     """Open the queue named by ``--url``/``$CONVEYOR_URL``/``$REDIS_URL``, run ``action``, close
-    it."""
+    it. Unless ``create``, a store that does not exist is an error saying where it was looked
+    for (a command run from the wrong directory must not leave an empty database behind)."""
     url: str | None = ctx.obj.get("url") if ctx.obj else None
 
-    queue = Queue.from_url(url)
+    queue = Queue.from_url(url, create=create)
     # A command runs in its own process: an in-process store would show it nothing.
     queue.driver.require(Capability.SHARED_ACROSS_PROCESSES, "from the command line")
 
@@ -105,8 +108,15 @@ def job_as_dict(info: JobInfo) -> dict[str, Any]:
         "payload": info.payload,
         "result": info.result,
         "error": info.error,
+        "error_attempt": info.error_attempt,
+        "errors": [{"attempt": e.attempt, "at": _iso(e.at), "error": e.error} for e in info.errors],
+        "cancel_requested": info.cancel_requested,
         "seq": info.seq,
     }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat()
 
 
 def echo_json(value: Any) -> None:

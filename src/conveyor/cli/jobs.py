@@ -84,10 +84,20 @@ def jobs_show(ctx: click.Context, job_id: str, as_json: bool) -> None:
         echo_json(data)
         return
     error = data.pop("error")
+    error_attempt = data.pop("error_attempt")
+    history = data.pop("errors")
+    if data.pop("cancel_requested"):
+        data["state"] = f"{data['state']} (cancel requested: its worker is stopping it)"
     for key, value in data.items():
         click.echo(f"{key:>12}: {value}")
+    if len(history) > 1 or (history and error is None):
+        click.echo("     history:")
+        for entry in history:
+            first = entry["error"].splitlines()[0] if entry["error"] else ""
+            click.echo(f"    attempt {entry['attempt']} at {entry['at']}: {first}")
     if error:
-        click.echo("       error:")
+        which = f" (attempt {error_attempt})" if error_attempt is not None else ""
+        click.echo(f"  last error{which}:")
         for line in error.splitlines():
             click.echo(f"    {line}")
 

@@ -6,7 +6,7 @@ import click
 
 from conveyor._queue import Queue
 from conveyor.cli._common import print_table, run_with_queue
-from conveyor.drivers.records import JobState
+from conveyor.drivers.records import JobState, QueueInfo, WorkerInfo
 
 _COLUMNS = [
     JobState.QUEUED,
@@ -19,6 +19,9 @@ _COLUMNS = [
 ]
 
 
+_WAITING = (JobState.QUEUED, JobState.SCHEDULED, JobState.RETRYING)
+
+
 @click.group()
 def queues() -> None:
     """List, pause and resume queues."""
@@ -27,14 +30,27 @@ def queues() -> None:
 @queues.command("ls")
 @click.pass_context
 def queues_ls(ctx: click.Context) -> None:
-    """Queues with their job counts by state."""
-    infos = run_with_queue(ctx, lambda q: q.queues())
+    """Queues with their job counts by state and the live workers serving each."""
+
+    async def fetch(q: Queue) -> tuple[list[QueueInfo], list[WorkerInfo]]:
+        return await q.queues(), await q.workers()
+
+    infos, live = run_with_queue(ctx, fetch)
+    serving = {info.name: sum(info.name in w.queues for w in live) for info in infos}
     rows = [
-        [info.name, "paused" if info.paused else "running"]
+        [info.name, "paused" if info.paused else "running", serving[info.name]]
         + [info.counts.get(s, 0) for s in _COLUMNS]
         for info in infos
     ]
-    print_table(["queue", "status"] + [s.value for s in _COLUMNS], rows)
+    print_table(["queue", "status", "workers"] + [s.value for s in _COLUMNS], rows)
+    for info in infos:
+        waiting = sum(info.counts.get(s, 0) for s in _WAITING)
+        if waiting and not serving[info.name] and not info.paused:
+            click.echo(
+                f"warning: queue {info.name} has {waiting} job(s) waiting and no live worker "
+                "serving it",
+                err=True,
+            )
 
 
 @queues.command("pause")
@@ -79,5 +95,5 @@ def migrate(ctx: click.Context) -> None:
     async def apply(q: Queue) -> list[str]:
         return await q.driver.migrate()
 
-    applied = run_with_queue(ctx, apply)
+    applied = run_with_queue(ctx, apply, create=True)
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")

@@ -2,14 +2,23 @@
 
 The executor reports what happened (an :data:`Outcome`); :func:`decide` turns it into exactly one
 :data:`Transition` that a driver then applies atomically. Drivers never make these choices.
+
+:func:`decide` never raises on a user's value: a ``Backoff`` that raises or returns something
+that is not a usable delay (NaN, infinity, negative, over a century) fails that one job with an
+error naming its definition, which is where the mistake can be seen and the job retried once
+the definition is fixed.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
+from conveyor import _validation
 from conveyor.core.backoff import Backoff
+from conveyor.core.unknown import decide_unknown
+from conveyor.drivers.records import JobRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +55,16 @@ class Interrupted:
     """The worker is shutting down and stopped the job: hand it back untouched."""
 
 
-Outcome = Succeeded | Errored | TimedOut | Snoozed | CancelRequested | Interrupted
+@dataclass(frozen=True, slots=True)
+class Unhandled:
+    """This worker has no handler for the job's name (``known``: the names it has;
+    ``filtered``: its backend fetches by name, so the job waited for a worker that knows it)."""
+
+    known: tuple[str, ...]
+    filtered: bool = False
+
+
+Outcome = Succeeded | Errored | TimedOut | Snoozed | CancelRequested | Interrupted | Unhandled
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +73,19 @@ class Complete:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryAt:
-    run_at: float
+class RetryIn:
+    """Retry ``delay`` seconds from now (the backend's now)."""
+
+    delay: float
     error: str
 
 
 @dataclass(frozen=True, slots=True)
-class SnoozeUntil:
-    run_at: float
+class SnoozeFor:
+    """Run again ``delay`` seconds from now, giving back the attempt."""
+
+    delay: float
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,65 +103,75 @@ class Requeue:
     """Back to ``queued`` at once, giving back the attempt it was using."""
 
 
-Transition = Complete | RetryAt | SnoozeUntil | Fail | Cancel | Requeue
+Transition = Complete | RetryIn | SnoozeFor | Fail | Cancel | Requeue
 
 
 def decide(
-    outcome: Outcome,
-    *,
-    attempt: int,
-    max_attempts: int,
-    backoff: Backoff,
-    now: float,
-    rng: random.Random,
+    outcome: Outcome, record: JobRecord, *, backoff: Backoff, rng: random.Random
 ) -> Transition:
-    """Choose the transition for ``outcome`` of attempt number ``attempt`` (1-based)."""
+    """Choose the transition for ``outcome`` of the attempt ``record`` describes."""
     match outcome:
         case Succeeded(result=result):
             return Complete(result)
         case Snoozed(delay=delay):
-            return SnoozeUntil(now + delay)
+            bad = _invalid_delay(delay)
+            if bad:
+                return Fail(f"InvalidArgument: job {record.name!r} snoozed with a delay that {bad}")
+            return SnoozeFor(delay)
         case CancelRequested():
             return Cancel("cancelled while running")
         case Interrupted():
             return Requeue()
+        case Unhandled(known=known, filtered=filtered):
+            return decide_unknown(record, known, filtered=filtered)
         case TimedOut(timeout=timeout):
-            return _retry_or_fail(
-                f"TimeoutError: job exceeded its timeout of {timeout:g}s",
-                None,
-                attempt=attempt,
-                max_attempts=max_attempts,
-                backoff=backoff,
-                now=now,
-                rng=rng,
-            )
+            error = f"TimeoutError: job exceeded its timeout of {timeout:g}s"
+            return _retry_or_fail(error, None, record, backoff, rng)
         case Errored(error=error, permanent=True):
             return Fail(error)
         case Errored(error=error, retry_delay=retry_delay):
-            return _retry_or_fail(
-                error,
-                retry_delay,
-                attempt=attempt,
-                max_attempts=max_attempts,
-                backoff=backoff,
-                now=now,
-                rng=rng,
-            )
+            return _retry_or_fail(error, retry_delay, record, backoff, rng)
     raise AssertionError(f"unhandled outcome {outcome!r}")  # pragma: no cover
 
 
 def _retry_or_fail(
-    error: str,
-    delay: float | None,
-    *,
-    attempt: int,
-    max_attempts: int,
-    backoff: Backoff,
-    now: float,
-    rng: random.Random,
+    error: str, delay: float | None, record: JobRecord, backoff: Backoff, rng: random.Random
 ) -> Transition:
-    if attempt >= max_attempts:
+    attempt, most = record.attempt, record.max_attempts
+    if attempt >= most:
         head, sep, rest = error.partition("\n")
-        return Fail(f"{head} (attempt {attempt} of {max_attempts}, no attempts left){sep}{rest}")
-    wait = backoff.delay(attempt, rng) if delay is None else delay
-    return RetryAt(now + wait, error)
+        return Fail(f"{head} (attempt {attempt} of {most}, no attempts left){sep}{rest}")
+    if delay is not None:
+        bad = _invalid_delay(delay)
+        if bad:
+            return Fail(
+                f"InvalidArgument: job {record.name!r} asked to retry after a delay that "
+                f"{bad}\n{error}"
+            )
+        return RetryIn(delay, error)
+    try:
+        wait = backoff.delay(attempt, rng)
+    except Exception as exc:
+        return Fail(
+            f"InvalidBackoff: the backoff of job {record.name!r} ({backoff!r}) raised "
+            f"{type(exc).__name__}: {exc} for attempt {attempt}; fix the definition, then retry "
+            f"the job\n{error}"
+        )
+    bad = _invalid_delay(wait)
+    if bad:
+        return Fail(
+            f"InvalidBackoff: the backoff of job {record.name!r} ({backoff!r}) returned a delay "
+            f"for attempt {attempt} that {bad}; fix the definition, then retry the job\n{error}"
+        )
+    return RetryIn(float(wait), error)
+
+
+def _invalid_delay(value: object) -> str | None:
+    """Why ``value`` is not a usable delay, or None if it is one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"is not a number of seconds ({value!r})"
+    if not math.isfinite(value) or value < 0:
+        return f"is not a finite number of seconds >= 0 ({value!r})"
+    if value > _validation.MAX_SECONDS:
+        return f"is over 100 years ({value!r} s)"
+    return None

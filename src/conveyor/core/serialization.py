@@ -75,6 +75,19 @@ def decode_payload(name: str, model: type[M], data: bytes) -> M:
         raise PayloadValidationError(name, _describe(exc)) from exc
 
 
+def writable_text(text: str) -> str:
+    """``text`` as every backend can store it: valid UTF-8 without NUL characters.
+
+    A lone surrogate (what ``os.fsdecode`` gives for a file name that is not UTF-8) becomes its
+    ``\\udcXX`` escape and a NUL becomes ``\\x00``, so an error message quoting such a name
+    stays readable and can always be written."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
 def _describe(exc: ValidationError) -> str:
     parts: list[str] = []
     for err in exc.errors(include_url=False):

@@ -9,7 +9,7 @@ Results are values (see ``TransitionStatus``); exceptions mean the infrastructur
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from conveyor.drivers.records import (
@@ -25,7 +25,7 @@ from conveyor.drivers.records import (
     NewJob,
     PurgeParams,
     QueueInfo,
-    RescueResult,
+    RescueJob,
     Retention,
     TransitionResult,
     WorkerInfo,
@@ -39,19 +39,29 @@ class Capability(enum.StrEnum):
     SHARED_ACROSS_PROCESSES = "shared_across_processes"
     # ``listen`` also wakes on jobs that other processes made runnable.
     LISTEN_ACROSS_PROCESSES = "listen_across_processes"
+    # ``job_fetch`` leases only the job names ``FetchParams.names`` lists: a job no worker can
+    # run waits in its queue for one that can, instead of being handed out and back.
+    FETCH_BY_NAME = "fetch_by_name"
+    # ``cancel_listen`` returns as soon as a job the worker runs is cancelled, from any process
+    # (without it, a worker learns of cancels when it renews its leases).
+    CANCEL_NOTIFY = "cancel_notify"
 
 
 class Driver(Protocol):
     """A connection to one backend store; not shared between threads (see ``connect_another``)."""
 
-    url: str
+    url: str  # for messages and logs: credentials hidden
+    source_url: str  # the URL it was made from, credentials included: to connect from elsewhere
     capabilities: frozenset[Capability]
     # Exceptions of the backend's client library that mean "the backend failed" rather than
     # "the caller or Conveyor is wrong"; the engine reports them as BackendUnavailable.
     infrastructure_errors: tuple[type[Exception], ...]
 
-    async def open(self) -> None:
-        """Connect, creating or migrating the schema where the backend does so automatically."""
+    async def open(self, *, create: bool = True) -> None:
+        """Connect, creating or migrating the schema where the backend does so automatically.
+
+        With ``create=False`` (inspection commands), nothing is created: a store that does not
+        exist yet raises :class:`conveyor.BackendUnavailable` saying where it was looked for."""
         ...
 
     async def close(self) -> None: ...
@@ -73,15 +83,17 @@ class Driver(Protocol):
         self, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> list[InsertResult]:
         """Insert jobs; an id that already exists is left untouched and reported as duplicate.
-        Every queue named in the batch becomes known (listed), duplicates or not."""
+        Every queue named in the batch becomes known (listed), duplicates or not. A batch with a
+        job whose numbers are out of range raises ``InvalidArgument`` and writes nothing."""
         ...
 
     async def job_fetch(
         self, params: FetchParams, *, now: float | None = None, wait: float = 0.0
     ) -> list[JobRecord]:
         """Lease up to ``limit`` runnable jobs: lowest priority first, then oldest run time, then
-        enqueue order; skips paused queues; each gets a new lease token and ``attempt + 1``.
-        None if ``limit <= 0``.
+        enqueue order; skips paused queues (and, with ``Capability.FETCH_BY_NAME``, names not in
+        ``params.names``); each gets a new lease token and ``attempt + 1``, and is no longer
+        ``isolated``. None if ``limit <= 0``.
 
         With ``wait`` > 0, first wait for work as ``listen`` does (at most ``wait`` seconds, at
         once after a notification since the previous wait): what an idle worker does. A backend
@@ -95,7 +107,11 @@ class Driver(Protocol):
 
     async def job_extend_leases(
         self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
-    ) -> ExtendResult: ...
+    ) -> ExtendResult:
+        """Extend each lease still held with its token to ``now + lease_seconds``; a lease with
+        ``isolated`` also marks its job as running alone. Reports the leases lost and the jobs
+        someone asked to cancel."""
+        ...
 
     async def job_finish_many(
         self,
@@ -104,21 +120,29 @@ class Driver(Protocol):
         retention: Retention,
         now: float | None = None,
     ) -> list[TransitionResult]:
-        """Apply completions and failures, each fenced by its lease token. Completing applies the
-        count-based retention of the job's queue in the same step.
+        """Apply completions and failures, each fenced by its lease token (see
+        :mod:`conveyor.drivers.common` for the two rules checked in the write: cancel wins, and
+        a repeated finish reports ``ok``). Retry and snooze run again ``delay`` seconds after
+        the backend's now. An ``error`` becomes the job's last error and joins its history;
+        completing clears the last error. Completing applies the count-based retention of the
+        job's queue in the same step.
 
-        A job with ``cancel_requested`` that would run again (retry, snooze, requeue) becomes
-        ``cancelled`` instead. A batch with an invalid transition (retry or snooze without
-        ``run_at``) raises ``ValueError`` naming the job, and nothing of it is applied."""
+        A batch with an invalid finish raises ``InvalidArgument`` naming the job, and nothing of
+        it is applied."""
         ...
 
-    async def job_rescue_expired(
-        self, *, max_stalls: int, limit: int, now: float | None = None
-    ) -> RescueResult:
-        """Active jobs whose lease expired go back to ``queued`` (stall counted, attempt given
-        back), or to ``failed`` once they have stalled more than ``max_stalls`` times, or to
-        ``cancelled`` when a cancel was requested. At most ``limit`` jobs, none if
-        ``limit <= 0``."""
+    async def job_expired(self, *, limit: int, now: float | None = None) -> list[JobRecord]:
+        """Active jobs whose lease ran out by ``now``, earliest deadline first, at most
+        ``limit`` (none if ``limit <= 0``): what the rescuer decides about."""
+        ...
+
+    async def job_rescue_many(
+        self, rescues: Sequence[RescueJob], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        """Apply the rescuer's decisions, each only if its job is still active with the token
+        the rescuer saw and its lease still expired (else ``lease_lost``). A requeued job goes
+        back to ``queued`` at ``now`` with its attempt given back and no lease token; every
+        rescue sets ``stalls``, the error and a history entry. Cancel wins over a requeue."""
         ...
 
     async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
@@ -129,7 +153,8 @@ class Driver(Protocol):
     async def job_cancel_many(
         self, ids: Sequence[str], *, now: float | None = None
     ) -> list[ChangeResult]:
-        """Waiting jobs become ``cancelled``; active ones get ``cancel_requested``."""
+        """Waiting jobs become ``cancelled``; active ones get ``cancel_requested`` (and, with
+        ``Capability.CANCEL_NOTIFY``, their worker's ``cancel_listen`` returns them)."""
         ...
 
     async def job_retry_many(
@@ -151,7 +176,10 @@ class Driver(Protocol):
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]: ...
 
     async def job_list(self, params: ListParams) -> list[JobRecord]:
-        """Matching jobs, newest first, at most ``limit`` (none if ``limit <= 0``)."""
+        """Matching jobs, newest (highest ``seq``) first, at most ``limit`` (none if
+        ``limit <= 0``). Costs about ``limit`` reads plus a logarithm of the store's size per
+        queue and state asked for, however many jobs there are (a ``name`` filter excepted: it
+        reads past the jobs of other names)."""
         ...
 
     async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]: ...
@@ -164,12 +192,24 @@ class Driver(Protocol):
 
     async def worker_heartbeat(
         self, info: WorkerInfo, *, ttl: float, now: float | None = None
-    ) -> None: ...
+    ) -> None:
+        """Register or refresh a worker until ``now + ttl``; expired registrations are removed
+        on the way."""
+        ...
 
     async def worker_deregister(self, worker_id: str) -> None: ...
 
     async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
         """Workers whose last heartbeat has not expired."""
+        ...
+
+    async def route_register(self, routes: Mapping[str, str]) -> None:
+        """Remember the queue each job name is served from (job name -> queue), as workers
+        declare them: what ``enqueue_by_name`` uses when the caller names no queue."""
+        ...
+
+    async def route_list(self) -> dict[str, str]:
+        """Every job name -> queue a worker has declared (the latest declaration wins)."""
         ...
 
     async def leader_acquire(
@@ -190,4 +230,10 @@ class Driver(Protocol):
         A ``notify`` of one of ``queues`` since this driver's previous ``listen`` returned (or
         since it was created) makes it return at once, so a notification that lands between an
         empty fetch and the ``listen`` that follows is not lost."""
+        ...
+
+    async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
+        """With ``Capability.CANCEL_NOTIFY``: the ids of jobs of worker ``worker_id`` that were
+        cancelled since the last call, waiting up to ``timeout`` seconds for one. Without it,
+        waits ``timeout`` seconds and returns nothing."""
         ...

@@ -29,6 +29,16 @@ WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYI
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptError:
+    """One entry of a job's history: what went wrong with attempt number ``attempt``, and when
+    (backend clock). A job keeps the last :data:`conveyor.drivers.common.HISTORY_LIMIT`."""
+
+    attempt: int
+    at: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class JobRecord:
     """One job as stored. ``attempt`` counts attempts started (0 until first fetched)."""
 
@@ -51,7 +61,13 @@ class JobRecord:
     stalls: int = 0
     cancel_requested: bool = False
     result: bytes | None = None
+    # The error of the latest attempt that had one; cleared when the job completes.
     error: str | None = None
+    # Errors of earlier attempts, oldest first (the last one is ``error``'s, while it is set).
+    errors: tuple[AttemptError, ...] = ()
+    # The current attempt was declared to run alone in its worker (see ``Lease.isolated``), so
+    # losing it is evidence against the job itself.
+    isolated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +100,12 @@ class FetchParams:
     limit: int
     worker_id: str
     lease_seconds: float
+    # The job names the caller can run. A backend with ``Capability.FETCH_BY_NAME`` leases only
+    # these (None: any), and jobs of other names once they have been runnable for
+    # ``unknown_after`` seconds (so that a job no worker knows is failed in the end rather than
+    # kept forever); other backends lease anything and the caller hands back what it cannot run.
+    names: tuple[str, ...] | None = None
+    unknown_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +115,8 @@ class Lease:
     # The job's queue when the caller knows it (a worker always does): a backend that keeps
     # each queue apart (Redis Cluster) then finds the job without looking for it.
     queue: str | None = None
+    # Record on the job that this attempt now runs alone in its worker (``JobRecord.isolated``).
+    isolated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +127,8 @@ class ExtendResult:
 
 class TransitionKind(enum.StrEnum):
     COMPLETE = "complete"
-    RETRY = "retry"  # -> retrying at run_at
-    SNOOZE = "snooze"  # -> scheduled at run_at, attempt given back
+    RETRY = "retry"  # -> retrying, ``delay`` seconds from now
+    SNOOZE = "snooze"  # -> scheduled, ``delay`` seconds from now, attempt given back
     FAIL = "fail"  # -> failed
     CANCEL = "cancel"  # -> cancelled
     REQUEUE = "requeue"  # -> queued now, attempt given back
@@ -112,19 +136,37 @@ class TransitionKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FinishJob:
-    """Apply one transition to an active job, fenced by its lease token."""
+    """Apply one transition to an active job, fenced by its lease token.
+
+    ``delay`` (retry and snooze) is added to the backend's clock, as for ``NewJob``, so a
+    worker's clock never decides when a job runs again. An ``error`` becomes the job's last
+    error and joins its history."""
 
     job_id: str
     token: str
     kind: TransitionKind
     result: bytes | None = None
     error: str | None = None
-    run_at: float | None = None
+    delay: float = 0.0
     queue: str | None = None  # the job's queue when known, as for ``Lease``
 
 
+@dataclass(frozen=True, slots=True)
+class RescueJob:
+    """What the rescuer decided for an active job whose lease expired (``kind`` is REQUEUE,
+    FAIL or CANCEL), fenced by the lease token it saw: applied only if the job is still active
+    with that token and its lease still expired."""
+
+    job_id: str
+    token: str
+    kind: TransitionKind
+    stalls: int  # the job's new stall count
+    error: str
+    queue: str | None = None
+
+
 class TransitionStatus(enum.StrEnum):
-    OK = "ok"
+    OK = "ok"  # applied (or, for a finish, applied already by an earlier call with this token)
     LEASE_LOST = "lease_lost"
     NOT_FOUND = "not_found"
 
@@ -145,13 +187,6 @@ class Retention:
     cancelled_max_age: float | None = 7 * 24 * 3600.0
 
 
-@dataclass(frozen=True, slots=True)
-class RescueResult:
-    requeued: tuple[str, ...]
-    failed: tuple[str, ...]
-    cancelled: tuple[str, ...] = ()  # a cancel had been requested: they must not run again
-
-
 class ChangeStatus(enum.StrEnum):
     OK = "ok"
     NOT_FOUND = "not_found"
@@ -161,6 +196,8 @@ class ChangeStatus(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChangeResult:
+    """What ``Queue.retry`` and ``Queue.cancel`` did to one job."""
+
     job_id: str
     status: ChangeStatus
     state: JobState | None
@@ -184,6 +221,8 @@ class PurgeParams:
 
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
+    """A queue, whether it is paused, and its jobs by state (``Queue.queues``)."""
+
     name: str
     paused: bool
     counts: dict[JobState, int] = field(default_factory=dict[JobState, int])
@@ -191,6 +230,8 @@ class QueueInfo:
 
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
+    """A live worker as its last heartbeat described it (``Queue.workers``)."""
+
     id: str
     hostname: str
     pid: int

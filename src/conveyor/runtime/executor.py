@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conveyor._context import JobContext
-from conveyor._errors import PayloadValidationError, Permanent, Retry, Snooze, UnknownJob
+from conveyor._errors import PayloadValidationError, Permanent, Retry, Snooze
 from conveyor.core.outcome import (
     CancelRequested,
     Errored,
@@ -24,6 +24,7 @@ from conveyor.core.outcome import (
     Snoozed,
     Succeeded,
     TimedOut,
+    Unhandled,
 )
 from conveyor.core.serialization import decode_payload
 from conveyor.drivers.records import JobRecord
@@ -43,8 +44,16 @@ class StopReason(enum.StrEnum):
 
 
 def format_error(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc)).rstrip()
-    head = f"{type(exc).__name__}: {exc}"
+    """``Type: message`` then the traceback, cut in the middle to :data:`MAX_ERROR_CHARS`; never
+    raises, whatever the exception's ``__str__`` does."""
+    try:
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        head = f"{type(exc).__name__}: {exc}"
+    except Exception as broken:
+        text = ""
+        head = f"{type(exc).__name__}: <the exception cannot be shown: {broken!r}>"
+    if len(head) > MAX_ERROR_CHARS:
+        head = head[: MAX_ERROR_CHARS // 2] + " ..."
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS // 2] + "\n...\n" + text[-MAX_ERROR_CHARS // 2 :]
     return f"{head}\n{text}"
@@ -58,15 +67,24 @@ async def execute(
     *,
     max_result_bytes: int,
 ) -> Outcome:
-    """Validate the payload, run the handler under its timeout, and classify the result."""
+    """Validate the payload, run the handler under its timeout, and classify the result.
+
+    Whatever the handler or its values do, this returns an outcome (or re-raises the worker's
+    own cancellation): a payload, result or exception that cannot be read fails only its job."""
     registered = registry.get(record.name)
     if registered is None:
-        return Errored(f"UnknownJob: {UnknownJob(record.name, registry.names())}", permanent=True)
+        return Unhandled(tuple(registry.names()))
     definition = registered.definition
     try:
         payload = decode_payload(record.name, definition.payload_type, record.payload)
     except PayloadValidationError as exc:
         return Errored(f"PayloadValidationError: {exc}", permanent=True)
+    except Exception as exc:  # e.g. a stored payload nested deeper than the parser allows
+        return Errored(
+            f"PayloadValidationError: the stored payload of job {record.name!r} cannot be read: "
+            f"{type(exc).__name__}: {exc}",
+            permanent=True,
+        )
     thread: asyncio.Future[Any] | None = None
     deadline = asyncio.timeout(definition.timeout)
     try:
@@ -84,7 +102,6 @@ async def execute(
                         "returned an awaitable; declare it `async def` so the worker awaits it",
                         permanent=True,
                     )
-        result = definition.encode_result(value)
     except asyncio.CancelledError:
         ctx.cancelled.set()
         reason = stop_reason()
@@ -109,12 +126,28 @@ async def execute(
     except Snooze as exc:
         return Snoozed(exc.delay)
     except Retry as exc:
-        return Errored(f"Retry: {exc}", retry_delay=exc.delay)
+        return Errored(f"Retry: {_shown(exc)}", retry_delay=exc.delay)
     except Permanent as exc:
         return Errored(format_error(exc), permanent=True)
     except Exception as exc:
         permanent = isinstance(exc, definition.permanent)
         return Errored(format_error(exc), permanent=permanent)
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        # Raised by the handler itself (``sys.exit()`` in library code, a stray
+        # ``KeyboardInterrupt``): it must end its own job, not the worker and every job in it.
+        return Errored(
+            f"{format_error(exc)}\n(raised by the handler of job {record.name!r}; "
+            "the worker does not exit for it)",
+            permanent=True,
+        )
+    try:
+        result = definition.encode_result(value)
+    except Exception as exc:  # the handler's work is done: running it again would not help
+        return Errored(
+            f"ResultError: the result of job {record.name!r} cannot be stored as "
+            f"{definition.result_type!r}: {type(exc).__name__}: {exc}",
+            permanent=True,
+        )
     if len(result) > max_result_bytes:
         return Errored(
             f"ResultTooLarge: the result of job {record.name!r} is {len(result)} bytes, over the "
@@ -122,6 +155,13 @@ async def execute(
             permanent=True,
         )
     return Succeeded(result)
+
+
+def _shown(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as broken:
+        return f"<the exception cannot be shown: {broken!r}>"
 
 
 def _discard(awaitable: object) -> None:

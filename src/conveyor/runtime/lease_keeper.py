@@ -1,8 +1,11 @@
 """Extends every held lease in one call per tick, from a dedicated thread.
 
 The thread has its own event loop and its own connection, so a blocked event loop or a
-GIL-heavy sync handler delays renewal by at most a GIL switch interval rather than starving it.
-What it learns (leases lost, cancellations requested) is handed to the worker's loop.
+pure-Python, GIL-heavy handler delays renewal by at most a GIL switch interval rather than
+starving it. What it learns (leases lost, cancellations requested) is handed to the worker's
+loop. A handler stuck in one C call that never releases the GIL does starve a thread, which is
+why workers on a shared store renew from a process of their own instead
+(:mod:`conveyor.runtime.renewer`); this keeper serves the in-process store and fake clocks.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from conveyor.core.clock import Clock
 from conveyor.drivers.protocol import Driver
@@ -21,6 +25,20 @@ log = logging.getLogger("conveyor.worker")
 
 OnExtended = Callable[[ExtendResult, Mapping[str, str]], None]
 """Called on the worker's loop with the result and the tokens that were sent, by job id."""
+
+
+class Keeper(Protocol):
+    """What the worker needs of whatever renews its leases."""
+
+    def hold(self, job_id: str, token: str, queue: str | None = None) -> None: ...
+
+    def release(self, job_id: str, token: str | None = None) -> None: ...
+
+    async def start(self) -> None: ...
+
+    def stop(self) -> None:
+        """Blocking: call it through ``asyncio.to_thread``."""
+        ...
 
 
 class LeaseKeeper:
@@ -59,7 +77,7 @@ class LeaseKeeper:
             if held is not None and (token is None or held.token == token):
                 del self._leases[job_id]
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._thread = threading.Thread(
             target=self._main, name="conveyor-lease-keeper", daemon=True
         )

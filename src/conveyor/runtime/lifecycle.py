@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor._context import epoch_to_datetime
-from conveyor.core.outcome import Cancel, Complete, Fail, Requeue, RetryAt, SnoozeUntil, Transition
+from conveyor.core.outcome import Cancel, Complete, Fail, Requeue, RetryIn, SnoozeFor, Transition
+from conveyor.core.serialization import writable_text
 from conveyor.drivers.records import FinishJob, JobRecord, TransitionKind
 
 log = logging.getLogger("conveyor.worker")
@@ -43,24 +43,34 @@ class WorkerStats:
 
 
 def finish_for(record: JobRecord, transition: Transition) -> FinishJob:
-    """The fenced write that applies ``transition`` to the attempt ``record`` describes."""
+    """The fenced write that applies ``transition`` to the attempt ``record`` describes, with
+    its text made writable (a handler's error message can hold anything)."""
     assert record.lease_token is not None
     job_id, token, queue = record.id, record.lease_token, record.queue
     match transition:
         case Complete(result=result):
             return FinishJob(job_id, token, TransitionKind.COMPLETE, result=result, queue=queue)
-        case RetryAt(run_at=run_at, error=error):
+        case RetryIn(delay=delay, error=error):
             kind = TransitionKind.RETRY
-            return FinishJob(job_id, token, kind, error=error, run_at=run_at, queue=queue)
-        case SnoozeUntil(run_at=run_at):
-            return FinishJob(job_id, token, TransitionKind.SNOOZE, run_at=run_at, queue=queue)
+            return FinishJob(job_id, token, kind, error=_text(error), delay=delay, queue=queue)
+        case SnoozeFor(delay=delay, error=error):
+            kind = TransitionKind.SNOOZE
+            return FinishJob(job_id, token, kind, error=_text(error), delay=delay, queue=queue)
         case Fail(error=error):
-            return FinishJob(job_id, token, TransitionKind.FAIL, error=error, queue=queue)
+            return FinishJob(job_id, token, TransitionKind.FAIL, error=_text(error), queue=queue)
         case Cancel(error=error):
-            return FinishJob(job_id, token, TransitionKind.CANCEL, error=error, queue=queue)
+            return FinishJob(job_id, token, TransitionKind.CANCEL, error=_text(error), queue=queue)
         case Requeue():
             return FinishJob(job_id, token, TransitionKind.REQUEUE, queue=queue)
     raise AssertionError(f"unknown transition {transition!r}")  # pragma: no cover
+
+
+def _text(error: str | None) -> str | None:
+    return None if error is None else writable_text(error)
+
+
+def _after(delay: float) -> str:
+    return f"in {delay:g}s"
 
 
 def log_job(level: int, message: str, event: str, record: JobRecord, **extra: Any) -> None:
@@ -83,26 +93,36 @@ def log_transition(record: JobRecord, transition: Transition, duration: float) -
     match transition:
         case Complete():
             log_job(logging.INFO, "job completed", "completed", record, duration=duration)
-        case RetryAt(run_at=run_at, error=error):
+        case RetryIn(delay=delay, error=error):
             log_job(
                 logging.WARNING,
                 "job retrying",
                 "retrying",
                 record,
                 duration=duration,
-                run_at=epoch_to_datetime(run_at).isoformat(),
+                run_at=_after(delay),
                 error=error,
             )
         case Fail(error=error):
             log_job(logging.ERROR, "job failed", "failed", record, duration=duration, error=error)
-        case SnoozeUntil(run_at=run_at):
+        case SnoozeFor(delay=delay, error=None):
             log_job(
                 logging.INFO,
                 "job snoozed",
                 "snoozed",
                 record,
                 duration=duration,
-                run_at=epoch_to_datetime(run_at).isoformat(),
+                run_at=_after(delay),
+            )
+        case SnoozeFor(delay=delay, error=error):
+            log_job(
+                logging.WARNING,
+                "job handed back",
+                "handed_back",
+                record,
+                duration=duration,
+                run_at=_after(delay),
+                error=error,
             )
         case Cancel():
             log_job(logging.WARNING, "job cancelled", "cancelled", record, duration=duration)

@@ -3,6 +3,10 @@
 Any number of workers run this loop, but only the holder of the ``maintenance`` leadership does
 the work each tick. Every step is idempotent and bounded, so a leader that loses its term halfway
 through, or two leaders overlapping for a moment, cannot do harm, only repeat a little work.
+
+The leadership lasts two intervals and every worker tries to take it each interval, so a leader
+that dies is replaced within three intervals; the worker's default interval is a sixth of its
+lease, so a new leader is rescuing within half a lease of the old one's death.
 """
 
 from __future__ import annotations
@@ -13,13 +17,35 @@ from collections.abc import Callable
 
 from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.clock import Clock
+from conveyor.core.rescue import decide_rescue
 from conveyor.drivers.protocol import Driver
-from conveyor.drivers.records import Retention, WorkerInfo
+from conveyor.drivers.records import (
+    RescueJob,
+    Retention,
+    TransitionKind,
+    TransitionResult,
+    TransitionStatus,
+    WorkerInfo,
+)
 
 log = logging.getLogger("conveyor.worker")
 
 LEADERSHIP = "maintenance"
 BATCH = 1000
+LEADERSHIP_INTERVALS = 2.0  # how many intervals a leadership lasts without renewal
+
+
+async def rescue_expired(
+    driver: Driver, *, max_stalls: int, limit: int, now: float | None = None
+) -> list[tuple[RescueJob, TransitionResult]]:
+    """Decide about every job whose lease expired (at most ``limit``) and apply the decisions:
+    what the maintenance leader does each tick."""
+    expired = await driver.job_expired(limit=limit, now=now)
+    if not expired:
+        return []
+    decisions = [decide_rescue(job, max_stalls) for job in expired]
+    results = await driver.job_rescue_many(decisions, now=now)
+    return list(zip(decisions, results, strict=True))
 
 
 class Maintenance:
@@ -54,25 +80,15 @@ class Maintenance:
         d = self._driver
         now = self._clock.now
         self.is_leader = await d.leader_acquire(
-            LEADERSHIP, self._worker_id, ttl=self._interval * 3, now=now()
+            LEADERSHIP, self._worker_id, ttl=self._interval * LEADERSHIP_INTERVALS, now=now()
         )
         if not self.is_leader:
             return
-        rescued = await d.job_rescue_expired(max_stalls=self._max_stalls, limit=BATCH, now=now())
-        for job_id in rescued.requeued:
-            log.warning(
-                "job rescued", extra={"event": "rescued", "job_id": job_id, "outcome": "queued"}
-            )
-        for job_id in rescued.cancelled:
-            log.warning(
-                "job cancelled after its worker lost it",
-                extra={"event": "cancelled", "job_id": job_id, "outcome": "cancelled"},
-            )
-        for job_id in rescued.failed:
-            log.error(
-                "job failed after stalling",
-                extra={"event": "failed", "job_id": job_id, "outcome": "stalled"},
-            )
+        for rescue, result in await rescue_expired(
+            d, max_stalls=self._max_stalls, limit=BATCH, now=now()
+        ):
+            if result.status is TransitionStatus.OK:
+                _log_rescue(rescue)
         await d.job_promote_due(limit=BATCH, now=now())
         await d.job_prune_finished(self._retention, limit=BATCH, now=now())
 
@@ -80,6 +96,23 @@ class Maintenance:
         if self.is_leader:
             await self._driver.leader_release(LEADERSHIP, self._worker_id)
             self.is_leader = False
+
+
+def _log_rescue(rescue: RescueJob) -> None:
+    fields = {"job_id": rescue.job_id, "queue": rescue.queue, "error": rescue.error}
+    match rescue.kind:
+        case TransitionKind.REQUEUE:
+            log.warning("job rescued", extra={"event": "rescued", "outcome": "queued", **fields})
+        case TransitionKind.CANCEL:
+            log.warning(
+                "job cancelled after its worker lost it",
+                extra={"event": "cancelled", "outcome": "cancelled", **fields},
+            )
+        case _:
+            log.error(
+                "job failed after stalling",
+                extra={"event": "failed", "outcome": "stalled", **fields},
+            )
 
 
 class Heartbeat:

@@ -8,6 +8,7 @@ from types import TracebackType
 import pytest
 
 from conveyor.backends.memory.driver import MemoryDriver, MemoryStore
+from conveyor.core.rescue import decide_rescue
 from conveyor.drivers.records import FetchParams, FinishJob, NewJob, Retention, TransitionKind
 
 T0 = 1_700_000_000.0
@@ -53,9 +54,10 @@ async def test_rescue_decides_what_to_wake_under_the_lock(
     driver = MemoryDriver("memory://", memory)
     await driver.job_insert_many([NewJob("a", "q", "n", b"{}")], now=T0)
     await driver.job_fetch(FetchParams(("q",), 1, "w", 10.0), now=T0)
+    [expired] = await driver.job_expired(limit=10, now=T0 + 10)
     lock.armed = True
-    result = await driver.job_rescue_expired(max_stalls=3, limit=10, now=T0 + 10)
-    assert result.requeued == ("a",)
+    [result] = await driver.job_rescue_many([decide_rescue(expired, 3)], now=T0 + 10)
+    assert result.status == "ok"
     assert memory.jobs == {}
 
 

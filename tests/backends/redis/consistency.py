@@ -1,9 +1,12 @@
 """A structural check of a Redis store: every job is where its state says, exactly once.
 
-The Redis backend keeps each job twice: its hash, and a membership in the structure of its
-state (the ready list or queued set, the scheduled, retrying, active, completed, failed or
-cancelled set). A crash, restart or bug that broke one without the other would lose a job
-silently or run it twice; this check finds that.
+The Redis backend keeps each job in several places: its hash, a membership in the structure
+of its state (the ready list or queued set, the scheduled, retrying, active, completed, failed
+or cancelled set), and, for every state but active, an entry in the state's listing index. A
+crash, restart or bug that broke one without the others would lose a job silently, run it
+twice, or make counts and listings lie; this check finds that. Stale ready-list entries (of
+jobs cancelled while they waited there) are allowed exactly as many times as the ``dead`` hash
+counts them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections import Counter
 import redis
 
 from conveyor.backends.redis._connection import parse_url
-from conveyor.backends.redis._keys import STATE_SETS, Namespace, QueueKeys
+from conveyor.backends.redis._keys import INDEXED_STATES, STATE_SETS, Namespace, QueueKeys
+from conveyor.drivers.records import JobState
 
 SEQ = 16
 
@@ -38,9 +42,20 @@ def problems(url: str) -> list[str]:
 def _queue_problems(client: redis.Redis | redis.RedisCluster, keys: QueueKeys) -> list[str]:
     placed: Counter[str] = Counter()
     where: dict[str, str] = {}
-    for job_id in client.lrange(keys.ready, 0, -1):
-        placed[job_id.decode()] += 1
-        where[job_id.decode()] = "queued"
+    issues: list[str] = []
+    entries = Counter(job_id.decode() for job_id in client.lrange(keys.ready, 0, -1))
+    dead = {k.decode(): int(v) for k, v in client.hgetall(keys.dead).items()}
+    for job_id, stale in dead.items():
+        if stale > entries[job_id]:
+            issues.append(
+                f"{keys.queue}: {job_id} has {stale} stale entries counted, but only "
+                f"{entries[job_id]} in the ready list"
+            )
+    for job_id, n in entries.items():
+        live = n - dead.get(job_id, 0)
+        if live > 0:
+            placed[job_id] += live
+            where[job_id] = "queued"
     for member in client.zrange(keys.queued, 0, -1):
         job_id = member[2 * SEQ :].decode()
         placed[job_id] += 1
@@ -54,18 +69,47 @@ def _queue_problems(client: redis.Redis | redis.RedisCluster, keys: QueueKeys) -
         key.decode()[len(keys.jobs) :]
         for key in client.scan_iter(match=_glob(keys.jobs) + "*", count=1000)
     }
-    issues = [
+    issues += [
         f"{keys.queue}: {job_id} is in {n} structures" for job_id, n in placed.items() if n > 1
     ]
     for job_id in sorted(set(placed) - hashes):
         issues.append(f"{keys.queue}: {job_id} is listed as {where[job_id]} but has no hash")
+    jobs: dict[str, tuple[str | None, int | None]] = {}
     for job_id in sorted(hashes):
-        state = client.hget(keys.job(job_id), "s")
+        state, seq = client.hmget(keys.job(job_id), "s", "q")
         state_text = state.decode() if state is not None else None
+        jobs[job_id] = (state_text, int(seq) if seq is not None else None)
         if job_id not in where:
             issues.append(f"{keys.queue}: {job_id} ({state_text}) is in no structure: lost")
         elif where[job_id] != state_text:
             issues.append(f"{keys.queue}: {job_id} is {state_text} but listed as {where[job_id]}")
+    issues += _index_problems(client, keys, jobs)
+    return issues
+
+
+def _index_problems(
+    client: redis.Redis | redis.RedisCluster,
+    keys: QueueKeys,
+    jobs: dict[str, tuple[str | None, int | None]],
+) -> list[str]:
+    issues: list[str] = []
+    if client.exists(keys.by_seq(JobState.ACTIVE)):
+        issues.append(f"{keys.queue}: active jobs have an index")
+    for state in INDEXED_STATES:
+        indexed = {
+            m.decode(): int(s) for m, s in client.zrange(keys.by_seq(state), 0, -1, withscores=True)
+        }
+        for job_id, seq in indexed.items():
+            if job_id not in jobs:
+                issues.append(f"{keys.queue}: {job_id} is in the {state} index but has no hash")
+            elif jobs[job_id] != (state.value, seq):
+                issues.append(
+                    f"{keys.queue}: {job_id} is in the {state} index at {seq}, but is "
+                    f"{jobs[job_id][0]} at {jobs[job_id][1]}"
+                )
+        for job_id, (job_state, _) in jobs.items():
+            if job_state == state.value and job_id not in indexed:
+                issues.append(f"{keys.queue}: {job_id} is {state} but not in its index")
     return issues
 
 

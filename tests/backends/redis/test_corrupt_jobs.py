@@ -4,12 +4,13 @@ that job permanently with a clear error, and the worker keeps going."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aredis
 
-from conveyor import JobContext, JobState, Queue, Worker, job
+from conveyor import BackendError, JobContext, JobState, Queue, Worker, job
 from conveyor.backends.redis._connection import parse_url
 from conveyor.backends.redis._keys import QueueKeys
 from tests.backends.redis.consistency import problems
@@ -114,3 +115,23 @@ async def test_a_foreign_job_and_a_dangling_entry_do_not_stop_the_worker(
     assert error is not None and error.startswith("CorruptJob: ") and "'foreign'" in error
     assert await queue.get("vanished") is None
     assert await raw.llen(keys.ready) == 0
+
+
+async def test_a_job_key_overwritten_with_a_string_is_named_by_get_and_skipped_by_listing(
+    setup: tuple[Queue, aredis.Redis, QueueKeys, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    queue, raw, keys, _url = setup
+    await queue.enqueue(square, Num(n=1), job_id="good")
+    await queue.enqueue(square, Num(n=2), job_id="clobbered")
+    await raw.set(keys.job("clobbered"), "someone's string")  # still in the queue's index
+    # `conveyor jobs show`: a clear error naming the key, not a WRONGTYPE traceback.
+    with pytest.raises(BackendError) as refused:
+        await queue.get("clobbered")
+    message = str(refused.value)
+    assert "CorruptJob" in message and keys.job("clobbered") in message
+    assert "holds no job hash" in message
+    # `conveyor jobs ls`: the rest of the queue, and a warning about the one it skipped.
+    caplog.set_level(logging.WARNING, logger="conveyor.redis")
+    assert [info.id for info in await queue.list_jobs(queue="emails")] == ["good"]
+    assert any("'clobbered'" in r.getMessage() for r in caplog.records)
+    assert (await queue.get("good")) is not None

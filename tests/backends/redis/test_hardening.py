@@ -3,6 +3,7 @@ are not job hashes, lost fetch replies, cancels in between, entries whose jobs a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,6 +13,7 @@ from conveyor import UnsupportedURL
 from conveyor.backends.redis import RedisDriver
 from conveyor.backends.redis import _stubs as stubs
 from conveyor.backends.redis._connection import parse_url
+from conveyor.backends.redis._fetching import RECEIPT_TTL
 from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._resp import ReplyError
 from conveyor.drivers.records import FetchParams, JobState, NewJob, PurgeParams
@@ -49,14 +51,49 @@ async def test_an_insert_over_a_key_that_is_not_a_job_writes_nothing_and_says_wh
     assert await raw.llen(keys.ready) == 0
 
 
-async def test_a_fetch_skips_a_listed_key_that_is_not_a_job(
-    parts: tuple[RedisDriver, aredis.Redis, QueueKeys],
+async def test_a_fetch_drops_entries_that_name_no_queued_job_and_says_which(
+    parts: tuple[RedisDriver, aredis.Redis, QueueKeys], caplog: pytest.LogCaptureFixture
 ) -> None:
     driver, raw, keys = parts
+    await driver.job_insert_many([job("running")])
+    await driver.job_fetch(PARAMS)
     await raw.set(keys.job("stray"), "not a hash")
-    await raw.rpush(keys.ready, "stray")
+    # A key that is not a job hash, an entry whose job is gone, and a second entry of a job
+    # that already runs (as a lost dead-entry count would leave): none may stop the queue or
+    # run anything twice, and each is reported.
+    await raw.rpush(keys.ready, "stray", "vanished", "running")
     await driver.job_insert_many([job("real")])
+    caplog.set_level(logging.WARNING, logger="conveyor.redis")
     assert [j.id for j in await driver.job_fetch(PARAMS)] == ["real"]
+    dropped = {r.job_id: r.getMessage() for r in caplog.records if r.event == "dropped"}  # type: ignore[attr-defined]
+    assert set(dropped) == {"stray", "vanished", "running"}
+    assert "'default'" in dropped["stray"] and "no job hash" in dropped["stray"]
+    assert "is gone" in dropped["vanished"]
+    assert "the job is active, not queued" in dropped["running"]
+    assert await raw.llen(keys.ready) == 0
+
+
+async def test_a_receipt_outlives_a_retried_call_and_the_next_fetch_deletes_it(
+    parts: tuple[RedisDriver, aredis.Redis, QueueKeys],
+) -> None:
+    """A fetch sent again after a 30 s reply timeout must still find its receipt (or it would
+    lease other jobs and strand the first ones), however short the lease; and a worker's
+    receipts must not pile up."""
+    driver, raw, keys = parts
+    await driver.job_insert_many([job("a"), job("b")])
+    short = FetchParams(("default",), 1, "w", 5.0)
+
+    async def receipts() -> list[bytes]:
+        return [key async for key in raw.scan_iter(match=keys.tag + ":receipt:*")]
+
+    await driver.job_fetch(short)
+    [first] = await receipts()
+    assert await raw.pttl(first) > (RECEIPT_TTL - 10) * 1000 > (30 + 5) * 1000
+    await driver.job_fetch(short)
+    [second] = await receipts()
+    assert second != first
+    assert await driver.job_fetch(short) == []  # nothing left: no receipt, the last one deleted
+    assert await receipts() == []
 
 
 async def test_a_released_receipt_leases_nothing_even_if_its_call_arrives_late(
@@ -65,7 +102,7 @@ async def test_a_released_receipt_leases_nothing_even_if_its_call_arrives_late(
     driver, _, keys = parts
     await driver.job_insert_many([job("a")])
     call = stubs.fetch_call(
-        keys, now=None, limit=5, lease_seconds=30, worker_id="w", promote_budget=10
+        keys, now=None, limit=5, lease_seconds=30, worker_id="w", promote_budget=10, receipt_ttl=300
     )
     # The release overtakes its lease call (sent behind a blocking pop still waiting).
     await stubs.release(driver._c, call)
@@ -81,7 +118,7 @@ async def test_a_release_cancels_a_job_whose_cancel_came_in_meanwhile(
     driver, _, keys = parts
     await driver.job_insert_many([job("a")])
     call = stubs.fetch_call(
-        keys, now=None, limit=5, lease_seconds=30, worker_id="w", promote_budget=10
+        keys, now=None, limit=5, lease_seconds=30, worker_id="w", promote_budget=10, receipt_ttl=300
     )
     await stubs.fetch(driver._c, call)  # the reply is lost...
     await driver.job_cancel_many(["a"])  # ...someone cancels the (active) job...
@@ -126,7 +163,7 @@ async def test_retention_trims_in_bounded_steps_and_maintenance_finishes_the_job
     # ...and pruning takes care of the rest.
     assert await driver.job_prune_finished(Retention(completed_max_count=10), limit=1000) == 291
     assert await raw.zcard(keys.completed) == 10
-    assert problems(driver._raw_url) == []
+    assert problems(driver.source_url) == []
 
 
 def test_a_password_given_as_an_option_is_hidden_too() -> None:

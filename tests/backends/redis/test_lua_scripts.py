@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from conveyor.backends.redis import RedisDriver
-from conveyor.backends.redis._keys import QUEUE_KEYS, QueueKeys
+from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._lua import LUA_DIR, header_keys, load, script_names
 from conveyor.backends.redis._records import JOB_FIELDS
 from conveyor.backends.redis._stubs import SCRIPT_KEYS
@@ -44,10 +44,52 @@ def test_header_states_arguments_returns_and_guarantee(name: str) -> None:
         assert "-- KEYS[" in header, f"{name}.lua reads KEYS without declaring them"
 
 
-def test_queue_keys_follow_the_declared_order() -> None:
+# Script KEYS that are not attributes of QueueKeys: made per call, or shared by every queue.
+PER_CALL_KEYS = {"receipt", "previous_receipt", "set", "by_seq"}
+SHARED_KEYS = {"workers", "info", "order", "leader"}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_KEYS))
+def test_a_script_gets_only_keys_of_one_queue_or_of_the_namespace(name: str) -> None:
     keys = QueueKeys("conveyor", "mail")
-    assert keys.all == tuple(getattr(keys, name) for name in QUEUE_KEYS)
-    assert all(key.startswith("{conveyor:mail}:") for key in keys.all), "one hash tag, one slot"
+    names, _ = SCRIPT_KEYS[name]
+    shared = set(names) & SHARED_KEYS
+    assert not shared or shared == set(names), f"{name} mixes queue and shared keys"
+    for key_name in set(names) - SHARED_KEYS - PER_CALL_KEYS:
+        assert getattr(keys, key_name).startswith("{conveyor:mail}:"), "one hash tag, one slot"
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_KEYS))
+def test_a_script_declares_its_keys_as_its_header_names_them(name: str) -> None:
+    # Each script binds KEYS to named locals (K_<NAME>) in header order; a helper it includes
+    # that uses a key the script does not receive would read an undefined global at run time.
+    text = (LUA_DIR / f"{name}.lua").read_text()
+    declared = re.findall(r"^local K_(\w+) = KEYS\[(\d+)\]$", text, re.MULTILINE)
+    header, _ = header_keys(text)
+    assert [(k.lower(), int(n)) for k, n in declared] == [
+        (key, n) for n, key in enumerate(header, 1)
+    ]
+    source = load(name).source
+    used = set(re.findall(r"\bK_([A-Z_]+)\b", source))
+    assert used <= {k for k, _ in declared}, f"{name}.lua uses keys it does not receive"
+
+
+def test_the_scripts_bounds_are_the_python_ones() -> None:
+    from conveyor import _validation
+    from conveyor.drivers import common
+
+    args = (LUA_DIR / "includes" / "args.lua").read_text()
+    history = (LUA_DIR / "includes" / "history.lua").read_text()
+
+    def constant(text: str, name: str) -> float:
+        match = re.search(rf"^local {name} = (\d+)", text, re.MULTILINE)
+        assert match is not None, name
+        return float(match[1])
+
+    assert constant(args, "MAX_EPOCH") == _validation.MAX_EPOCH
+    assert constant(args, "MAX_SECONDS") == _validation.MAX_SECONDS
+    assert constant(history, "HISTORY_LIMIT") == common.HISTORY_LIMIT
+    assert constant(history, "HISTORY_ERROR_CHARS") == common.HISTORY_ERROR_CHARS
 
 
 def test_job_fields_match_the_lua_list() -> None:
@@ -66,6 +108,18 @@ def test_header_keys_parser_rejects_gaps() -> None:
 def test_includes_are_spliced_and_no_directive_is_left() -> None:
     for name in script_names():
         assert "--!include" not in load(name).source, name
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_KEYS))
+def test_no_script_includes_a_file_twice(name: str) -> None:
+    # Harmless to the result, but every helper would be made twice on every call.
+    includes = re.findall(r"^--!include (\S+)$", (LUA_DIR / f"{name}.lua").read_text(), re.M)
+    assert len(includes) == len(set(includes)), f"{name}.lua: {includes}"
+
+
+def code_of(source: str) -> str:
+    """Lua source without its comments (none of the scripts has '--' inside a string)."""
+    return re.sub(r"--[^\n]*", "", source)
 
 
 @pytest.fixture
@@ -101,7 +155,7 @@ def test_every_helper_a_script_calls_is_included_before_use(name: str) -> None:
     helpers: set[str] = set()
     for path in (LUA_DIR / "includes").glob("*.lua"):
         helpers |= set(re.findall(r"^local function (\w+)", path.read_text(), re.MULTILINE))
-    source = load(name).source
+    source = code_of(load(name).source)
     for match in re.finditer(r"(?<![\w.:])(\w+)\(", source):
         called = match[1]
         if called in helpers:
@@ -113,7 +167,7 @@ def test_every_helper_a_script_calls_is_included_before_use(name: str) -> None:
 def test_a_script_that_places_jobs_saves_the_ready_tail(name: str) -> None:
     # place() appends to the ready list only after the recorded tail; a script that forgot to
     # record a new tail would let a later script append out of order.
-    source = load(name).source
+    source = code_of(load(name).source)
     body = source[source.rfind("local function ") :]
     if re.search(r"(?<![\w.])(place|promote_due|promote_member)\(", body):
         assert "save_tail()" in body or "settle(" in body, (
@@ -132,7 +186,13 @@ async def test_a_fetch_whose_reply_was_lost_is_handed_back_by_its_receipt(
         await driver.job_insert_many([NewJob("a", "default", "t", b"{}")])
         keys = QueueKeys(driver._target.prefix, "default")
         call = stubs.fetch_call(
-            keys, now=None, limit=5, lease_seconds=30, worker_id="w", promote_budget=10
+            keys,
+            now=None,
+            limit=5,
+            lease_seconds=30,
+            worker_id="w",
+            promote_budget=10,
+            receipt_ttl=300,
         )
         leased = await stubs.fetch(driver._c, call)  # pretend this reply never arrived
         assert len(leased.rows) == 1

@@ -54,3 +54,46 @@ async def test_a_corrupt_stored_payload_fails_only_its_job(
     assert failed.error is not None and expected in failed.error
     assert "test.count" in failed.error
     assert seen == [2]
+
+
+flaky = job("test.flaky_history", Num, result=int, attempts=2)
+
+
+@pytest.mark.parametrize("history", ["{not json", '{"an": "object"}', "42"])
+async def test_a_corrupt_error_history_starts_afresh_and_wedges_nothing(
+    tmp_path: Path, history: str
+) -> None:
+    """Before: appending to a history that was not a JSON array failed the statement with
+    "malformed JSON", which read as the database being unavailable: the completer retried it
+    for ever and every later outcome waited behind it."""
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    queue = Queue.from_url(url)
+    worker = Worker(queue, config=fast_config())
+
+    @worker.handles(flaky)
+    async def handle(payload: Num, ctx: JobContext) -> int:
+        if ctx.attempt == 1:
+            raise ValueError("first attempt fails")
+        return payload.n
+
+    @worker.handles(count)
+    async def handle_count(payload: Num, ctx: JobContext) -> int:
+        return payload.n
+
+    bad = await queue.enqueue(flaky, Num(n=1))
+    with sqlite3.connect(tmp_path / "history.db") as conn:
+        conn.execute("UPDATE conveyor_job SET errors = ? WHERE id = ?", (history, bad.id))
+    task = asyncio.create_task(worker.run())
+    try:
+        assert await bad.result(timeout=10) == 1
+        later = [await queue.enqueue(count, Num(n=n)) for n in range(3)]
+        assert [await h.result(timeout=10) for h in later] == [0, 1, 2]
+        info = await queue.get(bad.id)
+    finally:
+        worker.stop(grace=0)
+        await asyncio.wait_for(task, 10)
+        await queue.close()
+    assert info is not None
+    assert [(e.attempt, e.error[:30]) for e in info.errors] == [
+        (1, "ValueError: first attempt fail")
+    ]

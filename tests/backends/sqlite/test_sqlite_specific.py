@@ -19,6 +19,7 @@ from conveyor.backends.sqlite._sql import MIGRATIONS, QUERIES, parse_queries
 from conveyor.drivers.records import JobState, NewJob, PurgeParams
 
 T0 = 1_700_000_000.0
+ALL = [name for name, _ in MIGRATIONS]
 
 
 def _url(path: Path) -> str:
@@ -85,7 +86,7 @@ async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     first = SQLiteDriver(_url(path))
     await first.open()
-    assert await first.migrate() == ["0001_initial"]  # what open() applied
+    assert await first.migrate() == ALL  # what open() applied
     assert await first.migrate() == []
     await first.close()
     second = SQLiteDriver(_url(path))
@@ -99,7 +100,7 @@ async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
 async def test_migrate_opens_an_unopened_driver(tmp_path: Path) -> None:
     driver = SQLiteDriver(_url(tmp_path / "db.sqlite"))
     try:
-        assert await driver.migrate() == ["0001_initial"]
+        assert await driver.migrate() == ALL
     finally:
         await driver.close()
 
@@ -121,8 +122,8 @@ def test_processes_opening_a_new_file_at_once_apply_each_migration_once(tmp_path
     start = str(time.time() + 1.0)
     processes = [_run_python(code, _url(path), start) for _ in range(4)]
     reports = [json.loads(_finish(p)) for p in processes]
-    assert sorted(reports, key=len) == [[], [], [], ["0001_initial"]]
-    assert _applied(path) == [("0001_initial",)]
+    assert sorted(reports, key=len) == [[], [], [], ALL]
+    assert _applied(path) == [(name,) for name in ALL]
 
 
 async def test_a_newer_schema_raises_migration_required(tmp_path: Path) -> None:
@@ -182,7 +183,7 @@ async def test_fetch_reads_the_ready_index_in_order_without_sorting(tmp_path: Pa
     with sqlite3.connect(path) as conn:
         plan = conn.execute(
             "EXPLAIN QUERY PLAN " + QUERIES["job_fetch__candidates"],
-            {"queue": "q", "limit": 1},
+            {"queue": "q", "limit": 1, "names": '["a"]', "unknown_before": 0},
         ).fetchall()
         text = " ".join(str(row) for row in plan)
         assert "conveyor_job_ready_idx" in text, plan
@@ -191,6 +192,44 @@ async def test_fetch_reads_the_ready_index_in_order_without_sorting(tmp_path: Pa
             "EXPLAIN QUERY PLAN " + QUERIES["job_fetch__promote"], {"queue": "q", "now": 0}
         ).fetchall()
         assert "conveyor_job_due_idx (state=? AND run_at<?)" in str(promote), promote
+
+
+@pytest.mark.parametrize(
+    ("query", "args", "index"),
+    [
+        (
+            "job_list",
+            {"queue": "q", "state": "failed", "name": None, "before_seq": 10, "limit": 20},
+            "conveyor_job_list_idx (queue=? AND state=? AND seq<?)",
+        ),
+        ("job_expired", {"now": 0, "limit": 10}, "conveyor_job_lease_idx"),
+        (
+            "job_prune_finished",
+            {"state": "failed", "cutoff": 0, "limit": 10},
+            "conveyor_job_age_idx (state=? AND finished_at<?)",
+        ),
+        (
+            "job_prune_finished__trim_completed",
+            {"queue": "q", "keep": 5, "limit": 10},
+            "conveyor_job_finished_idx (queue=? AND state=?)",
+        ),
+    ],
+)
+async def test_listing_and_retention_read_an_index_range_not_the_table(
+    tmp_path: Path, query: str, args: dict[str, object], index: str
+) -> None:
+    """Before: one page of a listing filtered every job of the store. Each of these reads a
+    range of an index, so its cost follows the page or batch, not how many jobs there are."""
+    path = tmp_path / "db.sqlite"
+    driver = SQLiteDriver(_url(path))
+    await driver.open()
+    await driver.close()
+    with sqlite3.connect(path) as conn:
+        plan = " ".join(
+            str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + QUERIES[query], args)
+        )
+    assert index in plan, plan
+    assert "SCAN conveyor_job" not in plan, plan
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from conveyor.drivers.records import (
     Retention,
     TransitionKind,
     TransitionResult,
+    TransitionStatus,
 )
+from conveyor.runtime.maintenance import rescue_expired
 
 T0: Final = 1_700_000_000.0
 QUEUE: Final = "default"
@@ -88,6 +90,20 @@ async def finish(
         now=now,
     )
     return result
+
+
+async def rescue(
+    driver: Driver, *, now: float, max_stalls: int = 3, limit: int = 10
+) -> dict[str, list[str]]:
+    """What the maintenance leader does: decide about every expired lease (the core's policy)
+    and apply it. The ids written, by the kind of transition the rescuer chose."""
+    done: dict[str, list[str]] = {"requeue": [], "fail": [], "cancel": []}
+    for decision, result in await rescue_expired(
+        driver, max_stalls=max_stalls, limit=limit, now=now
+    ):
+        if result.status is TransitionStatus.OK:
+            done[decision.kind.value].append(decision.job_id)
+    return done
 
 
 async def get(driver: Driver, job_id: str) -> JobRecord:

@@ -20,7 +20,7 @@ from ._support import T0, fetch, fetch_one, finish, get, insert
 async def test_waiting_jobs_are_cancelled(driver: Driver) -> None:
     await insert(driver, "r", now=T0)
     job = await fetch_one(driver)
-    await finish(driver, job, TransitionKind.RETRY, run_at=T0 + 5, error="e")
+    await finish(driver, job, TransitionKind.RETRY, delay=5, error="e")
     await insert(driver, "q", now=T0)
     await insert(driver, "s", delay=60, now=T0)
     results = await driver.job_cancel_many(["q", "s", "r"], now=T0 + 1)
@@ -67,16 +67,12 @@ async def test_cancel_request_wins_over_a_finish_that_would_run_the_job_again(
     await insert(driver, "a", now=T0)
     job = await fetch_one(driver)
     await driver.job_cancel_many(["a"], now=T0 + 1)
-    result = await finish(driver, job, kind, run_at=T0 + 5, error="timeout", now=T0 + 2)
+    result = await finish(driver, job, kind, delay=3, error="timeout", now=T0 + 2)
     assert result == TransitionResult("a", TransitionStatus.OK)
     cancelled = await get(driver, "a")
     assert (cancelled.state, cancelled.finished_at) == (JobState.CANCELLED, T0 + 2)
     assert cancelled.error is not None and cancelled.error.startswith("cancelled")
-    assert (cancelled.lease_token, cancelled.lease_expires_at, cancelled.worker_id) == (
-        None,
-        None,
-        None,
-    )
+    assert (cancelled.lease_expires_at, cancelled.worker_id) == (None, None)
     assert cancelled.cancel_requested is False
     assert await driver.job_promote_due(limit=10, now=T0 + 1000) == 0
     assert await fetch(driver, now=T0 + 1000) == []
@@ -88,7 +84,7 @@ async def test_cancel_request_keeps_the_given_retry_error_after_the_prefix(
     await insert(driver, "a", now=T0)
     job = await fetch_one(driver)
     await driver.job_cancel_many(["a"], now=T0)
-    await finish(driver, job, TransitionKind.RETRY, run_at=T0 + 5, error="timeout")
+    await finish(driver, job, TransitionKind.RETRY, delay=5, error="timeout")
     assert (await get(driver, "a")).error == "cancelled: timeout"
 
 
@@ -110,6 +106,46 @@ async def test_requeue_without_a_cancel_request_still_runs_again(driver: Driver)
     await finish(driver, job, TransitionKind.REQUEUE)
     assert (await get(driver, "a")).state is JobState.QUEUED
     assert (await fetch_one(driver)).cancel_requested is False
+
+
+async def test_cancelled_queued_jobs_leave_the_rest_in_order_and_counted(driver: Driver) -> None:
+    """Cancelling queued jobs anywhere in a queue (a backend may leave a marker where they were
+    rather than search for them) changes neither the order of the others nor any count."""
+    ids = [f"j{n:02}" for n in range(30)]
+    await insert(driver, *ids, now=T0)
+    await insert(driver, "urgent", priority=-1, now=T0)
+    doomed = ["j00", "j07", "j08", "j15", "j29", "urgent"]
+    results = await driver.job_cancel_many(doomed, now=T0 + 1)
+    assert {r.status for r in results} == {ChangeStatus.OK}
+    counts = await driver.job_count_by_state("default")
+    assert (counts[JobState.QUEUED], counts[JobState.CANCELLED]) == (25, 6)
+    fetched = [j.id for j in await fetch(driver, limit=100, now=T0 + 2)]
+    assert fetched == [i for i in ids if i not in doomed]
+    assert {(await get(driver, i)).state for i in doomed} == {JobState.CANCELLED}
+
+
+async def test_a_cancelled_job_retried_runs_once_in_its_new_place(driver: Driver) -> None:
+    await insert(driver, "a", "b", "c", now=T0)
+    await driver.job_cancel_many(["a"], now=T0)
+    await insert(driver, "d", now=T0 + 1)
+    await driver.job_retry_many(["a"], now=T0 + 2)
+    await insert(driver, "e", now=T0 + 3)
+    fetched = [j.id for j in await fetch(driver, limit=10, now=T0 + 4)]
+    assert fetched == ["b", "c", "d", "a", "e"]
+    assert await fetch(driver, now=T0 + 5) == []
+    counts = await driver.job_count_by_state()
+    assert (counts[JobState.ACTIVE], counts[JobState.QUEUED]) == (5, 0)
+
+
+async def test_purging_after_cancels_deletes_only_what_it_names(driver: Driver) -> None:
+    from conveyor.drivers.records import PurgeParams
+
+    await insert(driver, "a", "b", "c", now=T0)
+    await driver.job_cancel_many(["b"], now=T0)
+    assert await driver.job_purge(PurgeParams(states=(JobState.QUEUED,)), now=T0) == 2
+    assert (await get(driver, "b")).state is JobState.CANCELLED
+    assert await driver.job_purge(PurgeParams(states=(JobState.CANCELLED,)), now=T0) == 1
+    assert sum((await driver.job_count_by_state()).values()) == 0
 
 
 async def test_no_ids_is_a_no_op(driver: Driver) -> None:

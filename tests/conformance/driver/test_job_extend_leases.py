@@ -5,7 +5,7 @@ from __future__ import annotations
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import ExtendResult, Lease, TransitionKind
 
-from ._support import LEASE, T0, fetch, fetch_one, finish, get, insert
+from ._support import LEASE, T0, fetch, fetch_one, finish, get, insert, rescue
 
 
 async def test_extending_moves_the_deadline_and_postpones_rescue(driver: Driver) -> None:
@@ -15,8 +15,7 @@ async def test_extending_moves_the_deadline_and_postpones_rescue(driver: Driver)
     result = await driver.job_extend_leases([Lease("a", job.lease_token)], 60, now=T0 + 20)
     assert result == ExtendResult((), ())
     assert (await get(driver, "a")).lease_expires_at == T0 + 80
-    rescued = await driver.job_rescue_expired(max_stalls=3, limit=10, now=T0 + LEASE + 1)
-    assert rescued.requeued == () and rescued.failed == ()
+    assert await driver.job_expired(limit=10, now=T0 + LEASE + 1) == []
 
 
 async def test_stale_unknown_and_finished_leases_are_reported_lost(driver: Driver) -> None:
@@ -42,7 +41,7 @@ async def test_a_rescued_job_lease_is_lost_for_the_old_holder(driver: Driver) ->
     await insert(driver, "a", now=T0)
     old = await fetch_one(driver)
     assert old.lease_token is not None
-    await driver.job_rescue_expired(max_stalls=3, limit=10, now=T0 + LEASE)
+    await rescue(driver, now=T0 + LEASE)
     new = await fetch_one(driver, now=T0 + LEASE)
     assert new.lease_token is not None
     result = await driver.job_extend_leases(
@@ -68,3 +67,17 @@ async def test_cancel_requested_ids_are_reported_and_the_lease_still_extended(
 
 async def test_no_leases_is_a_no_op(driver: Driver) -> None:
     assert await driver.job_extend_leases([], LEASE, now=T0) == ExtendResult((), ())
+
+
+async def test_an_isolated_lease_marks_the_job_until_its_next_fetch(driver: Driver) -> None:
+    await insert(driver, "a", "b", now=T0)
+    a, b = await fetch(driver)
+    assert a.lease_token is not None and b.lease_token is not None
+    result = await driver.job_extend_leases(
+        [Lease("a", a.lease_token, isolated=True), Lease("b", b.lease_token)], LEASE, now=T0
+    )
+    assert result == ExtendResult((), ())
+    assert [(await get(driver, i)).isolated for i in "ab"] == [True, False]
+    # A plain renewal keeps the mark: it belongs to the attempt.
+    await driver.job_extend_leases([Lease("a", a.lease_token)], LEASE, now=T0 + 1)
+    assert (await get(driver, "a")).isolated

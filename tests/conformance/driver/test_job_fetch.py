@@ -89,7 +89,7 @@ async def test_fetch_respects_limit_and_queues(driver: Driver) -> None:
 async def test_due_retrying_job_is_fetched_like_a_queued_one(driver: Driver) -> None:
     await insert(driver, "a", now=T0)
     job = await fetch_one(driver)
-    await finish(driver, job, TransitionKind.RETRY, run_at=T0 + 10, error="boom")
+    await finish(driver, job, TransitionKind.RETRY, delay=10, error="boom")
     assert await fetch(driver, now=T0 + 9) == []
     again = await fetch_one(driver, now=T0 + 10)
     assert again.attempt == 2 and again.error == "boom"
@@ -238,3 +238,25 @@ async def test_a_cancelled_waiting_fetch_leaves_no_job_leased(driver: Driver) ->
     await insert(driver, "a", now=T0)
     assert (await get(driver, "a")).state is JobState.QUEUED
     assert [j.id for j in await fetch(driver)] == ["a"]
+
+
+async def test_a_backend_that_filters_by_name_leases_only_the_names_asked_for(
+    driver: Driver,
+) -> None:
+    """With Capability.FETCH_BY_NAME a worker never gets a job it has no handler for; without
+    it, the names are a hint the backend may ignore (the worker hands such jobs back)."""
+    from conveyor.drivers.protocol import Capability
+
+    await insert(driver, "new-kind", name="report.build", now=T0)
+    await insert(driver, "known", name="email.send", now=T0)
+    params = FetchParams(("default",), 10, "old-worker", LEASE, names=("email.send",))
+    fetched = [j.id for j in await driver.job_fetch(params, now=T0)]
+    if Capability.FETCH_BY_NAME in driver.capabilities:
+        assert fetched == ["known"]
+        assert (await get(driver, "new-kind")).state is JobState.QUEUED
+        # Once it has waited ``unknown_after``, it is handed out, to be failed as unknown.
+        waited = FetchParams(("default",), 10, "w", LEASE, ("email.send",), unknown_after=60)
+        assert await driver.job_fetch(waited, now=T0 + 59) == []
+        assert [j.id for j in await driver.job_fetch(waited, now=T0 + 60)] == ["new-kind"]
+    else:
+        assert fetched == ["new-kind", "known"]

@@ -1,9 +1,12 @@
-"""job_finish_many: every transition kind, fencing by lease token, and count retention."""
+"""job_finish_many: every transition kind, fencing by lease token, repeated finishes, the
+history of errors, input checks before any write, and count retention."""
 
 from __future__ import annotations
 
 import pytest
 
+from conveyor._errors import InvalidArgument
+from conveyor.drivers.common import HISTORY_LIMIT
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
     FinishJob,
@@ -14,7 +17,7 @@ from conveyor.drivers.records import (
     TransitionStatus,
 )
 
-from ._support import LEASE, T0, exists, fetch, fetch_one, finish, get, insert
+from ._support import LEASE, T0, exists, fetch, fetch_one, finish, get, insert, rescue
 
 OK = TransitionStatus.OK
 LOST = TransitionStatus.LEASE_LOST
@@ -26,26 +29,25 @@ async def test_complete_stores_the_result_and_releases_the_lease(driver: Driver)
     assert (await finish(driver, job, result=b'"sent"', now=T0 + 3)).status is OK
     done = await get(driver, "a")
     assert (done.state, done.result, done.finished_at) == (JobState.COMPLETED, b'"sent"', T0 + 3)
-    assert (done.attempt, done.lease_token, done.lease_expires_at) == (1, None, None)
-    assert done.worker_id is None
+    assert (done.attempt, done.lease_expires_at, done.worker_id) == (1, None, None)
 
 
-async def test_retry_waits_for_run_at_and_counts_the_attempt(driver: Driver) -> None:
+async def test_retry_waits_for_its_delay_on_the_backend_clock(driver: Driver) -> None:
     await insert(driver, "a", now=T0)
     job = await fetch_one(driver)
-    result = await finish(driver, job, TransitionKind.RETRY, run_at=T0 + 30, error="timeout")
+    result = await finish(driver, job, TransitionKind.RETRY, delay=30, error="timeout", now=T0 + 2)
     assert result.status is OK
     waiting = await get(driver, "a")
-    assert (waiting.state, waiting.run_at, waiting.error) == (JobState.RETRYING, T0 + 30, "timeout")
-    assert waiting.attempt == 1 and waiting.lease_token is None and waiting.finished_at is None
-    assert await fetch(driver, now=T0 + 29) == []
-    assert (await fetch_one(driver, now=T0 + 30)).attempt == 2
+    assert (waiting.state, waiting.run_at, waiting.error) == (JobState.RETRYING, T0 + 32, "timeout")
+    assert waiting.attempt == 1 and waiting.lease_expires_at is None and waiting.finished_at is None
+    assert await fetch(driver, now=T0 + 31) == []
+    assert (await fetch_one(driver, now=T0 + 32)).attempt == 2
 
 
 async def test_snooze_reschedules_and_gives_the_attempt_back(driver: Driver) -> None:
     await insert(driver, "a", now=T0)
     job = await fetch_one(driver)
-    assert (await finish(driver, job, TransitionKind.SNOOZE, run_at=T0 + 60)).status is OK
+    assert (await finish(driver, job, TransitionKind.SNOOZE, delay=60)).status is OK
     snoozed = await get(driver, "a")
     assert (snoozed.state, snoozed.run_at, snoozed.attempt) == (JobState.SCHEDULED, T0 + 60, 0)
     assert await fetch(driver, now=T0 + 59) == []
@@ -66,7 +68,7 @@ async def test_fail_and_cancel_are_terminal_with_their_error(driver: Driver) -> 
         T0 + 1,
     )
     assert (cancelled.state, cancelled.error) == (JobState.CANCELLED, "stop")
-    assert failed.attempt == 1 and failed.lease_token is None
+    assert failed.attempt == 1 and failed.lease_expires_at is None
     assert await fetch(driver, now=T0 + 1000) == []
 
 
@@ -75,7 +77,7 @@ async def test_requeue_makes_the_job_runnable_now_without_using_an_attempt(drive
     job = await fetch_one(driver)
     assert (await finish(driver, job, TransitionKind.REQUEUE)).status is OK
     requeued = await get(driver, "a")
-    assert (requeued.state, requeued.attempt, requeued.lease_token) == (JobState.QUEUED, 0, None)
+    assert (requeued.state, requeued.attempt, requeued.worker_id) == (JobState.QUEUED, 0, None)
     assert (await fetch_one(driver)).attempt == 1
 
 
@@ -83,7 +85,7 @@ async def test_stale_token_cannot_complete_or_fail_and_changes_nothing(driver: D
     await insert(driver, "a", now=T0)
     job = await fetch_one(driver)
     for kind in TransitionKind:
-        result = await finish(driver, job, kind, token="stale", run_at=T0 + 1, error="x")
+        result = await finish(driver, job, kind, token="stale", delay=1, error="x")
         assert result.status is LOST, kind
     assert await get(driver, "a") == job
 
@@ -91,7 +93,7 @@ async def test_stale_token_cannot_complete_or_fail_and_changes_nothing(driver: D
 async def test_old_token_is_fenced_off_after_rescue_and_refetch(driver: Driver) -> None:
     await insert(driver, "a", now=T0)
     old = await fetch_one(driver)
-    await driver.job_rescue_expired(max_stalls=5, limit=10, now=T0 + LEASE)
+    await rescue(driver, now=T0 + LEASE)
     new = await fetch_one(driver, now=T0 + LEASE + 1, worker_id="worker-2")
     assert (await finish(driver, old, result=b"late")).status is LOST
     assert (await finish(driver, old, TransitionKind.FAIL, error="late")).status is LOST
@@ -100,12 +102,57 @@ async def test_old_token_is_fenced_off_after_rescue_and_refetch(driver: Driver) 
     assert (await get(driver, "a")).result == b"fresh"
 
 
-async def test_finishing_twice_loses_the_second_time(driver: Driver) -> None:
+@pytest.mark.parametrize("kind", list(TransitionKind))
+async def test_a_finish_sent_again_reports_ok_and_changes_nothing(
+    driver: Driver, kind: TransitionKind
+) -> None:
+    """A finish whose reply was lost is sent again by the caller: its work is already done,
+    so it reports ok (not "another worker owns the job"), and nothing is applied twice."""
     await insert(driver, "a", now=T0)
     job = await fetch_one(driver)
-    assert (await finish(driver, job)).status is OK
+    first = await finish(driver, job, kind, delay=5, error="e", result=b"1", now=T0 + 1)
+    after = await get(driver, "a")
+    again = await finish(driver, job, kind, delay=5, error="e", result=b"1", now=T0 + 2)
+    assert (first.status, again.status) == (OK, OK)
+    assert await get(driver, "a") == after
+
+
+async def test_a_finish_of_a_refetched_job_with_the_old_token_is_lost(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    assert (await finish(driver, job, TransitionKind.REQUEUE)).status is OK
+    again = await fetch_one(driver)
     assert (await finish(driver, job, TransitionKind.FAIL, error="x")).status is LOST
-    assert (await get(driver, "a")).state is JobState.COMPLETED
+    assert await get(driver, "a") == again
+
+
+async def test_errors_join_the_history_and_completing_clears_the_last_one(driver: Driver) -> None:
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver, now=T0)
+    await finish(driver, job, TransitionKind.RETRY, delay=1, error="first", now=T0 + 1)
+    job = await fetch_one(driver, now=T0 + 2)
+    await finish(driver, job, TransitionKind.RETRY, delay=1, error="second", now=T0 + 3)
+    job = await fetch_one(driver, now=T0 + 4)
+    assert job.error == "second"
+    await finish(driver, job, result=b"ok", now=T0 + 5)
+    done = await get(driver, "a")
+    assert done.error is None
+    assert [(e.attempt, e.at, e.error) for e in done.errors] == [
+        (1, T0 + 1, "first"),
+        (2, T0 + 3, "second"),
+    ]
+
+
+async def test_the_history_keeps_the_last_entries(driver: Driver) -> None:
+    await insert(driver, "a", now=T0, max_attempts=1000)
+    now = T0
+    for n in range(HISTORY_LIMIT + 3):
+        job = await fetch_one(driver, now=now)
+        await finish(driver, job, TransitionKind.RETRY, error=f"e{n}", now=now)
+        now += 1
+    history = (await get(driver, "a")).errors
+    assert len(history) == HISTORY_LIMIT
+    assert [e.error for e in history] == [f"e{n}" for n in range(3, HISTORY_LIMIT + 3)]
 
 
 async def test_unknown_job_is_not_found(driver: Driver) -> None:
@@ -121,7 +168,7 @@ async def test_batch_results_follow_input_order(driver: Driver) -> None:
     assert a.lease_token and b.lease_token and c.lease_token
     results = await driver.job_finish_many(
         [
-            FinishJob("c", c.lease_token, TransitionKind.RETRY, run_at=T0 + 5, error="e"),
+            FinishJob("c", c.lease_token, TransitionKind.RETRY, delay=5, error="e"),
             FinishJob("ghost", "t", TransitionKind.COMPLETE),
             FinishJob("a", a.lease_token, TransitionKind.COMPLETE, result=b"1"),
             FinishJob("b", "wrong", TransitionKind.COMPLETE),
@@ -135,7 +182,7 @@ async def test_batch_results_follow_input_order(driver: Driver) -> None:
         ("ghost", TransitionStatus.NOT_FOUND),
         ("a", OK),
         ("b", LOST),
-        ("a", LOST),
+        ("a", OK),  # the same finish again: already applied, not applied twice
     ]
     assert (await get(driver, "a")).result == b"1"
 
@@ -170,17 +217,29 @@ async def test_count_retention_does_not_touch_failed_jobs(driver: Driver) -> Non
     assert [await exists(driver, i) for i in ("f", "a", "b")] == [True, False, False]
 
 
-@pytest.mark.parametrize("kind", [TransitionKind.RETRY, TransitionKind.SNOOZE])
+BAD_FINISHES = {
+    "nan delay": {"kind": TransitionKind.RETRY, "delay": float("nan")},
+    "infinite delay": {"kind": TransitionKind.SNOOZE, "delay": float("inf")},
+    "negative delay": {"kind": TransitionKind.RETRY, "delay": -1.0},
+    "a delay over a century": {"kind": TransitionKind.RETRY, "delay": 1e12},
+    "an error that is not UTF-8": {
+        "kind": TransitionKind.FAIL,
+        "error": b"caf\xe9".decode("utf-8", "surrogateescape"),
+    },
+}
+
+
+@pytest.mark.parametrize("bad", BAD_FINISHES.values(), ids=BAD_FINISHES.keys())
 async def test_invalid_finish_rejects_the_whole_batch_before_writing(
-    driver: Driver, kind: TransitionKind
+    driver: Driver, bad: dict[str, object]
 ) -> None:
     await insert(driver, "a", "b", now=T0)
     a, b = await fetch(driver)
     assert a.lease_token and b.lease_token
     batch = [
         FinishJob("a", a.lease_token, TransitionKind.COMPLETE, result=b"1"),
-        FinishJob("b", b.lease_token, kind, error="e"),  # no run_at
+        FinishJob("b", b.lease_token, **bad),  # type: ignore[arg-type]
     ]
-    with pytest.raises(ValueError, match="'b'"):
+    with pytest.raises(InvalidArgument, match="'b'"):
         await driver.job_finish_many(batch, retention=Retention(), now=T0 + 1)
     assert [await get(driver, "a"), await get(driver, "b")] == [a, b]

@@ -92,3 +92,16 @@ async def test_enqueueing_into_a_queue_makes_it_known_even_if_every_job_was_a_du
     [result] = await driver.job_insert_many([new_job("a", queue="other")], now=T0)
     assert result.status is InsertStatus.DUPLICATE
     assert [q.name for q in await driver.queue_list()] == ["mail", "other"]
+
+
+async def test_a_batch_with_an_unstorable_time_writes_nothing(driver: Driver) -> None:
+    import pytest
+
+    from conveyor._errors import InvalidArgument
+
+    bad = [new_job("ok"), new_job("nan", run_at=float("nan"))]
+    with pytest.raises(InvalidArgument, match="'nan'"):
+        await driver.job_insert_many(bad, now=T0)
+    with pytest.raises(InvalidArgument, match="'inf'"):
+        await driver.job_insert_many([new_job("ok"), new_job("inf", delay=float("inf"))], now=T0)
+    assert await driver.job_get_many(["ok", "nan", "inf"]) == [None, None, None]

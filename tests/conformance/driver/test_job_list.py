@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor.drivers.protocol import Driver
-from conveyor.drivers.records import JobState, ListParams
+from conveyor.drivers.records import JobState, ListParams, TransitionKind
 
 from ._support import T0, fetch, finish, get, insert
 
@@ -81,3 +81,40 @@ async def test_count_by_state_reports_every_state(driver: Driver) -> None:
 async def test_non_positive_limit_lists_nothing(driver: Driver, limit: int) -> None:
     await insert(driver, "a", "b", "c", now=T0)
     assert await driver.job_list(ListParams(limit=limit)) == []
+
+
+async def test_pages_across_states_and_queues_merge_newest_first(driver: Driver) -> None:
+    """Each (queue, state) is its own index range; a page merges their newest entries."""
+    await insert(driver, *[f"d{n}" for n in range(6)], now=T0)
+    await insert(driver, *[f"o{n}" for n in range(4)], queue="other", now=T0)
+    await insert(driver, "later", delay=60, now=T0)
+    done = await fetch(driver, limit=3)  # d0, d1, d2
+    for job in done[:2]:
+        await finish(driver, job)
+    everything = [j.id for j in await driver.job_list(ListParams(limit=100))]
+    assert everything == ["later", "o3", "o2", "o1", "o0", "d5", "d4", "d3", "d2", "d1", "d0"]
+    pages: list[str] = []
+    cursor: int | None = None
+    states = (JobState.QUEUED, JobState.ACTIVE, JobState.COMPLETED)
+    while page := await driver.job_list(ListParams(states=states, before_seq=cursor, limit=4)):
+        pages += [j.id for j in page]
+        cursor = page[-1].seq
+    assert pages == [i for i in everything if i != "later"]
+
+
+async def test_a_rare_state_pages_by_its_own_keyset(driver: Driver) -> None:
+    ids = [f"j{n:03}" for n in range(60)]
+    await insert(driver, *ids, now=T0)
+    jobs = await fetch(driver, limit=60)
+    for job in jobs:
+        kind = TransitionKind.FAIL if job.id in ("j005", "j040", "j059") else None
+        if kind is None:
+            await finish(driver, job)
+        else:
+            await finish(driver, job, kind, error="x")
+    failed = await driver.job_list(ListParams(states=(JobState.FAILED,), limit=2))
+    assert [j.id for j in failed] == ["j059", "j040"]
+    older = await driver.job_list(
+        ListParams(states=(JobState.FAILED,), limit=2, before_seq=failed[-1].seq)
+    )
+    assert [j.id for j in older] == ["j005"]

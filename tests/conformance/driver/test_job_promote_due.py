@@ -13,7 +13,7 @@ from ._support import T0, fetch_one, finish, get, insert
 async def test_due_scheduled_and_retrying_jobs_are_queued(driver: Driver) -> None:
     await insert(driver, "r", now=T0)
     job = await fetch_one(driver)
-    await finish(driver, job, TransitionKind.RETRY, run_at=T0 + 5, error="e")
+    await finish(driver, job, TransitionKind.RETRY, delay=5, error="e")
     await insert(driver, "s", delay=5, now=T0)
     await insert(driver, "later", delay=50, now=T0)
     assert await driver.job_promote_due(limit=10, now=T0 + 4) == 0

@@ -8,6 +8,7 @@ from conveyor.drivers.records import (
     ChangeStatus,
     JobState,
     ListParams,
+    RescueJob,
     TransitionKind,
 )
 
@@ -34,8 +35,10 @@ async def test_failed_job_is_queued_with_one_more_attempt(driver: Driver) -> Non
 
 async def test_stalled_out_job_can_be_retried_with_its_stalls_reset(driver: Driver) -> None:
     await insert(driver, "a", now=T0)
-    await fetch_one(driver)
-    await driver.job_rescue_expired(max_stalls=0, limit=10, now=T0 + 100)
+    job = await fetch_one(driver)
+    assert job.lease_token is not None
+    failure = RescueJob("a", job.lease_token, TransitionKind.FAIL, 3, "WorkerLost: x", "default")
+    await driver.job_rescue_many([failure], now=T0 + 100)
     assert (await get(driver, "a")).state is JobState.FAILED
     await driver.job_retry_many(["a"], now=T0 + 200)
     assert (await get(driver, "a")).stalls == 0
@@ -72,5 +75,5 @@ async def test_retried_job_carries_no_cancel_request_into_its_next_run(driver: D
     assert (await get(driver, "a")).cancel_requested is False
     again = await fetch_one(driver, now=T0 + 1)
     assert again.cancel_requested is False
-    await finish(driver, again, TransitionKind.RETRY, run_at=T0 + 5, error="e")
+    await finish(driver, again, TransitionKind.RETRY, delay=5, error="e")
     assert (await get(driver, "a")).state is JobState.RETRYING

@@ -50,3 +50,12 @@ async def test_deregister_removes_the_worker(driver: Driver) -> None:
     await driver.worker_deregister("never-registered")
     listed = await driver.worker_list(now=T0)
     assert listed == [dataclasses.replace(_info("w2"), last_seen_at=T0)]
+
+
+async def test_expired_registrations_are_removed_not_only_hidden(driver: Driver) -> None:
+    """A heartbeat prunes registrations that expired, so the registry cannot grow with every
+    worker that ever ran."""
+    await driver.worker_heartbeat(_info("gone"), ttl=1, now=T0)
+    await driver.worker_heartbeat(_info("live"), ttl=30, now=T0 + 10)
+    # Listed as of a moment when "gone" would still count, had it been kept.
+    assert [w.id for w in await driver.worker_list(now=T0 + 0.5)] == ["live"]

@@ -11,6 +11,7 @@ import time
 from conveyor import JobContext, JobState, Queue, job
 from conveyor.backends.registry import driver_for_url
 from conveyor.core.clock import BackendClock
+from conveyor.runtime.maintenance import rescue_expired
 from tests.conformance.worker.helpers import Harness, Num, wait_state
 
 # Long enough that a loaded CI machine's hiccups (an fsync, a checkpoint) cannot lapse it at a
@@ -37,8 +38,9 @@ class Rescuer:
         await driver.open()
         try:
             while not self._stop.is_set():
-                result = await driver.job_rescue_expired(max_stalls=5, limit=100)
-                self.rescued += result.requeued
+                for decision, result in await rescue_expired(driver, max_stalls=5, limit=100):
+                    if result.status == "ok":
+                        self.rescued.append(decision.job_id)
                 await asyncio.sleep(0.02)
         finally:
             await driver.close()

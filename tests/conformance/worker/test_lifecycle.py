@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
 import pytest
@@ -178,3 +179,27 @@ async def test_purge_older_than_uses_the_queue_clock(queue: Queue, clock: FakeCl
     assert await queue.get(old.id) is None
     assert await queue.get(new.id) is not None
     assert await queue.purge(states=["cancelled"]) == 1
+
+
+async def test_enqueue_by_name_follows_the_queue_the_workers_declared(
+    harness: Harness, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: ``enqueue_by_name("email.send_invite", ...)`` landed in ``default`` while the
+    definition's queue was ``emails``, and sat there forever with no worker."""
+    emails = job("test.email_route", Num, result=int, queue="emails")
+    worker = harness.worker(jobs=[emails])
+
+    @worker.handles(emails)
+    async def handle(payload: Num, ctx: JobContext) -> int:
+        assert ctx.queue == "emails"
+        return payload.n
+
+    harness.start(worker)
+    await harness.registered(worker)
+    handle_ = await queue.enqueue_by_name("test.email_route", {"n": 4})
+    assert await handle_.result(timeout=10) == 4
+    assert (await handle_.info()).queue == "emails"
+    caplog.set_level(logging.WARNING, logger="conveyor.queue")
+    stray = await queue.enqueue_by_name("test.nobody_declared", {"n": 1})
+    assert (await stray.info()).queue == "default"
+    assert "no worker has declared job 'test.nobody_declared'" in caplog.text

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pytest
@@ -16,10 +17,20 @@ from conveyor import (
     Queue,
     job,
 )
-from tests.conformance.worker.helpers import Harness, Num, Text, total_jobs, wait_state
+from conveyor.drivers.protocol import Capability
+from tests.conformance.worker.helpers import (
+    Harness,
+    Num,
+    Text,
+    get_info,
+    total_jobs,
+    wait_for,
+    wait_state,
+)
 
 count = job("test.count", Num, result=int, attempts=3)
 echo = job("test.echo", Text, result=str)
+fresh = job("test.fresh_kind", Num, result=int, attempts=1)
 
 
 async def test_invalid_stored_payload_fails_permanently_and_the_worker_continues(
@@ -73,7 +84,13 @@ async def test_untyped_producer_with_a_valid_payload_is_handled(
     assert await typed.result(timeout=10) == "HI"
 
 
-async def test_unknown_job_name_fails_with_a_clear_error(harness: Harness, queue: Queue) -> None:
+async def test_a_job_no_worker_knows_never_spends_an_attempt_and_fails_after_an_hour(
+    harness: Harness, queue: Queue, clock: FakeClock
+) -> None:
+    """Rolling deploys: a new job kind enqueued before every worker has the new code must not go
+    straight to the dead-letter set. A backend that filters by name never hands it to a worker
+    that cannot run it; any other hands it back with a growing delay, without using an attempt,
+    and fails it with UnknownJob only after an hour."""
     worker = harness.worker()
 
     @worker.handles(count)
@@ -81,15 +98,74 @@ async def test_unknown_job_name_fails_with_a_clear_error(harness: Harness, queue
         return payload.n
 
     harness.start(worker)
-    unknown = await queue.enqueue_by_name("billing.charge_card", {"amount": 10})
-    info = await wait_state(queue, unknown.id, JobState.FAILED)
-    assert info.attempt == 1
-    assert info.error is not None
-    assert "'billing.charge_card'" in info.error
-    assert "test.count" in info.error  # the known jobs are listed
-
+    unknown = await queue.enqueue_by_name("billing.charge_card", {"amount": 10}, queue="default")
     good = await queue.enqueue(count, Num(n=1))
-    assert await good.result(timeout=10) == 1
+    assert await good.result(timeout=10) == 1  # the worker goes on
+    if Capability.FETCH_BY_NAME in queue.driver.capabilities:
+        # Never handed to a worker that cannot run it, until it has waited an hour for one.
+        clock.advance(3599)
+        await probe_after(queue)
+        info = await get_info(queue, unknown.id)
+        assert (info.state, info.attempt, info.errors) == (JobState.QUEUED, 0, ())
+        clock.advance(1)
+        info = await wait_state(queue, unknown.id, JobState.FAILED)
+        assert info.attempt == 1
+        assert info.error is not None and info.error.startswith("UnknownJob:")
+        assert "no worker that fetched it" in info.error
+        return
+    info = await wait_state(queue, unknown.id, JobState.SCHEDULED)
+    assert info.attempt == 0
+    assert info.error is not None and info.error.startswith("UnknownJob:")
+    assert "'billing.charge_card'" in info.error and "test.count" in info.error
+    hand_backs = 1
+    while True:  # each hand-back waits longer: 10 s, 20 s, 40 s ... 10 min
+        clock.advance(600)
+        info = await wait_state(queue, unknown.id, JobState.SCHEDULED, JobState.FAILED)
+        if info.state is JobState.FAILED:
+            break
+        hand_backs += 1
+        await wait_for(
+            functools.partial(_history_length, queue, unknown.id, hand_backs),
+            what="another hand-back",
+        )
+    assert 5 <= hand_backs <= 15
+    assert info.attempt == 1
+    assert info.error is not None and "no worker that fetched it" in info.error
+
+
+async def _history_length(queue: Queue, job_id: str, n: int) -> bool:
+    info = await queue.get(job_id)
+    return info is not None and len(info.errors) >= n
+
+
+async def probe_after(queue: Queue) -> None:
+    later = await queue.enqueue(count, Num(n=2))
+    assert await later.result(timeout=10) == 2
+
+
+async def test_a_new_job_kind_runs_once_a_worker_that_knows_it_arrives(
+    harness: Harness, queue: Queue, clock: FakeClock
+) -> None:
+    old = harness.worker(concurrency=1)
+
+    @old.handles(count)
+    async def handle_old(payload: Num, ctx: JobContext) -> int:
+        return payload.n
+
+    harness.start(old)
+    handle = await queue.enqueue(fresh, Num(n=3))
+    await probe_after(queue)
+    new = harness.worker(concurrency=1)
+
+    @new.handles(fresh)
+    async def handle_new(payload: Num, ctx: JobContext) -> int:
+        return payload.n * 10
+
+    harness.start(new)
+    clock.advance(30)  # past a first hand-back's delay, where the backend cannot filter
+    assert await handle.result(timeout=10) == 30
+    info = await handle.info()
+    assert info.attempt == 1  # handing back used no attempt
 
 
 async def test_oversized_payload_is_refused_at_enqueue_and_nothing_is_written(

@@ -11,7 +11,17 @@ import time
 
 import pytest
 
-from conveyor import FakeClock, Fixed, JobContext, JobState, Queue, Retention, Worker, job
+from conveyor import (
+    FakeClock,
+    Fixed,
+    JobContext,
+    JobDef,
+    JobState,
+    Queue,
+    Retention,
+    Worker,
+    job,
+)
 from tests.conformance.worker.helpers import Harness, Num, fast_config, wait_for, wait_state
 
 self_cancelling = job("test.self_cancelling", Num, attempts=2, backoff=Fixed(0))
@@ -28,6 +38,7 @@ class BrokenBackoff:
 
 
 broken_backoff = job("test.broken_backoff", Num, attempts=2, backoff=BrokenBackoff())
+plain = job("test.plain", Num, result=int)
 
 
 async def test_a_handler_raising_cancelled_error_itself_is_an_ordinary_error(
@@ -124,23 +135,53 @@ async def test_a_result_over_the_size_limit_fails_the_job_permanently(
     await queue.close()
 
 
-async def test_a_broken_custom_backoff_falls_back_to_the_default(
-    harness: Harness, queue: Queue, caplog: pytest.LogCaptureFixture
-) -> None:
-    worker = harness.worker()
-    calls = 0
+class NaNBackoff:
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return float("nan")
 
-    @worker.handles(broken_backoff)
+
+class HugeBackoff:
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return 1e300
+
+
+nan_backoff = job("test.nan_backoff", Num, attempts=3, backoff=NaNBackoff())
+huge_backoff = job("test.huge_backoff", Num, attempts=3, backoff=HugeBackoff())
+
+
+@pytest.mark.parametrize(
+    ("definition", "what"),
+    [
+        (broken_backoff, "raised RuntimeError: bug in a custom backoff"),
+        (nan_backoff, "nan"),
+        (huge_backoff, "over 100 years"),
+    ],
+    ids=["raises", "nan", "huge"],
+)
+async def test_a_bad_custom_backoff_fails_only_its_job_with_a_clear_error(
+    harness: Harness, queue: Queue, definition: JobDef[Num, None], what: str
+) -> None:
+    """Before: the task computing the transition died, nothing was written and the lease
+    keeper renewed the job for as long as the worker lived."""
+    worker = harness.worker(concurrency=2)
+
+    @worker.handles(definition)
     async def handle(payload: Num, ctx: JobContext) -> None:
-        nonlocal calls
-        calls += 1
         raise ValueError("transient")
 
+    @worker.handles(plain)
+    async def handle_plain(payload: Num, ctx: JobContext) -> int:
+        return payload.n
+
     harness.start(worker)
-    handle_ = await queue.enqueue(broken_backoff, Num(n=1))
-    info = await wait_state(queue, handle_.id, JobState.RETRYING)
-    assert info.error is not None and "transient" in info.error
-    assert "using the default backoff" in caplog.text
+    handle_ = await queue.enqueue(definition, Num(n=1))
+    info = await wait_state(queue, handle_.id, JobState.FAILED)
+    assert info.error is not None
+    assert info.error.startswith(f"InvalidBackoff: the backoff of job {definition.name!r}")
+    assert what in info.error and "transient" in info.error
+    assert info.attempt == 1
+    ok = await queue.enqueue(plain, Num(n=5))
+    assert await ok.result(timeout=10) == 5  # the worker goes on
 
 
 async def test_stop_with_a_grace_hands_back_jobs_that_outlast_it(

@@ -15,6 +15,7 @@ from conveyor import (
     Queue,
     job,
 )
+from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import ChangeStatus
 from tests.conformance.worker.helpers import (
     Harness,
@@ -223,3 +224,31 @@ async def test_cancel_a_running_sync_job_sets_its_flag(harness: Harness, queue: 
     assert (await handle_.cancel()).status is ChangeStatus.CANCEL_REQUESTED
     await wait_state(queue, handle_.id, JobState.CANCELLED)
     await wait_for(lambda: worker.stats.cancelled == 1)
+
+
+async def test_a_cancel_reaches_a_running_job_at_once_where_the_backend_can_tell(
+    harness: Harness, queue: Queue
+) -> None:
+    """Before: a cancel waited for the next lease renewal (10 s by default). A backend that can
+    notify delivers it at once; here renewals never come, so only that can stop the job."""
+    notifies = Capability.CANCEL_NOTIFY in queue.driver.capabilities
+    started = asyncio.Event()
+    worker = harness.worker(lease_renew_interval=3600 if notifies else 0.05)
+
+    @worker.handles(blocking)
+    async def handle(payload: Num, ctx: JobContext) -> str:
+        started.set()
+        await asyncio.sleep(3600)
+        return "unreachable"
+
+    harness.start(worker)
+    handle_ = await queue.enqueue(blocking, Num(n=1))
+    await asyncio.wait_for(started.wait(), 10)
+    (result,) = await queue.cancel([handle_.id])
+    assert result.status is ChangeStatus.CANCEL_REQUESTED
+    shown = await queue.get(handle_.id)
+    # What `jobs show` reports meanwhile, unless a notifying backend already finished it.
+    assert shown is not None
+    assert shown.cancel_requested or shown.state is JobState.CANCELLED
+    info = await wait_state(queue, handle_.id, JobState.CANCELLED, timeout=5)
+    assert info.error is not None and info.error.startswith("cancel")

@@ -23,7 +23,16 @@ class Strict(BaseModel):
     label: str
 
 
+class Spin(BaseModel):
+    """Holds the GIL in one C call (``sum(range(n))``) for about as long as ``n`` takes."""
+
+    n: int
+
+
 quick = job("proc.quick", Quick, result=int)
+# Kills the process running it (as a segfault or the OOM killer would).
+crash = job("proc.crash", Quick)
+spin = job("proc.spin", Spin, result=int, attempts=1)
 slow = job("proc.slow", Slow, result=str)
 strict = job("proc.strict", Strict, result=str)
 # Declared by the ``incomplete`` worker but never given a handler.

@@ -14,7 +14,18 @@ import time
 
 from conveyor import JobContext, Queue, Retention, Worker, WorkerConfig
 from tests.process.app import ledger
-from tests.process.app.jobs import Quick, Slow, Strict, orphan, quick, slow, strict
+from tests.process.app.jobs import (
+    Quick,
+    Slow,
+    Spin,
+    Strict,
+    crash,
+    orphan,
+    quick,
+    slow,
+    spin,
+    strict,
+)
 
 CONFIG = WorkerConfig(
     lease_seconds=2.0,
@@ -29,7 +40,7 @@ CONFIG = WorkerConfig(
 queue = Queue.from_url()
 
 # Serves every definition it declares: ``conveyor check`` passes.
-worker = Worker(queue, config=CONFIG, jobs=[quick, slow, strict])
+worker = Worker(queue, config=CONFIG, jobs=[quick, slow, strict, crash, spin])
 # Renews its 30 s lease every 10 s; run with ``--lease 1`` the renewal must follow the new lease.
 slow_renewal = Worker(
     queue,
@@ -69,7 +80,21 @@ async def run_strict(payload: Strict, ctx: JobContext) -> str:
     return f"{payload.label}:{payload.count}"
 
 
+def run_crash(payload: Quick, ctx: JobContext) -> None:
+    ledger.record("start", ctx)
+    os._exit(70)  # no cleanup, no outcome: the worker is simply gone
+
+
+def run_spin(payload: Spin, ctx: JobContext) -> int:
+    ledger.record("start", ctx)
+    total = sum(range(payload.n))  # one C call: the GIL is never released until it returns
+    ledger.record("end", ctx)
+    return total % 1000
+
+
 worker.register(quick, run_quick)
+worker.register(crash, run_crash)
+worker.register(spin, run_spin)
 worker.register(slow, run_slow)
 worker.register(strict, run_strict)
 incomplete.register(quick, run_quick)

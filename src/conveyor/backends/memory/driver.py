@@ -8,20 +8,28 @@ share it, as connections to one database would.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from conveyor._errors import BackendUnavailable
 from conveyor.drivers.common import (
+    CANCELLED_ERROR,
     LOST_WHILE_CANCELLING,
     RETRYABLE_STATES,
-    RUNS_AGAIN,
+    cancel_wins,
     cancelled_error,
+    check_finishes,
+    check_new_jobs,
+    check_now,
+    check_rescues,
+    finish_was_applied,
     resolve_now,
-    stalled_error,
-    validate_finishes,
+    run_order,
+    with_error,
 )
 from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
@@ -41,7 +49,7 @@ from conveyor.drivers.records import (
     NewJob,
     PurgeParams,
     QueueInfo,
-    RescueResult,
+    RescueJob,
     Retention,
     TransitionKind,
     TransitionResult,
@@ -62,6 +70,7 @@ class MemoryStore:
         self.known_queues: set[str] = set()
         self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires_at)
         self.leaders: dict[str, tuple[str, float]] = {}  # name -> (holder, expires_at)
+        self.routes: dict[str, str] = {}  # job name -> queue
         self.wakeups = WakeupBoard()
 
 
@@ -79,16 +88,19 @@ def _store_named(name: str) -> MemoryStore:
 
 
 class MemoryDriver:
-    capabilities: frozenset[Capability] = frozenset()
+    capabilities: frozenset[Capability] = frozenset({Capability.FETCH_BY_NAME})
     infrastructure_errors: tuple[type[Exception], ...] = ()
 
     def __init__(self, url: str = "memory://", store: MemoryStore | None = None) -> None:
         self.url = url
-        self._store = store if store is not None else _store_named(url.partition("://")[2])
+        self.source_url = url
+        self._name = url.partition("://")[2]
+        self._store = store if store is not None else _store_named(self._name)
         self._listener = Listener(self._store.wakeups)
 
-    async def open(self) -> None:
-        return None
+    async def open(self, *, create: bool = True) -> None:
+        if not create and not self._store.known_queues and not self._store.jobs:
+            raise BackendUnavailable(f"{self.url} holds no jobs or queues yet")
 
     async def close(self) -> None:
         return None
@@ -105,6 +117,8 @@ class MemoryDriver:
     async def job_insert_many(
         self, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> list[InsertResult]:
+        check_now(now)
+        check_new_jobs(jobs)
         at = resolve_now(now)
         results: list[InsertResult] = []
         s = self._store
@@ -143,10 +157,15 @@ class MemoryDriver:
         return await self._fetch_now(params, now)
 
     async def _fetch_now(self, params: FetchParams, now: float | None) -> list[JobRecord]:
+        check_now(now)
         at = resolve_now(now)
         s = self._store
         if params.limit <= 0:
             return []
+        names = None if params.names is None else set(params.names)
+        unknown_before = (
+            float("-inf") if params.unknown_after is None else at - params.unknown_after
+        )
         with s.lock:
             served = [
                 job
@@ -159,9 +178,12 @@ class MemoryDriver:
                 if job.state in (JobState.SCHEDULED, JobState.RETRYING) and job.run_at <= at:
                     s.jobs[job.id] = dataclasses.replace(job, state=JobState.QUEUED)
             candidates = [
-                s.jobs[job.id] for job in served if s.jobs[job.id].state is JobState.QUEUED
+                s.jobs[job.id]
+                for job in served
+                if s.jobs[job.id].state is JobState.QUEUED
+                and (names is None or job.name in names or job.run_at <= unknown_before)
             ]
-            candidates.sort(key=lambda j: (j.priority, j.run_at, j.seq))
+            candidates.sort(key=run_order)
             leased: list[JobRecord] = []
             for job in candidates[: params.limit]:
                 updated = dataclasses.replace(
@@ -173,6 +195,7 @@ class MemoryDriver:
                     lease_expires_at=at + params.lease_seconds,
                     worker_id=params.worker_id,
                     cancel_requested=False,
+                    isolated=False,
                 )
                 s.jobs[job.id] = updated
                 leased.append(updated)
@@ -181,6 +204,7 @@ class MemoryDriver:
     async def job_extend_leases(
         self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
     ) -> ExtendResult:
+        check_now(now)
         at = resolve_now(now)
         lost: list[str] = []
         cancel: list[str] = []
@@ -191,7 +215,11 @@ class MemoryDriver:
                 if job is None or job.state != JobState.ACTIVE or job.lease_token != lease.token:
                     lost.append(lease.job_id)
                     continue
-                s.jobs[job.id] = dataclasses.replace(job, lease_expires_at=at + lease_seconds)
+                s.jobs[job.id] = dataclasses.replace(
+                    job,
+                    lease_expires_at=at + lease_seconds,
+                    isolated=job.isolated or lease.isolated,
+                )
                 if job.cancel_requested:
                     cancel.append(job.id)
         return ExtendResult(tuple(lost), tuple(cancel))
@@ -203,8 +231,9 @@ class MemoryDriver:
         retention: Retention,
         now: float | None = None,
     ) -> list[TransitionResult]:
+        check_now(now)
+        check_finishes(finishes)
         at = resolve_now(now)
-        validate_finishes(finishes)
         results: list[TransitionResult] = []
         completed_queues: set[str] = set()
         woken: set[str] = set()
@@ -214,6 +243,9 @@ class MemoryDriver:
                 job = s.jobs.get(finish.job_id)
                 if job is None:
                     results.append(TransitionResult(finish.job_id, TransitionStatus.NOT_FOUND))
+                    continue
+                if finish_was_applied(job, finish.token):
+                    results.append(TransitionResult(finish.job_id, TransitionStatus.OK))
                     continue
                 if job.state != JobState.ACTIVE or job.lease_token != finish.token:
                     results.append(TransitionResult(finish.job_id, TransitionStatus.LEASE_LOST))
@@ -247,51 +279,51 @@ class MemoryDriver:
             del s.jobs[job.id]
         return len(excess)
 
-    async def job_rescue_expired(
-        self, *, max_stalls: int, limit: int, now: float | None = None
-    ) -> RescueResult:
+    async def job_expired(self, *, limit: int, now: float | None = None) -> list[JobRecord]:
+        check_now(now)
         at = resolve_now(now)
-        requeued: list[str] = []
-        failed: list[str] = []
-        cancelled: list[str] = []
-        woken: set[str] = set()
-        s = self._store
-        with s.lock:
-            expired = sorted(
+        with self._store.lock:
+            return sorted(
                 (
                     j
-                    for j in s.jobs.values()
+                    for j in self._store.jobs.values()
                     if j.state == JobState.ACTIVE
                     and j.lease_expires_at is not None
                     and j.lease_expires_at <= at
                 ),
                 key=lambda j: (j.lease_expires_at, j.seq),
             )[: max(limit, 0)]
-            for job in expired:
-                stalls = job.stalls + 1
-                if job.cancel_requested:
-                    error = cancelled_error(LOST_WHILE_CANCELLING)
-                    s.jobs[job.id] = _finished(
-                        job, JobState.CANCELLED, at, error=error, stalls=stalls
-                    )
-                    cancelled.append(job.id)
-                elif stalls > max_stalls:
-                    error = stalled_error(stalls, max_stalls)
-                    s.jobs[job.id] = _finished(job, JobState.FAILED, at, error=error, stalls=stalls)
-                    failed.append(job.id)
-                else:
-                    s.jobs[job.id] = dataclasses.replace(
-                        _released(job),
-                        state=JobState.QUEUED,
-                        attempt=max(job.attempt - 1, 0),
-                        stalls=stalls,
-                        run_at=at,
-                    )
-                    requeued.append(job.id)
+
+    async def job_rescue_many(
+        self, rescues: Sequence[RescueJob], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        check_now(now)
+        check_rescues(rescues)
+        at = resolve_now(now)
+        results: list[TransitionResult] = []
+        woken: set[str] = set()
+        s = self._store
+        with s.lock:
+            for rescue in rescues:
+                job = s.jobs.get(rescue.job_id)
+                if job is None:
+                    results.append(TransitionResult(rescue.job_id, TransitionStatus.NOT_FOUND))
+                    continue
+                if (
+                    job.state != JobState.ACTIVE
+                    or job.lease_token != rescue.token
+                    or job.lease_expires_at is None
+                    or job.lease_expires_at > at
+                ):
+                    results.append(TransitionResult(rescue.job_id, TransitionStatus.LEASE_LOST))
+                    continue
+                s.jobs[job.id] = _apply_rescue(job, rescue, at)
+                if s.jobs[job.id].state is JobState.QUEUED:
                     woken.add(job.queue)
+                results.append(TransitionResult(rescue.job_id, TransitionStatus.OK))
         for queue in woken:
             self.notify(queue)
-        return RescueResult(tuple(requeued), tuple(failed), tuple(cancelled))
+        return results
 
     async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
         at = resolve_now(now)
@@ -323,7 +355,11 @@ class MemoryDriver:
                 if job is None:
                     results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
                 elif job.state in WAITING_STATES:
-                    s.jobs[job_id] = _finished(job, JobState.CANCELLED, at, error="cancelled")
+                    # An operator's cancel ends the job; it is no attempt's error (no history).
+                    s.jobs[job_id] = dataclasses.replace(
+                        _finished(job, JobState.CANCELLED, at, keep_token=True),
+                        error=CANCELLED_ERROR,
+                    )
                     results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.CANCELLED))
                 elif job.state == JobState.ACTIVE:
                     s.jobs[job_id] = dataclasses.replace(job, cancel_requested=True)
@@ -474,7 +510,10 @@ class MemoryDriver:
     ) -> None:
         at = resolve_now(now)
         with self._store.lock:
-            self._store.workers[info.id] = (dataclasses.replace(info, last_seen_at=at), at + ttl)
+            workers = self._store.workers
+            for gone in [w for w, (_, expires) in workers.items() if expires <= at]:
+                del workers[gone]
+            workers[info.id] = (dataclasses.replace(info, last_seen_at=at), at + ttl)
 
     async def worker_deregister(self, worker_id: str) -> None:
         with self._store.lock:
@@ -485,6 +524,14 @@ class MemoryDriver:
         with self._store.lock:
             live = [info for info, expires in self._store.workers.values() if expires > at]
         return sorted(live, key=lambda w: w.started_at)
+
+    async def route_register(self, routes: Mapping[str, str]) -> None:
+        with self._store.lock:
+            self._store.routes.update(routes)
+
+    async def route_list(self) -> dict[str, str]:
+        with self._store.lock:
+            return dict(self._store.routes)
 
     async def leader_acquire(
         self, name: str, holder: str, *, ttl: float, now: float | None = None
@@ -509,10 +556,30 @@ class MemoryDriver:
     async def listen(self, queues: Sequence[str], timeout: float) -> None:
         await self._listener.listen(queues, timeout)
 
+    async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
+        await asyncio.sleep(timeout)  # no notifications: cancels arrive with lease renewals
+        return []
 
-def _released(job: JobRecord) -> JobRecord:
+
+def _released(job: JobRecord, *, keep_token: bool = False) -> JobRecord:
+    """``job`` without its lease. A finish keeps the token, which is how a repeated finish
+    recognises its own work (see ``finish_was_applied``)."""
     return dataclasses.replace(
-        job, lease_token=None, lease_expires_at=None, worker_id=None, cancel_requested=False
+        job,
+        lease_token=job.lease_token if keep_token else None,
+        lease_expires_at=None,
+        worker_id=None,
+        cancel_requested=False,
+        isolated=False,
+    )
+
+
+def _noted(job: JobRecord, error: str | None, at: float) -> JobRecord:
+    """``job`` with ``error`` as its last error and in its history (unchanged when None)."""
+    if error is None:
+        return job
+    return dataclasses.replace(
+        job, error=error, errors=with_error(job.errors, job.attempt, at, error)
     )
 
 
@@ -523,45 +590,67 @@ def _finished(
     *,
     error: str | None = None,
     result: bytes | None = None,
-    stalls: int | None = None,
+    keep_token: bool = False,
 ) -> JobRecord:
     assert state in TERMINAL_STATES
-    return dataclasses.replace(
-        _released(job),
+    done = dataclasses.replace(
+        _noted(_released(job, keep_token=keep_token), error, at),
         state=state,
         finished_at=at,
-        error=error if error is not None else job.error,
         result=result,
-        stalls=job.stalls if stalls is None else stalls,
     )
+    return dataclasses.replace(done, error=None) if state is JobState.COMPLETED else done
 
 
 def _apply_finish(job: JobRecord, finish: FinishJob, at: float) -> JobRecord:
-    if job.cancel_requested and finish.kind in RUNS_AGAIN:
+    if cancel_wins(finish.kind, job.cancel_requested):
         # Someone asked to cancel the job before it stopped: it must not run again.
-        return _finished(job, JobState.CANCELLED, at, error=cancelled_error(finish.error))
+        error = cancelled_error(finish.error)
+        return _finished(job, JobState.CANCELLED, at, error=error, keep_token=True)
     match finish.kind:
         case TransitionKind.COMPLETE:
-            return _finished(job, JobState.COMPLETED, at, result=finish.result)
+            return _finished(job, JobState.COMPLETED, at, result=finish.result, keep_token=True)
         case TransitionKind.FAIL:
-            return _finished(job, JobState.FAILED, at, error=finish.error)
+            return _finished(job, JobState.FAILED, at, error=finish.error, keep_token=True)
         case TransitionKind.CANCEL:
-            return _finished(job, JobState.CANCELLED, at, error=finish.error)
+            return _finished(job, JobState.CANCELLED, at, error=finish.error, keep_token=True)
         case TransitionKind.RETRY:
-            assert finish.run_at is not None  # validate_finishes checked the whole batch
             return dataclasses.replace(
-                _released(job), state=JobState.RETRYING, run_at=finish.run_at, error=finish.error
+                _noted(_released(job, keep_token=True), finish.error, at),
+                state=JobState.RETRYING,
+                run_at=at + finish.delay,
             )
         case TransitionKind.SNOOZE:
-            assert finish.run_at is not None
             return dataclasses.replace(
-                _released(job),
+                _noted(_released(job, keep_token=True), finish.error, at),
                 state=JobState.SCHEDULED,
-                run_at=finish.run_at,
+                run_at=at + finish.delay,
                 attempt=max(job.attempt - 1, 0),
             )
         case TransitionKind.REQUEUE:
             return dataclasses.replace(
-                _released(job), state=JobState.QUEUED, attempt=max(job.attempt - 1, 0)
+                _noted(_released(job, keep_token=True), finish.error, at),
+                state=JobState.QUEUED,
+                attempt=max(job.attempt - 1, 0),
             )
     raise AssertionError(f"unknown transition {finish.kind!r}")  # pragma: no cover
+
+
+def _apply_rescue(job: JobRecord, rescue: RescueJob, at: float) -> JobRecord:
+    kind = rescue.kind
+    error = rescue.error
+    if cancel_wins(kind, job.cancel_requested):
+        kind, error = TransitionKind.CANCEL, cancelled_error(LOST_WHILE_CANCELLING)
+    job = dataclasses.replace(job, stalls=rescue.stalls)
+    match kind:
+        case TransitionKind.FAIL:
+            return _finished(job, JobState.FAILED, at, error=error)
+        case TransitionKind.CANCEL:
+            return _finished(job, JobState.CANCELLED, at, error=error)
+        case _:
+            return dataclasses.replace(
+                _noted(_released(job), error, at),
+                state=JobState.QUEUED,
+                attempt=max(job.attempt - 1, 0),
+                run_at=at,
+            )

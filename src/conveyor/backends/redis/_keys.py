@@ -7,21 +7,8 @@ from typing import Final
 
 from conveyor.drivers.records import JobState
 
-QUEUE_KEYS: Final = (
-    "jobs",
-    "meta",
-    "ready",
-    "queued",
-    "scheduled",
-    "retrying",
-    "active",
-    "completed",
-    "failed",
-    "cancelled",
-    "wake",
-)
-
-# Which sorted set holds the jobs of a state (queued jobs live in the ready list and "queued").
+# Which sorted set holds the jobs of a state, scored by the time that matters to it (run time,
+# lease expiry, finish time); queued jobs live in the ready list and the "queued" set instead.
 STATE_SETS: Final = {
     JobState.SCHEDULED: "scheduled",
     JobState.RETRYING: "retrying",
@@ -30,57 +17,95 @@ STATE_SETS: Final = {
     JobState.FAILED: "failed",
     JobState.CANCELLED: "cancelled",
 }
-SEQ_DIGITS: Final = 16  # set members start with the sequence number, zero-padded
+# The listing index of each state: a sorted set of job ids scored by sequence number, for
+# keyset pagination and exact counts. Active jobs have none: at most the workers' concurrency
+# of them, so the active set is read whole (its key below stays empty).
+BY_SEQ: Final = {state: state.value + "_by_seq" for state in JobState}
+INDEXED_STATES: Final = tuple(state for state in JobState if state is not JobState.ACTIVE)
+SEQ_DIGITS: Final = 16  # state set members start with the sequence number, zero-padded
 
 
 class QueueKeys:
-    """The keys of one queue; every one carries the hash tag ``{<prefix>:<queue>}``."""
+    """The keys of one queue; every one carries the hash tag ``{<prefix>:<queue>}``. Attribute
+    names are the names scripts' headers give their KEYS (see ``_stubs.SCRIPT_KEYS``)."""
 
     __slots__ = (
         "active",
-        "all",
+        "active_by_seq",
         "cancelled",
+        "cancelled_by_seq",
         "completed",
+        "completed_by_seq",
+        "dead",
         "failed",
+        "failed_by_seq",
         "jobs",
         "meta",
         "queue",
         "queued",
+        "queued_by_seq",
         "ready",
         "retrying",
+        "retrying_by_seq",
         "scheduled",
+        "scheduled_by_seq",
+        "scripts",
         "tag",
         "wake",
     )
 
     def __init__(self, prefix: str, queue: str) -> None:
         self.queue = queue
-        self.tag = "{" + prefix + ":" + queue + "}"
-        self.jobs = self.tag + ":j:"
-        self.meta = self.tag + ":meta"
-        self.ready = self.tag + ":ready"
-        self.queued = self.tag + ":queued"
-        self.scheduled = self.tag + ":scheduled"
-        self.retrying = self.tag + ":retrying"
-        self.active = self.tag + ":active"
-        self.completed = self.tag + ":completed"
-        self.failed = self.tag + ":failed"
-        self.cancelled = self.tag + ":cancelled"
-        self.wake = self.tag + ":wake"
-        self.all: tuple[str, ...] = tuple(getattr(self, name) for name in QUEUE_KEYS)
+        self.tag = tag = "{" + prefix + ":" + queue + "}"
+        self.jobs = tag + ":j:"  # prefix of the job hashes: the job key is this and the id
+        self.meta = tag + ":meta"
+        self.ready = tag + ":ready"
+        self.queued = tag + ":queued"
+        self.dead = tag + ":dead"  # ready-list entries of jobs no longer queued, by id
+        self.scheduled = tag + ":scheduled"
+        self.retrying = tag + ":retrying"
+        self.active = tag + ":active"
+        self.completed = tag + ":completed"
+        self.failed = tag + ":failed"
+        self.cancelled = tag + ":cancelled"
+        self.wake = tag + ":wake"
+        self.scheduled_by_seq = tag + ":by-seq:scheduled"
+        self.queued_by_seq = tag + ":by-seq:queued"
+        self.active_by_seq = tag + ":by-seq:active"  # never written: see BY_SEQ
+        self.retrying_by_seq = tag + ":by-seq:retrying"
+        self.completed_by_seq = tag + ":by-seq:completed"
+        self.failed_by_seq = tag + ":by-seq:failed"
+        self.cancelled_by_seq = tag + ":by-seq:cancelled"
+        self.scripts: dict[str, tuple[str, ...]] = {}  # script name -> its KEYS, built once
 
     def job(self, job_id: str) -> str:
         return self.jobs + job_id
 
+    def receipt(self, receipt: str) -> str:
+        return self.tag + ":receipt:" + receipt
+
     def set_of(self, state: JobState) -> str:
-        key: str = getattr(self, STATE_SETS[state])
+        """The time-scored set of ``state`` (for queued: the set of out-of-order queued jobs)."""
+        key: str = getattr(self, STATE_SETS.get(state, "queued"))
         return key
+
+    def by_seq(self, state: JobState) -> str:
+        key: str = getattr(self, BY_SEQ[state])
+        return key
+
+    def named(self, script: str, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The keys ``names`` (attribute names, in order): the KEYS of ``script``."""
+        keys = self.scripts.get(script)
+        if keys is None:
+            keys = self.scripts[script] = tuple(getattr(self, name) for name in names)
+        return keys
 
 
 class Namespace:
-    """The keys shared by every queue of a prefix (registry of queues, workers, leaderships)."""
+    """The keys shared by every queue of a prefix (registry of queues, workers, leaderships,
+    routes, cancel notifications)."""
 
-    __slots__ = ("queues", "tag", "worker_info", "worker_order", "workers")
+    __slots__ = ("queues", "routes", "tag", "worker_info", "worker_order", "workers")
 
     def __init__(self, prefix: str) -> None:
         self.tag = "{" + prefix + "}"
@@ -88,6 +113,11 @@ class Namespace:
         self.workers = self.tag + ":workers"
         self.worker_info = self.tag + ":worker-info"
         self.worker_order = self.tag + ":worker-order"
+        self.routes = self.tag + ":routes"
 
     def leader(self, name: str) -> str:
         return self.tag + ":leader:" + name
+
+    def cancels(self, worker_id: str) -> str:
+        """The list of ids of jobs worker ``worker_id`` runs that someone asked to cancel."""
+        return self.tag + ":cancels:" + worker_id

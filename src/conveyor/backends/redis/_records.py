@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from conveyor.drivers.common import history_from_json
 from conveyor.drivers.records import JobRecord, JobState
 
-# The job hash fields in the order scripts return them (lua/includes/queue.lua, JOB_FIELDS).
+# The job hash fields in the order scripts return them (lua/includes/fields.lua, JOB_FIELDS).
 JOB_FIELDS: Final = (
     "n", "d", "s", "p", "a", "m", "r", "e", "q", "b", "f", "t", "x", "w", "k", "c", "res", "err",
+    "h", "i",
 )  # fmt: skip
 
 
@@ -21,6 +23,15 @@ class CorruptJob(Exception):
         super().__init__(f"job {job_id!r} in queue {queue!r} is corrupt in Redis: {problem}")
         self.job_id = job_id
         self.queue = queue
+
+
+def not_a_job(job_id: str, queue: str, key: str, error: Exception) -> CorruptJob:
+    """The error for a job key that holds something other than a job hash."""
+    return CorruptJob(
+        job_id,
+        queue,
+        f"its key {key!r} holds no job hash ({error}); delete or rename that key",
+    )
 
 
 def decode_job(queue: str, row: Sequence[Any], *, strict: bool = True) -> JobRecord:
@@ -44,7 +55,7 @@ def seconds(text: bytes) -> float:
 
 
 def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
-    (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err) = row
+    (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err, h, iso) = row
     run_at = seconds(r)
     return JobRecord(
         id=i.decode(),
@@ -67,6 +78,8 @@ def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
         cancel_requested=c is not None,
         result=res,
         error=None if err is None else err.decode(errors="replace"),
+        errors=() if h is None else history_from_json(h),
+        isolated=iso is not None,
     )
 
 
@@ -120,4 +133,6 @@ def _decode_carefully(queue: str, row: Sequence[Any], strict: bool) -> JobRecord
         cancel_requested=v["c"] is not None,
         result=v["res"],
         error=None if v["err"] is None else bytes(v["err"]).decode(errors="replace"),
+        errors=() if v["h"] is None else history_from_json(bytes(v["h"])),
+        isolated=v["i"] is not None,
     )

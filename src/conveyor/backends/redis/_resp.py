@@ -154,13 +154,18 @@ class _Protocol(asyncio.Protocol):
         return self._closed is None and self._transport is not None
 
     def send(self, packed: bytes, count: int) -> list[asyncio.Future[Any]]:
-        """Write ``count`` packed commands; their reply futures, in order."""
+        """Write ``count`` packed commands; their reply futures, in order. The caller must
+        await (or gather) every one of them, so that no failure goes unretrieved."""
         if self._closed is not None or self._transport is None:
             raise ConnectionLost(str(self._closed or "not connected"))
+        try:
+            self._transport.write(packed)
+        except Exception as exc:  # a transport that fails on write: nobody waits for replies
+            self._fail(ConnectionLost(f"writing to {self._endpoint.describe()} failed: {exc}"))
+            raise ConnectionLost(str(self._closed)) from exc
         futures = [self._loop.create_future() for _ in range(count)]
         idle = not self._waiting
         self._waiting.extend(futures)
-        self._transport.write(packed)
         if idle:
             self._arm_watchdog()
         return futures
@@ -264,10 +269,12 @@ class Pipeline:
         self._commands.append(args)
         return self
 
-    async def execute(self) -> list[Any]:
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """The replies in order; with ``raise_on_error=False``, an error reply is returned in
+        its command's place (as redis-py does) instead of raised."""
         if not self._commands:
             return []
-        return await self._client.execute_many(self._commands)
+        return await self._client.execute_many(self._commands, raise_on_error=raise_on_error)
 
 
 class Client:
@@ -301,16 +308,22 @@ class Client:
 
         return await _with_retries(attempt, _worth_retrying, self._drop_if_demoted)
 
-    async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` in one write; their replies (the first error is raised)."""
+    async def execute_many(
+        self, commands: Sequence[tuple[Any, ...]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Send ``commands`` in one write; their replies. The first error is raised, unless
+        ``raise_on_error`` is false: then error replies come back in their commands' places
+        (a lost connection is still raised: every command is sent again)."""
         packed = b"".join(pack(*args) for args in commands)
 
         async def attempt() -> list[Any]:
             futures = (await self._connection()).send(packed, len(commands))
             replies = await asyncio.gather(*futures, return_exceptions=True)
-            failure = next((r for r in replies if isinstance(r, BaseException)), None)
-            if failure is not None:
-                raise failure
+            for reply in replies:
+                if isinstance(reply, BaseException) and (
+                    raise_on_error or not isinstance(reply, ReplyError)
+                ):
+                    raise reply
             return replies
 
         return await _with_retries(attempt, _worth_retrying, self._drop_if_demoted)
@@ -377,11 +390,17 @@ class BlockingConnection:
                 self._protocol = await _open(self._endpoint)
             futures = self._protocol.send(packed, len(commands))
             try:
-                return [await future for future in futures]
+                # Gathered, not awaited one by one: when the connection drops, every future
+                # fails, and each failure must be retrieved (asyncio reports those that are not).
+                replies = await asyncio.gather(*futures, return_exceptions=True)
             except asyncio.CancelledError:
                 # The blocked command's reply would arrive later and out of step.
                 self.close()
                 raise
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+            return replies
 
         return await _with_retries(attempt, lambda exc: isinstance(exc, ConnectionLost))
 

@@ -16,6 +16,7 @@ from typing import Final
 
 from redis.asyncio.cluster import RedisCluster
 
+from conveyor.backends.redis import _commands as commands
 from conveyor.backends.redis import _resp
 from conveyor.backends.redis import _stubs as stubs
 from conveyor.backends.redis._connection import Client, socket_timeout
@@ -26,6 +27,13 @@ from conveyor.core.cancellation import stop_if_cancelled
 log = logging.getLogger("conveyor.redis")
 
 MIN_BLOCK: Final = 0.005  # the shortest blocking wait sent (Redis rounds to ms; 0 is forever)
+
+
+def longest_block(client: Client) -> float:
+    """The longest blocking wait to send: below the reply timeout, which it would otherwise
+    trip (the connection would be given up as dead)."""
+    limit = socket_timeout(client)
+    return max(limit - 1.0, limit / 2) if limit is not None else 60.0
 
 
 class Wakeups:
@@ -73,8 +81,7 @@ class Wakeups:
                 if queue in self._due:
                     wait = min(wait, max(self._due[queue] - now, 0.0))
         if cap:
-            limit = socket_timeout(self._client())
-            wait = min(wait, max(limit - 1.0, limit / 2) if limit is not None else 60.0)
+            wait = min(wait, longest_block(self._client()))
         return wait
 
     def notify(self, queue: str) -> None:
@@ -123,16 +130,16 @@ class Wakeups:
                 if len(keys) > 1:
                     woken = await _first_woken(client, keys, wait)
                 else:
-                    woken = await stubs.pop_wake(client, None, keys, wait)
+                    woken = await commands.pop_wake(client, None, keys, wait)
             else:
-                woken = await stubs.pop_wake(client, self.blocking(client), keys, wait)
+                woken = await commands.pop_wake(client, self.blocking(client), keys, wait)
             if woken:
                 return
 
 
 async def _first_woken(client: Client, keys: Sequence[QueueKeys], wait: float) -> bool:
     """On a cluster, each queue's marker lives on its own slot: wait on each, take the first."""
-    pending = {asyncio.ensure_future(stubs.pop_wake(client, None, [k], wait)) for k in keys}
+    pending = {asyncio.ensure_future(commands.pop_wake(client, None, [k], wait)) for k in keys}
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

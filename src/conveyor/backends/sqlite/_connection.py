@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar
 
-from conveyor._errors import BackendUnavailable, MigrationRequired
+from conveyor._errors import BackendError, BackendUnavailable, MigrationRequired
 from conveyor.backends.sqlite._sql import MIGRATIONS, QUERIES, split_statements
 
 T = TypeVar("T")
@@ -79,6 +79,8 @@ class Connection:
         try:
             return step(self._conn)
         except sqlite3.OperationalError as exc:
+            if not _is_infrastructure(exc):
+                raise BackendError(f"SQLite database {self.path}: {exc}") from exc
             raise self._unavailable(exc) from exc
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
@@ -122,6 +124,31 @@ class Connection:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+# What an OperationalError says when the file, the disk or another process is in the way, and
+# trying again later can succeed. Anything else (a malformed JSON value, a value too big) is
+# about the data: retrying the same statement would fail the same way for ever.
+_INFRASTRUCTURE = (
+    "locked",
+    "busy",
+    "disk i/o",
+    "unable to open",
+    "readonly",
+    "read-only",
+    "is full",
+    "interrupted",
+    "no such table",
+    "not a database",
+    "malformed",
+)
+
+
+def _is_infrastructure(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    if "json" in text:
+        return False
+    return any(words in text for words in _INFRASTRUCTURE)
 
 
 def transaction(

@@ -9,23 +9,33 @@ means this host's clock (``time.time()``), which every process on the host share
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
+import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from conveyor._errors import BackendUnavailable
 from conveyor.backends.sqlite._connection import Connection, migrate
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._url import path_from_url, synchronous_from_url
 from conveyor.backends.sqlite._wakeup import POLL_MAX_SECONDS, POLL_MIN_SECONDS, wakeups_for
 from conveyor.drivers.common import (
+    HISTORY_ERROR_CHARS,
+    HISTORY_LIMIT,
     LOST_WHILE_CANCELLING,
     RETRYABLE_STATES,
-    RUNS_AGAIN,
+    cancel_wins,
     cancelled_error,
+    check_finishes,
+    check_new_jobs,
+    check_now,
+    check_rescues,
+    first_in_run_order,
+    history_from_json,
     resolve_now,
-    stalled_error,
-    validate_finishes,
 )
 from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
@@ -44,7 +54,7 @@ from conveyor.drivers.records import (
     NewJob,
     PurgeParams,
     QueueInfo,
-    RescueResult,
+    RescueJob,
     Retention,
     TransitionKind,
     TransitionResult,
@@ -58,7 +68,11 @@ class SQLiteDriver:
     """A connection to one SQLite file. Not shared between threads: use :meth:`connect_another`."""
 
     capabilities: frozenset[Capability] = frozenset(
-        {Capability.SHARED_ACROSS_PROCESSES, Capability.LISTEN_ACROSS_PROCESSES}
+        {
+            Capability.SHARED_ACROSS_PROCESSES,
+            Capability.LISTEN_ACROSS_PROCESSES,
+            Capability.FETCH_BY_NAME,
+        }
     )
     # sqlite3 errors are mapped where they happen, with the file's name; what is left is the
     # operating system failing under it.
@@ -66,6 +80,7 @@ class SQLiteDriver:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.source_url = url
         self.path = path_from_url(url)
         self._db = Connection(self.path, synchronous=synchronous_from_url(url))
         self._listener = Listener(wakeups_for(self.path))
@@ -76,9 +91,11 @@ class SQLiteDriver:
     def __repr__(self) -> str:
         return f"SQLiteDriver({self.url!r})"
 
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
         if self._db.is_open:
             return
+        if not create:
+            _refuse_missing(self.path, self.url)
         self._unreported = await self._db.open()
         self._data_version = await self._db.run(_data_version)
 
@@ -103,6 +120,8 @@ class SQLiteDriver:
     async def job_insert_many(
         self, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> list[InsertResult]:
+        check_now(now)
+        check_new_jobs(jobs)
         at = resolve_now(now)
         if not jobs:
             return []
@@ -155,25 +174,34 @@ class SQLiteDriver:
         return await self._fetch_now(params, now)
 
     async def _fetch_now(self, params: FetchParams, now: float | None) -> list[JobRecord]:
+        check_now(now)
         at = resolve_now(now)
         if not params.queues or params.limit <= 0:
             return []
+        names = None if params.names is None else json.dumps(list(params.names))
+        unknown_before = None if params.unknown_after is None else at - params.unknown_after
 
         def step(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             paused = {row["name"] for row in _all(conn, "job_fetch__paused", {})}
-            candidates: list[sqlite3.Row] = []
+            candidates: list[tuple[tuple[int, float, int], str]] = []
             for queue in dict.fromkeys(params.queues):
                 if queue in paused:
                     continue
                 conn.execute(Q["job_fetch__promote"], {"queue": queue, "now": at})
-                candidates += _all(
-                    conn, "job_fetch__candidates", {"queue": queue, "limit": params.limit}
-                )
+                args = {
+                    "queue": queue,
+                    "limit": params.limit,
+                    "names": names,
+                    "unknown_before": unknown_before,
+                }
+                candidates += [
+                    ((r["priority"], r["run_at"], r["seq"]), r["id"])
+                    for r in _all(conn, "job_fetch__candidates", args)
+                ]
             if not candidates:
                 return []
-            candidates.sort(key=lambda r: (r["priority"], r["run_at"], r["seq"]))
             args = {
-                "ids": json.dumps([r["id"] for r in candidates[: params.limit]]),
+                "ids": json.dumps(first_in_run_order(candidates, params.limit)),
                 "now": at,
                 "lease_seconds": params.lease_seconds,
                 "worker_id": params.worker_id,
@@ -187,6 +215,7 @@ class SQLiteDriver:
     async def job_extend_leases(
         self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
     ) -> ExtendResult:
+        check_now(now)
         at = resolve_now(now)
         if not leases:
             return ExtendResult((), ())
@@ -195,7 +224,12 @@ class SQLiteDriver:
             lost: list[str] = []
             cancel: list[str] = []
             for lease in leases:
-                args = {"id": lease.job_id, "token": lease.token, "expires_at": at + lease_seconds}
+                args = {
+                    "id": lease.job_id,
+                    "token": lease.token,
+                    "expires_at": at + lease_seconds,
+                    "isolated": int(lease.isolated),
+                }
                 rows = _all(conn, "job_extend_leases", args)
                 if not rows:
                     lost.append(lease.job_id)
@@ -212,8 +246,9 @@ class SQLiteDriver:
         retention: Retention,
         now: float | None = None,
     ) -> list[TransitionResult]:
+        check_now(now)
+        check_finishes(finishes)
         at = resolve_now(now)
-        validate_finishes(finishes)
         if not finishes:
             return []
         woken: set[str] = set()
@@ -230,10 +265,8 @@ class SQLiteDriver:
                         completed_queues.add(rows[0]["queue"])
                     elif state is JobState.QUEUED:
                         woken.add(rows[0]["queue"])
-                elif _state(conn, finish.job_id) is None:
-                    results.append(TransitionResult(finish.job_id, TransitionStatus.NOT_FOUND))
                 else:
-                    results.append(TransitionResult(finish.job_id, TransitionStatus.LEASE_LOST))
+                    results.append(TransitionResult(finish.job_id, _not_finished(conn, finish)))
             if retention.completed_max_count is not None:
                 for queue in sorted(completed_queues):
                     conn.execute(
@@ -247,44 +280,55 @@ class SQLiteDriver:
             self.notify(queue)
         return results
 
-    async def job_rescue_expired(
-        self, *, max_stalls: int, limit: int, now: float | None = None
-    ) -> RescueResult:
+    async def job_expired(self, *, limit: int, now: float | None = None) -> list[JobRecord]:
+        check_now(now)
         at = resolve_now(now)
         if limit <= 0:
-            return RescueResult((), ())
+            return []
+        rows = await self._db.run(
+            lambda conn: _all(conn, "job_expired", {"now": at, "limit": limit})
+        )
+        return [_job(row) for row in rows]
 
-        def step(conn: sqlite3.Connection) -> tuple[RescueResult, set[str]]:
-            requeued: list[str] = []
-            failed: list[str] = []
-            cancelled: list[str] = []
+    async def job_rescue_many(
+        self, rescues: Sequence[RescueJob], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        check_now(now)
+        check_rescues(rescues)
+        at = resolve_now(now)
+        if not rescues:
+            return []
+
+        def step(conn: sqlite3.Connection) -> tuple[list[TransitionResult], set[str]]:
+            results: list[TransitionResult] = []
             queues: set[str] = set()
-            for row in _all(conn, "job_rescue_expired", {"now": at, "limit": limit}):
-                stalls = row["stalls"] + 1
-                end = {"id": row["id"], "now": at, "stalls": stalls}
-                if row["cancel_requested"]:
-                    error = cancelled_error(LOST_WHILE_CANCELLING)
-                    end |= {"state": JobState.CANCELLED.value, "error": error}
-                    conn.execute(Q["job_rescue_expired__end"], end)
-                    cancelled.append(row["id"])
-                elif stalls > max_stalls:
-                    error = stalled_error(stalls, max_stalls)
-                    end |= {"state": JobState.FAILED.value, "error": error}
-                    conn.execute(Q["job_rescue_expired__end"], end)
-                    failed.append(row["id"])
+            for rescue in rescues:
+                fence = {"id": rescue.job_id, "token": rescue.token, "now": at}
+                held = _all(conn, "job_rescue_many__fence", fence)
+                if not held:
+                    status = TransitionStatus.LEASE_LOST
+                    if _state(conn, rescue.job_id) is None:
+                        status = TransitionStatus.NOT_FOUND
+                    results.append(TransitionResult(rescue.job_id, status))
+                    continue
+                kind, error = rescue.kind, rescue.error
+                if cancel_wins(kind, bool(held[0]["cancel_requested"])):
+                    kind, error = TransitionKind.CANCEL, cancelled_error(LOST_WHILE_CANCELLING)
+                _note_error(conn, fence, error)
+                args = {**fence, "stalls": rescue.stalls, "error": error}
+                if kind is TransitionKind.REQUEUE:
+                    rows = _all(conn, "job_rescue_many__requeue", args)
+                    queues.update(row["queue"] for row in rows)
                 else:
-                    conn.execute(
-                        Q["job_rescue_expired__requeue"],
-                        {"id": row["id"], "now": at, "stalls": stalls},
-                    )
-                    requeued.append(row["id"])
-                    queues.add(row["queue"])
-            return RescueResult(tuple(requeued), tuple(failed), tuple(cancelled)), queues
+                    state = JobState.FAILED if kind is TransitionKind.FAIL else JobState.CANCELLED
+                    _all(conn, "job_rescue_many__end", {**args, "state": state.value})
+                results.append(TransitionResult(rescue.job_id, TransitionStatus.OK))
+            return results, queues
 
-        result, queues = await self._db.write(step)
+        results, queues = await self._db.write(step)
         for queue in queues:
             self.notify(queue)
-        return result
+        return results
 
     async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
         at = resolve_now(now)
@@ -379,9 +423,16 @@ class SQLiteDriver:
                     continue
                 args = {"state": state.value, "cutoff": at - max_age, "limit": limit - removed}
                 removed += conn.execute(Q["job_prune_finished"], args).rowcount
-            if retention.completed_max_count is not None and removed < limit:
-                args = {"keep": retention.completed_max_count, "limit": limit - removed}
-                removed += conn.execute(Q["job_prune_finished__trim_completed"], args).rowcount
+            if retention.completed_max_count is not None:
+                for row in _all(conn, "job_list__queues", {}):
+                    if removed >= limit:
+                        break
+                    args = {
+                        "queue": row["name"],
+                        "keep": retention.completed_max_count,
+                        "limit": limit - removed,
+                    }
+                    removed += conn.execute(Q["job_prune_finished__trim_completed"], args).rowcount
             return removed
 
         return await self._db.write(step)
@@ -395,16 +446,30 @@ class SQLiteDriver:
         return [found.get(job_id) for job_id in ids]
 
     async def job_list(self, params: ListParams) -> list[JobRecord]:
-        args = {
-            "queue": params.queue,
-            "any_state": not params.states,
-            "states": json.dumps([state.value for state in params.states]),
-            "name": params.name,
-            "before_seq": params.before_seq,
-            "limit": max(params.limit, 0),
-        }
-        rows = await self._db.run(lambda conn: _all(conn, "job_list", args))
-        return [_job(row) for row in rows]
+        if params.limit <= 0:
+            return []
+        states = list(dict.fromkeys(params.states or JobState))
+
+        def step(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            if params.queue is not None:
+                queues = [params.queue]
+            else:
+                queues = [row["name"] for row in _all(conn, "job_list__queues", {})]
+            ranges: list[list[sqlite3.Row]] = []
+            for queue in queues:
+                for state in states:
+                    args = {
+                        "queue": queue,
+                        "state": state.value,
+                        "name": params.name,
+                        "before_seq": params.before_seq,
+                        "limit": params.limit,
+                    }
+                    ranges.append(_all(conn, "job_list", args))
+            merged = heapq.merge(*ranges, key=lambda row: row["seq"], reverse=True)
+            return list(itertools.islice(merged, params.limit))
+
+        return [_job(row) for row in await self._db.read(step)]
 
     async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
         rows = await self._db.run(lambda conn: _all(conn, "job_count_by_state", {"queue": queue}))
@@ -453,7 +518,12 @@ class SQLiteDriver:
             "processed": info.processed,
             "expires_at": at + ttl,
         }
-        await self._db.write(lambda conn: conn.execute(Q["worker_heartbeat"], args))
+
+        def step(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["worker_heartbeat__prune"], {"now": at})
+            conn.execute(Q["worker_heartbeat"], args)
+
+        await self._db.write(step)
 
     async def worker_deregister(self, worker_id: str) -> None:
         await self._db.write(lambda conn: conn.execute(Q["worker_deregister"], {"id": worker_id}))
@@ -475,6 +545,16 @@ class SQLiteDriver:
             )
             for row in rows
         ]
+
+    async def route_register(self, routes: Mapping[str, str]) -> None:
+        now = resolve_now(None)
+        rows = [{"name": name, "queue": queue, "now": now} for name, queue in routes.items()]
+        if rows:
+            await self._db.write(lambda conn: conn.executemany(Q["route_register"], rows))
+
+    async def route_list(self) -> dict[str, str]:
+        rows = await self._db.run(lambda conn: _all(conn, "route_list", {}))
+        return {row["name"]: row["queue"] for row in rows}
 
     async def leader_acquire(
         self, name: str, holder: str, *, ttl: float, now: float | None = None
@@ -518,6 +598,18 @@ class SQLiteDriver:
             # Poll often right after activity, then back off while the file stays quiet.
             self._poll = min(self._poll * 2, POLL_MAX_SECONDS)
 
+    async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
+        await asyncio.sleep(timeout)  # no notifications: cancels arrive with lease renewals
+        return []
+
+
+def _refuse_missing(path: str, url: str) -> None:
+    if not os.path.exists(path):
+        raise BackendUnavailable(
+            f"no SQLite database at {os.path.abspath(path)} (from {url!r}); nothing was ever "
+            "enqueued there: check --url, $CONVEYOR_URL or the working directory"
+        )
+
 
 def _all(conn: sqlite3.Connection, query: str, args: dict[str, Any]) -> list[sqlite3.Row]:
     # Always drain the cursor: a half-read statement would keep the transaction from committing.
@@ -543,28 +635,53 @@ def _data_version(conn: sqlite3.Connection) -> int:
 def _finish_one(conn: sqlite3.Connection, finish: FinishJob, at: float) -> list[sqlite3.Row]:
     """Apply one fenced transition; return the job's new ``queue`` and ``state`` if it held."""
     fence = {"id": finish.job_id, "token": finish.token, "now": at}
-    if finish.kind in RUNS_AGAIN:
+    if finish.kind is TransitionKind.COMPLETE:  # the hot path: one statement
+        return _all(conn, "job_finish_many__complete", {**fence, "result": finish.result})
+    held = _all(conn, "job_finish_many__fence", fence)
+    if not held:
+        return []
+    kind, error = finish.kind, finish.error
+    if cancel_wins(kind, bool(held[0]["cancel_requested"])):
         # Someone asked to cancel the job before it stopped: it must not run again.
-        args = {**fence, "error": cancelled_error(finish.error)}
-        rows = _all(conn, "job_finish_many__cancel_requested", args)
-        if rows:
-            return rows
-    match finish.kind:
-        case TransitionKind.COMPLETE:
-            return _all(conn, "job_finish_many__complete", {**fence, "result": finish.result})
+        kind, error = TransitionKind.CANCEL, cancelled_error(finish.error)
+    _note_error(conn, fence, error)
+    match kind:
         case TransitionKind.FAIL | TransitionKind.CANCEL:
-            state = JobState.FAILED if finish.kind is TransitionKind.FAIL else JobState.CANCELLED
-            args = {**fence, "state": state.value, "error": finish.error}
-            return _all(conn, "job_finish_many__end", args)
+            state = JobState.FAILED if kind is TransitionKind.FAIL else JobState.CANCELLED
+            return _all(
+                conn, "job_finish_many__end", {**fence, "state": state.value, "error": error}
+            )
         case TransitionKind.RETRY:
-            args = {**fence, "run_at": finish.run_at, "error": finish.error}
+            args = {**fence, "delay": finish.delay, "error": error}
             return _all(conn, "job_finish_many__retry", args)
         case TransitionKind.SNOOZE | TransitionKind.REQUEUE:
-            state = JobState.SCHEDULED if finish.kind is TransitionKind.SNOOZE else JobState.QUEUED
-            run_at = finish.run_at if finish.kind is TransitionKind.SNOOZE else None
-            args = {**fence, "state": state.value, "run_at": run_at}
+            snooze = kind is TransitionKind.SNOOZE
+            args = {
+                **fence,
+                "state": (JobState.SCHEDULED if snooze else JobState.QUEUED).value,
+                "delay": finish.delay if snooze else None,
+                "error": error,
+            }
             return _all(conn, "job_finish_many__give_back", args)
     raise AssertionError(f"unknown transition {finish.kind!r}")  # pragma: no cover
+
+
+def _note_error(conn: sqlite3.Connection, fence: dict[str, Any], error: str | None) -> None:
+    """Add ``error`` to the history of the fenced job (nothing when None or not fenced)."""
+    if error is not None:
+        args = {**fence, "error": error, "keep": HISTORY_LIMIT, "chars": HISTORY_ERROR_CHARS}
+        conn.execute(Q["job__note_error"], args)
+
+
+def _not_finished(conn: sqlite3.Connection, finish: FinishJob) -> TransitionStatus:
+    """Why a fenced finish matched nothing: the job is gone, owned by another attempt, or this
+    very finish was applied by an earlier call whose reply was lost (then it is ``ok``)."""
+    rows = _all(conn, "job__finished_with", {"id": finish.job_id})
+    if not rows:
+        return TransitionStatus.NOT_FOUND
+    if rows[0]["state"] != JobState.ACTIVE.value and rows[0]["lease_token"] == finish.token:
+        return TransitionStatus.OK
+    return TransitionStatus.LEASE_LOST
 
 
 def _float(value: float | None) -> float | None:
@@ -600,4 +717,6 @@ def _job(row: sqlite3.Row) -> JobRecord:
         cancel_requested=bool(row["cancel_requested"]),
         result=_blob(row["result"]),
         error=row["error"],
+        errors=history_from_json(row["errors"]),
+        isolated=bool(row["isolated"]),
     )

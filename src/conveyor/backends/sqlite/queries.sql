@@ -46,9 +46,13 @@ WHERE state IN ('scheduled', 'retrying') AND run_at <= :now AND queue = :queue;
 
 -- The state term repeats the ready index's WHERE verbatim, which is what lets SQLite use the
 -- partial index; its column order equals the ORDER BY, so no sort happens.
+-- :names (a JSON array, or NULL for any) keeps to the jobs the worker can run, and to those
+-- of other names runnable since :unknown_before (NULL: never).
 -- name: job_fetch__candidates
 SELECT id, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_ready_idx
 WHERE queue = :queue AND state = 'queued'
+  AND (:names IS NULL OR name IN (SELECT value FROM json_each(:names))
+       OR run_at <= :unknown_before)
 ORDER BY priority, run_at, seq
 LIMIT :limit;
 
@@ -60,20 +64,24 @@ SET state = 'active',
     lease_token = lower(hex(randomblob(16))),
     lease_expires_at = :now + :lease_seconds,
     worker_id = :worker_id,
-    cancel_requested = 0
+    cancel_requested = 0,
+    isolated = 0
 WHERE id IN (SELECT value FROM json_each(:ids))
 RETURNING *;
 
 -- name: job_extend_leases
 UPDATE conveyor_job
-SET lease_expires_at = :expires_at
+SET lease_expires_at = :expires_at, isolated = max(isolated, :isolated)
 WHERE id = :id AND state = 'active' AND lease_token = :token
 RETURNING cancel_requested;
 
+-- Every finish is fenced on (state 'active', lease_token); it keeps the token, so that the same
+-- finish sent again finds its work done (job__finished_with). Errors join the history first
+-- (job__note_error, fenced the same way, in the same transaction).
 -- name: job_finish_many__complete
 UPDATE conveyor_job
-SET state = 'completed', finished_at = :now, result = :result,
-    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+SET state = 'completed', finished_at = :now, result = :result, error = NULL,
+    lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
 RETURNING queue, state;
 
@@ -81,33 +89,50 @@ RETURNING queue, state;
 -- name: job_finish_many__end
 UPDATE conveyor_job
 SET state = :state, finished_at = :now, result = NULL, error = coalesce(:error, error),
-    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+    lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
 RETURNING queue, state;
 
--- Retry, snooze or requeue of a job someone asked to cancel: it is cancelled instead.
--- name: job_finish_many__cancel_requested
-UPDATE conveyor_job
-SET state = 'cancelled', finished_at = :now, result = NULL, error = :error,
-    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
-WHERE id = :id AND state = 'active' AND lease_token = :token AND cancel_requested = 1
-RETURNING queue, state;
+-- name: job_finish_many__fence
+SELECT cancel_requested FROM conveyor_job
+WHERE id = :id AND state = 'active' AND lease_token = :token;
 
 -- name: job_finish_many__retry
 UPDATE conveyor_job
-SET state = 'retrying', run_at = :run_at, error = :error,
-    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+SET state = 'retrying', run_at = :now + :delay, error = coalesce(:error, error),
+    lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
 RETURNING queue, state;
 
--- Snooze (:state 'scheduled' at :run_at) or requeue (:state 'queued', run time kept): the
--- attempt is given back.
+-- Snooze (:state 'scheduled', :delay from now) or requeue (:state 'queued', run time kept,
+-- :delay NULL): the attempt is given back.
 -- name: job_finish_many__give_back
 UPDATE conveyor_job
-SET state = :state, run_at = coalesce(:run_at, run_at), attempt = max(attempt - 1, 0),
-    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+SET state = :state, run_at = coalesce(:now + :delay, run_at), attempt = max(attempt - 1, 0),
+    error = coalesce(:error, error),
+    lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
 RETURNING queue, state;
+
+-- name: job__finished_with
+SELECT state, lease_token FROM conveyor_job WHERE id = :id;
+
+-- Appends [attempt, now, error] to the job's history, keeping the last :keep entries (one is
+-- added at a time, so at most one needs to go). A history that is not a JSON array (written
+-- by hand or by a foreign producer) starts afresh rather than failing the transition.
+-- name: job__note_error
+UPDATE conveyor_job
+SET errors = (
+    SELECT CASE WHEN json_array_length(h) > :keep THEN json_remove(h, '$[0]') ELSE h END
+    FROM (
+        SELECT json_insert(
+            CASE WHEN json_valid(errors) AND json_type(errors) = 'array' THEN errors
+                ELSE '[]' END,
+            '$[#]', json_array(attempt, :now, substr(:error, 1, :chars))
+        ) AS h
+    )
+)
+WHERE id = :id AND state = 'active' AND lease_token = :token;
 
 -- Keeps the newest :keep completed jobs of one queue.
 -- name: job_finish_many__trim_completed
@@ -119,25 +144,36 @@ WHERE id IN (
     LIMIT -1 OFFSET :keep
 );
 
--- name: job_rescue_expired
-SELECT id, queue, stalls, cancel_requested FROM conveyor_job
+-- name: job_expired
+SELECT * FROM conveyor_job INDEXED BY conveyor_job_lease_idx
 WHERE state = 'active' AND lease_expires_at <= :now
 ORDER BY lease_expires_at, seq
 LIMIT :limit;
 
--- name: job_rescue_expired__requeue
+-- A rescue applies only to a job still active with the token the rescuer saw, its lease still
+-- expired; it takes the lease away (the token too: a late finish of the lost attempt is then
+-- refused).
+-- name: job_rescue_many__requeue
 UPDATE conveyor_job
 SET state = 'queued', attempt = max(attempt - 1, 0), stalls = :stalls, run_at = :now,
-    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
-WHERE id = :id;
+    error = :error,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0,
+    isolated = 0
+WHERE id = :id AND state = 'active' AND lease_token = :token AND lease_expires_at <= :now
+RETURNING queue, state;
 
--- An expired job that stalled too often (:state 'failed') or that someone asked to cancel
--- ('cancelled').
--- name: job_rescue_expired__end
+-- A rescued job failed (:state 'failed') or cancelled ('cancelled').
+-- name: job_rescue_many__end
 UPDATE conveyor_job
 SET state = :state, finished_at = :now, stalls = :stalls, error = :error, result = NULL,
-    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
-WHERE id = :id;
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0,
+    isolated = 0
+WHERE id = :id AND state = 'active' AND lease_token = :token AND lease_expires_at <= :now
+RETURNING queue, state;
+
+-- name: job_rescue_many__fence
+SELECT cancel_requested FROM conveyor_job
+WHERE id = :id AND state = 'active' AND lease_token = :token AND lease_expires_at <= :now;
 
 -- name: job_promote_due
 UPDATE conveyor_job
@@ -150,10 +186,11 @@ WHERE id IN (
 )
 RETURNING queue;
 
+-- An operator's cancel: no attempt's error, so no history entry.
 -- name: job_cancel_many__waiting
 UPDATE conveyor_job
 SET state = 'cancelled', finished_at = :now, error = 'cancelled', result = NULL,
-    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+    lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id;
 
 -- name: job_cancel_many__active
@@ -176,40 +213,40 @@ WHERE state IN (SELECT value FROM json_each(:states))
 -- name: job_prune_finished
 DELETE FROM conveyor_job
 WHERE id IN (
-    SELECT id FROM conveyor_job
+    SELECT id FROM conveyor_job INDEXED BY conveyor_job_age_idx
     WHERE state = :state AND finished_at < :cutoff
     ORDER BY finished_at, seq
     LIMIT :limit
 );
 
--- Completed jobs beyond the newest :keep of their queue, oldest first, queue by queue.
+-- Completed jobs of one queue beyond its newest :keep, oldest first, at most :limit.
 -- name: job_prune_finished__trim_completed
 DELETE FROM conveyor_job
 WHERE id IN (
     SELECT id FROM (
-        SELECT id, queue, finished_at, seq,
-               row_number() OVER (
-                   PARTITION BY queue ORDER BY finished_at DESC, seq DESC
-               ) AS newest_rank
-        FROM conveyor_job
-        WHERE state = 'completed'
+        SELECT id, finished_at, seq FROM conveyor_job
+        WHERE queue = :queue AND state = 'completed'
+        ORDER BY finished_at DESC, seq DESC
+        LIMIT -1 OFFSET :keep
     )
-    WHERE newest_rank > :keep
-    ORDER BY queue, finished_at, seq
+    ORDER BY finished_at, seq
     LIMIT :limit
 );
 
 -- name: job_get_many
 SELECT * FROM conveyor_job WHERE id IN (SELECT value FROM json_each(:ids));
 
+-- One queue and state, newest first, from a keyset cursor: the caller merges the ranges.
 -- name: job_list
-SELECT * FROM conveyor_job
-WHERE (:queue IS NULL OR queue = :queue)
-  AND (:any_state OR state IN (SELECT value FROM json_each(:states)))
+SELECT * FROM conveyor_job INDEXED BY conveyor_job_list_idx
+WHERE queue = :queue AND state = :state
   AND (:name IS NULL OR name = :name)
-  AND (:before_seq IS NULL OR seq < :before_seq)
+  AND seq < coalesce(:before_seq, 9223372036854775807)
 ORDER BY seq DESC
 LIMIT :limit;
+
+-- name: job_list__queues
+SELECT name FROM conveyor_queue ORDER BY name;
 
 -- name: job_count_by_state
 SELECT state, count(*) AS n FROM conveyor_job
@@ -248,6 +285,9 @@ ON CONFLICT (id) DO UPDATE SET
     processed = excluded.processed,
     expires_at = excluded.expires_at;
 
+-- name: worker_heartbeat__prune
+DELETE FROM conveyor_worker WHERE expires_at <= :now;
+
 -- name: worker_deregister
 DELETE FROM conveyor_worker WHERE id = :id;
 
@@ -261,6 +301,13 @@ INSERT INTO conveyor_leader (name, holder, expires_at) VALUES (:name, :holder, :
 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
 WHERE conveyor_leader.holder = excluded.holder OR conveyor_leader.expires_at <= :now
 RETURNING holder;
+
+-- name: route_register
+INSERT INTO conveyor_route (name, queue, updated_at) VALUES (:name, :queue, :now)
+ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, updated_at = excluded.updated_at;
+
+-- name: route_list
+SELECT name, queue FROM conveyor_route ORDER BY name;
 
 -- name: leader_release
 DELETE FROM conveyor_leader WHERE name = :name AND holder = :holder;

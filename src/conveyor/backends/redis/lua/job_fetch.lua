@@ -1,17 +1,21 @@
 -- job_fetch: lease the first runnable jobs of one queue (or, in peek mode, only report them).
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
--- KEYS[2] meta: the queue's meta hash
+-- KEYS[2] meta: the queue's meta hash (paused flag, the ready list's tail)
 -- KEYS[3] ready: list of in-order priority-0 queued jobs
 -- KEYS[4] queued: zset of the other queued jobs
--- KEYS[5] scheduled: zset of jobs waiting for their run time
--- KEYS[6] retrying: zset of jobs waiting to be retried
--- KEYS[7] active: zset of leased jobs
--- KEYS[8] completed: zset of completed jobs
--- KEYS[9] failed: zset of failed jobs
--- KEYS[10] cancelled: zset of cancelled jobs
--- KEYS[11] wake: list idle workers block on
--- KEYS[12] receipt: this call's receipt (string), so that a retried call returns the same jobs
+-- KEYS[5] dead: hash of id -> stale ready-list entries of that job (see take.lua)
+-- KEYS[6] scheduled: zset of jobs waiting for their run time
+-- KEYS[7] retrying: zset of jobs waiting to be retried
+-- KEYS[8] active: zset of leased jobs, score the lease expiry
+-- KEYS[9] cancelled: zset of cancelled jobs (a release may cancel)
+-- KEYS[10] wake: list idle workers block on
+-- KEYS[11] queued_by_seq: listing index of queued jobs
+-- KEYS[12] scheduled_by_seq: listing index of scheduled jobs
+-- KEYS[13] retrying_by_seq: listing index of retrying jobs
+-- KEYS[14] cancelled_by_seq: listing index of cancelled jobs
+-- KEYS[15] receipt: this call's receipt (string), so that a retried call returns the same jobs
+-- KEYS[16] previous_receipt: the receipt of the caller's previous fetch of this queue, to delete
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] limit: most jobs to lease
 -- ARGV[3] lease_seconds
@@ -20,31 +24,80 @@
 -- ARGV[6] mode: 'lease', 'peek', or 'release' (give back what the lease call with this receipt
 --         leased: its caller will never see the reply)
 -- ARGV[7] promote_budget: most due jobs to promote first
--- Returns: {now, next_due or '', jobs}. Lease mode: jobs are {id, field values in JOB_FIELDS
--- order}. Peek mode: jobs are {priority, run at µs, seq, id}, nothing is changed but promotion.
--- Release mode: jobs is empty.
+-- ARGV[8] receipt_ttl: milliseconds a receipt is kept (beyond any retry of the call)
+-- ARGV[9] forget_previous: '1' to delete KEYS[16], '' when there is none
+-- Returns: {now, next_due or '', jobs, dropped}. Lease mode: jobs are {id, field values in
+-- JOB_FIELDS order}. Peek mode: jobs are {priority, run at µs, seq, id}, nothing is changed but
+-- promotion. Release mode: jobs is empty. dropped: {id, why} of each queue entry that was
+-- taken but named no queued job (its key gone or not a hash, or the job in another state),
+-- removed so that it cannot block the queue. An error reply, having written nothing, when an
+-- argument is invalid.
 -- Guarantees: a paused queue returns nothing and is not touched; otherwise due scheduled and
 -- retrying jobs become queued first, then the first ``limit`` queued jobs (priority, run time,
--- seq) become active with attempt + 1, a new token and a lease; if queued jobs remain, the wake
--- marker is put back for the next idle worker. A job hash that is gone is skipped. A call
+-- seq) become active with attempt + 1, a new token, a lease, no pending cancel and no isolated
+-- mark; if queued jobs remain, the wake marker is put back for the next idle worker. A call
 -- repeated with the same receipt (after a lost reply) leases nothing new and returns the jobs
 -- the first call leased. Release mode puts the receipt's jobs that still hold its leases back
--- in the queue with their attempt given back, as if never fetched.
+-- in the queue with their attempt given back and no token, as if never fetched (or cancels
+-- them, if a cancel came in meanwhile). Work per call is bounded by ``limit``, the promote
+-- budget and the stale-entry budget of take.lua, never by the queue's length.
+
+local K_JOBS = KEYS[1]
+local K_META = KEYS[2]
+local K_READY = KEYS[3]
+local K_QUEUED = KEYS[4]
+local K_DEAD = KEYS[5]
+local K_SCHEDULED = KEYS[6]
+local K_RETRYING = KEYS[7]
+local K_ACTIVE = KEYS[8]
+local K_CANCELLED = KEYS[9]
+local K_WAKE = KEYS[10]
+local K_QUEUED_BY_SEQ = KEYS[11]
+local K_SCHEDULED_BY_SEQ = KEYS[12]
+local K_RETRYING_BY_SEQ = KEYS[13]
+local K_CANCELLED_BY_SEQ = KEYS[14]
+local K_RECEIPT = KEYS[15]
+local K_PREVIOUS_RECEIPT = KEYS[16]
 
 --!include common.lua
---!include keys.lua
+--!include args.lua
+--!include members.lua
 --!include fields.lua
 --!include wake.lua
 --!include place.lua
 --!include take.lua
 --!include promote.lua
 
-local now = clock(ARGV[1])
-local limit = tonumber(ARGV[2])
-local lease = tonumber(ARGV[3])
+local given_now = now_arg(1)
+local mode = ARGV[6]
+local limit = number_arg(2, -MAX_BATCH, MAX_BATCH, true, 'limit must be a whole number')
+local lease = number_arg(3, 0, MAX_SECONDS, false,
+    'lease_seconds must be seconds from 0 to 3153600000')
+if ARGV[5] == '' then
+    refuse(5, 'token_base must not be empty')
+end
+if not (mode == 'lease' or mode == 'peek' or mode == 'release') then
+    refuse(6, "mode must be 'lease', 'peek' or 'release'")
+end
+local budget = number_arg(7, 0, MAX_BATCH, true, 'promote_budget must be a whole number from 0')
+local receipt_ttl = number_arg(8, 1, MAX_SECONDS * 1000, true,
+    'receipt_ttl must be whole milliseconds from 1')
+if ARGV[9] ~= '' and ARGV[9] ~= '1' then
+    refuse(9, "forget_previous must be '' or '1'")
+end
+if #ARGV ~= 9 then
+    refuse(#ARGV, 'expected 9 arguments')
+end
+local bad = refused('job_fetch')
+if bad then
+    return bad
+end
+
+local now = clock(given_now)
+local forget_previous = ARGV[9] == '1'
 local worker = ARGV[4]
 local base = ARGV[5]
-local mode = ARGV[6]
+local RELEASED = 'released'
 
 local function due_text()
     local at = next_due()
@@ -55,7 +108,7 @@ local function due_text()
 end
 
 -- A job's fields, or nil when its key is gone or holds something else (a foreign producer's
--- key must not stop the queue: the id is dropped, as for a job hash that is gone).
+-- key must not stop the queue: the id is dropped).
 local function fields_of(key)
     local v = redis.pcall('HMGET', key, unpack(JOB_FIELDS))
     if v.err or not v[F_STATE] then
@@ -70,10 +123,8 @@ local function still_ours(v)
         and string.sub(v[F_TOKEN], 1, #base) == base
 end
 
-local RELEASED = 'released'
-
 if mode == 'release' then
-    local receipt = redis.call('GET', KEYS[12])
+    local receipt = redis.call('GET', K_RECEIPT)
     if receipt and receipt ~= RELEASED then
         for _, id in ipairs(cjson.decode(receipt)) do
             local key = K_JOBS .. id
@@ -81,16 +132,22 @@ if mode == 'release' then
             if still_ours(v) then
                 local seq = tonum(v[F_SEQ], 0)
                 redis.call('ZREM', K_ACTIVE, smember(seq, id))
-                redis.call('HDEL', key, 't', 'x', 'w', 'c')
+                redis.call('HDEL', key, 't', 'x', 'w', 'c', 'i')
                 if v[F_CANCEL] then
                     -- A cancel came in meanwhile: the job must not run again.
                     redis.call('HDEL', key, 'res')
                     redis.call('HSET', key, 's', 'cancelled', 'f', num(now), 'err', 'cancelled')
                     redis.call('ZADD', K_CANCELLED, num(now), smember(seq, id))
+                    redis.call('ZADD', K_CANCELLED_BY_SEQ, int(seq), id)
                 else
-                    local attempt = math.max(tonum(v[F_ATTEMPT], 1) - 1, 0)
-                    redis.call('HSET', key, 's', 'queued', 'a', int(attempt))
+                    local fields, gone = {'s', 'queued'}, {}
+                    give_back_attempt(fields, gone, v[F_ATTEMPT])
+                    redis.call('HSET', key, unpack(fields))
+                    if #gone > 0 then
+                        redis.call('HDEL', key, unpack(gone))
+                    end
                     place(id, tonum(v[F_PRIORITY], 0), seconds(v[F_RUN_AT]) or 0, seq)
+                    redis.call('ZADD', K_QUEUED_BY_SEQ, int(seq), id)
                 end
             end
         end
@@ -99,14 +156,17 @@ if mode == 'release' then
     end
     -- A tombstone: should this call's lease still arrive (sent behind a blocking pop that a
     -- marker wakes later), it leases nothing.
-    redis.call('SET', KEYS[12], RELEASED, 'PX', int(math.max(tonumber(ARGV[3]), 1) * 1000))
-    return {num(now), '', {}}
+    redis.call('SET', K_RECEIPT, RELEASED, 'PX', int(receipt_ttl))
+    return {num(now), '', {}, {}}
 end
 
 if mode == 'lease' then
-    local receipt = redis.call('GET', KEYS[12])
+    if forget_previous then
+        redis.call('DEL', K_PREVIOUS_RECEIPT)
+    end
+    local receipt = redis.call('GET', K_RECEIPT)
     if receipt == RELEASED then
-        return {num(now), '', {}}
+        return {num(now), '', {}, {}}
     end
     if receipt then  -- a repeated call: the jobs the first one leased, if they are still its
         local jobs = {}
@@ -116,51 +176,66 @@ if mode == 'lease' then
                 jobs[#jobs + 1] = {id, unpack(v)}
             end
         end
-        return {num(now), due_text(), jobs}
+        return {num(now), due_text(), jobs, {}}
     end
 end
 
 if redis.call('HGET', K_META, 'paused') == '1' then
-    return {num(now), '', {}}  -- nothing here will run until it resumes, which wakes workers
+    return {num(now), '', {}, {}}  -- nothing here will run until it resumes, which wakes workers
 end
 if limit <= 0 then
-    return {num(now), due_text(), {}}
+    return {num(now), due_text(), {}, {}}
 end
-promote_due(now, tonumber(ARGV[7]))
+promote_due(now, budget)
+save_tail()  -- the promoted jobs' appends, before peek() or take() reads the list
 
 if mode == 'peek' then
-    save_tail()
-    return {num(now), due_text(), peek(limit)}
+    return {num(now), due_text(), peek(limit), {}}
 end
 
 local jobs = {}
 local leased = {}
+local dropped = {}
+local active = {}  -- score, member pairs for K_ACTIVE: one ZADD for the batch
 local expires = num(now + lease)
 local started = num(now)
-for _, id in ipairs(take(limit)) do
+local taken = take(limit)
+for _, id in ipairs(taken) do
     local key = K_JOBS .. id
     local v = fields_of(key)
-    if v then
+    if not v then
+        dropped[#dropped + 1] = {id, 'its key is gone or holds no job hash'}
+    elseif v[F_STATE] ~= 'queued' then
+        dropped[#dropped + 1] = {id, 'the job is ' .. tostring(v[F_STATE]) .. ', not queued'}
+    else
         local token = base .. string.format('%x', #jobs)
         local attempt = int(tonum(v[F_ATTEMPT], 0) + 1)
         redis.call('HSET', key, 's', 'active', 'a', attempt, 'b', started, 't', token,
             'x', expires, 'w', worker)
-        if v[F_CANCEL] then
-            redis.call('HDEL', key, 'c')
+        if v[F_CANCEL] or v[F_ISOLATED] then
+            redis.call('HDEL', key, 'c', 'i')
         end
-        redis.call('ZADD', K_ACTIVE, expires, smember(tonum(v[F_SEQ], 0), id))
-        v[F_STATE], v[F_ATTEMPT], v[F_STARTED], v[F_TOKEN], v[F_EXPIRES], v[F_WORKER], v[F_CANCEL] =
-            'active', attempt, started, token, expires, worker, false
+        active[#active + 1] = expires
+        active[#active + 1] = smember(tonum(v[F_SEQ], 0), id)
+        v[F_STATE], v[F_ATTEMPT], v[F_STARTED], v[F_TOKEN], v[F_EXPIRES], v[F_WORKER] =
+            'active', attempt, started, token, expires, worker
+        v[F_CANCEL], v[F_ISOLATED] = false, false
         jobs[#jobs + 1] = {id, unpack(v)}
         leased[#leased + 1] = id
     end
 end
+for i = 1, #taken, 500 do  -- unpack() is limited by Lua's stack: 500 at a time
+    redis.call('ZREM', K_QUEUED_BY_SEQ, unpack(taken, i, math.min(i + 499, #taken)))
+end
+for i = 1, #active, 1000 do
+    redis.call('ZADD', K_ACTIVE, unpack(active, i, math.min(i + 999, #active)))
+end
 
 save_tail()
 if #leased > 0 then
-    redis.call('SET', KEYS[12], cjson.encode(leased), 'PX', int(math.max(lease, 1) * 1000))
+    redis.call('SET', K_RECEIPT, cjson.encode(leased), 'PX', int(receipt_ttl))
 end
 if redis.call('LLEN', K_READY) > 0 or redis.call('ZCARD', K_QUEUED) > 0 then
     wake()
 end
-return {num(now), due_text(), jobs}
+return {num(now), due_text(), jobs, dropped}

@@ -2,44 +2,114 @@
 -- its lease token, then trim completed jobs beyond the retention count.
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
--- KEYS[2] meta: the queue's meta hash
+-- KEYS[2] meta: the queue's meta hash (the ready list's tail)
 -- KEYS[3] ready: list of in-order priority-0 queued jobs
 -- KEYS[4] queued: zset of the other queued jobs
 -- KEYS[5] scheduled: zset of jobs waiting for their run time
 -- KEYS[6] retrying: zset of jobs waiting to be retried
 -- KEYS[7] active: zset of leased jobs
--- KEYS[8] completed: zset of completed jobs
+-- KEYS[8] completed: zset of completed jobs, score the finish time
 -- KEYS[9] failed: zset of failed jobs
 -- KEYS[10] cancelled: zset of cancelled jobs
 -- KEYS[11] wake: list idle workers block on
+-- KEYS[12] queued_by_seq: listing index of queued jobs
+-- KEYS[13] scheduled_by_seq: listing index of scheduled jobs
+-- KEYS[14] retrying_by_seq: listing index of retrying jobs
+-- KEYS[15] completed_by_seq: listing index of completed jobs
+-- KEYS[16] failed_by_seq: listing index of failed jobs
+-- KEYS[17] cancelled_by_seq: listing index of cancelled jobs
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] keep: completed jobs to keep in this queue, '' to keep all
--- ARGV[3] n: number of finishes; then 7 arguments per finish:
+-- ARGV[3] cancelled: the error of a job a pending cancel stops ('<this>: <error>' with one)
+-- ARGV[4] n: number of finishes; then 6 arguments per finish:
 --         id, token, kind (complete|retry|snooze|fail|cancel|requeue), result (optional),
---         error (optional), run_at (optional), error if a pending cancel turns it into a
---         cancellation
+--         error (optional), delay (seconds after now a retry or snooze runs again)
 --         (optional arguments are '' for none, else '=' followed by the value)
--- Returns: per finish, in order: 'ok', 'lease_lost' or 'not_found'.
--- Guarantees: atomic; a finish whose token is not the job's current one changes nothing; a
--- retry, snooze or requeue of a job someone asked to cancel cancels it instead; completing
--- deletes the oldest completed jobs beyond ``keep`` (up to 1,000 a call; maintenance prunes
--- whatever is left); a requeued job wakes one idle worker.
+-- Returns: per finish, in order: 'ok', 'lease_lost' or 'not_found'; or an error reply, having
+-- written nothing, when an argument is invalid.
+-- Guarantees: atomic, and every argument is checked before the first write; a finish whose
+-- token is not the job's current one changes nothing, unless the job already left ``active``
+-- with that token (a finish sent again after a lost reply): then it reports 'ok' and changes
+-- nothing. A finish keeps the token on the job and drops its lease, worker, cancel request
+-- and isolated mark; an error becomes the job's last error and joins its history (completing
+-- clears the last error and never reads the history). A retry, snooze or requeue of a job
+-- someone asked to cancel cancels it instead. Completing deletes the oldest completed jobs
+-- beyond ``keep`` (up to 1,000 a call; maintenance prunes whatever is left); a requeued job
+-- wakes one idle worker.
+
+local K_JOBS = KEYS[1]
+local K_META = KEYS[2]
+local K_READY = KEYS[3]
+local K_QUEUED = KEYS[4]
+local K_SCHEDULED = KEYS[5]
+local K_RETRYING = KEYS[6]
+local K_ACTIVE = KEYS[7]
+local K_COMPLETED = KEYS[8]
+local K_FAILED = KEYS[9]
+local K_CANCELLED = KEYS[10]
+local K_WAKE = KEYS[11]
+local K_QUEUED_BY_SEQ = KEYS[12]
+local K_SCHEDULED_BY_SEQ = KEYS[13]
+local K_RETRYING_BY_SEQ = KEYS[14]
+local K_COMPLETED_BY_SEQ = KEYS[15]
+local K_FAILED_BY_SEQ = KEYS[16]
+local K_CANCELLED_BY_SEQ = KEYS[17]
 
 --!include common.lua
---!include keys.lua
+--!include args.lua
+--!include members.lua
+--!include fields.lua
+--!include history.lua
 --!include wake.lua
---!include run_at.lua
 --!include place.lua
+--!include sets.lua
+--!include settle.lua
 
-local now = clock(ARGV[1])
-local keep = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local TRIM_BATCH = 1000
+
+local given_now = now_arg(1)
+local keep = nil
+if ARGV[2] ~= '' then
+    keep = number_arg(2, 0, 1e15, true, "keep must be '' or a whole number from 0")
+end
+local n = tonumber(ARGV[4])
+if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 4 + 6 * n) then
+    refuse(4, 'the finish count must say how many finishes of 6 arguments follow')
+    n = 0
+end
+for i = 0, n - 1 do
+    local base = 5 + i * 6
+    local kind, result, err = ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+    checked_item = base
+    if ARGV[base + 1] == '' then
+        refuse(base + 1, 'the token must not be empty')
+    end
+    if not (kind == 'complete' or kind == 'retry' or kind == 'snooze' or kind == 'fail'
+        or kind == 'cancel' or kind == 'requeue') then
+        refuse(base + 2, 'the transition must be complete, retry, snooze, fail, cancel or requeue')
+    end
+    if result ~= '' and string.byte(result) ~= 61 then  -- '='
+        refuse(base + 3, "the result must be '' or '=' and the value")
+    end
+    if err ~= '' and string.byte(err) ~= 61 then
+        refuse(base + 4, "the error must be '' or '=' and the value")
+    end
+    if ARGV[base + 5] ~= '0.0' then  -- what a finish without a delay sends: no need to parse
+        number_arg(base + 5, 0, MAX_SECONDS, false, 'delay must be seconds from 0 to 3153600000')
+    end
+end
+checked_item = nil
+local bad = refused('job_finish_many')
+if bad then
+    return bad
+end
+
+local now = clock(given_now)
+sets_direct = n < GATHER_FROM
+local now_text = num(now)
 local out = {}
 local completed = false
 local woken = false
-
-local RUNS_AGAIN = {retry = true, snooze = true, requeue = true}
-local TRIM_BATCH = 1000
 
 -- Optional arguments travel as '' (absent) or '=' followed by the value.
 local function opt(arg)
@@ -48,91 +118,115 @@ local function opt(arg)
     end
     return string.sub(arg, 2)
 end
-local RELEASED = {'t', 'x', 'w', 'c'}
 
--- End the job in terminal ``state``; ``err`` nil keeps its previous error.
-local function finish(key, id, seq, state, result, err)
-    redis.call('HDEL', key, 'res', unpack(RELEASED))
-    local fields = {'s', state, 'f', num(now)}
-    if result then
-        fields[#fields + 1] = 'res'
-        fields[#fields + 1] = result
+local function cancelled_error(err)
+    if err == nil or err == '' then
+        return ARGV[3]
     end
-    if err then
-        fields[#fields + 1] = 'err'
-        fields[#fields + 1] = err
-    end
-    redis.call('HSET', key, unpack(fields))
-    redis.call('ZADD', state_set(state), num(now), smember(seq, id))
+    return ARGV[3] .. ': ' .. err
 end
 
 for i = 0, n - 1 do
-    local base = 4 + i * 7
+    local base = 5 + i * 6
     local id = ARGV[base]
     local kind = ARGV[base + 2]
     local key = K_JOBS .. id
-    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r')
+    -- state, token, seq, cancel requested, attempt, priority, run at, enqueued at
+    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e')
     if not v[1] then
         out[#out + 1] = 'not_found'
-    elseif v[1] ~= 'active' or v[2] ~= ARGV[base + 1] then
+    elseif v[2] ~= ARGV[base + 1] then
         out[#out + 1] = 'lease_lost'
+    elseif v[1] ~= 'active' then
+        out[#out + 1] = 'ok'  -- applied already by this finish's first call
     else
         local seq = tonum(v[3], 0)
+        local member = smember(seq, id)
         local err = opt(ARGV[base + 4])
-        local run_at = opt(ARGV[base + 5])
-        redis.call('ZREM', K_ACTIVE, smember(seq, id))
-        if v[4] and RUNS_AGAIN[kind] then
-            finish(key, id, seq, 'cancelled', nil, opt(ARGV[base + 6]))
-        elseif kind == 'complete' then
-            finish(key, id, seq, 'completed', opt(ARGV[base + 3]), nil)
-            completed = true
-        elseif kind == 'fail' then
-            finish(key, id, seq, 'failed', nil, err)
-        elseif kind == 'cancel' then
-            finish(key, id, seq, 'cancelled', nil, err)
-        else
-            redis.call('HDEL', key, unpack(RELEASED))
-            if kind == 'retry' then
-                move_run_at(key, when(tonumber(run_at)))
-                if err then
-                    redis.call('HSET', key, 's', 'retrying', 'err', err)
-                else
-                    redis.call('HDEL', key, 'err')
-                    redis.call('HSET', key, 's', 'retrying')
-                end
-                redis.call('ZADD', K_RETRYING, run_at, smember(seq, id))
+        if v[4] and (kind == 'retry' or kind == 'snooze' or kind == 'requeue') then
+            kind, err = 'cancel', cancelled_error(err)  -- cancel wins
+        end
+        zrem_later(K_ACTIVE, member)
+        -- The lease goes (x, w, c, i), the token stays: a repeated finish recognises its own
+        -- work by it.
+        if kind == 'complete' then
+            local result = opt(ARGV[base + 3])
+            if result then
+                redis.call('HDEL', key, 'x', 'w', 'c', 'i', 'err')
+                redis.call('HSET', key, 's', 'completed', 'f', now_text, 'res', result)
             else
-                local attempt = math.max(tonum(v[5], 0) - 1, 0)
-                if attempt == 0 then
-                    redis.call('HDEL', key, 'a')
-                else
-                    redis.call('HSET', key, 'a', int(attempt))
+                redis.call('HDEL', key, 'x', 'w', 'c', 'i', 'err', 'res')
+                redis.call('HSET', key, 's', 'completed', 'f', now_text)
+            end
+            zadd_later(K_COMPLETED, now_text, member)
+            zadd_later(K_COMPLETED_BY_SEQ, int(seq), id)
+            completed = true
+        elseif kind == 'fail' or kind == 'cancel' then
+            local state, set, by_seq = 'failed', K_FAILED, K_FAILED_BY_SEQ
+            if kind == 'cancel' then
+                state, set, by_seq = 'cancelled', K_CANCELLED, K_CANCELLED_BY_SEQ
+            end
+            local fields = {'s', state, 'f', now_text}
+            note_error(fields, key, v[5], now, err)
+            redis.call('HDEL', key, 'x', 'w', 'c', 'i', 'res')
+            redis.call('HSET', key, unpack(fields))
+            zadd_later(set, now_text, member)
+            zadd_later(by_seq, int(seq), id)
+        else
+            local fields = {}
+            note_error(fields, key, v[5], now, err)
+            if kind ~= 'retry' and tonum(v[5], 0) <= 1 then
+                redis.call('HDEL', key, 'x', 'w', 'c', 'i', 'a')  -- attempt given back: 0
+            else
+                redis.call('HDEL', key, 'x', 'w', 'c', 'i')
+                if kind ~= 'retry' then  -- attempt given back
+                    fields[#fields + 1] = 'a'
+                    fields[#fields + 1] = int(tonum(v[5], 0) - 1)
                 end
+            end
+            if kind == 'requeue' then  -- runnable now, in its old place in the run order
+                fields[#fields + 1] = 's'
+                fields[#fields + 1] = 'queued'
+                redis.call('HSET', key, unpack(fields))
+                place(id, tonum(v[6], 0), seconds(v[7]) or 0, seq)
+                zadd_later(K_QUEUED_BY_SEQ, int(seq), id)
+                woken = true
+            else
+                local run_at = now + tonumber(ARGV[base + 5])
+                local state, set, by_seq = 'retrying', K_RETRYING, K_RETRYING_BY_SEQ
                 if kind == 'snooze' then
-                    move_run_at(key, when(tonumber(run_at)))
-                    redis.call('HSET', key, 's', 'scheduled')
-                    redis.call('ZADD', K_SCHEDULED, run_at, smember(seq, id))
-                else
-                    redis.call('HSET', key, 's', 'queued')
-                    place(id, tonum(v[6], 0), seconds(v[7]) or 0, seq)
-                    woken = true
+                    state, set, by_seq = 'scheduled', K_SCHEDULED, K_SCHEDULED_BY_SEQ
                 end
+                fields[#fields + 1] = 's'
+                fields[#fields + 1] = state
+                move_run_at(fields, v[7], v[8], when(run_at))
+                redis.call('HSET', key, unpack(fields))
+                zadd_later(set, num(run_at), member)
+                zadd_later(by_seq, int(seq), id)
             end
         end
         out[#out + 1] = 'ok'
     end
 end
 
+settle(woken)
 if completed and keep then
     -- At most TRIM_BATCH per call, so that a retention lowered on a large queue cannot block the
     -- server; maintenance prunes the rest.
     local excess = math.min(redis.call('ZCARD', K_COMPLETED) - keep, TRIM_BATCH)
     if excess > 0 then
         local popped = redis.call('ZPOPMIN', K_COMPLETED, excess)
+        local doomed, ids = {}, {}
         for i = 1, #popped, 2 do  -- member, score pairs
-            redis.call('DEL', K_JOBS .. string.sub(popped[i], 17))
+            local id = string.sub(popped[i], 17)
+            ids[#ids + 1] = id
+            doomed[#doomed + 1] = K_JOBS .. id
+        end
+        for i = 1, #ids, 500 do
+            local j = math.min(i + 499, #ids)
+            redis.call('DEL', unpack(doomed, i, j))
+            redis.call('ZREM', K_COMPLETED_BY_SEQ, unpack(ids, i, j))
         end
     end
 end
-settle(woken)
 return out

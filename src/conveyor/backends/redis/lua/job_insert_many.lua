@@ -1,35 +1,74 @@
 -- job_insert_many: insert new jobs into one queue; an id that exists is left untouched.
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
--- KEYS[2] meta: the queue's meta hash
+-- KEYS[2] meta: the queue's meta hash (sequence numbers, the ready list's tail)
 -- KEYS[3] ready: list of in-order priority-0 queued jobs
 -- KEYS[4] queued: zset of the other queued jobs
 -- KEYS[5] scheduled: zset of jobs waiting for their run time
--- KEYS[6] retrying: zset of jobs waiting to be retried
--- KEYS[7] active: zset of leased jobs
--- KEYS[8] completed: zset of completed jobs
--- KEYS[9] failed: zset of failed jobs
--- KEYS[10] cancelled: zset of cancelled jobs
--- KEYS[11] wake: list idle workers block on
--- KEYS[12..] others: job key prefixes of the other queues an id must not exist in (standalone
+-- KEYS[6] wake: list idle workers block on
+-- KEYS[7] queued_by_seq: listing index of queued jobs (score seq, member id)
+-- KEYS[8] scheduled_by_seq: listing index of scheduled jobs
+-- KEYS[9..] others: job key prefixes of the other queues an id must not exist in (standalone
 --            Redis only; on a cluster they live on other nodes and are checked beforehand)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] n: number of jobs; then 7 arguments per job:
 --         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay
--- Returns: per job, in order, its state, after a '!' when it is a duplicate (not inserted).
--- Guarantees: atomic; a duplicate id (here, in another queue passed as KEYS[12..], or earlier in
--- the same batch) keeps its first job; new queued jobs wake one idle worker. Every id is checked
--- before anything is written: a job key holding something other than a job hash fails the whole
--- call with an error naming it, writing nothing.
+-- Returns: per job, in order, its state, after a '!' when it is a duplicate (not inserted); or
+-- an error reply, having written nothing, when an argument is invalid or a job key holds
+-- something other than a job hash.
+-- Guarantees: atomic; a duplicate id (here, in another queue passed as KEYS[9..], or earlier in
+-- the same batch) keeps its first job; new queued jobs wake one idle worker.
+
+local K_JOBS = KEYS[1]
+local K_META = KEYS[2]
+local K_READY = KEYS[3]
+local K_QUEUED = KEYS[4]
+local K_SCHEDULED = KEYS[5]
+local K_WAKE = KEYS[6]
+local K_QUEUED_BY_SEQ = KEYS[7]
+local K_SCHEDULED_BY_SEQ = KEYS[8]
+local FIRST_OTHER = 9
 
 --!include common.lua
---!include keys.lua
+--!include args.lua
+--!include members.lua
 --!include wake.lua
 --!include place.lua
 --!include seq.lua
 
-local now = clock(ARGV[1])
+local given_now = now_arg(1)
 local n = tonumber(ARGV[2])
+if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + 7 * n) then
+    refuse(2, 'the job count must say how many jobs of 7 arguments follow')
+    n = 0
+end
+for i = 0, n - 1 do
+    local base = 3 + i * 7
+    local p, m, r, d = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
+    -- What the driver sends for the usual job (priority 0, no run time, no delay) is told by
+    -- comparing text, without parsing a number; anything else is parsed and checked.
+    if not (p == '0' and r == '' and (d == '0.0' or d == '0')
+        and (string.find(m, '^[1-9]%d?%d?$') or m == '1000')) then
+        checked_item = base
+        number_arg(base + 3, -1000000, 1000000, true,
+            'priority must be a whole number from -1000000 to 1000000')
+        if not (string.find(m, '^[1-9]%d?%d?$') or m == '1000') then
+            refuse(base + 4, 'max_attempts must be a whole number from 1 to 1000, in digits')
+        end
+        if r ~= '' then
+            number_arg(base + 5, 0, MAX_EPOCH, false,
+                'run_at must be epoch seconds from 0 to 7258118400')
+        end
+        number_arg(base + 6, 0, MAX_SECONDS, false, 'delay must be seconds from 0 to 3153600000')
+    end
+end
+checked_item = nil
+local bad = refused('job_insert_many')
+if bad then
+    return bad
+end
+
+local now = clock(given_now)
 local out = {}
 local seq = nil
 local woken = false
@@ -38,11 +77,11 @@ local last_run_at, last_text = nil, nil  -- jobs of one batch mostly share their
 -- The state of an existing job with this id (here, then in the other queues), or nil.
 local function existing_state(id)
     for k = 1, #KEYS do
-        if k == 1 or k >= 12 then
+        if k == 1 or k >= FIRST_OTHER then
             local state = redis.pcall('HGET', KEYS[k] .. id, 's')
             if type(state) == 'table' and state.err then
-                return redis.error_reply('job key ' .. KEYS[k] .. id .. ' is not a job hash: '
-                    .. state.err)
+                return redis.error_reply('ERR conveyor job_insert_many: job key ' .. KEYS[k]
+                    .. id .. ' is not a job hash: ' .. state.err)
             end
             if state then
                 return state
@@ -62,10 +101,10 @@ for i = 0, n - 1 do
 end
 
 local inserted = {}  -- ids inserted by this call (a later duplicate in the batch sees them)
+local queued_index = {}  -- seq, id pairs for K_QUEUED_BY_SEQ (one ZADD per slice at the end)
 for i = 0, n - 1 do
     local base = 3 + i * 7
     local id = ARGV[base]
-    local key = K_JOBS .. id
     local existing = found[i] or inserted[id]
     if existing then
         out[#out + 1] = '!' .. existing
@@ -75,12 +114,16 @@ for i = 0, n - 1 do
         else
             seq = seq + 1
         end
-        local priority = tonumber(ARGV[base + 3])
-        local run_at = ARGV[base + 5]
-        if run_at == '' then
-            run_at = now + tonumber(ARGV[base + 6])
-        else
+        local priority, run_at = 0, ARGV[base + 5]
+        if ARGV[base + 3] ~= '0' then
+            priority = tonumber(ARGV[base + 3])
+        end
+        if run_at ~= '' then
             run_at = tonumber(run_at)
+        elseif ARGV[base + 6] == '0.0' or ARGV[base + 6] == '0' then
+            run_at = now
+        else
+            run_at = now + tonumber(ARGV[base + 6])
         end
         local state = 'queued'
         if run_at > now then
@@ -89,8 +132,9 @@ for i = 0, n - 1 do
         if run_at ~= last_run_at then
             last_run_at, last_text = run_at, when(run_at)
         end
+        local seq_text = int(seq)
         local fields = {'n', ARGV[base + 1], 'd', ARGV[base + 2], 's', state,
-            'm', ARGV[base + 4], 'r', last_text, 'q', int(seq)}
+            'm', ARGV[base + 4], 'r', last_text, 'q', seq_text}
         if priority ~= 0 then
             fields[#fields + 1] = 'p'
             fields[#fields + 1] = int(priority)
@@ -99,17 +143,26 @@ for i = 0, n - 1 do
             fields[#fields + 1] = 'e'
             fields[#fields + 1] = when(now)
         end
-        redis.call('HSET', key, unpack(fields))
+        redis.call('HSET', K_JOBS .. id, unpack(fields))
         if state == 'queued' then
             place(id, priority, run_at, seq)
+            queued_index[#queued_index + 1] = seq_text
+            queued_index[#queued_index + 1] = id
             woken = true
         else
             redis.call('ZADD', K_SCHEDULED, num(run_at), smember(seq, id))
+            redis.call('ZADD', K_SCHEDULED_BY_SEQ, seq_text, id)
         end
         out[#out + 1] = state
         inserted[id] = state
     end
 end
 
-settle(woken)
+for i = 1, #queued_index, 1000 do
+    redis.call('ZADD', K_QUEUED_BY_SEQ, unpack(queued_index, i, math.min(i + 999, #queued_index)))
+end
+save_tail()
+if woken then
+    wake()
+end
 return out

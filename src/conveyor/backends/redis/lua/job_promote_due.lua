@@ -2,36 +2,69 @@
 -- picks them across queues, earliest run time first).
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
--- KEYS[2] meta: the queue's meta hash
+-- KEYS[2] meta: the queue's meta hash (the ready list's tail)
 -- KEYS[3] ready: list of in-order priority-0 queued jobs
 -- KEYS[4] queued: zset of the other queued jobs
 -- KEYS[5] scheduled: zset of jobs waiting for their run time
 -- KEYS[6] retrying: zset of jobs waiting to be retried
--- KEYS[7] active: zset of leased jobs
--- KEYS[8] completed: zset of completed jobs
--- KEYS[9] failed: zset of failed jobs
--- KEYS[10] cancelled: zset of cancelled jobs
--- KEYS[11] wake: list idle workers block on
+-- KEYS[7] wake: list idle workers block on
+-- KEYS[8] queued_by_seq: listing index of queued jobs
+-- KEYS[9] scheduled_by_seq: listing index of scheduled jobs
+-- KEYS[10] retrying_by_seq: listing index of retrying jobs
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2..] pairs of set name ('scheduled' or 'retrying') and member
--- Returns: how many jobs moved.
+-- Returns: how many jobs moved; or an error reply, having written nothing, when an argument is
+-- invalid.
 -- Guarantees: atomic; a member no longer in its set or not yet due is left alone; moved jobs
 -- wake one idle worker.
 
+local K_JOBS = KEYS[1]
+local K_META = KEYS[2]
+local K_READY = KEYS[3]
+local K_QUEUED = KEYS[4]
+local K_SCHEDULED = KEYS[5]
+local K_RETRYING = KEYS[6]
+local K_WAKE = KEYS[7]
+local K_QUEUED_BY_SEQ = KEYS[8]
+local K_SCHEDULED_BY_SEQ = KEYS[9]
+local K_RETRYING_BY_SEQ = KEYS[10]
+
 --!include common.lua
---!include keys.lua
+--!include args.lua
+--!include members.lua
 --!include wake.lua
 --!include place.lua
 --!include promote.lua
 
-local now = clock(ARGV[1])
+local given_now = now_arg(1)
+if #ARGV % 2 ~= 1 then
+    refuse(#ARGV, 'expected now then pairs of set and member')
+end
+for i = 2, #ARGV, 2 do
+    if ARGV[i] ~= 'scheduled' and ARGV[i] ~= 'retrying' then
+        refuse(i, "the set must be 'scheduled' or 'retrying'")
+    end
+end
+local bad = refused('job_promote_due')
+if bad then
+    return bad
+end
+
+local SETS = {
+    scheduled = {K_SCHEDULED, K_SCHEDULED_BY_SEQ},
+    retrying = {K_RETRYING, K_RETRYING_BY_SEQ},
+}
+local now = clock(given_now)
 local moved = 0
 for i = 2, #ARGV, 2 do
-    local set = state_set(ARGV[i])
-    local score = redis.call('ZSCORE', set, ARGV[i + 1])
-    if score and tonumber(score) <= now and promote_member(set, ARGV[i + 1]) then
+    local set = SETS[ARGV[i]]
+    local score = redis.call('ZSCORE', set[1], ARGV[i + 1])
+    if score and tonumber(score) <= now and promote_member(set[1], set[2], ARGV[i + 1]) then
         moved = moved + 1
     end
 end
-settle(moved > 0)
+save_tail()
+if moved > 0 then
+    wake()
+end
 return moved

@@ -1,43 +1,60 @@
--- job_prune_finished: delete finished jobs of one queue beyond the retention policy.
+-- job_prune_finished: delete finished jobs of one state of one queue beyond the retention
+-- policy.
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
--- KEYS[2] meta: the queue's meta hash
--- KEYS[3] ready: list of in-order priority-0 queued jobs
--- KEYS[4] queued: zset of the other queued jobs
--- KEYS[5] scheduled: zset of jobs waiting for their run time
--- KEYS[6] retrying: zset of jobs waiting to be retried
--- KEYS[7] active: zset of leased jobs
--- KEYS[8] completed: zset of completed jobs
--- KEYS[9] failed: zset of failed jobs
--- KEYS[10] cancelled: zset of cancelled jobs
--- KEYS[11] wake: list idle workers block on
--- ARGV[1] state: completed, failed or cancelled
--- ARGV[2] mode: 'members' (delete the members that follow, chosen by the caller oldest first
---         across queues) or 'trim' (delete the oldest beyond the newest ARGV[3] jobs, at most
---         ARGV[4] of them)
--- ARGV[3..] members, or keep and limit
--- Returns: how many jobs were deleted.
--- Guarantees: atomic; only members still in the state's set are deleted.
+-- KEYS[2] set: the state's sorted set, score the finish time
+-- KEYS[3] by_seq: the state's listing index
+-- ARGV[1] mode: 'members' (delete the members that follow, chosen by the caller oldest first
+--         across queues) or 'trim' (delete the oldest beyond the newest ARGV[2] jobs, at most
+--         ARGV[3] of them)
+-- ARGV[2..] members, or keep and limit
+-- Returns: how many jobs were deleted; or an error reply, having written nothing, when an
+-- argument is invalid.
+-- Guarantees: atomic; only members still in the set are deleted.
 
---!include keys.lua
+local K_JOBS = KEYS[1]
+local K_SET = KEYS[2]
+local K_BY_SEQ = KEYS[3]
 
-local set = state_set(ARGV[1])
-local deleted = 0
-if ARGV[2] == 'trim' then
-    local excess = math.min(redis.call('ZCARD', set) - tonumber(ARGV[3]), tonumber(ARGV[4]))
+--!include args.lua
+
+local mode = ARGV[1]
+if mode == 'trim' then
+    number_arg(2, 0, 1e15, true, 'keep must be a whole number from 0')
+    number_arg(3, 0, 10000, true, 'limit must be a whole number from 0 to 10000')
+    if #ARGV ~= 3 then
+        refuse(#ARGV, 'expected 3 arguments')
+    end
+elseif mode ~= 'members' then
+    refuse(1, "the mode must be 'members' or 'trim'")
+end
+local bad = refused('job_prune_finished')
+if bad then
+    return bad
+end
+
+local gone = {}
+if mode == 'trim' then
+    local excess = math.min(redis.call('ZCARD', K_SET) - tonumber(ARGV[2]), tonumber(ARGV[3]))
     if excess > 0 then
-        local popped = redis.call('ZPOPMIN', set, excess)
+        local popped = redis.call('ZPOPMIN', K_SET, excess)
         for i = 1, #popped, 2 do
-            redis.call('DEL', K_JOBS .. string.sub(popped[i], 17))
-            deleted = deleted + 1
+            gone[#gone + 1] = string.sub(popped[i], 17)
         end
     end
-    return deleted
-end
-for i = 3, #ARGV do
-    if redis.call('ZREM', set, ARGV[i]) == 1 then
-        redis.call('DEL', K_JOBS .. string.sub(ARGV[i], 17))
-        deleted = deleted + 1
+else
+    for i = 2, #ARGV do
+        if redis.call('ZREM', K_SET, ARGV[i]) == 1 then
+            gone[#gone + 1] = string.sub(ARGV[i], 17)
+        end
     end
 end
-return deleted
+for i = 1, #gone, 500 do
+    local slice = {unpack(gone, i, math.min(i + 499, #gone))}
+    redis.call('ZREM', K_BY_SEQ, unpack(slice))
+    for n, id in ipairs(slice) do
+        slice[n] = K_JOBS .. id
+    end
+    redis.call('DEL', unpack(slice))
+end
+return #gone

@@ -2,57 +2,120 @@
 -- nothing is left, so no single call blocks the server for long).
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
--- KEYS[2] meta: the queue's meta hash
--- KEYS[3] ready: list of in-order priority-0 queued jobs
--- KEYS[4] queued: zset of the other queued jobs
--- KEYS[5] scheduled: zset of jobs waiting for their run time
--- KEYS[6] retrying: zset of jobs waiting to be retried
--- KEYS[7] active: zset of leased jobs
--- KEYS[8] completed: zset of completed jobs
--- KEYS[9] failed: zset of failed jobs
--- KEYS[10] cancelled: zset of cancelled jobs
--- KEYS[11] wake: list idle workers block on
+-- KEYS[2] set: the state's sorted set (for queued: the queued set, beside the ready list)
+-- KEYS[3] by_seq: the state's listing index (active has none: its key stays empty)
+-- KEYS[4] ready: list of in-order priority-0 queued jobs (queued only)
+-- KEYS[5] dead: hash of id -> stale ready-list entries of that job (queued only)
+-- KEYS[6] meta: the queue's meta hash, for the ready list's tail (queued only)
 -- ARGV[1] state: queued, scheduled, retrying, active, completed, failed or cancelled
 -- ARGV[2] finished_before: epoch seconds ('' for any); only jobs finished before it are deleted
--- ARGV[3] chunk: most jobs to delete in this call
+-- ARGV[3] chunk: most entries to remove in this call
 -- Returns: {jobs deleted, entries removed}: the caller repeats while a full chunk of entries was
--- removed (an entry whose job hash was already gone deletes no job).
--- Guarantees: atomic per call.
+-- removed (a stale entry, or one whose job hash was already gone, deletes no job); or an error
+-- reply, having written nothing, when an argument is invalid.
+-- Guarantees: atomic per call; only jobs in ``state`` are deleted (a cancelled job's stale
+-- ready-list entry is passed over and uncounted, the job left alone).
 
---!include keys.lua
+local K_JOBS = KEYS[1]
+local K_SET = KEYS[2]
+local K_BY_SEQ = KEYS[3]
+local K_READY = KEYS[4]
+local K_DEAD = KEYS[5]
+local K_META = KEYS[6]
+
+--!include args.lua
 
 local state = ARGV[1]
-local chunk = tonumber(ARGV[3])
+if not (state == 'queued' or state == 'scheduled' or state == 'retrying' or state == 'active'
+    or state == 'completed' or state == 'failed' or state == 'cancelled') then
+    refuse(1, 'the state is unknown')
+end
+if ARGV[2] ~= '' then
+    number_arg(2, -MAX_EPOCH, MAX_EPOCH, false, "finished_before must be '' or epoch seconds")
+end
+local chunk = number_arg(3, 1, 10000, true, 'chunk must be a whole number from 1 to 10000')
+if #ARGV ~= 3 then
+    refuse(#ARGV, 'expected 3 arguments')
+end
+local bad = refused('job_purge')
+if bad then
+    return bad
+end
+
 local deleted = 0
+local ids = {}  -- jobs to delete
+
+-- Delete the jobs in ``ids`` that are still in ``state``, and their index entries.
+local function delete_jobs()
+    local doomed, indexed = {}, {}
+    for _, id in ipairs(ids) do
+        local found = redis.pcall('HGET', K_JOBS .. id, 's')
+        if found == state then
+            doomed[#doomed + 1] = K_JOBS .. id
+        end
+        indexed[#indexed + 1] = id
+    end
+    for i = 1, #doomed, 500 do
+        deleted = deleted + redis.call('DEL', unpack(doomed, i, math.min(i + 499, #doomed)))
+    end
+    for i = 1, #indexed, 500 do
+        redis.call('ZREM', K_BY_SEQ, unpack(indexed, i, math.min(i + 499, #indexed)))
+    end
+end
 
 if state == 'queued' then
-    local ids = redis.call('LPOP', K_READY, chunk) or {}
-    for _, id in ipairs(ids) do
-        deleted = deleted + redis.call('DEL', K_JOBS .. id)
-    end
-    local removed = #ids
-    if removed < chunk then
-        local popped = redis.call('ZPOPMIN', K_QUEUED, chunk - removed)
-        for i = 1, #popped, 2 do
-            deleted = deleted + redis.call('DEL', K_JOBS .. string.sub(popped[i], 33))
+    local removed = 0
+    local popped = redis.call('LPOP', K_READY, chunk) or {}
+    removed = #popped
+    if #popped > 0 then
+        local counts = {}
+        if redis.call('EXISTS', K_DEAD) == 1 then
+            counts = redis.call('HMGET', K_DEAD, unpack(popped))
         end
-        removed = removed + #popped / 2
+        local left = {}
+        for i, id in ipairs(popped) do
+            if left[id] == nil then
+                left[id] = tonumber(counts[i]) or 0
+            end
+            if left[id] > 0 then
+                left[id] = left[id] - 1
+                if left[id] == 0 then
+                    redis.call('HDEL', K_DEAD, id)
+                else
+                    redis.call('HSET', K_DEAD, id, string.format('%d', left[id]))
+                end
+            else
+                ids[#ids + 1] = id
+            end
+        end
+    end
+    if removed < chunk then
+        local members = redis.call('ZPOPMIN', K_SET, chunk - removed)
+        for i = 1, #members, 2 do
+            ids[#ids + 1] = string.sub(members[i], 33)
+        end
+        removed = removed + #members / 2
     end
     if redis.call('LLEN', K_READY) == 0 then
-        redis.call('HDEL', K_META, 'tr', 'tq')  -- the ready list is empty: any job may append
+        -- Empty: any job may be appended again, and no entry is stale.
+        redis.call('HDEL', K_META, 'tr', 'tq')
+        redis.call('DEL', K_DEAD)
     end
+    delete_jobs()
     return {deleted, removed}
 end
 
-local set = state_set(state)
 local members
 if ARGV[2] == '' then
-    members = redis.call('ZRANGE', set, 0, chunk - 1)
+    members = redis.call('ZRANGE', K_SET, 0, chunk - 1)
 else
-    members = redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. ARGV[2], 'LIMIT', 0, chunk)
+    members = redis.call('ZRANGEBYSCORE', K_SET, '-inf', '(' .. ARGV[2], 'LIMIT', 0, chunk)
+end
+for i = 1, #members, 500 do
+    redis.call('ZREM', K_SET, unpack(members, i, math.min(i + 499, #members)))
 end
 for _, member in ipairs(members) do
-    redis.call('ZREM', set, member)
-    deleted = deleted + redis.call('DEL', K_JOBS .. string.sub(member, 17))
+    ids[#ids + 1] = string.sub(member, 17)
 end
+delete_jobs()
 return {deleted, #members}

@@ -2,48 +2,75 @@
 -- attempt allowed.
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
--- KEYS[2] meta: the queue's meta hash
+-- KEYS[2] meta: the queue's meta hash (sequence numbers, the ready list's tail)
 -- KEYS[3] ready: list of in-order priority-0 queued jobs
 -- KEYS[4] queued: zset of the other queued jobs
--- KEYS[5] scheduled: zset of jobs waiting for their run time
--- KEYS[6] retrying: zset of jobs waiting to be retried
--- KEYS[7] active: zset of leased jobs
--- KEYS[8] completed: zset of completed jobs
--- KEYS[9] failed: zset of failed jobs
--- KEYS[10] cancelled: zset of cancelled jobs
--- KEYS[11] wake: list idle workers block on
+-- KEYS[5] failed: zset of failed jobs
+-- KEYS[6] cancelled: zset of cancelled jobs
+-- KEYS[7] wake: list idle workers block on
+-- KEYS[8] queued_by_seq: listing index of queued jobs
+-- KEYS[9] failed_by_seq: listing index of failed jobs
+-- KEYS[10] cancelled_by_seq: listing index of cancelled jobs
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2..] job ids
 -- Returns: per id, in order, {status, state}: status 'ok' (now queued), 'wrong_state' or
--- 'not_found'.
+-- 'not_found'; or an error reply, having written nothing, when an argument is invalid.
 -- Guarantees: atomic; a retried job gets a new sequence number (it lists as new), runs at
--- now, keeps its last error, has no stalls or pending cancel, and wakes one idle worker.
+-- now, keeps its last error, history and token, has no stalls or pending cancel, and wakes
+-- one idle worker.
+
+local K_JOBS = KEYS[1]
+local K_META = KEYS[2]
+local K_READY = KEYS[3]
+local K_QUEUED = KEYS[4]
+local K_FAILED = KEYS[5]
+local K_CANCELLED = KEYS[6]
+local K_WAKE = KEYS[7]
+local K_QUEUED_BY_SEQ = KEYS[8]
+local K_FAILED_BY_SEQ = KEYS[9]
+local K_CANCELLED_BY_SEQ = KEYS[10]
 
 --!include common.lua
---!include keys.lua
+--!include args.lua
+--!include members.lua
+--!include fields.lua
 --!include wake.lua
---!include run_at.lua
 --!include place.lua
+--!include sets.lua
+--!include settle.lua
 --!include seq.lua
 
-local now = clock(ARGV[1])
+local given_now = now_arg(1)
+local bad = refused('job_retry_many')
+if bad then
+    return bad
+end
+
+local FINISHED = {
+    failed = {K_FAILED, K_FAILED_BY_SEQ},
+    cancelled = {K_CANCELLED, K_CANCELLED_BY_SEQ},
+}
+local now = clock(given_now)
+local now_text = when(now)
 local out = {}
 local woken = false
 for i = 2, #ARGV do
     local id = ARGV[i]
     local key = K_JOBS .. id
-    local v = redis.call('HMGET', key, 's', 'q', 'p', 'a')
+    local v = redis.call('HMGET', key, 's', 'q', 'p', 'a', 'r', 'e')
     local state = v[1]
     if not state then
         out[#out + 1] = {'not_found', ''}
-    elseif state == 'failed' or state == 'cancelled' then
-        redis.call('ZREM', state_set(state), smember(tonum(v[2], 0), id))
+    elseif FINISHED[state] then
+        redis.call('ZREM', FINISHED[state][1], smember(tonum(v[2], 0), id))
+        zrem_later(FINISHED[state][2], id)
         local seq = next_seq(1)
-        local attempt = tonum(v[4], 0)
-        redis.call('HDEL', key, 'f', 'k', 'c', 't', 'x', 'w')
-        move_run_at(key, when(now))
-        redis.call('HSET', key, 's', 'queued', 'm', int(attempt + 1), 'q', int(seq))
+        local fields = {'s', 'queued', 'm', int(tonum(v[4], 0) + 1), 'q', int(seq)}
+        move_run_at(fields, v[5], v[6], now_text)
+        redis.call('HDEL', key, 'f', 'k', 'c', 'x', 'w', 'i')
+        redis.call('HSET', key, unpack(fields))
         place(id, tonum(v[3], 0), now, seq)
+        zadd_later(K_QUEUED_BY_SEQ, int(seq), id)
         woken = true
         out[#out + 1] = {'ok', 'queued'}
     else

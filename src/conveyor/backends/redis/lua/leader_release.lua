@@ -5,8 +5,10 @@
 -- Returns: 1 if it was released, else 0.
 -- Guarantees: atomic; nobody else's leadership is released.
 
-if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then
-    redis.call('DEL', KEYS[1])
+local K_LEADER = KEYS[1]
+
+if redis.call('HGET', K_LEADER, 'h') == ARGV[1] then
+    redis.call('DEL', K_LEADER)
     return 1
 end
 return 0

@@ -1,20 +1,13 @@
 -- queue_resume: let workers fetch from a paused queue again.
 --
--- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
--- KEYS[2] meta: the queue's meta hash
--- KEYS[3] ready: list of in-order priority-0 queued jobs
--- KEYS[4] queued: zset of the other queued jobs
--- KEYS[5] scheduled: zset of jobs waiting for their run time
--- KEYS[6] retrying: zset of jobs waiting to be retried
--- KEYS[7] active: zset of leased jobs
--- KEYS[8] completed: zset of completed jobs
--- KEYS[9] failed: zset of failed jobs
--- KEYS[10] cancelled: zset of cancelled jobs
--- KEYS[11] wake: list idle workers block on
+-- KEYS[1] meta: the queue's meta hash (field paused)
+-- KEYS[2] wake: list idle workers block on
 -- Returns: 1 if the queue was paused, else 0.
 -- Guarantees: atomic; resuming wakes one idle worker.
 
---!include keys.lua
+local K_META = KEYS[1]
+local K_WAKE = KEYS[2]
+
 --!include wake.lua
 
 if redis.call('HDEL', K_META, 'paused') == 1 then

@@ -9,30 +9,45 @@
 -- ARGV[3] id
 -- ARGV[4] info: the description, with ``last_seen_at`` still to be filled in by this script
 --         (the text '{last_seen_at}')
--- Returns: 1.
+-- Returns: 1; or an error reply, having written nothing, when an argument is invalid.
 -- Guarantees: atomic; expired registrations are removed on the way.
 
---!include common.lua
+local K_WORKERS = KEYS[1]
+local K_INFO = KEYS[2]
+local K_ORDER = KEYS[3]
 
-local now = clock(ARGV[1])
+--!include common.lua
+--!include args.lua
+
+local given_now = now_arg(1)
+local ttl = number_arg(2, 0, MAX_SECONDS, false, 'ttl must be seconds from 0 to 3153600000')
+if #ARGV ~= 4 then
+    refuse(#ARGV, 'expected 4 arguments')
+end
+local bad = refused('worker_heartbeat')
+if bad then
+    return bad
+end
+
+local now = clock(given_now)
 local id = ARGV[3]
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', num(now))
+local expired = redis.call('ZRANGEBYSCORE', K_WORKERS, '-inf', num(now))
 for _, gone in ipairs(expired) do
-    redis.call('HDEL', KEYS[2], gone)
-    redis.call('ZREM', KEYS[3], gone)
+    redis.call('HDEL', K_INFO, gone)
+    redis.call('ZREM', K_ORDER, gone)
 end
 for i = 1, #expired, 500 do  -- unpack() is limited by Lua's stack: 500 at a time
-    redis.call('ZREM', KEYS[1], unpack(expired, i, math.min(i + 499, #expired)))
+    redis.call('ZREM', K_WORKERS, unpack(expired, i, math.min(i + 499, #expired)))
 end
-if redis.call('ZSCORE', KEYS[3], id) == false then
-    local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+if redis.call('ZSCORE', K_ORDER, id) == false then
+    local last = redis.call('ZRANGE', K_ORDER, -1, -1, 'WITHSCORES')
     local n = 1
     if last[2] then
         n = tonumber(last[2]) + 1
     end
-    redis.call('ZADD', KEYS[3], int(n), id)
+    redis.call('ZADD', K_ORDER, int(n), id)
 end
 local info = string.gsub(ARGV[4], '{last_seen_at}', num(now))
-redis.call('HSET', KEYS[2], id, info)
-redis.call('ZADD', KEYS[1], num(now + tonumber(ARGV[2])), id)
+redis.call('HSET', K_INFO, id, info)
+redis.call('ZADD', K_WORKERS, num(now + ttl), id)
 return 1

@@ -7,11 +7,12 @@
 local server_time = nil  -- the reply of TIME, read at most once per script (it costs as much
                           -- as several other commands)
 
--- ``arg`` is epoch seconds, or '' for the server's clock (what production uses: one clock for
--- every worker, so skew between hosts cannot expire a lease early).
-local function clock(arg)
-    if arg ~= '' then
-        return tonumber(arg)
+-- ``given`` (epoch seconds, see ``now_arg``), or the server's clock when it is nil (what
+-- production uses: one clock for every worker, so skew between hosts cannot expire a lease
+-- early).
+local function clock(given)
+    if given then
+        return given
     end
     server_time = server_time or redis.call('TIME')
     return tonumber(server_time[1]) + tonumber(server_time[2]) / 1000000

@@ -1,6 +1,37 @@
 -- Every job field, in the order scripts return them (the Python decoder reads them by
--- position), and the positions of the ones scripts change.
+-- position), and the positions of the ones scripts read or change.
+--
+-- A job hash stores short field names and omits fields at their default, so that a queued job
+-- costs as little memory as possible: n name, d payload, s state, p priority (0), a attempt (0),
+-- m max attempts, r run at, e enqueued at (= r), q sequence, b started at, f finished at,
+-- t lease token, x lease expiry, w worker id, k stalls (0), c cancel requested (absent),
+-- res result, err last error, h history of errors (JSON, absent when empty), i isolated
+-- (absent).
 local JOB_FIELDS = {'n', 'd', 's', 'p', 'a', 'm', 'r', 'e', 'q', 'b', 'f', 't', 'x', 'w', 'k',
-    'c', 'res', 'err'}
+    'c', 'res', 'err', 'h', 'i'}
 local F_STATE, F_PRIORITY, F_ATTEMPT, F_RUN_AT, F_SEQ, F_STARTED = 3, 4, 5, 7, 9, 10
-local F_TOKEN, F_EXPIRES, F_WORKER, F_CANCEL = 12, 13, 14, 16
+local F_TOKEN, F_EXPIRES, F_WORKER, F_CANCEL, F_ISOLATED = 12, 13, 14, 16, 20
+
+-- The fields that give a job a new run time: its enqueue time is stored only while it equals
+-- its run time, so the first move writes it down. ``run_at``/``enqueued_at`` are the stored
+-- texts (or false), ``new_run_at`` the new time's text; appended to the HSET list ``fields``.
+local function move_run_at(fields, run_at, enqueued_at, new_run_at)
+    fields[#fields + 1] = 'r'
+    fields[#fields + 1] = new_run_at
+    if run_at and not enqueued_at then
+        fields[#fields + 1] = 'e'
+        fields[#fields + 1] = run_at
+    end
+end
+
+-- The attempt field given back: an HSET pair appended to ``fields`` or, at 0, a field to HDEL
+-- appended to ``gone``.
+local function give_back_attempt(fields, gone, attempt)
+    attempt = math.max((tonumber(attempt) or 0) - 1, 0)
+    if attempt == 0 then
+        gone[#gone + 1] = 'a'
+    else
+        fields[#fields + 1] = 'a'
+        fields[#fields + 1] = string.format('%d', attempt)
+    end
+end

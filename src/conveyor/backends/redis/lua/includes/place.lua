@@ -1,12 +1,18 @@
 -- Placing a queued job among the others. Order is (priority, run at, seq). Priority-0 jobs that
 -- arrive in order (almost all of them: new jobs run now, and time moves forward) are appended
 -- to the ready list, which costs a few bytes a job; anything else goes to the queued sorted set.
+-- Needs K_JOBS, K_META, K_READY, K_QUEUED; include members.lua first.
 --
 -- The (run at in µs, seq) of the last job appended to the ready list is kept in the meta hash
 -- (fields tr, tq) rather than read from that job, to save commands on the hot path. It never
 -- falls below the list's true last job, so appending only what sorts after it keeps the list in
 -- order. Appends are buffered and sent in one RPUSH by ``save_tail``, which a script that
 -- places jobs calls before it returns (and before it reads the list again).
+--
+-- The ready list is only ever appended to at its tail and popped at its head, so a job's
+-- entries in it are in the order they were appended: a job that left the queue some other way
+-- (cancelled) keeps its entry, counted in the ``dead`` hash (see take.lua), and any entry it
+-- gets later lies behind that one.
 
 local ready_tail = nil  -- {run at µs, seq}, or false when any job may be appended
 local tail_dirty = false
@@ -20,19 +26,14 @@ local function load_tail(meta_tr, meta_tq)
     end
 end
 
-local function clamp(x, low, high)
-    if x ~= x then  -- NaN
-        return low
-    end
-    return math.min(math.max(x, low), high)
-end
-
 local function place(id, priority, run_at, seq)
-    -- Clamped to what the fixed-width members hold (callers validate far inside these bounds;
-    -- a foreign producer's garbage must not corrupt the members' layout).
-    local micros = clamp(math.floor(run_at * 1000000), 0, 9999999999999999)
-    priority = clamp(priority, -1000000000, 1000000000)
+    if not (priority >= -1000000000) then  -- below, or NaN (a foreign producer's garbage)
+        priority = -1000000000
+    elseif priority > 1000000000 then
+        priority = 1000000000
+    end
     if priority == 0 then
+        local micros = micros_of(run_at)
         if ready_tail == nil then
             local v = redis.call('HMGET', K_META, 'tr', 'tq')
             load_tail(v[1], v[2])
@@ -45,8 +46,7 @@ local function place(id, priority, run_at, seq)
             return
         end
     end
-    redis.call('ZADD', K_QUEUED, string.format('%d', priority),
-        string.format('%016d%016d', micros, seq) .. id)
+    redis.call('ZADD', K_QUEUED, string.format('%d', priority), qmember(run_at, seq, id))
 end
 
 local function save_tail()
@@ -61,29 +61,10 @@ local function save_tail()
     end
 end
 
--- How a script that placed jobs ends: their appends written and, if any became runnable, one
--- idle worker woken (include wake.lua first).
-local function settle(woken)
-    save_tail()
-    if woken then
-        wake()
-    end
-end
-
--- Remove queued job ``id`` from wherever ``place`` put it.
-local function unplace(id, priority, run_at, seq)
-    save_tail()
-    local micros = clamp(math.floor(run_at * 1000000), 0, 9999999999999999)
-    local member = string.format('%016d%016d', micros, seq) .. id
-    if redis.call('ZREM', K_QUEUED, member) == 0 then
-        redis.call('LREM', K_READY, 1, id)
-    end
-end
-
 -- The (run at in µs, seq) of job ``id``.
 local function order_of(id)
     local v = redis.call('HMGET', K_JOBS .. id, 'r', 'q')
-    -- A job hash that is gone or garbled sorts first: the next fetch takes it and drops or fails it.
+    -- A job hash that is gone or garbled sorts first: the next fetch takes it and drops it.
     return {math.floor((seconds(v[1]) or 0) * 1000000), tonumber(v[2]) or 0}
 end
 

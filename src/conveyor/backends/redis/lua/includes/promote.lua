@@ -1,18 +1,24 @@
--- Scheduled and retrying jobs whose time has come become queued.
+-- Scheduled and retrying jobs whose time has come become queued. Needs K_JOBS, K_SCHEDULED,
+-- K_RETRYING, K_SCHEDULED_BY_SEQ, K_RETRYING_BY_SEQ, K_QUEUED_BY_SEQ; include place.lua and
+-- wake.lua first.
 
--- Promote the job behind ``member`` of ``set`` (scheduled or retrying); false if it is not there.
-local function promote_member(set, member)
+-- Promote the job behind ``member`` of ``set`` (scheduled or retrying, whose listing index is
+-- ``by_seq``); false if it is not there.
+local function promote_member(set, by_seq, member)
     if redis.call('ZREM', set, member) == 0 then
         return false
     end
     local id = string.sub(member, 17)
     local key = K_JOBS .. id
     local v = redis.call('HMGET', key, 'p', 'r', 'q', 's')
+    redis.call('ZREM', by_seq, id)
     if not v[4] then
         return false  -- a member whose job hash is gone: dropping the member is all there is to do
     end
+    local seq = tonumber(v[3]) or 0
     redis.call('HSET', key, 's', 'queued')
-    place(id, tonumber(v[1]) or 0, seconds(v[2]) or 0, tonumber(v[3]) or 0)
+    place(id, tonumber(v[1]) or 0, seconds(v[2]) or 0, seq)
+    redis.call('ZADD', K_QUEUED_BY_SEQ, string.format('%d', seq), id)
     return true
 end
 
@@ -29,10 +35,10 @@ local function promote_due(now, budget)
         local take_s = s[i] and (not r[j] or tonumber(s[i + 1]) < tonumber(r[j + 1])
             or (tonumber(s[i + 1]) == tonumber(r[j + 1]) and s[i] < r[j]))
         if take_s then
-            if promote_member(K_SCHEDULED, s[i]) then moved = moved + 1 end
+            if promote_member(K_SCHEDULED, K_SCHEDULED_BY_SEQ, s[i]) then moved = moved + 1 end
             i = i + 2
         else
-            if promote_member(K_RETRYING, r[j]) then moved = moved + 1 end
+            if promote_member(K_RETRYING, K_RETRYING_BY_SEQ, r[j]) then moved = moved + 1 end
             j = j + 2
         end
     end

@@ -1,7 +1,7 @@
 -- Reserve ``n`` sequence numbers; return the first. Sequence numbers follow the server's clock in
 -- microseconds (so they order jobs across queues, which live on different cluster nodes) and
 -- never repeat or go back within a queue. Reads the ready list's tail for ``place`` on the way
--- (one command for both); include place.lua first.
+-- (one command for both); include place.lua first. Needs K_META.
 local function next_seq(n)
     local v = redis.call('HMGET', K_META, 'seq', 'tr', 'tq')
     if ready_tail == nil then

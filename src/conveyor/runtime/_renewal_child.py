@@ -1,0 +1,188 @@
+"""The lease renewal process (see :mod:`conveyor.runtime.renewer`): ``python -m
+conveyor.runtime._renewal_child``, started by a worker, fed JSON lines on stdin.
+
+The first line is its configuration (store URL, lease length, renewal interval, log level);
+then come ``hold``, ``release`` and ``ping`` messages. Every interval it renews the leases it
+holds, if the worker showed a sign of life since the previous renewal, and reports leases lost
+and cancels requested on stdout. It exits when stdin closes. It ignores SIGINT and SIGTERM: a
+Ctrl-C or a signal to the worker's process group must not end renewals while the worker is
+still finishing its jobs; the worker closes stdin when it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from conveyor._logging import configure_logging
+from conveyor.backends.registry import driver_for_url
+from conveyor.drivers.records import Lease
+
+log = logging.getLogger("conveyor.worker")
+
+
+def parent_cpu_seconds(pid: int) -> float | None:
+    """CPU time process ``pid`` has used, or None where ``/proc`` cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        # utime and stime are fields 14 and 15 of the file; 12 and 13 after the ")".
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Renewer:
+    def __init__(self, config: dict[str, Any], parent: int) -> None:
+        self.lease_seconds = float(config["lease_seconds"])
+        self.interval = float(config["interval"])
+        self.driver = driver_for_url(str(config["url"]))
+        self.parent = parent
+        self.leases: dict[str, Lease] = {}
+        self.last_sign = time.monotonic()  # of life from the worker: a message or CPU used
+        self.closed = asyncio.Event()
+        self._cpu = parent_cpu_seconds(parent)
+        self._warned = False
+
+    def receive(self, message: dict[str, Any]) -> None:
+        self.last_sign = time.monotonic()
+        if "hold" in message:
+            job_id, token, queue = message["hold"]
+            self.leases[job_id] = Lease(job_id, token, queue)
+        elif "release" in message:
+            job_id, token = message["release"]
+            held = self.leases.get(job_id)
+            if held is not None and held.token == token:
+                del self.leases[job_id]
+
+    def worker_alive(self) -> bool:
+        """A message arrived, or the worker used CPU, within the last interval (the worker
+        pings four times an interval), and it is still our parent: a process that inherited our
+        stdin cannot keep us renewing for a dead one. Judged by time, not by a flag reset on
+        each check, so a quick retry after a failed renewal is not skipped."""
+        if self.orphaned():
+            return False
+        now = time.monotonic()
+        cpu = parent_cpu_seconds(self.parent)
+        if cpu is not None and self._cpu is not None and cpu > self._cpu:
+            self.last_sign = now
+        self._cpu = cpu
+        return now - self.last_sign <= self.interval
+
+    def orphaned(self) -> bool:
+        if os.getppid() != self.parent:
+            self.closed.set()
+            return True
+        return False
+
+    async def run(self) -> None:
+        if not await self._open():
+            return
+        emit({"ready": 1})
+        retry = max(min(self.interval / 4, 1.0), 0.01)
+        wait = self.interval
+        while not self.closed.is_set():
+            try:
+                async with asyncio.timeout(wait):
+                    await self.closed.wait()
+                break
+            except TimeoutError:
+                pass
+            started = time.monotonic()
+            ok = await self.renew()
+            wait = max((self.interval if ok else retry) - (time.monotonic() - started), 0.0)
+        await self.driver.close()
+
+    async def _open(self) -> bool:
+        """Connect, retrying while the worker is there to wait for it; false once it is gone."""
+        delay = 0.05
+        while not self.closed.is_set() and not self.orphaned():
+            try:
+                await self.driver.open()
+                return True
+            except Exception as exc:
+                log.error("lease renewal cannot connect, retrying: %s", exc)
+                try:
+                    async with asyncio.timeout(delay):
+                        await self.closed.wait()
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, 2.0)
+        return False
+
+    async def renew(self) -> bool:
+        if not self.worker_alive():
+            if not self._warned and self.leases:
+                log.warning(
+                    "the worker (pid %d) shows no sign of life; its %d lease(s) are not renewed "
+                    "and will be rescued if it does not recover",
+                    self.parent,
+                    len(self.leases),
+                )
+                self._warned = True
+            return True
+        self._warned = False
+        leases = list(self.leases.values())
+        if not leases:
+            return True
+        try:
+            result = await self.driver.job_extend_leases(leases, self.lease_seconds)
+        except Exception as exc:  # retried soon; a lease outlives several failed renewals
+            log.warning("extending %d lease(s) failed: %s", len(leases), exc)
+            return False
+        tokens = {lease.job_id: lease.token for lease in leases}
+        if result.lost or result.cancel_requested:
+            emit(
+                {
+                    "lost": [[i, tokens[i]] for i in result.lost],
+                    "cancel": [[i, tokens[i]] for i in result.cancel_requested],
+                }
+            )
+        return True
+
+
+def emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _read_stdin(loop: asyncio.AbstractEventLoop, renewer: Renewer) -> None:
+    for line in sys.stdin:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        loop.call_soon_threadsafe(renewer.receive, message)
+    loop.call_soon_threadsafe(renewer.closed.set)
+
+
+async def _main(config: dict[str, Any], parent: int) -> None:
+    renewer = Renewer(config, parent)
+    loop = asyncio.get_running_loop()
+    threading.Thread(target=_read_stdin, args=(loop, renewer), daemon=True).start()
+    await renewer.run()
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    first = sys.stdin.readline()
+    if not first:
+        return
+    config = json.loads(first)
+    configure_logging()
+    # A number, not a name: custom levels (5, 25) have no name configure_logging would accept.
+    logging.getLogger("conveyor").setLevel(int(config.get("level", logging.WARNING)))
+    asyncio.run(_main(config, parent))
+
+
+if __name__ == "__main__":
+    main()

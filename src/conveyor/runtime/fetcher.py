@@ -1,0 +1,243 @@
+"""The fetch loop: claims what the worker has room for, and decides what to start.
+
+* **Room.** A fetch is worth its round trip once a quarter of the slots are free (or any slot
+  after :data:`PREFETCH_WAIT`, or when nothing runs), so a busy worker fetches in batches; and
+  only while the completer's backlog is below its bound, so outcomes that cannot be written
+  stop the worker from taking more work.
+* **Idle.** After an empty fetch the next one waits for work (a backend may wait and lease in
+  the same round trip). A fetch is never cancelled, which could lose what it leased: ``stop()``
+  wakes it instead.
+* **Stale replies.** A reply that arrives so late that the lease it carries may have run out
+  (a network partition that healed, a stalled connection) is not run: another worker may hold
+  the job by now. Its jobs are handed back, fenced by their tokens.
+* **Suspects run alone.** A job that has been lost by a worker before (``stalls > 0``) may be
+  what killed that worker. It waits until nothing else runs and every other outcome has been
+  written, is marked ``isolated`` in the backend, and runs with nothing beside it until its own
+  outcome is written; only then is a loss evidence against it (see
+  :mod:`conveyor.core.rescue`). A worker keeps one suspect at a time and hands the others
+  back at once, for other workers to take, rather than holding their leases while they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from conveyor._config import WorkerConfig
+from conveyor._errors import ConveyorError
+from conveyor.core.cancellation import stop_if_cancelled
+from conveyor.core.unknown import UNKNOWN_GRACE
+from conveyor.drivers.protocol import Driver
+from conveyor.drivers.records import FetchParams, JobRecord, JobState
+from conveyor.runtime.completer import Completer
+from conveyor.runtime.waiting import first_of
+
+log = logging.getLogger("conveyor.worker")
+
+# How long a free slot may wait for others to free up, so that they are filled by one fetch.
+PREFETCH_WAIT = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class FetcherHooks:
+    """What the fetcher asks of the worker that owns it."""
+
+    running: Callable[[], int]  # jobs running now
+    hold: Callable[[JobRecord], None]  # keep the lease renewed while the job waits to start
+    start: Callable[[JobRecord], None]  # run the job (its lease is renewed from then on)
+    hand_back: Callable[[Sequence[JobRecord], str], None]  # requeue leased jobs, with a reason
+    isolate: Callable[[JobRecord], Awaitable[bool]]  # mark a suspect isolated; false: lost
+
+
+class Fetcher:
+    def __init__(
+        self,
+        driver: Driver,
+        config: WorkerConfig,
+        *,
+        worker_id: str,
+        queues: tuple[str, ...],
+        names: tuple[str, ...],
+        completer: Completer,
+        hooks: FetcherHooks,
+        stopping: asyncio.Event,
+        slot_freed: asyncio.Event,
+    ) -> None:
+        self._driver = driver
+        self._config = config
+        self._worker_id = worker_id
+        self._queues = queues
+        self._names = names
+        self._completer = completer
+        self._hooks = hooks
+        self._stopping = stopping
+        self._slot_freed = slot_freed
+        self._idle = False  # the last fetch found nothing: the next one waits for work
+        self._suspects: collections.deque[JobRecord] = collections.deque()
+
+    @property
+    def waiting(self) -> int:
+        """Jobs leased but not started yet (suspects waiting to run alone)."""
+        return len(self._suspects)
+
+    async def run(self) -> None:
+        """Fetch and start jobs until the worker stops (or, with ``burst``, has drained)."""
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                stop_if_cancelled()
+                try:
+                    drained = await self._step()
+                    failures = 0
+                except Exception as exc:  # a broken connection must not end the worker
+                    failures += 1
+                    pause = min(0.1 * 2**failures, 5.0)
+                    log.warning(
+                        "fetching jobs failed, retrying in %.1fs: %s",
+                        pause,
+                        exc,
+                        exc_info=not isinstance(exc, ConveyorError),
+                    )
+                    await first_of(asyncio.sleep(pause), self._stopping.wait())
+                    continue
+                if drained:
+                    log.info("queues drained, burst worker exiting", extra={"event": "drained"})
+                    return
+        finally:
+            if self._suspects:
+                self._hooks.hand_back(list(self._suspects), "the worker is stopping")
+                self._suspects.clear()
+
+    async def _step(self) -> bool:
+        if self._suspects:
+            await self._run_suspect()
+            return False
+        return await self._fetch_once()
+
+    async def _run_suspect(self) -> None:
+        """Start the suspect once nothing else runs, and wait until its outcome is written."""
+        await self._wait_until_idle()
+        if self._stopping.is_set():
+            return
+        record = self._suspects.popleft()
+        if await self._hooks.isolate(record):
+            log.warning(
+                "job %s was lost by a worker before: running it alone",
+                record.id,
+                extra={"event": "isolated", "job_id": record.id, "job_name": record.name},
+            )
+            self._hooks.start(record)
+            await self._wait_until_idle()
+
+    async def _wait_until_idle(self) -> None:
+        """Wait until no job runs and every outcome submitted has been written: a crash while
+        an outcome waits to be written loses that job too, so it counts as running."""
+        while not self._stopping.is_set():
+            if self._hooks.running():
+                self._slot_freed.clear()
+                await first_of(self._slot_freed.wait(), self._stopping.wait())
+            elif self._completer.backlog:
+                await first_of(self._completer.wait_until_written(), self._stopping.wait())
+            else:
+                return
+
+    async def _fetch_once(self) -> bool:
+        """Claim what there is room for, or wait for room or work; true once a burst worker has
+        nothing left to do."""
+        cfg = self._config
+        await self._wait_for_room()
+        free = cfg.concurrency - self._hooks.running()
+        if free <= 0 or self._stopping.is_set():
+            return False
+        params = FetchParams(
+            self._queues, free, self._worker_id, cfg.lease_seconds, self._names, UNKNOWN_GRACE
+        )
+        wait = cfg.poll_interval if self._idle else 0.0
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        records = await self._driver.job_fetch(params, now=cfg.clock.now(), wait=wait)
+        # The lease began after the request was sent and, at the latest, once the wait ended.
+        elapsed = loop.time() - sent - wait
+        if records and self._stopping.is_set():
+            self._hooks.hand_back(records, "the worker is stopping")
+            return False
+        if records and elapsed > self._stale_after():
+            log.warning(
+                "a fetch reply took %.1fs to arrive, so the leases it carries may have run out "
+                "(another worker may be running these jobs): handing %d job(s) back",
+                elapsed,
+                len(records),
+                extra={"event": "stale_fetch", "worker_id": self._worker_id},
+            )
+            self._hooks.hand_back(records, "stale fetch reply")
+            return False
+        extra_suspects: list[JobRecord] = []
+        for record in records:
+            if record.stalls == 0:
+                self._hooks.start(record)
+            elif self._suspects:
+                extra_suspects.append(record)
+            else:
+                self._hooks.hold(record)
+                self._suspects.append(record)
+        if extra_suspects:
+            self._hooks.hand_back(extra_suspects, "another job waits to run alone here")
+        if records:
+            self._idle = False
+            await asyncio.sleep(0)  # let the jobs begin before the next fetch's round trip
+            return False
+        if cfg.burst and not self._hooks.running() and await self._drained():
+            return True
+        self._idle = True
+        return False
+
+    def _stale_after(self) -> float:
+        """How old a reply's leases may be and still be started: the lease keeper first renews
+        them up to one renewal interval later, and a tenth of the lease is kept as a margin for
+        clock drift and the renewal's own round trip."""
+        lease = self._config.lease_seconds
+        return max(lease / 4, lease - self._config.renew_interval - lease / 10)
+
+    async def _wait_for_room(self) -> None:
+        """Wait until a fetch is worth its round trip (see the module's docstring)."""
+        concurrency = self._config.concurrency
+        enough = max(1, concurrency // 4)
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            if not self._completer.has_room:
+                await first_of(self._completer.wait_for_room(), self._stopping.wait())
+                continue
+            running = self._hooks.running()
+            free = concurrency - running
+            if free >= enough or not running:
+                return
+            self._slot_freed.clear()
+            if free <= 0:
+                await self._slot_freed.wait()
+                continue
+            if deadline is None:
+                deadline = loop.time() + PREFETCH_WAIT
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._slot_freed.wait()
+            except TimeoutError:
+                return
+
+    async def _drained(self) -> bool:
+        """Nothing runnable or running in the served queues that are not paused. Retries of
+        work already started count (they are part of draining); jobs scheduled for later do
+        not, so a burst worker never waits for tomorrow's job."""
+        if self._completer.backlog or self._suspects:
+            return False
+        busy = (JobState.QUEUED, JobState.ACTIVE, JobState.RETRYING)
+        # One call: queue_list carries both the paused flags and the counts by state.
+        return not any(
+            info.counts.get(state, 0)
+            for info in await self._driver.queue_list()
+            if info.name in self._queues and not info.paused
+            for state in busy
+        )

@@ -1,0 +1,275 @@
+"""Renews the worker's leases from a small process beside it.
+
+A thread cannot renew leases while a handler holds the GIL in one long C call
+(``sum(range(10**10))``, a regex on a huge input, some C extensions): the job's lease would run
+out while it still runs, and another worker would rescue it and run it a second time at once.
+So a worker on a store shared between processes hands its leases to a **renewal process**,
+which renews them on its own connection whatever the worker's interpreter is doing.
+
+The process must still stop renewing once the worker is gone or frozen, so that its jobs are
+rescued: it exits as soon as its stdin closes (the worker exited or was killed), and it renews
+only while the worker shows signs of life since the last renewal: a ping, which a thread of the
+worker sends a few times per interval, or, when the pings stop because a C call holds the GIL,
+CPU time the worker has used (read from ``/proc``; a stopped or deadlocked worker uses none).
+
+Messages are JSON lines: holds, releases and pings go to the process's stdin; what it learns
+(leases lost, cancels requested) comes back on its stdout and is handed to the worker's loop. If
+the process dies, it is started again with the leases held at that moment; if it keeps dying,
+the worker is told (``on_failure``) and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any, Final
+
+from conveyor.drivers.records import ExtendResult, Lease
+from conveyor.runtime.lease_keeper import OnExtended
+
+log = logging.getLogger("conveyor.worker")
+
+READY_TIMEOUT: Final = 30.0  # how long a new renewal process may take to connect
+# Where the ``conveyor`` package was imported from: the only path the renewal process needs.
+_CONVEYOR_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MAX_RESTARTS: Final = 5  # within RESTART_WINDOW seconds, before the worker is stopped
+RESTART_WINDOW: Final = 60.0
+
+
+class RenewalProcess:
+    def __init__(
+        self,
+        source_url: str,
+        *,
+        lease_seconds: float,
+        interval: float,
+        loop: asyncio.AbstractEventLoop,
+        on_extended: OnExtended,
+        on_failure: Callable[[str, BaseException], None],
+    ) -> None:
+        self._url = source_url
+        self._lease_seconds = lease_seconds
+        self._interval = interval
+        self._loop = loop
+        self._on_extended = on_extended
+        self._on_failure = on_failure
+        self._leases: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one writer of the pipe at a time
+        self._queued = 0  # messages in the outbox, which must reach the pipe before new ones
+        self._queued_lock = threading.Lock()  # guards ``_queued``; never held while writing
+        self._stdin_fd: int | None = None
+        self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._settled = threading.Event()  # ready, or given up: what start() waits for
+        self._gave_up = False
+        self._process: subprocess.Popen[bytes] | None = None
+        self._threads: list[threading.Thread] = []
+        self._restarts: list[float] = []
+
+    # -- the worker's side -----------------------------------------------------------------
+
+    def hold(self, job_id: str, token: str, queue: str | None = None) -> None:
+        with self._lock:
+            self._leases[job_id] = Lease(job_id, token, queue)
+        self._send_now({"hold": [job_id, token, queue]})
+
+    def release(self, job_id: str, token: str | None = None) -> None:
+        with self._lock:
+            held = self._leases.get(job_id)
+            if held is None or (token is not None and held.token != token):
+                return
+            del self._leases[job_id]
+        self._send_now({"release": [job_id, held.token]})
+
+    def _send_now(self, message: dict[str, Any]) -> None:
+        """Write ``message`` from the calling thread, before the handler starts: a handler that
+        takes the GIL at once and keeps it would otherwise hold back the writer thread, and the
+        renewal process would never hear of the lease. A line is shorter than ``PIPE_BUF``, so
+        the write is all or nothing; if the pipe is full (or earlier lines still wait), the
+        writer thread sends it in order."""
+        data = json.dumps(message).encode() + b"\n"
+        # Never wait for the lock: the writer thread holds it while the pipe is full (a stopped
+        # renewal process), and the event loop must not stall behind it.
+        if self._write_lock.acquire(blocking=False):
+            try:
+                fd = self._stdin_fd
+                with self._queued_lock:
+                    in_order = self._queued == 0
+                if fd is not None and in_order:
+                    try:
+                        os.write(fd, data)
+                        return
+                    except OSError:  # full (BlockingIOError) or gone: the writer sends it
+                        pass
+                self._enqueue(message)
+            finally:
+                self._write_lock.release()
+        else:
+            self._enqueue(message)
+
+    def _enqueue(self, message: dict[str, Any]) -> None:
+        with self._queued_lock:
+            self._queued += 1
+            self._outbox.put(message)
+
+    async def start(self) -> None:
+        """Start the process and wait until it is connected and renewing."""
+        self._spawn()
+        await asyncio.to_thread(self._settled.wait, READY_TIMEOUT)
+        if not self._ready.is_set():
+            why = "kept exiting" if self._gave_up else f"did not start within {READY_TIMEOUT}s"
+            raise RuntimeError(f"the lease renewal process {why}")
+
+    def stop(self) -> None:
+        """Blocking: close the process's stdin (it exits) and wait for it."""
+        self._stopping.set()
+        self._outbox.put(None)
+        process = self._process
+        if process is not None:
+            try:
+                process.wait(timeout=max(self._interval, 1.0) + 5.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+
+    # -- the process ----------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        env = dict(os.environ)
+        # The child imports Conveyor from where this process did (a source tree, a venv), and
+        # nothing of the application's: ``-P`` keeps the working directory off its path, so an
+        # application module named like one of the standard library (``queue.py``) cannot
+        # shadow it there.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_CONVEYOR_ROOT, os.environ.get("PYTHONPATH", "")) if p
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "conveyor.runtime._renewal_child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        os.set_blocking(process.stdin.fileno(), False)
+        self._process = process
+        self._ready.clear()
+        config = {
+            "url": self._url,  # on stdin, not the command line, which others can read
+            "lease_seconds": self._lease_seconds,
+            "interval": self._interval,
+            "level": logging.getLogger("conveyor").getEffectiveLevel(),
+        }
+        with self._lock:
+            held = list(self._leases.values())
+        first = [config] + [{"hold": [le.job_id, le.token, le.queue]} for le in held]
+        writer = threading.Thread(
+            target=self._write,
+            args=(process.stdin, first),
+            name="conveyor-renewal-writer",
+            daemon=True,
+        )
+        reader = threading.Thread(
+            target=self._read, args=(process,), name="conveyor-renewal-reader", daemon=True
+        )
+        self._threads = [writer, reader]
+        writer.start()
+        reader.start()
+
+    def _write(self, stdin: IO[bytes], first: list[dict[str, Any]]) -> None:
+        ping_every = max(self._interval / 4, 0.01)
+        try:
+            with self._write_lock:
+                for message in first:
+                    _send(stdin, message)
+                self._stdin_fd = stdin.fileno()
+            while True:
+                try:
+                    next_message = self._outbox.get(timeout=ping_every)
+                except queue.Empty:
+                    next_message = {"ping": 1}
+                if next_message is None:
+                    break
+                with self._write_lock:
+                    _send(stdin, next_message)
+                    if "ping" not in next_message:
+                        with self._queued_lock:
+                            self._queued = max(self._queued - 1, 0)
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the process is gone: the reader notices and starts another
+        finally:
+            with self._write_lock:
+                self._stdin_fd = None
+                try:
+                    stdin.close()
+                except OSError:
+                    pass
+
+    def _read(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "ready" in message:
+                self._ready.set()
+                self._settled.set()
+            elif "lost" in message:
+                self._deliver(message)
+        code = process.wait()
+        if self._stopping.is_set():
+            return
+        self._outbox.put(None)  # ends this process's writer
+        self._died(RuntimeError(f"the lease renewal process exited with status {code}"))
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        lost = [(str(i), str(t)) for i, t in message.get("lost", [])]
+        cancel = [(str(i), str(t)) for i, t in message.get("cancel", [])]
+        if not lost and not cancel:
+            return
+        result = ExtendResult(tuple(i for i, _ in lost), tuple(i for i, _ in cancel))
+        sent = dict(lost + cancel)
+        try:
+            self._loop.call_soon_threadsafe(self._on_extended, result, sent)
+        except RuntimeError:  # the worker's loop has closed
+            pass
+
+    def _died(self, error: BaseException) -> None:
+        now = time.monotonic()
+        self._restarts = [at for at in self._restarts if now - at < RESTART_WINDOW] + [now]
+        if len(self._restarts) > MAX_RESTARTS:
+            self._gave_up = True
+            self._settled.set()
+            try:
+                self._loop.call_soon_threadsafe(self._on_failure, "lease renewal", error)
+            except RuntimeError:
+                pass
+            return
+        log.error("%s; starting another", error, extra={"event": "restarted"})
+        with self._queued_lock:
+            self._outbox = queue.Queue()
+            self._queued = 0  # the new process is sent every lease held, afresh
+        self._spawn()
+
+
+def _send(stdin: IO[bytes], message: dict[str, Any]) -> None:
+    """Write one line to the non-blocking pipe, waiting while it is full."""
+    data = memoryview(json.dumps(message).encode() + b"\n")
+    while data:
+        try:
+            data = data[os.write(stdin.fileno(), data) :]
+        except BlockingIOError:
+            time.sleep(0.01)

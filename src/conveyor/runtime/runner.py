@@ -1,0 +1,300 @@
+"""The jobs a worker runs: one task per job, and exactly one write per attempt.
+
+Every path from "the handler returned or raised" to "a transition was submitted" is one guarded
+step (:meth:`Runner._finish`): whatever deciding the transition does with a user's values
+(a backoff that returns NaN, an error message that cannot be encoded), it ends with a transition
+submitted to the completer, a ``fail`` naming what went wrong at worst. Should even that be
+impossible, the job's lease is released to expire, so the job is rescued rather than held for as
+long as the worker lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from conveyor._config import WorkerConfig
+from conveyor._context import JobContext, JobLogger, epoch_to_datetime
+from conveyor.core.backoff import DEFAULT_BACKOFF
+from conveyor.core.outcome import Outcome, Unhandled, decide
+from conveyor.core.serialization import writable_text
+from conveyor.drivers.protocol import Capability, Driver
+from conveyor.drivers.records import (
+    ExtendResult,
+    FinishJob,
+    JobRecord,
+    Lease,
+    TransitionKind,
+    TransitionResult,
+    TransitionStatus,
+)
+from conveyor.runtime.completer import Completer
+from conveyor.runtime.executor import StopReason, execute
+from conveyor.runtime.lease_keeper import Keeper
+from conveyor.runtime.lifecycle import WorkerStats, finish_for, log_job, log_transition
+from conveyor.runtime.registry import HandlerRegistry
+
+log = logging.getLogger("conveyor.worker")
+_job_log = logging.getLogger("conveyor.job")
+
+
+@dataclass(eq=False)
+class _Running:
+    record: JobRecord
+    ctx: JobContext
+    task: asyncio.Task[None] | None = None
+    stop_reason: StopReason | None = None
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        driver: Driver,
+        registry: HandlerRegistry,
+        completer: Completer,
+        config: WorkerConfig,
+        worker_id: str,
+        max_result_bytes: int,
+        stats: WorkerStats,
+        slot_freed: asyncio.Event,
+    ) -> None:
+        self._driver = driver
+        self._registry = registry
+        self._completer = completer
+        self._config = config
+        self._worker_id = worker_id
+        self._max_result_bytes = max_result_bytes
+        self._stats = stats
+        self._slot_freed = slot_freed
+        self.keeper: Keeper | None = None
+        self._filtered = Capability.FETCH_BY_NAME in driver.capabilities
+        self.running: dict[str, _Running] = {}
+        self.superseded: set[asyncio.Task[None]] = set()  # stale attempts still unwinding
+        self._rng = random.Random()
+        # One logger per job name the worker serves; jobs of other names share one (a logger
+        # per name seen would grow without bound: loggers are never freed).
+        self._loggers = {
+            name: logging.getLogger(f"conveyor.job.{name}") for name in registry.names()
+        }
+
+    def count(self) -> int:
+        return len(self.running)
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def hold(self, record: JobRecord) -> None:
+        """Keep ``record``'s lease renewed. If an earlier attempt of the same job still runs
+        here, its lease was lost (it expired and the job was rescued) without the lease keeper
+        noticing yet: that attempt is stopped now."""
+        assert self.keeper is not None and record.lease_token is not None
+        previous = self.running.get(record.id)
+        if (
+            previous is not None
+            and previous.task is not None
+            and previous.record.lease_token != record.lease_token
+        ):
+            self.interrupt(record.id, StopReason.LEASE_LOST)
+            self.superseded.add(previous.task)
+            previous.task.add_done_callback(self.superseded.discard)
+        self.keeper.hold(record.id, record.lease_token, record.queue)
+
+    def forget(self, job_id: str, token: str | None) -> None:
+        if self.keeper is not None:
+            self.keeper.release(job_id, token)
+
+    async def isolate(self, record: JobRecord) -> bool:
+        """Record in the backend that ``record``'s attempt now runs alone; false if its lease
+        was lost meanwhile (it must not run then)."""
+        assert record.lease_token is not None
+        lease = Lease(record.id, record.lease_token, record.queue, isolated=True)
+        try:
+            result = await self._driver.job_extend_leases(
+                [lease], self._config.lease_seconds, now=self._config.clock.now()
+            )
+        except Exception as exc:
+            log.warning("could not mark job %s to run alone, handing it back: %s", record.id, exc)
+            self.hand_back([record], "it could not be marked to run alone")
+            return False
+        if record.id in result.lost:
+            self.forget(record.id, record.lease_token)
+            return False
+        return True
+
+    def on_extended(self, result: ExtendResult, sent: Mapping[str, str]) -> None:
+        # ``sent`` holds the tokens the keeper extended: a loss reported for an older token must
+        # not stop a newer attempt of the same job that started since.
+        for job_id in result.lost:
+            self.interrupt(job_id, StopReason.LEASE_LOST, token=sent.get(job_id))
+        for job_id in result.cancel_requested:
+            self.interrupt(job_id, StopReason.CANCELLED, token=sent.get(job_id))
+
+    # -- running -------------------------------------------------------------------------------
+
+    def hand_back(self, records: Sequence[JobRecord], reason: str) -> None:
+        """Requeue leased jobs this worker will not run, without spending their attempt."""
+        for record in records:
+            assert record.lease_token is not None
+            log_job(logging.INFO, f"job handed back: {reason}", "requeued", record)
+            finish = FinishJob(
+                record.id, record.lease_token, TransitionKind.REQUEUE, queue=record.queue
+            )
+            self._completer.submit(finish, self._on_written)
+
+    def start(self, record: JobRecord) -> None:
+        assert record.lease_token is not None
+        self._stats.fetched += 1
+        try:
+            ctx = self._context(record)
+        except Exception as exc:  # a value in this record we cannot represent: fail only it
+            log.exception("job %s could not be started", record.id)
+            error = writable_text(f"ConveyorError: the job could not be started: {exc!r}")
+            finish = FinishJob(
+                record.id, record.lease_token, TransitionKind.FAIL, error=error, queue=record.queue
+            )
+            self._completer.submit(finish, self._on_written)
+            return
+        self.hold(record)
+        entry = _Running(record, ctx)
+        self.running[record.id] = entry
+        entry.task = asyncio.create_task(self._process(entry), name=f"conveyor-job-{record.id}")
+        entry.task.add_done_callback(self._check_task)
+
+    def _context(self, record: JobRecord) -> JobContext:
+        return JobContext(
+            job_id=record.id,
+            job_name=record.name,
+            queue=record.queue,
+            attempt=record.attempt,
+            max_attempts=record.max_attempts,
+            enqueued_at=epoch_to_datetime(record.enqueued_at),
+            worker_id=self._worker_id,
+            logger=JobLogger(
+                self._loggers.get(record.name, _job_log),
+                {
+                    "job_id": record.id,
+                    "job_name": record.name,
+                    "queue": record.queue,
+                    "attempt": record.attempt,
+                },
+            ),
+        )
+
+    async def _process(self, entry: _Running) -> None:
+        record = entry.record
+        log_job(logging.INFO, "job processing", "processing", record)
+        started = time.monotonic()
+        try:
+            outcome = await execute(
+                record,
+                self._registry,
+                entry.ctx,
+                lambda: entry.stop_reason,
+                max_result_bytes=self._max_result_bytes,
+            )
+        except BaseException:
+            # Only an outside cancellation of the worker itself gets here. Stop renewing: the
+            # lease expires and the job is rescued, as after a crash.
+            self.forget(record.id, record.lease_token)
+            raise
+        finally:
+            if self.running.get(record.id) is entry:  # not a newer attempt of the same job
+                del self.running[record.id]
+            self._slot_freed.set()
+        duration = time.monotonic() - started
+        if entry.stop_reason == StopReason.LEASE_LOST:
+            self.forget(record.id, record.lease_token)
+            self._stats.lease_lost += 1
+            log_job(
+                logging.WARNING,
+                "job lease lost; another worker may run it again",
+                "lease_lost",
+                record,
+                duration=duration,
+            )
+            return
+        self._finish(record, outcome, duration)
+
+    def _finish(self, record: JobRecord, outcome: Outcome, duration: float) -> None:
+        """Decide the transition and submit it: always one write, whatever the values do."""
+        assert record.lease_token is not None
+        try:
+            registered = self._registry.get(record.name)
+            backoff = registered.definition.backoff if registered else DEFAULT_BACKOFF
+            if isinstance(outcome, Unhandled) and self._filtered:
+                outcome = Unhandled(outcome.known, filtered=True)
+            transition = decide(outcome, record, backoff=backoff, rng=self._rng)
+            finish = finish_for(record, transition)
+        except Exception as exc:  # a bug of ours: still end the attempt, visibly
+            log.exception("deciding the outcome of job %s failed", record.id)
+            error = writable_text(f"ConveyorError: deciding the outcome failed: {exc!r}")
+            finish = FinishJob(
+                record.id, record.lease_token, TransitionKind.FAIL, error=error, queue=record.queue
+            )
+        else:
+            try:
+                log_transition(record, transition, duration)
+            except Exception:  # a logging handler's failure must not lose the outcome
+                pass
+        self._completer.submit(finish, self._on_written)
+
+    def _check_task(self, task: asyncio.Task[None]) -> None:
+        """The last line of defence: a job task that died of a bug releases its lease (the job
+        is rescued) instead of leaving it renewed for as long as the worker lives."""
+        if task.cancelled() or task.exception() is None:
+            return
+        job_id = task.get_name().removeprefix("conveyor-job-")
+        log.error("the task of job %s failed", job_id, exc_info=task.exception())
+        self.forget(job_id, None)
+
+    def _on_written(self, finish: FinishJob, result: TransitionResult | None) -> None:
+        self.forget(finish.job_id, finish.token)
+        if result is not None and result.status is TransitionStatus.OK:
+            self._stats.count(finish.kind)
+            return
+        self._stats.lease_lost += 1
+        if result is None:
+            return  # the completer gave it up and said why
+        log.warning(
+            "job outcome discarded: %s (another worker owns the job now)",
+            result.status.value,
+            extra={"event": "lease_lost", "job_id": finish.job_id, "outcome": finish.kind},
+        )
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Stop the jobs someone cancelled (told at once by a backend that notifies)."""
+        for job_id in job_ids:
+            self.interrupt(job_id, StopReason.CANCELLED)
+
+    def interrupt(self, job_id: str, reason: StopReason, *, token: str | None = None) -> None:
+        entry = self.running.get(job_id)
+        if entry is None or entry.task is None:
+            return
+        if token is not None and entry.record.lease_token != token:
+            return
+        if entry.stop_reason is not None:
+            # Already stopping (a cancelled sync job waits for its thread). A lost lease or
+            # shutdown still cuts that wait short; a lost lease also means nothing is written.
+            # A cancel cut short by shutdown becomes a hand-back, which the driver records as a
+            # cancellation because the cancel request is still on the job.
+            if reason == StopReason.LEASE_LOST:
+                entry.stop_reason = reason
+            if reason in (StopReason.LEASE_LOST, StopReason.SHUTDOWN):
+                entry.task.cancel()
+            return
+        entry.stop_reason = reason
+        entry.ctx.cancelled.set()
+        entry.task.cancel()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [e.task for e in self.running.values() if e.task is not None]
+
+    def interrupt_all(self) -> None:
+        for entry in list(self.running.values()):
+            self.interrupt(entry.record.id, StopReason.SHUTDOWN)

@@ -1,0 +1,144 @@
+"""The lease renewal process beside a worker: it starts whatever the application's directory
+holds, follows the worker's log level, and a stalled process never stalls the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor.backends.registry import driver_for_url
+from conveyor.drivers.protocol import Driver
+from conveyor.drivers.records import ExtendResult, FetchParams, JobRecord, NewJob
+from conveyor.runtime.renewer import RenewalProcess
+
+LEASE = 1.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[tuple[str, Driver]]:
+    url = f"sqlite:///{tmp_path / 'renewal.db'}"
+    driver = driver_for_url(url)
+    await driver.open()
+    try:
+        yield url, driver
+    finally:
+        await driver.close()
+
+
+async def _leased(driver: Driver) -> JobRecord:
+    await driver.job_insert_many(
+        [NewJob(id="job-1", queue="default", name="test.job", payload=b"{}")]
+    )
+    (record,) = await driver.job_fetch(FetchParams(("default",), 1, "worker-1", LEASE))
+    return record
+
+
+async def _renewed(driver: Driver, record: JobRecord, timeout: float = 10.0) -> None:
+    """Wait until the lease has been pushed past its first expiry, bounded."""
+    assert record.lease_expires_at is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        (now,) = await driver.job_get_many([record.id])
+        assert now is not None and now.lease_expires_at is not None
+        if now.lease_expires_at > record.lease_expires_at + 0.5:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the renewal process never renewed the lease")
+
+
+def _renewal(url: str, failures: list[BaseException]) -> RenewalProcess:
+    def on_extended(result: ExtendResult, sent: object) -> None:
+        pass
+
+    return RenewalProcess(
+        url,
+        lease_seconds=LEASE,
+        interval=LEASE / 4,
+        loop=asyncio.get_running_loop(),
+        on_extended=on_extended,
+        on_failure=lambda name, exc: failures.append(exc),
+    )
+
+
+@pytest.fixture
+def application_dir(tmp_path: Path) -> Iterator[Path]:
+    """The working directory of an application with modules named like the standard library's,
+    on ``sys.path`` as ``conveyor worker app.worker:worker`` puts it."""
+    app = tmp_path / "app"
+    app.mkdir()
+    for name in ("queue", "json", "signal"):
+        (app / f"{name}.py").write_text(f"raise ImportError('the application shadowed {name}')\n")
+    before, cwd = list(sys.path), os.getcwd()
+    sys.path.insert(0, str(app))
+    os.chdir(app)
+    try:
+        yield app
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = before
+
+
+async def test_it_starts_beside_an_application_whose_modules_shadow_the_standard_library(
+    store: tuple[str, Driver], application_dir: Path
+) -> None:
+    """Before: the process ran with the worker's whole ``sys.path`` and its working directory
+    first on its own, so an application's ``queue.py`` broke it; with a custom log level (5)
+    it failed at start as well."""
+    url, driver = store
+    record = await _leased(driver)
+    failures: list[BaseException] = []
+    conveyor_log = logging.getLogger("conveyor")
+    level = conveyor_log.level
+    conveyor_log.setLevel(5)
+    renewal = _renewal(url, failures)
+    try:
+        await renewal.start()
+        assert record.lease_token is not None
+        renewal.hold(record.id, record.lease_token, record.queue)
+        await _renewed(driver, record)
+    finally:
+        conveyor_log.setLevel(level)
+        await asyncio.to_thread(renewal.stop)
+    assert failures == []
+
+
+async def test_a_stopped_renewal_process_never_blocks_the_worker(
+    store: tuple[str, Driver],
+) -> None:
+    """Before: with the process stopped and its pipe full, the writer thread held the pipe's
+    lock while waiting, and the worker's loop blocked on that lock at its next hold."""
+    url, driver = store
+    record = await _leased(driver)
+    assert record.lease_token is not None
+    failures: list[BaseException] = []
+    renewal = _renewal(url, failures)
+    await renewal.start()
+    process = renewal._process  # pyright: ignore[reportPrivateUsage]
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        # Far more than a pipe holds: every call returns at once all the same.
+        started = time.monotonic()
+        for n in range(5000):
+            renewal.hold(f"other-{n}", "token", "default")
+            renewal.release(f"other-{n}", "token")
+        renewal.hold(record.id, record.lease_token, record.queue)
+        assert time.monotonic() - started < 5.0
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    try:
+        # The queued messages reach the process in order: the last hold is renewed.
+        (record,) = await driver.job_get_many([record.id])
+        assert record is not None
+        await _renewed(driver, record, timeout=30)
+    finally:
+        await asyncio.to_thread(renewal.stop)
+    assert failures == []

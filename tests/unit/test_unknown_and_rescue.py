@@ -1,0 +1,100 @@
+"""The core's decisions about a job no handler knows and about a job whose worker was lost."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from conveyor.core.outcome import Fail, SnoozeFor
+from conveyor.core.rescue import decide_rescue
+from conveyor.core.unknown import UNKNOWN_GRACE, decide_unknown, handback_delay
+from conveyor.drivers.records import AttemptError, JobRecord, JobState, TransitionKind
+
+NOW = 1_700_000_000.0
+
+
+def active(**fields: object) -> JobRecord:
+    base = JobRecord(
+        id="j1",
+        queue="default",
+        name="report.build",
+        payload=b"{}",
+        state=JobState.ACTIVE,
+        priority=0,
+        attempt=1,
+        max_attempts=3,
+        run_at=NOW,
+        enqueued_at=NOW,
+        seq=1,
+        started_at=NOW,
+        lease_token="tok",
+        worker_id="old-worker",
+    )
+    return dataclasses.replace(base, **fields)  # type: ignore[arg-type]
+
+
+def test_an_unknown_job_is_handed_back_with_a_growing_delay() -> None:
+    first = decide_unknown(active(), ("email.send",))
+    assert isinstance(first, SnoozeFor) and first.delay == 10
+    assert first.error is not None and first.error.startswith("UnknownJob: ")
+    assert "'report.build'" in first.error and "email.send" in first.error
+    history = (AttemptError(1, NOW, first.error),)
+    second = decide_unknown(active(errors=history, started_at=NOW + 10), ("email.send",))
+    assert isinstance(second, SnoozeFor) and second.delay == 20
+    assert [handback_delay(n) for n in (1, 2, 3, 7, 8, 20)] == [10, 20, 40, 600, 600, 600]
+
+
+def test_an_hour_of_hand_backs_fits_the_history_a_job_keeps() -> None:
+    elapsed, handbacks = 0.0, 0
+    while elapsed < UNKNOWN_GRACE:
+        handbacks += 1
+        elapsed += handback_delay(handbacks)
+    assert handbacks < 20
+
+
+def test_an_unknown_job_fails_once_no_worker_knew_it_for_an_hour() -> None:
+    history = tuple(AttemptError(1, NOW + n, "UnknownJob: x") for n in range(3))
+    still = decide_unknown(active(errors=history, started_at=NOW + UNKNOWN_GRACE - 1), ())
+    assert isinstance(still, SnoozeFor)
+    failed = decide_unknown(active(errors=history, started_at=NOW + UNKNOWN_GRACE), ())
+    assert isinstance(failed, Fail) and failed.error.startswith("UnknownJob: ")
+
+
+def test_only_the_latest_run_of_hand_backs_counts() -> None:
+    """Hand-backs of an earlier attempt (before the job ran and failed once) do not count."""
+    history = (
+        AttemptError(1, NOW - 5000, "UnknownJob: x"),
+        AttemptError(1, NOW - 4000, "ValueError: boom"),
+    )
+    decision = decide_unknown(active(attempt=2, errors=history), ())
+    assert isinstance(decision, SnoozeFor) and decision.delay == 10
+
+
+def test_the_first_loss_requeues_a_job_to_run_alone() -> None:
+    decision = decide_rescue(active(), max_stalls=0)
+    assert (decision.kind, decision.stalls, decision.token) == (TransitionKind.REQUEUE, 1, "tok")
+    assert "run alone" in decision.error
+
+
+@pytest.mark.parametrize(("stalls", "max_stalls", "kind"), [(1, 2, "requeue"), (2, 2, "fail")])
+def test_a_loss_while_running_alone_is_evidence(stalls: int, max_stalls: int, kind: str) -> None:
+    decision = decide_rescue(active(stalls=stalls, isolated=True), max_stalls)
+    assert (decision.kind.value, decision.stalls) == (kind, stalls + 1)
+
+
+def test_losses_beside_other_jobs_never_fail_a_job() -> None:
+    decision = decide_rescue(active(stalls=10), max_stalls=2)
+    assert decision.kind is TransitionKind.REQUEUE
+
+
+def test_a_pending_cancel_wins() -> None:
+    decision = decide_rescue(active(stalls=5, isolated=True, cancel_requested=True), 0)
+    assert decision.kind is TransitionKind.CANCEL
+    assert decision.error.startswith("cancelled")
+
+
+def test_a_job_a_filtering_backend_held_back_for_an_hour_fails_at_once() -> None:
+    waited = active(run_at=NOW - UNKNOWN_GRACE, started_at=NOW)
+    assert isinstance(decide_unknown(waited, (), filtered=True), Fail)
+    assert isinstance(decide_unknown(waited, ()), SnoozeFor)  # a backlog is not a verdict
