@@ -16,12 +16,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from conveyor._errors import BackendUnavailable
+from conveyor.backends.memory._transitions import apply_finish, apply_rescue, finished
 from conveyor.drivers.common import (
     CANCELLED_ERROR,
-    LOST_WHILE_CANCELLING,
     RETRYABLE_STATES,
-    cancel_wins,
-    cancelled_error,
     check_finishes,
     check_new_jobs,
     check_now,
@@ -29,11 +27,9 @@ from conveyor.drivers.common import (
     finish_was_applied,
     resolve_now,
     run_order,
-    with_error,
 )
 from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
-    TERMINAL_STATES,
     WAITING_STATES,
     ChangeResult,
     ChangeStatus,
@@ -51,7 +47,6 @@ from conveyor.drivers.records import (
     QueueInfo,
     RescueJob,
     Retention,
-    TransitionKind,
     TransitionResult,
     TransitionStatus,
     WorkerInfo,
@@ -250,7 +245,7 @@ class MemoryDriver:
                 if job.state != JobState.ACTIVE or job.lease_token != finish.token:
                     results.append(TransitionResult(finish.job_id, TransitionStatus.LEASE_LOST))
                     continue
-                updated = _apply_finish(job, finish, at)
+                updated = apply_finish(job, finish, at)
                 s.jobs[job.id] = updated
                 if updated.state is JobState.COMPLETED:
                     completed_queues.add(job.queue)
@@ -317,7 +312,7 @@ class MemoryDriver:
                 ):
                     results.append(TransitionResult(rescue.job_id, TransitionStatus.LEASE_LOST))
                     continue
-                s.jobs[job.id] = _apply_rescue(job, rescue, at)
+                s.jobs[job.id] = apply_rescue(job, rescue, at)
                 if s.jobs[job.id].state is JobState.QUEUED:
                     woken.add(job.queue)
                 results.append(TransitionResult(rescue.job_id, TransitionStatus.OK))
@@ -357,7 +352,7 @@ class MemoryDriver:
                 elif job.state in WAITING_STATES:
                     # An operator's cancel ends the job; it is no attempt's error (no history).
                     s.jobs[job_id] = dataclasses.replace(
-                        _finished(job, JobState.CANCELLED, at, keep_token=True),
+                        finished(job, JobState.CANCELLED, at, keep_token=True),
                         error=CANCELLED_ERROR,
                     )
                     results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.CANCELLED))
@@ -559,98 +554,3 @@ class MemoryDriver:
     async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
         await asyncio.sleep(timeout)  # no notifications: cancels arrive with lease renewals
         return []
-
-
-def _released(job: JobRecord, *, keep_token: bool = False) -> JobRecord:
-    """``job`` without its lease. A finish keeps the token, which is how a repeated finish
-    recognises its own work (see ``finish_was_applied``)."""
-    return dataclasses.replace(
-        job,
-        lease_token=job.lease_token if keep_token else None,
-        lease_expires_at=None,
-        worker_id=None,
-        cancel_requested=False,
-        isolated=False,
-    )
-
-
-def _noted(job: JobRecord, error: str | None, at: float) -> JobRecord:
-    """``job`` with ``error`` as its last error and in its history (unchanged when None)."""
-    if error is None:
-        return job
-    return dataclasses.replace(
-        job, error=error, errors=with_error(job.errors, job.attempt, at, error)
-    )
-
-
-def _finished(
-    job: JobRecord,
-    state: JobState,
-    at: float,
-    *,
-    error: str | None = None,
-    result: bytes | None = None,
-    keep_token: bool = False,
-) -> JobRecord:
-    assert state in TERMINAL_STATES
-    done = dataclasses.replace(
-        _noted(_released(job, keep_token=keep_token), error, at),
-        state=state,
-        finished_at=at,
-        result=result,
-    )
-    return dataclasses.replace(done, error=None) if state is JobState.COMPLETED else done
-
-
-def _apply_finish(job: JobRecord, finish: FinishJob, at: float) -> JobRecord:
-    if cancel_wins(finish.kind, job.cancel_requested):
-        # Someone asked to cancel the job before it stopped: it must not run again.
-        error = cancelled_error(finish.error)
-        return _finished(job, JobState.CANCELLED, at, error=error, keep_token=True)
-    match finish.kind:
-        case TransitionKind.COMPLETE:
-            return _finished(job, JobState.COMPLETED, at, result=finish.result, keep_token=True)
-        case TransitionKind.FAIL:
-            return _finished(job, JobState.FAILED, at, error=finish.error, keep_token=True)
-        case TransitionKind.CANCEL:
-            return _finished(job, JobState.CANCELLED, at, error=finish.error, keep_token=True)
-        case TransitionKind.RETRY:
-            return dataclasses.replace(
-                _noted(_released(job, keep_token=True), finish.error, at),
-                state=JobState.RETRYING,
-                run_at=at + finish.delay,
-            )
-        case TransitionKind.SNOOZE:
-            return dataclasses.replace(
-                _noted(_released(job, keep_token=True), finish.error, at),
-                state=JobState.SCHEDULED,
-                run_at=at + finish.delay,
-                attempt=max(job.attempt - 1, 0),
-            )
-        case TransitionKind.REQUEUE:
-            return dataclasses.replace(
-                _noted(_released(job, keep_token=True), finish.error, at),
-                state=JobState.QUEUED,
-                attempt=max(job.attempt - 1, 0),
-            )
-    raise AssertionError(f"unknown transition {finish.kind!r}")  # pragma: no cover
-
-
-def _apply_rescue(job: JobRecord, rescue: RescueJob, at: float) -> JobRecord:
-    kind = rescue.kind
-    error = rescue.error
-    if cancel_wins(kind, job.cancel_requested):
-        kind, error = TransitionKind.CANCEL, cancelled_error(LOST_WHILE_CANCELLING)
-    job = dataclasses.replace(job, stalls=rescue.stalls)
-    match kind:
-        case TransitionKind.FAIL:
-            return _finished(job, JobState.FAILED, at, error=error)
-        case TransitionKind.CANCEL:
-            return _finished(job, JobState.CANCELLED, at, error=error)
-        case _:
-            return dataclasses.replace(
-                _noted(_released(job), error, at),
-                state=JobState.QUEUED,
-                attempt=max(job.attempt - 1, 0),
-                run_at=at,
-            )

@@ -15,16 +15,23 @@ import json
 import os
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.sqlite._connection import Connection, migrate
 from conveyor.backends.sqlite._sql import QUERIES as Q
+from conveyor.backends.sqlite._statements import (
+    data_version,
+    finish_one,
+    not_finished,
+    note_error,
+    record_of,
+    reserve_seq,
+    rows_of,
+    state_of,
+)
 from conveyor.backends.sqlite._url import path_from_url, synchronous_from_url
 from conveyor.backends.sqlite._wakeup import POLL_MAX_SECONDS, POLL_MIN_SECONDS, wakeups_for
 from conveyor.drivers.common import (
-    HISTORY_ERROR_CHARS,
-    HISTORY_LIMIT,
     LOST_WHILE_CANCELLING,
     RETRYABLE_STATES,
     cancel_wins,
@@ -34,7 +41,6 @@ from conveyor.drivers.common import (
     check_now,
     check_rescues,
     first_in_run_order,
-    history_from_json,
     resolve_now,
 )
 from conveyor.drivers.protocol import Capability
@@ -97,7 +103,7 @@ class SQLiteDriver:
         if not create:
             _refuse_missing(self.path, self.url)
         self._unreported = await self._db.open()
-        self._data_version = await self._db.run(_data_version)
+        self._data_version = await self._db.run(data_version)
 
     async def close(self) -> None:
         await self._db.close()
@@ -127,7 +133,7 @@ class SQLiteDriver:
             return []
 
         def step(conn: sqlite3.Connection) -> list[InsertResult]:
-            seq = _reserve_seq(conn, len(jobs))
+            seq = reserve_seq(conn, len(jobs))
             results: list[InsertResult] = []
             # Enqueueing into a queue makes it known, even when every job was a duplicate.
             new_queues = {new.queue for new in jobs}
@@ -153,7 +159,7 @@ class SQLiteDriver:
                 if cursor.rowcount == 1:
                     results.append(InsertResult(new.id, InsertStatus.INSERTED, state))
                 else:
-                    existing = _state(conn, new.id)
+                    existing = state_of(conn, new.id)
                     assert existing is not None
                     results.append(InsertResult(new.id, InsertStatus.DUPLICATE, existing))
             conn.executemany(
@@ -182,7 +188,7 @@ class SQLiteDriver:
         unknown_before = None if params.unknown_after is None else at - params.unknown_after
 
         def step(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            paused = {row["name"] for row in _all(conn, "job_fetch__paused", {})}
+            paused = {row["name"] for row in rows_of(conn, "job_fetch__paused", {})}
             candidates: list[tuple[tuple[int, float, int], str]] = []
             for queue in dict.fromkeys(params.queues):
                 if queue in paused:
@@ -196,7 +202,7 @@ class SQLiteDriver:
                 }
                 candidates += [
                     ((r["priority"], r["run_at"], r["seq"]), r["id"])
-                    for r in _all(conn, "job_fetch__candidates", args)
+                    for r in rows_of(conn, "job_fetch__candidates", args)
                 ]
             if not candidates:
                 return []
@@ -206,11 +212,11 @@ class SQLiteDriver:
                 "lease_seconds": params.lease_seconds,
                 "worker_id": params.worker_id,
             }
-            return _all(conn, "job_fetch", args)
+            return rows_of(conn, "job_fetch", args)
 
         rows = await self._db.write(step)
         # RETURNING yields rows in no promised order; callers rely on priority order.
-        return sorted(map(_job, rows), key=lambda j: (j.priority, j.run_at, j.seq))
+        return sorted(map(record_of, rows), key=lambda j: (j.priority, j.run_at, j.seq))
 
     async def job_extend_leases(
         self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
@@ -230,7 +236,7 @@ class SQLiteDriver:
                     "expires_at": at + lease_seconds,
                     "isolated": int(lease.isolated),
                 }
-                rows = _all(conn, "job_extend_leases", args)
+                rows = rows_of(conn, "job_extend_leases", args)
                 if not rows:
                     lost.append(lease.job_id)
                 elif rows[0]["cancel_requested"]:
@@ -257,7 +263,7 @@ class SQLiteDriver:
             results: list[TransitionResult] = []
             completed_queues: set[str] = set()
             for finish in finishes:
-                rows = _finish_one(conn, finish, at)
+                rows = finish_one(conn, finish, at)
                 if rows:
                     results.append(TransitionResult(finish.job_id, TransitionStatus.OK))
                     state = JobState(rows[0]["state"])
@@ -266,7 +272,7 @@ class SQLiteDriver:
                     elif state is JobState.QUEUED:
                         woken.add(rows[0]["queue"])
                 else:
-                    results.append(TransitionResult(finish.job_id, _not_finished(conn, finish)))
+                    results.append(TransitionResult(finish.job_id, not_finished(conn, finish)))
             if retention.completed_max_count is not None:
                 for queue in sorted(completed_queues):
                     conn.execute(
@@ -286,9 +292,9 @@ class SQLiteDriver:
         if limit <= 0:
             return []
         rows = await self._db.run(
-            lambda conn: _all(conn, "job_expired", {"now": at, "limit": limit})
+            lambda conn: rows_of(conn, "job_expired", {"now": at, "limit": limit})
         )
-        return [_job(row) for row in rows]
+        return [record_of(row) for row in rows]
 
     async def job_rescue_many(
         self, rescues: Sequence[RescueJob], *, now: float | None = None
@@ -304,24 +310,24 @@ class SQLiteDriver:
             queues: set[str] = set()
             for rescue in rescues:
                 fence = {"id": rescue.job_id, "token": rescue.token, "now": at}
-                held = _all(conn, "job_rescue_many__fence", fence)
+                held = rows_of(conn, "job_rescue_many__fence", fence)
                 if not held:
                     status = TransitionStatus.LEASE_LOST
-                    if _state(conn, rescue.job_id) is None:
+                    if state_of(conn, rescue.job_id) is None:
                         status = TransitionStatus.NOT_FOUND
                     results.append(TransitionResult(rescue.job_id, status))
                     continue
                 kind, error = rescue.kind, rescue.error
                 if cancel_wins(kind, bool(held[0]["cancel_requested"])):
                     kind, error = TransitionKind.CANCEL, cancelled_error(LOST_WHILE_CANCELLING)
-                _note_error(conn, fence, error)
+                note_error(conn, fence, error)
                 args = {**fence, "stalls": rescue.stalls, "error": error}
                 if kind is TransitionKind.REQUEUE:
-                    rows = _all(conn, "job_rescue_many__requeue", args)
+                    rows = rows_of(conn, "job_rescue_many__requeue", args)
                     queues.update(row["queue"] for row in rows)
                 else:
                     state = JobState.FAILED if kind is TransitionKind.FAIL else JobState.CANCELLED
-                    _all(conn, "job_rescue_many__end", {**args, "state": state.value})
+                    rows_of(conn, "job_rescue_many__end", {**args, "state": state.value})
                 results.append(TransitionResult(rescue.job_id, TransitionStatus.OK))
             return results, queues
 
@@ -335,7 +341,7 @@ class SQLiteDriver:
         if limit <= 0:
             return 0
         args = {"now": at, "limit": limit}
-        rows = await self._db.write(lambda conn: _all(conn, "job_promote_due", args))
+        rows = await self._db.write(lambda conn: rows_of(conn, "job_promote_due", args))
         for queue in {row["queue"] for row in rows}:
             self.notify(queue)
         return len(rows)
@@ -348,7 +354,7 @@ class SQLiteDriver:
         def step(conn: sqlite3.Connection) -> list[ChangeResult]:
             results: list[ChangeResult] = []
             for job_id in ids:
-                state = _state(conn, job_id)
+                state = state_of(conn, job_id)
                 if state is None:
                     results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
                 elif state in WAITING_STATES:
@@ -373,16 +379,16 @@ class SQLiteDriver:
             return []
 
         def step(conn: sqlite3.Connection) -> tuple[list[ChangeResult], set[str]]:
-            seq = _reserve_seq(conn, len(ids))
+            seq = reserve_seq(conn, len(ids))
             results: list[ChangeResult] = []
             queues: set[str] = set()
             for job_id in ids:
-                state = _state(conn, job_id)
+                state = state_of(conn, job_id)
                 if state is None:
                     results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
                 elif state in RETRYABLE_STATES:
                     seq += 1
-                    rows = _all(conn, "job_retry_many", {"id": job_id, "now": at, "seq": seq})
+                    rows = rows_of(conn, "job_retry_many", {"id": job_id, "now": at, "seq": seq})
                     queues.add(rows[0]["queue"])
                     results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.QUEUED))
                 else:
@@ -424,7 +430,7 @@ class SQLiteDriver:
                 args = {"state": state.value, "cutoff": at - max_age, "limit": limit - removed}
                 removed += conn.execute(Q["job_prune_finished"], args).rowcount
             if retention.completed_max_count is not None:
-                for row in _all(conn, "job_list__queues", {}):
+                for row in rows_of(conn, "job_list__queues", {}):
                     if removed >= limit:
                         break
                     args = {
@@ -441,8 +447,8 @@ class SQLiteDriver:
         if not ids:
             return []
         args = {"ids": json.dumps(list(ids))}
-        rows = await self._db.run(lambda conn: _all(conn, "job_get_many", args))
-        found = {row["id"]: _job(row) for row in rows}
+        rows = await self._db.run(lambda conn: rows_of(conn, "job_get_many", args))
+        found = {row["id"]: record_of(row) for row in rows}
         return [found.get(job_id) for job_id in ids]
 
     async def job_list(self, params: ListParams) -> list[JobRecord]:
@@ -454,7 +460,7 @@ class SQLiteDriver:
             if params.queue is not None:
                 queues = [params.queue]
             else:
-                queues = [row["name"] for row in _all(conn, "job_list__queues", {})]
+                queues = [row["name"] for row in rows_of(conn, "job_list__queues", {})]
             ranges: list[list[sqlite3.Row]] = []
             for queue in queues:
                 for state in states:
@@ -465,14 +471,16 @@ class SQLiteDriver:
                         "before_seq": params.before_seq,
                         "limit": params.limit,
                     }
-                    ranges.append(_all(conn, "job_list", args))
+                    ranges.append(rows_of(conn, "job_list", args))
             merged = heapq.merge(*ranges, key=lambda row: row["seq"], reverse=True)
             return list(itertools.islice(merged, params.limit))
 
-        return [_job(row) for row in await self._db.read(step)]
+        return [record_of(row) for row in await self._db.read(step)]
 
     async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
-        rows = await self._db.run(lambda conn: _all(conn, "job_count_by_state", {"queue": queue}))
+        rows = await self._db.run(
+            lambda conn: rows_of(conn, "job_count_by_state", {"queue": queue})
+        )
         counts = dict.fromkeys(JobState, 0)
         for row in rows:
             counts[JobState(row["state"])] = row["n"]
@@ -481,7 +489,7 @@ class SQLiteDriver:
     async def queue_list(self) -> list[QueueInfo]:
         def step(conn: sqlite3.Connection) -> list[QueueInfo]:
             counts: dict[str, dict[JobState, int]] = {}
-            for row in _all(conn, "queue_list__counts", {}):
+            for row in rows_of(conn, "queue_list__counts", {}):
                 per_queue = counts.setdefault(row["queue"], dict.fromkeys(JobState, 0))
                 per_queue[JobState(row["state"])] = row["n"]
             return [
@@ -490,7 +498,7 @@ class SQLiteDriver:
                     bool(row["paused"]),
                     counts.get(row["name"], dict.fromkeys(JobState, 0)),
                 )
-                for row in _all(conn, "queue_list", {})
+                for row in rows_of(conn, "queue_list", {})
             ]
 
         return await self._db.read(step)
@@ -530,7 +538,7 @@ class SQLiteDriver:
 
     async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
         at = resolve_now(now)
-        rows = await self._db.run(lambda conn: _all(conn, "worker_list", {"now": at}))
+        rows = await self._db.run(lambda conn: rows_of(conn, "worker_list", {"now": at}))
         return [
             WorkerInfo(
                 id=row["id"],
@@ -553,7 +561,7 @@ class SQLiteDriver:
             await self._db.write(lambda conn: conn.executemany(Q["route_register"], rows))
 
     async def route_list(self) -> dict[str, str]:
-        rows = await self._db.run(lambda conn: _all(conn, "route_list", {}))
+        rows = await self._db.run(lambda conn: rows_of(conn, "route_list", {}))
         return {row["name"]: row["queue"] for row in rows}
 
     async def leader_acquire(
@@ -561,7 +569,7 @@ class SQLiteDriver:
     ) -> bool:
         at = resolve_now(now)
         args = {"name": name, "holder": holder, "expires_at": at + ttl, "now": at}
-        rows = await self._db.write(lambda conn: _all(conn, "leader_acquire", args))
+        rows = await self._db.write(lambda conn: rows_of(conn, "leader_acquire", args))
         return bool(rows)
 
     async def leader_release(self, name: str, holder: str) -> None:
@@ -584,7 +592,7 @@ class SQLiteDriver:
         while True:
             if not self._db.is_open:
                 return  # closed while waiting (shutdown): nothing more to wait for
-            version = await self._db.run(_data_version)
+            version = await self._db.run(data_version)
             if version != self._data_version or self._listener.pending(queues):
                 self._data_version = version
                 self._poll = POLL_MIN_SECONDS
@@ -609,114 +617,3 @@ def _refuse_missing(path: str, url: str) -> None:
             f"no SQLite database at {os.path.abspath(path)} (from {url!r}); nothing was ever "
             "enqueued there: check --url, $CONVEYOR_URL or the working directory"
         )
-
-
-def _all(conn: sqlite3.Connection, query: str, args: dict[str, Any]) -> list[sqlite3.Row]:
-    # Always drain the cursor: a half-read statement would keep the transaction from committing.
-    return conn.execute(Q[query], args).fetchall()
-
-
-def _state(conn: sqlite3.Connection, job_id: str) -> JobState | None:
-    rows = _all(conn, "job__state", {"id": job_id})
-    return JobState(rows[0]["state"]) if rows else None
-
-
-def _reserve_seq(conn: sqlite3.Connection, count: int) -> int:
-    """Reserve ``count`` sequence numbers; return the one before the first reserved."""
-    last: int = _all(conn, "sequence__reserve", {"count": count})[0]["value"]
-    return last - count
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    version: int = conn.execute(Q["listen__data_version"]).fetchall()[0][0]
-    return version
-
-
-def _finish_one(conn: sqlite3.Connection, finish: FinishJob, at: float) -> list[sqlite3.Row]:
-    """Apply one fenced transition; return the job's new ``queue`` and ``state`` if it held."""
-    fence = {"id": finish.job_id, "token": finish.token, "now": at}
-    if finish.kind is TransitionKind.COMPLETE:  # the hot path: one statement
-        return _all(conn, "job_finish_many__complete", {**fence, "result": finish.result})
-    held = _all(conn, "job_finish_many__fence", fence)
-    if not held:
-        return []
-    kind, error = finish.kind, finish.error
-    if cancel_wins(kind, bool(held[0]["cancel_requested"])):
-        # Someone asked to cancel the job before it stopped: it must not run again.
-        kind, error = TransitionKind.CANCEL, cancelled_error(finish.error)
-    _note_error(conn, fence, error)
-    match kind:
-        case TransitionKind.FAIL | TransitionKind.CANCEL:
-            state = JobState.FAILED if kind is TransitionKind.FAIL else JobState.CANCELLED
-            return _all(
-                conn, "job_finish_many__end", {**fence, "state": state.value, "error": error}
-            )
-        case TransitionKind.RETRY:
-            args = {**fence, "delay": finish.delay, "error": error}
-            return _all(conn, "job_finish_many__retry", args)
-        case TransitionKind.SNOOZE | TransitionKind.REQUEUE:
-            snooze = kind is TransitionKind.SNOOZE
-            args = {
-                **fence,
-                "state": (JobState.SCHEDULED if snooze else JobState.QUEUED).value,
-                "delay": finish.delay if snooze else None,
-                "error": error,
-            }
-            return _all(conn, "job_finish_many__give_back", args)
-    raise AssertionError(f"unknown transition {finish.kind!r}")  # pragma: no cover
-
-
-def _note_error(conn: sqlite3.Connection, fence: dict[str, Any], error: str | None) -> None:
-    """Add ``error`` to the history of the fenced job (nothing when None or not fenced)."""
-    if error is not None:
-        args = {**fence, "error": error, "keep": HISTORY_LIMIT, "chars": HISTORY_ERROR_CHARS}
-        conn.execute(Q["job__note_error"], args)
-
-
-def _not_finished(conn: sqlite3.Connection, finish: FinishJob) -> TransitionStatus:
-    """Why a fenced finish matched nothing: the job is gone, owned by another attempt, or this
-    very finish was applied by an earlier call whose reply was lost (then it is ``ok``)."""
-    rows = _all(conn, "job__finished_with", {"id": finish.job_id})
-    if not rows:
-        return TransitionStatus.NOT_FOUND
-    if rows[0]["state"] != JobState.ACTIVE.value and rows[0]["lease_token"] == finish.token:
-        return TransitionStatus.OK
-    return TransitionStatus.LEASE_LOST
-
-
-def _float(value: float | None) -> float | None:
-    # SQLite hands back whole REAL values bound as integers (notably through RETURNING) as int.
-    return None if value is None else float(value)
-
-
-def _blob(value: bytes | str | None) -> bytes | None:
-    # Rows written by a foreign producer may hold TEXT where we write BLOB.
-    return value.encode() if isinstance(value, str) else value
-
-
-def _job(row: sqlite3.Row) -> JobRecord:
-    payload = _blob(row["payload"])
-    return JobRecord(
-        id=row["id"],
-        queue=row["queue"],
-        name=row["name"],
-        payload=payload if payload is not None else b"",
-        state=JobState(row["state"]),
-        priority=row["priority"],
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        run_at=float(row["run_at"]),
-        enqueued_at=float(row["enqueued_at"]),
-        seq=row["seq"],
-        started_at=_float(row["started_at"]),
-        finished_at=_float(row["finished_at"]),
-        lease_token=row["lease_token"],
-        lease_expires_at=_float(row["lease_expires_at"]),
-        worker_id=row["worker_id"],
-        stalls=row["stalls"],
-        cancel_requested=bool(row["cancel_requested"]),
-        result=_blob(row["result"]),
-        error=row["error"],
-        errors=history_from_json(row["errors"]),
-        isolated=bool(row["isolated"]),
-    )

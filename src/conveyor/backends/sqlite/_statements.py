@@ -1,0 +1,134 @@
+"""The SQLite driver's statements that several operations share: running a named query,
+applying one fenced transition, and reading a row into a :class:`JobRecord`."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from conveyor.backends.sqlite._sql import QUERIES as Q
+from conveyor.drivers.common import (
+    HISTORY_ERROR_CHARS,
+    HISTORY_LIMIT,
+    cancel_wins,
+    cancelled_error,
+    history_from_json,
+)
+from conveyor.drivers.records import (
+    FinishJob,
+    JobRecord,
+    JobState,
+    TransitionKind,
+    TransitionStatus,
+)
+
+
+def rows_of(conn: sqlite3.Connection, query: str, args: dict[str, Any]) -> list[sqlite3.Row]:
+    # Always drain the cursor: a half-read statement would keep the transaction from committing.
+    return conn.execute(Q[query], args).fetchall()
+
+
+def state_of(conn: sqlite3.Connection, job_id: str) -> JobState | None:
+    rows = rows_of(conn, "job__state", {"id": job_id})
+    return JobState(rows[0]["state"]) if rows else None
+
+
+def reserve_seq(conn: sqlite3.Connection, count: int) -> int:
+    """Reserve ``count`` sequence numbers; return the one before the first reserved."""
+    last: int = rows_of(conn, "sequence__reserve", {"count": count})[0]["value"]
+    return last - count
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute(Q["listen__data_version"]).fetchall()[0][0]
+    return version
+
+
+def finish_one(conn: sqlite3.Connection, finish: FinishJob, at: float) -> list[sqlite3.Row]:
+    """Apply one fenced transition; return the job's new ``queue`` and ``state`` if it held."""
+    fence = {"id": finish.job_id, "token": finish.token, "now": at}
+    if finish.kind is TransitionKind.COMPLETE:  # the hot path: one statement
+        return rows_of(conn, "job_finish_many__complete", {**fence, "result": finish.result})
+    held = rows_of(conn, "job_finish_many__fence", fence)
+    if not held:
+        return []
+    kind, error = finish.kind, finish.error
+    if cancel_wins(kind, bool(held[0]["cancel_requested"])):
+        # Someone asked to cancel the job before it stopped: it must not run again.
+        kind, error = TransitionKind.CANCEL, cancelled_error(finish.error)
+    note_error(conn, fence, error)
+    match kind:
+        case TransitionKind.FAIL | TransitionKind.CANCEL:
+            state = JobState.FAILED if kind is TransitionKind.FAIL else JobState.CANCELLED
+            return rows_of(
+                conn, "job_finish_many__end", {**fence, "state": state.value, "error": error}
+            )
+        case TransitionKind.RETRY:
+            args = {**fence, "delay": finish.delay, "error": error}
+            return rows_of(conn, "job_finish_many__retry", args)
+        case TransitionKind.SNOOZE | TransitionKind.REQUEUE:
+            snooze = kind is TransitionKind.SNOOZE
+            args = {
+                **fence,
+                "state": (JobState.SCHEDULED if snooze else JobState.QUEUED).value,
+                "delay": finish.delay if snooze else None,
+                "error": error,
+            }
+            return rows_of(conn, "job_finish_many__give_back", args)
+    raise AssertionError(f"unknown transition {finish.kind!r}")  # pragma: no cover
+
+
+def note_error(conn: sqlite3.Connection, fence: dict[str, Any], error: str | None) -> None:
+    """Add ``error`` to the history of the fenced job (nothing when None or not fenced)."""
+    if error is not None:
+        args = {**fence, "error": error, "keep": HISTORY_LIMIT, "chars": HISTORY_ERROR_CHARS}
+        conn.execute(Q["job__note_error"], args)
+
+
+def not_finished(conn: sqlite3.Connection, finish: FinishJob) -> TransitionStatus:
+    """Why a fenced finish matched nothing: the job is gone, owned by another attempt, or this
+    very finish was applied by an earlier call whose reply was lost (then it is ``ok``)."""
+    rows = rows_of(conn, "job__finished_with", {"id": finish.job_id})
+    if not rows:
+        return TransitionStatus.NOT_FOUND
+    if rows[0]["state"] != JobState.ACTIVE.value and rows[0]["lease_token"] == finish.token:
+        return TransitionStatus.OK
+    return TransitionStatus.LEASE_LOST
+
+
+def float_or_none(value: float | None) -> float | None:
+    # SQLite hands back whole REAL values bound as integers (notably through RETURNING) as int.
+    return None if value is None else float(value)
+
+
+def blob_of(value: bytes | str | None) -> bytes | None:
+    # Rows written by a foreign producer may hold TEXT where we write BLOB.
+    return value.encode() if isinstance(value, str) else value
+
+
+def record_of(row: sqlite3.Row) -> JobRecord:
+    payload = blob_of(row["payload"])
+    return JobRecord(
+        id=row["id"],
+        queue=row["queue"],
+        name=row["name"],
+        payload=payload if payload is not None else b"",
+        state=JobState(row["state"]),
+        priority=row["priority"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        run_at=float(row["run_at"]),
+        enqueued_at=float(row["enqueued_at"]),
+        seq=row["seq"],
+        started_at=float_or_none(row["started_at"]),
+        finished_at=float_or_none(row["finished_at"]),
+        lease_token=row["lease_token"],
+        lease_expires_at=float_or_none(row["lease_expires_at"]),
+        worker_id=row["worker_id"],
+        stalls=row["stalls"],
+        cancel_requested=bool(row["cancel_requested"]),
+        result=blob_of(row["result"]),
+        error=row["error"],
+        errors=history_from_json(row["errors"]),
+        isolated=bool(row["isolated"]),
+    )
