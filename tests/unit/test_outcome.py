@@ -193,6 +193,9 @@ class Raises:
         (Returns(float("inf")), "not a finite number of seconds >= 0 (inf)"),
         (Returns(-1.0), "not a finite number of seconds >= 0 (-1.0)"),
         (Returns(1e300), "over 100 years"),
+        (Returns(10**400), "over 100 years (1000000000"),  # too large for a float, once
+        (Returns(10**5000), "over 100 years (<int that cannot be shown"),  # and for repr
+        (Returns(-(10**400)), "not a finite number of seconds >= 0"),
         (Returns("5"), "not a number of seconds ('5')"),
         (Raises(), "raised ZeroDivisionError: a bug"),
     ],
@@ -206,7 +209,7 @@ def test_a_bad_backoff_fails_the_job_naming_its_definition(backoff: Backoff, why
     assert transition.error.endswith("ValueError: flaky")
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -3.0, 1e12])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -3.0, 1e12, 10**400])
 def test_a_bad_retry_or_snooze_delay_fails_the_job(bad: float) -> None:
     assert isinstance(run(Errored("Retry: x", retry_delay=bad)), Fail)
     assert isinstance(run(Snoozed(bad)), Fail)

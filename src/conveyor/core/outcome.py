@@ -153,14 +153,14 @@ def _retry_or_fail(
         wait = backoff.delay(attempt, rng)
     except Exception as exc:
         return Fail(
-            f"InvalidBackoff: the backoff of job {record.name!r} ({backoff!r}) raised "
+            f"InvalidBackoff: the backoff of job {record.name!r} ({_shown(backoff)}) raised "
             f"{type(exc).__name__}: {exc} for attempt {attempt}; fix the definition, then retry "
             f"the job\n{error}"
         )
     bad = _invalid_delay(wait)
     if bad:
         return Fail(
-            f"InvalidBackoff: the backoff of job {record.name!r} ({backoff!r}) returned a delay "
+            f"InvalidBackoff: the backoff of job {record.name!r} ({_shown(backoff)}) returned a delay "
             f"for attempt {attempt} that {bad}; fix the definition, then retry the job\n{error}"
         )
     return RetryIn(float(wait), error)
@@ -169,9 +169,24 @@ def _retry_or_fail(
 def _invalid_delay(value: object) -> str | None:
     """Why ``value`` is not a usable delay, or None if it is one."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"is not a number of seconds ({value!r})"
+        return f"is not a number of seconds ({_shown(value)})"
+    if isinstance(value, int):  # may be too large for a float (or even for repr)
+        if value < 0:
+            return f"is not a finite number of seconds >= 0 ({_shown(value)})"
+        if value > _validation.MAX_SECONDS:
+            return f"is over 100 years ({_shown(value)} s)"
+        return None
     if not math.isfinite(value) or value < 0:
-        return f"is not a finite number of seconds >= 0 ({value!r})"
+        return f"is not a finite number of seconds >= 0 ({_shown(value)})"
     if value > _validation.MAX_SECONDS:
-        return f"is over 100 years ({value!r} s)"
+        return f"is over 100 years ({_shown(value)} s)"
     return None
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut short, whatever the value's ``__repr__`` does."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a huge int, a broken __repr__
+        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."

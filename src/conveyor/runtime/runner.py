@@ -123,6 +123,10 @@ class Runner:
         if record.id in result.lost:
             self.forget(record.id, record.lease_token)
             return False
+        if record.id in result.cancel_requested:
+            # Cancelled while it waited to run alone: the hand-back is recorded as the cancel.
+            self.hand_back([record], "it was cancelled while it waited to run alone")
+            return False
         return True
 
     def on_extended(self, result: ExtendResult, sent: Mapping[str, str]) -> None:

@@ -401,3 +401,37 @@ async def get_info_record(queue: Queue, job_id: str) -> JobRecord:
     (record,) = await queue.driver.job_get_many([job_id])
     assert record is not None
     return record
+
+
+async def test_suspects_fetched_together_each_run_alone_and_none_is_hoarded(
+    harness: Harness, queue: Queue, clock: FakeClock
+) -> None:
+    """Before: a worker kept every suspect of one fetch leased while they waited their turn,
+    one after another; now it keeps one and hands the others back at once."""
+    suspects = [await queue.enqueue(work, Num(n=n), priority=-1) for n in (100, 101, 102)]
+    for _ in suspects:
+        await lease_as_dead_worker(queue, clock)
+    clock.advance(6)
+    await rescue_expired(queue.driver, max_stalls=2, limit=10, now=clock.now())
+    others = [await queue.enqueue(work, Num(n=n)) for n in range(1, 5)]
+    running: set[str] = set()
+    beside: dict[str, set[str]] = {}
+    worker = harness.worker(concurrency=4)
+
+    @worker.handles(work)
+    async def handle(payload: Num, ctx: JobContext) -> str:
+        running.add(ctx.job_id)
+        try:
+            await asyncio.sleep(0.05)
+            if payload.n >= 100:
+                beside[ctx.job_id] = running - {ctx.job_id}
+            return "ok"
+        finally:
+            running.discard(ctx.job_id)
+
+    harness.start(worker)
+    assert [await h.result(timeout=10) for h in suspects + others] == ["ok"] * 7
+    assert beside == {s.id: set() for s in suspects}
+    for s in suspects:
+        record = await get_info_record(queue, s.id)
+        assert (record.attempt, record.stalls) == (1, 1)  # handing back spent no attempt
