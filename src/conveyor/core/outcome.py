@@ -160,8 +160,9 @@ def _retry_or_fail(
     bad = _invalid_delay(wait)
     if bad:
         return Fail(
-            f"InvalidBackoff: the backoff of job {record.name!r} ({_shown(backoff)}) returned a delay "
-            f"for attempt {attempt} that {bad}; fix the definition, then retry the job\n{error}"
+            f"InvalidBackoff: the backoff of job {record.name!r} ({_shown(backoff)}) returned a "
+            f"delay for attempt {attempt} that {bad}; fix the definition, then retry the job\n"
+            f"{error}"
         )
     return RetryIn(float(wait), error)
 
