@@ -260,3 +260,31 @@ async def test_a_backend_that_filters_by_name_leases_only_the_names_asked_for(
         assert [j.id for j in await driver.job_fetch(waited, now=T0 + 60)] == ["new-kind"]
     else:
         assert fetched == ["new-kind", "known"]
+
+
+async def test_a_name_filtered_fetch_finds_its_jobs_behind_many_of_other_names(
+    driver: Driver,
+) -> None:
+    """A worker serving some names must reach its jobs however many jobs of other names wait
+    ahead of them (a second fleet's backlog), in run order, and the unknown-name rule still
+    reaches the oldest jobs of other names."""
+    from conveyor.drivers.protocol import Capability
+
+    ahead = [f"report-{n:03}" for n in range(300)]
+    await insert(driver, *ahead, name="report.build", now=T0)
+    await insert(driver, "mail-late", name="email.send", now=T0 + 2)
+    await insert(driver, "mail-urgent", name="email.send", priority=-5, now=T0 + 2)
+    await insert(driver, "mail-early", name="email.send", now=T0 + 1)
+    await insert(driver, "sms", name="sms.send", now=T0 + 2)
+    params = FetchParams(("default",), 3, "mail-worker", LEASE, names=("email.send", "sms.send"))
+    fetched = [j.id for j in await driver.job_fetch(params, now=T0 + 10)]
+    if Capability.FETCH_BY_NAME not in driver.capabilities:
+        # The names are a hint this backend ignores: plain run order (the worker hands back).
+        assert fetched == ["mail-urgent", "report-000", "report-001"]
+        return
+    assert fetched == ["mail-urgent", "mail-early", "mail-late"]
+    again = [j.id for j in await driver.job_fetch(params, now=T0 + 10)]
+    assert again == ["sms"]
+    # An hour on, the oldest report jobs count as unknown to every worker that came.
+    waited = FetchParams(("default",), 2, "w", LEASE, ("email.send",), unknown_after=3600)
+    assert [j.id for j in await driver.job_fetch(waited, now=T0 + 3600)] == ahead[:2]

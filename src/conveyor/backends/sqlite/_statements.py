@@ -28,6 +28,54 @@ def rows_of(conn: sqlite3.Connection, query: str, args: dict[str, Any]) -> list[
     return conn.execute(Q[query], args).fetchall()
 
 
+# How many rows of a queue's head a worker serving only some names reads, per row it wants,
+# before it reads one range per name instead.
+HEAD_ROWS_PER_JOB = 4
+HEAD_ROWS_MIN = 64
+
+Candidate = tuple[tuple[int, float, int], str]  # (run order key, id)
+
+
+def fetch_candidates(
+    conn: sqlite3.Connection,
+    queue: str,
+    limit: int,
+    names: tuple[str, ...] | None,
+    unknown_before: float | None,
+) -> list[Candidate]:
+    """The first ``limit`` jobs of ``queue`` a fetch may lease, in run order, or a few more.
+
+    Without ``names``, one ordered read of the ready index. With them, first the head of the
+    queue, filtered here; only when jobs of other names fill that head, one index range per
+    name (a job's cost never grows with the jobs of other names queued ahead of it) and the
+    oldest jobs of any name runnable since ``unknown_before``."""
+    if names is None:
+        rows = rows_of(conn, "job_fetch__candidates", {"queue": queue, "limit": limit})
+        return [_candidate(r) for r in rows]
+    wanted = set(names)
+    head = max(limit * HEAD_ROWS_PER_JOB, HEAD_ROWS_MIN)
+    rows = rows_of(conn, "job_fetch__candidates", {"queue": queue, "limit": head})
+    runnable = [
+        r
+        for r in rows
+        if r["name"] in wanted or (unknown_before is not None and r["run_at"] <= unknown_before)
+    ]
+    if len(runnable) >= limit or len(rows) < head:
+        return [_candidate(r) for r in runnable[:limit]]
+    found = {r["id"]: r for r in runnable}
+    for name in wanted:
+        args = {"queue": queue, "name": name, "limit": limit}
+        found.update((r["id"], r) for r in rows_of(conn, "job_fetch__candidates_named", args))
+    if unknown_before is not None:
+        args = {"queue": queue, "unknown_before": unknown_before, "limit": limit, "scan": head}
+        found.update((r["id"], r) for r in rows_of(conn, "job_fetch__candidates_unknown", args))
+    return [_candidate(r) for r in found.values()]
+
+
+def _candidate(row: sqlite3.Row) -> Candidate:
+    return ((row["priority"], row["run_at"], row["seq"]), row["id"])
+
+
 def state_of(conn: sqlite3.Connection, job_id: str) -> JobState | None:
     rows = rows_of(conn, "job__state", {"id": job_id})
     return JobState(rows[0]["state"]) if rows else None

@@ -21,6 +21,7 @@ from conveyor.backends.sqlite._connection import Connection, migrate
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import (
     data_version,
+    fetch_candidates,
     finish_one,
     not_finished,
     note_error,
@@ -184,7 +185,6 @@ class SQLiteDriver:
         at = resolve_now(now)
         if not params.queues or params.limit <= 0:
             return []
-        names = None if params.names is None else json.dumps(list(params.names))
         unknown_before = None if params.unknown_after is None else at - params.unknown_after
 
         def step(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -194,16 +194,9 @@ class SQLiteDriver:
                 if queue in paused:
                     continue
                 conn.execute(Q["job_fetch__promote"], {"queue": queue, "now": at})
-                args = {
-                    "queue": queue,
-                    "limit": params.limit,
-                    "names": names,
-                    "unknown_before": unknown_before,
-                }
-                candidates += [
-                    ((r["priority"], r["run_at"], r["seq"]), r["id"])
-                    for r in rows_of(conn, "job_fetch__candidates", args)
-                ]
+                candidates += fetch_candidates(
+                    conn, queue, params.limit, params.names, unknown_before
+                )
             if not candidates:
                 return []
             args = {

@@ -46,14 +46,31 @@ WHERE state IN ('scheduled', 'retrying') AND run_at <= :now AND queue = :queue;
 
 -- The state term repeats the ready index's WHERE verbatim, which is what lets SQLite use the
 -- partial index; its column order equals the ORDER BY, so no sort happens.
--- :names (a JSON array, or NULL for any) keeps to the jobs the worker can run, and to those
--- of other names runnable since :unknown_before (NULL: never).
 -- name: job_fetch__candidates
-SELECT id, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_ready_idx
+SELECT id, name, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_ready_idx
 WHERE queue = :queue AND state = 'queued'
-  AND (:names IS NULL OR name IN (SELECT value FROM json_each(:names))
-       OR run_at <= :unknown_before)
 ORDER BY priority, run_at, seq
+LIMIT :limit;
+
+-- A worker that serves only some names first reads the head of the queue as above (a few times
+-- :limit rows, filtered in Python); when jobs of other names fill that head, it reads one
+-- range per name it serves, and the oldest jobs of any name for the unknown-name rule.
+-- name: job_fetch__candidates_named
+SELECT id, name, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_named_idx
+WHERE queue = :queue AND name = :name AND state = 'queued'
+ORDER BY priority, run_at, seq
+LIMIT :limit;
+
+-- The oldest queued jobs by sequence (at most :scan of them) that have been runnable since
+-- :unknown_before: jobs no worker that knows their name has come for.
+-- name: job_fetch__candidates_unknown
+SELECT id, name, priority, run_at, seq FROM (
+    SELECT id, name, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_list_idx
+    WHERE queue = :queue AND state = 'queued'
+    ORDER BY seq
+    LIMIT :scan
+)
+WHERE run_at <= :unknown_before
 LIMIT :limit;
 
 -- name: job_fetch

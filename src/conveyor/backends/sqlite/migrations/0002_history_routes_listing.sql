@@ -10,6 +10,11 @@ ALTER TABLE conveyor_job ADD COLUMN isolated INTEGER NOT NULL DEFAULT 0
 -- job_list: one keyset range per (queue, state), newest first.
 CREATE INDEX conveyor_job_list_idx ON conveyor_job (queue, state, seq);
 
+-- job_fetch for a worker that serves only some of a queue's names, when the jobs it can run lie
+-- behind many it cannot: one range per name, however many other jobs wait ahead.
+CREATE INDEX conveyor_job_named_idx ON conveyor_job (queue, name, priority, run_at, seq)
+    WHERE state = 'queued';
+
 -- job_prune_finished by age, across queues: the oldest finished jobs of one state.
 CREATE INDEX conveyor_job_age_idx ON conveyor_job (state, finished_at, seq);
 
