@@ -142,3 +142,12 @@ async def test_a_stopped_renewal_process_never_blocks_the_worker(
     finally:
         await asyncio.to_thread(renewal.stop)
     assert failures == []
+
+
+def test_a_line_that_is_not_a_message_is_ignored_not_fatal() -> None:
+    """Before: a JSON line that was not an object (a stray print in an import) raised in the
+    thread reading the renewal process, which then never noticed the process exit."""
+    from conveyor.runtime.renewer import read_message
+
+    assert read_message(b'{"ready": 1}\n') == {"ready": 1}
+    assert [read_message(line) for line in (b"42\n", b"[1, 2]\n", b"hello\n", b"")] == [None] * 4

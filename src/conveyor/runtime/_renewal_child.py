@@ -24,6 +24,7 @@ from typing import Any
 from conveyor._logging import configure_logging
 from conveyor.backends.registry import driver_for_url
 from conveyor.drivers.records import Lease
+from conveyor.runtime.renewer import read_message
 
 log = logging.getLogger("conveyor.worker")
 
@@ -155,11 +156,9 @@ def emit(message: dict[str, Any]) -> None:
 
 def _read_stdin(loop: asyncio.AbstractEventLoop, renewer: Renewer) -> None:
     for line in sys.stdin:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            continue
-        loop.call_soon_threadsafe(renewer.receive, message)
+        message = read_message(line)
+        if message is not None:
+            loop.call_soon_threadsafe(renewer.receive, message)
     loop.call_soon_threadsafe(renewer.closed.set)
 
 

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any, Final
+from typing import IO, Any, Final, cast
 
 from conveyor.drivers.records import ExtendResult, Lease
 from conveyor.runtime.lease_keeper import OnExtended
@@ -220,9 +220,8 @@ class RenewalProcess:
     def _read(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            try:
-                message = json.loads(line)
-            except ValueError:
+            message = read_message(line)
+            if message is None:
                 continue
             if "ready" in message:
                 self._ready.set()
@@ -273,3 +272,12 @@ def _send(stdin: IO[bytes], message: dict[str, Any]) -> None:
             data = data[os.write(stdin.fileno(), data) :]
         except BlockingIOError:
             time.sleep(0.01)
+
+
+def read_message(line: bytes | str) -> dict[str, Any] | None:
+    """One line of the protocol, or None for anything else (a stray print in an import)."""
+    try:
+        message: object = json.loads(line)
+    except ValueError:
+        return None
+    return cast("dict[str, Any]", message) if isinstance(message, dict) else None

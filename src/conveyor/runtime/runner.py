@@ -11,6 +11,7 @@ long as the worker lives.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -166,7 +167,7 @@ class Runner:
         entry = _Running(record, ctx)
         self.running[record.id] = entry
         entry.task = asyncio.create_task(self._process(entry), name=f"conveyor-job-{record.id}")
-        entry.task.add_done_callback(self._check_task)
+        entry.task.add_done_callback(functools.partial(self._check_task, record.lease_token))
 
     def _context(self, record: JobRecord) -> JobContext:
         return JobContext(
@@ -246,14 +247,15 @@ class Runner:
                 pass
         self._completer.submit(finish, self._on_written)
 
-    def _check_task(self, task: asyncio.Task[None]) -> None:
+    def _check_task(self, token: str, task: asyncio.Task[None]) -> None:
         """The last line of defence: a job task that died of a bug releases its lease (the job
-        is rescued) instead of leaving it renewed for as long as the worker lives."""
+        is rescued) instead of leaving it renewed for as long as the worker lives. Only this
+        attempt's lease: a newer attempt of the same job may hold the job by now."""
         if task.cancelled() or task.exception() is None:
             return
         job_id = task.get_name().removeprefix("conveyor-job-")
         log.error("the task of job %s failed", job_id, exc_info=task.exception())
-        self.forget(job_id, None)
+        self.forget(job_id, token)
 
     def _on_written(self, finish: FinishJob, result: TransitionResult | None) -> None:
         self.forget(finish.job_id, finish.token)
