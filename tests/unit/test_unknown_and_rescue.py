@@ -77,10 +77,38 @@ def test_the_first_loss_requeues_a_job_to_run_alone() -> None:
     assert "run alone" in decision.error
 
 
-@pytest.mark.parametrize(("stalls", "max_stalls", "kind"), [(1, 2, "requeue"), (2, 2, "fail")])
-def test_a_loss_while_running_alone_is_evidence(stalls: int, max_stalls: int, kind: str) -> None:
-    decision = decide_rescue(active(stalls=stalls, isolated=True), max_stalls)
-    assert (decision.kind.value, decision.stalls) == (kind, stalls + 1)
+def _lost(isolated: bool) -> AttemptError:
+    """The history entry a rescue leaves (what ``decide_rescue`` wrote for that loss)."""
+    return AttemptError(1, NOW, decide_rescue(active(isolated=isolated), 5).error)
+
+
+@pytest.mark.parametrize(
+    ("before", "max_stalls", "kind"),
+    [
+        ([False], 2, "requeue"),  # the first loss while alone, of two allowed
+        ([False, True], 2, "fail"),  # the second
+        ([False], 1, "fail"),
+        ([False], 0, "fail"),
+    ],
+)
+def test_a_loss_while_running_alone_is_evidence(
+    before: list[bool], max_stalls: int, kind: str
+) -> None:
+    job = active(stalls=len(before), isolated=True, errors=tuple(_lost(i) for i in before))
+    decision = decide_rescue(job, max_stalls)
+    assert (decision.kind.value, decision.stalls) == (kind, len(before) + 1)
+
+
+def test_only_losses_while_alone_are_counted_however_many_others_there_were() -> None:
+    """Before: every loss counted, so a job lost twice beside a crasher (or while it waited
+    for its turn to run alone) was failed by its first loss while alone."""
+    job = active(stalls=4, isolated=True, errors=tuple(_lost(False) for _ in range(4)))
+    decision = decide_rescue(job, max_stalls=2)
+    assert decision.kind is TransitionKind.REQUEUE
+    again = dataclasses.replace(job, stalls=5, errors=(*job.errors, _lost(True)))
+    failed = decide_rescue(again, max_stalls=2)
+    assert failed.kind is TransitionKind.FAIL
+    assert "lost 2 time(s) while it ran alone (6 losses in all, max_stalls=2)" in failed.error
 
 
 def test_losses_beside_other_jobs_never_fail_a_job() -> None:

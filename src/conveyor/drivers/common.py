@@ -187,11 +187,3 @@ def history_from_json(text: str | bytes | None) -> tuple[AttemptError, ...]:
         return tuple(AttemptError(int(a), float(t), str(e)) for a, t, e in entries)
     except (ValueError, TypeError):
         return ()
-
-
-def stalled_error(stalls: int, max_stalls: int) -> str:
-    """The error of a job failed by rescue: lost while running alone, ``stalls`` times in all."""
-    return (
-        f"worker lost the job {stalls} times, the last ones while it ran alone "
-        f"(max_stalls={max_stalls}); it is likely crashing its worker"
-    )
