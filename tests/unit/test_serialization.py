@@ -248,3 +248,15 @@ class Opaque(BaseModel):
 def test_a_payload_that_cannot_be_serialized_is_a_validation_error() -> None:
     with pytest.raises(PayloadValidationError, match="cannot be encoded as JSON"):
         encode_payload("j", Opaque, Opaque(thing=object()), LIMIT)
+
+
+def test_writable_text_escapes_what_no_backend_stores_and_bounds_the_length() -> None:
+    from conveyor.core.serialization import MAX_TEXT_CHARS, writable_text
+
+    assert writable_text("plain") == "plain"
+    assert writable_text("caf\udce9\x00") == "caf\\udce9\\x00"
+    huge = "start " + "x" * 1_000_000 + " end"
+    cut = writable_text(huge)
+    assert len(cut) < MAX_TEXT_CHARS + 100
+    assert cut.startswith("start ") and cut.endswith(" end")
+    assert "characters left out" in cut

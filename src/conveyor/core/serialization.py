@@ -75,12 +75,23 @@ def decode_payload(name: str, model: type[M], data: bytes) -> M:
         raise PayloadValidationError(name, _describe(exc)) from exc
 
 
+# Longer texts (a ``Retry("...")`` message holding a whole response body) keep their head and
+# tail: the start says what failed, the end where.
+MAX_TEXT_CHARS = 16_000
+
+
 def writable_text(text: str) -> str:
-    """``text`` as every backend can store it: valid UTF-8 without NUL characters.
+    """``text`` as every backend can store it: valid UTF-8 without NUL characters, at most
+    about :data:`MAX_TEXT_CHARS` characters.
 
     A lone surrogate (what ``os.fsdecode`` gives for a file name that is not UTF-8) becomes its
     ``\\udcXX`` escape and a NUL becomes ``\\x00``, so an error message quoting such a name
     stays readable and can always be written."""
+    if len(text) > MAX_TEXT_CHARS:
+        half = MAX_TEXT_CHARS // 2
+        text = (
+            f"{text[:half]}\n... ({len(text) - 2 * half} characters left out) ...\n{text[-half:]}"
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
