@@ -103,7 +103,8 @@ class Completer:
         """Return once everything submitted so far has been written (or given up)."""
         while self.backlog:
             await self._idle.wait()
-            await asyncio.sleep(0)  # ``_idle`` may be set a step before ``run`` clears it
+            if self.backlog:  # set a moment before new work arrived: never spin on it
+                await asyncio.sleep(0.01)
 
     async def run(self) -> None:
         """Flush until :meth:`close` is called and everything submitted has been written.
