@@ -186,7 +186,11 @@ class Worker:
             retention=cfg.retention,
         )
         heartbeat = Heartbeat(
-            driver, info=self._info, clock=cfg.clock, interval=cfg.heartbeat_interval
+            driver,
+            info=self._info,
+            clock=cfg.clock,
+            interval=cfg.heartbeat_interval,
+            on_workers=runner.on_workers,
         )
         fetcher = Fetcher(
             driver,
@@ -390,4 +394,5 @@ class Worker:
             started_at=self._started_at,
             running=self._runner.count() if self._runner else 0,
             processed=self.stats.completed + self.stats.failed,
+            names=tuple(self.registry.names()),
         )

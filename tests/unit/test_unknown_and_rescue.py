@@ -126,3 +126,16 @@ def test_a_job_a_filtering_backend_held_back_for_an_hour_fails_at_once() -> None
     waited = active(run_at=NOW - UNKNOWN_GRACE, started_at=NOW)
     assert isinstance(decide_unknown(waited, (), filtered=True), Fail)
     assert isinstance(decide_unknown(waited, ()), SnoozeFor)  # a backlog is not a verdict
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_a_job_a_live_worker_knows_is_handed_back_however_long_it_waited(filtered: bool) -> None:
+    history = tuple(
+        AttemptError(0, NOW - UNKNOWN_GRACE * 2 + 60 * n, "UnknownJob: handed back")
+        for n in range(3)
+    )
+    job = active(attempt=0, run_at=NOW - UNKNOWN_GRACE * 3, errors=history)
+    assert isinstance(decide_unknown(job, (), filtered=filtered), Fail)
+    decision = decide_unknown(job, (), filtered=filtered, known_elsewhere=True)
+    assert isinstance(decision, SnoozeFor)
+    assert "a live worker of queue 'default' has one" in decision.error

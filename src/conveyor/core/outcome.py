@@ -58,10 +58,12 @@ class Interrupted:
 @dataclass(frozen=True, slots=True)
 class Unhandled:
     """This worker has no handler for the job's name (``known``: the names it has;
-    ``filtered``: its backend fetches by name, so the job waited for a worker that knows it)."""
+    ``filtered``: its backend fetches by name, so the job waited for a worker that knows it;
+    ``known_elsewhere``: another live worker of the job's queue has a handler for it)."""
 
     known: tuple[str, ...]
     filtered: bool = False
+    known_elsewhere: bool = False
 
 
 Outcome = Succeeded | Errored | TimedOut | Snoozed | CancelRequested | Interrupted | Unhandled
@@ -122,8 +124,8 @@ def decide(
             return Cancel("cancelled while running")
         case Interrupted():
             return Requeue()
-        case Unhandled(known=known, filtered=filtered):
-            return decide_unknown(record, known, filtered=filtered)
+        case Unhandled(known=known, filtered=filtered, known_elsewhere=elsewhere):
+            return decide_unknown(record, known, filtered=filtered, known_elsewhere=elsewhere)
         case TimedOut(timeout=timeout):
             error = f"TimeoutError: job exceeded its timeout of {timeout:g}s"
             return _retry_or_fail(error, None, record, backoff, rng)

@@ -14,6 +14,10 @@ a dozen of them, well inside the history a job keeps.
 A backend that filters fetches by name never hands such a job to a worker that cannot run it,
 until it has been runnable for :data:`UNKNOWN_GRACE` (``FetchParams.unknown_after``): a worker
 that then gets it knows no worker that could run it came for it in all that time.
+
+Workers publish the names they serve in their heartbeats. A job whose name a live worker of its
+queue knows is never failed as unknown, however long it waited: that worker is only behind (a
+second fleet sharing the queue, with a backlog), and the job is handed back for it.
 """
 
 from __future__ import annotations
@@ -48,16 +52,29 @@ def unknown_streak(record: JobRecord) -> list[AttemptError]:
 
 
 def decide_unknown(
-    record: JobRecord, known: tuple[str, ...], *, filtered: bool = False
+    record: JobRecord,
+    known: tuple[str, ...],
+    *,
+    filtered: bool = False,
+    known_elsewhere: bool = False,
 ) -> Transition:
     """``filtered``: the backend fetches by name, so this job waited unfetched since it became
-    runnable (``run_at``) for want of a worker that knows it."""
+    runnable (``run_at``) for want of a worker that knows it. ``known_elsewhere``: a live worker
+    of the job's queue has a handler for it, so it is never failed here."""
     from conveyor.core.outcome import Fail, SnoozeFor
 
     streak = unknown_streak(record)
     now = record.started_at if record.started_at is not None else record.run_at
     since = streak[0].at if streak else (min(record.run_at, now) if filtered else now)
     names = ", ".join(sorted(known)) or "none"
+    if known_elsewhere:
+        delay = handback_delay(len(streak) + 1)
+        return SnoozeFor(
+            delay,
+            f"{PREFIX}no handler for job {record.name!r} in worker {record.worker_id}, but a live "
+            f"worker of queue {record.queue!r} has one; handed back for it without using an "
+            f"attempt, next try in {delay:g}s",
+        )
     if now - since >= UNKNOWN_GRACE:
         return Fail(
             f"{PREFIX}no handler is registered for job {record.name!r}: no worker that fetched it "

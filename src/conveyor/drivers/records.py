@@ -241,3 +241,6 @@ class WorkerInfo:
     last_seen_at: float = 0.0
     running: int = 0
     processed: int = 0
+    # The job names it has handlers for: a job of one of these names is not unknown, however
+    # long it waits, while this worker lives (see :mod:`conveyor.core.unknown`).
+    names: tuple[str, ...] = ()

@@ -123,18 +123,21 @@ class Heartbeat:
         info: Callable[[], WorkerInfo],
         clock: Clock,
         interval: float,
+        on_workers: Callable[[list[WorkerInfo]], None] | None = None,
     ) -> None:
         self._driver = driver
         self._info = info
         self._clock = clock
         self._interval = interval
+        self._on_workers = on_workers
 
     async def run(self) -> None:
         while True:
             try:
-                await self._driver.worker_heartbeat(
-                    self._info(), ttl=self._interval * 3, now=self._clock.now()
-                )
+                now = self._clock.now()
+                await self._driver.worker_heartbeat(self._info(), ttl=self._interval * 3, now=now)
+                if self._on_workers is not None:
+                    self._on_workers(await self._driver.worker_list(now=now))
             except Exception as exc:
                 log.warning("worker heartbeat failed: %s", exc)
             stop_if_cancelled()

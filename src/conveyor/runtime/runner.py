@@ -32,6 +32,7 @@ from conveyor.drivers.records import (
     TransitionKind,
     TransitionResult,
     TransitionStatus,
+    WorkerInfo,
 )
 from conveyor.runtime.completer import Completer
 from conveyor.runtime.executor import StopReason, execute
@@ -76,6 +77,8 @@ class Runner:
         self._filtered = Capability.FETCH_BY_NAME in driver.capabilities
         self.running: dict[str, _Running] = {}
         self.superseded: set[asyncio.Task[None]] = set()  # stale attempts still unwinding
+        # queue -> the job names other live workers of it serve, from the last heartbeat.
+        self.known_elsewhere: dict[str, frozenset[str]] = {}
         self._rng = random.Random()
         # One logger per job name the worker serves; jobs of other names share one (a logger
         # per name seen would grow without bound: loggers are never freed).
@@ -129,6 +132,16 @@ class Runner:
             self.hand_back([record], "it was cancelled while it waited to run alone")
             return False
         return True
+
+    def on_workers(self, workers: Sequence[WorkerInfo]) -> None:
+        """Note which names other live workers serve, queue by queue (from a heartbeat)."""
+        known: dict[str, set[str]] = {}
+        for worker in workers:
+            if worker.id == self._worker_id:
+                continue
+            for queue in worker.queues:
+                known.setdefault(queue, set()).update(worker.names)
+        self.known_elsewhere = {queue: frozenset(names) for queue, names in known.items()}
 
     def on_extended(self, result: ExtendResult, sent: Mapping[str, str]) -> None:
         # ``sent`` holds the tokens the keeper extended: a loss reported for an older token must
@@ -230,8 +243,9 @@ class Runner:
         try:
             registered = self._registry.get(record.name)
             backoff = registered.definition.backoff if registered else DEFAULT_BACKOFF
-            if isinstance(outcome, Unhandled) and self._filtered:
-                outcome = Unhandled(outcome.known, filtered=True)
+            if isinstance(outcome, Unhandled):
+                elsewhere = record.name in self.known_elsewhere.get(record.queue, ())
+                outcome = Unhandled(outcome.known, self._filtered, elsewhere)
             transition = decide(outcome, record, backoff=backoff, rng=self._rng)
             finish = finish_for(record, transition)
         except Exception as exc:  # a bug of ours: still end the attempt, visibly

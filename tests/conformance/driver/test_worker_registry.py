@@ -59,3 +59,10 @@ async def test_expired_registrations_are_removed_not_only_hidden(driver: Driver)
     await driver.worker_heartbeat(_info("live"), ttl=30, now=T0 + 10)
     # Listed as of a moment when "gone" would still count, had it been kept.
     assert [w.id for w in await driver.worker_list(now=T0 + 0.5)] == ["live"]
+
+
+async def test_a_heartbeat_carries_the_names_the_worker_serves(driver: Driver) -> None:
+    names = ("email.send", "report.build")
+    await driver.worker_heartbeat(_info("w1", names=names), ttl=30, now=T0)
+    [listed] = await driver.worker_list(now=T0 + 1)
+    assert listed.names == names

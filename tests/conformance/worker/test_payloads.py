@@ -15,9 +15,11 @@ from conveyor import (
     PayloadTooLarge,
     PayloadValidationError,
     Queue,
+    Worker,
     job,
 )
 from conveyor.drivers.protocol import Capability
+from conveyor.drivers.records import WorkerInfo
 from tests.conformance.worker.helpers import (
     Harness,
     Num,
@@ -209,3 +211,53 @@ async def test_invalid_payload_at_enqueue_raises_and_writes_nothing(queue: Queue
     with pytest.raises(PayloadValidationError, match="JSON object"):
         await queue.enqueue_by_name("test.count", "[1, 2, 3]")
     assert await total_jobs(queue) == 0
+
+
+charge = job("billing.charge_card", Num, result=int)
+
+
+async def test_a_job_a_live_worker_knows_is_never_failed_as_unknown_by_another(
+    harness: Harness, queue: Queue, clock: FakeClock
+) -> None:
+    """Two fleets share a queue, each with its own job names; the billing fleet is over an
+    hour behind. Before: a worker of the other fleet got the waiting billing job (at once, or
+    after an hour on a backend that filters by name) and failed it as unknown within the hour.
+    Workers now publish the names they serve, and a job a live worker knows is handed back."""
+    billing_fleet = WorkerInfo(
+        "billing-1", "host-b", 1, ("default",), 1, clock.now(), names=(charge.name,)
+    )
+    await queue.driver.worker_heartbeat(billing_fleet, ttl=10**6, now=clock.now())
+    worker = harness.worker()
+
+    @worker.handles(count)
+    async def handle(payload: Num, ctx: JobContext) -> int:
+        return payload.n
+
+    harness.start(worker)
+    await wait_for(
+        lambda: _knows_elsewhere(worker, charge.name), what="the heartbeat to see the fleet"
+    )
+    waiting = await queue.enqueue(charge, Num(n=5))
+    await probe_after(queue)
+    for _ in range(9):  # an hour and a half
+        clock.advance(600)
+        await probe_after(queue)
+    info = await get_info(queue, waiting.id)
+    assert info.state in (JobState.QUEUED, JobState.SCHEDULED), info.error
+    assert info.attempt == 0
+    if info.errors:  # handed back (a backend that does not filter, or after the hour)
+        assert "a live worker of queue 'default' has one" in info.errors[-1].error
+    billing = harness.worker()
+
+    @billing.handles(charge)
+    async def charge_card(payload: Num, ctx: JobContext) -> int:
+        return payload.n
+
+    harness.start(billing)
+    clock.advance(600)
+    assert await waiting.result(timeout=10) == 5
+
+
+async def _knows_elsewhere(worker: Worker, name: str) -> bool:
+    runner = worker._runner  # pyright: ignore[reportPrivateUsage]
+    return runner is not None and name in runner.known_elsewhere.get("default", ())

@@ -242,6 +242,7 @@ def describe_worker(info: WorkerInfo) -> str:
         "started_at": info.started_at,
         "running": info.running,
         "processed": info.processed,
+        "names": list(info.names),
     }
     return json.dumps(fields)[:-1] + ', "last_seen_at": {last_seen_at}}'
 
@@ -283,6 +284,7 @@ async def live_workers(client: Client, ns: Namespace, now: float | None) -> list
             last_seen_at=float(fields["last_seen_at"]),
             running=fields["running"],
             processed=fields["processed"],
+            names=tuple(fields.get("names", ())),  # absent from older workers' heartbeats
         )
         live.append((worker.started_at, float(order or 0), worker))
     live.sort(key=lambda entry: entry[:2])

@@ -517,6 +517,7 @@ class SQLiteDriver:
             "now": at,
             "running": info.running,
             "processed": info.processed,
+            "names": json.dumps(list(info.names)),
             "expires_at": at + ttl,
         }
 
@@ -543,6 +544,7 @@ class SQLiteDriver:
                 last_seen_at=float(row["last_seen_at"]),
                 running=row["running"],
                 processed=row["processed"],
+                names=tuple(json.loads(row["names"])),
             )
             for row in rows
         ]

@@ -286,12 +286,13 @@ UPDATE conveyor_queue SET paused = 0 WHERE name = :queue;
 -- name: worker_heartbeat
 INSERT INTO conveyor_worker (
     id, hostname, pid, queues, concurrency, started_at, last_seen_at, running, processed,
-    expires_at
+    names, expires_at
 ) VALUES (
     :id, :hostname, :pid, :queues, :concurrency, :started_at, :now, :running, :processed,
-    :expires_at
+    :names, :expires_at
 )
 ON CONFLICT (id) DO UPDATE SET
+    names = excluded.names,
     hostname = excluded.hostname,
     pid = excluded.pid,
     queues = excluded.queues,

@@ -23,6 +23,10 @@ DROP INDEX conveyor_job_finished_idx;
 CREATE INDEX conveyor_job_finished_idx ON conveyor_job (queue, state, finished_at, seq)
     WHERE state = 'completed';
 
+-- The job names a worker has handlers for (JSON array): a job one live worker knows is never
+-- failed as unknown by another.
+ALTER TABLE conveyor_worker ADD COLUMN names TEXT NOT NULL DEFAULT '[]';
+
 -- Which queue serves which job name, as workers declare it (for enqueue_by_name).
 CREATE TABLE conveyor_route (
     name       TEXT NOT NULL PRIMARY KEY,
