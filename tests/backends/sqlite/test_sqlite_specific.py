@@ -182,35 +182,24 @@ async def test_fetch_reads_the_ready_index_in_order_without_sorting(tmp_path: Pa
     await driver.open()
     await driver.close()
     with sqlite3.connect(path) as conn:
-        plan = conn.execute(
-            "EXPLAIN QUERY PLAN " + QUERIES["job_fetch__candidates"], {"queue": "q", "limit": 1}
-        ).fetchall()
-        text = " ".join(str(row) for row in plan)
-        assert "conveyor_job_ready_idx" in text, plan
-        assert "TEMP B-TREE" not in text, plan
+
+        def plan(query: str, **args: object) -> str:
+            rows = conn.execute("EXPLAIN QUERY PLAN " + QUERIES[query], args).fetchall()
+            return " ".join(str(row) for row in rows)
+
+        ready = plan("job_fetch__candidates", queue="q", limit=1)
+        assert "conveyor_job_ready_idx" in ready and "TEMP B-TREE" not in ready, ready
         # A worker serving some names reads one range per name, and the oldest by sequence.
-        named = " ".join(
-            str(row)
-            for row in conn.execute(
-                "EXPLAIN QUERY PLAN " + QUERIES["job_fetch__candidates_named"],
-                {"queue": "q", "name": "a", "limit": 1},
-            )
-        )
+        named = plan("job_fetch__candidates_named", queue="q", name="a", limit=1)
         assert "conveyor_job_named_idx (queue=? AND name=?)" in named, named
         assert "TEMP B-TREE" not in named, named
-        unknown = " ".join(
-            str(row)
-            for row in conn.execute(
-                "EXPLAIN QUERY PLAN " + QUERIES["job_fetch__candidates_unknown"],
-                {"queue": "q", "unknown_before": 0, "limit": 1, "scan": 64},
-            )
+        unknown = plan(
+            "job_fetch__candidates_unknown", queue="q", unknown_before=0, limit=1, scan=64
         )
         assert "conveyor_job_list_idx (queue=? AND state=?)" in unknown, unknown
         assert "TEMP B-TREE" not in unknown, unknown
-        promote = conn.execute(
-            "EXPLAIN QUERY PLAN " + QUERIES["job_fetch__promote"], {"queue": "q", "now": 0}
-        ).fetchall()
-        assert "conveyor_job_due_idx (state=? AND run_at<?)" in str(promote), promote
+        promote = plan("job_fetch__promote", queue="q", now=0)
+        assert "conveyor_job_due_idx (state=? AND run_at<?)" in promote, promote
 
 
 @pytest.mark.parametrize(
