@@ -17,6 +17,8 @@ import pytest
 import redis
 
 from conveyor.backends.redis import RedisDriver
+from conveyor.backends.redis._connection import parse_url
+from conveyor.backends.redis._keys import QueueKeys
 from conveyor.drivers.records import (
     FetchParams,
     FinishJob,
@@ -189,5 +191,29 @@ async def test_listing_passes_over_a_bulk_cancel(url: str) -> None:
         counts = await driver.job_count_by_state("bulk")
         assert counts[JobState.QUEUED] == len(live)
         assert problems(url) == []
+    finally:
+        await driver.close()
+
+
+async def test_a_store_indexed_by_the_older_layout_lists_and_counts_each_job_once(
+    server: RedisServer, url: str
+) -> None:
+    """Before, every queued job had an index entry: such entries list and count nothing twice,
+    and go as their jobs are fetched."""
+    driver = RedisDriver(url)
+    await driver.open()
+    try:
+        await driver.job_insert_many([NewJob(f"o{n}", "old", "t", b"{}") for n in range(30)])
+        keys = QueueKeys(parse_url(url).prefix, "old")
+        with redis.Redis.from_url(server.url) as raw:
+            seqs = {f"o{n}": int(raw.hget(keys.job(f"o{n}"), "q") or 0) for n in range(30)}
+            raw.zadd(keys.by_seq(JobState.QUEUED), seqs)
+        expected = [f"o{n}" for n in range(29, -1, -1)]
+        for size in (4, 50):
+            assert await listed_in_pages(driver, "old", size) == expected
+        assert (await driver.job_count_by_state("old"))[JobState.QUEUED] == 30
+        await driver.job_fetch(FetchParams(("old",), 10, "w", 30.0))
+        assert await listed_in_pages(driver, "old", 4) == expected[:20]
+        assert (await driver.job_count_by_state("old"))[JobState.QUEUED] == 20
     finally:
         await driver.close()

@@ -116,9 +116,10 @@ class QueueState:
 
 async def queue_states(client: Client, queues: Sequence[QueueKeys]) -> list[QueueState]:
     """Each queue's paused flag and jobs by state (the sizes of its listing indexes and active
-    set), in one round trip. Queued jobs are the queued set's (indexed) plus the ready list's
-    live entries: its length less the stale ones, which the ``dead`` hash has one field each
-    for (see lua/includes/place.lua)."""
+    set), in one round trip. Queued jobs are the queued set's plus the ready list's live
+    entries: its length less the stale ones, which the ``dead`` hash has one field each for
+    (see lua/includes/place.lua). The queued set is counted rather than its index, which a
+    store written before the ready list went unindexed still has entries of that list in."""
     if not queues:
         return []
     pipe = client.pipeline(transaction=False)
@@ -128,7 +129,8 @@ async def queue_states(client: Client, queues: Sequence[QueueKeys]) -> list[Queu
         pipe.execute_command("LLEN", keys.ready)
         pipe.execute_command("HLEN", keys.dead)
         for state in INDEXED_STATES:
-            pipe.execute_command("ZCARD", keys.by_seq(state))
+            key = keys.queued if state is JobState.QUEUED else keys.by_seq(state)
+            pipe.execute_command("ZCARD", key)
     replies = await pipe.execute()
     width = 4 + len(INDEXED_STATES)
     states: list[QueueState] = []
