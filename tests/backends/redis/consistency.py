@@ -2,11 +2,12 @@
 
 The Redis backend keeps each job in several places: its hash, a membership in the structure
 of its state (the ready list or queued set, the scheduled, retrying, active, completed, failed
-or cancelled set), and, for every state but active, an entry in the state's listing index. A
-crash, restart or bug that broke one without the others would lose a job silently, run it
-twice, or make counts and listings lie; this check finds that. Stale ready-list entries (of
-jobs cancelled while they waited there) are allowed exactly as many times as the ``dead`` hash
-counts them.
+or cancelled set), and, for every state but active and but queued jobs in the ready list, an
+entry in the state's listing index. A crash, restart or bug that broke one without the others
+would lose a job silently, run it twice, or make counts and listings lie; this check finds
+that. The ready list must be in increasing seq (listing bisects it) and hold an id at most
+once; a stale entry (of a job cancelled while it waited there) is one the ``dead`` hash
+counts, once.
 """
 
 from __future__ import annotations
@@ -43,14 +44,27 @@ def _queue_problems(client: redis.Redis | redis.RedisCluster, keys: QueueKeys) -
     placed: Counter[str] = Counter()
     where: dict[str, str] = {}
     issues: list[str] = []
-    entries = Counter(job_id.decode() for job_id in client.lrange(keys.ready, 0, -1))
+    ready = [job_id.decode() for job_id in client.lrange(keys.ready, 0, -1)]
+    entries = Counter(ready)
     dead = {k.decode(): int(v) for k, v in client.hgetall(keys.dead).items()}
     for job_id, stale in dead.items():
-        if stale > entries[job_id]:
+        if stale != 1 or entries[job_id] != 1:
             issues.append(
-                f"{keys.queue}: {job_id} has {stale} stale entries counted, but only "
+                f"{keys.queue}: {job_id} has {stale} stale entries counted, and "
                 f"{entries[job_id]} in the ready list"
             )
+    issues += [
+        f"{keys.queue}: {job_id} has {n} entries in the ready list"
+        for job_id, n in entries.items()
+        if n > 1
+    ]
+    previous = -1
+    for job_id in ready:
+        if job_id not in dead:
+            seq = client.hget(keys.job(job_id), "q")
+            if seq is not None and int(seq) <= previous:
+                issues.append(f"{keys.queue}: {job_id} is out of seq order in the ready list")
+            previous = int(seq) if seq is not None else previous
     for job_id, n in entries.items():
         live = n - dead.get(job_id, 0)
         if live > 0:
@@ -83,7 +97,8 @@ def _queue_problems(client: redis.Redis | redis.RedisCluster, keys: QueueKeys) -
             issues.append(f"{keys.queue}: {job_id} ({state_text}) is in no structure: lost")
         elif where[job_id] != state_text:
             issues.append(f"{keys.queue}: {job_id} is {state_text} but listed as {where[job_id]}")
-    issues += _index_problems(client, keys, jobs)
+    in_set = {member[2 * SEQ :].decode() for member in client.zrange(keys.queued, 0, -1)}
+    issues += _index_problems(client, keys, jobs, in_set)
     return issues
 
 
@@ -91,7 +106,10 @@ def _index_problems(
     client: redis.Redis | redis.RedisCluster,
     keys: QueueKeys,
     jobs: dict[str, tuple[str | None, int | None]],
+    in_set: set[str],
 ) -> list[str]:
+    """The listing indexes against the jobs: queued jobs are indexed only in the queued set
+    (``in_set``), the ready list being in seq order itself."""
     issues: list[str] = []
     if client.exists(keys.by_seq(JobState.ACTIVE)):
         issues.append(f"{keys.queue}: active jobs have an index")
@@ -108,7 +126,10 @@ def _index_problems(
                     f"{jobs[job_id][0]} at {jobs[job_id][1]}"
                 )
         for job_id, (job_state, _) in jobs.items():
-            if job_state == state.value and job_id not in indexed:
+            if state is JobState.QUEUED and job_id not in in_set:
+                if job_id in indexed:
+                    issues.append(f"{keys.queue}: {job_id} is in the ready list and the index")
+            elif job_state == state.value and job_id not in indexed:
                 issues.append(f"{keys.queue}: {job_id} is {state} but not in its index")
     return issues
 

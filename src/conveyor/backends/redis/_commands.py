@@ -116,24 +116,32 @@ class QueueState:
 
 async def queue_states(client: Client, queues: Sequence[QueueKeys]) -> list[QueueState]:
     """Each queue's paused flag and jobs by state (the sizes of its listing indexes and active
-    set), in one round trip."""
+    set), in one round trip. Queued jobs are the queued set's plus the ready list's live
+    entries: its length less the stale ones, which the ``dead`` hash has one field each for
+    (see lua/includes/place.lua). The queued set is counted rather than its index, which a
+    store written before the ready list went unindexed still has entries of that list in."""
     if not queues:
         return []
     pipe = client.pipeline(transaction=False)
     for keys in queues:
         pipe.execute_command("HGET", keys.meta, "paused")
         pipe.execute_command("ZCARD", keys.active)
+        pipe.execute_command("LLEN", keys.ready)
+        pipe.execute_command("HLEN", keys.dead)
         for state in INDEXED_STATES:
-            pipe.execute_command("ZCARD", keys.by_seq(state))
+            key = keys.queued if state is JobState.QUEUED else keys.by_seq(state)
+            pipe.execute_command("ZCARD", key)
     replies = await pipe.execute()
-    width = 2 + len(INDEXED_STATES)
+    width = 4 + len(INDEXED_STATES)
     states: list[QueueState] = []
     for n in range(len(queues)):
-        paused, active, *indexed = replies[n * width : (n + 1) * width]
+        paused, active, ready, dead, *indexed = replies[n * width : (n + 1) * width]
         counts = dict.fromkeys(JobState, 0)
         counts[JobState.ACTIVE] = int(active)
         for state, value in zip(INDEXED_STATES, indexed, strict=True):
             counts[state] = int(value)
+        # Read apart from the list, the dead hash may be a moment newer: never below zero.
+        counts[JobState.QUEUED] += max(0, int(ready) - int(dead))
         states.append(QueueState(paused == b"1", counts))
     return states
 

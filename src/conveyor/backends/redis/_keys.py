@@ -19,7 +19,9 @@ STATE_SETS: Final = {
 }
 # The listing index of each state: a sorted set of job ids scored by sequence number, for
 # keyset pagination and exact counts. Active jobs have none: at most the workers' concurrency
-# of them, so the active set is read whole (its key below stays empty).
+# of them, so the active set is read whole (its key below stays empty). Queued jobs in the ready
+# list have none either: the list is in seq order itself (see lua/includes/place.lua), so only
+# the queued set's few jobs are indexed, and the queued count adds up the list's live entries.
 BY_SEQ: Final = {state: state.value + "_by_seq" for state in JobState}
 INDEXED_STATES: Final = tuple(state for state in JobState if state is not JobState.ACTIVE)
 SEQ_DIGITS: Final = 16  # state set members start with the sequence number, zero-padded

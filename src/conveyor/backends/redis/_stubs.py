@@ -51,7 +51,7 @@ _BY_SEQ: Final = (
 # per-call ones (receipts; a state's set and index) and the shared ones (workers, leaders).
 SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "job_insert_many": (
-        ("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2]),
+        ("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2], "dead"),
         True,
     ),
     "job_fetch": (
@@ -64,18 +64,18 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     ),
     "job_extend_leases": (("jobs", "active"), False),
     "job_finish_many": (
-        ("jobs", "meta", "ready", "queued", *_JOB_SETS, "wake", *_BY_SEQ),
+        ("jobs", "meta", "ready", "queued", *_JOB_SETS, "wake", *_BY_SEQ, "dead"),
         False,
     ),
     "job_rescue_many": (
         (
             *("jobs", "meta", "ready", "queued", "active", "failed", "cancelled", "wake"),
-            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq"),
+            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead"),
         ),
         False,
     ),
     "job_promote_due": (
-        ("jobs", "meta", "ready", "queued", "scheduled", "retrying", "wake", *_BY_SEQ[:3]),
+        ("jobs", "meta", "ready", "queued", "scheduled", "retrying", "wake", *_BY_SEQ[:3], "dead"),
         False,
     ),
     "job_cancel_many": (
@@ -88,13 +88,13 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "job_retry_many": (
         (
             *("jobs", "meta", "ready", "queued", "failed", "cancelled", "wake"),
-            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq"),
+            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead"),
         ),
         False,
     ),
     "job_purge": (("jobs", "set", "by_seq", "ready", "dead", "meta"), False),
     "job_prune_finished": (("jobs", "set", "by_seq"), False),
-    "job_list": (("jobs", "active", *_BY_SEQ), False),
+    "job_list": (("jobs", "active", *_BY_SEQ, "ready", "dead"), False),
     "queue_resume": (("meta", "wake"), False),
     "queue_notify": (("wake",), False),
     "worker_heartbeat": (("workers", "info", "order"), False),

@@ -6,7 +6,7 @@
 -- KEYS[4] scheduled: zset of jobs waiting for their run time
 -- KEYS[5] retrying: zset of jobs waiting to be retried
 -- KEYS[6] cancelled: zset of cancelled jobs, score the finish time
--- KEYS[7] queued_by_seq: listing index of queued jobs
+-- KEYS[7] queued_by_seq: listing index of the queued set's jobs (the ready list needs none)
 -- KEYS[8] scheduled_by_seq: listing index of scheduled jobs
 -- KEYS[9] retrying_by_seq: listing index of retrying jobs
 -- KEYS[10] cancelled_by_seq: listing index of cancelled jobs

@@ -10,7 +10,7 @@
 -- KEYS[8] active: zset of leased jobs, score the lease expiry
 -- KEYS[9] cancelled: zset of cancelled jobs (a release may cancel)
 -- KEYS[10] wake: list idle workers block on
--- KEYS[11] queued_by_seq: listing index of queued jobs
+-- KEYS[11] queued_by_seq: listing index of the queued set's jobs (the ready list needs none)
 -- KEYS[12] scheduled_by_seq: listing index of scheduled jobs
 -- KEYS[13] retrying_by_seq: listing index of retrying jobs
 -- KEYS[14] cancelled_by_seq: listing index of cancelled jobs
@@ -147,7 +147,6 @@ if mode == 'release' then
                         redis.call('HDEL', key, unpack(gone))
                     end
                     place(id, tonum(v[F_PRIORITY], 0), seconds(v[F_RUN_AT]) or 0, seq)
-                    redis.call('ZADD', K_QUEUED_BY_SEQ, int(seq), id)
                 end
             end
         end

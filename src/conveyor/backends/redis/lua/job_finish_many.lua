@@ -12,12 +12,13 @@
 -- KEYS[9] failed: zset of failed jobs
 -- KEYS[10] cancelled: zset of cancelled jobs
 -- KEYS[11] wake: list idle workers block on
--- KEYS[12] queued_by_seq: listing index of queued jobs
+-- KEYS[12] queued_by_seq: listing index of the queued set's jobs (the ready list needs none)
 -- KEYS[13] scheduled_by_seq: listing index of scheduled jobs
 -- KEYS[14] retrying_by_seq: listing index of retrying jobs
 -- KEYS[15] completed_by_seq: listing index of completed jobs
 -- KEYS[16] failed_by_seq: listing index of failed jobs
 -- KEYS[17] cancelled_by_seq: listing index of cancelled jobs
+-- KEYS[18] dead: hash of id -> stale ready-list entries of that job (see place.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] keep: completed jobs to keep in this queue, '' to keep all
 -- ARGV[3] cancelled: the error of a job a pending cancel stops ('<this>: <error>' with one)
@@ -54,6 +55,7 @@ local K_RETRYING_BY_SEQ = KEYS[14]
 local K_COMPLETED_BY_SEQ = KEYS[15]
 local K_FAILED_BY_SEQ = KEYS[16]
 local K_CANCELLED_BY_SEQ = KEYS[17]
+local K_DEAD = KEYS[18]
 
 --!include common.lua
 --!include args.lua
@@ -189,7 +191,6 @@ for i = 0, n - 1 do
                 fields[#fields + 1] = 'queued'
                 redis.call('HSET', key, unpack(fields))
                 place(id, tonum(v[6], 0), seconds(v[7]) or 0, seq)
-                zadd_later(K_QUEUED_BY_SEQ, int(seq), id)
                 woken = true
             else
                 local run_at = now + tonumber(ARGV[base + 5])

@@ -6,9 +6,10 @@
 -- KEYS[4] queued: zset of the other queued jobs
 -- KEYS[5] scheduled: zset of jobs waiting for their run time
 -- KEYS[6] wake: list idle workers block on
--- KEYS[7] queued_by_seq: listing index of queued jobs (score seq, member id)
+-- KEYS[7] queued_by_seq: listing index of queued jobs in the queued set (score seq, member id)
 -- KEYS[8] scheduled_by_seq: listing index of scheduled jobs
--- KEYS[9..] others: job key prefixes of the other queues an id must not exist in (standalone
+-- KEYS[9] dead: hash of id -> stale ready-list entries of that job (see place.lua)
+-- KEYS[10..] others: job key prefixes of the other queues an id must not exist in (standalone
 --            Redis only; on a cluster they live on other nodes and are checked beforehand)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] n: number of jobs; then 7 arguments per job:
@@ -16,7 +17,7 @@
 -- Returns: per job, in order, its state, after a '!' when it is a duplicate (not inserted); or
 -- an error reply, having written nothing, when an argument is invalid or a job key holds
 -- something other than a job hash.
--- Guarantees: atomic; a duplicate id (here, in another queue passed as KEYS[9..], or earlier in
+-- Guarantees: atomic; a duplicate id (here, in another queue passed as KEYS[10..], or earlier in
 -- the same batch) keeps its first job; new queued jobs wake one idle worker.
 
 local K_JOBS = KEYS[1]
@@ -27,7 +28,8 @@ local K_SCHEDULED = KEYS[5]
 local K_WAKE = KEYS[6]
 local K_QUEUED_BY_SEQ = KEYS[7]
 local K_SCHEDULED_BY_SEQ = KEYS[8]
-local FIRST_OTHER = 9
+local K_DEAD = KEYS[9]
+local FIRST_OTHER = 10
 
 --!include common.lua
 --!include args.lua
@@ -101,7 +103,6 @@ for i = 0, n - 1 do
 end
 
 local inserted = {}  -- ids inserted by this call (a later duplicate in the batch sees them)
-local queued_index = {}  -- seq, id pairs for K_QUEUED_BY_SEQ (one ZADD per slice at the end)
 for i = 0, n - 1 do
     local base = 3 + i * 7
     local id = ARGV[base]
@@ -146,8 +147,6 @@ for i = 0, n - 1 do
         redis.call('HSET', K_JOBS .. id, unpack(fields))
         if state == 'queued' then
             place(id, priority, run_at, seq)
-            queued_index[#queued_index + 1] = seq_text
-            queued_index[#queued_index + 1] = id
             woken = true
         else
             redis.call('ZADD', K_SCHEDULED, num(run_at), smember(seq, id))
@@ -158,9 +157,6 @@ for i = 0, n - 1 do
     end
 end
 
-for i = 1, #queued_index, 1000 do
-    redis.call('ZADD', K_QUEUED_BY_SEQ, unpack(queued_index, i, math.min(i + 999, #queued_index)))
-end
 save_tail()
 if woken then
     wake()

@@ -8,9 +8,10 @@
 -- KEYS[5] scheduled: zset of jobs waiting for their run time
 -- KEYS[6] retrying: zset of jobs waiting to be retried
 -- KEYS[7] wake: list idle workers block on
--- KEYS[8] queued_by_seq: listing index of queued jobs
+-- KEYS[8] queued_by_seq: listing index of the queued set's jobs (the ready list needs none)
 -- KEYS[9] scheduled_by_seq: listing index of scheduled jobs
 -- KEYS[10] retrying_by_seq: listing index of retrying jobs
+-- KEYS[11] dead: hash of id -> stale ready-list entries of that job (see place.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2..] pairs of set name ('scheduled' or 'retrying') and member
 -- Returns: how many jobs moved; or an error reply, having written nothing, when an argument is
@@ -28,6 +29,7 @@ local K_WAKE = KEYS[7]
 local K_QUEUED_BY_SEQ = KEYS[8]
 local K_SCHEDULED_BY_SEQ = KEYS[9]
 local K_RETRYING_BY_SEQ = KEYS[10]
+local K_DEAD = KEYS[11]
 
 --!include common.lua
 --!include args.lua

@@ -9,9 +9,10 @@
 -- KEYS[6] failed: zset of failed jobs
 -- KEYS[7] cancelled: zset of cancelled jobs
 -- KEYS[8] wake: list idle workers block on
--- KEYS[9] queued_by_seq: listing index of queued jobs
+-- KEYS[9] queued_by_seq: listing index of the queued set's jobs (the ready list needs none)
 -- KEYS[10] failed_by_seq: listing index of failed jobs
 -- KEYS[11] cancelled_by_seq: listing index of cancelled jobs
+-- KEYS[12] dead: hash of id -> stale ready-list entries of that job (see place.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] cancelled_error: the error of a job requeued while a cancel was pending (cancelled
 --         instead)
@@ -38,6 +39,7 @@ local K_WAKE = KEYS[8]
 local K_QUEUED_BY_SEQ = KEYS[9]
 local K_FAILED_BY_SEQ = KEYS[10]
 local K_CANCELLED_BY_SEQ = KEYS[11]
+local K_DEAD = KEYS[12]
 
 --!include common.lua
 --!include args.lua
@@ -109,7 +111,6 @@ for i = 0, n - 1 do
             redis.call('HDEL', key, unpack(gone))
             redis.call('HSET', key, unpack(fields))
             place(id, tonum(v[6], 0), now, seq)
-            zadd_later(K_QUEUED_BY_SEQ, int(seq), id)
             woken = true
         else
             local state, set, by_seq = 'failed', K_FAILED, K_FAILED_BY_SEQ

@@ -8,9 +8,10 @@
 -- KEYS[5] failed: zset of failed jobs
 -- KEYS[6] cancelled: zset of cancelled jobs
 -- KEYS[7] wake: list idle workers block on
--- KEYS[8] queued_by_seq: listing index of queued jobs
+-- KEYS[8] queued_by_seq: listing index of the queued set's jobs (the ready list needs none)
 -- KEYS[9] failed_by_seq: listing index of failed jobs
 -- KEYS[10] cancelled_by_seq: listing index of cancelled jobs
+-- KEYS[11] dead: hash of id -> stale ready-list entries of that job (see place.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2..] job ids
 -- Returns: per id, in order, {status, state}: status 'ok' (now queued), 'wrong_state' or
@@ -29,6 +30,7 @@ local K_WAKE = KEYS[7]
 local K_QUEUED_BY_SEQ = KEYS[8]
 local K_FAILED_BY_SEQ = KEYS[9]
 local K_CANCELLED_BY_SEQ = KEYS[10]
+local K_DEAD = KEYS[11]
 
 --!include common.lua
 --!include args.lua
@@ -70,7 +72,6 @@ for i = 2, #ARGV do
         redis.call('HDEL', key, 'f', 'k', 'c', 'x', 'w', 'i')
         redis.call('HSET', key, unpack(fields))
         place(id, tonum(v[3], 0), now, seq)
-        zadd_later(K_QUEUED_BY_SEQ, int(seq), id)
         woken = true
         out[#out + 1] = {'ok', 'queued'}
     else

@@ -1,7 +1,7 @@
 -- Placing a queued job among the others. Order is (priority, run at, seq). Priority-0 jobs that
 -- arrive in order (almost all of them: new jobs run now, and time moves forward) are appended
 -- to the ready list, which costs a few bytes a job; anything else goes to the queued sorted set.
--- Needs K_JOBS, K_META, K_READY, K_QUEUED; include members.lua first.
+-- Needs K_JOBS, K_META, K_READY, K_QUEUED, K_QUEUED_BY_SEQ, K_DEAD; include members.lua first.
 --
 -- The (run at in µs, seq) of the last job appended to the ready list is kept in the meta hash
 -- (fields tr, tq) rather than read from that job, to save commands on the hot path. It never
@@ -13,10 +13,28 @@
 -- entries in it are in the order they were appended: a job that left the queue some other way
 -- (cancelled) keeps its entry, counted in the ``dead`` hash (see take.lua), and any entry it
 -- gets later lies behind that one.
+--
+-- Only a job whose seq is above the tail's is appended, so the list is in strictly increasing
+-- seq as well: listing finds a page in it by bisection, and needs no index entry per ready job
+-- (most of a waiting job's memory otherwise). A job placed again (retried, rescued) keeps its
+-- old seq and so goes to the queued set, whose members alone are in the queued listing index.
+-- A job that still has a stale entry (cancelled there, then retried: with a new seq) goes to the
+-- queued set too, so an id has at most one entry in the list: one that ``dead`` counts is
+-- stale, any other is live and its job's seq is the entry's. So ``dead`` holds one field per
+-- stale entry, and its length counts them.
 
 local ready_tail = nil  -- {run at µs, seq}, or false when any job may be appended
 local tail_dirty = false
 local appending = {}  -- ids to append to the ready list, in order
+local any_dead = nil  -- whether K_DEAD exists, read at the first append
+
+-- Whether job ``id`` has a stale entry in the ready list.
+local function has_stale(id)
+    if any_dead == nil then
+        any_dead = redis.call('EXISTS', K_DEAD) == 1
+    end
+    return any_dead and redis.call('HEXISTS', K_DEAD, id) == 1
+end
 
 local function load_tail(meta_tr, meta_tq)
     if meta_tr then
@@ -38,8 +56,8 @@ local function place(id, priority, run_at, seq)
             local v = redis.call('HMGET', K_META, 'tr', 'tq')
             load_tail(v[1], v[2])
         end
-        if not ready_tail or micros > ready_tail[1]
-            or (micros == ready_tail[1] and seq >= ready_tail[2]) then
+        if (not ready_tail or (micros >= ready_tail[1] and seq > ready_tail[2]))
+            and not has_stale(id) then
             appending[#appending + 1] = id
             ready_tail = {micros, seq}
             tail_dirty = true
@@ -47,6 +65,7 @@ local function place(id, priority, run_at, seq)
         end
     end
     redis.call('ZADD', K_QUEUED, string.format('%d', priority), qmember(run_at, seq, id))
+    redis.call('ZADD', K_QUEUED_BY_SEQ, string.format('%d', seq), id)
 end
 
 local function save_tail()

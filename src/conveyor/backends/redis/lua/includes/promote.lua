@@ -18,7 +18,6 @@ local function promote_member(set, by_seq, member)
     local seq = tonumber(v[3]) or 0
     redis.call('HSET', key, 's', 'queued')
     place(id, tonumber(v[1]) or 0, seconds(v[2]) or 0, seq)
-    redis.call('ZADD', K_QUEUED_BY_SEQ, string.format('%d', seq), id)
     return true
 end
 
