@@ -6,17 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
-import redis
 
 from conveyor.backends.redis import RedisDriver
 from conveyor.backends.redis._commands import CANCELS_TTL
 from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import ChangeStatus, FetchParams, JobState, NewJob
 from tests.conftest import redis_test_url
-from tests.servers.redis_server import RedisServer
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])
@@ -78,26 +76,12 @@ async def test_cancel_listen_waits_its_timeout_when_nothing_happens(driver: Redi
     assert 0.25 <= time.monotonic() - started < 5
 
 
-@pytest.fixture
-def acl_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 async def test_a_notice_that_cannot_be_delivered_does_not_fail_the_cancel(
-    acl_server: RedisServer, caplog: pytest.LogCaptureFixture
+    restricted_url: Callable[[Sequence[str]], str], caplog: pytest.LogCaptureFixture
 ) -> None:
     # A user allowed the queue's keys and the registry of queues, but not the cancel lists:
     # every push fails, the cancel itself must not.
-    with redis.Redis.from_url(acl_server.url) as admin:
-        admin.acl_setuser(
-            "jobs",
-            enabled=True,
-            passwords=["+s3cret"],
-            keys=["{acl}:queues", "{acl:default}:*"],
-            commands=["+@all", "-@dangerous"],
-        )
-    url = acl_server.url.replace("redis://", "redis://jobs:s3cret@") + "?prefix=acl"
+    url = restricted_url(["{acl}:queues", "{acl:default}:*"])
     driver = RedisDriver(url)
     await driver.open()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -133,24 +133,10 @@ async def test_rediss_verifies_the_certificate(tls_server: tuple[RedisServer, Pa
     assert await run_one_job(f"{server.url}?ssl_cert_reqs=none&prefix=tls-unchecked") == 49
 
 
-@pytest.fixture
-def acl_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 async def test_an_acl_user_limited_to_the_queue_keys_runs_a_worker(
-    acl_server: RedisServer, caplog: pytest.LogCaptureFixture
+    restricted_url: Callable[[Sequence[str]], str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with redis.Redis.from_url(acl_server.url) as admin:
-        admin.acl_setuser(
-            "jobs",
-            enabled=True,
-            passwords=["+s3cret"],
-            keys=["{acl}:*", "{acl:emails}:*"],
-            commands=["+@all", "-@dangerous"],
-        )
-    url = acl_server.url.replace("redis://", "redis://jobs:s3cret@") + "?prefix=acl"
+    url = restricted_url(["{acl}:*", "{acl:emails}:*"])
     caplog.set_level(logging.DEBUG, logger="conveyor")
     assert await run_one_job(url) == 49
     # The restriction is real: the same user can touch nothing else.

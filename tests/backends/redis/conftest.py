@@ -1,0 +1,31 @@
+"""Fixtures the Redis-only tests share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+import redis
+
+from tests.servers.redis_server import RedisServer
+
+
+@pytest.fixture
+def restricted_url() -> Iterator[Callable[[Sequence[str]], str]]:
+    """A private server and a factory of URLs for an ACL user allowed only the given key
+    patterns (prefix ``acl``), as a locked-down production deployment would be."""
+    with RedisServer() as server:
+
+        def url_for(keys: Sequence[str]) -> str:
+            with redis.Redis.from_url(server.url) as admin:
+                admin.acl_setuser(
+                    "jobs",
+                    enabled=True,
+                    reset_keys=True,
+                    passwords=["+s3cret"],
+                    keys=list(keys),
+                    commands=["+@all", "-@dangerous"],
+                )
+            return server.url.replace("redis://", "redis://jobs:s3cret@") + "?prefix=acl"
+
+        yield url_for
