@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from conveyor.core.clock import BackendClock, Clock
+from conveyor.core.rescue import MAX_STALLS
 from conveyor.drivers.records import Retention
 
 log = logging.getLogger("conveyor.worker")
@@ -38,8 +39,8 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.max_stalls < 0:
-            raise ValueError(f"max_stalls must be >= 0, got {self.max_stalls}")
+        if not 0 <= self.max_stalls <= MAX_STALLS:
+            raise ValueError(f"max_stalls must be from 0 to {MAX_STALLS}, got {self.max_stalls}")
         for name in (
             "lease_seconds",
             "poll_interval",

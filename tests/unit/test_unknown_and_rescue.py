@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 
 from conveyor.core.outcome import Fail, SnoozeFor
-from conveyor.core.rescue import decide_rescue
+from conveyor.core.rescue import MAX_STALLS, decide_rescue
 from conveyor.core.unknown import UNKNOWN_GRACE, decide_unknown, handback_delay
+from conveyor.drivers.common import with_error
 from conveyor.drivers.records import AttemptError, JobRecord, JobState, TransitionKind
 
 NOW = 1_700_000_000.0
@@ -108,7 +109,9 @@ def test_only_losses_while_alone_are_counted_however_many_others_there_were() ->
     again = dataclasses.replace(job, stalls=5, errors=(*job.errors, _lost(True)))
     failed = decide_rescue(again, max_stalls=2)
     assert failed.kind is TransitionKind.FAIL
-    assert "lost 2 time(s) while it ran alone (6 losses in all, max_stalls=2)" in failed.error
+    assert (
+        "lost 2 time(s) with the job running alone (6 losses in all, max_stalls=2)" in failed.error
+    )
 
 
 def test_losses_beside_other_jobs_never_fail_a_job() -> None:
@@ -139,3 +142,45 @@ def test_a_job_a_live_worker_knows_is_handed_back_however_long_it_waited(filtere
     decision = decide_unknown(job, (), filtered=filtered, known_elsewhere=True)
     assert isinstance(decision, SnoozeFor)
     assert "a live worker of queue 'default' has one" in decision.error
+
+
+def _crash_loop(max_stalls: int, between: tuple[str, ...] = ()) -> int | None:
+    """A job that kills every worker it runs alone in, with ``between`` other history entries
+    of the same attempt between two losses (hand-backs): the loss that fails it, or None."""
+    job = active(stalls=1, isolated=True)
+    for n in range(1, 100):
+        decision = decide_rescue(job, max_stalls)
+        if decision.kind is TransitionKind.FAIL:
+            return n
+        errors = with_error(job.errors, job.attempt, NOW, decision.error)
+        for text in between:
+            errors = with_error(errors, job.attempt, NOW, text)
+        job = dataclasses.replace(job, stalls=decision.stalls, errors=errors)
+    return None
+
+
+def test_the_count_of_losses_while_alone_survives_a_history_full_of_other_entries() -> None:
+    """Before: the losses were counted entry by entry in a history of 20, so hand-backs between
+    two losses (or a max_stalls above 20) kept a crasher requeued for ever."""
+    assert _crash_loop(3) == 3
+    # Up to 19 other entries between two losses: the latest loss still carries the count.
+    assert _crash_loop(3, between=("UnknownJob: handed back for a live worker",) * 19) == 3
+    assert _crash_loop(MAX_STALLS) == MAX_STALLS
+
+
+def test_a_retried_job_starts_with_no_losses_counted() -> None:
+    """An operator retries a job failed as a poison pill: the next attempt starts afresh."""
+    failed = active(stalls=1, isolated=True)
+    while (decision := decide_rescue(failed, 2)).kind is not TransitionKind.FAIL:
+        errors = with_error(failed.errors, failed.attempt, NOW, decision.error)
+        failed = dataclasses.replace(failed, stalls=decision.stalls, errors=errors)
+    errors = with_error(failed.errors, failed.attempt, NOW, decision.error)
+    retried = dataclasses.replace(failed, attempt=2, stalls=1, isolated=True, errors=errors)
+    assert decide_rescue(retried, 2).kind is TransitionKind.REQUEUE
+
+
+def test_max_stalls_is_bounded() -> None:
+    from conveyor import WorkerConfig
+
+    with pytest.raises(ValueError, match="max_stalls must be from 0 to 10"):
+        WorkerConfig(max_stalls=MAX_STALLS + 1)

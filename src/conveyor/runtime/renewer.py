@@ -177,7 +177,7 @@ class RenewalProcess:
         first = [config] + [{"hold": [le.job_id, le.token, le.queue]} for le in held]
         writer = threading.Thread(
             target=self._write,
-            args=(process.stdin, first),
+            args=(process.stdin, self._outbox, first),
             name="conveyor-renewal-writer",
             daemon=True,
         )
@@ -188,7 +188,15 @@ class RenewalProcess:
         writer.start()
         reader.start()
 
-    def _write(self, stdin: IO[bytes], first: list[dict[str, Any]]) -> None:
+    def _write(
+        self,
+        stdin: IO[bytes],
+        outbox: queue.Queue[dict[str, Any] | None],
+        first: list[dict[str, Any]],
+    ) -> None:
+        """Feed one renewal process: its own outbox, so a writer left over from a dead process
+        never takes (and loses) a message meant for the next one."""
+        own_fd = stdin.fileno()
         ping_every = max(self._interval / 4, 0.01)
         try:
             with self._write_lock:
@@ -197,7 +205,7 @@ class RenewalProcess:
                 self._stdin_fd = stdin.fileno()
             while True:
                 try:
-                    next_message = self._outbox.get(timeout=ping_every)
+                    next_message = outbox.get(timeout=ping_every)
                 except queue.Empty:
                     next_message = {"ping": 1}
                 if next_message is None:
@@ -211,7 +219,8 @@ class RenewalProcess:
             pass  # the process is gone: the reader notices and starts another
         finally:
             with self._write_lock:
-                self._stdin_fd = None
+                if self._stdin_fd == own_fd:  # not a newer process's pipe
+                    self._stdin_fd = None
                 try:
                     stdin.close()
                 except OSError:

@@ -189,14 +189,12 @@ async def test_fetch_reads_the_ready_index_in_order_without_sorting(tmp_path: Pa
 
         ready = plan("job_fetch__candidates", queue="q", limit=1)
         assert "conveyor_job_ready_idx" in ready and "TEMP B-TREE" not in ready, ready
-        # A worker serving some names reads one range per name, and the oldest by sequence.
+        # A worker serving some names reads one range per name, and old jobs in run order.
         named = plan("job_fetch__candidates_named", queue="q", name="a", limit=1)
         assert "conveyor_job_named_idx (queue=? AND name=?)" in named, named
         assert "TEMP B-TREE" not in named, named
-        unknown = plan(
-            "job_fetch__candidates_unknown", queue="q", unknown_before=0, limit=1, scan=64
-        )
-        assert "conveyor_job_list_idx (queue=? AND state=?)" in unknown, unknown
+        unknown = plan("job_fetch__candidates_unknown", queue="q", unknown_before=0, limit=1)
+        assert "conveyor_job_ready_idx (queue=?" in unknown, unknown
         assert "TEMP B-TREE" not in unknown, unknown
         promote = plan("job_fetch__promote", queue="q", now=0)
         assert "conveyor_job_due_idx (state=? AND run_at<?)" in promote, promote

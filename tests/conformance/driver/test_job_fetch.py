@@ -288,3 +288,24 @@ async def test_a_name_filtered_fetch_finds_its_jobs_behind_many_of_other_names(
     # An hour on, the oldest report jobs count as unknown to every worker that came.
     waited = FetchParams(("default",), 2, "w", LEASE, ("email.send",), unknown_after=3600)
     assert [j.id for j in await driver.job_fetch(waited, now=T0 + 3600)] == ahead[:2]
+
+
+async def test_a_job_no_worker_knows_is_offered_past_urgent_jobs_that_are_not_old_enough(
+    driver: Driver,
+) -> None:
+    """Before, on SQLite: the unknown-name rule looked only at the oldest jobs by sequence, so
+    a batch of urgent jobs of another name, enqueued first but due an hour later, hid a job no
+    worker knows past its grace period."""
+    from conveyor.drivers.protocol import Capability
+
+    batch = [f"b{n:03}" for n in range(100)]
+    await insert(driver, *batch, name="b", priority=-1, run_at=T0 + 3600, now=T0)
+    await insert(driver, "x", name="x", now=T0 + 1)
+    now = T0 + 3610
+    await driver.job_promote_due(limit=1000, now=now)
+    params = FetchParams(("default",), 1, "w", LEASE, ("a",), unknown_after=3600)
+    fetched = [j.id for j in await driver.job_fetch(params, now=now)]
+    if Capability.FETCH_BY_NAME in driver.capabilities:
+        assert fetched == ["x"]
+    else:
+        assert fetched == ["b000"]  # plain run order: the names are a hint

@@ -48,7 +48,7 @@ def fetch_candidates(
     Without ``names``, one ordered read of the ready index. With them, first the head of the
     queue, filtered here; only when jobs of other names fill that head, one index range per
     name (a job's cost never grows with the jobs of other names queued ahead of it) and the
-    oldest jobs of any name runnable since ``unknown_before``."""
+    first jobs of any name runnable since ``unknown_before``, in run order."""
     if names is None:
         rows = rows_of(conn, "job_fetch__candidates", {"queue": queue, "limit": limit})
         return [_candidate(r) for r in rows]
@@ -67,7 +67,7 @@ def fetch_candidates(
         args = {"queue": queue, "name": name, "limit": limit}
         found.update((r["id"], r) for r in rows_of(conn, "job_fetch__candidates_named", args))
     if unknown_before is not None:
-        args = {"queue": queue, "unknown_before": unknown_before, "limit": limit, "scan": head}
+        args = {"queue": queue, "unknown_before": unknown_before, "limit": limit}
         found.update((r["id"], r) for r in rows_of(conn, "job_fetch__candidates_unknown", args))
     return [_candidate(r) for r in found.values()]
 

@@ -54,23 +54,20 @@ LIMIT :limit;
 
 -- A worker that serves only some names first reads the head of the queue as above (a few times
 -- :limit rows, filtered in Python); when jobs of other names fill that head, it reads one
--- range per name it serves, and the oldest jobs of any name for the unknown-name rule.
+-- range per name it serves, and the first jobs of any name old enough for the unknown-name rule.
 -- name: job_fetch__candidates_named
 SELECT id, name, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_named_idx
 WHERE queue = :queue AND name = :name AND state = 'queued'
 ORDER BY priority, run_at, seq
 LIMIT :limit;
 
--- The oldest queued jobs by sequence (at most :scan of them) that have been runnable since
--- :unknown_before: jobs no worker that knows their name has come for.
+-- The first queued jobs in run order that have been runnable since :unknown_before: jobs no
+-- worker that knows their name has come for. Within a priority the ready index is in run_at
+-- order, so the read passes over only younger jobs of more urgent priorities.
 -- name: job_fetch__candidates_unknown
-SELECT id, name, priority, run_at, seq FROM (
-    SELECT id, name, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_list_idx
-    WHERE queue = :queue AND state = 'queued'
-    ORDER BY seq
-    LIMIT :scan
-)
-WHERE run_at <= :unknown_before
+SELECT id, name, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_ready_idx
+WHERE queue = :queue AND state = 'queued' AND run_at <= :unknown_before
+ORDER BY priority, run_at, seq
 LIMIT :limit;
 
 -- name: job_fetch
