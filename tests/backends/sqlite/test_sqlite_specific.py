@@ -193,8 +193,13 @@ async def test_fetch_reads_the_ready_index_in_order_without_sorting(tmp_path: Pa
         named = plan("job_fetch__candidates_named", queue="q", name="a", limit=1)
         assert "conveyor_job_named_idx (queue=? AND name=?)" in named, named
         assert "TEMP B-TREE" not in named, named
-        unknown = plan("job_fetch__candidates_unknown", queue="q", unknown_before=0, limit=1)
-        assert "conveyor_job_ready_idx (queue=?" in unknown, unknown
+        unknown = plan(
+            "job_fetch__candidates_unknown", queue="q", priority=0, unknown_before=0, limit=1
+        )
+        assert "conveyor_job_ready_idx (queue=? AND priority=? AND run_at<?)" in unknown, unknown
+        priority = plan("job_fetch__next_priority", queue="q", after=0)
+        assert "conveyor_job_ready_idx (queue=? AND priority>?)" in priority, priority
+        assert "TEMP B-TREE" not in priority, priority
         assert "TEMP B-TREE" not in unknown, unknown
         promote = plan("job_fetch__promote", queue="q", now=0)
         assert "conveyor_job_due_idx (state=? AND run_at<?)" in promote, promote

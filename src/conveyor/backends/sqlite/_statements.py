@@ -32,6 +32,8 @@ def rows_of(conn: sqlite3.Connection, query: str, args: dict[str, Any]) -> list[
 # before it reads one range per name instead.
 HEAD_ROWS_PER_JOB = 4
 HEAD_ROWS_MIN = 64
+# How many priorities the unknown-name rule reads, most urgent first, in one fetch.
+UNKNOWN_PRIORITIES_READ = 32
 
 Candidate = tuple[tuple[int, float, int], str]  # (run order key, id)
 
@@ -67,9 +69,28 @@ def fetch_candidates(
         args = {"queue": queue, "name": name, "limit": limit}
         found.update((r["id"], r) for r in rows_of(conn, "job_fetch__candidates_named", args))
     if unknown_before is not None:
-        args = {"queue": queue, "unknown_before": unknown_before, "limit": limit}
-        found.update((r["id"], r) for r in rows_of(conn, "job_fetch__candidates_unknown", args))
+        found.update((r["id"], r) for r in _old_enough(conn, queue, limit, unknown_before))
     return [_candidate(r) for r in found.values()]
+
+
+def _old_enough(
+    conn: sqlite3.Connection, queue: str, limit: int, unknown_before: float
+) -> list[sqlite3.Row]:
+    """The first ``limit`` queued jobs in run order runnable since ``unknown_before``: one
+    index range per priority present, most urgent first, at most
+    :data:`UNKNOWN_PRIORITIES_READ` of them (a queue rarely uses more than a handful)."""
+    found: list[sqlite3.Row] = []
+    after = -(2**62)
+    for _ in range(UNKNOWN_PRIORITIES_READ):
+        if len(found) >= limit:
+            break
+        rows = rows_of(conn, "job_fetch__next_priority", {"queue": queue, "after": after})
+        if not rows:
+            break
+        after = rows[0]["priority"]
+        args = {"queue": queue, "priority": after, "unknown_before": unknown_before}
+        found += rows_of(conn, "job_fetch__candidates_unknown", {**args, "limit": limit})
+    return found[:limit]
 
 
 def _candidate(row: sqlite3.Row) -> Candidate:

@@ -61,12 +61,19 @@ WHERE queue = :queue AND name = :name AND state = 'queued'
 ORDER BY priority, run_at, seq
 LIMIT :limit;
 
--- The first queued jobs in run order that have been runnable since :unknown_before: jobs no
--- worker that knows their name has come for. Within a priority the ready index is in run_at
--- order, so the read passes over only younger jobs of more urgent priorities.
+-- The queued jobs that have been runnable since :unknown_before (jobs no worker that knows
+-- their name has come for) are read one priority at a time: within a priority the ready index
+-- is in run_at order, so each read is one index range, whatever waits at other priorities.
+-- name: job_fetch__next_priority
+SELECT priority FROM conveyor_job INDEXED BY conveyor_job_ready_idx
+WHERE queue = :queue AND state = 'queued' AND priority > :after
+ORDER BY priority
+LIMIT 1;
+
 -- name: job_fetch__candidates_unknown
 SELECT id, name, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_ready_idx
-WHERE queue = :queue AND state = 'queued' AND run_at <= :unknown_before
+WHERE queue = :queue AND state = 'queued' AND priority = :priority
+  AND run_at <= :unknown_before
 ORDER BY priority, run_at, seq
 LIMIT :limit;
 
