@@ -115,6 +115,10 @@ def _log_rescue(rescue: RescueJob) -> None:
             )
 
 
+# Heartbeats between two reads of the live workers (the first heartbeat reads them).
+LIST_WORKERS_EVERY = 6
+
+
 class Heartbeat:
     def __init__(
         self,
@@ -132,12 +136,16 @@ class Heartbeat:
         self._on_workers = on_workers
 
     async def run(self) -> None:
+        beats = 0
         while True:
             try:
                 now = self._clock.now()
                 await self._driver.worker_heartbeat(self._info(), ttl=self._interval * 3, now=now)
-                if self._on_workers is not None:
+                # Which names the other workers serve changes only when workers come and go:
+                # read every few beats, so the fleet's heartbeats do not grow as its square.
+                if self._on_workers is not None and beats % LIST_WORKERS_EVERY == 0:
                     self._on_workers(await self._driver.worker_list(now=now))
+                beats += 1
             except Exception as exc:
                 log.warning("worker heartbeat failed: %s", exc)
             stop_if_cancelled()

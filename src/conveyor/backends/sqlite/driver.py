@@ -32,6 +32,7 @@ from conveyor.backends.sqlite._statements import (
 )
 from conveyor.backends.sqlite._url import path_from_url, synchronous_from_url
 from conveyor.backends.sqlite._wakeup import POLL_MAX_SECONDS, POLL_MIN_SECONDS, wakeups_for
+from conveyor.backends.sqlite._workers import heartbeat_args, worker_of
 from conveyor.drivers.common import (
     LOST_WHILE_CANCELLING,
     RETRYABLE_STATES,
@@ -507,19 +508,7 @@ class SQLiteDriver:
         self, info: WorkerInfo, *, ttl: float, now: float | None = None
     ) -> None:
         at = resolve_now(now)
-        args = {
-            "id": info.id,
-            "hostname": info.hostname,
-            "pid": info.pid,
-            "queues": json.dumps(list(info.queues)),
-            "concurrency": info.concurrency,
-            "started_at": info.started_at,
-            "now": at,
-            "running": info.running,
-            "processed": info.processed,
-            "names": json.dumps(list(info.names)),
-            "expires_at": at + ttl,
-        }
+        args = heartbeat_args(info, at, ttl)
 
         def step(conn: sqlite3.Connection) -> None:
             conn.execute(Q["worker_heartbeat__prune"], {"now": at})
@@ -533,21 +522,7 @@ class SQLiteDriver:
     async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
         at = resolve_now(now)
         rows = await self._db.run(lambda conn: rows_of(conn, "worker_list", {"now": at}))
-        return [
-            WorkerInfo(
-                id=row["id"],
-                hostname=row["hostname"],
-                pid=row["pid"],
-                queues=tuple(json.loads(row["queues"])),
-                concurrency=row["concurrency"],
-                started_at=float(row["started_at"]),
-                last_seen_at=float(row["last_seen_at"]),
-                running=row["running"],
-                processed=row["processed"],
-                names=tuple(json.loads(row["names"])),
-            )
-            for row in rows
-        ]
+        return [worker_of(row) for row in rows]
 
     async def route_register(self, routes: Mapping[str, str]) -> None:
         now = resolve_now(None)
