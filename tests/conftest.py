@@ -12,6 +12,7 @@ import pytest
 
 from conveyor.backends.registry import driver_for_url
 from conveyor.drivers.protocol import Driver
+from tests.servers.postgres_server import PostgresServer
 from tests.servers.redis_server import RedisClusterServers, RedisServer
 
 BACKENDS = ["memory", "sqlite", "redis", "redis-cluster"]
@@ -54,6 +55,38 @@ def redis_cluster_url() -> Iterator[str]:
     """A Redis Cluster of three masters on loopback ports, started for the test session."""
     with RedisClusterServers(masters=3) as cluster:
         yield f"redis+cluster://127.0.0.1:{cluster.seed_port}/0"
+
+
+@pytest.fixture(scope="session")
+def postgres_base_url() -> Iterator[str]:
+    """A PostgreSQL server for the whole test session: ``$CONVEYOR_TEST_POSTGRES_URL``, else a
+    private one started here and stopped at the end. Tests share it safely because each one
+    uses its own schema (:func:`postgres_test_url`)."""
+    given = os.environ.get("CONVEYOR_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    with PostgresServer() as server:
+        yield server.url
+
+
+def postgres_test_url(base: str) -> str:
+    """A URL of ``base`` with a schema of its own (created when the driver opens)."""
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}schema=test_{uuid.uuid4().hex[:12]}"
+
+
+def drop_test_schema(url: str) -> None:
+    """Drop the schema a test made (only ever a ``test_`` one), so that a server given by
+    ``$CONVEYOR_TEST_POSTGRES_URL`` does not fill up with them."""
+    import psycopg
+
+    base, _, query = url.partition("?")
+    schemas = [p[len("schema=") :] for p in query.split("&") if p.startswith("schema=")]
+    if not schemas or not schemas[0].startswith("test_"):
+        return
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schemas[0]}" CASCADE')
 
 
 def redis_test_url(base: str) -> str:
