@@ -158,7 +158,9 @@ class PostgresServer:
         deadline = time.monotonic() + _START_TIMEOUT
         while True:
             if self.process.poll() is not None:
-                raise ServerStartError(f"postgres exited ({self.process.returncode}):\n{self._tail()}")
+                raise ServerStartError(
+                    f"postgres exited ({self.process.returncode}):\n{self._tail()}"
+                )
             try:
                 with psycopg.connect(self.url, connect_timeout=2) as conn:
                     row = conn.execute("SHOW data_directory").fetchone()

@@ -47,7 +47,9 @@ class TransactionalWriter(Protocol):
     @property
     def dialect(self) -> Dialect: ...
 
-    def insert_plan(self, jobs: Sequence[NewJob], *, now: float | None = None) -> Plan[list[InsertResult]]:
+    def insert_plan(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> Plan[list[InsertResult]]:
         """The statements that insert ``jobs`` as ``job_insert_many`` would (same duplicates,
         same results), checked before the first statement is yielded. The plan must also make
         sure that the connection reaches this store (the same database file or database and
