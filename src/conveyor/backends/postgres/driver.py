@@ -282,10 +282,7 @@ class PostgresDriver:
         cancel = {row["id"] for row in rows if row["cancel_requested"]}
         lost = [lease.job_id for lease in leases if (lease.job_id, lease.token) not in held]
         asked = [lease.job_id for lease in leases if (lease.job_id, lease.token) in held]
-        return ExtendResult(
-            tuple(dict.fromkeys(lost)),
-            tuple(dict.fromkeys(job_id for job_id in asked if job_id in cancel)),
-        )
+        return ExtendResult(tuple(lost), tuple(job_id for job_id in asked if job_id in cancel))
 
     async def job_finish_many(
         self,
