@@ -58,7 +58,9 @@ ORDER BY input.ord;
 -- One statement: of the served queues that are not paused, the due scheduled and retrying jobs
 -- and each queue's first %(limit)s queued jobs (one ordered range of the ready index per queue,
 -- never a sort of the backlog) are locked, skipping rows another fetch holds; the overall first
--- %(limit)s of those are leased and the other due jobs become queued.
+-- %(limit)s of those are leased and the other due jobs become queued. Rows are updated by id
+-- from arrays, which the planner always reads through the primary key (a join on an estimated
+-- row count could choose to scan the whole table).
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
@@ -94,7 +96,7 @@ chosen AS (
 ),
 promoted AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
-    FROM due WHERE j.id = due.id AND due.id NOT IN (SELECT id FROM chosen)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM due WHERE id NOT IN (SELECT id FROM chosen)))
 )
 UPDATE {schema}.conveyor_job j
 SET state = 'active',
@@ -106,7 +108,7 @@ SET state = 'active',
     cancel_requested = false,
     isolated = false
 FROM t
-WHERE j.id IN (SELECT id FROM chosen)
+WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
 RETURNING j.*;
 
 -- name: job_extend_leases
