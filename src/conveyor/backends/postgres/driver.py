@@ -11,6 +11,7 @@ like the memory driver, the executable specification; the conformance suite chec
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -248,7 +249,8 @@ class PostgresDriver:
         if self._instance is None:
             raise BackendUnavailable(f"open the queue on {self.url} before enqueueing with it")
         instance = self._instance
-        sql = self._q["job_insert_many"].decode()
+        # Text parameters: a caller's driver may not know psycopg 3's binary %b (psycopg2).
+        sql = re.sub(r"%\((\w+)\)b", r"%(\1)s", self._q["job_insert_many"].decode())
 
         def plan() -> Plan[list[InsertResult]]:
             if not jobs:
