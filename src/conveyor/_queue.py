@@ -29,6 +29,7 @@ from conveyor._definition import (
     check_queue_name,
 )
 from conveyor._errors import (
+    BackendUnavailable,
     InvalidArgument,
     JobFailed,
     JobNotFound,
@@ -257,7 +258,16 @@ class Queue:
         messages): this queue's SQL backend, else its outbox."""
         writer = self._driver.transactional_writer()
         if writer is not None:
-            await self.connect()  # the schema exists and is up to date before anyone writes
+            try:
+                await self.connect()  # the schema exists and is up to date before anyone writes
+            except BackendUnavailable as exc:
+                if "locked" not in str(exc):
+                    raise
+                raise BackendUnavailable(
+                    f"{exc}; if the transaction of connection= holds that lock, open the queue "
+                    "before it (await queue.connect(), e.g. at startup): the first open of a "
+                    "file creates the queue's tables"
+                ) from exc
             return writer, f"this queue's database ({shown_url(self.url)})"
         outbox = self.outbox
         if outbox is None:

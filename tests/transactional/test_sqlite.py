@@ -184,6 +184,28 @@ async def test_a_running_worker_picks_the_job_up_after_the_commit(
         await asyncio.wait_for(task, WAIT_TIMEOUT)
 
 
+async def test_a_queue_first_used_inside_the_transaction_opens_at_once(db_path: Path) -> None:
+    """Opening a file that has the queue's tables takes no write lock, so a queue whose first
+    call is an enqueue inside the caller's write transaction does not wait for that lock."""
+    async with Queue.from_url(f"sqlite:///{db_path}"):
+        pass  # the tables exist (made at startup, or by another process)
+    conn = sqlite3.connect(db_path)
+    fresh = Queue.from_url(f"sqlite:///{db_path}")
+    try:
+        conn.execute("CREATE TABLE invitation (email TEXT PRIMARY KEY)")
+        conn.execute("INSERT INTO invitation VALUES ('a@example.com')")  # holds the write lock
+        assert conn.in_transaction
+        handle = await asyncio.wait_for(
+            fresh.enqueue(send_invite, Invite(email="a@example.com"), job_id="a", connection=conn),
+            5.0,  # the busy timeout is 10 s
+        )
+        conn.commit()
+        assert handle.id == "a" and await fresh.get("a") is not None
+    finally:
+        conn.close()
+        await fresh.close()
+
+
 # -- SyncQueue: the write happens in the caller's thread ---------------------------------------
 
 
