@@ -230,17 +230,24 @@ class PostgresDriver:
             raise BackendUnavailable(f"open the queue on {self.url} before enqueueing with it")
         instance = self._instance
         sql = self._q["job_insert_many"].decode()
+        reaches = self._q["job_insert_many__reaches"].decode()
+        refused = (
+            f"the connection passed to enqueue does not reach the queue's store ({self.url}): "
+            "pass a connection to that database, or enqueue without one"
+        )
 
         def plan() -> Plan[list[InsertResult]]:
             if not jobs:
                 return []
+            # Another database has no such table, and naming one in the insert would abort
+            # the caller's transaction: ask first, so that the refusal leaves it usable.
+            ((found,),) = yield Statement(reaches, {})
+            if not found:
+                raise InvalidArgument(refused)
             args = {**self._insert_args(jobs, now), "instance": instance}
             rows = yield Statement(sql, args)
             if not rows:
-                raise InvalidArgument(
-                    f"the connection passed to enqueue does not reach the queue's store "
-                    f"({self.url}): pass a connection to that database, or enqueue without one"
-                )
+                raise InvalidArgument(refused)
             return _insert_results([(r[0], r[1], r[2]) for r in rows])
 
         return plan()

@@ -510,6 +510,11 @@ RETURNING holder;
 -- name: leader_release
 DELETE FROM {schema}.conveyor_leader WHERE name = %(name)s AND holder = %(holder)s;
 
+-- Whether a caller's connection sees this store's tables at all (another database does not):
+-- asked before job_insert_many, whose guard could not run without them.
+-- name: job_insert_many__reaches
+SELECT to_regclass('{schema}.conveyor_meta') IS NOT NULL;
+
 -- name: meta_instance
 SELECT value FROM {schema}.conveyor_meta WHERE key = 'instance';
 
