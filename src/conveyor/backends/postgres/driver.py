@@ -11,8 +11,8 @@ like the memory driver, the executable specification; the conformance suite chec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -60,7 +60,11 @@ from conveyor.drivers.records import (
 )
 from conveyor.drivers.transactional import Dialect, Plan, Statement
 
-POOL_TIMEOUT_SECONDS = 10.0  # how long an operation waits for a connection before failing
+POOL_TIMEOUT_SECONDS = 5.0  # how long an operation waits for a connection before failing
+# Pauses between tries of an operation whose connection failed: about 5 s of a server being
+# away (a restart) before the caller sees BackendUnavailable.
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
+T = TypeVar("T")
 
 
 class PostgresDriver:
@@ -160,13 +164,28 @@ class PostgresDriver:
         return self._pool.connection()
 
     async def _rows(self, query: str, args: Mapping[str, Any]) -> list[Row]:
-        try:
-            async with self._connection() as conn:
-                cur = await conn.execute(self._q[query], args)
-                return await cur.fetchall() if cur.description is not None else []
-        except (psycopg.OperationalError, psycopg.InterfaceError):
-            self._check_pool()
-            raise
+        async def run(conn: Any) -> list[Row]:
+            cur = await conn.execute(self._q[query], args)
+            rows: list[Row] = await cur.fetchall() if cur.description is not None else []
+            return rows
+
+        return await self._with_connection(run)
+
+    async def _with_connection(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work`` on a pooled connection. A connection that fails (the server restarted,
+        the network dropped) is replaced and the work tried again, for a few seconds at most:
+        every operation is safe to repeat (writes are fenced by lease token or deduplicated by
+        job id), which lets workers and producers ride through a restart."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                async with self._connection() as conn:
+                    return await work(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout):
+                self._check_pool()
+                if delay is None or self._pool is None:
+                    raise
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _check_pool(self) -> None:
         """After a connection failed (a server restart), weed out the pool's other idle
@@ -289,10 +308,7 @@ class PostgresDriver:
         cancel = {row["id"] for row in rows if row["cancel_requested"]}
         lost = [lease.job_id for lease in leases if (lease.job_id, lease.token) not in held]
         asked = [lease.job_id for lease in leases if (lease.job_id, lease.token) in held]
-        return ExtendResult(
-            tuple(dict.fromkeys(lost)),
-            tuple(dict.fromkeys(job_id for job_id in asked if job_id in cancel)),
-        )
+        return ExtendResult(tuple(lost), tuple(job_id for job_id in asked if job_id in cancel))
 
     async def job_finish_many(
         self,
@@ -444,9 +460,12 @@ class PostgresDriver:
             "queue": params.queue,
             "finished_before": params.finished_before,
         }
-        async with self._connection() as conn:
+
+        async def run(conn: Any) -> int:
             cur = await conn.execute(self._q["job_purge"], args)
             return int(cur.rowcount)
+
+        return await self._with_connection(run)
 
     async def job_prune_finished(
         self, retention: Retention, *, limit: int, now: float | None = None
@@ -459,8 +478,9 @@ class PostgresDriver:
             (JobState.FAILED, retention.failed_max_age),
             (JobState.CANCELLED, retention.cancelled_max_age),
         )
-        removed = 0
-        async with self._connection() as conn:
+
+        async def run(conn: Any) -> int:
+            removed = 0
             at = now
             if at is None:
                 cur = await conn.execute(b"SELECT extract(epoch FROM now())::float8 AS now")
@@ -480,7 +500,9 @@ class PostgresDriver:
                 }
                 cur = await conn.execute(self._q["job_prune_finished__trim_completed"], by_count)
                 removed += cur.rowcount
-        return removed
+            return removed
+
+        return await self._with_connection(run)
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
         if not ids:

@@ -35,7 +35,7 @@ inserted AS (
     SELECT id, queue, name, payload,
            CASE WHEN run_at > now THEN 'scheduled' ELSE 'queued' END,
            priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq')
-    FROM input ORDER BY ord
+    FROM (SELECT * FROM input ORDER BY ord) ordered
     ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state
 ),
@@ -58,7 +58,9 @@ ORDER BY input.ord;
 -- One statement: of the served queues that are not paused, the due scheduled and retrying jobs
 -- and each queue's first %(limit)s queued jobs (one ordered range of the ready index per queue,
 -- never a sort of the backlog) are locked, skipping rows another fetch holds; the overall first
--- %(limit)s of those are leased and the other due jobs become queued.
+-- %(limit)s of those are leased and the other due jobs become queued. Rows are updated by id
+-- from arrays, which the planner always reads through the primary key (a join on an estimated
+-- row count could choose to scan the whole table).
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
@@ -94,7 +96,7 @@ chosen AS (
 ),
 promoted AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
-    FROM due WHERE j.id = due.id AND due.id NOT IN (SELECT id FROM chosen)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM due WHERE id NOT IN (SELECT id FROM chosen)))
 )
 UPDATE {schema}.conveyor_job j
 SET state = 'active',
@@ -106,7 +108,7 @@ SET state = 'active',
     cancel_requested = false,
     isolated = false
 FROM t
-WHERE j.id IN (SELECT id FROM chosen)
+WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
 RETURNING j.*;
 
 -- name: job_extend_leases
@@ -343,20 +345,34 @@ SELECT cur.id, cur.state, (SELECT count(*) FROM told) AS told,
 FROM cur;
 
 -- name: job_retry_many
+-- Retried jobs get new sequence numbers in the order the ids were given.
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
+ids AS (
+    SELECT id, min(ord) AS ord
+    FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS i(id, ord)
+    GROUP BY id
+),
 cur AS (
     SELECT j.id, j.state FROM {schema}.conveyor_job j
-    WHERE j.id IN (SELECT DISTINCT id FROM unnest(%(ids)s::text[]) AS i(id))
+    WHERE j.id IN (SELECT id FROM ids)
     FOR UPDATE
+),
+numbered AS (
+    SELECT o.id, nextval('{schema}.conveyor_job_seq') AS seq
+    FROM (
+        SELECT cur.id FROM cur JOIN ids ON ids.id = cur.id
+        WHERE cur.state IN ('failed', 'cancelled')
+        ORDER BY ids.ord
+    ) o
 ),
 retried AS (
     UPDATE {schema}.conveyor_job j
     SET state = 'queued', max_attempts = j.attempt + 1, run_at = t.now, finished_at = NULL,
-        stalls = 0, cancel_requested = false, seq = nextval('{schema}.conveyor_job_seq')
-    FROM cur, t
-    WHERE j.id = cur.id AND cur.state IN ('failed', 'cancelled')
+        stalls = 0, cancel_requested = false, seq = numbered.seq
+    FROM numbered, t
+    WHERE j.id = numbered.id
     RETURNING j.id, j.queue
 ),
 woken AS (
