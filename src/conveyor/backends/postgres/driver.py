@@ -242,7 +242,8 @@ class PostgresDriver:
         """``job_insert_many`` as one statement on the caller's connection, in the caller's
         transaction: the job exists if and only if that transaction commits, and workers are
         woken at the commit (a notification is delivered only then). Nothing is written unless
-        the connection reaches this very store (its instance id, checked in the statement)."""
+        the connection reaches this very store: a first statement asks whether it sees the
+        store's tables, the insert checks its instance id."""
         check_now(now)
         check_new_jobs(jobs)
         if self._instance is None:
