@@ -120,3 +120,47 @@ print("ok")
     done = run(f"python -c {shlex.quote(script)}", cwd, env)
     assert done.stdout.count("sent an invitation to") == 2
     assert done.stdout.strip().endswith("ok")
+
+
+def test_enqueue_inside_your_transaction(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """The SQLite snippet: the invitation and its job commit together (and the tour's worker,
+    on the same file, sends it); an error inside the transaction leaves neither."""
+    cwd, env = app_dir
+    if not env["CONVEYOR_URL"].startswith("sqlite:"):
+        pytest.skip("the snippet keeps the app's data and its queue in one SQLite file")
+    env["CONVEYOR_URL"] = "sqlite:///app.db"  # the tour's worker serves the snippet's queue
+    script = """
+import asyncio, sqlite3
+from contextlib import closing
+from app import services, signup
+from app.jobs import SendInvite, send_invite
+
+async def main():
+    invitation_id = await signup.sign_up("ada@example.com")
+    info = await signup.queue.get(f"invite-email:{invitation_id}")
+    assert info is not None and info.state.value == "queued"
+    try:
+        with closing(sqlite3.connect(signup.DATABASE)) as conn, conn:
+            conn.execute("INSERT INTO invitation VALUES ('doomed', 'x@example.com')")
+            await signup.queue.enqueue(
+                send_invite,
+                SendInvite(invitation_id=invitation_id, to_email="x@example.com"),
+                job_id="invite-email:doomed",
+                connection=conn,
+            )
+            raise RuntimeError("the signup failed")
+    except RuntimeError:
+        pass
+    assert await signup.queue.get("invite-email:doomed") is None
+    assert await services.repo.get("doomed") is None
+    await signup.queue.close()
+    print(invitation_id)
+
+asyncio.run(main())
+"""
+    invitation_id = run(f"python -c {shlex.quote(script)}", cwd, env).stdout.strip()
+    worked = run("conveyor worker app.worker:worker --burst", cwd, env)
+    assert worked.stdout.count("sent an invitation to") == 1
+    assert f"job completed job_name=email.send_invite job_id=invite-email:{invitation_id}" in (
+        worked.stderr
+    )

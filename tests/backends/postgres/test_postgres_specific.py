@@ -353,12 +353,15 @@ async def test_a_plan_refuses_a_connection_to_another_store(
         conninfo = parse_url(other.source_url).conninfo
         with psycopg.connect(conninfo) as conn, pytest.raises(InvalidArgument, match="reach"):
             # The other schema's tables exist, but this store's instance id is not there.
-            plan = pg.insert_plan([NewJob("x", "default", "n", b"{}")])
-            statement = next(plan)
-            other_sql = statement.sql.replace(
-                parse_url(pg.source_url).quoted_schema, parse_url(other.source_url).quoted_schema
-            )
-            plan.send(_run_on(conn, Statement(other_sql, statement.params)))
+            mine = parse_url(pg.source_url).quoted_schema
+            theirs = parse_url(other.source_url).quoted_schema
+
+            def on_other(statement: Statement) -> list[Row]:
+                return _run_on(
+                    conn, Statement(statement.sql.replace(mine, theirs), statement.params)
+                )
+
+            run_plan(pg.insert_plan([NewJob("x", "default", "n", b"{}")]), on_other)
     finally:
         await other.close()
         drop_test_schema(other.source_url)

@@ -243,7 +243,9 @@ class PostgresDriver:
         """``job_insert_many`` as one statement on the caller's connection, in the caller's
         transaction: the job exists if and only if that transaction commits, and workers are
         woken at the commit (a notification is delivered only then). Nothing is written unless
-        the connection reaches this very store (its instance id, checked in the statement)."""
+        the connection reaches this very store: the statement checks the store's instance
+        id (a connection to a database without this schema fails, and aborts the caller's
+        transaction, as any failed statement does in PostgreSQL)."""
         check_now(now)
         check_new_jobs(jobs)
         if self._instance is None:
@@ -251,17 +253,24 @@ class PostgresDriver:
         instance = self._instance
         # Text parameters: a caller's driver may not know psycopg 3's binary %b (psycopg2).
         sql = re.sub(r"%\((\w+)\)b", r"%(\1)s", self._q["job_insert_many"].decode())
+        refused = (
+            f"the connection passed to enqueue does not reach the queue's store ({self.url}): "
+            "pass a connection to that database, or enqueue without one"
+        )
 
         def plan() -> Plan[list[InsertResult]]:
             if not jobs:
                 return []
             args = {**self._insert_args(jobs, now), "instance": instance}
-            rows = yield Statement(sql, args)
+            try:
+                rows = yield Statement(sql, args)
+            except psycopg.errors.UndefinedTable as exc:
+                # Another database, without this schema: one statement costs the caller one
+                # round trip, and this mistake (like any failed statement) aborts their
+                # transaction; it can only be rolled back.
+                raise InvalidArgument(f"{refused} ({exc})") from exc
             if not rows:
-                raise InvalidArgument(
-                    f"the connection passed to enqueue does not reach the queue's store "
-                    f"({self.url}): pass a connection to that database, or enqueue without one"
-                )
+                raise InvalidArgument(refused)
             return _insert_results([(r[0], r[1], r[2]) for r in rows])
 
         return plan()
