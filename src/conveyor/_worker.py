@@ -205,6 +205,7 @@ class Worker:
                 start=runner.start,
                 hand_back=runner.hand_back,
                 isolate=runner.isolate,
+                batch=runner.batch,
             ),
             stopping=self._stopping,
             slot_freed=self._slot_freed,

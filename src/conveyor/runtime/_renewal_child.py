@@ -57,6 +57,9 @@ class Renewer:
 
     def receive(self, message: dict[str, Any]) -> None:
         self.last_sign = time.monotonic()
+        for change in message.get("changes", ()):
+            kind, *rest = change
+            self.receive({kind: rest})
         if "hold" in message:
             job_id, token, queue = message["hold"]
             self.leases[job_id] = Lease(job_id, token, queue)
