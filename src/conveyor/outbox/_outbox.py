@@ -205,16 +205,30 @@ class PostgresOutbox(Outbox):
         with psycopg.connect(self.conninfo) as conn:
             self.create_with(conn)
 
+    def _names(self) -> dict[str, str]:
+        return {
+            "table": f'"{self.schema}".conveyor_outbox',
+            "index": f'"{self.schema}".conveyor_outbox_pending_idx',
+        }
+
     def create_with(self, conn: psycopg.Connection[Any]) -> None:
-        """Create the outbox through ``conn`` and commit, under an advisory lock so that
-        concurrent starters do not race."""
+        """Create what is missing of the outbox through ``conn`` and commit, under an advisory
+        lock so that concurrent starters do not race; no DDL (and no lock) when it is all
+        there."""
         with conn.transaction():
+            found = conn.execute(self.queries["outbox__exists"], self._names()).fetchone()
+            if found and found[0]:
+                return
             conn.execute(self.queries["outbox__lock"], {"schema": self.schema})
             for statement in self.schema_statements():
                 conn.execute(statement)
 
     async def create_with_async(self, conn: psycopg.AsyncConnection[Any]) -> None:
         async with conn.transaction():
+            cursor = await conn.execute(self.queries["outbox__exists"], self._names())
+            found = await cursor.fetchone()
+            if found and found[0]:
+                return
             await conn.execute(self.queries["outbox__lock"], {"schema": self.schema})
             for statement in self.schema_statements():
                 await conn.execute(statement)

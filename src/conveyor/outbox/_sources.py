@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,8 @@ from conveyor.outbox._outbox import PostgresOutbox, SQLiteOutbox
 
 if TYPE_CHECKING:
     import psycopg
+
+log = logging.getLogger("conveyor.relay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,10 @@ class Status:
 
 class Source(Protocol):
     url: str
+
+    async def open(self) -> None:
+        """Connect, and create the outbox table if it is missing (``take`` does it too)."""
+        ...
 
     async def take(self, limit: int) -> Taken:
         """The oldest ``limit`` rows not set aside (on PostgreSQL, locked until ``finish`` or
@@ -158,6 +165,14 @@ class PostgresSource:
                     await conn.close()
         self._conn = self._listener = None
 
+    async def open(self) -> None:
+        try:
+            await self._connection()
+            await self._listening()
+        except self._errors as exc:
+            await self._drop()
+            raise self._unavailable("connect", exc) from exc
+
     def _unavailable(self, operation: str, exc: Exception) -> BackendUnavailable:
         return BackendUnavailable(f"outbox {operation} on {self.url} failed: {exc}")
 
@@ -245,9 +260,19 @@ class SQLiteSource:
             )
             try:
                 self.outbox.create_with(conn)
+                mode = conn.execute("PRAGMA journal_mode").fetchone()
             except BaseException:
                 conn.close()
                 raise
+            if mode and str(mode[0]).lower() != "wal":
+                log.warning(
+                    "%s is in journal mode %s: the relay's reads wait for the application's "
+                    "writes and can fall far behind under load; PRAGMA journal_mode=WAL "
+                    "lets them run side by side",
+                    self.outbox.path,
+                    mode[0],
+                    extra={"event": "setup"},
+                )
             self._conn = conn
         return self._conn
 
@@ -263,6 +288,9 @@ class SQLiteSource:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+
+    async def open(self) -> None:
+        await self._run("connect", self._connection)
 
     async def take(self, limit: int) -> Taken:
         def read() -> Taken:

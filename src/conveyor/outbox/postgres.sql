@@ -5,6 +5,11 @@
 -- name: outbox__create_schema
 CREATE SCHEMA IF NOT EXISTS {schema};
 
+-- Whether the outbox is complete already: checked before any DDL, because CREATE INDEX (even
+-- IF NOT EXISTS) locks the table against inserts until the transactions writing to it end.
+-- name: outbox__exists
+SELECT to_regclass(%(table)s) IS NOT NULL AND to_regclass(%(index)s) IS NOT NULL;
+
 -- Serializes concurrent starters (relays, migrations) of one schema's outbox until commit.
 -- name: outbox__lock
 SELECT pg_advisory_xact_lock(hashtext('conveyor_outbox'), hashtext(%(schema)s));

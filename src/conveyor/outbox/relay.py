@@ -36,7 +36,7 @@ import signal
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from conveyor import _eventloop
 from conveyor._errors import BackendError, BackendUnavailable, InvalidArgument
@@ -46,6 +46,9 @@ from conveyor.drivers.records import InsertStatus, NewJob
 from conveyor.engine import Engine
 from conveyor.outbox._outbox import Outbox, PostgresOutbox, SQLiteOutbox, check_job, outbox_for_url
 from conveyor.outbox._sources import OutboxRow, Source, Status, Taken, source_for
+
+if TYPE_CHECKING:
+    from conveyor._queue import Queue
 
 log = logging.getLogger("conveyor.relay")
 
@@ -89,12 +92,14 @@ class _Refused(Exception):
 
 class Relay:
     """Move jobs from ``source`` (an outbox URL or :class:`Outbox`) to ``target`` (a Redis URL,
-    or a driver), batch after batch, until stopped; see the module for the guarantees."""
+    a :class:`Queue`, or an open driver), batch after batch, until stopped; see the module for
+    the guarantees. A URL's connection is the relay's own and closes with it; a queue's or a
+    driver's is shared and left open."""
 
     def __init__(
         self,
         source: str | Outbox,
-        target: str | Driver,
+        target: str | Queue | Driver,
         *,
         batch_size: int = BATCH_SIZE,
         safety_poll: float = SAFETY_POLL,
@@ -107,9 +112,14 @@ class Relay:
             raise InvalidArgument(f"not an outbox: {outbox!r}")
         self.outbox: Outbox = outbox
         self._source: Source = source_for(outbox)
+        from conveyor._queue import Queue  # here: the queue module may import this one
+
         self._owns_target = isinstance(target, str)
+        self._queue = target if isinstance(target, Queue) else None
         if isinstance(target, str):
             target = driver_for_url(target)
+        elif isinstance(target, Queue):
+            target = target.driver
         self.target = target if isinstance(target, Engine) else Engine(target)
         self.batch_size = batch_size
         self.safety_poll = safety_poll
@@ -141,12 +151,6 @@ class Relay:
         for sig in signals:
             loop.add_signal_handler(sig, self._on_signal, sig)
         stops = [self._stop] if stop is None else [self._stop, stop]
-        log.info(
-            "relay started: %s -> %s",
-            self.outbox.url,
-            self.target.url,
-            extra={"event": "relay_started"},
-        )
         try:
             await self._loop(stops)
         finally:
@@ -166,8 +170,18 @@ class Relay:
     async def _loop(self, stops: list[asyncio.Event]) -> None:
         poll = MIN_POLL
         failures = 0
+        started = False
         while not any(s.is_set() for s in stops):
             try:
+                if not started:
+                    await self._source.open()  # the outbox table exists from here on
+                    started = True
+                    log.info(
+                        "relay started: %s -> %s",
+                        self.outbox.url,
+                        self.target.url,
+                        extra={"event": "relay_started"},
+                    )
                 report = await self.run_once()
                 failures = 0
                 if report.rows >= self.batch_size:
@@ -226,7 +240,10 @@ class Relay:
     async def run_once(self) -> BatchReport:
         """Move one batch (at most ``batch_size`` rows); what :meth:`run` repeats."""
         if not self._target_open:
-            await self.target.open()
+            if self._queue is not None:
+                await self._queue.connect()
+            elif self._owns_target:
+                await self.target.open()
             self._target_open = True
         started = time.perf_counter()
         taken = await self._source.take(self.batch_size)
