@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -19,6 +20,7 @@ from conveyor.drivers.transactional import run_plan
 from conveyor.outbox import Outbox, PostgresOutbox, Relay, SQLiteOutbox, outbox_for_url
 from tests.conftest import redis_test_url
 from tests.outbox.conftest import base_conninfo, psycopg_execute, sqlite_execute
+from tests.servers.postgres_server import PostgresServer
 from tests.servers.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -221,3 +223,54 @@ async def test_delays_count_from_the_insert(outbox: Outbox, redis_url: str) -> N
     assert abs(delayed.run_at.timestamp() - (time.time() + 600)) < 30
     assert abs(fixed.run_at.timestamp() - at) < 0.01
     assert now.state.value == "queued" and delayed.state.value == "scheduled"
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+async def test_the_relay_rides_out_a_postgres_restart(
+    private_postgres: PostgresServer, redis_url: str
+) -> None:
+    """Both of the relay's connections (its batches' and the one that listens) come back, and
+    a commit after the restart wakes it without waiting for the safety poll."""
+    box = outbox_for_url(private_postgres.url)
+    box.ensure_schema()
+    relay = Relay(box, redis_url, safety_poll=60.0)
+    task = asyncio.create_task(relay.run())
+    try:
+        commit(box, [job("before")])
+        await until(lambda: asyncio.sleep(0, relay.stats.moved == 1), timeout=10, what="a move")
+        await asyncio.to_thread(private_postgres.stop)
+        await until(lambda: asyncio.sleep(0, relay.stats.errors >= 1), timeout=30, what="errors")
+        await asyncio.to_thread(private_postgres.start)
+        await asyncio.to_thread(commit, box, [job("after")])
+        await until(lambda: asyncio.sleep(0, relay.stats.moved == 2), timeout=30, what="again")
+        # It listens again (a take listens first): the next commit wakes it at once.
+        await asyncio.to_thread(commit, box, [job("woken")])
+        await until(lambda: asyncio.sleep(0, relay.stats.moved == 3), timeout=5, what="a wake")
+        assert not task.done()
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 15)
+
+
+async def test_a_relay_started_before_its_database_waits_for_it(
+    tmp_path: Path, redis_url: str
+) -> None:
+    folder = tmp_path / "not-yet"
+    url = f"sqlite:///{folder / 'app.db'}"
+    relay = Relay(url, redis_url)
+    task = asyncio.create_task(relay.run())
+    try:
+        await until(lambda: asyncio.sleep(0, relay.stats.errors >= 2), timeout=10, what="tries")
+        folder.mkdir()
+        box = outbox_for_url(url)
+        box.ensure_schema()
+        commit(box, [job("late")])
+        await until(lambda: asyncio.sleep(0, relay.stats.moved == 1), timeout=20, what="a move")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 15)
