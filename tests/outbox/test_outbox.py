@@ -30,9 +30,9 @@ class Note(BaseModel):
 note = job("outbox.note", Note, result=str, queue="outbox")
 
 
-def new_job(job_id: str, text: str = "hi", **options: float) -> NewJob:
+def new_job(job_id: str, text: str = "hi", *, delay: float = 0.0) -> NewJob:
     payload = Note(text=text).model_dump_json().encode()
-    return NewJob(id=job_id, queue="outbox", name=note.name, payload=payload, **options)  # type: ignore[arg-type]
+    return NewJob(id=job_id, queue="outbox", name=note.name, payload=payload, delay=delay)
 
 
 async def run_worker(redis_url: str) -> list[str]:

@@ -77,6 +77,12 @@ class Outbox:
         :class:`InvalidArgument` before the first statement if a job is invalid, and after the
         check if the connection is not to the outbox's database (nothing written then).
 
+        The table must exist (:meth:`ensure_schema`, ``conveyor migrate --outbox URL``, or a
+        relay started once): on SQLite its absence is an :class:`InvalidArgument` before the
+        insert; on PostgreSQL, whose check rides on the insert itself to cost no round trip,
+        it is PostgreSQL's own error (``relation ... does not exist``), which aborts the
+        transaction.
+
         ``now`` (epoch seconds) is the jobs' creation time, from which a ``delay`` counts; the
         database's clock when ``None``."""
         raise NotImplementedError
