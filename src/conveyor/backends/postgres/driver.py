@@ -208,6 +208,26 @@ class PostgresDriver:
 
     # -- jobs -----------------------------------------------------------------------------------
 
+    def _insert(self, jobs: Sequence[NewJob], now: float | None) -> tuple[str, dict[str, Any]]:
+        """The statement that inserts ``jobs`` and its arguments: one job (a single enqueue,
+        the common case) has a statement of its own, whose plan PostgreSQL caches."""
+        if len(jobs) == 1:
+            (job,) = jobs
+            return "job_insert_many__one", {
+                "now": now,
+                "instance": None,
+                "channel": self._url.channel,
+                "id": job.id,
+                "queue": job.queue,
+                "name": job.name,
+                "payload": job.payload,
+                "priority": job.priority,
+                "max_attempts": job.max_attempts,
+                "run_at": None if job.run_at is None else float(job.run_at),
+                "delay": float(job.delay),
+            }
+        return "job_insert_many", self._insert_args(jobs, now)
+
     def _insert_args(self, jobs: Sequence[NewJob], now: float | None) -> dict[str, Any]:
         return {
             "now": now,
@@ -230,7 +250,8 @@ class PostgresDriver:
         check_new_jobs(jobs)
         if not jobs:
             return []
-        rows = await self._rows("job_insert_many", self._insert_args(jobs, now))
+        query, args = self._insert(jobs, now)
+        rows = await self._rows(query, args)
         return _insert_results([(r["id"], r["inserted_state"], r["existing_state"]) for r in rows])
 
     @property
@@ -251,8 +272,9 @@ class PostgresDriver:
         if self._instance is None:
             raise BackendUnavailable(f"open the queue on {self.url} before enqueueing with it")
         instance = self._instance
+        query, args = self._insert(jobs, now)
         # Text parameters: a caller's driver may not know psycopg 3's binary %b (psycopg2).
-        sql = re.sub(r"%\((\w+)\)b", r"%(\1)s", self._q["job_insert_many"].decode())
+        sql = re.sub(r"%\((\w+)\)b", r"%(\1)s", self._q[query].decode())
         refused = (
             f"the connection passed to enqueue does not reach the queue's store ({self.url}): "
             "pass a connection to that database, or enqueue without one"
@@ -261,9 +283,8 @@ class PostgresDriver:
         def plan() -> Plan[list[InsertResult]]:
             if not jobs:
                 return []
-            args = {**self._insert_args(jobs, now), "instance": instance}
             try:
-                rows = yield Statement(sql, args)
+                rows = yield Statement(sql, {**args, "instance": instance})
             except psycopg.errors.UndefinedTable as exc:
                 # Another database, without this schema: one statement costs the caller one
                 # round trip, and this mistake (like any failed statement) aborts their
@@ -607,7 +628,11 @@ class PostgresDriver:
         if self._notifications is None:
             await asyncio.sleep(timeout)
             return []
-        return await self._notifications.cancel_listen(worker_id, timeout)
+        return await self._notifications.cancel_listen(worker_id, timeout, self._cancel_requested)
+
+    async def _cancel_requested(self, worker_id: str) -> list[str]:
+        rows = await self._rows("cancel_listen__requested", {"worker_id": worker_id})
+        return [row["id"] for row in rows]
 
 
 def _insert_results(rows: Sequence[tuple[str, str | None, str | None]]) -> list[InsertResult]:

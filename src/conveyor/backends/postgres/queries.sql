@@ -59,6 +59,55 @@ FROM input
 LEFT JOIN inserted ON inserted.id = input.id
 ORDER BY input.ord;
 
+-- name: job_insert_many__one
+-- job_insert_many of one job, with plain parameters: what a single enqueue sends. Its plan is
+-- cached (PostgreSQL keeps a generic plan for it; the array form is planned on every call),
+-- and its parameters are cheaper to send: about three times the single-enqueue rate.
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+guard AS (
+    SELECT %(instance)s::text IS NULL OR EXISTS (
+        SELECT 1 FROM {schema}.conveyor_meta WHERE key = 'instance' AND value = %(instance)s::text
+    ) AS ok
+),
+input AS (
+    SELECT %(id)s::text AS id, %(queue)s::text AS queue, %(name)s::text AS name,
+           %(payload)s::bytea AS payload, %(priority)s::int AS priority,
+           %(max_attempts)s::int AS max_attempts, 1 AS ord, t.now,
+           coalesce(%(run_at)s::float8, t.now + %(delay)s::float8) AS run_at
+    FROM t, guard
+    WHERE guard.ok
+),
+inserted AS (
+    INSERT INTO {schema}.conveyor_job (
+        id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq
+    )
+    SELECT id, queue, name, payload,
+           CASE WHEN run_at > now THEN 'scheduled' ELSE 'queued' END,
+           priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq')
+    FROM (SELECT * FROM input ORDER BY ord) ordered
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, queue, state
+),
+registered AS (
+    INSERT INTO {schema}.conveyor_queue (name) SELECT DISTINCT queue FROM input
+    ON CONFLICT (name) DO NOTHING
+),
+woken AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'queued') q
+)
+SELECT input.id, inserted.state AS inserted_state,
+       CASE WHEN inserted.id IS NULL THEN (
+           SELECT existing.state FROM {schema}.conveyor_job existing
+           WHERE existing.id = input.id
+       ) END AS existing_state,
+       (SELECT count(*) FROM woken) AS woken
+FROM input
+LEFT JOIN inserted ON inserted.id = input.id
+ORDER BY input.ord;
+
 -- name: job_fetch
 -- One statement: of the served queues that are not paused, the due scheduled and retrying jobs
 -- and each queue's first %(limit)s queued jobs (one ordered range of the ready index per queue,
@@ -542,3 +591,9 @@ SELECT EXISTS (
         SELECT 1 FROM {schema}.conveyor_job j WHERE j.queue = q.name AND j.state = 'queued'
     )
 ) AS runnable;
+
+-- The running jobs of a worker someone asked to cancel: read when it starts listening for
+-- cancels (what was notified before could not be heard). The active index is by worker.
+-- name: cancel_listen__requested
+SELECT id FROM {schema}.conveyor_job
+WHERE state = 'active' AND worker_id = %(worker_id)s AND cancel_requested;
