@@ -221,6 +221,36 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
             "limit": 20,
         },
         "job_get_many": {"ids": [held.id]},
+        "job_rescue_many": {
+            "now": None,
+            "channel": "c",
+            "keep_errors": 20,
+            "error_chars": 2000,
+            "ids": [held.id],
+            "tokens": [held.lease_token],
+            "kinds": ["requeue"],
+            "stalls": [1],
+            "errors": ["lost"],
+            "cancel_errors": ["cancelled"],
+        },
+        "job_cancel_many": {"now": None, "ids": [held.id, "j5000"], "channel": "c"},
+        "job_retry_many": {"now": None, "ids": [held.id, "j5000"], "channel": "c"},
+        "job_promote_due": {"now": None, "limit": 10, "channel": "c"},
+        "job_insert_many": {
+            "now": None,
+            "instance": None,
+            "channel": "c",
+            "ids": ["j1", "new"],
+            "queues": ["default", "default"],
+            "names": ["n", "n"],
+            "payloads": [b"{}", b"{}"],
+            "priorities": [0, 0],
+            "max_attempts": [3, 3],
+            "run_ats": [None, None],
+            "delays": [0.0, 0.0],
+        },
+        "job_prune_finished__trim_completed": {"keep": 10, "queues": None, "limit": 10},
+        "job_prune_finished__completed": {"cutoff": 2e9, "limit": 10},
     }
     explained = {name: await _plan(pg, name, args) for name, args in plans.items()}
     for name, plan in explained.items():
@@ -232,8 +262,9 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
     assert "conveyor_job_due_idx" in explained["job_fetch"]
     assert "conveyor_job_active_idx" in explained["job_expired"]
     assert "conveyor_job_list_idx" in explained["job_list"]
-    for name in ("job_extend_leases", "job_finish_many", "job_get_many"):
+    for name in ("job_extend_leases", "job_finish_many", "job_get_many", "job_rescue_many"):
         assert "conveyor_job_pkey" in explained[name], explained[name]
+        assert "conveyor_job_active_idx" not in explained[name], explained[name]
 
 
 # -- rows written by something else --------------------------------------------------------------

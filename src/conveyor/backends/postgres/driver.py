@@ -515,7 +515,12 @@ class PostgresDriver:
                 if max_age is None or removed >= limit:
                     continue
                 by_age = {"state": state.value, "cutoff": at - max_age, "limit": limit - removed}
-                cur = await conn.execute(self._q["job_prune_finished"], by_age)
+                query = (
+                    "job_prune_finished__completed"
+                    if state is JobState.COMPLETED
+                    else "job_prune_finished"
+                )
+                cur = await conn.execute(self._q[query], by_age)
                 removed += cur.rowcount
             if retention.completed_max_count is not None and removed < limit:
                 by_count = {

@@ -176,7 +176,8 @@ l AS (
 UPDATE {schema}.conveyor_job j
 SET lease_expires_at = t.now + %(lease_seconds)s::float8, isolated = j.isolated OR l.isolated
 FROM l, t
-WHERE j.id = l.id AND j.state = 'active' AND j.lease_token = l.token
+WHERE j.id = ANY(%(ids)b::text[]) AND j.id = l.id AND (j.state = 'active') IS TRUE
+  AND j.lease_token = l.token
 RETURNING j.id, j.lease_token, j.cancel_requested;
 
 -- name: job_finish_many
@@ -240,7 +241,10 @@ done AS (
         cancel_requested = false,
         isolated = false
     FROM f, t
-    WHERE j.id = f.id AND j.state = 'active' AND j.lease_token = f.token
+    -- "(...) IS TRUE" keeps the planner on the primary key: a bare state = 'active' lets it
+    -- pick the partial index of active jobs, which it would read whole.
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.id = f.id AND (j.state = 'active') IS TRUE
+      AND j.lease_token = f.token
     RETURNING j.id, j.queue, j.state
 ),
 trimmed AS (
@@ -266,11 +270,16 @@ woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue)
     FROM (SELECT DISTINCT queue FROM done WHERE state = 'queued') q
 )
-SELECT f.id, done.queue, done.state, cur.state AS current_state, cur.lease_token AS current_token,
+SELECT f.id, done.queue, done.state,
+       CASE WHEN done.id IS NULL THEN (
+           SELECT c.state FROM {schema}.conveyor_job c WHERE c.id = f.id
+       ) END AS current_state,
+       CASE WHEN done.id IS NULL THEN (
+           SELECT c.lease_token FROM {schema}.conveyor_job c WHERE c.id = f.id
+       ) END AS current_token,
        (SELECT count(*) FROM woken) AS woken
 FROM f
 LEFT JOIN done ON done.id = f.id
-LEFT JOIN {schema}.conveyor_job cur ON cur.id = f.id AND done.id IS NULL
 ORDER BY f.ord;
 
 -- name: job_expired
@@ -324,18 +333,21 @@ done AS (
         cancel_requested = false,
         isolated = false
     FROM r, t
-    WHERE j.id = r.id AND j.state = 'active' AND j.lease_token = r.token
-      AND j.lease_expires_at <= t.now
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.id = r.id AND (j.state = 'active') IS TRUE
+      AND j.lease_token = r.token AND j.lease_expires_at <= t.now
     RETURNING j.id, j.queue, j.state
 ),
 woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue)
     FROM (SELECT DISTINCT queue FROM done WHERE state = 'queued') q
 )
-SELECT r.id, done.state, cur.id IS NOT NULL AS found, (SELECT count(*) FROM woken) AS woken
+SELECT r.id, done.state,
+       done.id IS NOT NULL OR EXISTS (
+           SELECT 1 FROM {schema}.conveyor_job c WHERE c.id = r.id
+       ) AS found,
+       (SELECT count(*) FROM woken) AS woken
 FROM r
 LEFT JOIN done ON done.id = r.id
-LEFT JOIN {schema}.conveyor_job cur ON cur.id = r.id
 ORDER BY r.ord;
 
 -- name: job_promote_due
@@ -355,7 +367,7 @@ due AS (
 ),
 moved AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
-    FROM due WHERE j.id = due.id
+    WHERE j.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING j.queue
 ),
 woken AS (
@@ -374,7 +386,7 @@ ids AS (
 ),
 cur AS (
     SELECT j.id, j.state FROM {schema}.conveyor_job j
-    WHERE j.id IN (SELECT id FROM ids)
+    WHERE j.id = ANY(%(ids)b::text[])
     FOR UPDATE
 ),
 waiting AS (
@@ -382,12 +394,13 @@ waiting AS (
     SET state = 'cancelled', finished_at = t.now, error = 'cancelled', result = NULL,
         lease_expires_at = NULL, worker_id = NULL, cancel_requested = false, isolated = false
     FROM cur, t
-    WHERE j.id = cur.id AND cur.state IN ('scheduled', 'queued', 'retrying')
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.id = cur.id
+      AND cur.state IN ('scheduled', 'queued', 'retrying')
     RETURNING j.id
 ),
 active AS (
     UPDATE {schema}.conveyor_job j SET cancel_requested = true
-    FROM cur WHERE j.id = cur.id AND cur.state = 'active'
+    FROM cur WHERE j.id = ANY(%(ids)b::text[]) AND j.id = cur.id AND cur.state = 'active'
     RETURNING j.id, j.worker_id
 ),
 told AS (
@@ -410,7 +423,7 @@ ids AS (
 ),
 cur AS (
     SELECT j.id, j.state FROM {schema}.conveyor_job j
-    WHERE j.id IN (SELECT id FROM ids)
+    WHERE j.id = ANY(%(ids)b::text[])
     FOR UPDATE
 ),
 numbered AS (
@@ -426,7 +439,7 @@ retried AS (
     SET state = 'queued', max_attempts = j.attempt + 1, run_at = t.now, finished_at = NULL,
         stalls = 0, cancel_requested = false, seq = numbered.seq
     FROM numbered, t
-    WHERE j.id = numbered.id
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.id = numbered.id
     RETURNING j.id, j.queue
 ),
 woken AS (
@@ -441,7 +454,7 @@ WHERE state = ANY(%(states)b::text[])
   AND (%(finished_before)s::float8 IS NULL OR finished_at < %(finished_before)s::float8);
 
 -- name: job_prune_finished
--- Finished jobs of one state older than %(cutoff)s, oldest first, at most %(limit)s.
+-- Failed or cancelled jobs older than %(cutoff)s, oldest first, at most %(limit)s.
 DELETE FROM {schema}.conveyor_job
 WHERE id IN (
     SELECT id FROM {schema}.conveyor_job
@@ -449,6 +462,21 @@ WHERE id IN (
     ORDER BY finished_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+);
+
+-- Completed jobs older than %(cutoff)s, oldest first, at most %(limit)s: read queue by queue.
+-- name: job_prune_finished__completed
+DELETE FROM {schema}.conveyor_job
+WHERE id IN (
+    SELECT old.id
+    FROM {schema}.conveyor_queue q CROSS JOIN LATERAL (
+        SELECT o.id, o.finished_at, o.seq FROM {schema}.conveyor_job o
+        WHERE o.queue = q.name AND o.state = 'completed' AND o.finished_at < %(cutoff)s::float8
+        ORDER BY o.finished_at, o.seq
+        LIMIT %(limit)s
+    ) old
+    ORDER BY old.finished_at, old.seq
+    LIMIT %(limit)s
 );
 
 -- name: job_prune_finished__trim_completed

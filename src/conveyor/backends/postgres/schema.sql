@@ -79,7 +79,7 @@ CREATE TABLE {schema}.conveyor_worker (
 
 CREATE INDEX conveyor_job_active_idx ON {schema}.conveyor_job USING btree (worker_id) WHERE (state = 'active'::text);
 
-CREATE INDEX conveyor_job_age_idx ON {schema}.conveyor_job USING btree (state, finished_at, seq) WHERE (state = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text]));
+CREATE INDEX conveyor_job_age_idx ON {schema}.conveyor_job USING btree (state, finished_at, seq) WHERE (state = ANY (ARRAY['failed'::text, 'cancelled'::text]));
 
 CREATE INDEX conveyor_job_due_idx ON {schema}.conveyor_job USING btree (queue, run_at, seq) WHERE (state = ANY (ARRAY['scheduled'::text, 'retrying'::text]));
 
