@@ -23,12 +23,14 @@ from conveyor._errors import BackendUnavailable, InvalidArgument
 from conveyor.backends.postgres._migrate import check_current, migrate
 from conveyor.backends.postgres._notify import Notifications
 from conveyor.backends.postgres._records import Row, heartbeat_args, record_of, worker_of
+from conveyor.backends.postgres._results import change_results, insert_results
 from conveyor.backends.postgres._sql import QUERIES, in_schema
 from conveyor.backends.postgres._url import parse_url
 from conveyor.drivers.common import (
     HISTORY_ERROR_CHARS,
     HISTORY_LIMIT,
     LOST_WHILE_CANCELLING,
+    RETRYABLE_STATES,
     cancelled_error,
     check_finishes,
     check_new_jobs,
@@ -39,12 +41,10 @@ from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
     WAITING_STATES,
     ChangeResult,
-    ChangeStatus,
     ExtendResult,
     FetchParams,
     FinishJob,
     InsertResult,
-    InsertStatus,
     JobRecord,
     JobState,
     Lease,
@@ -54,7 +54,6 @@ from conveyor.drivers.records import (
     QueueInfo,
     RescueJob,
     Retention,
-    TransitionKind,
     TransitionResult,
     TransitionStatus,
     WorkerInfo,
@@ -252,7 +251,7 @@ class PostgresDriver:
             return []
         query, args = self._insert(jobs, now)
         rows = await self._rows(query, args)
-        return _insert_results([(r["id"], r["inserted_state"], r["existing_state"]) for r in rows])
+        return insert_results([(r["id"], r["inserted_state"], r["existing_state"]) for r in rows])
 
     @property
     def dialect(self) -> Dialect:
@@ -292,7 +291,7 @@ class PostgresDriver:
                 raise InvalidArgument(f"{refused} ({exc})") from exc
             if not rows:
                 raise InvalidArgument(refused)
-            return _insert_results([(r[0], r[1], r[2]) for r in rows])
+            return insert_results([(r[0], r[1], r[2]) for r in rows])
 
         return plan()
 
@@ -432,25 +431,8 @@ class PostgresDriver:
         if not ids:
             return []
         args = {"now": now, "ids": list(ids), "channel": self._url.channel}
-        found = {
-            row["id"]: JobState(row["state"]) for row in await self._rows("job_cancel_many", args)
-        }
-        results: list[ChangeResult] = []
-        seen: set[str] = set()
-        for job_id in ids:
-            state = found.get(job_id)
-            if job_id in seen and state in WAITING_STATES:
-                state = JobState.CANCELLED  # as the first mention of the id left it
-            seen.add(job_id)
-            if state is None:
-                results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
-            elif state in WAITING_STATES:
-                results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.CANCELLED))
-            elif state is JobState.ACTIVE:
-                results.append(ChangeResult(job_id, ChangeStatus.CANCEL_REQUESTED, state))
-            else:
-                results.append(ChangeResult(job_id, ChangeStatus.WRONG_STATE, state))
-        return results
+        found = await self._rows("job_cancel_many", args)
+        return change_results(ids, found, WAITING_STATES, JobState.CANCELLED, cancels=True)
 
     async def job_retry_many(
         self, ids: Sequence[str], *, now: float | None = None
@@ -459,23 +441,8 @@ class PostgresDriver:
         if not ids:
             return []
         args = {"now": now, "ids": list(ids), "channel": self._url.channel}
-        found = {
-            row["id"]: JobState(row["state"]) for row in await self._rows("job_retry_many", args)
-        }
-        results: list[ChangeResult] = []
-        seen: set[str] = set()
-        for job_id in ids:
-            state = found.get(job_id)
-            if job_id in seen and state in (JobState.FAILED, JobState.CANCELLED):
-                state = JobState.QUEUED  # as the first mention of the id left it
-            seen.add(job_id)
-            if state is None:
-                results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
-            elif state in (JobState.FAILED, JobState.CANCELLED):
-                results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.QUEUED))
-            else:
-                results.append(ChangeResult(job_id, ChangeStatus.WRONG_STATE, state))
-        return results
+        found = await self._rows("job_retry_many", args)
+        return change_results(ids, found, RETRYABLE_STATES, JobState.QUEUED, cancels=False)
 
     async def job_purge(self, params: PurgeParams, *, now: float | None = None) -> int:
         if not params.states:
@@ -640,23 +607,4 @@ class PostgresDriver:
         return [row["id"] for row in rows]
 
 
-def _insert_results(rows: Sequence[tuple[str, str | None, str | None]]) -> list[InsertResult]:
-    """One result per input row, in input order: the first row of an id that was inserted is
-    ``inserted``; any other is a duplicate with the state it finds (the earlier row's when the
-    id repeats in the batch)."""
-    results: list[InsertResult] = []
-    first: dict[str, JobState] = {}
-    for job_id, inserted_state, existing_state in rows:
-        earlier = first.get(job_id)
-        if earlier is not None:
-            results.append(InsertResult(job_id, InsertStatus.DUPLICATE, earlier))
-        elif inserted_state is not None:
-            first[job_id] = JobState(inserted_state)
-            results.append(InsertResult(job_id, InsertStatus.INSERTED, first[job_id]))
-        else:
-            first[job_id] = JobState(existing_state or JobState.QUEUED.value)
-            results.append(InsertResult(job_id, InsertStatus.DUPLICATE, first[job_id]))
-    return results
-
-
-__all__ = ["PostgresDriver", "TransitionKind"]
+__all__ = ["PostgresDriver"]
