@@ -14,7 +14,6 @@ from conveyor.drivers.records import (
     JobState,
 )
 
-
 _STATES = {state.value: state for state in JobState}  # a dict read: thousands per bulk insert
 
 
