@@ -16,7 +16,9 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
-from conveyor import BackendUnavailable, Queue, job
+from conveyor import BackendUnavailable, InvalidArgument, Queue, UnsupportedURL, job
+from conveyor._definition import check_queue_name
+from conveyor._queue import _check_job_id
 from conveyor.backends.postgres import PostgresDriver
 from conveyor.backends.postgres._url import parse_url
 from conveyor.backends.registry import driver_for_url
@@ -295,3 +297,22 @@ async def test_a_role_without_ddl_rights_opens_a_schema_that_is_up_to_date(
             admin.execute(f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA "{schema}" FROM {role}')
             admin.execute(f'REVOKE ALL ON SCHEMA "{schema}" FROM {role}')
             admin.execute(f"DROP ROLE {role}")
+
+
+# -- names: "$" matches before a trailing newline ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda: parse_url("postgresql://h/db?schema=jobs%0A"),
+        lambda: check_queue_name("default\n"),
+        lambda: _check_job_id("abc\n"),
+    ],
+    ids=["schema", "queue", "job_id"],
+)
+def test_a_trailing_newline_is_refused(check: Any) -> None:
+    """The checks promise letters, digits and '_' (no control characters for ids); a pattern
+    ending in ``$`` also matched "name\\n", a queue other than "name"."""
+    with pytest.raises((UnsupportedURL, InvalidArgument)):
+        check()
