@@ -24,8 +24,8 @@ R = TypeVar("R")
 DEFAULT_QUEUE = "default"
 DEFAULT_ATTEMPTS = 3
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$")
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}\Z")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}\Z")
 
 
 def check_queue_name(queue: object, *, error: type[InvalidArgument] = InvalidArgument) -> str:

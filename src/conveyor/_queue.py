@@ -61,7 +61,7 @@ from conveyor.engine import Engine
 R = TypeVar("R")
 P = TypeVar("P", bound=BaseModel)
 
-_JOB_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+_JOB_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}\Z")
 ROUTES_TTL = 30.0  # seconds the routes workers declared are reused by enqueue_by_name
 ROUTES_RETRY = 2.0  # how soon an unknown name makes them read again
 

@@ -35,7 +35,7 @@ from conveyor.outbox import _sql
 if TYPE_CHECKING:
     import psycopg
 
-_JOB_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+_JOB_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,255}\Z")
 # Jobs per SQLite statement: 9 parameters a job stays under the 999 variables that SQLite
 # allowed before 3.32.
 SQLITE_ROWS_PER_STATEMENT: Final = 100

@@ -23,7 +23,7 @@ SQLITE: Final = _load("sqlite.sql")
 POSTGRES: Final = _load("postgres.sql")
 
 # PostgreSQL schema names the outbox accepts: plain identifiers, written quoted into the SQL.
-_IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 
 
 def is_identifier(name: str) -> bool:

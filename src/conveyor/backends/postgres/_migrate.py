@@ -15,7 +15,13 @@ KNOWN = tuple(name for name, _ in MIGRATIONS)
 
 
 async def migrate(conn: AsyncConnection[Any], schema: str, quoted: str) -> list[str]:
-    """Apply the pending migrations in one transaction; return the names applied."""
+    """Apply the pending migrations in one transaction; return the names applied.
+
+    A schema that is up to date already is only read: no lock and no DDL, so a role that may
+    use the tables but not create anything (no CREATE on the database or schema) can open it
+    once ``conveyor migrate`` was run by one that may."""
+    if await _up_to_date(conn, schema, quoted):
+        return []
     async with conn.transaction():
         await conn.execute(
             b"SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"conveyor:{schema}"]
@@ -39,6 +45,19 @@ async def migrate(conn: AsyncConnection[Any], schema: str, quoted: str) -> list[
             )
             done.append(name)
         return done
+
+
+async def _up_to_date(conn: AsyncConnection[Any], schema: str, quoted: str) -> bool:
+    """Whether every known migration is applied (a newer schema is refused here too)."""
+    cur = await conn.execute(
+        b"SELECT to_regclass(%s) IS NOT NULL", [f"{quoted}.conveyor_migration"]
+    )
+    row: Any = await cur.fetchone()
+    if row is None or not _first(row):
+        return False
+    applied = await _applied(conn, quoted)
+    _refuse_newer(applied, schema)
+    return all(name in applied for name in KNOWN)
 
 
 async def check_current(conn: AsyncConnection[Any], schema: str, quoted: str, shown: str) -> None:

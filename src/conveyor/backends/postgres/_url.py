@@ -17,7 +17,7 @@ SCHEMES: Final = frozenset({"postgresql", "postgres"})
 DEFAULT_SCHEMA: Final = "public"
 DEFAULT_POOL_MAX: Final = 10
 # A schema name we can quote without surprises and that fits PostgreSQL's 63-byte names.
-_SCHEMA: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_SCHEMA: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 _OWN_OPTIONS: Final = ("schema", "pool_max")
 
 

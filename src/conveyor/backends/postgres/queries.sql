@@ -245,7 +245,7 @@ done AS (
     -- pick the partial index of active jobs, which it would read whole.
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = f.id AND (j.state = 'active') IS TRUE
       AND j.lease_token = f.token
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state, f.token
 ),
 trimmed AS (
     DELETE FROM {schema}.conveyor_job
@@ -279,7 +279,7 @@ SELECT f.id, done.queue, done.state,
        ) END AS current_token,
        (SELECT count(*) FROM woken) AS woken
 FROM f
-LEFT JOIN done ON done.id = f.id
+LEFT JOIN done ON done.id = f.id AND done.token = f.token
 ORDER BY f.ord;
 
 -- name: job_expired
@@ -335,7 +335,7 @@ done AS (
     FROM r, t
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = r.id AND (j.state = 'active') IS TRUE
       AND j.lease_token = r.token AND j.lease_expires_at <= t.now
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state, r.token
 ),
 woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue)
@@ -347,7 +347,7 @@ SELECT r.id, done.state,
        ) AS found,
        (SELECT count(*) FROM woken) AS woken
 FROM r
-LEFT JOIN done ON done.id = r.id
+LEFT JOIN done ON done.id = r.id AND done.token = r.token
 ORDER BY r.ord;
 
 -- name: job_promote_due

@@ -94,7 +94,7 @@ _SCHEMES: Final = {
     "valkey+cluster": ("redis", True),
     "valkeys+cluster": ("rediss", True),
 }
-_PREFIX: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_PREFIX: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 
 
 @dataclass(frozen=True, slots=True)
