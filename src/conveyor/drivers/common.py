@@ -75,6 +75,11 @@ def check_now(now: float | None) -> None:
 def _check_text(text: str | None, what: str) -> None:
     if text is None:
         return
+    if "\x00" in text:  # PostgreSQL's text cannot hold one; no backend may differ from it
+        raise InvalidArgument(
+            f"{what} holds a NUL character; make it writable first "
+            "(conveyor.core.serialization.writable_text)"
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

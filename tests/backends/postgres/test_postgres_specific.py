@@ -190,6 +190,7 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
             "limit": 10,
             "lease_seconds": 30,
             "worker_id": "w",
+            "receipt": "r",
         },
         "job_extend_leases": {
             "now": None,

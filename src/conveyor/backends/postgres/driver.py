@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ from conveyor.drivers.records import (
     FetchParams,
     FinishJob,
     InsertResult,
+    InsertStatus,
     JobRecord,
     JobState,
     Lease,
@@ -61,9 +63,12 @@ from conveyor.drivers.records import (
 from conveyor.drivers.transactional import Dialect, Plan, Statement
 
 POOL_TIMEOUT_SECONDS = 5.0  # how long an operation waits for a connection before failing
-# Pauses between tries of an operation whose connection failed: about 5 s of a server being
-# away (a restart) before the caller sees BackendUnavailable.
-RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
+# An operation whose connection fails is tried again, pausing 0.05 s, then twice as long each
+# time up to 1 s, for RETRY_SECONDS in all (waits for a connection included): a server being
+# away that long (a restart) costs a pause; longer, the caller sees BackendUnavailable.
+RETRY_SECONDS = 5.0
+RETRY_FIRST_DELAY = 0.05
+RETRY_MAX_DELAY = 1.0
 T = TypeVar("T")
 
 
@@ -164,28 +169,40 @@ class PostgresDriver:
         return self._pool.connection()
 
     async def _rows(self, query: str, args: Mapping[str, Any]) -> list[Row]:
-        async def run(conn: Any) -> list[Row]:
-            cur = await conn.execute(self._q[query], args)
-            rows: list[Row] = await cur.fetchall() if cur.description is not None else []
-            return rows
+        async def run(conn: Any, retried: bool) -> list[Row]:
+            return await self._run(conn, query, args)
 
         return await self._with_connection(run)
 
-    async def _with_connection(self, work: Callable[[Any], Awaitable[T]]) -> T:
+    async def _run(self, conn: Any, query: str, args: Mapping[str, Any]) -> list[Row]:
+        cur = await conn.execute(self._q[query], args)
+        rows: list[Row] = await cur.fetchall() if cur.description is not None else []
+        return rows
+
+    async def _with_connection(self, work: Callable[[Any, bool], Awaitable[T]]) -> T:
         """Run ``work`` on a pooled connection. A connection that fails (the server restarted,
-        the network dropped) is replaced and the work tried again, for a few seconds at most:
-        every operation is safe to repeat (writes are fenced by lease token or deduplicated by
-        job id), which lets workers and producers ride through a restart."""
-        for delay in (*RETRY_DELAYS, None):
+        the network dropped) is replaced and the work tried again, within RETRY_SECONDS in
+        all, which lets workers and producers ride through a restart. ``work`` is told when it
+        runs again: the first try may have committed with only its reply lost, and what is
+        not safe to repeat as such (a fetch, an insert's report) looks for that first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RETRY_SECONDS
+        retried = False
+        delay = RETRY_FIRST_DELAY
+        while True:
+            if self._pool is None:
+                raise BackendUnavailable(f"the PostgreSQL driver for {self.url} is not open")
             try:
-                async with self._connection() as conn:
-                    return await work(conn)
+                wait = max(deadline - loop.time(), RETRY_FIRST_DELAY)
+                async with self._pool.connection(timeout=wait) as conn:
+                    return await work(conn, retried)
             except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout):
                 self._check_pool()
-                if delay is None or self._pool is None:
+                if loop.time() + delay >= deadline:
                     raise
+            retried = True
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+            delay = min(delay * 2, RETRY_MAX_DELAY)
 
     def _check_pool(self) -> None:
         """After a connection failed (a server restart), weed out the pool's other idle
@@ -250,8 +267,51 @@ class PostgresDriver:
         if not jobs:
             return []
         query, args = self._insert(jobs, now)
-        rows = await self._rows(query, args)
-        return insert_results([(r["id"], r["inserted_state"], r["existing_state"]) for r in rows])
+
+        async def run(conn: Any, retried: bool) -> list[InsertResult]:
+            rows = await self._run(conn, query, args)
+            results = insert_results(
+                [(r["id"], r["inserted_state"], r["existing_state"]) for r in rows]
+            )
+            if retried:  # the first try may have inserted them, its reply lost
+                results = await self._own_duplicates(conn, jobs, results)
+            return results
+
+        return await self._with_connection(run)
+
+    async def _own_duplicates(
+        self, conn: Any, jobs: Sequence[NewJob], results: list[InsertResult]
+    ) -> list[InsertResult]:
+        """Results of an insert run again, with the jobs the first try wrote (the same queue,
+        name, payload, priority and attempts under the same id) reported inserted, not
+        duplicate."""
+        duplicates = [r.id for r in results if r.status is InsertStatus.DUPLICATE]
+        if not duplicates:
+            return results
+        stored = {
+            row["id"]: record_of(row)
+            for row in await self._run(conn, "job_get_many", {"ids": duplicates})
+        }
+        mine: set[str] = set()
+        for job in jobs:
+            found = stored.get(job.id)
+            if found is not None and (
+                found.queue,
+                found.name,
+                found.payload,
+                found.priority,
+                found.max_attempts,
+            ) == (job.queue, job.name, job.payload, job.priority, job.max_attempts):
+                mine.add(job.id)
+        seen: set[str] = set()
+        fixed: list[InsertResult] = []
+        for result in results:
+            if result.id in mine and result.id not in seen:
+                fixed.append(InsertResult(result.id, InsertStatus.INSERTED, result.state))
+            else:
+                fixed.append(result)
+            seen.add(result.id)
+        return fixed
 
     @property
     def dialect(self) -> Dialect:
@@ -309,8 +369,19 @@ class PostgresDriver:
             "limit": params.limit,
             "lease_seconds": params.lease_seconds,
             "worker_id": params.worker_id,
+            # Begins every lease token of this fetch: if its reply is lost, the fetch run again
+            # finds the jobs it leased instead of leasing others (and leaving these to nobody).
+            "receipt": secrets.token_hex(8),
         }
-        rows = await self._rows("job_fetch", args)
+
+        async def run(conn: Any, retried: bool) -> list[Row]:
+            if retried:
+                leased = await self._run(conn, "job_fetch__receipt", args)
+                if leased:
+                    return leased
+            return await self._run(conn, "job_fetch", args)
+
+        rows = await self._with_connection(run)
         # RETURNING yields rows in no promised order; callers rely on priority order.
         return sorted(map(record_of, rows), key=lambda j: (j.priority, j.run_at, j.seq))
 
@@ -430,7 +501,7 @@ class PostgresDriver:
         check_now(now)
         if not ids:
             return []
-        args = {"now": now, "ids": list(ids), "channel": self._url.channel}
+        args = {"now": now, "ids": _storable(ids), "channel": self._url.channel}
         found = await self._rows("job_cancel_many", args)
         return change_results(ids, found, WAITING_STATES, JobState.CANCELLED, cancels=True)
 
@@ -440,7 +511,7 @@ class PostgresDriver:
         check_now(now)
         if not ids:
             return []
-        args = {"now": now, "ids": list(ids), "channel": self._url.channel}
+        args = {"now": now, "ids": _storable(ids), "channel": self._url.channel}
         found = await self._rows("job_retry_many", args)
         return change_results(ids, found, RETRYABLE_STATES, JobState.QUEUED, cancels=False)
 
@@ -453,7 +524,7 @@ class PostgresDriver:
             "finished_before": params.finished_before,
         }
 
-        async def run(conn: Any) -> int:
+        async def run(conn: Any, retried: bool) -> int:
             cur = await conn.execute(self._q["job_purge"], args)
             return int(cur.rowcount)
 
@@ -471,7 +542,7 @@ class PostgresDriver:
             (JobState.CANCELLED, retention.cancelled_max_age),
         )
 
-        async def run(conn: Any) -> int:
+        async def run(conn: Any, retried: bool) -> int:
             removed = 0
             at = now
             if at is None:
@@ -504,13 +575,13 @@ class PostgresDriver:
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
         if not ids:
             return []
-        rows = await self._rows("job_get_many", {"ids": list(ids)})
+        rows = await self._rows("job_get_many", {"ids": _storable(ids)})
         found = {row["id"]: record_of(row) for row in rows}
         return [found.get(job_id) for job_id in ids]
 
     async def job_list(self, params: ListParams) -> list[JobRecord]:
-        if params.limit <= 0:
-            return []
+        if params.limit <= 0 or "\x00" in (params.queue or "") + (params.name or ""):
+            return []  # a name with a NUL names no job: none could be stored
         args = {
             "queue": params.queue,
             "states": [state.value for state in dict.fromkeys(params.states or JobState)],
@@ -605,6 +676,13 @@ class PostgresDriver:
     async def _cancel_requested(self, worker_id: str) -> list[str]:
         rows = await self._rows("cancel_listen__requested", {"worker_id": worker_id})
         return [row["id"] for row in rows]
+
+
+def _storable(ids: Sequence[str]) -> list[str]:
+    """``ids`` without those holding a NUL character: PostgreSQL's text cannot store one, so no
+    job has such an id (they are answered ``not_found``, as every other backend answers them),
+    and sending one would fail the whole statement."""
+    return [job_id for job_id in ids if "\x00" not in job_id]
 
 
 __all__ = ["PostgresDriver"]

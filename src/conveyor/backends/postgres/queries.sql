@@ -12,8 +12,10 @@
 -- only jobs that were there before.
 -- %(instance)s is NULL on the driver's own connection; on a caller's connection it is this
 -- store's instance id, and nothing is written unless the connection reaches this very store.
+-- The clock is clock_timestamp(), not now(): in a caller's transaction now() is when that
+-- transaction began, and a job's delay counts from its enqueue.
 WITH t AS (
-    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8) AS now
 ),
 guard AS (
     SELECT %(instance)s::text IS NULL OR EXISTS (
@@ -64,7 +66,7 @@ ORDER BY input.ord;
 -- cached (PostgreSQL keeps a generic plan for it; the array form is planned on every call),
 -- and its parameters are cheaper to send: about three times the single-enqueue rate.
 WITH t AS (
-    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8) AS now
 ),
 guard AS (
     SELECT %(instance)s::text IS NULL OR EXISTS (
@@ -156,7 +158,7 @@ UPDATE {schema}.conveyor_job j
 SET state = 'active',
     attempt = j.attempt + 1,
     started_at = t.now,
-    lease_token = gen_random_uuid()::text,
+    lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
     lease_expires_at = t.now + %(lease_seconds)s::float8,
     worker_id = %(worker_id)s::text,
     cancel_requested = false,
@@ -164,6 +166,13 @@ SET state = 'active',
 FROM t
 WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
 RETURNING j.*;
+
+-- The jobs a fetch with this receipt leased (every lease token it gives starts with it):
+-- what the fetch returns when it runs again after its reply was lost.
+-- name: job_fetch__receipt
+SELECT * FROM {schema}.conveyor_job
+WHERE state = 'active' AND worker_id = %(worker_id)s::text
+  AND starts_with(lease_token, %(receipt)s::text || '-');
 
 -- name: job_extend_leases
 WITH t AS (
