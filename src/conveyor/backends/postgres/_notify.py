@@ -86,7 +86,7 @@ class Notifications:
         while not self._closed:
             try:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            except psycopg.Error as exc:
+            except (psycopg.Error, OSError) as exc:
                 log.warning("listening on %s failed: %s; retrying", self._shown, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)
@@ -101,7 +101,7 @@ class Notifications:
                     delay = RECONNECT_MIN_SECONDS
                     async for notice in conn.notifies():
                         self._dispatch(notice.payload)
-            except psycopg.Error as exc:
+            except Exception as exc:  # whatever broke it, listening must go on: start afresh
                 if self._closed:
                     return
                 log.warning(
