@@ -15,7 +15,7 @@ from conveyor.drivers.protocol import Driver
 from tests.servers.postgres_server import PostgresServer
 from tests.servers.redis_server import RedisClusterServers, RedisServer
 
-BACKENDS = ["memory", "sqlite", "redis", "redis-cluster"]
+BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
 
 @pytest.fixture(autouse=True)
@@ -106,6 +106,10 @@ def backend_url(backend_name: str, tmp_path: Path, request: pytest.FixtureReques
         return redis_test_url(request.getfixturevalue("redis_base_url"))
     if backend_name == "redis-cluster":
         return redis_test_url(request.getfixturevalue("redis_cluster_url"))
+    if backend_name == "postgres":
+        url = postgres_test_url(request.getfixturevalue("postgres_base_url"))
+        request.addfinalizer(lambda: drop_test_schema(url))
+        return url
     raise AssertionError(backend_name)
 
 

@@ -41,6 +41,7 @@ class SyncQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._calls: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> SyncQueue:
@@ -70,8 +71,19 @@ class SyncQueue:
                     target=self._loop.run_forever, name="conveyor-sync-portal", daemon=True
                 )
                 self._thread.start()
-            future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            future: Future[T] = asyncio.run_coroutine_threadsafe(self._tracked(coro), self._loop)
         return future.result(timeout)
+
+    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+        # Remembered so that close() cancels the callers' calls, never the tasks a backend's
+        # client library runs for itself (a connection pool's workers stop when it closes).
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        try:
+            return await coro
+        finally:
+            self._calls.discard(task)
 
     def close(self) -> None:
         """Cancel calls still running, close the connection and stop the thread. Idempotent."""
@@ -92,8 +104,7 @@ class SyncQueue:
                 loop.close()
 
     async def _shutdown(self) -> None:
-        current = asyncio.current_task()
-        pending = [t for t in asyncio.all_tasks() if t is not current]
+        pending = list(self._calls)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

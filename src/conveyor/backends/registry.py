@@ -19,6 +19,9 @@ REDIS_SCHEMES = frozenset(
 ) | {"unix"}
 
 
+POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+
+
 def configured_url(url: str | None = None) -> str:
     """``url``, else ``$CONVEYOR_URL``, else ``$REDIS_URL`` (the variable Redis hosting services
     and most Redis clients use), else the embedded default."""
@@ -43,9 +46,18 @@ def driver_for_url(url: str) -> Driver:
                 f"{scheme}:// needs the Redis client: pip install 'conveyor[redis]' ({exc})"
             ) from None
         return RedisDriver(url)
+    if scheme in POSTGRES_SCHEMES:
+        try:
+            from conveyor.backends.postgres import PostgresDriver
+        except ImportError as exc:
+            raise UnsupportedURL(
+                f"{scheme}:// needs the PostgreSQL client: pip install 'conveyor[postgres]' ({exc})"
+            ) from None
+        return PostgresDriver(url)
     raise UnsupportedURL(
         f"unsupported backend URL {_shown(url)!r}: expected sqlite:///path/to/file.db, "
-        "redis://host:6379/0 (rediss://, unix://, redis+cluster://) or memory://name"
+        "redis://host:6379/0 (rediss://, unix://, redis+cluster://), "
+        "postgresql://user@host:5432/dbname (?schema=name) or memory://name"
     )
 
 

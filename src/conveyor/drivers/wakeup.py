@@ -14,6 +14,7 @@ caller's next fetch, since a notify always follows the commit that made the work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -26,6 +27,7 @@ class WakeupBoard:
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._clock = 0
         self._stamps: dict[str, int] = {}  # queue -> clock value of its latest notification
+        self._all = 0  # clock value of the latest notification of every queue at once
 
     def notify(self, queue: str) -> None:
         with self._lock:
@@ -40,6 +42,18 @@ class WakeupBoard:
             except RuntimeError:  # the loop closed between the check and the call
                 pass
 
+    def notify_all(self) -> None:
+        """Wake every listener of every queue (what was notified is no longer known)."""
+        with self._lock:
+            self._clock += 1
+            self._all = self._clock
+            waiters = [w for queue_waiters in self._waiters.values() for w in queue_waiters]
+            self._waiters.clear()
+        for loop, event in waiters:
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(event.set)
+
     def clock(self) -> int:
         """The stamp of the latest notification of any queue (0 before the first)."""
         with self._lock:
@@ -47,7 +61,7 @@ class WakeupBoard:
 
     def stamps(self, queues: Sequence[str]) -> dict[str, int]:
         with self._lock:
-            return {queue: self._stamps.get(queue, 0) for queue in queues}
+            return {queue: max(self._stamps.get(queue, 0), self._all) for queue in queues}
 
     async def wait(
         self, queues: Sequence[str], timeout: float, *, seen: Mapping[str, int] | None = None
@@ -60,7 +74,7 @@ class WakeupBoard:
         with self._lock:
             # Checked under the lock that registers the waiter: no notification falls between.
             if seen is not None and any(
-                self._stamps.get(queue, 0) > seen.get(queue, 0) for queue in queues
+                max(self._stamps.get(queue, 0), self._all) > seen.get(queue, 0) for queue in queues
             ):
                 return
             for queue in queues:

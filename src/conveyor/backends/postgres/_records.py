@@ -1,0 +1,80 @@
+"""Rows of the PostgreSQL backend read back as records, and records written as arguments."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from conveyor.drivers.common import history_from_json
+from conveyor.drivers.records import AttemptError, JobRecord, JobState, WorkerInfo
+
+Row = dict[str, Any]
+
+
+def record_of(row: Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        queue=row["queue"],
+        name=row["name"],
+        payload=bytes(row["payload"]),
+        state=JobState(row["state"]),
+        priority=row["priority"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        run_at=row["run_at"],
+        enqueued_at=row["enqueued_at"],
+        seq=row["seq"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        lease_token=row["lease_token"],
+        lease_expires_at=row["lease_expires_at"],
+        worker_id=row["worker_id"],
+        stalls=row["stalls"],
+        cancel_requested=row["cancel_requested"],
+        result=None if row["result"] is None else bytes(row["result"]),
+        error=row["error"],
+        errors=_history(row["errors"]),
+        isolated=row["isolated"],
+    )
+
+
+def _history(value: object) -> tuple[AttemptError, ...]:
+    # jsonb arrives parsed; a value that is not a history (edited by hand) reads as none.
+    if value is None:
+        return ()
+    return history_from_json(json.dumps(value))
+
+
+def worker_of(row: Row) -> WorkerInfo:
+    return WorkerInfo(
+        id=row["id"],
+        hostname=row["hostname"],
+        pid=row["pid"],
+        queues=_names(row["queues"]),
+        concurrency=row["concurrency"],
+        started_at=row["started_at"],
+        last_seen_at=row["last_seen_at"],
+        running=row["running"],
+        processed=row["processed"],
+        names=_names(row["names"]),
+    )
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(item) for item in cast("list[object]", value))
+
+
+def heartbeat_args(info: WorkerInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "hostname": info.hostname,
+        "pid": info.pid,
+        "queues": json.dumps(list(info.queues)),
+        "names": json.dumps(list(info.names)),
+        "concurrency": info.concurrency,
+        "started_at": info.started_at,
+        "running": info.running,
+        "processed": info.processed,
+    }

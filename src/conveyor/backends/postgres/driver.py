@@ -1,0 +1,599 @@
+"""The PostgreSQL driver: any number of workers on any number of hosts, and enqueue inside the
+application's own transaction.
+
+Every operation is one SQL statement (``queries.sql``), sent on an autocommit connection from a
+pool, so it is one round trip and one transaction. Fetch locks with ``FOR UPDATE SKIP LOCKED``,
+so concurrent fetchers never wait for each other or lease the same job. ``now=None`` means the
+server's clock, so clock skew between worker hosts cannot cause false rescues. It behaves exactly
+like the memory driver, the executable specification; the conformance suite checks that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.rows import dict_row
+
+from conveyor._errors import BackendUnavailable, InvalidArgument
+from conveyor.backends.postgres._migrate import check_current, migrate
+from conveyor.backends.postgres._notify import Notifications
+from conveyor.backends.postgres._records import Row, heartbeat_args, record_of, worker_of
+from conveyor.backends.postgres._sql import QUERIES, in_schema
+from conveyor.backends.postgres._url import parse_url
+from conveyor.drivers.common import (
+    HISTORY_ERROR_CHARS,
+    HISTORY_LIMIT,
+    LOST_WHILE_CANCELLING,
+    cancelled_error,
+    check_finishes,
+    check_new_jobs,
+    check_now,
+    check_rescues,
+)
+from conveyor.drivers.protocol import Capability
+from conveyor.drivers.records import (
+    WAITING_STATES,
+    ChangeResult,
+    ChangeStatus,
+    ExtendResult,
+    FetchParams,
+    FinishJob,
+    InsertResult,
+    InsertStatus,
+    JobRecord,
+    JobState,
+    Lease,
+    ListParams,
+    NewJob,
+    PurgeParams,
+    QueueInfo,
+    RescueJob,
+    Retention,
+    TransitionKind,
+    TransitionResult,
+    TransitionStatus,
+    WorkerInfo,
+)
+from conveyor.drivers.transactional import Dialect, Plan, Statement
+
+POOL_TIMEOUT_SECONDS = 10.0  # how long an operation waits for a connection before failing
+
+
+class PostgresDriver:
+    """A pool of connections to one schema of one PostgreSQL database."""
+
+    capabilities: frozenset[Capability] = frozenset(
+        {
+            Capability.SHARED_ACROSS_PROCESSES,
+            Capability.LISTEN_ACROSS_PROCESSES,
+            Capability.CANCEL_NOTIFY,
+        }
+    )
+    infrastructure_errors: tuple[type[Exception], ...] = (
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        psycopg_pool.PoolTimeout,
+        psycopg_pool.PoolClosed,
+        OSError,
+    )
+
+    def __init__(self, url: str) -> None:
+        self._url = parse_url(url)
+        self.url = self._url.shown
+        self.source_url = url
+        # As bytes: psycopg takes a query built at run time in no other form that type-checks.
+        self._q = {
+            name: in_schema(text, self._url.quoted_schema).encode()
+            for name, text in QUERIES.items()
+        }
+        self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+        self._notifications: Notifications | None = None
+        self._instance: str | None = None
+        self._unreported: list[str] = []
+        self._checking = False
+
+    def __repr__(self) -> str:
+        return f"PostgresDriver({self.url!r})"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self, *, create: bool = True) -> None:
+        if self._pool is not None:
+            return
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._url.conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise BackendUnavailable(f"cannot connect to PostgreSQL at {self.url}: {exc}") from None
+        async with conn:
+            schema, quoted = self._url.schema, self._url.quoted_schema
+            if create:
+                self._unreported = await migrate(conn, schema, quoted)
+            else:
+                await check_current(conn, schema, quoted, self.url)
+            cur = await conn.execute(self._q["meta_instance"])
+            row = await cur.fetchone()
+            self._instance = None if row is None else str(row[0])
+        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+            self._url.conninfo,
+            min_size=1,
+            max_size=self._url.pool_max,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            timeout=POOL_TIMEOUT_SECONDS,
+            open=False,
+            name=f"conveyor:{self._url.schema}",
+        )
+        await pool.open(wait=False)
+        self._pool = pool
+        self._notifications = Notifications(self._url.conninfo, self._url.channel, self.url)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        notifications, self._notifications = self._notifications, None
+        if notifications is not None:
+            await notifications.close()
+        if pool is not None:
+            await pool.close()
+
+    def connect_another(self) -> PostgresDriver:
+        return PostgresDriver(self.source_url)
+
+    async def migrate(self) -> list[str]:
+        if self._pool is None:
+            await self.open()
+        async with self._connection() as conn:
+            applied = await migrate(conn, self._url.schema, self._url.quoted_schema)
+        applied, self._unreported = self._unreported + applied, []
+        return applied
+
+    async def setup_warnings(self) -> list[str]:
+        return []
+
+    # -- running statements ---------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._pool is None:
+            raise BackendUnavailable(f"the PostgreSQL driver for {self.url} is not open")
+        return self._pool.connection()
+
+    async def _rows(self, query: str, args: Mapping[str, Any]) -> list[Row]:
+        try:
+            async with self._connection() as conn:
+                cur = await conn.execute(self._q[query], args)
+                return await cur.fetchall() if cur.description is not None else []
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            self._check_pool()
+            raise
+
+    def _check_pool(self) -> None:
+        """After a connection failed (a server restart), weed out the pool's other idle
+        connections in the background, so the next operations get live ones."""
+        if self._pool is None or self._checking:
+            return
+        self._checking = True
+        pool = self._pool
+
+        async def check() -> None:
+            try:
+                await pool.check()
+            except Exception:  # the next operation reports the outage
+                pass
+            finally:
+                self._checking = False
+
+        asyncio.get_running_loop().create_task(check())
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def _insert_args(self, jobs: Sequence[NewJob], now: float | None) -> dict[str, Any]:
+        return {
+            "now": now,
+            "instance": None,
+            "channel": self._url.channel,
+            "ids": [job.id for job in jobs],
+            "queues": [job.queue for job in jobs],
+            "names": [job.name for job in jobs],
+            "payloads": [job.payload for job in jobs],
+            "priorities": [job.priority for job in jobs],
+            "max_attempts": [job.max_attempts for job in jobs],
+            "run_ats": [None if job.run_at is None else float(job.run_at) for job in jobs],
+            "delays": [float(job.delay) for job in jobs],
+        }
+
+    async def job_insert_many(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> list[InsertResult]:
+        check_now(now)
+        check_new_jobs(jobs)
+        if not jobs:
+            return []
+        rows = await self._rows("job_insert_many", self._insert_args(jobs, now))
+        return _insert_results([(r["id"], r["inserted_state"], r["existing_state"]) for r in rows])
+
+    @property
+    def dialect(self) -> Dialect:
+        return "postgresql"
+
+    def insert_plan(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> Plan[list[InsertResult]]:
+        """``job_insert_many`` as one statement on the caller's connection, in the caller's
+        transaction: the job exists if and only if that transaction commits, and workers are
+        woken at the commit (a notification is delivered only then). Nothing is written unless
+        the connection reaches this very store (its instance id, checked in the statement)."""
+        check_now(now)
+        check_new_jobs(jobs)
+        if self._instance is None:
+            raise BackendUnavailable(f"open the queue on {self.url} before enqueueing with it")
+        instance = self._instance
+        sql = self._q["job_insert_many"].decode()
+
+        def plan() -> Plan[list[InsertResult]]:
+            if not jobs:
+                return []
+            args = {**self._insert_args(jobs, now), "instance": instance}
+            rows = yield Statement(sql, args)
+            if not rows:
+                raise InvalidArgument(
+                    f"the connection passed to enqueue does not reach the queue's store "
+                    f"({self.url}): pass a connection to that database, or enqueue without one"
+                )
+            return _insert_results([(r[0], r[1], r[2]) for r in rows])
+
+        return plan()
+
+    async def job_fetch(
+        self, params: FetchParams, *, now: float | None = None, wait: float = 0.0
+    ) -> list[JobRecord]:
+        if wait > 0:
+            await self.listen(params.queues, wait)
+        check_now(now)
+        if not params.queues or params.limit <= 0:
+            return []
+        args = {
+            "now": now,
+            "queues": list(dict.fromkeys(params.queues)),
+            "limit": params.limit,
+            "lease_seconds": params.lease_seconds,
+            "worker_id": params.worker_id,
+        }
+        rows = await self._rows("job_fetch", args)
+        # RETURNING yields rows in no promised order; callers rely on priority order.
+        return sorted(map(record_of, rows), key=lambda j: (j.priority, j.run_at, j.seq))
+
+    async def job_extend_leases(
+        self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
+    ) -> ExtendResult:
+        check_now(now)
+        if not leases:
+            return ExtendResult((), ())
+        args = {
+            "now": now,
+            "lease_seconds": lease_seconds,
+            "ids": [lease.job_id for lease in leases],
+            "tokens": [lease.token for lease in leases],
+            "isolated": [lease.isolated for lease in leases],
+        }
+        rows = await self._rows("job_extend_leases", args)
+        held = {(row["id"], row["lease_token"]) for row in rows}
+        cancel = {row["id"] for row in rows if row["cancel_requested"]}
+        lost = [lease.job_id for lease in leases if (lease.job_id, lease.token) not in held]
+        asked = [lease.job_id for lease in leases if (lease.job_id, lease.token) in held]
+        return ExtendResult(
+            tuple(dict.fromkeys(lost)),
+            tuple(dict.fromkeys(job_id for job_id in asked if job_id in cancel)),
+        )
+
+    async def job_finish_many(
+        self,
+        finishes: Sequence[FinishJob],
+        *,
+        retention: Retention,
+        now: float | None = None,
+    ) -> list[TransitionResult]:
+        check_now(now)
+        check_finishes(finishes)
+        if not finishes:
+            return []
+        args = {
+            "now": now,
+            "channel": self._url.channel,
+            "keep": retention.completed_max_count,
+            "keep_errors": HISTORY_LIMIT,
+            "error_chars": HISTORY_ERROR_CHARS,
+            "ids": [f.job_id for f in finishes],
+            "tokens": [f.token for f in finishes],
+            "kinds": [f.kind.value for f in finishes],
+            "results": [f.result for f in finishes],
+            "errors": [f.error for f in finishes],
+            "cancel_errors": [cancelled_error(f.error) for f in finishes],
+            "delays": [float(f.delay) for f in finishes],
+        }
+        rows = await self._rows("job_finish_many", args)
+        results: list[TransitionResult] = []
+        completed: dict[str, int] = {}
+        for finish, row in zip(finishes, rows, strict=True):
+            if row["state"] is not None:
+                status = TransitionStatus.OK
+                if row["state"] == JobState.COMPLETED.value:
+                    completed[row["queue"]] = completed.get(row["queue"], 0) + 1
+            elif row["current_state"] is None:
+                status = TransitionStatus.NOT_FOUND
+            elif row["current_state"] != "active" and row["current_token"] == finish.token:
+                status = TransitionStatus.OK  # applied by an earlier call whose reply was lost
+            else:
+                status = TransitionStatus.LEASE_LOST
+            results.append(TransitionResult(finish.job_id, status))
+        keep = retention.completed_max_count
+        overflowing = [queue for queue, n in completed.items() if keep is not None and n > keep]
+        if overflowing:  # rare: a batch that alone completes more than the queue keeps
+            trim = {"keep": keep, "queues": overflowing, "limit": sum(completed.values())}
+            await self._rows("job_prune_finished__trim_completed", trim)
+        return results
+
+    async def job_expired(self, *, limit: int, now: float | None = None) -> list[JobRecord]:
+        check_now(now)
+        if limit <= 0:
+            return []
+        return [record_of(r) for r in await self._rows("job_expired", {"now": now, "limit": limit})]
+
+    async def job_rescue_many(
+        self, rescues: Sequence[RescueJob], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        check_now(now)
+        check_rescues(rescues)
+        if not rescues:
+            return []
+        args = {
+            "now": now,
+            "channel": self._url.channel,
+            "keep_errors": HISTORY_LIMIT,
+            "error_chars": HISTORY_ERROR_CHARS,
+            "ids": [r.job_id for r in rescues],
+            "tokens": [r.token for r in rescues],
+            "kinds": [r.kind.value for r in rescues],
+            "stalls": [r.stalls for r in rescues],
+            "errors": [r.error for r in rescues],
+            "cancel_errors": [cancelled_error(LOST_WHILE_CANCELLING) for _ in rescues],
+        }
+        rows = await self._rows("job_rescue_many", args)
+        results: list[TransitionResult] = []
+        for rescue, row in zip(rescues, rows, strict=True):
+            if row["state"] is not None:
+                status = TransitionStatus.OK
+            else:
+                status = TransitionStatus.LEASE_LOST if row["found"] else TransitionStatus.NOT_FOUND
+            results.append(TransitionResult(rescue.job_id, status))
+        return results
+
+    async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
+        check_now(now)
+        if limit <= 0:
+            return 0
+        args = {"now": now, "limit": limit, "channel": self._url.channel}
+        rows = await self._rows("job_promote_due", args)
+        return int(rows[0]["moved"])
+
+    async def job_cancel_many(
+        self, ids: Sequence[str], *, now: float | None = None
+    ) -> list[ChangeResult]:
+        check_now(now)
+        if not ids:
+            return []
+        args = {"now": now, "ids": list(ids), "channel": self._url.channel}
+        found = {
+            row["id"]: JobState(row["state"]) for row in await self._rows("job_cancel_many", args)
+        }
+        results: list[ChangeResult] = []
+        seen: set[str] = set()
+        for job_id in ids:
+            state = found.get(job_id)
+            if job_id in seen and state in WAITING_STATES:
+                state = JobState.CANCELLED  # as the first mention of the id left it
+            seen.add(job_id)
+            if state is None:
+                results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
+            elif state in WAITING_STATES:
+                results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.CANCELLED))
+            elif state is JobState.ACTIVE:
+                results.append(ChangeResult(job_id, ChangeStatus.CANCEL_REQUESTED, state))
+            else:
+                results.append(ChangeResult(job_id, ChangeStatus.WRONG_STATE, state))
+        return results
+
+    async def job_retry_many(
+        self, ids: Sequence[str], *, now: float | None = None
+    ) -> list[ChangeResult]:
+        check_now(now)
+        if not ids:
+            return []
+        args = {"now": now, "ids": list(ids), "channel": self._url.channel}
+        found = {
+            row["id"]: JobState(row["state"]) for row in await self._rows("job_retry_many", args)
+        }
+        results: list[ChangeResult] = []
+        seen: set[str] = set()
+        for job_id in ids:
+            state = found.get(job_id)
+            if job_id in seen and state in (JobState.FAILED, JobState.CANCELLED):
+                state = JobState.QUEUED  # as the first mention of the id left it
+            seen.add(job_id)
+            if state is None:
+                results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
+            elif state in (JobState.FAILED, JobState.CANCELLED):
+                results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.QUEUED))
+            else:
+                results.append(ChangeResult(job_id, ChangeStatus.WRONG_STATE, state))
+        return results
+
+    async def job_purge(self, params: PurgeParams, *, now: float | None = None) -> int:
+        if not params.states:
+            return 0
+        args = {
+            "states": [state.value for state in params.states],
+            "queue": params.queue,
+            "finished_before": params.finished_before,
+        }
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["job_purge"], args)
+            return int(cur.rowcount)
+
+    async def job_prune_finished(
+        self, retention: Retention, *, limit: int, now: float | None = None
+    ) -> int:
+        check_now(now)
+        if limit <= 0:
+            return 0
+        ages = (
+            (JobState.COMPLETED, retention.completed_max_age),
+            (JobState.FAILED, retention.failed_max_age),
+            (JobState.CANCELLED, retention.cancelled_max_age),
+        )
+        removed = 0
+        async with self._connection() as conn:
+            at = now
+            if at is None:
+                cur = await conn.execute(b"SELECT extract(epoch FROM now())::float8 AS now")
+                row = await cur.fetchone()
+                at = float(row["now"])
+            for state, max_age in ages:
+                if max_age is None or removed >= limit:
+                    continue
+                by_age = {"state": state.value, "cutoff": at - max_age, "limit": limit - removed}
+                cur = await conn.execute(self._q["job_prune_finished"], by_age)
+                removed += cur.rowcount
+            if retention.completed_max_count is not None and removed < limit:
+                by_count = {
+                    "keep": retention.completed_max_count,
+                    "queues": None,
+                    "limit": limit - removed,
+                }
+                cur = await conn.execute(self._q["job_prune_finished__trim_completed"], by_count)
+                removed += cur.rowcount
+        return removed
+
+    async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
+        if not ids:
+            return []
+        rows = await self._rows("job_get_many", {"ids": list(ids)})
+        found = {row["id"]: record_of(row) for row in rows}
+        return [found.get(job_id) for job_id in ids]
+
+    async def job_list(self, params: ListParams) -> list[JobRecord]:
+        if params.limit <= 0:
+            return []
+        args = {
+            "queue": params.queue,
+            "states": [state.value for state in dict.fromkeys(params.states or JobState)],
+            "name": params.name,
+            "before_seq": params.before_seq,
+            "limit": params.limit,
+        }
+        return [record_of(row) for row in await self._rows("job_list", args)]
+
+    async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        for row in await self._rows("job_count_by_state", {"queue": queue}):
+            counts[JobState(row["state"])] = int(row["n"])
+        return counts
+
+    # -- queues, workers, routes, leaders ---------------------------------------------------------
+
+    async def queue_list(self) -> list[QueueInfo]:
+        queues: dict[str, QueueInfo] = {}
+        for row in await self._rows("queue_list", {}):
+            info = queues.get(row["name"])
+            if info is None:
+                info = QueueInfo(row["name"], row["paused"], dict.fromkeys(JobState, 0))
+                queues[row["name"]] = info
+            if row["state"] is not None:
+                info.counts[JobState(row["state"])] = int(row["n"])
+        return list(queues.values())
+
+    async def queue_pause(self, queue: str) -> None:
+        await self._rows("queue_pause", {"queue": queue})
+
+    async def queue_resume(self, queue: str) -> None:
+        await self._rows("queue_resume", {"queue": queue, "channel": self._url.channel})
+        self.notify(queue)
+
+    async def worker_heartbeat(
+        self, info: WorkerInfo, *, ttl: float, now: float | None = None
+    ) -> None:
+        check_now(now)
+        await self._rows("worker_heartbeat", {**heartbeat_args(info), "now": now, "ttl": ttl})
+
+    async def worker_deregister(self, worker_id: str) -> None:
+        await self._rows("worker_deregister", {"id": worker_id})
+
+    async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
+        check_now(now)
+        return [worker_of(row) for row in await self._rows("worker_list", {"now": now})]
+
+    async def route_register(self, routes: Mapping[str, str]) -> None:
+        if routes:
+            args = {"names": list(routes), "queues": list(routes.values())}
+            await self._rows("route_register", args)
+
+    async def route_list(self) -> dict[str, str]:
+        return {row["name"]: row["queue"] for row in await self._rows("route_list", {})}
+
+    async def leader_acquire(
+        self, name: str, holder: str, *, ttl: float, now: float | None = None
+    ) -> bool:
+        check_now(now)
+        args = {"name": name, "holder": holder, "ttl": ttl, "now": now}
+        return bool(await self._rows("leader_acquire", args))
+
+    async def leader_release(self, name: str, holder: str) -> None:
+        await self._rows("leader_release", {"name": name, "holder": holder})
+
+    # -- wake-ups ------------------------------------------------------------------------------
+
+    def notify(self, queue: str) -> None:
+        if self._notifications is not None:
+            self._notifications.board.notify(queue)
+
+    async def listen(self, queues: Sequence[str], timeout: float) -> None:
+        """Return on a notification for ``queues`` from any process (or this one), or after
+        ``timeout`` seconds. The first call starts listening, then returns at once if jobs
+        wait already (they may have committed before it listened)."""
+        if self._notifications is None:
+            await asyncio.sleep(timeout)
+            return
+        await self._notifications.listen(queues, timeout, self._runnable)
+
+    async def _runnable(self, queues: Sequence[str]) -> bool:
+        rows = await self._rows("listen__runnable", {"queues": list(queues)})
+        return bool(rows[0]["runnable"])
+
+    async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
+        if self._notifications is None:
+            await asyncio.sleep(timeout)
+            return []
+        return await self._notifications.cancel_listen(worker_id, timeout)
+
+
+def _insert_results(rows: Sequence[tuple[str, str | None, str | None]]) -> list[InsertResult]:
+    """One result per input row, in input order: the first row of an id that was inserted is
+    ``inserted``; any other is a duplicate with the state it finds (the earlier row's when the
+    id repeats in the batch)."""
+    results: list[InsertResult] = []
+    first: dict[str, JobState] = {}
+    for job_id, inserted_state, existing_state in rows:
+        earlier = first.get(job_id)
+        if earlier is not None:
+            results.append(InsertResult(job_id, InsertStatus.DUPLICATE, earlier))
+        elif inserted_state is not None:
+            first[job_id] = JobState(inserted_state)
+            results.append(InsertResult(job_id, InsertStatus.INSERTED, first[job_id]))
+        else:
+            first[job_id] = JobState(existing_state or JobState.QUEUED.value)
+            results.append(InsertResult(job_id, InsertStatus.DUPLICATE, first[job_id]))
+    return results
+
+
+__all__ = ["PostgresDriver", "TransitionKind"]

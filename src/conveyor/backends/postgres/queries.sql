@@ -1,0 +1,523 @@
+-- Queries of the PostgreSQL backend: one statement per section, named after the driver
+-- operation (helper steps are <operation>__<step>), so each operation is one round trip and one
+-- transaction. {schema} is the quoted schema name, filled in when the driver is made;
+-- parameters are psycopg's %(name)s; a batch travels as parallel arrays read with unnest.
+-- Times are double precision epoch seconds; :now NULL means the server's clock.
+
+-- name: job_insert_many
+-- Duplicates (an id that exists, or repeats in the batch) are left alone: the first row of an
+-- id that was inserted reports inserted_state, the others the state they find. The main
+-- query's snapshot predates the insert, so `existing` shows only jobs that were there before.
+-- %(instance)s is NULL on the driver's own connection; on a caller's connection it is this
+-- store's instance id, and nothing is written unless the connection reaches this very store.
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+guard AS (
+    SELECT %(instance)s::text IS NULL OR EXISTS (
+        SELECT 1 FROM {schema}.conveyor_meta WHERE key = 'instance' AND value = %(instance)s::text
+    ) AS ok
+),
+input AS (
+    SELECT i.id, i.queue, i.name, i.payload, i.priority, i.max_attempts, i.ord, t.now,
+           coalesce(i.run_at, t.now + i.delay) AS run_at
+    FROM unnest(%(ids)s::text[], %(queues)s::text[], %(names)s::text[], %(payloads)s::bytea[],
+                %(priorities)s::int[], %(max_attempts)s::int[], %(run_ats)s::float8[],
+                %(delays)s::float8[])
+         WITH ORDINALITY AS i(id, queue, name, payload, priority, max_attempts, run_at, delay, ord),
+         t, guard
+    WHERE guard.ok
+),
+inserted AS (
+    INSERT INTO {schema}.conveyor_job (
+        id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq
+    )
+    SELECT id, queue, name, payload,
+           CASE WHEN run_at > now THEN 'scheduled' ELSE 'queued' END,
+           priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq')
+    FROM input ORDER BY ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, queue, state
+),
+registered AS (
+    INSERT INTO {schema}.conveyor_queue (name) SELECT DISTINCT queue FROM input
+    ON CONFLICT (name) DO NOTHING
+),
+woken AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'queued') q
+)
+SELECT input.id, inserted.state AS inserted_state, existing.state AS existing_state,
+       (SELECT count(*) FROM woken) AS woken
+FROM input
+LEFT JOIN inserted ON inserted.id = input.id
+LEFT JOIN {schema}.conveyor_job existing ON existing.id = input.id
+ORDER BY input.ord;
+
+-- name: job_fetch
+-- One statement: of the served queues that are not paused, the due scheduled and retrying jobs
+-- and each queue's first %(limit)s queued jobs (one ordered range of the ready index per queue,
+-- never a sort of the backlog) are locked, skipping rows another fetch holds; the overall first
+-- %(limit)s of those are leased and the other due jobs become queued.
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+served AS (
+    SELECT q.name FROM unnest(%(queues)s::text[]) AS q(name)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {schema}.conveyor_queue p WHERE p.name = q.name AND p.paused
+    )
+),
+due AS (
+    SELECT d.id, d.priority, d.run_at, d.seq
+    FROM served CROSS JOIN t CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
+        WHERE j.queue = served.name AND j.state IN ('scheduled', 'retrying')
+          AND j.run_at <= t.now
+        FOR UPDATE SKIP LOCKED
+    ) d
+),
+ready AS (
+    SELECT r.id, r.priority, r.run_at, r.seq
+    FROM served CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
+        WHERE j.queue = served.name AND j.state = 'queued'
+        ORDER BY j.priority, j.run_at, j.seq
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) r
+),
+chosen AS (
+    SELECT c.id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+    ORDER BY c.priority, c.run_at, c.seq
+    LIMIT %(limit)s
+),
+promoted AS (
+    UPDATE {schema}.conveyor_job j SET state = 'queued'
+    FROM due WHERE j.id = due.id AND due.id NOT IN (SELECT id FROM chosen)
+)
+UPDATE {schema}.conveyor_job j
+SET state = 'active',
+    attempt = j.attempt + 1,
+    started_at = t.now,
+    lease_token = gen_random_uuid()::text,
+    lease_expires_at = t.now + %(lease_seconds)s::float8,
+    worker_id = %(worker_id)s::text,
+    cancel_requested = false,
+    isolated = false
+FROM t
+WHERE j.id IN (SELECT id FROM chosen)
+RETURNING j.*;
+
+-- name: job_extend_leases
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+l AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(isolated)s::bool[])
+        AS l(id, token, isolated)
+)
+UPDATE {schema}.conveyor_job j
+SET lease_expires_at = t.now + %(lease_seconds)s::float8, isolated = j.isolated OR l.isolated
+FROM l, t
+WHERE j.id = l.id AND j.state = 'active' AND j.lease_token = l.token
+RETURNING j.id, j.lease_token, j.cancel_requested;
+
+-- name: job_finish_many
+-- Every finish is fenced on (state 'active', lease_token) and keeps the token, so the same
+-- finish sent again finds its work done (current_state/current_token, read from the snapshot
+-- before this statement). Cancel wins: a retry, snooze or requeue of a job whose cancel was
+-- requested ends it cancelled with %(cancel_errors)s instead; it is decided on the row being
+-- updated, so a cancel that lands meanwhile is seen. Completing keeps the newest %(keep)s
+-- completed jobs of the queue: the older ones, a bounded number per call (maintenance prunes
+-- any rest); this statement cannot see the jobs it completes itself, so when they alone are
+-- more than %(keep)s, the caller trims them with job_prune_finished__trim_completed.
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+f AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(kinds)s::text[],
+                         %(results)s::bytea[], %(errors)s::text[], %(cancel_errors)s::text[],
+                         %(delays)s::float8[])
+        WITH ORDINALITY AS f(id, token, kind, result, error, cancel_error, delay, ord)
+),
+done AS (
+    UPDATE {schema}.conveyor_job j
+    SET state = CASE
+            WHEN f.kind IN ('retry', 'snooze', 'requeue') AND j.cancel_requested THEN 'cancelled'
+            WHEN f.kind = 'complete' THEN 'completed'
+            WHEN f.kind = 'retry' THEN 'retrying'
+            WHEN f.kind = 'snooze' THEN 'scheduled'
+            WHEN f.kind = 'requeue' THEN 'queued'
+            WHEN f.kind = 'fail' THEN 'failed'
+            ELSE 'cancelled' END,
+        finished_at = CASE
+            WHEN f.kind IN ('complete', 'fail', 'cancel') OR j.cancel_requested THEN t.now
+            ELSE j.finished_at END,
+        result = CASE
+            WHEN f.kind = 'complete' THEN f.result
+            WHEN f.kind IN ('fail', 'cancel') OR j.cancel_requested THEN NULL
+            ELSE j.result END,
+        error = CASE
+            WHEN f.kind = 'complete' THEN NULL
+            WHEN f.kind IN ('retry', 'snooze', 'requeue') AND j.cancel_requested
+                THEN f.cancel_error
+            ELSE coalesce(f.error, j.error) END,
+        errors = CASE
+            WHEN f.kind = 'complete' THEN j.errors
+            WHEN f.kind IN ('retry', 'snooze', 'requeue') AND j.cancel_requested
+                THEN {schema}.conveyor_history_add(j.errors, j.attempt, t.now, f.cancel_error,
+                                                   %(keep_errors)s, %(error_chars)s)
+            WHEN f.error IS NULL THEN j.errors
+            ELSE {schema}.conveyor_history_add(j.errors, j.attempt, t.now, f.error,
+                                               %(keep_errors)s, %(error_chars)s) END,
+        run_at = CASE
+            WHEN j.cancel_requested THEN j.run_at
+            WHEN f.kind IN ('retry', 'snooze') THEN t.now + f.delay
+            ELSE j.run_at END,
+        attempt = CASE
+            WHEN f.kind IN ('snooze', 'requeue') AND NOT j.cancel_requested
+                THEN greatest(j.attempt - 1, 0)
+            ELSE j.attempt END,
+        lease_expires_at = NULL,
+        worker_id = NULL,
+        cancel_requested = false,
+        isolated = false
+    FROM f, t
+    WHERE j.id = f.id AND j.state = 'active' AND j.lease_token = f.token
+    RETURNING j.id, j.queue, j.state
+),
+trimmed AS (
+    DELETE FROM {schema}.conveyor_job
+    WHERE id IN (
+        SELECT old.id
+        FROM (SELECT queue, count(*) AS n FROM done WHERE state = 'completed' GROUP BY queue) c
+        CROSS JOIN LATERAL (
+            SELECT o.id FROM {schema}.conveyor_job o
+            WHERE o.queue = c.queue AND o.state = 'completed'
+              AND (%(keep)s::int <= c.n OR (o.finished_at, o.seq) < (
+                  SELECT b.finished_at, b.seq FROM {schema}.conveyor_job b
+                  WHERE b.queue = c.queue AND b.state = 'completed'
+                  ORDER BY b.finished_at DESC, b.seq DESC
+                  OFFSET greatest(%(keep)s::int - c.n - 1, 0) LIMIT 1))
+            ORDER BY o.finished_at, o.seq
+            LIMIT c.n + 100
+        ) old
+        WHERE %(keep)s::int IS NOT NULL
+    )
+),
+woken AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue)
+    FROM (SELECT DISTINCT queue FROM done WHERE state = 'queued') q
+)
+SELECT f.id, done.queue, done.state, cur.state AS current_state, cur.lease_token AS current_token,
+       (SELECT count(*) FROM woken) AS woken
+FROM f
+LEFT JOIN done ON done.id = f.id
+LEFT JOIN {schema}.conveyor_job cur ON cur.id = f.id AND done.id IS NULL
+ORDER BY f.ord;
+
+-- name: job_expired
+SELECT * FROM {schema}.conveyor_job
+WHERE state = 'active'
+  AND lease_expires_at <= coalesce(%(now)s::float8, extract(epoch FROM now())::float8)
+ORDER BY lease_expires_at, seq
+LIMIT %(limit)s;
+
+-- name: job_rescue_many
+-- A rescue applies only to a job still active with the token the rescuer saw, its lease still
+-- expired; it takes the lease away (the token too: a late finish of the lost attempt is then
+-- refused). Cancel wins over a requeue, decided on the row being updated.
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+r AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(kinds)s::text[],
+                         %(stalls)s::int[], %(errors)s::text[], %(cancel_errors)s::text[])
+        WITH ORDINALITY AS r(id, token, kind, stalls, error, cancel_error, ord)
+),
+done AS (
+    UPDATE {schema}.conveyor_job j
+    SET state = CASE
+            WHEN r.kind = 'requeue' AND NOT j.cancel_requested THEN 'queued'
+            WHEN r.kind = 'fail' THEN 'failed'
+            ELSE 'cancelled' END,
+        attempt = CASE
+            WHEN r.kind = 'requeue' AND NOT j.cancel_requested THEN greatest(j.attempt - 1, 0)
+            ELSE j.attempt END,
+        run_at = CASE
+            WHEN r.kind = 'requeue' AND NOT j.cancel_requested THEN t.now
+            ELSE j.run_at END,
+        finished_at = CASE
+            WHEN r.kind = 'requeue' AND NOT j.cancel_requested THEN j.finished_at
+            ELSE t.now END,
+        result = CASE
+            WHEN r.kind = 'requeue' AND NOT j.cancel_requested THEN j.result
+            ELSE NULL END,
+        stalls = r.stalls,
+        error = CASE WHEN r.kind = 'requeue' AND j.cancel_requested THEN r.cancel_error
+            ELSE r.error END,
+        errors = {schema}.conveyor_history_add(
+            j.errors, j.attempt, t.now,
+            CASE WHEN r.kind = 'requeue' AND j.cancel_requested THEN r.cancel_error
+                ELSE r.error END,
+            %(keep_errors)s, %(error_chars)s),
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        worker_id = NULL,
+        cancel_requested = false,
+        isolated = false
+    FROM r, t
+    WHERE j.id = r.id AND j.state = 'active' AND j.lease_token = r.token
+      AND j.lease_expires_at <= t.now
+    RETURNING j.id, j.queue, j.state
+),
+woken AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue)
+    FROM (SELECT DISTINCT queue FROM done WHERE state = 'queued') q
+)
+SELECT r.id, done.state, cur.id IS NOT NULL AS found, (SELECT count(*) FROM woken) AS woken
+FROM r
+LEFT JOIN done ON done.id = r.id
+LEFT JOIN {schema}.conveyor_job cur ON cur.id = r.id
+ORDER BY r.ord;
+
+-- name: job_promote_due
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+due AS (
+    SELECT d.id FROM {schema}.conveyor_queue q CROSS JOIN t CROSS JOIN LATERAL (
+        SELECT j.id, j.run_at, j.seq FROM {schema}.conveyor_job j
+        WHERE j.queue = q.name AND j.state IN ('scheduled', 'retrying') AND j.run_at <= t.now
+        ORDER BY j.run_at, j.seq
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) d
+    ORDER BY d.run_at, d.seq
+    LIMIT %(limit)s
+),
+moved AS (
+    UPDATE {schema}.conveyor_job j SET state = 'queued'
+    FROM due WHERE j.id = due.id
+    RETURNING j.queue
+),
+woken AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue) FROM (SELECT DISTINCT queue FROM moved) q
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM woken) AS woken;
+
+-- name: job_cancel_many
+-- Waiting jobs become cancelled (an operator's cancel: no attempt's error, so no history
+-- entry); active ones get cancel_requested, and their worker is told at once.
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+ids AS (
+    SELECT DISTINCT id FROM unnest(%(ids)s::text[]) AS i(id)
+),
+cur AS (
+    SELECT j.id, j.state FROM {schema}.conveyor_job j
+    WHERE j.id IN (SELECT id FROM ids)
+    FOR UPDATE
+),
+waiting AS (
+    UPDATE {schema}.conveyor_job j
+    SET state = 'cancelled', finished_at = t.now, error = 'cancelled', result = NULL,
+        lease_expires_at = NULL, worker_id = NULL, cancel_requested = false, isolated = false
+    FROM cur, t
+    WHERE j.id = cur.id AND cur.state IN ('scheduled', 'queued', 'retrying')
+    RETURNING j.id
+),
+active AS (
+    UPDATE {schema}.conveyor_job j SET cancel_requested = true
+    FROM cur WHERE j.id = cur.id AND cur.state = 'active'
+    RETURNING j.id, j.worker_id
+),
+told AS (
+    SELECT pg_notify(%(channel)s, 'c:' || json_build_array(worker_id, id)::text)
+    FROM active WHERE worker_id IS NOT NULL
+)
+SELECT cur.id, cur.state, (SELECT count(*) FROM told) AS told,
+       (SELECT count(*) FROM waiting) AS cancelled
+FROM cur;
+
+-- name: job_retry_many
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+cur AS (
+    SELECT j.id, j.state FROM {schema}.conveyor_job j
+    WHERE j.id IN (SELECT DISTINCT id FROM unnest(%(ids)s::text[]) AS i(id))
+    FOR UPDATE
+),
+retried AS (
+    UPDATE {schema}.conveyor_job j
+    SET state = 'queued', max_attempts = j.attempt + 1, run_at = t.now, finished_at = NULL,
+        stalls = 0, cancel_requested = false, seq = nextval('{schema}.conveyor_job_seq')
+    FROM cur, t
+    WHERE j.id = cur.id AND cur.state IN ('failed', 'cancelled')
+    RETURNING j.id, j.queue
+),
+woken AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue) FROM (SELECT DISTINCT queue FROM retried) q
+)
+SELECT cur.id, cur.state, (SELECT count(*) FROM woken) AS woken FROM cur;
+
+-- name: job_purge
+DELETE FROM {schema}.conveyor_job
+WHERE state = ANY(%(states)s::text[])
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(finished_before)s::float8 IS NULL OR finished_at < %(finished_before)s::float8);
+
+-- name: job_prune_finished
+-- Finished jobs of one state older than %(cutoff)s, oldest first, at most %(limit)s.
+DELETE FROM {schema}.conveyor_job
+WHERE id IN (
+    SELECT id FROM {schema}.conveyor_job
+    WHERE state = %(state)s::text AND finished_at < %(cutoff)s::float8
+    ORDER BY finished_at, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: job_prune_finished__trim_completed
+-- Completed jobs beyond the newest %(keep)s of each of %(queues)s (NULL: every queue), oldest
+-- first, at most %(limit)s: the ones older than the keep-th newest, read in index order.
+DELETE FROM {schema}.conveyor_job
+WHERE id IN (
+    SELECT old.id
+    FROM unnest(coalesce(
+        %(queues)s::text[], ARRAY(SELECT name FROM {schema}.conveyor_queue)
+    )) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT o.id, o.finished_at, o.seq FROM {schema}.conveyor_job o
+        WHERE o.queue = q.name AND o.state = 'completed'
+          AND (%(keep)s::int = 0 OR (o.finished_at, o.seq) < (
+              SELECT b.finished_at, b.seq FROM {schema}.conveyor_job b
+              WHERE b.queue = q.name AND b.state = 'completed'
+              ORDER BY b.finished_at DESC, b.seq DESC
+              OFFSET greatest(%(keep)s::int - 1, 0) LIMIT 1))
+        ORDER BY o.finished_at, o.seq
+        LIMIT %(limit)s
+    ) old
+    ORDER BY old.finished_at, old.seq
+    LIMIT %(limit)s
+);
+
+-- name: job_get_many
+SELECT * FROM {schema}.conveyor_job WHERE id = ANY(%(ids)s::text[]);
+
+-- name: job_list
+-- One keyset range of the list index per (queue, state), newest first, merged.
+SELECT r.* FROM unnest(
+    CASE WHEN %(queue)s::text IS NULL
+        THEN ARRAY(SELECT name FROM {schema}.conveyor_queue ORDER BY name)
+        ELSE ARRAY[%(queue)s::text] END
+) AS q(name)
+CROSS JOIN unnest(%(states)s::text[]) AS s(state)
+CROSS JOIN LATERAL (
+    SELECT * FROM {schema}.conveyor_job j
+    WHERE j.queue = q.name AND j.state = s.state
+      AND (%(name)s::text IS NULL OR j.name = %(name)s::text)
+      AND j.seq < coalesce(%(before_seq)s::bigint, 9223372036854775807)
+    ORDER BY j.seq DESC
+    LIMIT %(limit)s
+) r
+ORDER BY r.seq DESC
+LIMIT %(limit)s;
+
+-- name: job_count_by_state
+SELECT state, count(*) AS n FROM {schema}.conveyor_job
+WHERE %(queue)s::text IS NULL OR queue = %(queue)s::text
+GROUP BY state;
+
+-- name: queue_list
+SELECT q.name, q.paused, c.state, coalesce(c.n, 0) AS n
+FROM {schema}.conveyor_queue q
+LEFT JOIN (
+    SELECT queue, state, count(*) AS n FROM {schema}.conveyor_job GROUP BY queue, state
+) c ON c.queue = q.name
+ORDER BY q.name;
+
+-- name: queue_pause
+INSERT INTO {schema}.conveyor_queue (name, paused) VALUES (%(queue)s, true)
+ON CONFLICT (name) DO UPDATE SET paused = true;
+
+-- name: queue_resume
+WITH resumed AS (
+    UPDATE {schema}.conveyor_queue SET paused = false WHERE name = %(queue)s RETURNING name
+)
+SELECT pg_notify(%(channel)s, 'q:' || name) FROM resumed;
+
+-- name: worker_heartbeat
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+pruned AS (
+    DELETE FROM {schema}.conveyor_worker w USING t
+    WHERE w.expires_at <= t.now AND w.id <> %(id)s
+)
+INSERT INTO {schema}.conveyor_worker AS w (
+    id, hostname, pid, queues, names, concurrency, started_at, last_seen_at, running,
+    processed, expires_at
+)
+SELECT %(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(names)s::jsonb, %(concurrency)s,
+       %(started_at)s, t.now, %(running)s, %(processed)s, t.now + %(ttl)s::float8
+FROM t
+ON CONFLICT (id) DO UPDATE SET
+    hostname = excluded.hostname,
+    pid = excluded.pid,
+    queues = excluded.queues,
+    names = excluded.names,
+    concurrency = excluded.concurrency,
+    started_at = excluded.started_at,
+    last_seen_at = excluded.last_seen_at,
+    running = excluded.running,
+    processed = excluded.processed,
+    expires_at = excluded.expires_at;
+
+-- name: worker_deregister
+DELETE FROM {schema}.conveyor_worker WHERE id = %(id)s;
+
+-- Ties on started_at keep first-registration order, as the reference does.
+-- name: worker_list
+SELECT * FROM {schema}.conveyor_worker
+WHERE expires_at > coalesce(%(now)s::float8, extract(epoch FROM now())::float8)
+ORDER BY started_at, registered;
+
+-- name: route_register
+INSERT INTO {schema}.conveyor_route (name, queue, updated_at)
+SELECT name, queue, extract(epoch FROM now())::float8
+FROM unnest(%(names)s::text[], %(queues)s::text[]) AS r(name, queue)
+ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, updated_at = excluded.updated_at;
+
+-- name: route_list
+SELECT name, queue FROM {schema}.conveyor_route ORDER BY name;
+
+-- Takes the lease when free, expired or already ours; returns a row only on success.
+-- name: leader_acquire
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+)
+INSERT INTO {schema}.conveyor_leader AS l (name, holder, expires_at)
+SELECT %(name)s, %(holder)s, t.now + %(ttl)s::float8 FROM t
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE l.holder = excluded.holder
+   OR l.expires_at <= coalesce(%(now)s::float8, extract(epoch FROM now())::float8)
+RETURNING holder;
+
+-- name: leader_release
+DELETE FROM {schema}.conveyor_leader WHERE name = %(name)s AND holder = %(holder)s;
+
+-- name: meta_instance
+SELECT value FROM {schema}.conveyor_meta WHERE key = 'instance';
+
+-- Whether jobs wait in one of %(queues)s: asked once, when a driver starts to listen.
+-- name: listen__runnable
+SELECT EXISTS (
+    SELECT 1 FROM unnest(%(queues)s::text[]) AS q(name)
+    WHERE EXISTS (
+        SELECT 1 FROM {schema}.conveyor_job j WHERE j.queue = q.name AND j.state = 'queued'
+    )
+) AS runnable;
