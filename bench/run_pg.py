@@ -11,6 +11,8 @@
 4. the transactional-enqueue measurement (bench/txn_pg.py) in a bench_txn_* database;
 5. print the report (bench/report_pg.py), also written to .bench/REPORT-pg.md.
 
+`run_pg.py --txn-only`: steps 1-2, 4 and 5 (the last suite's results are kept in the report).
+
 `make bench-churn` (`--churn`): the same set-up, then the shared dead-row churn test
 (pg_churn.py, through bench/churn_pg.py) for Conveyor (and the peers named in
 BENCH_CHURN_PEERS) on the private cluster, then the report with the churn table.
@@ -296,6 +298,7 @@ def conveyor_errors(results: Sequence[Path]) -> list[str]:
 
 def main(argv: Sequence[str]) -> int:
     churn = "--churn" in argv
+    txn_only = "--txn-only" in argv  # the transactional step alone, the suite's entries kept
     cfg = PgConfig.from_env()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is not signal.SIG_IGN:
@@ -324,11 +327,12 @@ def main(argv: Sequence[str]) -> int:
                 manifest["churn"] = str(path) if path else None
                 manifest["churn_server"] = cluster.version
             else:
-                results = run_suite(cfg, kids, env, cluster.admin_url, stamp)
-                ok = len(results) == cfg.runs
-                manifest["results"] = [str(p) for p in results]
-                manifest["server"] = cluster.version
-                if cfg.txn:
+                if not txn_only:
+                    results = run_suite(cfg, kids, env, cluster.admin_url, stamp)
+                    ok = len(results) == cfg.runs
+                    manifest["results"] = [str(p) for p in results]
+                    manifest["server"] = cluster.version
+                if cfg.txn or txn_only:
                     txn, txn_ok = run_txn(cfg, kids, env, cluster, stamp)
                     manifest["txn"] = str(txn)
                     ok = ok and txn_ok
