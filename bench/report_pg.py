@@ -277,14 +277,19 @@ def txn_section(txn: Json | None) -> list[str]:
         )
     added = txn.get("added_per_job")
     if added:
+
+        def plus(key: str) -> str:
+            v = number(added.get(key))
+            return DASH if v is None else f"{v:+.2f}"
+
         rows.append(
             [
                 "added by the enqueue",
                 f"ratio {txn['ratio']:.2f}{TIMES}",
-                f"+{fmt(number(added.get('statements_per_txn')), 2)}",
-                f"+{fmt(number(added.get('round_trips_per_txn')), 2)}",
-                f"+{fmt(number(added.get('server_xacts_per_txn')), 2)}",
-                f"+{fmt(number(added.get('rows_inserted_per_txn')), 2)}",
+                plus("statements_per_txn"),
+                plus("round_trips_per_txn"),
+                plus("server_xacts_per_txn"),
+                plus("rows_inserted_per_txn"),
             ]
         )
     lines = [*head]
@@ -299,9 +304,10 @@ def txn_section(txn: Json | None) -> list[str]:
     lines += [
         "",
         f"One psycopg 3 AsyncConnection (autocommit; `conn.transaction()` = BEGIN ... COMMIT), "
-        f"one transaction at a time; {txn['n']:,} transactions of each kind per round, "
-        f"{len(txn['rounds'])} rounds alternating which kind goes first; jobs/s per round, the "
-        "ratio is the median of the per-round ratios (row + enqueue / row alone). Per "
+        f"one transaction at a time; {txn['n']:,} transactions of each kind per round in blocks "
+        f"of {txn.get('block', txn['n']):,} taking turns, {len(txn['rounds'])} rounds "
+        "alternating which kind goes first; jobs/s per round, the ratio is the median of the "
+        "per-round ratios (row + enqueue / row alone). Per "
         "transaction, over a separate traced pass: statements (Query + Execute messages) and "
         "round trips (send, then wait for the reply) from libpq's protocol trace of that "
         "connection; server xacts and rows inserted from pg_stat_database of that database (so "
@@ -385,9 +391,10 @@ def render(data: Data | None, server: str | None, txn: Json | None, churn: Json 
            churn_server: str | None) -> str:  # fmt: skip
     lines: list[str] = []
     if data is not None and data.runs:
-        lines += suite_section(data, server) + notes(data) + txn_section(txn)
+        lines += suite_section(data, server) + notes(data)
     else:
         lines += ["# Conveyor on PostgreSQL", "", "No suite run (run `make bench-pg`)."]
+    lines += txn_section(txn)
     lines += churn_section(churn, churn_server)
     return "\n".join(lines) + "\n"
 

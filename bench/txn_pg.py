@@ -11,11 +11,12 @@ Runs in Conveyor's venv (conveyor + psycopg 3), against a database of the privat
 One psycopg.AsyncConnection (autocommit, so `transaction()` is BEGIN ... COMMIT), one
 transaction at a time, awaited before the next. The queue is
 `Queue.from_url("postgresql://...")` on the same database, connected first (so its tables
-exist). ROUNDS rounds, each timing N transactions of both kinds (which one goes first
-alternates), the figure is the median over the rounds; the ratio is the median of the per-round
-ratios (row + job / row only).
+exist). ROUNDS rounds, each timing N transactions of each kind in blocks of BLOCK that take
+turns (A B A B ...; which kind goes first alternates between rounds), so that the load changes of
+a shared machine hit both kinds alike; the figure is the median over the rounds, the ratio the
+median of the per-round ratios (row + job / row only).
 
-Counted, apart from the timing, over TRACE_N more transactions of each kind:
+Counted, apart from the timing, over TRACE_N (1,000) more transactions of each kind:
   * statements and round trips per transaction, from libpq's protocol trace of that connection
     (statements = Query + Execute messages sent; round trips = the times the client sent
     messages and then read the server's reply);
@@ -108,10 +109,28 @@ class Bench:
 
 
 async def timed(n: int, one: Callable[[], Awaitable[None]]) -> float:
+    """Seconds taken by n transactions, one after the other."""
     t = time.perf_counter()
     for _ in range(n):
         await one()
-    return n / (time.perf_counter() - t)
+    return time.perf_counter() - t
+
+
+async def interleaved(
+    n: int, block: int, kinds: dict[str, Callable[[], Awaitable[None]]], flip: bool
+) -> dict[str, float]:
+    """n transactions of each kind, in blocks of `block` taking turns (A B A B ..., or B A B A
+    ... when `flip`), so that a change of load on the shared machine hits both kinds alike;
+    returns jobs/s per kind over its own blocks."""
+    order = list(reversed(kinds)) if flip else list(kinds)
+    spent = dict.fromkeys(kinds, 0.0)
+    done = 0
+    while done < n:
+        k = min(block, n - done)
+        for name in order:
+            spent[name] += await timed(k, kinds[name])
+        done += k
+    return {name: n / spent[name] for name in kinds}
 
 
 # ------------------------------------------------------------------ counting
@@ -214,8 +233,7 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
             await timed(a.warmup, one)
         rounds: list[dict[str, float]] = []
         for r in range(a.rounds):
-            order = list(kinds) if r % 2 == 0 else list(reversed(kinds))
-            rates = {k: await timed(a.n, kinds[k]) for k in order}
+            rates = await interleaved(a.n, a.block, kinds, flip=r % 2 == 1)
             rounds.append(rates)
             print(
                 f"[txn] round {r + 1}/{a.rounds}: "
@@ -232,6 +250,7 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
             await queue.close()
     out: dict[str, Any] = {
         "n": a.n,
+        "block": a.block,
         "rounds": rounds,
         "server_version": server_version,
         "counts": counts,
@@ -253,8 +272,9 @@ def main() -> int:
     ap.add_argument("--queue-url", help="Conveyor's URL (default: --db-url as postgresql://)")
     ap.add_argument("--n", type=int, default=5000, help="transactions per kind and round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--block", type=int, default=100, help="transactions per turn of one kind")
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--trace-n", type=int, default=200, help="transactions traced per kind")
+    ap.add_argument("--trace-n", type=int, default=1000, help="transactions traced per kind")
     ap.add_argument("--baseline-only", action="store_true", help="row only (harness check)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
