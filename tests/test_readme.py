@@ -8,11 +8,13 @@ import re
 import shlex
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import redis_test_url
+from tests.conftest import drop_test_schema, postgres_test_url, redis_test_url
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 FILE_BLOCK = re.compile(r"```python\n# (app/\w+\.py)\n(.*?)```", re.S)
@@ -27,7 +29,7 @@ def tour_commands(text: str) -> list[str]:
     return [line for line in block[1].splitlines() if line.strip()]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def app_dir(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Path, dict[str, str]]:
     files = FILE_BLOCK.findall(README.read_text())
     assert {name for name, _ in files} >= {
@@ -43,6 +45,9 @@ def app_dir(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Path, dict[
         (tmp_path / name).write_text(code)
     if request.param == "redis":
         url = redis_test_url(request.getfixturevalue("redis_base_url"))
+    elif request.param == "postgres":
+        url = postgres_test_url(request.getfixturevalue("postgres_base_url"))
+        request.addfinalizer(lambda: drop_test_schema(url))
     else:
         url = f"sqlite:///{tmp_path / 'tour.db'}"
     env = {k: v for k, v in os.environ.items() if k not in ("CONVEYOR_URL", "REDIS_URL")}
@@ -120,3 +125,118 @@ print("ok")
     done = run(f"python -c {shlex.quote(script)}", cwd, env)
     assert done.stdout.count("sent an invitation to") == 2
     assert done.stdout.strip().endswith("ok")
+
+
+def test_enqueue_inside_your_transaction(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """The SQLite snippet: the invitation and its job commit together (and the tour's worker,
+    on the same file, sends it); an error inside the transaction leaves neither."""
+    cwd, env = app_dir
+    if not env["CONVEYOR_URL"].startswith("sqlite:"):
+        pytest.skip("the snippet keeps the app's data and its queue in one SQLite file")
+    env["CONVEYOR_URL"] = "sqlite:///app.db"  # the tour's worker serves the snippet's queue
+    script = """
+import asyncio, sqlite3
+from contextlib import closing
+from app import services, signup
+from app.jobs import SendInvite, send_invite
+
+async def main():
+    invitation_id = await signup.sign_up("ada@example.com")
+    info = await signup.queue.get(f"invite-email:{invitation_id}")
+    assert info is not None and info.state.value == "queued"
+    try:
+        with closing(sqlite3.connect(signup.DATABASE)) as conn, conn:
+            conn.execute("INSERT INTO invitation VALUES ('doomed', 'x@example.com')")
+            await signup.queue.enqueue(
+                send_invite,
+                SendInvite(invitation_id=invitation_id, to_email="x@example.com"),
+                job_id="invite-email:doomed",
+                connection=conn,
+            )
+            raise RuntimeError("the signup failed")
+    except RuntimeError:
+        pass
+    assert await signup.queue.get("invite-email:doomed") is None
+    assert await services.repo.get("doomed") is None
+    await signup.queue.close()
+    print(invitation_id)
+
+asyncio.run(main())
+"""
+    invitation_id = run(f"python -c {shlex.quote(script)}", cwd, env).stdout.strip()
+    worked = run("conveyor worker app.worker:worker --burst", cwd, env)
+    assert worked.stdout.count("sent an invitation to") == 1
+    assert f"job completed job_name=email.send_invite job_id=invite-email:{invitation_id}" in (
+        worked.stderr
+    )
+
+
+@pytest.fixture
+def app_database(postgres_base_url: str) -> Iterator[str]:
+    """A database of its own for the PostgreSQL snippets (they keep the queue in schema public
+    of the app's database, beside the app's ``invitation`` table), dropped afterwards."""
+    import psycopg
+
+    name = f"readme_{uuid.uuid4().hex[:12]}"
+    base = postgres_base_url.partition("?")[0].rpartition("/")[0]
+    with psycopg.connect(postgres_base_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"'.encode())
+    url = f"{base}/{name}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(b"CREATE TABLE invitation (id uuid PRIMARY KEY, email text)")
+    yield url
+    with psycopg.connect(postgres_base_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)'.encode())
+
+
+@pytest.mark.parametrize("module", ["signup_pg", "signup_orm"])
+def test_enqueue_inside_your_postgresql_transaction(
+    tmp_path: Path, app_database: str, module: str
+) -> None:
+    """The psycopg and SQLAlchemy snippets: the invitation and its job commit together, a
+    worker of the same database runs it, and an error inside the transaction leaves neither."""
+    files = FILE_BLOCK.findall(README.read_text())
+    (tmp_path / "app").mkdir()
+    for name, code in files:
+        (tmp_path / name).write_text(code)
+    env = {k: v for k, v in os.environ.items() if k not in ("CONVEYOR_URL", "REDIS_URL")}
+    env["DATABASE_URL"] = app_database
+    env["CONVEYOR_URL"] = app_database
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(tmp_path)
+    script = f"""
+import asyncio, uuid
+import psycopg
+from app import {module} as signup
+from app.signup_pg import queue
+
+async def main():
+    invitation_id = await signup.sign_up("ada@example.com")
+    info = await queue.get(f"invite-email:{{invitation_id}}")
+    assert info is not None and info.state.value == "queued", info
+    doomed = uuid.uuid4()
+    try:
+        async with await psycopg.AsyncConnection.connect(signup.os.environ["DATABASE_URL"]) as conn:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO invitation VALUES (%s, 'x@example.com')", (doomed,))
+                await queue.enqueue(
+                    signup.send_invite,
+                    signup.SendInvite(invitation_id=doomed, to_email="x@example.com"),
+                    job_id=f"invite-email:{{doomed}}",
+                    connection=conn,
+                )
+                raise RuntimeError("the signup failed")
+    except RuntimeError:
+        pass
+    assert await queue.get(f"invite-email:{{doomed}}") is None
+    assert len(await queue.list_jobs()) == 1
+    await queue.close()
+    print(invitation_id)
+
+asyncio.run(main())
+"""
+    invitation_id = run(f"python -c {shlex.quote(script)}", tmp_path, env).stdout.strip()
+    # The tour's worker looks invitations up in its own stand-in store, which this one is not
+    # in: it runs the job and fails it as "not found", which is enough to show it ran.
+    worked = run("conveyor worker app.worker:worker --burst", tmp_path, env)
+    assert f"job_id=invite-email:{invitation_id}" in worked.stderr

@@ -25,6 +25,11 @@ FIELDS = (
     "error",
     "worker_id",
     "progress",
+    # the outbox relay's batches
+    "moved",
+    "duplicates",
+    "set_aside",
+    "lag_ms",
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import logging
 import re
 import secrets
@@ -19,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from conveyor import _validation
+from conveyor._connections import AsyncAdapter, adapt, adapt_sync
 from conveyor._definition import (
     DEFAULT_ATTEMPTS,
     DEFAULT_QUEUE,
@@ -27,6 +29,7 @@ from conveyor._definition import (
     check_queue_name,
 )
 from conveyor._errors import (
+    BackendUnavailable,
     InvalidArgument,
     JobFailed,
     JobNotFound,
@@ -43,6 +46,7 @@ from conveyor.core.serialization import (
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
     ChangeResult,
+    InsertResult,
     InsertStatus,
     JobState,
     ListParams,
@@ -51,6 +55,7 @@ from conveyor.drivers.records import (
     QueueInfo,
     WorkerInfo,
 )
+from conveyor.drivers.transactional import TransactionalWriter, run_plan, run_plan_async
 from conveyor.engine import Engine
 
 R = TypeVar("R")
@@ -66,8 +71,8 @@ log = logging.getLogger("conveyor.queue")
 class Queue:
     """Enqueue and inspect jobs on one backend.
 
-    ``Queue.from_url("sqlite:///conveyor.db")`` (the default), ``"memory://name"``; the Redis and
-    PostgreSQL URLs arrive with their backends.
+    ``Queue.from_url("sqlite:///conveyor.db")`` (the default), ``"redis://host:6379/0"``,
+    ``"memory://name"``.
     """
 
     def __init__(
@@ -77,9 +82,18 @@ class Queue:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Clock | None = None,
         create: bool = True,
+        outbox: TransactionalWriter | str | None = None,
     ) -> None:
         """``create=False`` (inspection tools) never creates a store that does not exist: the
-        first call raises :class:`BackendUnavailable` saying where it looked instead."""
+        first call raises :class:`BackendUnavailable` saying where it looked instead.
+
+        ``outbox`` lets a queue whose backend cannot write into the application's database
+        (Redis) take ``enqueue(..., connection=conn)``: the job is written into an outbox table
+        of that database, inside the caller's transaction, and a relay moves it to the queue.
+        Give the outbox's URL (``"postgresql://..."``, resolved on first use) or a
+        :class:`~conveyor.drivers.transactional.TransactionalWriter`. A SQL backend (SQLite,
+        PostgreSQL) writes such jobs into its own tables and needs none.
+        """
         # Everything below talks to storage through the engine, never to the driver directly.
         self._driver = driver if isinstance(driver, Engine) else Engine(driver)
         self._opened = False
@@ -88,6 +102,7 @@ class Queue:
         self._routes: tuple[float, dict[str, str]] = (float("-inf"), {})
         self.max_payload_bytes = max_payload_bytes
         self.clock: Clock = clock or BackendClock()
+        self.outbox: TransactionalWriter | str | None = outbox
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> Queue:
@@ -141,23 +156,43 @@ class Queue:
         priority: int | None = None,
         queue: str | None = None,
         attempts: int | None = None,
+        connection: object | None = None,
     ) -> JobHandle[R]:
         """Validate ``payload`` and store the job; one round trip.
 
         With a ``job_id`` that already exists nothing is written: the handle points at the
         existing job and ``handle.duplicate`` is true.
+
+        With ``connection=`` the job is written with that connection, inside its current
+        transaction, so it exists if and only if that transaction commits: a rollback leaves
+        no job that any worker or reader ever saw. It takes a ``sqlite3.Connection`` to this
+        queue's file, a psycopg 3 ``Connection`` or ``AsyncConnection`` to its PostgreSQL
+        database, or a SQLAlchemy 2 ``Session``, ``Connection``, ``AsyncSession`` or
+        ``AsyncConnection`` on one of those drivers (its current transaction, begun if it is
+        not yet); on Redis, a connection to the queue's ``outbox``. A blocking connection
+        runs its statements here, in the event loop's thread, like any other query made with
+        it there. It is refused with :class:`InvalidArgument`, before anything is written, if
+        it is of another type or database, or in autocommit mode outside a transaction (the
+        job would be committed at once). A sqlite3 connection in its default mode outside a
+        transaction is fine: the insert opens the transaction, and the job is committed by
+        your next ``commit()`` (or discarded by ``rollback()``). Errors of the connection
+        itself (a lock timeout, a failed transaction) reach you as its own exceptions.
         """
         request = JobRequest(definition, payload, job_id, delay, run_at, priority, queue, attempts)
-        (handle,) = await self.enqueue_many([request])
+        (handle,) = await self.enqueue_many([request], connection=connection)
         return handle
 
-    async def enqueue_many(self, requests: Sequence[JobRequest[Any, Any]]) -> list[JobHandle[Any]]:
+    async def enqueue_many(
+        self, requests: Sequence[JobRequest[Any, Any]], *, connection: object | None = None
+    ) -> list[JobHandle[Any]]:
         """Enqueue many jobs in one round trip; build them with ``definition.request(...)``.
 
         Every payload is validated before anything is written, so a bad one writes nothing.
+        ``connection=``: written inside that connection's transaction, see :meth:`enqueue`.
         """
-        ids = iter(new_job_ids(sum(1 for r in requests if r.job_id is None)))
-        new_jobs = [self._new_job(r, ids) for r in requests]
+        if connection is not None:
+            return await (await self.pending_many(requests)).write_async(connection)
+        new_jobs = self._new_jobs(requests)
         return await self._insert(new_jobs, [r.definition for r in requests])
 
     async def enqueue_by_name(
@@ -171,21 +206,97 @@ class Queue:
         priority: int = 0,
         queue: str | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
+        connection: object | None = None,
     ) -> JobHandle[Any]:
         """Enqueue without the definition (another service, another language's producer).
 
         The payload must be a JSON object; the worker validates it against the definition before
         the handler runs. Without ``queue``, the job goes to the queue workers declared for
         ``name`` (they publish it when they start); a name no worker has declared goes to
-        ``default``, with a warning in the log.
+        ``default``, with a warning in the log. ``connection=``: written inside that
+        connection's transaction, see :meth:`enqueue`.
         """
+        new = await self._new_job_by_name(
+            name, payload, job_id, delay, run_at, priority, queue, attempts
+        )
+        if connection is not None:
+            pending = PendingEnqueue(self, [new], [None], *await self._writer())
+            (handle,) = await pending.write_async(connection)
+        else:
+            (handle,) = await self._insert([new], [None])
+        return handle
+
+    async def pending_many(self, requests: Sequence[JobRequest[Any, Any]]) -> PendingEnqueue:
+        """The jobs of ``requests`` validated and built, with the writer that will write them
+        on a connection of the caller's (see :class:`PendingEnqueue`); what ``enqueue_many(...,
+        connection=)`` does in two steps, for callers that run the second one elsewhere
+        (:class:`SyncQueue` runs it in the caller's thread)."""
+        new_jobs = self._new_jobs(requests)
+        writer, target = await self._writer()
+        return PendingEnqueue(self, new_jobs, [r.definition for r in requests], writer, target)
+
+    async def pending_by_name(
+        self,
+        name: str,
+        payload: Mapping[str, Any] | str | bytes,
+        *,
+        job_id: str | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        queue: str | None = None,
+        attempts: int = DEFAULT_ATTEMPTS,
+    ) -> PendingEnqueue:
+        """:meth:`pending_many` for :meth:`enqueue_by_name`."""
+        new = await self._new_job_by_name(
+            name, payload, job_id, delay, run_at, priority, queue, attempts
+        )
+        return PendingEnqueue(self, [new], [None], *await self._writer())
+
+    async def _writer(self) -> tuple[TransactionalWriter, str]:
+        """The writer of jobs on the caller's connection, and what it writes into (for
+        messages): this queue's SQL backend, else its outbox."""
+        writer = self._driver.transactional_writer()
+        if writer is not None:
+            try:
+                await self.connect()  # the schema exists and is up to date before anyone writes
+            except BackendUnavailable as exc:
+                if "locked" not in str(exc):
+                    raise
+                raise BackendUnavailable(
+                    f"{exc}; if the transaction of connection= holds that lock, open the queue "
+                    "before it (await queue.connect(), e.g. at startup): the first open of a "
+                    "file creates the queue's tables"
+                ) from exc
+            return writer, f"this queue's database ({shown_url(self.url)})"
+        outbox = self.outbox
+        if outbox is None:
+            scheme = self.url.partition("://")[0]
+            raise InvalidArgument(
+                f"connection= needs a SQL backend (sqlite://, postgresql://) or an outbox, and "
+                f"this queue is on {scheme}://: "
+                "Queue.from_url('redis://...', outbox='postgresql://...')"
+            )
+        if isinstance(outbox, str):
+            outbox = self.outbox = _outbox_for_url(outbox)
+        return outbox, f"the outbox ({outbox!r})"
+
+    async def _new_job_by_name(
+        self,
+        name: str,
+        payload: Mapping[str, Any] | str | bytes,
+        job_id: str | None,
+        delay: float | timedelta | None,
+        run_at: datetime | None,
+        priority: int,
+        queue: str | None,
+        attempts: int,
+    ) -> NewJob:
         data = encode_untyped_payload(name, payload, self.max_payload_bytes)
         job_id = new_job_ids(1)[0] if job_id is None else _check_job_id(job_id)
         if queue is None:
             queue = await self._route(name)
-        new = self._build(name, data, job_id, delay, run_at, priority, queue, attempts)
-        (handle,) = await self._insert([new], [None])
-        return handle
+        return self._build(name, data, job_id, delay, run_at, priority, queue, attempts)
 
     async def _route(self, name: str) -> str:
         """The queue workers declared for job ``name``: read from the backend at most every few
@@ -207,6 +318,10 @@ class Queue:
             )
             return DEFAULT_QUEUE
         return queue
+
+    def _new_jobs(self, requests: Sequence[JobRequest[Any, Any]]) -> list[NewJob]:
+        ids = iter(new_job_ids(sum(1 for r in requests if r.job_id is None)))
+        return [self._new_job(r, ids) for r in requests]
 
     def _new_job(self, request: JobRequest[Any, Any], ids: Iterator[str]) -> NewJob:
         d = request.definition
@@ -255,10 +370,7 @@ class Queue:
             return []
         driver = await self.connect()
         results = await driver.job_insert_many(new_jobs, now=self.clock.now())
-        return [
-            JobHandle(self, result.id, definition, result.status is InsertStatus.DUPLICATE)
-            for result, definition in zip(results, definitions, strict=True)
-        ]
+        return _handles(self, results, definitions)
 
     # -- inspect and repair --------------------------------------------------------------------
 
@@ -339,6 +451,76 @@ class Queue:
     async def workers(self) -> list[WorkerInfo]:
         driver = await self.connect()
         return await driver.worker_list(now=self.clock.now())
+
+
+class PendingEnqueue:
+    """Jobs validated and built, and the writer that will write them with a connection of the
+    caller's, inside its transaction: :meth:`write` in the caller's thread with a blocking
+    connection, :meth:`write_async` in the caller's coroutine with either kind."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        jobs: list[NewJob],
+        definitions: Sequence[JobDef[Any, Any] | None],
+        writer: TransactionalWriter,
+        target: str,
+    ) -> None:
+        self.queue = queue
+        self.jobs = jobs
+        self.definitions = definitions
+        self.writer = writer
+        self.target = target  # what the writer writes into, for messages
+
+    def write(self, connection: object) -> list[JobHandle[Any]]:
+        adapter = adapt_sync(connection, self.writer.dialect, self.target)
+        if not self.jobs:
+            return []
+        plan = self.writer.insert_plan(self.jobs, now=self.queue.clock.now())
+        return _handles(self.queue, run_plan(plan, adapter.execute), self.definitions)
+
+    async def write_async(self, connection: object) -> list[JobHandle[Any]]:
+        adapter = await adapt(connection, self.writer.dialect, self.target)
+        if not self.jobs:
+            return []
+        plan = self.writer.insert_plan(self.jobs, now=self.queue.clock.now())
+        if isinstance(adapter, AsyncAdapter):
+            results = await run_plan_async(plan, adapter.execute)
+        else:
+            results = run_plan(plan, adapter.execute)
+        return _handles(self.queue, results, self.definitions)
+
+
+def _handles(
+    queue: Queue, results: list[InsertResult], definitions: Sequence[JobDef[Any, Any] | None]
+) -> list[JobHandle[Any]]:
+    return [
+        JobHandle(queue, result.id, definition, result.status is InsertStatus.DUPLICATE)
+        for result, definition in zip(results, definitions, strict=True)
+    ]
+
+
+def _outbox_for_url(url: str) -> TransactionalWriter:
+    """The outbox at ``url``, from :mod:`conveyor.outbox` (imported only when an outbox is
+    used: it needs the client library of its database)."""
+    try:
+        outbox_module = importlib.import_module("conveyor.outbox")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("conveyor.outbox", "conveyor"):
+            raise
+        raise InvalidArgument(
+            f"outbox={shown_url(url)!r} needs conveyor.outbox, which this installation of "
+            "conveyor does not have; upgrade conveyor"
+        ) from None
+    writer = outbox_module.outbox_for_url(url)
+    if not isinstance(writer, TransactionalWriter):
+        raise InvalidArgument(f"outbox_for_url({shown_url(url)!r}) is not a TransactionalWriter")
+    return writer
+
+
+def shown_url(url: str) -> str:
+    """``url`` without its password, for messages."""
+    return re.sub(r"^([^:/]+://[^:@/]*):[^@/]*@", r"\1:***@", url)
 
 
 def new_job_ids(count: int) -> list[str]:

@@ -129,7 +129,18 @@ class SyncQueue:
         priority: int | None = None,
         queue: str | None = None,
         attempts: int | None = None,
+        connection: object | None = None,
     ) -> SyncJobHandle[R]:
+        """See :meth:`Queue.enqueue`. With ``connection=`` (a blocking one: ``sqlite3``,
+        ``psycopg.Connection``, a SQLAlchemy ``Session`` or ``Connection``) the job is written
+        in this thread, with that connection, inside its transaction: it exists if and only if
+        that transaction commits."""
+        if connection is not None:
+            request = JobRequest(
+                definition, payload, job_id, delay, run_at, priority, queue, attempts
+            )
+            (written,) = self.enqueue_many([request], connection=connection)
+            return written
         handle = self.call(
             self.queue.enqueue(
                 definition,
@@ -144,8 +155,15 @@ class SyncQueue:
         )
         return SyncJobHandle(self, handle)
 
-    def enqueue_many(self, requests: Sequence[JobRequest[Any, Any]]) -> list[SyncJobHandle[Any]]:
-        handles = self.call(self.queue.enqueue_many(requests))
+    def enqueue_many(
+        self, requests: Sequence[JobRequest[Any, Any]], *, connection: object | None = None
+    ) -> list[SyncJobHandle[Any]]:
+        if connection is not None:
+            # The portal's thread builds the jobs and opens the queue (so its schema exists);
+            # the caller's connection writes them here, in the thread that owns it.
+            handles = self.call(self.queue.pending_many(requests)).write(connection)
+        else:
+            handles = self.call(self.queue.enqueue_many(requests))
         return [SyncJobHandle(self, h) for h in handles]
 
     def enqueue_by_name(
@@ -159,7 +177,23 @@ class SyncQueue:
         priority: int = 0,
         queue: str | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
+        connection: object | None = None,
     ) -> SyncJobHandle[Any]:
+        if connection is not None:
+            pending = self.call(
+                self.queue.pending_by_name(
+                    name,
+                    payload,
+                    job_id=job_id,
+                    delay=delay,
+                    run_at=run_at,
+                    priority=priority,
+                    queue=queue,
+                    attempts=attempts,
+                )
+            )
+            (written,) = pending.write(connection)
+            return SyncJobHandle(self, written)
         handle = self.call(
             self.queue.enqueue_by_name(
                 name,

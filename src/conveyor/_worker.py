@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -96,6 +97,7 @@ class Worker:
         self._started_at = 0.0
         self._runner: Runner | None = None
         self._failure: tuple[str, BaseException] | None = None
+        self._beside: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {}
 
     # -- registration --------------------------------------------------------------------------
 
@@ -110,6 +112,12 @@ class Worker:
 
     def register(self, definition: JobDef[P, R], handler: Handler[P, R]) -> None:
         self.registry.add(definition, handler)
+
+    def run_beside(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        """Run ``loop(stopping)`` while the worker runs (e.g. an outbox relay), under its
+        supervisor: restarted when it raises, the worker stopped when it keeps raising. It must
+        return soon after ``stopping`` is set; the worker waits for it before exiting."""
+        self._beside[name] = loop
 
     def check(self) -> None:
         """Raise :class:`MissingHandlers` if a declared definition has no handler."""
@@ -205,6 +213,7 @@ class Worker:
                 start=runner.start,
                 hand_back=runner.hand_back,
                 isolate=runner.isolate,
+                batch=runner.batch,
             ),
             stopping=self._stopping,
             slot_freed=self._slot_freed,
@@ -220,6 +229,8 @@ class Worker:
             supervisor.start("heartbeat", heartbeat.run)
             if driver.has(Capability.CANCEL_NOTIFY):
                 supervisor.start("cancel listener", lambda: self._listen_for_cancels(driver))
+            for name, beside in self._beside.items():
+                supervisor.start(name, functools.partial(beside, self._stopping))
             log.info(
                 "worker started",
                 extra={"event": "started", "worker_id": self.id, "queue": ",".join(self.queues)},
@@ -378,11 +389,30 @@ class Worker:
             flushed.cancel()
         await asyncio.gather(flushed, return_exceptions=True)
         await asyncio.to_thread(keeper.stop)
+        await self._stop_beside(supervisor)
         await supervisor.stop()
         with contextlib.suppress(Exception):
             await maintenance.release()
             await self.queue.driver.worker_deregister(self.id)
         log.info("worker stopped", extra={"event": "stopped", "worker_id": self.id})
+
+    async def _stop_beside(self, supervisor: Supervisor) -> None:
+        """Let the loops run beside the worker finish what they hold (bounded)."""
+        assert self._stopping is not None
+        self._stopping.set()  # also when a burst worker ran out of work
+        tasks: list[asyncio.Task[None]] = []
+        for name in self._beside:
+            with contextlib.suppress(KeyError):  # never started: run() failed before
+                tasks.append(supervisor.task(name))
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=UNWIND_SECONDS)
+            for task in stuck:
+                log.error(
+                    "%s did not stop within %gs; cancelling it",
+                    task.get_name(),
+                    UNWIND_SECONDS,
+                    extra={"event": "shutdown", "worker_id": self.id},
+                )
 
     def _info(self) -> WorkerInfo:
         return WorkerInfo(

@@ -42,6 +42,7 @@ from conveyor.drivers.records import (
     TransitionResult,
     WorkerInfo,
 )
+from conveyor.drivers.transactional import TransactionalWriter
 
 T = TypeVar("T")
 
@@ -168,6 +169,14 @@ class Engine:
 
     async def setup_warnings(self) -> list[str]:
         return await self._call("setup_warnings", self.driver.setup_warnings())
+
+    def transactional_writer(self) -> TransactionalWriter | None:
+        """The driver's writer of inserts on the caller's own connection (see
+        :mod:`conveyor.drivers.transactional`), or None when the backend cannot write into the
+        caller's database (Redis, memory). Its plans do no I/O: the caller's connection runs
+        them, and its errors reach the caller unchanged (they belong to the caller's own
+        transaction), so they are neither mapped nor reported here."""
+        return self.driver if isinstance(self.driver, TransactionalWriter) else None
 
     # -- jobs -------------------------------------------------------------------------------
 

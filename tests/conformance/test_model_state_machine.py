@@ -304,7 +304,7 @@ MODEL_SETTINGS = settings(
 )
 
 
-@pytest.mark.parametrize("backend_name", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend_name", ["sqlite", "redis", "postgres"])
 def test_backend_agrees_with_the_reference_model(
     backend_name: str, request: pytest.FixtureRequest
 ) -> None:
@@ -313,6 +313,17 @@ def test_backend_agrees_with_the_reference_model(
         def real_url(tmp: Path) -> str:
             return f"sqlite:///{tmp / 'model.db'}"
 
+    elif backend_name == "postgres":
+        from tests.conftest import drop_test_schema, postgres_test_url
+
+        pg_base = request.getfixturevalue("postgres_base_url")
+        made: list[str] = []
+
+        def real_url(tmp: Path) -> str:
+            made.append(postgres_test_url(pg_base))  # a new schema: each example starts empty
+            return made[-1]
+
+        request.addfinalizer(lambda: [drop_test_schema(url) for url in made])
     else:
         from tests.conftest import redis_test_url
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import JobInfo
-from tests.process.harness import Harness, WorkerProcess
+from tests.process.harness import Harness, WorkerProcess, wait_for
 
 KILL = "kill"  # SIGKILL
 TERM_KILL = "term+kill"  # SIGTERM, then SIGKILL 0.2 s later, inside the grace (sidekiq#4715)
@@ -73,9 +73,11 @@ class Supervisor:
         return [p for p in self.live() if "worker started" in p.log()]
 
     def kill_one(self, rng: random.Random, mode: str = KILL) -> Fault:
-        """Kill a random live worker (one that has started serving, if any has)."""
-        candidates = self.ready() or self.live()
-        assert candidates, f"no live worker to kill; logs:\n{self.h.logs()}"
+        """Kill a random worker that has started serving (waiting for one: a worker signalled
+        before it installs its handlers dies of the signal itself, which says nothing about
+        how Conveyor stops)."""
+        assert self.live(), f"no live worker to kill; logs:\n{self.h.logs()}"
+        candidates = wait_for(self.ready, timeout=60, what="a worker that has started")
         victim = rng.choice(candidates)
         term_mono = None
         if mode == TERM_KILL:

@@ -198,6 +198,10 @@ class Harness:
             finally:
                 conn.close()
             return [] if found == ["ok"] else found
+        if self.url.startswith("postgresql:"):
+            from tests.backends.postgres.consistency import problems as postgres_problems
+
+            return postgres_problems(self.url)
         from tests.backends.redis.consistency import problems
 
         return problems(self.url)

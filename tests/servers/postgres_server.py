@@ -186,6 +186,11 @@ class PostgresServer:
             process.wait(_STOP_TIMEOUT)
         _LIVE.pop(process.pid, None)
 
+    def restart(self, *, immediate: bool = False) -> None:
+        """Stop the server (as a crash with ``immediate``) and start it again on its port."""
+        self.stop(immediate=immediate)
+        self.start()
+
     def _tail(self) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-25:])

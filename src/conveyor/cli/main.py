@@ -10,6 +10,7 @@ import click
 from conveyor._errors import ConveyorError
 from conveyor.cli.jobs import jobs
 from conveyor.cli.queues import migrate, queues, workers
+from conveyor.cli.relay import relay
 from conveyor.cli.worker import check, worker
 
 
@@ -47,6 +48,7 @@ cli.add_command(jobs)
 cli.add_command(queues)
 cli.add_command(workers)
 cli.add_command(migrate)
+cli.add_command(relay)
 
 
 def main() -> None:

@@ -88,9 +88,21 @@ def workers(ctx: click.Context) -> None:
 
 
 @click.command()
+@click.option(
+    "--outbox",
+    metavar="URL",
+    help="Create the outbox table in this database (postgresql://... or sqlite:///...) instead.",
+)
 @click.pass_context
-def migrate(ctx: click.Context) -> None:
+def migrate(ctx: click.Context, outbox: str | None) -> None:
     """Create or upgrade the backend's schema (workers also do this when they start)."""
+    if outbox:
+        from conveyor.outbox import outbox_for_url
+
+        box = outbox_for_url(outbox)
+        box.ensure_schema()
+        click.echo(f"outbox table ready in {box.url}")
+        return
 
     async def apply(q: Queue) -> list[str]:
         return await q.driver.migrate()

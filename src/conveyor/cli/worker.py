@@ -27,6 +27,12 @@ from conveyor.drivers.protocol import Capability
     "--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True
 )
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--relay-from",
+    metavar="URL",
+    help="Also move the jobs of this outbox (postgresql://... or sqlite:///...) to the "
+    "worker's store, as `conveyor relay` does.",
+)
 def worker(
     target: str,
     concurrency: int | None,
@@ -36,6 +42,7 @@ def worker(
     lease: float | None,
     log_format: str,
     log_level: str,
+    relay_from: str | None,
 ) -> None:
     """Run the Worker at TARGET (module:attribute) until SIGTERM/SIGINT.
 
@@ -63,6 +70,10 @@ def worker(
             changes["lease_renew_interval"] = renew * lease / w.config.lease_seconds
     if changes:
         w.config = dataclasses.replace(w.config, **changes)  # type: ignore[arg-type]
+    if relay_from:
+        from conveyor.outbox import Relay
+
+        w.run_beside("outbox relay", Relay(relay_from, w.queue).run)
     try:
         w.run_sync()
     except MissingHandlers as exc:

@@ -58,22 +58,34 @@ class TransactionalWriter(Protocol):
 
 
 def run_plan(plan: Plan[T], execute: Callable[[Statement], list[Row]]) -> T:
-    """Run ``plan`` with a blocking ``execute``."""
+    """Run ``plan`` with a blocking ``execute``. A statement that fails raises its error in the
+    plan, which may say in its own words what was wrong."""
     try:
         statement = next(plan)
         while True:
-            statement = plan.send(execute(statement))
+            try:
+                rows = execute(statement)
+            except Exception as exc:
+                statement = plan.throw(exc)
+            else:
+                statement = plan.send(rows)
     except StopIteration as done:
         result: T = done.value
         return result
 
 
 async def run_plan_async(plan: Plan[T], execute: Callable[[Statement], Awaitable[list[Row]]]) -> T:
-    """Run ``plan`` with an awaitable ``execute``."""
+    """Run ``plan`` with an awaitable ``execute``; a failed statement's error is raised in the
+    plan, as for :func:`run_plan`."""
     try:
         statement = next(plan)
         while True:
-            statement = plan.send(await execute(statement))
+            try:
+                rows = await execute(statement)
+            except Exception as exc:
+                statement = plan.throw(exc)
+            else:
+                statement = plan.send(rows)
     except StopIteration as done:
         result: T = done.value
         return result

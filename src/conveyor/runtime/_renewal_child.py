@@ -49,14 +49,21 @@ class Renewer:
         self.leases: dict[str, Lease] = {}
         self.last_sign = time.monotonic()  # of life from the worker: a message or CPU used
         self.closed = asyncio.Event()
+        # Set by the first lease received: a process that replaces one that died renews the
+        # leases it is handed at once, not an interval later (they may be close to lapsing).
+        self.first_hold = asyncio.Event()
         self._cpu = parent_cpu_seconds(parent)
         self._warned = False
 
     def receive(self, message: dict[str, Any]) -> None:
         self.last_sign = time.monotonic()
+        for change in message.get("changes", ()):
+            kind, *rest = change
+            self.receive({kind: rest})
         if "hold" in message:
             job_id, token, queue = message["hold"]
             self.leases[job_id] = Lease(job_id, token, queue)
+            self.first_hold.set()
         elif "release" in message:
             job_id, token = message["release"]
             held = self.leases.get(job_id)
@@ -89,17 +96,34 @@ class Renewer:
         emit({"ready": 1})
         retry = max(min(self.interval / 4, 1.0), 0.01)
         wait = self.interval
+        first = True
         while not self.closed.is_set():
             try:
                 async with asyncio.timeout(wait):
-                    await self.closed.wait()
-                break
+                    if first:
+                        await self._closed_or_first_hold()
+                    else:
+                        await self.closed.wait()
             except TimeoutError:
                 pass
+            if self.closed.is_set():
+                break
+            first = False
             started = time.monotonic()
             ok = await self.renew()
             wait = max((self.interval if ok else retry) - (time.monotonic() - started), 0.0)
         await self.driver.close()
+
+    async def _closed_or_first_hold(self) -> None:
+        waits = [
+            asyncio.ensure_future(self.closed.wait()),
+            asyncio.ensure_future(self.first_hold.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in waits:
+                pending.cancel()
 
     async def _open(self) -> bool:
         """Connect, retrying while the worker is there to wait for it; false once it is gone."""

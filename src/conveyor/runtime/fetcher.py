@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from conveyor._config import WorkerConfig
@@ -50,6 +52,8 @@ class FetcherHooks:
     start: Callable[[JobRecord], None]  # run the job (its lease is renewed from then on)
     hand_back: Callable[[Sequence[JobRecord], str], None]  # requeue leased jobs, with a reason
     isolate: Callable[[JobRecord], Awaitable[bool]]  # mark a suspect isolated; false: lost
+    # Holds made inside are told to the lease renewer together, when the block ends.
+    batch: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
 
 
 class Fetcher:
@@ -175,14 +179,15 @@ class Fetcher:
             self._hooks.hand_back(records, "stale fetch reply")
             return False
         extra_suspects: list[JobRecord] = []
-        for record in records:
-            if record.stalls == 0:
-                self._hooks.start(record)
-            elif self._suspects:
-                extra_suspects.append(record)
-            else:
-                self._hooks.hold(record)
-                self._suspects.append(record)
+        with self._hooks.batch():  # the renewer hears of all these leases at once
+            for record in records:
+                if record.stalls == 0:
+                    self._hooks.start(record)
+                elif self._suspects:
+                    extra_suspects.append(record)
+                else:
+                    self._hooks.hold(record)
+                    self._suspects.append(record)
         if extra_suspects:
             self._hooks.hand_back(extra_suspects, "another job waits to run alone here")
         if records:

@@ -11,10 +11,12 @@ why workers on a shared store renew from a process of their own instead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from conveyor.core.clock import Clock
@@ -33,6 +35,11 @@ class Keeper(Protocol):
     def hold(self, job_id: str, token: str, queue: str | None = None) -> None: ...
 
     def release(self, job_id: str, token: str | None = None) -> None: ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Holds made inside the block may be told to the renewer together, at its end (the
+        jobs of one fetch start in one go)."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -76,6 +83,9 @@ class LeaseKeeper:
             held = self._leases.get(job_id)
             if held is not None and (token is None or held.token == token):
                 del self._leases[job_id]
+
+    def batch(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()  # a hold costs nothing to tell here
 
     async def start(self) -> None:
         self._thread = threading.Thread(

@@ -21,6 +21,7 @@ the worker is told (``on_failure``) and stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import IO, Any, Final, cast
 
 from conveyor.drivers.records import ExtendResult, Lease
@@ -42,6 +43,11 @@ READY_TIMEOUT: Final = 30.0  # how long a new renewal process may take to connec
 _CONVEYOR_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_RESTARTS: Final = 5  # within RESTART_WINDOW seconds, before the worker is stopped
 RESTART_WINDOW: Final = 60.0
+# Releases kept before they are told without waiting for the next holds.
+CHANGES_PER_MESSAGE: Final = 64
+# A message line stays within PIPE_BUF (4096 bytes on Linux), so a write of it is all or
+# nothing (see _send_now); a change is at most ~1.6 KB (a 255-character id and queue name).
+MESSAGE_BYTES: Final = 4000
 
 
 class RenewalProcess:
@@ -75,21 +81,62 @@ class RenewalProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
         self._restarts: list[float] = []
+        self._changes: list[list[str | None]] = []  # holds and releases not told yet, in order
+        self._batching = 0
+        self._flush_scheduled = False
 
     # -- the worker's side -----------------------------------------------------------------
+
+    # Called on the worker's loop only, so the changes reach the process in the order made.
 
     def hold(self, job_id: str, token: str, queue: str | None = None) -> None:
         with self._lock:
             self._leases[job_id] = Lease(job_id, token, queue)
-        self._send_now({"hold": [job_id, token, queue]})
+        self._changes.append(["hold", job_id, token, queue])
+        if not self._batching:
+            self._flush()
 
     def release(self, job_id: str, token: str | None = None) -> None:
+        """Stop renewing ``job_id``. Told to the process with the next holds, or a moment
+        later: renewing a finished job's lease once more is harmless (the backend reports it
+        lost, for a token no attempt here runs with), and a drain then costs one message per
+        batch of jobs rather than two per job."""
         with self._lock:
             held = self._leases.get(job_id)
             if held is None or (token is not None and held.token != token):
                 return
             del self._leases[job_id]
-        self._send_now({"release": [job_id, held.token]})
+        self._changes.append(["release", job_id, held.token])
+        if len(self._changes) >= CHANGES_PER_MESSAGE:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_later(self._interval / 4, self._flush)
+
+    @contextlib.contextmanager
+    def batch(self) -> Generator[None]:
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching:
+                self._flush()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        changes, self._changes = self._changes, []
+        line: list[list[str | None]] = []
+        size = 0
+        for change in changes:
+            cost = len(json.dumps(change).encode()) + 2
+            if line and size + cost > MESSAGE_BYTES:
+                self._send_now({"changes": line})
+                line, size = [], 0
+            line.append(change)
+            size += cost
+        if line:
+            self._send_now({"changes": line})
 
     def _send_now(self, message: dict[str, Any]) -> None:
         """Write ``message`` from the calling thread, before the handler starts: a handler that

@@ -11,11 +11,13 @@ long as the worker lives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from conveyor._config import WorkerConfig
@@ -106,6 +108,10 @@ class Runner:
             self.superseded.add(previous.task)
             previous.task.add_done_callback(self.superseded.discard)
         self.keeper.hold(record.id, record.lease_token, record.queue)
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Holds made inside reach the lease keeper together (see ``Keeper.batch``)."""
+        return contextlib.nullcontext() if self.keeper is None else self.keeper.batch()
 
     def forget(self, job_id: str, token: str | None) -> None:
         if self.keeper is not None:

@@ -58,6 +58,8 @@ class Notifications:
         self._cancels: dict[str, list[str]] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
         self._closed = False
+        self.epoch = 0  # how many times listening (re)started
+        self._epoch_seen: dict[str, int] = {}  # by worker id, for cancel_listen
 
     async def start(self) -> None:
         """Make sure the listening connection runs (from the first wait on: a producer that
@@ -92,6 +94,7 @@ class Notifications:
             try:
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self.epoch += 1
                     if self._ready.is_set():
                         self._wake_everyone()  # whatever happened while not listening
                     self._ready.set()
@@ -143,9 +146,22 @@ class Notifications:
                 return
         await self.listener.listen(queues, timeout)
 
-    async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
+    async def cancel_listen(
+        self,
+        worker_id: str,
+        timeout: float,
+        requested: Callable[[str], Awaitable[list[str]]],
+    ) -> list[str]:
+        """The ids of ``worker_id``'s jobs cancelled since the last call. Cancels sent while
+        nothing listened (before the first call, or while the connection was down) were not
+        heard: each time listening (re)starts, ``requested`` reads them from the jobs."""
         self._cancel_events.setdefault(worker_id, asyncio.Event())
         await self.start()
+        if self._ready.is_set() and self._epoch_seen.get(worker_id) != self.epoch:
+            self._epoch_seen[worker_id] = self.epoch
+            missed = await requested(worker_id)
+            if missed:
+                return list(dict.fromkeys(self._cancels.pop(worker_id, []) + missed))
         pending = self._cancels.pop(worker_id, [])
         if pending:
             return pending

@@ -11,8 +11,9 @@ like the memory driver, the executable specification; the conformance suite chec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -22,12 +23,14 @@ from conveyor._errors import BackendUnavailable, InvalidArgument
 from conveyor.backends.postgres._migrate import check_current, migrate
 from conveyor.backends.postgres._notify import Notifications
 from conveyor.backends.postgres._records import Row, heartbeat_args, record_of, worker_of
+from conveyor.backends.postgres._results import change_results, insert_results
 from conveyor.backends.postgres._sql import QUERIES, in_schema
 from conveyor.backends.postgres._url import parse_url
 from conveyor.drivers.common import (
     HISTORY_ERROR_CHARS,
     HISTORY_LIMIT,
     LOST_WHILE_CANCELLING,
+    RETRYABLE_STATES,
     cancelled_error,
     check_finishes,
     check_new_jobs,
@@ -38,12 +41,10 @@ from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
     WAITING_STATES,
     ChangeResult,
-    ChangeStatus,
     ExtendResult,
     FetchParams,
     FinishJob,
     InsertResult,
-    InsertStatus,
     JobRecord,
     JobState,
     Lease,
@@ -53,14 +54,17 @@ from conveyor.drivers.records import (
     QueueInfo,
     RescueJob,
     Retention,
-    TransitionKind,
     TransitionResult,
     TransitionStatus,
     WorkerInfo,
 )
 from conveyor.drivers.transactional import Dialect, Plan, Statement
 
-POOL_TIMEOUT_SECONDS = 10.0  # how long an operation waits for a connection before failing
+POOL_TIMEOUT_SECONDS = 5.0  # how long an operation waits for a connection before failing
+# Pauses between tries of an operation whose connection failed: about 5 s of a server being
+# away (a restart) before the caller sees BackendUnavailable.
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
+T = TypeVar("T")
 
 
 class PostgresDriver:
@@ -160,13 +164,28 @@ class PostgresDriver:
         return self._pool.connection()
 
     async def _rows(self, query: str, args: Mapping[str, Any]) -> list[Row]:
-        try:
-            async with self._connection() as conn:
-                cur = await conn.execute(self._q[query], args)
-                return await cur.fetchall() if cur.description is not None else []
-        except (psycopg.OperationalError, psycopg.InterfaceError):
-            self._check_pool()
-            raise
+        async def run(conn: Any) -> list[Row]:
+            cur = await conn.execute(self._q[query], args)
+            rows: list[Row] = await cur.fetchall() if cur.description is not None else []
+            return rows
+
+        return await self._with_connection(run)
+
+    async def _with_connection(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work`` on a pooled connection. A connection that fails (the server restarted,
+        the network dropped) is replaced and the work tried again, for a few seconds at most:
+        every operation is safe to repeat (writes are fenced by lease token or deduplicated by
+        job id), which lets workers and producers ride through a restart."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                async with self._connection() as conn:
+                    return await work(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout):
+                self._check_pool()
+                if delay is None or self._pool is None:
+                    raise
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _check_pool(self) -> None:
         """After a connection failed (a server restart), weed out the pool's other idle
@@ -187,6 +206,26 @@ class PostgresDriver:
         asyncio.get_running_loop().create_task(check())
 
     # -- jobs -----------------------------------------------------------------------------------
+
+    def _insert(self, jobs: Sequence[NewJob], now: float | None) -> tuple[str, dict[str, Any]]:
+        """The statement that inserts ``jobs`` and its arguments: one job (a single enqueue,
+        the common case) has a statement of its own, whose plan PostgreSQL caches."""
+        if len(jobs) == 1:
+            (job,) = jobs
+            return "job_insert_many__one", {
+                "now": now,
+                "instance": None,
+                "channel": self._url.channel,
+                "id": job.id,
+                "queue": job.queue,
+                "name": job.name,
+                "payload": job.payload,
+                "priority": job.priority,
+                "max_attempts": job.max_attempts,
+                "run_at": None if job.run_at is None else float(job.run_at),
+                "delay": float(job.delay),
+            }
+        return "job_insert_many", self._insert_args(jobs, now)
 
     def _insert_args(self, jobs: Sequence[NewJob], now: float | None) -> dict[str, Any]:
         return {
@@ -210,8 +249,9 @@ class PostgresDriver:
         check_new_jobs(jobs)
         if not jobs:
             return []
-        rows = await self._rows("job_insert_many", self._insert_args(jobs, now))
-        return _insert_results([(r["id"], r["inserted_state"], r["existing_state"]) for r in rows])
+        query, args = self._insert(jobs, now)
+        rows = await self._rows(query, args)
+        return insert_results([(r["id"], r["inserted_state"], r["existing_state"]) for r in rows])
 
     @property
     def dialect(self) -> Dialect:
@@ -223,25 +263,35 @@ class PostgresDriver:
         """``job_insert_many`` as one statement on the caller's connection, in the caller's
         transaction: the job exists if and only if that transaction commits, and workers are
         woken at the commit (a notification is delivered only then). Nothing is written unless
-        the connection reaches this very store (its instance id, checked in the statement)."""
+        the connection reaches this very store: the statement checks the store's instance
+        id (a connection to a database without this schema fails, and aborts the caller's
+        transaction, as any failed statement does in PostgreSQL)."""
         check_now(now)
         check_new_jobs(jobs)
         if self._instance is None:
             raise BackendUnavailable(f"open the queue on {self.url} before enqueueing with it")
         instance = self._instance
-        sql = self._q["job_insert_many"].decode()
+        query, args = self._insert(jobs, now)
+        # Text parameters: a caller's driver may not know psycopg 3's binary %b (psycopg2).
+        sql = re.sub(r"%\((\w+)\)b", r"%(\1)s", self._q[query].decode())
+        refused = (
+            f"the connection passed to enqueue does not reach the queue's store ({self.url}): "
+            "pass a connection to that database, or enqueue without one"
+        )
 
         def plan() -> Plan[list[InsertResult]]:
             if not jobs:
                 return []
-            args = {**self._insert_args(jobs, now), "instance": instance}
-            rows = yield Statement(sql, args)
+            try:
+                rows = yield Statement(sql, {**args, "instance": instance})
+            except psycopg.errors.UndefinedTable as exc:
+                # Another database, without this schema: one statement costs the caller one
+                # round trip, and this mistake (like any failed statement) aborts their
+                # transaction; it can only be rolled back.
+                raise InvalidArgument(f"{refused} ({exc})") from exc
             if not rows:
-                raise InvalidArgument(
-                    f"the connection passed to enqueue does not reach the queue's store "
-                    f"({self.url}): pass a connection to that database, or enqueue without one"
-                )
-            return _insert_results([(r[0], r[1], r[2]) for r in rows])
+                raise InvalidArgument(refused)
+            return insert_results([(r[0], r[1], r[2]) for r in rows])
 
         return plan()
 
@@ -282,10 +332,7 @@ class PostgresDriver:
         cancel = {row["id"] for row in rows if row["cancel_requested"]}
         lost = [lease.job_id for lease in leases if (lease.job_id, lease.token) not in held]
         asked = [lease.job_id for lease in leases if (lease.job_id, lease.token) in held]
-        return ExtendResult(
-            tuple(dict.fromkeys(lost)),
-            tuple(dict.fromkeys(job_id for job_id in asked if job_id in cancel)),
-        )
+        return ExtendResult(tuple(lost), tuple(job_id for job_id in asked if job_id in cancel))
 
     async def job_finish_many(
         self,
@@ -384,25 +431,8 @@ class PostgresDriver:
         if not ids:
             return []
         args = {"now": now, "ids": list(ids), "channel": self._url.channel}
-        found = {
-            row["id"]: JobState(row["state"]) for row in await self._rows("job_cancel_many", args)
-        }
-        results: list[ChangeResult] = []
-        seen: set[str] = set()
-        for job_id in ids:
-            state = found.get(job_id)
-            if job_id in seen and state in WAITING_STATES:
-                state = JobState.CANCELLED  # as the first mention of the id left it
-            seen.add(job_id)
-            if state is None:
-                results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
-            elif state in WAITING_STATES:
-                results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.CANCELLED))
-            elif state is JobState.ACTIVE:
-                results.append(ChangeResult(job_id, ChangeStatus.CANCEL_REQUESTED, state))
-            else:
-                results.append(ChangeResult(job_id, ChangeStatus.WRONG_STATE, state))
-        return results
+        found = await self._rows("job_cancel_many", args)
+        return change_results(ids, found, WAITING_STATES, JobState.CANCELLED, cancels=True)
 
     async def job_retry_many(
         self, ids: Sequence[str], *, now: float | None = None
@@ -411,23 +441,8 @@ class PostgresDriver:
         if not ids:
             return []
         args = {"now": now, "ids": list(ids), "channel": self._url.channel}
-        found = {
-            row["id"]: JobState(row["state"]) for row in await self._rows("job_retry_many", args)
-        }
-        results: list[ChangeResult] = []
-        seen: set[str] = set()
-        for job_id in ids:
-            state = found.get(job_id)
-            if job_id in seen and state in (JobState.FAILED, JobState.CANCELLED):
-                state = JobState.QUEUED  # as the first mention of the id left it
-            seen.add(job_id)
-            if state is None:
-                results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
-            elif state in (JobState.FAILED, JobState.CANCELLED):
-                results.append(ChangeResult(job_id, ChangeStatus.OK, JobState.QUEUED))
-            else:
-                results.append(ChangeResult(job_id, ChangeStatus.WRONG_STATE, state))
-        return results
+        found = await self._rows("job_retry_many", args)
+        return change_results(ids, found, RETRYABLE_STATES, JobState.QUEUED, cancels=False)
 
     async def job_purge(self, params: PurgeParams, *, now: float | None = None) -> int:
         if not params.states:
@@ -437,9 +452,12 @@ class PostgresDriver:
             "queue": params.queue,
             "finished_before": params.finished_before,
         }
-        async with self._connection() as conn:
+
+        async def run(conn: Any) -> int:
             cur = await conn.execute(self._q["job_purge"], args)
             return int(cur.rowcount)
+
+        return await self._with_connection(run)
 
     async def job_prune_finished(
         self, retention: Retention, *, limit: int, now: float | None = None
@@ -452,8 +470,9 @@ class PostgresDriver:
             (JobState.FAILED, retention.failed_max_age),
             (JobState.CANCELLED, retention.cancelled_max_age),
         )
-        removed = 0
-        async with self._connection() as conn:
+
+        async def run(conn: Any) -> int:
+            removed = 0
             at = now
             if at is None:
                 cur = await conn.execute(b"SELECT extract(epoch FROM now())::float8 AS now")
@@ -463,7 +482,12 @@ class PostgresDriver:
                 if max_age is None or removed >= limit:
                     continue
                 by_age = {"state": state.value, "cutoff": at - max_age, "limit": limit - removed}
-                cur = await conn.execute(self._q["job_prune_finished"], by_age)
+                query = (
+                    "job_prune_finished__completed"
+                    if state is JobState.COMPLETED
+                    else "job_prune_finished"
+                )
+                cur = await conn.execute(self._q[query], by_age)
                 removed += cur.rowcount
             if retention.completed_max_count is not None and removed < limit:
                 by_count = {
@@ -473,7 +497,9 @@ class PostgresDriver:
                 }
                 cur = await conn.execute(self._q["job_prune_finished__trim_completed"], by_count)
                 removed += cur.rowcount
-        return removed
+            return removed
+
+        return await self._with_connection(run)
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
         if not ids:
@@ -574,26 +600,11 @@ class PostgresDriver:
         if self._notifications is None:
             await asyncio.sleep(timeout)
             return []
-        return await self._notifications.cancel_listen(worker_id, timeout)
+        return await self._notifications.cancel_listen(worker_id, timeout, self._cancel_requested)
+
+    async def _cancel_requested(self, worker_id: str) -> list[str]:
+        rows = await self._rows("cancel_listen__requested", {"worker_id": worker_id})
+        return [row["id"] for row in rows]
 
 
-def _insert_results(rows: Sequence[tuple[str, str | None, str | None]]) -> list[InsertResult]:
-    """One result per input row, in input order: the first row of an id that was inserted is
-    ``inserted``; any other is a duplicate with the state it finds (the earlier row's when the
-    id repeats in the batch)."""
-    results: list[InsertResult] = []
-    first: dict[str, JobState] = {}
-    for job_id, inserted_state, existing_state in rows:
-        earlier = first.get(job_id)
-        if earlier is not None:
-            results.append(InsertResult(job_id, InsertStatus.DUPLICATE, earlier))
-        elif inserted_state is not None:
-            first[job_id] = JobState(inserted_state)
-            results.append(InsertResult(job_id, InsertStatus.INSERTED, first[job_id]))
-        else:
-            first[job_id] = JobState(existing_state or JobState.QUEUED.value)
-            results.append(InsertResult(job_id, InsertStatus.DUPLICATE, first[job_id]))
-    return results
-
-
-__all__ = ["PostgresDriver", "TransitionKind"]
+__all__ = ["PostgresDriver"]

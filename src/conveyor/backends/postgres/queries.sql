@@ -1,13 +1,15 @@
 -- Queries of the PostgreSQL backend: one statement per section, named after the driver
 -- operation (helper steps are <operation>__<step>), so each operation is one round trip and one
 -- transaction. {schema} is the quoted schema name, filled in when the driver is made;
--- parameters are psycopg's %(name)s; a batch travels as parallel arrays read with unnest.
+-- parameters are psycopg's %(name)s; a batch travels as parallel arrays read with unnest,
+-- sent in binary (%(name)b): several times cheaper to encode than array text.
 -- Times are double precision epoch seconds; :now NULL means the server's clock.
 
 -- name: job_insert_many
 -- Duplicates (an id that exists, or repeats in the batch) are left alone: the first row of an
--- id that was inserted reports inserted_state, the others the state they find. The main
--- query's snapshot predates the insert, so `existing` shows only jobs that were there before.
+-- id that was inserted reports inserted_state, the others the state they find (read by primary
+-- key for those rows only). The main query's snapshot predates the insert, so `existing` shows
+-- only jobs that were there before.
 -- %(instance)s is NULL on the driver's own connection; on a caller's connection it is this
 -- store's instance id, and nothing is written unless the connection reaches this very store.
 WITH t AS (
@@ -21,9 +23,9 @@ guard AS (
 input AS (
     SELECT i.id, i.queue, i.name, i.payload, i.priority, i.max_attempts, i.ord, t.now,
            coalesce(i.run_at, t.now + i.delay) AS run_at
-    FROM unnest(%(ids)s::text[], %(queues)s::text[], %(names)s::text[], %(payloads)s::bytea[],
-                %(priorities)s::int[], %(max_attempts)s::int[], %(run_ats)s::float8[],
-                %(delays)s::float8[])
+    FROM unnest(%(ids)b::text[], %(queues)b::text[], %(names)b::text[], %(payloads)b::bytea[],
+                %(priorities)b::int[], %(max_attempts)b::int[], %(run_ats)b::float8[],
+                %(delays)b::float8[])
          WITH ORDINALITY AS i(id, queue, name, payload, priority, max_attempts, run_at, delay, ord),
          t, guard
     WHERE guard.ok
@@ -35,7 +37,7 @@ inserted AS (
     SELECT id, queue, name, payload,
            CASE WHEN run_at > now THEN 'scheduled' ELSE 'queued' END,
            priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq')
-    FROM input ORDER BY ord
+    FROM (SELECT * FROM input ORDER BY ord) ordered
     ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state
 ),
@@ -47,23 +49,77 @@ woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue)
     FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'queued') q
 )
-SELECT input.id, inserted.state AS inserted_state, existing.state AS existing_state,
+SELECT input.id, inserted.state AS inserted_state,
+       CASE WHEN inserted.id IS NULL THEN (
+           SELECT existing.state FROM {schema}.conveyor_job existing
+           WHERE existing.id = input.id
+       ) END AS existing_state,
        (SELECT count(*) FROM woken) AS woken
 FROM input
 LEFT JOIN inserted ON inserted.id = input.id
-LEFT JOIN {schema}.conveyor_job existing ON existing.id = input.id
+ORDER BY input.ord;
+
+-- name: job_insert_many__one
+-- job_insert_many of one job, with plain parameters: what a single enqueue sends. Its plan is
+-- cached (PostgreSQL keeps a generic plan for it; the array form is planned on every call),
+-- and its parameters are cheaper to send: about three times the single-enqueue rate.
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+guard AS (
+    SELECT %(instance)s::text IS NULL OR EXISTS (
+        SELECT 1 FROM {schema}.conveyor_meta WHERE key = 'instance' AND value = %(instance)s::text
+    ) AS ok
+),
+input AS (
+    SELECT %(id)s::text AS id, %(queue)s::text AS queue, %(name)s::text AS name,
+           %(payload)s::bytea AS payload, %(priority)s::int AS priority,
+           %(max_attempts)s::int AS max_attempts, 1 AS ord, t.now,
+           coalesce(%(run_at)s::float8, t.now + %(delay)s::float8) AS run_at
+    FROM t, guard
+    WHERE guard.ok
+),
+inserted AS (
+    INSERT INTO {schema}.conveyor_job (
+        id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq
+    )
+    SELECT id, queue, name, payload,
+           CASE WHEN run_at > now THEN 'scheduled' ELSE 'queued' END,
+           priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq')
+    FROM (SELECT * FROM input ORDER BY ord) ordered
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, queue, state
+),
+registered AS (
+    INSERT INTO {schema}.conveyor_queue (name) SELECT DISTINCT queue FROM input
+    ON CONFLICT (name) DO NOTHING
+),
+woken AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'queued') q
+)
+SELECT input.id, inserted.state AS inserted_state,
+       CASE WHEN inserted.id IS NULL THEN (
+           SELECT existing.state FROM {schema}.conveyor_job existing
+           WHERE existing.id = input.id
+       ) END AS existing_state,
+       (SELECT count(*) FROM woken) AS woken
+FROM input
+LEFT JOIN inserted ON inserted.id = input.id
 ORDER BY input.ord;
 
 -- name: job_fetch
 -- One statement: of the served queues that are not paused, the due scheduled and retrying jobs
 -- and each queue's first %(limit)s queued jobs (one ordered range of the ready index per queue,
 -- never a sort of the backlog) are locked, skipping rows another fetch holds; the overall first
--- %(limit)s of those are leased and the other due jobs become queued.
+-- %(limit)s of those are leased and the other due jobs become queued. Rows are updated by id
+-- from arrays, which the planner always reads through the primary key (a join on an estimated
+-- row count could choose to scan the whole table).
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
 served AS (
-    SELECT q.name FROM unnest(%(queues)s::text[]) AS q(name)
+    SELECT q.name FROM unnest(%(queues)b::text[]) AS q(name)
     WHERE NOT EXISTS (
         SELECT 1 FROM {schema}.conveyor_queue p WHERE p.name = q.name AND p.paused
     )
@@ -94,7 +150,7 @@ chosen AS (
 ),
 promoted AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
-    FROM due WHERE j.id = due.id AND due.id NOT IN (SELECT id FROM chosen)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM due WHERE id NOT IN (SELECT id FROM chosen)))
 )
 UPDATE {schema}.conveyor_job j
 SET state = 'active',
@@ -106,7 +162,7 @@ SET state = 'active',
     cancel_requested = false,
     isolated = false
 FROM t
-WHERE j.id IN (SELECT id FROM chosen)
+WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
 RETURNING j.*;
 
 -- name: job_extend_leases
@@ -114,13 +170,14 @@ WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
 l AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(isolated)s::bool[])
+    SELECT * FROM unnest(%(ids)b::text[], %(tokens)b::text[], %(isolated)b::bool[])
         AS l(id, token, isolated)
 )
 UPDATE {schema}.conveyor_job j
 SET lease_expires_at = t.now + %(lease_seconds)s::float8, isolated = j.isolated OR l.isolated
 FROM l, t
-WHERE j.id = l.id AND j.state = 'active' AND j.lease_token = l.token
+WHERE j.id = ANY(%(ids)b::text[]) AND j.id = l.id AND (j.state = 'active') IS TRUE
+  AND j.lease_token = l.token
 RETURNING j.id, j.lease_token, j.cancel_requested;
 
 -- name: job_finish_many
@@ -136,9 +193,9 @@ WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
 f AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(kinds)s::text[],
-                         %(results)s::bytea[], %(errors)s::text[], %(cancel_errors)s::text[],
-                         %(delays)s::float8[])
+    SELECT * FROM unnest(%(ids)b::text[], %(tokens)b::text[], %(kinds)b::text[],
+                         %(results)b::bytea[], %(errors)b::text[], %(cancel_errors)b::text[],
+                         %(delays)b::float8[])
         WITH ORDINALITY AS f(id, token, kind, result, error, cancel_error, delay, ord)
 ),
 done AS (
@@ -184,7 +241,10 @@ done AS (
         cancel_requested = false,
         isolated = false
     FROM f, t
-    WHERE j.id = f.id AND j.state = 'active' AND j.lease_token = f.token
+    -- "(...) IS TRUE" keeps the planner on the primary key: a bare state = 'active' lets it
+    -- pick the partial index of active jobs, which it would read whole.
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.id = f.id AND (j.state = 'active') IS TRUE
+      AND j.lease_token = f.token
     RETURNING j.id, j.queue, j.state
 ),
 trimmed AS (
@@ -210,11 +270,16 @@ woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue)
     FROM (SELECT DISTINCT queue FROM done WHERE state = 'queued') q
 )
-SELECT f.id, done.queue, done.state, cur.state AS current_state, cur.lease_token AS current_token,
+SELECT f.id, done.queue, done.state,
+       CASE WHEN done.id IS NULL THEN (
+           SELECT c.state FROM {schema}.conveyor_job c WHERE c.id = f.id
+       ) END AS current_state,
+       CASE WHEN done.id IS NULL THEN (
+           SELECT c.lease_token FROM {schema}.conveyor_job c WHERE c.id = f.id
+       ) END AS current_token,
        (SELECT count(*) FROM woken) AS woken
 FROM f
 LEFT JOIN done ON done.id = f.id
-LEFT JOIN {schema}.conveyor_job cur ON cur.id = f.id AND done.id IS NULL
 ORDER BY f.ord;
 
 -- name: job_expired
@@ -232,8 +297,8 @@ WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
 r AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(kinds)s::text[],
-                         %(stalls)s::int[], %(errors)s::text[], %(cancel_errors)s::text[])
+    SELECT * FROM unnest(%(ids)b::text[], %(tokens)b::text[], %(kinds)b::text[],
+                         %(stalls)b::int[], %(errors)b::text[], %(cancel_errors)b::text[])
         WITH ORDINALITY AS r(id, token, kind, stalls, error, cancel_error, ord)
 ),
 done AS (
@@ -268,18 +333,21 @@ done AS (
         cancel_requested = false,
         isolated = false
     FROM r, t
-    WHERE j.id = r.id AND j.state = 'active' AND j.lease_token = r.token
-      AND j.lease_expires_at <= t.now
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.id = r.id AND (j.state = 'active') IS TRUE
+      AND j.lease_token = r.token AND j.lease_expires_at <= t.now
     RETURNING j.id, j.queue, j.state
 ),
 woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue)
     FROM (SELECT DISTINCT queue FROM done WHERE state = 'queued') q
 )
-SELECT r.id, done.state, cur.id IS NOT NULL AS found, (SELECT count(*) FROM woken) AS woken
+SELECT r.id, done.state,
+       done.id IS NOT NULL OR EXISTS (
+           SELECT 1 FROM {schema}.conveyor_job c WHERE c.id = r.id
+       ) AS found,
+       (SELECT count(*) FROM woken) AS woken
 FROM r
 LEFT JOIN done ON done.id = r.id
-LEFT JOIN {schema}.conveyor_job cur ON cur.id = r.id
 ORDER BY r.ord;
 
 -- name: job_promote_due
@@ -299,7 +367,7 @@ due AS (
 ),
 moved AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
-    FROM due WHERE j.id = due.id
+    WHERE j.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING j.queue
 ),
 woken AS (
@@ -314,11 +382,11 @@ WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
 ids AS (
-    SELECT DISTINCT id FROM unnest(%(ids)s::text[]) AS i(id)
+    SELECT DISTINCT id FROM unnest(%(ids)b::text[]) AS i(id)
 ),
 cur AS (
     SELECT j.id, j.state FROM {schema}.conveyor_job j
-    WHERE j.id IN (SELECT id FROM ids)
+    WHERE j.id = ANY(%(ids)b::text[])
     FOR UPDATE
 ),
 waiting AS (
@@ -326,12 +394,13 @@ waiting AS (
     SET state = 'cancelled', finished_at = t.now, error = 'cancelled', result = NULL,
         lease_expires_at = NULL, worker_id = NULL, cancel_requested = false, isolated = false
     FROM cur, t
-    WHERE j.id = cur.id AND cur.state IN ('scheduled', 'queued', 'retrying')
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.id = cur.id
+      AND cur.state IN ('scheduled', 'queued', 'retrying')
     RETURNING j.id
 ),
 active AS (
     UPDATE {schema}.conveyor_job j SET cancel_requested = true
-    FROM cur WHERE j.id = cur.id AND cur.state = 'active'
+    FROM cur WHERE j.id = ANY(%(ids)b::text[]) AND j.id = cur.id AND cur.state = 'active'
     RETURNING j.id, j.worker_id
 ),
 told AS (
@@ -343,20 +412,34 @@ SELECT cur.id, cur.state, (SELECT count(*) FROM told) AS told,
 FROM cur;
 
 -- name: job_retry_many
+-- Retried jobs get new sequence numbers in the order the ids were given.
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
+ids AS (
+    SELECT id, min(ord) AS ord
+    FROM unnest(%(ids)b::text[]) WITH ORDINALITY AS i(id, ord)
+    GROUP BY id
+),
 cur AS (
     SELECT j.id, j.state FROM {schema}.conveyor_job j
-    WHERE j.id IN (SELECT DISTINCT id FROM unnest(%(ids)s::text[]) AS i(id))
+    WHERE j.id = ANY(%(ids)b::text[])
     FOR UPDATE
+),
+numbered AS (
+    SELECT o.id, nextval('{schema}.conveyor_job_seq') AS seq
+    FROM (
+        SELECT cur.id FROM cur JOIN ids ON ids.id = cur.id
+        WHERE cur.state IN ('failed', 'cancelled')
+        ORDER BY ids.ord
+    ) o
 ),
 retried AS (
     UPDATE {schema}.conveyor_job j
     SET state = 'queued', max_attempts = j.attempt + 1, run_at = t.now, finished_at = NULL,
-        stalls = 0, cancel_requested = false, seq = nextval('{schema}.conveyor_job_seq')
-    FROM cur, t
-    WHERE j.id = cur.id AND cur.state IN ('failed', 'cancelled')
+        stalls = 0, cancel_requested = false, seq = numbered.seq
+    FROM numbered, t
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.id = numbered.id
     RETURNING j.id, j.queue
 ),
 woken AS (
@@ -366,12 +449,12 @@ SELECT cur.id, cur.state, (SELECT count(*) FROM woken) AS woken FROM cur;
 
 -- name: job_purge
 DELETE FROM {schema}.conveyor_job
-WHERE state = ANY(%(states)s::text[])
+WHERE state = ANY(%(states)b::text[])
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(finished_before)s::float8 IS NULL OR finished_at < %(finished_before)s::float8);
 
 -- name: job_prune_finished
--- Finished jobs of one state older than %(cutoff)s, oldest first, at most %(limit)s.
+-- Failed or cancelled jobs older than %(cutoff)s, oldest first, at most %(limit)s.
 DELETE FROM {schema}.conveyor_job
 WHERE id IN (
     SELECT id FROM {schema}.conveyor_job
@@ -381,6 +464,21 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 );
 
+-- Completed jobs older than %(cutoff)s, oldest first, at most %(limit)s: read queue by queue.
+-- name: job_prune_finished__completed
+DELETE FROM {schema}.conveyor_job
+WHERE id IN (
+    SELECT old.id
+    FROM {schema}.conveyor_queue q CROSS JOIN LATERAL (
+        SELECT o.id, o.finished_at, o.seq FROM {schema}.conveyor_job o
+        WHERE o.queue = q.name AND o.state = 'completed' AND o.finished_at < %(cutoff)s::float8
+        ORDER BY o.finished_at, o.seq
+        LIMIT %(limit)s
+    ) old
+    ORDER BY old.finished_at, old.seq
+    LIMIT %(limit)s
+);
+
 -- name: job_prune_finished__trim_completed
 -- Completed jobs beyond the newest %(keep)s of each of %(queues)s (NULL: every queue), oldest
 -- first, at most %(limit)s: the ones older than the keep-th newest, read in index order.
@@ -388,7 +486,7 @@ DELETE FROM {schema}.conveyor_job
 WHERE id IN (
     SELECT old.id
     FROM unnest(coalesce(
-        %(queues)s::text[], ARRAY(SELECT name FROM {schema}.conveyor_queue)
+        %(queues)b::text[], ARRAY(SELECT name FROM {schema}.conveyor_queue)
     )) AS q(name)
     CROSS JOIN LATERAL (
         SELECT o.id, o.finished_at, o.seq FROM {schema}.conveyor_job o
@@ -406,7 +504,7 @@ WHERE id IN (
 );
 
 -- name: job_get_many
-SELECT * FROM {schema}.conveyor_job WHERE id = ANY(%(ids)s::text[]);
+SELECT * FROM {schema}.conveyor_job WHERE id = ANY(%(ids)b::text[]);
 
 -- name: job_list
 -- One keyset range of the list index per (queue, state), newest first, merged.
@@ -415,7 +513,7 @@ SELECT r.* FROM unnest(
         THEN ARRAY(SELECT name FROM {schema}.conveyor_queue ORDER BY name)
         ELSE ARRAY[%(queue)s::text] END
 ) AS q(name)
-CROSS JOIN unnest(%(states)s::text[]) AS s(state)
+CROSS JOIN unnest(%(states)b::text[]) AS s(state)
 CROSS JOIN LATERAL (
     SELECT * FROM {schema}.conveyor_job j
     WHERE j.queue = q.name AND j.state = s.state
@@ -489,7 +587,7 @@ ORDER BY started_at, registered;
 -- name: route_register
 INSERT INTO {schema}.conveyor_route (name, queue, updated_at)
 SELECT name, queue, extract(epoch FROM now())::float8
-FROM unnest(%(names)s::text[], %(queues)s::text[]) AS r(name, queue)
+FROM unnest(%(names)b::text[], %(queues)b::text[]) AS r(name, queue)
 ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, updated_at = excluded.updated_at;
 
 -- name: route_list
@@ -516,8 +614,14 @@ SELECT value FROM {schema}.conveyor_meta WHERE key = 'instance';
 -- Whether jobs wait in one of %(queues)s: asked once, when a driver starts to listen.
 -- name: listen__runnable
 SELECT EXISTS (
-    SELECT 1 FROM unnest(%(queues)s::text[]) AS q(name)
+    SELECT 1 FROM unnest(%(queues)b::text[]) AS q(name)
     WHERE EXISTS (
         SELECT 1 FROM {schema}.conveyor_job j WHERE j.queue = q.name AND j.state = 'queued'
     )
 ) AS runnable;
+
+-- The running jobs of a worker someone asked to cancel: read when it starts listening for
+-- cancels (what was notified before could not be heard). The active index is by worker.
+-- name: cancel_listen__requested
+SELECT id FROM {schema}.conveyor_job
+WHERE state = 'active' AND worker_id = %(worker_id)s AND cancel_requested;

@@ -169,6 +169,10 @@ def transaction(
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
+    # Reading the mode takes no lock that a writer holds, so a file already in WAL opens while
+    # another connection is inside a write transaction (an app's own, enqueueing in it).
+    if str(conn.execute("PRAGMA journal_mode").fetchall()[0][0]).lower() == "wal":
+        return
     # Switching a fresh file to WAL needs an exclusive lock that SQLite does not wait for with
     # the busy handler, so processes opening the same new file at once retry for a while.
     deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
@@ -187,7 +191,11 @@ def migrate(conn: sqlite3.Connection, path: str) -> list[str]:
 
     Holding ``BEGIN IMMEDIATE`` from the check to the last migration means two processes opening
     a new file at once cannot both apply a migration: the second waits, then finds it applied.
+    A file that has every migration is only read, without the write lock, so it opens while
+    another connection is inside a write transaction.
     """
+    if _up_to_date(conn):
+        return []
 
     def apply(conn: sqlite3.Connection) -> list[str]:
         conn.execute(QUERIES["migration__create_table"])
@@ -211,3 +219,13 @@ def migrate(conn: sqlite3.Connection, path: str) -> list[str]:
         return done
 
     return transaction(conn, apply)
+
+
+def _up_to_date(conn: sqlite3.Connection) -> bool:
+    try:
+        applied = {row[0] for row in conn.execute(QUERIES["migration__applied"]).fetchall()}
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return False  # a new file
+        raise
+    return applied == {name for name, _ in MIGRATIONS}

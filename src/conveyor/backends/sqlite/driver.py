@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.sqlite._connection import Connection, migrate
+from conveyor.backends.sqlite._insert import insert_statements, on_connection
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import (
     data_version,
@@ -54,7 +55,6 @@ from conveyor.drivers.records import (
     FetchParams,
     FinishJob,
     InsertResult,
-    InsertStatus,
     JobRecord,
     JobState,
     Lease,
@@ -69,6 +69,7 @@ from conveyor.drivers.records import (
     TransitionStatus,
     WorkerInfo,
 )
+from conveyor.drivers.transactional import Dialect, Plan, run_plan
 from conveyor.drivers.wakeup import Listener
 
 
@@ -133,46 +134,32 @@ class SQLiteDriver:
         at = resolve_now(now)
         if not jobs:
             return []
+        plan = insert_statements(jobs, at)
 
         def step(conn: sqlite3.Connection) -> list[InsertResult]:
-            seq = reserve_seq(conn, len(jobs))
-            results: list[InsertResult] = []
-            # Enqueueing into a queue makes it known, even when every job was a duplicate.
-            new_queues = {new.queue for new in jobs}
-            for new in jobs:
-                run_at = new.run_at if new.run_at is not None else at + new.delay
-                state = JobState.SCHEDULED if run_at > at else JobState.QUEUED
-                seq += 1
-                cursor = conn.execute(
-                    Q["job_insert_many"],
-                    {
-                        "id": new.id,
-                        "queue": new.queue,
-                        "name": new.name,
-                        "payload": new.payload,
-                        "state": state.value,
-                        "priority": new.priority,
-                        "max_attempts": new.max_attempts,
-                        "run_at": run_at,
-                        "now": at,
-                        "seq": seq,
-                    },
-                )
-                if cursor.rowcount == 1:
-                    results.append(InsertResult(new.id, InsertStatus.INSERTED, state))
-                else:
-                    existing = state_of(conn, new.id)
-                    assert existing is not None
-                    results.append(InsertResult(new.id, InsertStatus.DUPLICATE, existing))
-            conn.executemany(
-                Q["job_insert_many__register_queue"], [{"queue": q} for q in sorted(new_queues)]
-            )
-            return results
+            return run_plan(plan, lambda s: conn.execute(s.sql, s.params).fetchall())
 
         results = await self._db.write(step)
         for queue in {job.queue for job in jobs}:
             self.notify(queue)
         return results
+
+    # -- TransactionalWriter: the same insert on the caller's own connection ---------------------
+
+    @property
+    def dialect(self) -> Dialect:
+        return "sqlite"
+
+    def insert_plan(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> Plan[list[InsertResult]]:
+        """The statements of :meth:`job_insert_many`, for a sqlite3 connection of the caller's
+        to run inside its own transaction; the first one checks that the connection is on this
+        queue's file. ``now=None`` is this host's clock. The caller's commit notifies nobody:
+        workers see the jobs when they next poll the file (every 50 ms at most while idle)."""
+        check_now(now)
+        check_new_jobs(jobs)
+        return on_connection(list(jobs), resolve_now(now), self.path)
 
     async def job_fetch(
         self, params: FetchParams, *, now: float | None = None, wait: float = 0.0

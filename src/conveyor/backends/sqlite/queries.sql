@@ -18,16 +18,23 @@ INSERT INTO conveyor_migration (name, applied_at) VALUES (:name, :now);
 -- name: sequence__reserve
 UPDATE conveyor_sequence SET value = value + :count WHERE name = 'job_seq' RETURNING value;
 
+-- Returns the id when the job was inserted, nothing when one with its id exists.
 -- name: job_insert_many
 INSERT INTO conveyor_job (
     id, queue, name, payload, state, priority, attempt, max_attempts, run_at, enqueued_at, seq
 ) VALUES (
     :id, :queue, :name, :payload, :state, :priority, 0, :max_attempts, :run_at, :now, :seq
 )
-ON CONFLICT (id) DO NOTHING;
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
 
 -- name: job_insert_many__register_queue
 INSERT INTO conveyor_queue (name, paused) VALUES (:queue, 0) ON CONFLICT (name) DO NOTHING;
+
+-- An insert on the caller's own connection first reads which file that connection has open
+-- (rows of seq, name, file), to refuse one that is not on the queue's database.
+-- name: job_insert_many__database_list
+PRAGMA database_list;
 
 -- name: job__state
 SELECT state FROM conveyor_job WHERE id = :id;

@@ -46,10 +46,11 @@ CREATE INDEX conveyor_job_active_idx ON {schema}.conveyor_job (worker_id)
     WHERE state = 'active';
 -- job_list: one keyset range per (queue, state), newest first.
 CREATE INDEX conveyor_job_list_idx ON {schema}.conveyor_job (queue, state, seq);
--- job_prune_finished by age: the oldest finished jobs of one state.
+-- job_prune_finished by age: the oldest failed or cancelled jobs (completed ones are read from
+-- the next index, queue by queue: one index entry less to write for every job that completes).
 CREATE INDEX conveyor_job_age_idx ON {schema}.conveyor_job (state, finished_at, seq)
-    WHERE state IN ('completed', 'failed', 'cancelled');
--- Retention by count: the newest completed jobs of a queue.
+    WHERE state IN ('failed', 'cancelled');
+-- Retention by count and by age: the completed jobs of a queue by finish time.
 CREATE INDEX conveyor_job_finished_idx ON {schema}.conveyor_job (queue, finished_at, seq)
     WHERE state = 'completed';
 

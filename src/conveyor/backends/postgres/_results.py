@@ -1,0 +1,67 @@
+"""What the PostgreSQL backend's batch statements report, read back as one result per input
+in input order, with the reference model's answers for an id that repeats in a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from conveyor.backends.postgres._records import Row
+from conveyor.drivers.records import (
+    ChangeResult,
+    ChangeStatus,
+    InsertResult,
+    InsertStatus,
+    JobState,
+)
+
+_STATES = {state.value: state for state in JobState}  # a dict read: thousands per bulk insert
+
+
+def insert_results(rows: Sequence[tuple[str, str | None, str | None]]) -> list[InsertResult]:
+    """From (id, the state it was inserted in, the state of the job that was there): the first
+    row of an id that was inserted is ``inserted``; any other is a duplicate with the state it
+    finds (the earlier row's when the id repeats in the batch)."""
+    results: list[InsertResult] = []
+    first: dict[str, JobState] = {}
+    for job_id, inserted_state, existing_state in rows:
+        earlier = first.get(job_id)
+        if earlier is not None:
+            results.append(InsertResult(job_id, InsertStatus.DUPLICATE, earlier))
+        elif inserted_state is not None:
+            first[job_id] = _STATES[inserted_state]
+            results.append(InsertResult(job_id, InsertStatus.INSERTED, first[job_id]))
+        else:
+            first[job_id] = _STATES[existing_state or JobState.QUEUED.value]
+            results.append(InsertResult(job_id, InsertStatus.DUPLICATE, first[job_id]))
+    return results
+
+
+def change_results(
+    ids: Sequence[str],
+    found: Sequence[Row],
+    changes: Collection[JobState],
+    to: JobState,
+    *,
+    cancels: bool,
+) -> list[ChangeResult]:
+    """A cancel's or a retry's result per id, from the states the statement found (rows of
+    ``id`` and ``state``, read before it moved the jobs in ``changes`` to ``to``). An id given
+    twice finds, the second time, the state its first mention left, as one change at a time
+    would."""
+    states = {row["id"]: JobState(row["state"]) for row in found}
+    results: list[ChangeResult] = []
+    seen: set[str] = set()
+    for job_id in ids:
+        state = states.get(job_id)
+        if job_id in seen and state in changes:
+            state = to
+        seen.add(job_id)
+        if state is None:
+            results.append(ChangeResult(job_id, ChangeStatus.NOT_FOUND, None))
+        elif state in changes:
+            results.append(ChangeResult(job_id, ChangeStatus.OK, to))
+        elif cancels and state is JobState.ACTIVE:
+            results.append(ChangeResult(job_id, ChangeStatus.CANCEL_REQUESTED, state))
+        else:
+            results.append(ChangeResult(job_id, ChangeStatus.WRONG_STATE, state))
+    return results

@@ -1,0 +1,110 @@
+-- The whole schema of the PostgreSQL backend, as every migration together leaves it
+-- (generated from the catalogs; tests/backends/postgres checks it). {schema} stands for
+-- the schema the URL names. The migrations in migrations/ are what is applied.
+
+CREATE TABLE {schema}.conveyor_job (
+    id text NOT NULL,
+    queue text NOT NULL,
+    name text NOT NULL,
+    payload bytea NOT NULL,
+    state text NOT NULL,
+    priority integer NOT NULL DEFAULT 0,
+    attempt integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    run_at double precision NOT NULL,
+    enqueued_at double precision NOT NULL,
+    seq bigint NOT NULL,
+    started_at double precision,
+    finished_at double precision,
+    lease_token text,
+    lease_expires_at double precision,
+    worker_id text,
+    stalls integer NOT NULL DEFAULT 0,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    isolated boolean NOT NULL DEFAULT false,
+    result bytea,
+    error text,
+    errors jsonb,
+    CONSTRAINT conveyor_job_pkey PRIMARY KEY (id),
+    CONSTRAINT conveyor_job_state_check CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'active'::text, 'retrying'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
+) WITH (fillfactor=85);
+
+CREATE TABLE {schema}.conveyor_leader (
+    name text NOT NULL,
+    holder text NOT NULL,
+    expires_at double precision NOT NULL,
+    CONSTRAINT conveyor_leader_pkey PRIMARY KEY (name)
+);
+
+CREATE TABLE {schema}.conveyor_meta (
+    key text NOT NULL,
+    value text NOT NULL,
+    CONSTRAINT conveyor_meta_pkey PRIMARY KEY (key)
+);
+
+CREATE TABLE {schema}.conveyor_migration (
+    name text NOT NULL,
+    applied_at double precision NOT NULL,
+    CONSTRAINT conveyor_migration_pkey PRIMARY KEY (name)
+);
+
+CREATE TABLE {schema}.conveyor_queue (
+    name text NOT NULL,
+    paused boolean NOT NULL DEFAULT false,
+    CONSTRAINT conveyor_queue_pkey PRIMARY KEY (name)
+);
+
+CREATE TABLE {schema}.conveyor_route (
+    name text NOT NULL,
+    queue text NOT NULL,
+    updated_at double precision NOT NULL,
+    CONSTRAINT conveyor_route_pkey PRIMARY KEY (name)
+);
+
+CREATE TABLE {schema}.conveyor_worker (
+    id text NOT NULL,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    queues jsonb NOT NULL,
+    names jsonb NOT NULL DEFAULT '[]'::jsonb,
+    concurrency integer NOT NULL,
+    started_at double precision NOT NULL,
+    last_seen_at double precision NOT NULL,
+    running integer NOT NULL DEFAULT 0,
+    processed bigint NOT NULL DEFAULT 0,
+    expires_at double precision NOT NULL,
+    registered bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    CONSTRAINT conveyor_worker_pkey PRIMARY KEY (id)
+);
+
+CREATE INDEX conveyor_job_active_idx ON {schema}.conveyor_job USING btree (worker_id) WHERE (state = 'active'::text);
+
+CREATE INDEX conveyor_job_age_idx ON {schema}.conveyor_job USING btree (state, finished_at, seq) WHERE (state = ANY (ARRAY['failed'::text, 'cancelled'::text]));
+
+CREATE INDEX conveyor_job_due_idx ON {schema}.conveyor_job USING btree (queue, run_at, seq) WHERE (state = ANY (ARRAY['scheduled'::text, 'retrying'::text]));
+
+CREATE INDEX conveyor_job_finished_idx ON {schema}.conveyor_job USING btree (queue, finished_at, seq) WHERE (state = 'completed'::text);
+
+CREATE INDEX conveyor_job_list_idx ON {schema}.conveyor_job USING btree (queue, state, seq);
+
+CREATE INDEX conveyor_job_ready_idx ON {schema}.conveyor_job USING btree (queue, priority, run_at, seq) WHERE (state = 'queued'::text);
+
+CREATE SEQUENCE {schema}.conveyor_job_seq;
+
+CREATE SEQUENCE {schema}.conveyor_worker_registered_seq;
+
+CREATE OR REPLACE FUNCTION {schema}.conveyor_history_add(history jsonb, attempt integer, at double precision, error text, keep integer, chars integer)
+ RETURNS jsonb
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT coalesce(jsonb_agg(h.e ORDER BY h.n), '[]'::jsonb)
+    FROM (
+        SELECT e, n FROM jsonb_array_elements(
+            CASE WHEN jsonb_typeof(history) = 'array' THEN history ELSE '[]'::jsonb END
+            || jsonb_build_array(jsonb_build_array(attempt, at, left(error, chars)))
+        ) WITH ORDINALITY AS x(e, n)
+        ORDER BY n DESC
+        LIMIT keep
+    ) h
+$function$;

@@ -1,0 +1,80 @@
+"""The SQLite insert as a plan of statements (see :mod:`conveyor.drivers.transactional`).
+
+One plan serves both doors: ``job_insert_many`` runs it on the driver's own connection inside
+its ``BEGIN IMMEDIATE``, and ``insert_plan`` hands it to the caller, whose own connection runs it
+inside the caller's transaction (after a first statement that checks that the connection is on
+the queue's file). Parameters are named (``:name``), as sqlite3 takes them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from conveyor._errors import InvalidArgument
+from conveyor.backends.sqlite._sql import QUERIES as Q
+from conveyor.drivers.records import InsertResult, InsertStatus, JobState, NewJob
+from conveyor.drivers.transactional import Plan, Row, Statement
+
+
+def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResult]]:
+    """Reserve the jobs' sequence numbers, insert each one unless its id exists (then read the
+    existing job's state: a duplicate), and register their queues."""
+    if not jobs:
+        return []
+    (reserved,) = yield Statement(Q["sequence__reserve"], {"count": len(jobs)})
+    seq = int(reserved[0]) - len(jobs)
+    results: list[InsertResult] = []
+    for new in jobs:
+        run_at = new.run_at if new.run_at is not None else at + new.delay
+        state = JobState.SCHEDULED if run_at > at else JobState.QUEUED
+        seq += 1
+        inserted = yield Statement(
+            Q["job_insert_many"],
+            {
+                "id": new.id,
+                "queue": new.queue,
+                "name": new.name,
+                "payload": new.payload,
+                "state": state.value,
+                "priority": new.priority,
+                "max_attempts": new.max_attempts,
+                "run_at": run_at,
+                "now": at,
+                "seq": seq,
+            },
+        )
+        if inserted:
+            results.append(InsertResult(new.id, InsertStatus.INSERTED, state))
+        else:
+            (existing,) = yield Statement(Q["job__state"], {"id": new.id})
+            results.append(InsertResult(new.id, InsertStatus.DUPLICATE, JobState(existing[0])))
+    # Enqueueing into a queue makes it known, even when every job was a duplicate.
+    for queue in sorted({new.queue for new in jobs}):
+        yield Statement(Q["job_insert_many__register_queue"], {"queue": queue})
+    return results
+
+
+def on_connection(jobs: Sequence[NewJob], at: float, path: str) -> Plan[list[InsertResult]]:
+    """:func:`insert_statements` for the caller's connection: first make sure that connection's
+    main database is the queue's file ``path``, so that a job can never land in another file."""
+    databases = yield Statement(Q["job_insert_many__database_list"], {})
+    check_same_file(databases, path)
+    return (yield from insert_statements(jobs, at))
+
+
+def check_same_file(databases: list[Row], path: str) -> None:
+    """Raise :class:`InvalidArgument` unless ``PRAGMA database_list`` says that the main
+    database is the file at ``path``."""
+    main = next((os.fsdecode(row[2] or "") for row in databases if row[1] == "main"), "")
+    wanted = os.path.realpath(path)
+    if not main:
+        raise InvalidArgument(
+            "connection= is a connection to an in-memory or temporary SQLite database, not to "
+            f"this queue's file {wanted}; connect to that file (sqlite3.connect({wanted!r}))"
+        )
+    if os.path.realpath(main) != wanted:
+        raise InvalidArgument(
+            f"connection= is a connection to SQLite database {main}, not to this queue's file "
+            f"{wanted}; a job can only be written in a transaction on the queue's own database"
+        )
