@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 
-.PHONY: venv demo test lint format clean bench
+.PHONY: venv demo test lint format clean bench bench-pg bench-churn
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Conveyor needs Python 3.11+")'
@@ -36,6 +36,14 @@ format: $(STAMP)
 # Conveyor beside the shared peer benchmark on a private redis-server; see bench/README.md.
 bench: $(STAMP)
 	@$(BIN)/python bench/run.py
+
+# Conveyor on PostgreSQL beside procrastinate and pgqueuer, on a private PostgreSQL cluster;
+# bench-churn: drain on a fresh table and after 1,000,000 jobs. See bench/README.md.
+bench-pg: $(STAMP)
+	@$(BIN)/python bench/run_pg.py
+
+bench-churn: $(STAMP)
+	@$(BIN)/python bench/run_pg.py --churn
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
