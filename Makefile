@@ -33,9 +33,12 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests examples
 	$(BIN)/ruff check --fix src tests examples
 
-# Conveyor beside the shared peer benchmark on a private redis-server; see bench/README.md.
+# Conveyor beside the shared peer benchmark on a private redis-server, then (unless
+# BENCH_PG=0) beside the PostgreSQL peers; see bench/README.md.
+BENCH_PG ?= 1
 bench: $(STAMP)
 	@$(BIN)/python bench/run.py
+	@if [ "$(BENCH_PG)" != "0" ]; then $(BIN)/python bench/run_pg.py; fi
 
 # Conveyor on PostgreSQL beside procrastinate and pgqueuer, on a private PostgreSQL cluster;
 # bench-churn: drain on a fresh table and after 1,000,000 jobs. See bench/README.md.
