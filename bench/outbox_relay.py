@@ -23,11 +23,12 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conveyor.drivers.records import NewJob  # noqa: E402
-from conveyor.drivers.transactional import Statement, run_plan  # noqa: E402
-from conveyor.outbox import Outbox, PostgresOutbox, Relay, SQLiteOutbox, outbox_for_url  # noqa: E402
-from tests.servers.postgres_server import PostgresServer  # noqa: E402
-from tests.servers.redis_server import RedisServer  # noqa: E402
+from tests.servers.postgres_server import PostgresServer
+from tests.servers.redis_server import RedisServer
+
+from conveyor.drivers.records import NewJob
+from conveyor.drivers.transactional import Statement, run_plan
+from conveyor.outbox import Outbox, PostgresOutbox, Relay, SQLiteOutbox, outbox_for_url
 
 
 def jobs(prefix: str, n: int) -> list[NewJob]:
