@@ -127,12 +127,11 @@ print("ok")
     assert done.stdout.strip().endswith("ok")
 
 
+@pytest.mark.parametrize("app_dir", ["sqlite"], indirect=True)  # data and queue: one file
 def test_enqueue_inside_your_transaction(app_dir: tuple[Path, dict[str, str]]) -> None:
     """The SQLite snippet: the invitation and its job commit together (and the tour's worker,
     on the same file, sends it); an error inside the transaction leaves neither."""
     cwd, env = app_dir
-    if not env["CONVEYOR_URL"].startswith("sqlite:"):
-        pytest.skip("the snippet keeps the app's data and its queue in one SQLite file")
     env["CONVEYOR_URL"] = "sqlite:///app.db"  # the tour's worker serves the snippet's queue
     script = """
 import asyncio, sqlite3

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib
 import logging
 import re
 import secrets
@@ -503,19 +502,9 @@ def _handles(
 def _outbox_for_url(url: str) -> TransactionalWriter:
     """The outbox at ``url``, from :mod:`conveyor.outbox` (imported only when an outbox is
     used: it needs the client library of its database)."""
-    try:
-        outbox_module = importlib.import_module("conveyor.outbox")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("conveyor.outbox", "conveyor"):
-            raise
-        raise InvalidArgument(
-            f"outbox={shown_url(url)!r} needs conveyor.outbox, which this installation of "
-            "conveyor does not have; upgrade conveyor"
-        ) from None
-    writer = outbox_module.outbox_for_url(url)
-    if not isinstance(writer, TransactionalWriter):
-        raise InvalidArgument(f"outbox_for_url({shown_url(url)!r}) is not a TransactionalWriter")
-    return writer
+    from conveyor.outbox import outbox_for_url
+
+    return outbox_for_url(url)
 
 
 def shown_url(url: str) -> str:

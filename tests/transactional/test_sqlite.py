@@ -348,18 +348,6 @@ async def test_a_queue_without_a_sql_backend_or_outbox_is_refused(
         assert not conn.in_transaction
 
 
-async def test_a_missing_outbox_module_is_named(conn: sqlite3.Connection) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("conveyor.outbox") is not None:
-        pytest.skip("conveyor.outbox is installed")
-    async with Queue.from_url("memory://txn-outbox", outbox="postgresql://u:secret@h/db") as q:
-        with pytest.raises(InvalidArgument, match=r"needs conveyor\.outbox") as caught:
-            await q.enqueue(send_invite, Invite(email="a@example.com"), connection=conn)
-        assert "secret" not in str(caught.value)
-        assert not conn.in_transaction
-
-
 def test_sync_queue_refuses_an_async_connection(db_path: Path) -> None:
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
