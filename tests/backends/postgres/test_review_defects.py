@@ -1,9 +1,4 @@
-"""Defects of the PostgreSQL backend found in review, each pinned by a test.
-
-The one test marked ``xfail(strict=True)`` shows a limitation still present (a cancel whose
-reply was lost is run again and reports the job it cancelled as ``wrong_state``); it passes
-once that is fixed, and then fails as XPASS until the mark is removed.
-"""
+"""Defects of the PostgreSQL backend found in review, each pinned by a test."""
 
 from __future__ import annotations
 
@@ -192,7 +187,6 @@ async def test_an_insert_whose_reply_is_lost_is_not_reported_as_a_duplicate(
         drop_test_schema(f"{postgres_base_url}?{url.partition('?')[2]}")
 
 
-@pytest.mark.xfail(strict=True, reason="a cancel whose reply was lost is run again")
 async def test_a_cancel_whose_reply_is_lost_is_not_reported_wrong_state(
     postgres_base_url: str,
 ) -> None:

@@ -28,6 +28,7 @@ from conveyor.backends.postgres._results import change_results, insert_results
 from conveyor.backends.postgres._sql import QUERIES, in_schema
 from conveyor.backends.postgres._url import parse_url
 from conveyor.drivers.common import (
+    CANCELLED_ERROR,
     HISTORY_ERROR_CHARS,
     HISTORY_LIMIT,
     LOST_WHILE_CANCELLING,
@@ -502,7 +503,14 @@ class PostgresDriver:
         if not ids:
             return []
         args = {"now": now, "ids": _storable(ids), "channel": self._url.channel}
-        found = await self._rows("job_cancel_many", args)
+
+        async def run(conn: Any, retried: bool) -> list[Row]:
+            found = await self._run(conn, "job_cancel_many", args)
+            if retried:  # a first try that committed, its reply lost, cancelled these
+                found = [_as_if_waiting(row) for row in found]
+            return found
+
+        found = await self._with_connection(run)
         return change_results(ids, found, WAITING_STATES, JobState.CANCELLED, cancels=True)
 
     async def job_retry_many(
@@ -676,6 +684,17 @@ class PostgresDriver:
     async def _cancel_requested(self, worker_id: str) -> list[str]:
         rows = await self._rows("cancel_listen__requested", {"worker_id": worker_id})
         return [row["id"] for row in rows]
+
+
+def _as_if_waiting(row: Row) -> Row:
+    """For a cancel run again after its reply was lost: a job an operator's cancel ended within
+    the retries' time reads as the waiting job the first try found (and cancelled)."""
+    recent = row["finished_at"] is not None and row["finished_at"] >= row["now"] - (
+        RETRY_SECONDS + 1.0
+    )
+    if row["state"] == JobState.CANCELLED.value and row["error"] == CANCELLED_ERROR and recent:
+        return {**row, "state": JobState.QUEUED.value}
+    return row
 
 
 def _storable(ids: Sequence[str]) -> list[str]:

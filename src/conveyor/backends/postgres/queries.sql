@@ -394,7 +394,7 @@ ids AS (
     SELECT DISTINCT id FROM unnest(%(ids)b::text[]) AS i(id)
 ),
 cur AS (
-    SELECT j.id, j.state FROM {schema}.conveyor_job j
+    SELECT j.id, j.state, j.error, j.finished_at FROM {schema}.conveyor_job j
     WHERE j.id = ANY(%(ids)b::text[])
     FOR UPDATE
 ),
@@ -416,9 +416,9 @@ told AS (
     SELECT pg_notify(%(channel)s, 'c:' || json_build_array(worker_id, id)::text)
     FROM active WHERE worker_id IS NOT NULL
 )
-SELECT cur.id, cur.state, (SELECT count(*) FROM told) AS told,
-       (SELECT count(*) FROM waiting) AS cancelled
-FROM cur;
+SELECT cur.id, cur.state, cur.error, cur.finished_at, t.now,
+       (SELECT count(*) FROM told) AS told, (SELECT count(*) FROM waiting) AS cancelled
+FROM cur, t;
 
 -- name: job_retry_many
 -- Retried jobs get new sequence numbers in the order the ids were given.
