@@ -35,7 +35,7 @@ from conveyor._errors import (
     ResultTimeout,
 )
 from conveyor._jobinfo import JobInfo
-from conveyor.backends.registry import configured_url, driver_for_url
+from conveyor.backends.registry import configured_url, driver_for_url, shown_url
 from conveyor.core.clock import BackendClock, Clock
 from conveyor.core.serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -505,11 +505,6 @@ def _outbox_for_url(url: str) -> TransactionalWriter:
     from conveyor.outbox import outbox_for_url
 
     return outbox_for_url(url)
-
-
-def shown_url(url: str) -> str:
-    """``url`` without its password, for messages."""
-    return re.sub(r"^([^:/]+://[^:@/]*):[^@/]*@", r"\1:***@", url)
 
 
 def new_job_ids(count: int) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from conveyor._errors import UnsupportedURL
 from conveyor.drivers.protocol import Driver
@@ -55,15 +56,13 @@ def driver_for_url(url: str) -> Driver:
             ) from None
         return PostgresDriver(url)
     raise UnsupportedURL(
-        f"unsupported backend URL {_shown(url)!r}: expected sqlite:///path/to/file.db, "
+        f"unsupported backend URL {shown_url(url)!r}: expected sqlite:///path/to/file.db, "
         "redis://host:6379/0 (rediss://, unix://, redis+cluster://), "
         "postgresql://user@host:5432/dbname (?schema=name) or memory://name"
     )
 
 
-def _shown(url: str) -> str:
-    """``url`` without its credentials, for an error message."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
+def shown_url(url: str) -> str:
+    """``url`` without its password, for messages and logs (the user name stays: it says which
+    account was meant)."""
+    return re.sub(r"^([^:/]+://[^:@/]*):[^@/]*@", r"\1:***@", url)

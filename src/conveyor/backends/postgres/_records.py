@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, cast
 
 from conveyor.drivers.common import history_from_json
-from conveyor.drivers.records import AttemptError, JobRecord, JobState, WorkerInfo
+from conveyor.drivers.records import AttemptError, JobRecord, JobState, NewJob, WorkerInfo
 
 Row = dict[str, Any]
 
@@ -77,4 +78,37 @@ def heartbeat_args(info: WorkerInfo) -> dict[str, Any]:
         "started_at": info.started_at,
         "running": info.running,
         "processed": info.processed,
+    }
+
+
+def insert_statement(
+    jobs: Sequence[NewJob], now: float | None, channel: str
+) -> tuple[str, dict[str, Any]]:
+    """The query that inserts ``jobs``, and its arguments: one job (a single enqueue, the common
+    case) has a statement of its own, whose plan PostgreSQL caches; a batch travels as arrays.
+    ``instance`` is filled in for a write on a caller's connection."""
+    common = {"now": now, "instance": None, "channel": channel}
+    if len(jobs) == 1:
+        (job,) = jobs
+        return "job_insert_many__one", {
+            **common,
+            "id": job.id,
+            "queue": job.queue,
+            "name": job.name,
+            "payload": job.payload,
+            "priority": job.priority,
+            "max_attempts": job.max_attempts,
+            "run_at": None if job.run_at is None else float(job.run_at),
+            "delay": float(job.delay),
+        }
+    return "job_insert_many", {
+        **common,
+        "ids": [job.id for job in jobs],
+        "queues": [job.queue for job in jobs],
+        "names": [job.name for job in jobs],
+        "payloads": [job.payload for job in jobs],
+        "priorities": [job.priority for job in jobs],
+        "max_attempts": [job.max_attempts for job in jobs],
+        "run_ats": [None if job.run_at is None else float(job.run_at) for job in jobs],
+        "delays": [float(job.delay) for job in jobs],
     }

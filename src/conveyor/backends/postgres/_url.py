@@ -12,6 +12,7 @@ from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from conveyor._errors import UnsupportedURL
+from conveyor.backends.registry import shown_url
 
 SCHEMES: Final = frozenset({"postgresql", "postgres"})
 DEFAULT_SCHEMA: Final = "public"
@@ -41,14 +42,14 @@ class PostgresURL:
 def parse_url(url: str) -> PostgresURL:
     parts = urlsplit(url)
     if parts.scheme.lower() not in SCHEMES:
-        raise UnsupportedURL(f"not a PostgreSQL URL: {_hide_password(url)!r}")
+        raise UnsupportedURL(f"not a PostgreSQL URL: {shown_url(url)!r}")
     options = parse_qsl(parts.query, keep_blank_values=True)
     own = {key: value for key, value in options if key in _OWN_OPTIONS}
     rest = [(key, value) for key, value in options if key not in _OWN_OPTIONS]
     schema = own.get("schema", DEFAULT_SCHEMA)
     if not _SCHEMA.match(schema):
         raise UnsupportedURL(
-            f"invalid schema {schema!r} in {_hide_password(url)!r}: letters, digits and "
+            f"invalid schema {schema!r} in {shown_url(url)!r}: letters, digits and "
             "underscores, starting with a letter or underscore, at most 63 characters"
         )
     try:
@@ -57,15 +58,7 @@ def parse_url(url: str) -> PostgresURL:
         pool_max = 0
     if not 1 <= pool_max <= 1000:
         raise UnsupportedURL(
-            f"pool_max must be a whole number from 1 to 1000 in {_hide_password(url)!r}"
+            f"pool_max must be a whole number from 1 to 1000 in {shown_url(url)!r}"
         )
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
-    return PostgresURL(conninfo, _hide_password(url), schema, pool_max)
-
-
-def _hide_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return PostgresURL(conninfo, shown_url(url), schema, pool_max)

@@ -18,17 +18,29 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
-from psycopg.rows import dict_row
 
 from conveyor._errors import BackendUnavailable, InvalidArgument
 from conveyor.backends.postgres._migrate import check_current, migrate
 from conveyor.backends.postgres._notify import Notifications
-from conveyor.backends.postgres._records import Row, heartbeat_args, record_of, worker_of
-from conveyor.backends.postgres._results import change_results, insert_results
+from conveyor.backends.postgres._pool import Connections, fetch_rows
+from conveyor.backends.postgres._records import (
+    Row,
+    heartbeat_args,
+    insert_statement,
+    record_of,
+    worker_of,
+)
+from conveyor.backends.postgres._results import (
+    as_if_waiting,
+    change_results,
+    finish_results,
+    insert_results,
+    rescue_results,
+    storable,
+)
 from conveyor.backends.postgres._sql import QUERIES, in_schema
 from conveyor.backends.postgres._url import parse_url
 from conveyor.drivers.common import (
-    CANCELLED_ERROR,
     HISTORY_ERROR_CHARS,
     HISTORY_LIMIT,
     LOST_WHILE_CANCELLING,
@@ -58,18 +70,10 @@ from conveyor.drivers.records import (
     RescueJob,
     Retention,
     TransitionResult,
-    TransitionStatus,
     WorkerInfo,
 )
 from conveyor.drivers.transactional import Dialect, Plan, Statement
 
-POOL_TIMEOUT_SECONDS = 5.0  # how long an operation waits for a connection before failing
-# An operation whose connection fails is tried again, pausing 0.05 s, then twice as long each
-# time up to 1 s, for RETRY_SECONDS in all (waits for a connection included): a server being
-# away that long (a restart) costs a pause; longer, the caller sees BackendUnavailable.
-RETRY_SECONDS = 5.0
-RETRY_FIRST_DELAY = 0.05
-RETRY_MAX_DELAY = 1.0
 T = TypeVar("T")
 
 
@@ -100,11 +104,10 @@ class PostgresDriver:
             name: in_schema(text, self._url.quoted_schema).encode()
             for name, text in QUERIES.items()
         }
-        self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+        self._pool: Connections | None = None
         self._notifications: Notifications | None = None
         self._instance: str | None = None
         self._unreported: list[str] = []
-        self._checking = False
 
     def __repr__(self) -> str:
         return f"PostgresDriver({self.url!r})"
@@ -127,16 +130,10 @@ class PostgresDriver:
             cur = await conn.execute(self._q["meta_instance"])
             row = await cur.fetchone()
             self._instance = None if row is None else str(row[0])
-        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
-            self._url.conninfo,
-            min_size=1,
-            max_size=self._url.pool_max,
-            kwargs={"autocommit": True, "row_factory": dict_row},
-            timeout=POOL_TIMEOUT_SECONDS,
-            open=False,
-            name=f"conveyor:{self._url.schema}",
+        pool = Connections(
+            self._url.conninfo, max_size=self._url.pool_max, name=f"conveyor:{self._url.schema}"
         )
-        await pool.open(wait=False)
+        await pool.open()
         self._pool = pool
         self._notifications = Notifications(self._url.conninfo, self._url.channel, self.url)
 
@@ -154,7 +151,7 @@ class PostgresDriver:
     async def migrate(self) -> list[str]:
         if self._pool is None:
             await self.open()
-        async with self._connection() as conn:
+        async with self._connections().connection() as conn:
             applied = await migrate(conn, self._url.schema, self._url.quoted_schema)
         applied, self._unreported = self._unreported + applied, []
         return applied
@@ -164,101 +161,21 @@ class PostgresDriver:
 
     # -- running statements ---------------------------------------------------------------------
 
-    def _connection(self) -> Any:
+    def _connections(self) -> Connections:
         if self._pool is None:
             raise BackendUnavailable(f"the PostgreSQL driver for {self.url} is not open")
-        return self._pool.connection()
+        return self._pool
 
     async def _rows(self, query: str, args: Mapping[str, Any]) -> list[Row]:
-        async def run(conn: Any, retried: bool) -> list[Row]:
-            return await self._run(conn, query, args)
-
-        return await self._with_connection(run)
+        return await self._connections().rows(self._q[query], args)
 
     async def _run(self, conn: Any, query: str, args: Mapping[str, Any]) -> list[Row]:
-        cur = await conn.execute(self._q[query], args)
-        rows: list[Row] = await cur.fetchall() if cur.description is not None else []
-        return rows
+        return await fetch_rows(conn, self._q[query], args)
 
     async def _with_connection(self, work: Callable[[Any, bool], Awaitable[T]]) -> T:
-        """Run ``work`` on a pooled connection. A connection that fails (the server restarted,
-        the network dropped) is replaced and the work tried again, within RETRY_SECONDS in
-        all, which lets workers and producers ride through a restart. ``work`` is told when it
-        runs again: the first try may have committed with only its reply lost, and what is
-        not safe to repeat as such (a fetch, an insert's report) looks for that first."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RETRY_SECONDS
-        retried = False
-        delay = RETRY_FIRST_DELAY
-        while True:
-            if self._pool is None:
-                raise BackendUnavailable(f"the PostgreSQL driver for {self.url} is not open")
-            try:
-                wait = max(deadline - loop.time(), RETRY_FIRST_DELAY)
-                async with self._pool.connection(timeout=wait) as conn:
-                    return await work(conn, retried)
-            except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout):
-                self._check_pool()
-                if loop.time() + delay >= deadline:
-                    raise
-            retried = True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_DELAY)
-
-    def _check_pool(self) -> None:
-        """After a connection failed (a server restart), weed out the pool's other idle
-        connections in the background, so the next operations get live ones."""
-        if self._pool is None or self._checking:
-            return
-        self._checking = True
-        pool = self._pool
-
-        async def check() -> None:
-            try:
-                await pool.check()
-            except Exception:  # the next operation reports the outage
-                pass
-            finally:
-                self._checking = False
-
-        asyncio.get_running_loop().create_task(check())
+        return await self._connections().with_connection(work)
 
     # -- jobs -----------------------------------------------------------------------------------
-
-    def _insert(self, jobs: Sequence[NewJob], now: float | None) -> tuple[str, dict[str, Any]]:
-        """The statement that inserts ``jobs`` and its arguments: one job (a single enqueue,
-        the common case) has a statement of its own, whose plan PostgreSQL caches."""
-        if len(jobs) == 1:
-            (job,) = jobs
-            return "job_insert_many__one", {
-                "now": now,
-                "instance": None,
-                "channel": self._url.channel,
-                "id": job.id,
-                "queue": job.queue,
-                "name": job.name,
-                "payload": job.payload,
-                "priority": job.priority,
-                "max_attempts": job.max_attempts,
-                "run_at": None if job.run_at is None else float(job.run_at),
-                "delay": float(job.delay),
-            }
-        return "job_insert_many", self._insert_args(jobs, now)
-
-    def _insert_args(self, jobs: Sequence[NewJob], now: float | None) -> dict[str, Any]:
-        return {
-            "now": now,
-            "instance": None,
-            "channel": self._url.channel,
-            "ids": [job.id for job in jobs],
-            "queues": [job.queue for job in jobs],
-            "names": [job.name for job in jobs],
-            "payloads": [job.payload for job in jobs],
-            "priorities": [job.priority for job in jobs],
-            "max_attempts": [job.max_attempts for job in jobs],
-            "run_ats": [None if job.run_at is None else float(job.run_at) for job in jobs],
-            "delays": [float(job.delay) for job in jobs],
-        }
 
     async def job_insert_many(
         self, jobs: Sequence[NewJob], *, now: float | None = None
@@ -267,7 +184,7 @@ class PostgresDriver:
         check_new_jobs(jobs)
         if not jobs:
             return []
-        query, args = self._insert(jobs, now)
+        query, args = insert_statement(jobs, now, self._url.channel)
 
         async def run(conn: Any, retried: bool) -> list[InsertResult]:
             rows = await self._run(conn, query, args)
@@ -332,7 +249,7 @@ class PostgresDriver:
         if self._instance is None:
             raise BackendUnavailable(f"open the queue on {self.url} before enqueueing with it")
         instance = self._instance
-        query, args = self._insert(jobs, now)
+        query, args = insert_statement(jobs, now, self._url.channel)
         # Text parameters: a caller's driver may not know psycopg 3's binary %b (psycopg2).
         sql = re.sub(r"%\((\w+)\)b", r"%(\1)s", self._q[query].decode())
         refused = (
@@ -432,20 +349,7 @@ class PostgresDriver:
             "delays": [float(f.delay) for f in finishes],
         }
         rows = await self._rows("job_finish_many", args)
-        results: list[TransitionResult] = []
-        completed: dict[str, int] = {}
-        for finish, row in zip(finishes, rows, strict=True):
-            if row["state"] is not None:
-                status = TransitionStatus.OK
-                if row["state"] == JobState.COMPLETED.value:
-                    completed[row["queue"]] = completed.get(row["queue"], 0) + 1
-            elif row["current_state"] is None:
-                status = TransitionStatus.NOT_FOUND
-            elif row["current_state"] != "active" and row["current_token"] == finish.token:
-                status = TransitionStatus.OK  # applied by an earlier call whose reply was lost
-            else:
-                status = TransitionStatus.LEASE_LOST
-            results.append(TransitionResult(finish.job_id, status))
+        results, completed = finish_results(finishes, rows)
         keep = retention.completed_max_count
         overflowing = [queue for queue, n in completed.items() if keep is not None and n > keep]
         if overflowing:  # rare: a batch that alone completes more than the queue keeps
@@ -478,15 +382,7 @@ class PostgresDriver:
             "errors": [r.error for r in rescues],
             "cancel_errors": [cancelled_error(LOST_WHILE_CANCELLING) for _ in rescues],
         }
-        rows = await self._rows("job_rescue_many", args)
-        results: list[TransitionResult] = []
-        for rescue, row in zip(rescues, rows, strict=True):
-            if row["state"] is not None:
-                status = TransitionStatus.OK
-            else:
-                status = TransitionStatus.LEASE_LOST if row["found"] else TransitionStatus.NOT_FOUND
-            results.append(TransitionResult(rescue.job_id, status))
-        return results
+        return rescue_results(rescues, await self._rows("job_rescue_many", args))
 
     async def job_promote_due(self, *, limit: int, now: float | None = None) -> int:
         check_now(now)
@@ -502,12 +398,12 @@ class PostgresDriver:
         check_now(now)
         if not ids:
             return []
-        args = {"now": now, "ids": _storable(ids), "channel": self._url.channel}
+        args = {"now": now, "ids": storable(ids), "channel": self._url.channel}
 
         async def run(conn: Any, retried: bool) -> list[Row]:
             found = await self._run(conn, "job_cancel_many", args)
             if retried:  # a first try that committed, its reply lost, cancelled these
-                found = [_as_if_waiting(row) for row in found]
+                found = [as_if_waiting(row) for row in found]
             return found
 
         found = await self._with_connection(run)
@@ -519,7 +415,7 @@ class PostgresDriver:
         check_now(now)
         if not ids:
             return []
-        args = {"now": now, "ids": _storable(ids), "channel": self._url.channel}
+        args = {"now": now, "ids": storable(ids), "channel": self._url.channel}
         found = await self._rows("job_retry_many", args)
         return change_results(ids, found, RETRYABLE_STATES, JobState.QUEUED, cancels=False)
 
@@ -583,7 +479,7 @@ class PostgresDriver:
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
         if not ids:
             return []
-        rows = await self._rows("job_get_many", {"ids": _storable(ids)})
+        rows = await self._rows("job_get_many", {"ids": storable(ids)})
         found = {row["id"]: record_of(row) for row in rows}
         return [found.get(job_id) for job_id in ids]
 
@@ -684,24 +580,6 @@ class PostgresDriver:
     async def _cancel_requested(self, worker_id: str) -> list[str]:
         rows = await self._rows("cancel_listen__requested", {"worker_id": worker_id})
         return [row["id"] for row in rows]
-
-
-def _as_if_waiting(row: Row) -> Row:
-    """For a cancel run again after its reply was lost: a job an operator's cancel ended within
-    the retries' time reads as the waiting job the first try found (and cancelled)."""
-    recent = row["finished_at"] is not None and row["finished_at"] >= row["now"] - (
-        RETRY_SECONDS + 1.0
-    )
-    if row["state"] == JobState.CANCELLED.value and row["error"] == CANCELLED_ERROR and recent:
-        return {**row, "state": JobState.QUEUED.value}
-    return row
-
-
-def _storable(ids: Sequence[str]) -> list[str]:
-    """``ids`` without those holding a NUL character: PostgreSQL's text cannot store one, so no
-    job has such an id (they are answered ``not_found``, as every other backend answers them),
-    and sending one would fail the whole statement."""
-    return [job_id for job_id in ids if "\x00" not in job_id]
 
 
 __all__ = ["PostgresDriver"]
