@@ -18,6 +18,12 @@ class CutProxy:
     async def _handle(self, cr, cw):
         sr, sw = await asyncio.open_connection(self.host, self.port)
         cut = asyncio.Event()
+        aborted = asyncio.Event()
+
+        def abort() -> None:
+            cw.transport.abort()
+            sw.transport.abort()
+            aborted.set()
 
         async def c2s():
             while data := await cr.read(65536):
@@ -27,9 +33,9 @@ class CutProxy:
                     self.armed = False
                     self.cuts += 1
                     cut.set()
-                    asyncio.get_running_loop().call_later(
-                        0.5, lambda: (cw.transport.abort(), sw.transport.abort())
-                    )
+                    # Time for the server to run and commit the statement; its reply is
+                    # never forwarded.
+                    asyncio.get_running_loop().call_later(0.5, abort)
             cut.set()
 
         async def s2c():
@@ -40,7 +46,7 @@ class CutProxy:
                 if cut.is_set():
                     r.cancel()
                     c.cancel()
-                    await asyncio.sleep(0.6)
+                    await aborted.wait()
                     break
                 c.cancel()
                 data = r.result()
