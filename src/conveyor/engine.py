@@ -26,6 +26,10 @@ from conveyor._errors import BackendError, BackendUnavailable, ConveyorError
 from conveyor.drivers.protocol import Capability, Driver
 from conveyor.drivers.records import (
     ChangeResult,
+    CronFire,
+    CronFireResult,
+    CronInfo,
+    CronSchedule,
     ExtendResult,
     FetchParams,
     FinishJob,
@@ -292,3 +296,16 @@ class Engine:
 
     async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
         return await self._call("cancel_listen", self.driver.cancel_listen(worker_id, timeout))
+
+    # -- cron ---------------------------------------------------------------------------------
+
+    async def cron_register(
+        self, schedules: Sequence[CronSchedule], *, now: float | None = None
+    ) -> dict[str, int | None]:
+        return await self._call("cron_register", self.driver.cron_register(schedules, now=now))
+
+    async def cron_fire(self, fire: CronFire, *, now: float | None = None) -> CronFireResult:
+        return await self._call("cron_fire", self.driver.cron_fire(fire, now=now))
+
+    async def cron_list(self) -> list[CronInfo]:
+        return await self._call("cron_list", self.driver.cron_list())

@@ -25,12 +25,16 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
-from typing import Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from conveyor import _validation
 from conveyor._errors import InvalidArgument
 from conveyor.drivers.records import (
     AttemptError,
+    CronFire,
+    CronFireStatus,
+    CronInfo,
+    CronSchedule,
     FinishJob,
     JobRecord,
     JobState,
@@ -103,6 +107,72 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
         _validation.attempts(
             job.max_attempts, f"job {job.id!r}: max_attempts", error=InvalidArgument
         )
+
+
+CRON_ID_PREFIX: Final = "cron:"
+
+
+def cron_job_id(name: str, tick: int) -> str:
+    """The id of the job tick ``tick`` of schedule ``name`` inserts: the same in every process."""
+    return f"{CRON_ID_PREFIX}{name}:{tick}"
+
+
+def check_cron_schedules(schedules: Sequence[CronSchedule]) -> None:
+    for schedule in schedules:
+        for text, what in (
+            (schedule.name, "name"),
+            (schedule.queue, "queue"),
+            (schedule.job_name, "job name"),
+            (schedule.expression, "expression"),
+            (schedule.tz, "tz"),
+        ):
+            if not isinstance(cast(object, text), str) or not text:
+                raise InvalidArgument(f"schedule {schedule.name!r}: {what} must be a text")
+            _check_text(text, f"schedule {schedule.name!r}: {what}")
+        if schedule.catch_up not in ("skip", "latest"):
+            raise InvalidArgument(f"schedule {schedule.name!r}: unknown catch_up policy")
+        if schedule.overlap not in ("allow", "skip"):
+            raise InvalidArgument(f"schedule {schedule.name!r}: unknown overlap policy")
+
+
+def check_cron_fire(fire: CronFire) -> None:
+    """Refuse a fire whose tick is not whole epoch seconds, or whose job is not that tick's."""
+    tick = cast(object, fire.tick)
+    if (
+        not isinstance(tick, int)
+        or isinstance(tick, bool)
+        or not 0 <= fire.tick < _validation.MAX_EPOCH
+    ):
+        raise InvalidArgument(
+            f"schedule {fire.name!r}: a tick is whole epoch seconds, got {tick!r}"
+        )
+    if fire.job.id != cron_job_id(fire.name, fire.tick):
+        raise InvalidArgument(
+            f"schedule {fire.name!r}: the job of tick {fire.tick} must have id "
+            f"{cron_job_id(fire.name, fire.tick)!r}, not {fire.job.id!r}"
+        )
+    check_new_jobs([fire.job])
+
+
+def cron_info_of(row: Any) -> CronInfo:
+    """A ``cron_list`` row (SQLite or PostgreSQL) as a :class:`CronInfo`."""
+    schedule = CronSchedule(
+        row["name"],
+        row["queue"],
+        row["job_name"],
+        row["expression"],
+        row["tz"],
+        row["catch_up"],
+        row["overlap"],
+    )
+    return CronInfo(
+        schedule,
+        registered_at=float(row["registered_at"]),
+        last_tick=None if row["last_tick"] is None else int(row["last_tick"]),
+        last_status=None if row["last_status"] is None else CronFireStatus(row["last_status"]),
+        last_fired_at=None if row["last_fired_at"] is None else float(row["last_fired_at"]),
+        last_job_id=row["last_job_id"],
+    )
 
 
 def check_finishes(finishes: Sequence[FinishJob]) -> None:

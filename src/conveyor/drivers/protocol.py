@@ -14,6 +14,10 @@ from typing import Protocol
 
 from conveyor.drivers.records import (
     ChangeResult,
+    CronFire,
+    CronFireResult,
+    CronInfo,
+    CronSchedule,
     ExtendResult,
     FetchParams,
     FinishJob,
@@ -236,4 +240,24 @@ class Driver(Protocol):
         """With ``Capability.CANCEL_NOTIFY``: the ids of jobs of worker ``worker_id`` that were
         cancelled since the last call, waiting up to ``timeout`` seconds for one. Without it,
         waits ``timeout`` seconds and returns nothing."""
+        ...
+
+    async def cron_register(
+        self, schedules: Sequence[CronSchedule], *, now: float | None = None
+    ) -> dict[str, int | None]:
+        """Declare schedules, as a worker that runs them does when it starts: each is inserted or
+        updated by name (what its ticks recorded is kept), so ``cron_list`` shows it. Returns
+        each one's latest recorded tick (None: never fired), where the worker starts from."""
+        ...
+
+    async def cron_fire(self, fire: CronFire, *, now: float | None = None) -> CronFireResult:
+        """One atomic step: unless ``fire.tick`` or a later tick of the schedule is recorded
+        (``already``: another worker fired it, nothing is written), record the tick and insert
+        its job, whose id ``cron:<name>:<tick>`` it must have; with ``skip_if_running``, while
+        the job of the last fired tick is waiting or active, record the tick as ``skipped``
+        and insert nothing. Any number of workers may fire the same tick: one inserts."""
+        ...
+
+    async def cron_list(self) -> list[CronInfo]:
+        """Every registered schedule, by name, with what its latest tick did."""
         ...

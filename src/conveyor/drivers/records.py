@@ -244,3 +244,55 @@ class WorkerInfo:
     # The job names it has handlers for: a job of one of these names is not unknown, however
     # long it waits, while this worker lives (see :mod:`conveyor.core.unknown`).
     names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CronSchedule:
+    """A schedule as a worker declares it to the backend (``cron_register``): enough to list it
+    and compute its next tick without the worker's code. ``expression`` and ``tz`` are a
+    :class:`conveyor.core.schedule.Timetable`'s; ``catch_up`` and ``overlap`` its policies."""
+
+    name: str
+    queue: str
+    job_name: str
+    expression: str
+    tz: str = "UTC"
+    catch_up: str = "skip"
+    overlap: str = "allow"
+
+
+@dataclass(frozen=True, slots=True)
+class CronFire:
+    """Fire tick ``tick`` (epoch seconds) of schedule ``name``: insert ``job`` (its id is
+    ``cron:<name>:<tick>``, its queue the schedule's) unless the tick, or a later one, is
+    recorded already. With ``skip_if_running``, a tick whose previous job has not finished
+    (waiting or active) is recorded as skipped instead."""
+
+    name: str
+    tick: int
+    job: NewJob
+    skip_if_running: bool = False
+
+
+class CronFireStatus(enum.StrEnum):
+    FIRED = "fired"  # the tick is recorded and its job inserted
+    SKIPPED = "skipped"  # the tick is recorded; the previous tick's job was still unfinished
+    ALREADY = "already"  # this tick, or a later one, was recorded before: nothing written
+
+
+@dataclass(frozen=True, slots=True)
+class CronFireResult:
+    status: CronFireStatus
+    last_tick: int  # the latest tick recorded, after the call
+
+
+@dataclass(frozen=True, slots=True)
+class CronInfo:
+    """A registered schedule and what its last tick did (``Queue.schedules``)."""
+
+    schedule: CronSchedule
+    registered_at: float  # when a worker last declared it
+    last_tick: int | None = None  # the latest tick recorded (fired or skipped)
+    last_status: CronFireStatus | None = None
+    last_fired_at: float | None = None  # backend clock, when the last tick was recorded
+    last_job_id: str | None = None  # the job of the last tick that fired

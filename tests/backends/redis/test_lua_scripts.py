@@ -45,7 +45,7 @@ def test_header_states_arguments_returns_and_guarantee(name: str) -> None:
 
 
 # Script KEYS that are not attributes of QueueKeys: made per call, or shared by every queue.
-PER_CALL_KEYS = {"receipt", "previous_receipt", "set", "by_seq"}
+PER_CALL_KEYS = {"receipt", "previous_receipt", "set", "by_seq", "cron"}
 SHARED_KEYS = {"workers", "info", "order", "leader"}
 
 

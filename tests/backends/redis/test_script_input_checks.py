@@ -69,6 +69,8 @@ def queue_keys(store: Store, script: str) -> tuple[str, ...]:
         return (store.ns.workers, store.ns.worker_info, store.ns.worker_order)
     if script == "leader_acquire":
         return (store.ns.leader("maintenance"),)
+    if script == "cron_fire":
+        return (*store.keys.named(script, names[:-1]), store.keys.cron("nightly"))
     return store.keys.named(script, names)
 
 
@@ -131,6 +133,10 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
         ("worker_heartbeat", (T0, "forever", "w", "{}"),
          "ttl must be seconds from 0 to 3153600000, got 'forever'"),
         ("leader_acquire", (T0, -1, "me"), "ttl must be seconds from 0 to 3153600000, got '-1'"),
+        ("cron_fire", (T0, 1.5, "0", *good_job), "tick must be whole epoch seconds, got '1.5'"),
+        ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, "", -5),
+         "job 'n1': delay must be seconds from 0 to 3153600000, got '-5'"),
+        ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, ""), "expected 10 arguments"),
     ]  # fmt: skip
 
 
@@ -152,7 +158,7 @@ def test_every_script_with_arguments_is_exercised() -> None:
     covered = {
         "job_finish_many", "job_insert_many", "job_extend_leases", "job_rescue_many",
         "job_cancel_many", "job_retry_many", "job_promote_due", "job_fetch", "job_purge",
-        "job_prune_finished", "job_list", "worker_heartbeat", "leader_acquire",
+        "job_prune_finished", "job_list", "worker_heartbeat", "leader_acquire", "cron_fire",
     }  # fmt: skip
     assert set(SCRIPT_KEYS) - covered == {"leader_release", "queue_notify", "queue_resume"}
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from conveyor._errors import BackendUnavailable
+from conveyor.backends.memory import _cron
 from conveyor.backends.memory._transitions import apply_finish, apply_rescue, finished
 from conveyor.drivers.common import (
     CANCELLED_ERROR,
@@ -33,6 +34,10 @@ from conveyor.drivers.records import (
     WAITING_STATES,
     ChangeResult,
     ChangeStatus,
+    CronFire,
+    CronFireResult,
+    CronInfo,
+    CronSchedule,
     ExtendResult,
     FetchParams,
     FinishJob,
@@ -67,6 +72,7 @@ class MemoryStore:
         self.leaders: dict[str, tuple[str, float]] = {}  # name -> (holder, expires_at)
         self.routes: dict[str, str] = {}  # job name -> queue
         self.wakeups = WakeupBoard()
+        self.crons: dict[str, CronInfo] = {}  # schedule name -> its declaration and last tick
 
 
 _STORES: dict[str, MemoryStore] = {}
@@ -554,3 +560,20 @@ class MemoryDriver:
     async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
         await asyncio.sleep(timeout)  # no notifications: cancels arrive with lease renewals
         return []
+
+    async def cron_register(
+        self, schedules: Sequence[CronSchedule], *, now: float | None = None
+    ) -> dict[str, int | None]:
+        with self._store.lock:
+            return _cron.register(self._store.crons, schedules, now)
+
+    async def cron_fire(self, fire: CronFire, *, now: float | None = None) -> CronFireResult:
+        s = self._store
+        with s.lock:
+            return await _cron.fire(
+                s.crons, s.jobs, fire, now, lambda jobs, at: self.job_insert_many(jobs, now=at)
+            )
+
+    async def cron_list(self) -> list[CronInfo]:
+        with self._store.lock:
+            return _cron.listing(self._store.crons)

@@ -20,6 +20,7 @@ import psycopg
 import psycopg_pool
 
 from conveyor._errors import BackendUnavailable, InvalidArgument
+from conveyor.backends.postgres._cron import Cron
 from conveyor.backends.postgres._migrate import check_current, migrate
 from conveyor.backends.postgres._notify import Notifications
 from conveyor.backends.postgres._pool import Connections, fetch_rows
@@ -46,6 +47,8 @@ from conveyor.drivers.common import (
     LOST_WHILE_CANCELLING,
     RETRYABLE_STATES,
     cancelled_error,
+    check_cron_fire,
+    check_cron_schedules,
     check_finishes,
     check_new_jobs,
     check_now,
@@ -55,6 +58,10 @@ from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
     WAITING_STATES,
     ChangeResult,
+    CronFire,
+    CronFireResult,
+    CronInfo,
+    CronSchedule,
     ExtendResult,
     FetchParams,
     FinishJob,
@@ -108,6 +115,7 @@ class PostgresDriver:
         self._notifications: Notifications | None = None
         self._instance: str | None = None
         self._unreported: list[str] = []
+        self._cron = Cron(self._url.quoted_schema, self._url.channel)
 
     def __repr__(self) -> str:
         return f"PostgresDriver({self.url!r})"
@@ -580,6 +588,21 @@ class PostgresDriver:
     async def _cancel_requested(self, worker_id: str) -> list[str]:
         rows = await self._rows("cancel_listen__requested", {"worker_id": worker_id})
         return [row["id"] for row in rows]
+
+    async def cron_register(
+        self, schedules: Sequence[CronSchedule], *, now: float | None = None
+    ) -> dict[str, int | None]:
+        check_now(now)
+        check_cron_schedules(schedules)
+        return await self._cron.register(self._connections(), schedules, now)
+
+    async def cron_fire(self, fire: CronFire, *, now: float | None = None) -> CronFireResult:
+        check_now(now)
+        check_cron_fire(fire)
+        return await self._cron.fire(self._connections(), fire, now)
+
+    async def cron_list(self) -> list[CronInfo]:
+        return await self._cron.listing(self._connections())
 
 
 __all__ = ["PostgresDriver"]

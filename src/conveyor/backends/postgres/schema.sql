@@ -2,6 +2,23 @@
 -- (generated from the catalogs; tests/backends/postgres checks it). {schema} stands for
 -- the schema the URL names. The migrations in migrations/ are what is applied.
 
+CREATE TABLE {schema}.conveyor_cron (
+    name text NOT NULL,
+    queue text NOT NULL,
+    job_name text NOT NULL,
+    expression text NOT NULL,
+    tz text NOT NULL,
+    catch_up text NOT NULL,
+    overlap text NOT NULL,
+    registered_at double precision NOT NULL,
+    last_tick bigint,
+    last_status text,
+    last_fired_at double precision,
+    last_job_id text,
+    CONSTRAINT conveyor_cron_last_status_check CHECK ((last_status = ANY (ARRAY['fired'::text, 'skipped'::text]))),
+    CONSTRAINT conveyor_cron_pkey PRIMARY KEY (name)
+);
+
 CREATE TABLE {schema}.conveyor_job (
     id text NOT NULL,
     queue text NOT NULL,

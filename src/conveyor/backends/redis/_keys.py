@@ -83,6 +83,10 @@ class QueueKeys:
     def job(self, job_id: str) -> str:
         return self.jobs + job_id
 
+    def cron(self, name: str) -> str:
+        """The hash of schedule ``name``, whose jobs go to this queue (see cron_fire.lua)."""
+        return self.tag + ":cron:" + name
+
     def receipt(self, receipt: str) -> str:
         return self.tag + ":receipt:" + receipt
 
@@ -107,7 +111,7 @@ class Namespace:
     """The keys shared by every queue of a prefix (registry of queues, workers, leaderships,
     routes, cancel notifications)."""
 
-    __slots__ = ("queues", "routes", "tag", "worker_info", "worker_order", "workers")
+    __slots__ = ("crons", "queues", "routes", "tag", "worker_info", "worker_order", "workers")
 
     def __init__(self, prefix: str) -> None:
         self.tag = "{" + prefix + "}"
@@ -116,6 +120,7 @@ class Namespace:
         self.worker_info = self.tag + ":worker-info"
         self.worker_order = self.tag + ":worker-order"
         self.routes = self.tag + ":routes"
+        self.crons = self.tag + ":crons"  # schedule name -> the queue its hash lives in
 
     def leader(self, name: str) -> str:
         return self.tag + ":leader:" + name

@@ -24,6 +24,8 @@ from conveyor.drivers.common import CANCELLED_ERROR
 from conveyor.drivers.records import (
     ChangeResult,
     ChangeStatus,
+    CronFire,
+    CronFireStatus,
     FinishJob,
     JobState,
     Lease,
@@ -100,6 +102,10 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "worker_heartbeat": (("workers", "info", "order"), False),
     "leader_acquire": (("leader",), False),
     "leader_release": (("leader",), False),
+    "cron_fire": (
+        ("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2], "dead", "cron"),
+        False,
+    ),
 }
 
 _STATES: Final = {state.value.encode(): state for state in JobState}
@@ -474,3 +480,32 @@ async def leader_acquire(
 
 async def leader_release(client: Client, key: str, holder: str) -> None:
     await run(client, _LEADER_RELEASE, (key,), (holder,))
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+_CRON_FIRE = load("cron_fire")
+
+
+async def cron_fire(
+    client: Client, keys: QueueKeys, fire: CronFire, now: float | None
+) -> tuple[CronFireStatus, int]:
+    """Fire one tick (its job's queue is ``keys``'); (what happened, the latest tick)."""
+    fixed = _CRON_FIRE.keys[:-1]  # "cron" is per call: the schedule's own hash
+    script_keys = (*keys.named(_CRON_FIRE.name, fixed), keys.cron(fire.name))
+    job = fire.job
+    args = (
+        _now(now),
+        fire.tick,
+        "1" if fire.skip_if_running else "0",
+        job.id,
+        job.name,
+        job.payload,
+        job.priority,
+        job.max_attempts,
+        "" if job.run_at is None else job.run_at,
+        job.delay,
+    )
+    status, tick = await run(client, _CRON_FIRE, script_keys, args)
+    text = status.decode() if isinstance(status, bytes) else str(status)
+    return CronFireStatus(text), int(tick)

@@ -31,12 +31,15 @@ from conveyor.backends.redis._connection import (
     parse_url,
     setup_warnings,
 )
+from conveyor.backends.redis._cron import Schedules
 from conveyor.backends.redis._fetching import Fetcher
 from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._store import Store
 from conveyor.backends.redis._wakeups import Wakeups
 from conveyor.drivers.common import (
     CANCELLED_ERROR,
+    check_cron_fire,
+    check_cron_schedules,
     check_finishes,
     check_new_jobs,
     check_now,
@@ -46,6 +49,10 @@ from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
     ChangeResult,
     ChangeStatus,
+    CronFire,
+    CronFireResult,
+    CronInfo,
+    CronSchedule,
     ExtendResult,
     FetchParams,
     FinishJob,
@@ -89,6 +96,7 @@ class RedisDriver:
         self._wakeups = Wakeups(lambda: self._store.client, self._store.keys)
         self._fetcher = Fetcher(self._store, self._wakeups)
         self._cancels = CancelNotices(self._store)
+        self._schedules = Schedules(self._store)
 
     def __repr__(self) -> str:
         return f"RedisDriver({self.url!r})"
@@ -354,3 +362,20 @@ class RedisDriver:
 
     async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
         return await self._cancels.listen(worker_id, timeout)
+
+    # -- schedules -------------------------------------------------------------------------------
+
+    async def cron_register(
+        self, schedules: Sequence[CronSchedule], *, now: float | None = None
+    ) -> dict[str, int | None]:
+        check_now(now)
+        check_cron_schedules(schedules)
+        return await self._schedules.register(schedules, now)
+
+    async def cron_fire(self, fire: CronFire, *, now: float | None = None) -> CronFireResult:
+        check_now(now)
+        check_cron_fire(fire)
+        return await self._schedules.fire(fire, now)
+
+    async def cron_list(self) -> list[CronInfo]:
+        return await self._schedules.listing()

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from conveyor._errors import BackendUnavailable
+from conveyor.backends.sqlite import _cron
 from conveyor.backends.sqlite._connection import Connection, migrate
 from conveyor.backends.sqlite._insert import insert_statements, on_connection
 from conveyor.backends.sqlite._sql import QUERIES as Q
@@ -39,6 +40,8 @@ from conveyor.drivers.common import (
     RETRYABLE_STATES,
     cancel_wins,
     cancelled_error,
+    check_cron_fire,
+    check_cron_schedules,
     check_finishes,
     check_new_jobs,
     check_now,
@@ -51,6 +54,11 @@ from conveyor.drivers.records import (
     WAITING_STATES,
     ChangeResult,
     ChangeStatus,
+    CronFire,
+    CronFireResult,
+    CronFireStatus,
+    CronInfo,
+    CronSchedule,
     ExtendResult,
     FetchParams,
     FinishJob,
@@ -566,6 +574,26 @@ class SQLiteDriver:
     async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
         await asyncio.sleep(timeout)  # no notifications: cancels arrive with lease renewals
         return []
+
+    async def cron_register(
+        self, schedules: Sequence[CronSchedule], *, now: float | None = None
+    ) -> dict[str, int | None]:
+        check_now(now)
+        check_cron_schedules(schedules)
+        at = resolve_now(now)
+        return await self._db.write(lambda conn: _cron.register(conn, schedules, at))
+
+    async def cron_fire(self, fire: CronFire, *, now: float | None = None) -> CronFireResult:
+        check_now(now)
+        check_cron_fire(fire)
+        at = resolve_now(now)
+        result = await self._db.write(lambda conn: _cron.fire(conn, fire, at))
+        if result.status is CronFireStatus.FIRED:
+            self.notify(fire.job.queue)
+        return result
+
+    async def cron_list(self) -> list[CronInfo]:
+        return await self._db.run(_cron.listing)
 
 
 def _refuse_missing(path: str, url: str) -> None:

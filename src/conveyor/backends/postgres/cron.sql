@@ -1,0 +1,83 @@
+-- Queries of the PostgreSQL backend's schedules (cron_register, cron_fire, cron_list), named
+-- as in queries.sql; {schema} is the (quoted) schema.
+
+-- name: cron_register
+INSERT INTO {schema}.conveyor_cron AS c (
+    name, queue, job_name, expression, tz, catch_up, overlap, registered_at
+)
+SELECT name, queue, job_name, expression, tz, catch_up, overlap,
+       coalesce(%(now)s::float8, extract(epoch FROM now())::float8)
+FROM unnest(%(names)s::text[], %(queues)s::text[], %(job_names)s::text[],
+            %(expressions)s::text[], %(tzs)s::text[], %(catch_ups)s::text[],
+            %(overlaps)s::text[])
+     AS s(name, queue, job_name, expression, tz, catch_up, overlap)
+ON CONFLICT (name) DO UPDATE SET
+    queue = excluded.queue, job_name = excluded.job_name, expression = excluded.expression,
+    tz = excluded.tz, catch_up = excluded.catch_up, overlap = excluded.overlap,
+    registered_at = excluded.registered_at
+RETURNING c.name, c.last_tick;
+
+-- One statement: the upsert claims the tick only while the recorded one is older (a caller
+-- that races for the same tick waits for the row lock, then finds it recorded and writes
+-- nothing); the job is inserted only when the claim fired. A schedule fired before any worker
+-- declared it gets a bare row (cron_list leaves it out). "running" reads the statement's
+-- snapshot: exact when callers fire the same tick, as workers do.
+-- name: cron_fire
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8) AS now
+),
+prev AS (
+    SELECT c.last_tick, c.last_job_id FROM {schema}.conveyor_cron c WHERE c.name = %(name)s
+),
+busy AS (
+    SELECT %(skip_if_running)s::boolean AND EXISTS (
+        SELECT 1 FROM {schema}.conveyor_job j JOIN prev ON j.id = prev.last_job_id
+        WHERE j.state NOT IN ('completed', 'failed', 'cancelled')
+    ) AS busy
+),
+claimed AS (
+    INSERT INTO {schema}.conveyor_cron AS c (
+        name, queue, job_name, expression, tz, catch_up, overlap, registered_at,
+        last_tick, last_status, last_fired_at, last_job_id
+    )
+    SELECT %(name)s, %(queue)s, %(job_name)s, '', 'UTC', 'skip', 'allow', t.now,
+           %(tick)s::bigint, CASE WHEN busy.busy THEN 'skipped' ELSE 'fired' END, t.now,
+           CASE WHEN busy.busy THEN NULL ELSE %(id)s::text END
+    FROM t, busy
+    ON CONFLICT (name) DO UPDATE SET
+        last_tick = excluded.last_tick, last_status = excluded.last_status,
+        last_fired_at = excluded.last_fired_at,
+        last_job_id = coalesce(excluded.last_job_id, c.last_job_id)
+    WHERE c.last_tick IS NULL OR c.last_tick < excluded.last_tick
+    RETURNING c.last_status
+),
+inserted AS (
+    INSERT INTO {schema}.conveyor_job (
+        id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq
+    )
+    SELECT %(id)s, %(queue)s, %(job_name)s, %(payload)s::bytea,
+           CASE WHEN r.run_at > t.now THEN 'scheduled' ELSE 'queued' END,
+           %(priority)s::int, %(max_attempts)s::int, r.run_at, t.now,
+           nextval('{schema}.conveyor_job_seq')
+    FROM claimed, t,
+         LATERAL (SELECT coalesce(%(run_at)s::float8, t.now + %(delay)s::float8) AS run_at) r
+    WHERE claimed.last_status = 'fired'
+    ON CONFLICT (id) DO NOTHING
+    RETURNING queue, state
+),
+registered AS (
+    INSERT INTO {schema}.conveyor_queue (name)
+    SELECT %(queue)s FROM claimed WHERE claimed.last_status = 'fired'
+    ON CONFLICT (name) DO NOTHING
+),
+woken AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue) FROM inserted WHERE state = 'queued'
+)
+SELECT (SELECT last_status FROM claimed) AS status,
+       (SELECT last_tick FROM prev) AS previous_tick,
+       (SELECT count(*) FROM woken) AS woken;
+
+-- name: cron_list
+SELECT name, queue, job_name, expression, tz, catch_up, overlap, registered_at,
+       last_tick, last_status, last_fired_at, last_job_id
+FROM {schema}.conveyor_cron WHERE expression <> '' ORDER BY name;
