@@ -16,6 +16,8 @@ PUBLIC_NAMES = [
     "ChangeResult",
     "ChangeStatus",
     "ConveyorError",
+    "CronFireStatus",
+    "CronInfo",
     "DuplicateHandler",
     "Exponential",
     "FakeClock",

@@ -45,6 +45,7 @@ from conveyor.core.serialization import (
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
     ChangeResult,
+    CronInfo,
     InsertResult,
     InsertStatus,
     JobState,
@@ -450,6 +451,10 @@ class Queue:
     async def workers(self) -> list[WorkerInfo]:
         driver = await self.connect()
         return await driver.worker_list(now=self.clock.now())
+
+    async def schedules(self) -> list[CronInfo]:
+        """The cron and interval schedules workers declared, with their latest tick."""
+        return await (await self.connect()).cron_list()
 
 
 class PendingEnqueue:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from conveyor._definition import DEFAULT_ATTEMPTS, JobDef, JobRequest
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import JobHandle, Queue
-from conveyor.drivers.records import ChangeResult, JobState, QueueInfo, WorkerInfo
+from conveyor.drivers.records import ChangeResult, CronInfo, JobState, QueueInfo, WorkerInfo
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -260,6 +260,9 @@ class SyncQueue:
 
     def workers(self) -> list[WorkerInfo]:
         return self.call(self.queue.workers())
+
+    def schedules(self) -> list[CronInfo]:
+        return self.call(self.queue.schedules())
 
 
 class SyncJobHandle(Generic[R]):

@@ -22,6 +22,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from conveyor._errors import InvalidArgument, WorkerFailed
 from conveyor._queue import Queue
 from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.clock import BackendClock
+from conveyor.core.schedule import CatchUp, Overlap, Timetable
 from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import WorkerInfo
 from conveyor.engine import Engine
@@ -45,6 +47,7 @@ from conveyor.runtime.maintenance import Heartbeat, Maintenance
 from conveyor.runtime.registry import Handler, HandlerRegistry
 from conveyor.runtime.renewer import RenewalProcess
 from conveyor.runtime.runner import Runner
+from conveyor.runtime.scheduler import CatchUpName, OverlapName, Scheduled, Scheduler, declare
 from conveyor.runtime.supervisor import Supervisor
 from conveyor.runtime.waiting import first_of
 
@@ -98,6 +101,7 @@ class Worker:
         self._runner: Runner | None = None
         self._failure: tuple[str, BaseException] | None = None
         self._beside: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {}
+        self.schedules: dict[str, Scheduled] = {}  # by name: what cron() and every() declared
 
     # -- registration --------------------------------------------------------------------------
 
@@ -112,6 +116,67 @@ class Worker:
 
     def register(self, definition: JobDef[P, R], handler: Handler[P, R]) -> None:
         self.registry.add(definition, handler)
+
+    def cron(
+        self,
+        expression: str,
+        definition: JobDef[P, Any],
+        payload: P,
+        *,
+        name: str | None = None,
+        tz: str = "UTC",
+        catch_up: CatchUpName | CatchUp = "skip",
+        overlap: OverlapName | Overlap = "allow",
+    ) -> Scheduled:
+        """Enqueue ``definition`` with ``payload`` at each tick of the cron ``expression`` (5
+        fields, or 6 with seconds first) in time zone ``tz`` (an IANA name), once per tick
+        however many workers declare it. ``name`` (default: the job's name) identifies the
+        schedule across deploys: its jobs have ids ``cron:<name>:<tick>``. ``catch_up``: after
+        downtime, ``"skip"`` the missed ticks or run the ``"latest"`` one; ``overlap``:
+        ``"skip"`` a tick while the previous tick's job is waiting or running, or ``"allow"``
+        it. Everything is checked here: a bad expression, zone, name or payload raises
+        :class:`InvalidArgument` (a payload :class:`PayloadValidationError`)."""
+        return self._schedule(
+            Timetable(expression, tz), definition, payload, name, catch_up, overlap
+        )
+
+    def every(
+        self,
+        interval: timedelta | float,
+        definition: JobDef[P, Any],
+        payload: P,
+        *,
+        name: str | None = None,
+        catch_up: CatchUpName | CatchUp = "skip",
+        overlap: OverlapName | Overlap = "allow",
+    ) -> Scheduled:
+        """Enqueue ``definition`` every ``interval`` (whole seconds, at least 1): ticks fall on
+        multiples of it since the epoch (UTC), so every(timedelta(hours=1)) runs on the hour.
+        Options as for :meth:`cron`."""
+        timetable = Timetable.every(interval)
+        return self._schedule(timetable, definition, payload, name, catch_up, overlap)
+
+    def _schedule(
+        self,
+        timetable: Timetable,
+        definition: JobDef[Any, Any],
+        payload: BaseModel,
+        name: str | None,
+        catch_up: CatchUpName | CatchUp,
+        overlap: OverlapName | Overlap,
+    ) -> Scheduled:
+        scheduled = declare(
+            timetable,
+            definition,
+            payload,
+            name=name,
+            catch_up=catch_up,
+            overlap=overlap,
+            max_payload_bytes=self.queue.max_payload_bytes,
+            taken=list(self.schedules),
+        )
+        self.schedules[scheduled.name] = scheduled
+        return scheduled
 
     def run_beside(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         """Run ``loop(stopping)`` while the worker runs (e.g. an outbox relay), under its
@@ -229,6 +294,11 @@ class Worker:
             supervisor.start("heartbeat", heartbeat.run)
             if driver.has(Capability.CANCEL_NOTIFY):
                 supervisor.start("cancel listener", lambda: self._listen_for_cancels(driver))
+            if self.schedules:
+                scheduler = Scheduler(
+                    driver, list(self.schedules.values()), clock=cfg.clock, nap=cfg.poll_interval
+                )
+                supervisor.start("scheduler", scheduler.run)
             for name, beside in self._beside.items():
                 supervisor.start(name, functools.partial(beside, self._stopping))
             log.info(

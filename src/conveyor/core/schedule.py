@@ -26,20 +26,21 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from conveyor._errors import InvalidArgument
 from conveyor.drivers.common import cron_job_id
 
 LATE_AFTER: Final = 60.0  # seconds a tick may be late and still fire under catch_up="skip"
 _EVERY: Final = re.compile(r"^@every (\d+)s\Z")
-_NAME: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}\Z")
+_NAME: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}\Z")
 _MAX_INTERVAL: Final = 366 * 24 * 3600  # a year: longer intervals are cron expressions
 
 
-class InvalidSchedule(ValueError):
+class InvalidSchedule(InvalidArgument):
     """A schedule that cannot work: a bad expression, time zone, interval or name."""
 
 
@@ -86,7 +87,9 @@ class Timetable:
 
     @classmethod
     def every(cls, interval: float | timedelta) -> Timetable:
-        seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+        seconds = cast(
+            object, interval.total_seconds() if isinstance(interval, timedelta) else interval
+        )
         if not isinstance(seconds, int | float) or isinstance(seconds, bool):
             raise InvalidSchedule(f"an interval is a timedelta or seconds, got {interval!r}")
         if not math.isfinite(seconds) or seconds != int(seconds) or seconds < 1:
@@ -130,7 +133,7 @@ class Timetable:
 
 
 def _zone(tz: str) -> ZoneInfo:
-    if not isinstance(tz, str) or not tz:
+    if not isinstance(cast(object, tz), str) or not tz:
         raise InvalidSchedule(f"tz must be an IANA time zone name such as 'Europe/London': {tz!r}")
     try:
         return ZoneInfo(tz)
@@ -154,7 +157,7 @@ def check_name(name: object) -> str:
     """A schedule's name: part of its jobs' ids, stable across deploys."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidSchedule(
-            f"invalid schedule name {name!r}: use 1-200 letters, digits, '_', '.', '-'"
+            f"invalid schedule name {name!r}: use 1-200 letters, digits, '_', '.', ':', '-'"
         )
     return name
 
@@ -178,3 +181,12 @@ def first_handled(recorded: int | None, now: float) -> int:
     then is due or missed), or, for a schedule no worker ever fired, now (a new schedule never
     fires a tick from before it existed)."""
     return recorded if recorded is not None else math.floor(now)
+
+
+def next_fire(expression: str, tz: str, *, after: float) -> int | None:
+    """The next tick of a registered schedule after ``after`` (for listing); None when the
+    stored expression or zone cannot be read here (written by a newer version, say)."""
+    try:
+        return Timetable(expression, tz).next_after(after)
+    except InvalidSchedule:
+        return None
