@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from conveyor._errors import ConveyorError
+from conveyor.cli.cron import cron
 from conveyor.cli.jobs import jobs
 from conveyor.cli.queues import migrate, queues, workers
 from conveyor.cli.relay import relay
@@ -49,6 +50,7 @@ cli.add_command(queues)
 cli.add_command(workers)
 cli.add_command(migrate)
 cli.add_command(relay)
+cli.add_command(cron)
 
 
 def main() -> None:
