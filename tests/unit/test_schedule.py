@@ -108,18 +108,29 @@ def test_a_bad_timetable_is_refused_with_what_was_wrong(build: object, message: 
         build()  # type: ignore[operator]
 
 
-def test_due_tick_fires_the_latest_due_tick_only() -> None:
+def test_due_tick_fires_each_tick_that_came_due_while_the_process_ran() -> None:
     every = Timetable.every(60)
-    assert due_tick(every, CatchUp.SKIP, handled=600, now=659) == (600, None)
-    assert due_tick(every, CatchUp.SKIP, handled=600, now=660.2) == (660, 660)
-    # Several ticks passed (a stall): only the latest fires; the others were missed.
-    assert due_tick(every, CatchUp.SKIP, handled=600, now=845) == (840, 840)
-    # Downtime: a tick more than LATE_AFTER late is skipped, unless catch_up is latest.
+    assert due_tick(every, CatchUp.SKIP, handled=600, now=659, started=0) == (600, None)
+    assert due_tick(every, CatchUp.SKIP, handled=600, now=660.2, started=0) == (660, 660)
+    # A stall of three ticks: each fires in turn, the oldest first.
+    fast = Timetable.every(10)
+    assert due_tick(fast, CatchUp.SKIP, handled=600, now=645, started=0) == (610, 610)
+    assert due_tick(fast, CatchUp.SKIP, handled=610, now=645, started=0) == (620, 620)
+    # One more than LATE_AFTER late is missed: then only the latest due tick counts.
+    assert due_tick(every, CatchUp.SKIP, handled=600, now=600 + 300, started=0) == (900, 900)
+
+
+def test_due_tick_after_downtime_follows_the_catch_up_policy() -> None:
     hourly = Timetable.every(3600)
     late = 7200 + LATE_AFTER + 1
-    assert due_tick(hourly, CatchUp.SKIP, handled=0, now=late) == (7200, None)
-    assert due_tick(hourly, CatchUp.LATEST, handled=0, now=late) == (7200, 7200)
-    assert due_tick(hourly, CatchUp.SKIP, handled=0, now=7200 + LATE_AFTER) == (7200, 7200)
+    # Ticks 3600 and 7200 came due before the process started at `late`.
+    assert due_tick(hourly, CatchUp.SKIP, handled=0, now=late, started=late) == (7200, None)
+    assert due_tick(hourly, CatchUp.LATEST, handled=0, now=late, started=late) == (7200, 7200)
+    soon = 7200 + LATE_AFTER
+    assert due_tick(hourly, CatchUp.SKIP, handled=0, now=soon, started=soon) == (7200, 7200)
+    every = Timetable.every(1)
+    # A worker that starts after 30 s of downtime does not fire 30 ticks: only the latest.
+    assert due_tick(every, CatchUp.SKIP, handled=100, now=130.5, started=130) == (130, 130)
 
 
 def test_a_process_starts_after_the_recorded_tick_or_now() -> None:

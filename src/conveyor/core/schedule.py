@@ -10,13 +10,14 @@ same tick, and the same job id ``cron:<name>:<tick>``, whatever its own time zon
 * **Intervals** (``every``) tick on whole multiples of the interval since the epoch (UTC), so
   ``every(timedelta(hours=1))`` fires on the hour, in every process alike.
 
-Which tick to fire is decided here (:func:`due_tick`), from what the process last handled, which
-starts at the tick the backend recorded last. A worker fires at most the latest due tick on each
-wake-up: the ticks before it that nobody fired were missed (every worker was down, or stalled).
-With ``catch_up="skip"`` (the default) the latest due tick is fired only while it is at most
-:data:`LATE_AFTER` seconds late, so a worker that starts just after a tick (a deploy at 01:30)
-still fires it, and one that starts hours later waits for the next; with ``catch_up="latest"``
-it is fired however late (the missed run happens once, not once per missed tick).
+Which tick to fire is decided here (:func:`due_tick`), from what the process last dealt with,
+which starts at the tick the backend recorded last. A worker fires every tick that comes due
+while it runs (late ones too, up to :data:`LATE_AFTER` seconds). Ticks that came due while no
+worker ran were missed: with ``catch_up="skip"`` (the default) only the latest of them is fired,
+and only while it is at most LATE_AFTER seconds late, so a worker that starts just after a tick
+(a deploy at 01:30) still fires it, and one that starts hours later waits for the next; with
+``catch_up="latest"`` the latest is fired however late (the missed run happens once, not once
+per missed tick).
 """
 
 from __future__ import annotations
@@ -163,13 +164,23 @@ def check_name(name: object) -> str:
 
 
 def due_tick(
-    timetable: Timetable, catch_up: CatchUp, *, handled: int, now: float
+    timetable: Timetable, catch_up: CatchUp, *, handled: int, now: float, started: float
 ) -> tuple[int, int | None]:
-    """What a process does at ``now``, having handled every tick up to ``handled``: returns
-    (the new ``handled``, the tick to fire or None). Only the latest due tick is ever fired;
-    earlier unhandled ones were missed."""
+    """What a process that started at ``started`` does at ``now``, having dealt with every tick
+    up to ``handled``: returns (the new ``handled``, the tick to fire or None).
+
+    A tick that came due while the process ran is fired, each in turn, while it is at most
+    :data:`LATE_AFTER` seconds late (a slow or stalled process catches up on its own ticks).
+    Ticks that came due before it started, or longer ago, were missed: the catch-up policy
+    decides about the latest of them alone (``skip``: fired only while at most LATE_AFTER
+    late; ``latest``: fired), and the earlier ones are never fired."""
+    upcoming = timetable.next_after(handled)
+    if upcoming is None or upcoming > now:
+        return handled, None
+    if upcoming >= started and now - upcoming <= LATE_AFTER:
+        return upcoming, upcoming
     latest = timetable.latest_at_or_before(now)
-    if latest is None or latest <= handled:
+    if latest is None or latest <= handled:  # cannot happen: upcoming <= now is a later tick
         return handled, None
     if catch_up is CatchUp.LATEST or now - latest <= LATE_AFTER:
         return latest, latest

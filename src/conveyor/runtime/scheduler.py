@@ -126,6 +126,7 @@ class Scheduler:
         self._nap = MAX_NAP if isinstance(clock, BackendClock) else nap
         self.handled: dict[str, int] = {}  # per schedule: the latest tick dealt with
         self.fired = 0  # ticks this process fired (for tests and logs)
+        self._started = 0.0  # when the schedules were declared: earlier ticks were missed
 
     def _now(self) -> float:
         now = self._clock.now()
@@ -152,7 +153,7 @@ class Scheduler:
                 log.warning("could not declare the worker's schedules: %s", exc)
             stop_if_cancelled()
             await asyncio.sleep(RETRY_PAUSE)
-        now = self._now()
+        now = self._started = self._now()
         for s in self._schedules:
             self.handled[s.name] = first_handled(recorded.get(s.name), now)
             log.info(
@@ -168,7 +169,11 @@ class Scheduler:
         wake = float("inf")
         for s in self._schedules:
             handled, tick = due_tick(
-                s.timetable, s.catch_up, handled=self.handled[s.name], now=self._now()
+                s.timetable,
+                s.catch_up,
+                handled=self.handled[s.name],
+                now=self._now(),
+                started=self._started,
             )
             if tick is not None:
                 try:
@@ -179,7 +184,7 @@ class Scheduler:
                     continue
             elif handled != self.handled[s.name]:
                 log.warning(
-                    "schedule %s: tick %d missed (more than %gs late); waiting for the next",
+                    "schedule %s: tick %d missed (no worker ran, or it is more than %gs late)",
                     s.name,
                     handled,
                     LATE_AFTER,

@@ -37,3 +37,5 @@ slow = job("proc.slow", Slow, result=str)
 strict = job("proc.strict", Strict, result=str)
 # Declared by the ``incomplete`` worker but never given a handler.
 orphan = job("proc.orphan", Quick)
+# Fired every second by the schedule of tests.process.app.cron_worker.
+tick = job("proc.tick", Quick)
