@@ -239,3 +239,54 @@ asyncio.run(main())
     # in: it runs the job and fails it as "not found", which is enough to show it ran.
     worked = run("conveyor worker app.worker:worker --burst", tmp_path, env)
     assert f"job_id=invite-email:{invitation_id}" in worked.stderr
+
+
+def test_the_schedules_run_as_written(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """The schedules snippet: its worker, on a fake clock set just before a tick of both
+    schedules (01:30 London on the autumn change is 00:30 UTC, a multiple of five minutes),
+    runs each tick's job once; then `conveyor cron ls` lists both, as written."""
+    cwd, env = app_dir
+    section = README.read_text()[README.read_text().index("## Cron and repeat schedules") :]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None
+    start_worker, listing = (line.split("#")[0].strip() for line in block[1].splitlines())
+    assert start_worker == "conveyor worker app.schedules:worker"
+    run("conveyor check app.schedules:worker", cwd, env)
+    script = """
+import asyncio, dataclasses
+from datetime import UTC, datetime
+from conveyor import FakeClock
+from app.schedules import worker
+
+tick = int(datetime(2026, 10, 25, 0, 30, tzinfo=UTC).timestamp())
+clock = FakeClock(tick - 1)
+worker.config = dataclasses.replace(worker.config, clock=clock, poll_interval=0.05)
+
+async def main():
+    queue = worker.queue
+    task = asyncio.create_task(worker.run())
+    while len(await queue.schedules()) < 2:
+        await asyncio.sleep(0.05)
+    clock.set(tick + 1)
+    for job_id in (f"cron:sessions.cleanup:{tick}", f"cron:inventory.sync:{tick}"):
+        for _ in range(400):
+            info = await queue.get(job_id)
+            if info is not None and info.state.value == "completed":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"{job_id} did not complete: {info}")
+    worker.stop()
+    await task
+    await queue.close()
+
+asyncio.run(main())
+"""
+    done = run(f"python -c {shlex.quote(script)}", cwd, env)
+    assert done.stdout.count("deleting sessions older than 30 days") == 1
+    assert done.stdout.count("syncing the north warehouse") == 1
+    listed = run(listing, cwd, env).stdout
+    [cleanup] = [line for line in listed.splitlines() if line.startswith("sessions.cleanup")]
+    assert "30 1 * * * (Europe/London)" in cleanup and "(fired)" in cleanup
+    [sync] = [line for line in listed.splitlines() if line.startswith("inventory.sync")]
+    assert "every 5m" in sync and "skip" in sync

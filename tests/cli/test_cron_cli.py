@@ -61,7 +61,7 @@ def test_cron_ls_shows_each_schedule_with_its_last_and_next_fire_time(url: str) 
         "schedule", "job", "queue", "when", "catch_up", "overlap", "last", "next"
     ]  # fmt: skip
     assert [row.split()[0] for row in rows] == ["inventory.sync", "sessions.cleanup"]
-    assert "every 300s" in rows[0] and rows[0].split()[-3] == "-"  # never fired yet
+    assert "every 5m" in rows[0] and rows[0].split()[-3] == "-"  # never fired yet
     assert "30 1 * * * (Europe/London)" in rows[1] and "(fired)" in rows[1] and "skip" in rows[1]
 
     (sync, nightly) = json.loads(run(url, "cron", "ls", "--json").output)

@@ -9,7 +9,7 @@ import click
 
 from conveyor._queue import Queue
 from conveyor.cli._common import echo_json, print_table, run_with_queue, when
-from conveyor.core.schedule import next_fire
+from conveyor.core.schedule import describe, next_fire
 from conveyor.drivers.records import CronInfo
 
 
@@ -40,7 +40,7 @@ def cron_ls(ctx: click.Context, as_json: bool) -> None:
             info.schedule.name,
             info.schedule.job_name,
             info.schedule.queue,
-            _describe(info),
+            describe(info.schedule.expression, info.schedule.tz),
             info.schedule.catch_up,
             info.schedule.overlap,
             _last(info),
@@ -55,13 +55,6 @@ def cron_ls(ctx: click.Context, as_json: bool) -> None:
 def _next(info: CronInfo, now: float) -> int | None:
     s = info.schedule
     return next_fire(s.expression, s.tz, after=max(now, info.last_tick or 0))
-
-
-def _describe(info: CronInfo) -> str:
-    s = info.schedule
-    if s.expression.startswith("@every "):
-        return "every " + s.expression.removeprefix("@every ")
-    return s.expression if s.tz == "UTC" else f"{s.expression} ({s.tz})"
 
 
 def _last(info: CronInfo) -> str:

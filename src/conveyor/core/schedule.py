@@ -201,3 +201,11 @@ def next_fire(expression: str, tz: str, *, after: float) -> int | None:
         return Timetable(expression, tz).next_after(after)
     except InvalidSchedule:
         return None
+
+
+def describe(expression: str, tz: str) -> str:
+    """A registered schedule for people: ``every 5m``, ``30 1 * * * (Europe/London)``."""
+    try:
+        return Timetable(expression, tz).describe()
+    except InvalidSchedule:
+        return expression if tz == "UTC" else f"{expression} ({tz})"
