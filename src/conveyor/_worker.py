@@ -102,6 +102,7 @@ class Worker:
         self._failure: tuple[str, BaseException] | None = None
         self._beside: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {}
         self.schedules: dict[str, Scheduled] = {}  # by name: what cron() and every() declared
+        self.scheduler: Scheduler | None = None  # while running with schedules
 
     # -- registration --------------------------------------------------------------------------
 
@@ -177,6 +178,19 @@ class Worker:
         )
         self.schedules[scheduled.name] = scheduled
         return scheduled
+
+    def _warn_unhandled_schedules(self) -> None:
+        known = set(self.registry.names())
+        for s in self.schedules.values():
+            if s.definition.name not in known:
+                log.warning(
+                    "schedule %s enqueues job %s, which this worker has no handler for: "
+                    "a worker that has one must serve queue %s",
+                    s.name,
+                    s.definition.name,
+                    s.definition.queue,
+                    extra={"event": "setup", "worker_id": self.id},
+                )
 
     def run_beside(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         """Run ``loop(stopping)`` while the worker runs (e.g. an outbox relay), under its
@@ -295,7 +309,8 @@ class Worker:
             if driver.has(Capability.CANCEL_NOTIFY):
                 supervisor.start("cancel listener", lambda: self._listen_for_cancels(driver))
             if self.schedules:
-                scheduler = Scheduler(
+                self._warn_unhandled_schedules()
+                scheduler = self.scheduler = Scheduler(
                     driver, list(self.schedules.values()), clock=cfg.clock, nap=cfg.poll_interval
                 )
                 supervisor.start("scheduler", scheduler.run)

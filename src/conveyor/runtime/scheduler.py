@@ -127,6 +127,9 @@ class Scheduler:
         self.handled: dict[str, int] = {}  # per schedule: the latest tick dealt with
         self.fired = 0  # ticks this process fired (for tests and logs)
         self._started = 0.0  # when the schedules were declared: earlier ticks were missed
+        # The latest time at which everything due was dealt with: tests wait for it to pass
+        # a moment of their fake clock, instead of sleeping.
+        self.caught_up_to = float("-inf")
 
     def _now(self) -> float:
         now = self._clock.now()
@@ -167,6 +170,7 @@ class Scheduler:
     async def tick(self) -> float:
         """Fire what is due now; return when the next tick of any schedule comes (epoch s)."""
         wake = float("inf")
+        now = self._now()
         for s in self._schedules:
             handled, tick = due_tick(
                 s.timetable,
@@ -194,6 +198,8 @@ class Scheduler:
             upcoming = s.timetable.next_after(handled)
             if upcoming is not None:
                 wake = min(wake, upcoming)
+        if wake > now:  # nothing left due at `now` (a backlog is worked off first)
+            self.caught_up_to = max(self.caught_up_to, now)
         return wake
 
     async def _fire(self, s: Scheduled, tick: int) -> None:

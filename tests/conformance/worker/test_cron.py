@@ -28,6 +28,21 @@ async def started(harness: Harness, *workers: Worker) -> None:
         await harness.registered(worker)
 
 
+async def looked(clock: FakeClock, *workers: Worker) -> None:
+    """Wait until each worker's scheduler has dealt with everything due at the clock's time."""
+    at = clock.now()
+    for worker in workers:
+        await wait_for(
+            lambda w=worker: w.scheduler is not None and w.scheduler.caught_up_to >= at,
+            what=f"worker {worker.id} looked at {at}",
+        )
+
+
+async def advance(clock: FakeClock, to: float, *workers: Worker) -> None:
+    clock.set(to)
+    await looked(clock, *workers)
+
+
 async def declared(queue: Queue, name: str) -> None:
     async def listed() -> bool:
         return any(info.schedule.name == name for info in await queue.schedules())
@@ -47,9 +62,8 @@ async def test_each_tick_runs_once_with_two_workers(
     await started(harness, *workers)
     await declared(queue, "tally")
     for n in range(4):
-        clock.set(T0 + 60 * n + 1)
+        await advance(clock, T0 + 60 * n + 1, *workers)
         await wait_state(queue, tick_job_id("tally", T0 + 60 * n), JobState.COMPLETED)
-    await asyncio.sleep(0.1)  # both workers' schedulers look again: nothing more is fired
     assert runs == [1, 1, 1, 1]
     assert await total_jobs(queue) == 4
     (info,) = await queue.schedules()
@@ -70,18 +84,15 @@ async def test_a_london_0130_job_fires_once_on_each_daylight_saving_change(
     # Spring: 01:30 does not exist on 2026-03-29; the job runs once, at 02:00 BST (01:00 UTC).
     # The clock moves in steps of 10 minutes through the night.
     for step in range(1, 19):
-        clock.set(spring + 600 * step)
-        await asyncio.sleep(0.03)
+        await advance(clock, spring + 600 * step, worker)
     gap = int(datetime(2026, 3, 29, 1, 0, tzinfo=UTC).timestamp())
     await wait_state(queue, tick_job_id("nightly", gap), JobState.COMPLETED)
     assert await total_jobs(queue) == 1
 
     # Autumn: 01:30 BST is 00:30 UTC; 01:30 GMT, an hour later, must not fire again.
     autumn = int(datetime(2026, 10, 24, 23, 0, tzinfo=UTC).timestamp())
-    clock.set(autumn)
-    for step in range(1, 19):
-        clock.set(autumn + 600 * step)
-        await asyncio.sleep(0.03)
+    for step in range(19):
+        await advance(clock, autumn + 600 * step, worker)
     first = int(datetime(2026, 10, 25, 0, 30, tzinfo=UTC).timestamp())
     await wait_state(queue, tick_job_id("nightly", first), JobState.COMPLETED)
     assert await total_jobs(queue) == 2
@@ -105,7 +116,7 @@ async def test_missed_ticks_are_skipped_after_downtime_by_default(
     counting(back, [])
     back.every(timedelta(hours=1), tally, Num(n=1), name="hourly")
     await started(harness, back)
-    await asyncio.sleep(0.2)
+    await looked(clock, back)
     assert await total_jobs(queue) == 1  # nothing caught up
     clock.set(T0 + 6 * 3600 + 1)  # the next tick fires as usual
     await wait_state(queue, tick_job_id("hourly", T0 + 6 * 3600), JobState.COMPLETED)
@@ -152,7 +163,7 @@ async def test_catch_up_latest_runs_the_latest_missed_tick_once(
     back.every(timedelta(hours=1), tally, Num(n=1), name="hourly", catch_up="latest")
     await started(harness, back)
     await wait_state(queue, tick_job_id("hourly", T0 + 5 * 3600), JobState.COMPLETED)
-    await asyncio.sleep(0.1)
+    await looked(clock, back)
     assert await total_jobs(queue) == 2  # the latest missed tick, not all five
 
 
@@ -165,7 +176,7 @@ async def test_a_new_schedule_does_not_fire_a_tick_from_before_it_existed(
     worker.every(timedelta(minutes=1), tally, Num(n=1), name="fresh", catch_up="latest")
     await started(harness, worker)
     await declared(queue, "fresh")
-    await asyncio.sleep(0.1)
+    await looked(clock, worker)
     assert await total_jobs(queue) == 0
     clock.set(T0 + 61)
     await wait_state(queue, tick_job_id("fresh", T0 + 60), JobState.COMPLETED)
