@@ -171,6 +171,7 @@ class Scheduler:
         """Fire what is due now; return when the next tick of any schedule comes (epoch s)."""
         wake = float("inf")
         now = self._now()
+        failed = False
         for s in self._schedules:
             handled, tick = due_tick(
                 s.timetable,
@@ -185,6 +186,7 @@ class Scheduler:
                 except Exception as exc:  # the tick stays due: tried again after a pause
                     log.warning("schedule %s: firing tick %d failed: %s", s.name, tick, exc)
                     wake = min(wake, self._now() + RETRY_PAUSE)
+                    failed = True
                     continue
             elif handled != self.handled[s.name]:
                 log.warning(
@@ -198,7 +200,7 @@ class Scheduler:
             upcoming = s.timetable.next_after(handled)
             if upcoming is not None:
                 wake = min(wake, upcoming)
-        if wake > now:  # nothing left due at `now` (a backlog is worked off first)
+        if wake > now and not failed:  # nothing left due at `now` (a backlog goes first)
             self.caught_up_to = max(self.caught_up_to, now)
         return wake
 

@@ -61,10 +61,23 @@ async def test_a_tick_inserts_its_job_once(driver: Driver) -> None:
 
 
 async def test_concurrent_fires_of_one_tick_insert_one_job(driver: Driver) -> None:
-    await driver.cron_register([SCHEDULE], now=T0)
-    results = await asyncio.gather(*(driver.cron_fire(tick_fire(TICK), now=T0) for _ in range(8)))
-    assert sorted(r.status for r in results).count(CronFireStatus.FIRED) == 1
-    assert sum((await driver.job_count_by_state()).values()) == 1
+    # As workers do: each on its own connection, the schedule unregistered or registered.
+    others = [driver.connect_another() for _ in range(3)]
+    for other in others:
+        await other.open()
+    try:
+        for n, tick in enumerate((TICK, TICK + 60)):
+            callers = [driver, *others] * 2
+            results = await asyncio.gather(
+                *(caller.cron_fire(tick_fire(tick), now=T0 + n) for caller in callers)
+            )
+            assert [r.status for r in results].count(CronFireStatus.FIRED) == 1
+            assert {r.last_tick for r in results} == {tick}
+            await driver.cron_register([SCHEDULE], now=T0)
+    finally:
+        for other in others:
+            await other.close()
+    assert sum((await driver.job_count_by_state()).values()) == 2
 
 
 async def test_a_tick_fired_early_waits_for_its_run_time(driver: Driver) -> None:
