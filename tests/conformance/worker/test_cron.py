@@ -211,3 +211,25 @@ async def test_overlap_skip_skips_ticks_while_the_previous_run_is_active(
     await wait_state(queue, tick_job_id("slow", T0), JobState.COMPLETED)
     clock.set(T0 + 121)
     await wait_state(queue, tick_job_id("slow", T0 + 120), JobState.COMPLETED)
+
+
+async def test_a_tick_costs_one_round_trip_per_process(
+    harness: Harness, queue: Queue, clock: FakeClock
+) -> None:
+    calls: list[str] = []
+    queue.driver.subscribe(lambda event: calls.append(event.operation))
+    clock.set(T0 - 5)
+    workers = [harness.worker(), harness.worker()]
+    for worker in workers:
+        counting(worker, [])
+        worker.every(timedelta(minutes=1), tally, Num(n=1), name="tally")
+        worker.every(timedelta(hours=1), tally, Num(n=2), name="hourly")
+    await started(harness, *workers)
+    await declared(queue, "hourly")
+    for n in range(5):
+        await advance(clock, T0 + 60 * n + 1, *workers)
+    # Each worker: one declaration at start, then one fire per tick it saw (five of the
+    # minutely schedule, one of the hourly one at T0); nothing while no tick is due.
+    assert calls.count("cron_register") == 2
+    assert calls.count("cron_fire") == 2 * (5 + 1)
+    assert await total_jobs(queue) == 6
