@@ -130,9 +130,15 @@ def check_cron_schedules(schedules: Sequence[CronSchedule]) -> None:
                 raise InvalidArgument(f"schedule {schedule.name!r}: {what} must be a text")
             _check_text(text, f"schedule {schedule.name!r}: {what}")
         if schedule.catch_up not in ("skip", "latest"):
-            raise InvalidArgument(f"schedule {schedule.name!r}: unknown catch_up policy")
+            raise InvalidArgument(
+                f"schedule {schedule.name!r}: catch_up is 'skip' or 'latest', "
+                f"got {schedule.catch_up!r}"
+            )
         if schedule.overlap not in ("allow", "skip"):
-            raise InvalidArgument(f"schedule {schedule.name!r}: unknown overlap policy")
+            raise InvalidArgument(
+                f"schedule {schedule.name!r}: overlap is 'allow' or 'skip', "
+                f"got {schedule.overlap!r}"
+            )
 
 
 def check_cron_fire(fire: CronFire) -> None:

@@ -142,7 +142,7 @@ async def test_bad_fires_are_refused_before_anything_is_written(driver: Driver) 
     with pytest.raises(InvalidArgument, match="priority"):
         job = new_job(cron_job_id("nightly", TICK), priority=10**9)
         await driver.cron_fire(CronFire("nightly", TICK, job), now=T0)
-    with pytest.raises(InvalidArgument, match="overlap"):
+    with pytest.raises(InvalidArgument, match="overlap is 'allow' or 'skip', got 'no'"):
         await driver.cron_register([CronSchedule("x", QUEUE, "j", "* * * * *", overlap="no")])
     assert await driver.cron_list() == []
     assert sum((await driver.job_count_by_state()).values()) == 0
