@@ -6,6 +6,7 @@ them with :class:`Worker`. See the README for a tour.
 
 from conveyor._config import WorkerConfig
 from conveyor._context import JobContext
+from conveyor._dedup import Debounce, DedupPolicy, Throttle, UntilFinished, UntilStarted
 from conveyor._definition import JobDef, JobRequest, job
 from conveyor._errors import (
     BackendError,
@@ -39,6 +40,7 @@ from conveyor.drivers.records import (
     AttemptError,
     ChangeResult,
     ChangeStatus,
+    InsertStatus,
     JobState,
     QueueInfo,
     Retention,
@@ -56,11 +58,14 @@ __all__ = [
     "ChangeResult",
     "ChangeStatus",
     "ConveyorError",
+    "Debounce",
+    "DedupPolicy",
     "DuplicateHandler",
     "Exponential",
     "FakeClock",
     "Fixed",
     "HandlerSignal",
+    "InsertStatus",
     "InvalidArgument",
     "InvalidJobDefinition",
     "JobContext",
@@ -84,8 +89,11 @@ __all__ = [
     "Snooze",
     "SyncJobHandle",
     "SyncQueue",
+    "Throttle",
     "UnknownJob",
     "UnsupportedURL",
+    "UntilFinished",
+    "UntilStarted",
     "Worker",
     "WorkerConfig",
     "WorkerFailed",

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from conveyor._errors import BackendUnavailable
+from conveyor.backends.memory._dedup import DedupBook
 from conveyor.backends.memory._transitions import apply_finish, apply_rescue, finished
 from conveyor.drivers.common import (
     CANCELLED_ERROR,
@@ -67,6 +68,11 @@ class MemoryStore:
         self.leaders: dict[str, tuple[str, float]] = {}  # name -> (holder, expires_at)
         self.routes: dict[str, str] = {}  # job name -> queue
         self.wakeups = WakeupBoard()
+        self.dedup = DedupBook()
+
+    def delete(self, job_id: str) -> None:
+        del self.jobs[job_id]
+        self.dedup.forget(job_id)
 
 
 _STORES: dict[str, MemoryStore] = {}
@@ -125,6 +131,12 @@ class MemoryDriver:
                     results.append(InsertResult(new.id, InsertStatus.DUPLICATE, existing.state))
                     continue
                 run_at = new.run_at if new.run_at is not None else at + new.delay
+                if new.dedup is not None:
+                    deduplicated = s.dedup.insert(s.jobs, new, run_at, at)
+                    if deduplicated is not None:
+                        results.append(deduplicated)
+                        continue
+                    s.dedup.take(new, at)
                 state = JobState.SCHEDULED if run_at > at else JobState.QUEUED
                 s.jobs[new.id] = JobRecord(
                     id=new.id,
@@ -271,7 +283,7 @@ class MemoryDriver:
         if limit is not None:
             excess = excess[: max(limit, 0)]
         for job in excess:
-            del s.jobs[job.id]
+            s.delete(job.id)
         return len(excess)
 
     async def job_expired(self, *, limit: int, now: float | None = None) -> list[JobRecord]:
@@ -410,7 +422,7 @@ class MemoryDriver:
                 )
             ]
             for job_id in doomed:
-                del s.jobs[job_id]
+                s.delete(job_id)
         return len(doomed)
 
     async def job_prune_finished(
@@ -441,7 +453,7 @@ class MemoryDriver:
                     key=lambda j: (j.finished_at or 0.0, j.seq),
                 )[: limit - removed]
                 for job in old:
-                    del s.jobs[job.id]
+                    s.delete(job.id)
                 removed += len(old)
             if retention.completed_max_count is not None:
                 for queue in sorted(s.known_queues):
