@@ -170,7 +170,7 @@ async def test_keys_are_scoped_to_the_queue(driver: Driver) -> None:
     assert (await put(driver, keyed("c", mode, queue="other"))).id == "b"
 
 
-async def test_a_duplicate_id_wins_over_the_key_and_leaves_it_alone(driver: Driver) -> None:
+async def test_a_free_key_with_an_existing_id_is_a_duplicate_of_that_id(driver: Driver) -> None:
     await put(driver, keyed("a", DedupMode.UNTIL_FINISHED, key="k1"))
     assert await put(driver, keyed("a", DedupMode.UNTIL_FINISHED, key="k2")) == InsertResult(
         "a", DUPLICATE, JobState.QUEUED
@@ -180,6 +180,22 @@ async def test_a_duplicate_id_wins_over_the_key_and_leaves_it_alone(driver: Driv
     await put(driver, new_job("plain"))
     assert (await put(driver, keyed("plain", DedupMode.UNTIL_FINISHED, key="k3"))).id == "plain"
     assert (await put(driver, keyed("c", DedupMode.UNTIL_FINISHED, key="k3"))).status is INSERTED
+
+
+async def test_a_held_key_decides_before_the_id(driver: Driver) -> None:
+    # enqueue(reindex, Reindex(doc_id=7), job_id="reindex:7", dedup=Debounce(...)) twice: the
+    # second replaces the first, though its id exists.
+    mode = DedupMode.DEBOUNCE
+    await put(driver, keyed("reindex:7", mode, delay=10))
+    assert await put(
+        driver, keyed("reindex:7", mode, delay=10, payload=b'{"n": 2}'), now=T0 + 5
+    ) == InsertResult("reindex:7", REPLACED, JobState.SCHEDULED)
+    assert (await get(driver, "reindex:7")).run_at == T0 + 15
+    # Once it started, the key is free, and the id makes the next one a duplicate.
+    await fetch_one(driver, now=T0 + 15)
+    assert await put(driver, keyed("reindex:7", mode, delay=10), now=T0 + 16) == InsertResult(
+        "reindex:7", DUPLICATE, JobState.ACTIVE
+    )
 
 
 async def test_a_batch_acts_as_its_jobs_enqueued_one_after_another(driver: Driver) -> None:

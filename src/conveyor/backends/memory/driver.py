@@ -126,16 +126,19 @@ class MemoryDriver:
         with s.lock:
             for new in jobs:
                 s.known_queues.add(new.queue)  # enqueueing into a queue makes it known
-                existing = s.jobs.get(new.id)
-                if existing is not None:
-                    results.append(InsertResult(new.id, InsertStatus.DUPLICATE, existing.state))
-                    continue
                 run_at = new.run_at if new.run_at is not None else at + new.delay
+                # A held dedup key decides first (so a debounce with a fixed id replaces), then
+                # the id: a job with a free key whose id exists is a duplicate of that job.
                 if new.dedup is not None:
                     deduplicated = s.dedup.insert(s.jobs, new, run_at, at)
                     if deduplicated is not None:
                         results.append(deduplicated)
                         continue
+                existing = s.jobs.get(new.id)
+                if existing is not None:
+                    results.append(InsertResult(new.id, InsertStatus.DUPLICATE, existing.state))
+                    continue
+                if new.dedup is not None:
                     s.dedup.take(new, at)
                 state = JobState.SCHEDULED if run_at > at else JobState.QUEUED
                 s.jobs[new.id] = JobRecord(

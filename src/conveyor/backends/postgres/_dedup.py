@@ -77,12 +77,8 @@ def _keyed(
     assert dedup is not None
     where = {"queue": job.queue, "key": dedup.key}
     yield _statement(queries, "job_insert_many__dedup_lock", where)
-    rows = yield _statement(
-        queries, "job_insert_many__dedup_holder", {**where, "now": now, "id": job.id}
-    )
-    at, existing, holder_id, mode, expires_at, name, state, started_at, run_at = rows[0]
-    if existing is not None:
-        return InsertResult(job.id, InsertStatus.DUPLICATE, JobState(existing))
+    rows = yield _statement(queries, "job_insert_many__dedup_holder", {**where, "now": now})
+    at, holder_id, mode, expires_at, name, state, started_at, run_at = rows[0]
     holder = None
     if holder_id is not None and state is not None:
         holder = DedupHolder(
@@ -106,6 +102,7 @@ def _keyed(
         )
         if replaced:
             return InsertResult(holder.job_id, decision, JobState.SCHEDULED)
+    # The key is free: the job is inserted and takes it, unless its id exists (a duplicate).
     (result,) = yield from _insert(job, at, queries, channel, instance)
     if result.status is InsertStatus.INSERTED:
         yield _statement(

@@ -641,15 +641,13 @@ WHERE state = 'active' AND worker_id = %(worker_id)s AND cancel_requested;
 -- name: job_insert_many__dedup_lock
 SELECT pg_advisory_xact_lock(hashtextextended(%(queue)s::text || chr(10) || %(key)s::text, 7));
 
--- The clock, whether the id exists (its state), and the key's holder job as it is now (no
--- holder columns when the key has no record).
+-- The clock, and the key's holder job as it is now (no holder columns when the key has no
+-- record).
 -- name: job_insert_many__dedup_holder
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8) AS now
 )
-SELECT t.now,
-       (SELECT state FROM {schema}.conveyor_job WHERE id = %(id)s::text) AS existing_state,
-       d.job_id, d.mode, d.expires_at, j.name, j.state, j.started_at, j.run_at
+SELECT t.now, d.job_id, d.mode, d.expires_at, j.name, j.state, j.started_at, j.run_at
 FROM t
 LEFT JOIN {schema}.conveyor_dedup d ON d.queue = %(queue)s::text AND d.key = %(key)s::text
 LEFT JOIN {schema}.conveyor_job j ON j.id = d.job_id;

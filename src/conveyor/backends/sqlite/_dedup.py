@@ -16,12 +16,10 @@ from conveyor.drivers.transactional import Plan, Statement
 
 
 def dedup_step(new: NewJob, run_at: float, at: float) -> Plan[InsertResult | None]:
-    """The result of ``new`` when its id exists or its key is held (a duplicate, or a replaced
-    debounce), else None: the caller inserts it and then runs :func:`take_step`."""
+    """The result of ``new`` when its key is held (a duplicate, or a replaced debounce), else
+    None: the caller inserts it (or finds its id taken) and, if inserted, runs
+    :func:`take_step`."""
     assert new.dedup is not None
-    existing = yield Statement(Q["job__state"], {"id": new.id})
-    if existing:
-        return InsertResult(new.id, InsertStatus.DUPLICATE, JobState(existing[0][0]))
     rows = yield Statement(
         Q["job_insert_many__dedup_holder"], {"queue": new.queue, "key": new.dedup.key}
     )

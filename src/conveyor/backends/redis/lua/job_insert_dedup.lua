@@ -1,6 +1,7 @@
 -- job_insert_dedup: job_insert_many for jobs with a dedup key, into one queue: each job is a
--- duplicate of an existing id, or of the job holding its key while that holds it, or replaces
--- a debounced holder's payload and run time, or is inserted and takes its key.
+-- duplicate of the job holding its key while that holds it, or replaces a debounced holder's
+-- payload and run time, or (its key free) a duplicate of an existing id, or is inserted and
+-- takes its key.
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
 -- KEYS[2] meta: the queue's meta hash (sequence numbers, the ready list's tail)
@@ -155,11 +156,9 @@ for i = 0, n - 1 do
     else
         run_at = now + tonumber(ARGV[base + 6])
     end
-    local existing = found[i] or inserted[id]
+    -- A held key decides first (so a debounce with a fixed id replaces), then the id.
     local outcome = nil
-    if existing then
-        outcome = {'duplicate', existing, id}
-    elseif mode then
+    if mode then
         local record = redis.call('HGET', K_DEDUP, key)
         if record then
             local held_mode, expiry, holder = dedup_record(record)
@@ -177,6 +176,10 @@ for i = 0, n - 1 do
                 end
             end
         end
+    end
+    local existing = found[i] or inserted[id]
+    if not outcome and existing then
+        outcome = {'duplicate', existing, id}
     end
     if not outcome then
         local seq = next_seq(1)
