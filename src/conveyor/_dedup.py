@@ -93,13 +93,6 @@ class Debounce:
 
 DedupPolicy: TypeAlias = UntilStarted | UntilFinished | Throttle | Debounce
 
-_MODES = {
-    UntilStarted: DedupMode.UNTIL_STARTED,
-    UntilFinished: DedupMode.UNTIL_FINISHED,
-    Throttle: DedupMode.THROTTLE,
-    Debounce: DedupMode.DEBOUNCE,
-}
-
 
 def default_key(name: str, payload: bytes) -> str:
     """The job's name and a digest of its payload's canonical JSON (keys sorted, no spaces):
@@ -121,22 +114,22 @@ def dedup_of(
     job's), or InvalidArgument naming what was wrong."""
     if policy is None:
         return None, delay
-    mode = _MODES.get(type(policy))
-    if mode is None:
+    if not isinstance(policy, UntilStarted | UntilFinished | Throttle | Debounce):
         raise InvalidArgument(
             f"dedup must be UntilStarted(), UntilFinished(), Throttle(ttl) or Debounce(delay), "
             f"got {policy!r}"
         )
-    assert isinstance(policy, UntilStarted | UntilFinished | Throttle | Debounce)
     key = default_key(name, payload) if policy.key is None else policy.key
     if isinstance(policy, Throttle):
         ttl = _validation.seconds(policy.ttl, "Throttle ttl", error=InvalidArgument)
-        return Dedup(mode, key, ttl), delay
+        return Dedup(DedupMode.THROTTLE, key, ttl), delay
     if isinstance(policy, Debounce):
         if delay is not None or run_at is not None:
             raise InvalidArgument(
                 "a debounced job runs its Debounce delay after the last enqueue: "
                 "pass no delay or run_at with dedup=Debounce(...)"
             )
-        return Dedup(mode, key), policy.delay
-    return Dedup(mode, key), delay
+        return Dedup(DedupMode.DEBOUNCE, key), policy.delay
+    if isinstance(policy, UntilStarted):
+        return Dedup(DedupMode.UNTIL_STARTED, key), delay
+    return Dedup(DedupMode.UNTIL_FINISHED, key), delay
