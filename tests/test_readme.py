@@ -85,11 +85,12 @@ def test_the_tour_runs_as_written(app_dir: tuple[Path, dict[str, str]]) -> None:
 
 
 def test_the_tours_other_doors_run_too(app_dir: tuple[Path, dict[str, str]]) -> None:
-    """The sync view, the delayed reminder, a duplicate id and a missing invitation."""
+    """The sync view, the delayed reminder, a duplicate id, a throttled resend and a missing
+    invitation."""
     cwd, env = app_dir
     script = """
 import asyncio, dataclasses, uuid
-from app import api, views, worker
+from app import api, services, views, worker
 from app.jobs import SendInvite, send_invite
 
 view_id = views.invite_view("sync@example.com")
@@ -108,6 +109,9 @@ async def main():
     )
     reminder = uuid.uuid4()
     await api.remind(reminder, "ada@example.com")
+    clicked = uuid.uuid4()
+    services.repo.create(clicked, "bob@example.com")
+    assert [await api.resend(clicked, "bob@example.com") for _ in range(3)] == [True, False, False]
     info = await api.queue.get(f"invite-reminder:{reminder}")
     assert info is not None and info.state.value == "scheduled"
     worker.worker.config = dataclasses.replace(worker.worker.config, burst=True)
@@ -123,7 +127,8 @@ asyncio.run(main())
 print("ok")
 """
     done = run(f"python -c {shlex.quote(script)}", cwd, env)
-    assert done.stdout.count("sent an invitation to") == 2
+    assert done.stdout.count("sent an invitation to") == 3
+    assert done.stdout.count("sent an invitation to bob@example.com") == 1  # clicked 3 times
     assert done.stdout.strip().endswith("ok")
 
 

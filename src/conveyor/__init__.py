@@ -6,6 +6,7 @@ them with :class:`Worker`. See the README for a tour.
 
 from conveyor._config import WorkerConfig
 from conveyor._context import JobContext
+from conveyor._dedup import Debounce, DedupPolicy, Throttle, UntilFinished, UntilStarted
 from conveyor._definition import JobDef, JobRequest, job
 from conveyor._errors import (
     BackendError,
@@ -41,6 +42,7 @@ from conveyor.drivers.records import (
     ChangeStatus,
     CronFireStatus,
     CronInfo,
+    InsertStatus,
     JobState,
     QueueInfo,
     Retention,
@@ -60,11 +62,14 @@ __all__ = [
     "ConveyorError",
     "CronFireStatus",
     "CronInfo",
+    "Debounce",
+    "DedupPolicy",
     "DuplicateHandler",
     "Exponential",
     "FakeClock",
     "Fixed",
     "HandlerSignal",
+    "InsertStatus",
     "InvalidArgument",
     "InvalidJobDefinition",
     "JobContext",
@@ -88,8 +93,11 @@ __all__ = [
     "Snooze",
     "SyncJobHandle",
     "SyncQueue",
+    "Throttle",
     "UnknownJob",
     "UnsupportedURL",
+    "UntilFinished",
+    "UntilStarted",
     "Worker",
     "WorkerConfig",
     "WorkerFailed",

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar, overload
 from pydantic import BaseModel, TypeAdapter
 
 from conveyor import _validation
+from conveyor._dedup import DedupPolicy
 from conveyor._errors import InvalidArgument, InvalidJobDefinition
 from conveyor.core.backoff import DEFAULT_BACKOFF, Backoff
 
@@ -70,9 +71,10 @@ class JobDef(Generic[P, R]):
         priority: int | None = None,
         queue: str | None = None,
         attempts: int | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> JobRequest[P, R]:
         """A job ready to enqueue, for ``Queue.enqueue_many``."""
-        return JobRequest(self, payload, job_id, delay, run_at, priority, queue, attempts)
+        return JobRequest(self, payload, job_id, delay, run_at, priority, queue, attempts, dedup)
 
     def __repr__(self) -> str:
         return f"JobDef({self.name!r}, {self.payload_type.__name__}, queue={self.queue!r})"
@@ -88,6 +90,7 @@ class JobRequest(Generic[P, R]):
     priority: int | None = None
     queue: str | None = None
     attempts: int | None = None
+    dedup: DedupPolicy | None = None
 
 
 @overload

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from conveyor import _validation
 from conveyor._connections import AsyncAdapter, adapt, adapt_sync
+from conveyor._dedup import DedupPolicy, dedup_of
 from conveyor._definition import (
     DEFAULT_ATTEMPTS,
     DEFAULT_QUEUE,
@@ -46,6 +47,7 @@ from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
     ChangeResult,
     CronInfo,
+    Dedup,
     InsertResult,
     InsertStatus,
     JobState,
@@ -157,11 +159,18 @@ class Queue:
         queue: str | None = None,
         attempts: int | None = None,
         connection: object | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> JobHandle[R]:
         """Validate ``payload`` and store the job; one round trip.
 
         With a ``job_id`` that already exists nothing is written: the handle points at the
         existing job and ``handle.duplicate`` is true.
+
+        ``dedup=`` deduplicates by a key as well, for as long as its mode says
+        (:class:`UntilStarted`, :class:`UntilFinished`, :class:`Throttle`, :class:`Debounce`):
+        while another job holds the key, the handle points at that job and
+        ``handle.outcome`` is ``InsertStatus.DUPLICATE`` (``REPLACED`` when a debounced job
+        took the new payload and run time).
 
         With ``connection=`` the job is written with that connection, inside its current
         transaction, so it exists if and only if that transaction commits: a rollback leaves
@@ -178,7 +187,9 @@ class Queue:
         your next ``commit()`` (or discarded by ``rollback()``). Errors of the connection
         itself (a lock timeout, a failed transaction) reach you as its own exceptions.
         """
-        request = JobRequest(definition, payload, job_id, delay, run_at, priority, queue, attempts)
+        request = JobRequest(
+            definition, payload, job_id, delay, run_at, priority, queue, attempts, dedup
+        )
         (handle,) = await self.enqueue_many([request], connection=connection)
         return handle
 
@@ -326,15 +337,17 @@ class Queue:
     def _new_job(self, request: JobRequest[Any, Any], ids: Iterator[str]) -> NewJob:
         d = request.definition
         data = encode_payload(d.name, d.payload_type, request.payload, self.max_payload_bytes)
+        dedup, delay = dedup_of(request.dedup, d.name, data, request.delay, request.run_at)
         return self._build(
             d.name,
             data,
             next(ids) if request.job_id is None else _check_job_id(request.job_id),
-            request.delay,
+            delay,
             request.run_at,
             d.priority if request.priority is None else request.priority,
             d.queue if request.queue is None else request.queue,
             d.attempts if request.attempts is None else request.attempts,
+            dedup,
         )
 
     def _build(
@@ -347,6 +360,7 @@ class Queue:
         priority: int,
         queue: str,
         attempts: int,
+        dedup: Dedup | None = None,
     ) -> NewJob:
         if delay is not None and run_at is not None:
             raise InvalidArgument("pass either delay or run_at, not both")
@@ -361,6 +375,7 @@ class Queue:
             delay=0.0
             if delay is None
             else _validation.seconds(delay, "delay", error=InvalidArgument),
+            dedup=dedup,
         )
 
     async def _insert(
@@ -499,7 +514,9 @@ def _handles(
     queue: Queue, results: list[InsertResult], definitions: Sequence[JobDef[Any, Any] | None]
 ) -> list[JobHandle[Any]]:
     return [
-        JobHandle(queue, result.id, definition, result.status is InsertStatus.DUPLICATE)
+        JobHandle(
+            queue, result.id, definition, result.status is not InsertStatus.INSERTED, result.status
+        )
         for result, definition in zip(results, definitions, strict=True)
     ]
 
@@ -562,15 +579,24 @@ class JobHandle(Generic[R]):
     """A reference to an enqueued job; ``await handle.result()`` is typed by its definition."""
 
     def __init__(
-        self, queue: Queue, job_id: str, definition: JobDef[Any, R] | None, duplicate: bool
+        self,
+        queue: Queue,
+        job_id: str,
+        definition: JobDef[Any, R] | None,
+        duplicate: bool,
+        outcome: InsertStatus | None = None,
     ) -> None:
         self.queue = queue
         self.id = job_id
         self.definition = definition
+        # No new job was made: the handle points at one that existed (``outcome`` says why).
         self.duplicate = duplicate
+        # What the enqueue did: INSERTED, DUPLICATE (of an id or a held dedup key) or REPLACED
+        # (a debounced job took the new payload and run time); None for ``Queue.handle``.
+        self.outcome = outcome
 
     def __repr__(self) -> str:
-        dup = ", duplicate" if self.duplicate else ""
+        dup = "" if self.outcome in (None, InsertStatus.INSERTED) else f", {self.outcome}"
         return f"JobHandle({self.id!r}{dup})"
 
     async def info(self) -> JobInfo:

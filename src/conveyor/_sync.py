@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from conveyor._dedup import DedupPolicy
 from conveyor._definition import DEFAULT_ATTEMPTS, JobDef, JobRequest
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import JobHandle, Queue
@@ -130,6 +131,7 @@ class SyncQueue:
         queue: str | None = None,
         attempts: int | None = None,
         connection: object | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> SyncJobHandle[R]:
         """See :meth:`Queue.enqueue`. With ``connection=`` (a blocking one: ``sqlite3``,
         ``psycopg.Connection``, a SQLAlchemy ``Session`` or ``Connection``) the job is written
@@ -137,7 +139,7 @@ class SyncQueue:
         that transaction commits."""
         if connection is not None:
             request = JobRequest(
-                definition, payload, job_id, delay, run_at, priority, queue, attempts
+                definition, payload, job_id, delay, run_at, priority, queue, attempts, dedup
             )
             (written,) = self.enqueue_many([request], connection=connection)
             return written
@@ -151,6 +153,7 @@ class SyncQueue:
                 priority=priority,
                 queue=queue,
                 attempts=attempts,
+                dedup=dedup,
             )
         )
         return SyncJobHandle(self, handle)
@@ -273,6 +276,7 @@ class SyncJobHandle(Generic[R]):
         self.handle = handle
         self.id = handle.id
         self.duplicate = handle.duplicate
+        self.outcome = handle.outcome
 
     def __repr__(self) -> str:
         return f"Sync{self.handle!r}"

@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from conveyor import InvalidArgument, JobContext, JobState, Queue, Worker, WorkerConfig, job
-from conveyor.drivers.records import InsertStatus, NewJob
+from conveyor.drivers.records import Dedup, DedupMode, InsertStatus, NewJob
 from conveyor.drivers.transactional import TransactionalWriter, run_plan, run_plan_async
 from conveyor.outbox import PostgresOutbox, Relay, SQLiteOutbox, outbox_for_url
 from tests.outbox.conftest import (
@@ -71,6 +71,16 @@ def test_invalid_jobs_are_refused_before_any_statement(sqlite_url: str) -> None:
         box.insert_plan([NewJob(id="x", queue="bad queue", name="n", payload=b"{}")])
     with pytest.raises(InvalidArgument, match="priority"):
         box.insert_plan([NewJob(id="x", queue="q", name="n", payload=b"{}", priority=10**9)])
+
+
+@pytest.mark.parametrize("url", ["sqlite:///app.db", "postgresql://db.example/app"])
+def test_dedup_is_refused_before_any_statement(url: str) -> None:
+    # The outbox's rows carry no key, and a key can only be decided where the job is inserted.
+    keyed = NewJob(
+        id="x", queue="q", name="n", payload=b"{}", dedup=Dedup(DedupMode.THROTTLE, "k", 60)
+    )
+    with pytest.raises(InvalidArgument, match="dedup= cannot be written through the outbox"):
+        outbox_for_url(url).insert_plan([new_job("fine"), keyed])
 
 
 async def test_sqlite_commit_reaches_redis_and_runs_rollback_never(

@@ -15,7 +15,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from conveyor import InvalidArgument, JobContext, JobState, Queue, SyncQueue, Worker
+from conveyor import (
+    InsertStatus,
+    InvalidArgument,
+    JobContext,
+    JobState,
+    Queue,
+    SyncQueue,
+    UntilFinished,
+    Worker,
+)
 from tests.conformance.worker.helpers import WAIT_TIMEOUT, fast_config, wait_state
 from tests.conftest import drop_test_schema, postgres_test_url
 from tests.transactional.helpers import Invite, drain, send_invite
@@ -121,6 +130,29 @@ async def test_a_duplicate_job_id_is_reported(queue: Queue, kind: Kind, conn: An
     assert sorted(await drain(queue)) == ["a@example.com", "b@example.com"]
 
 
+async def test_dedup_keys_are_decided_inside_the_callers_transaction(
+    queue: Queue, kind: Kind, conn: Any
+) -> None:
+    key = UntilFinished(key="invite:a")
+    first = await queue.enqueue(
+        send_invite, Invite(email="a@example.com"), dedup=key, connection=conn
+    )
+    again = await queue.enqueue(
+        send_invite, Invite(email="b@example.com"), dedup=key, connection=conn
+    )
+    assert (again.id, again.outcome) == (first.id, InsertStatus.DUPLICATE)
+    await kind.rollback(conn)
+    await nothing_seen(queue)  # neither the job nor its key outlives the rollback
+    third = await queue.enqueue(
+        send_invite, Invite(email="c@example.com"), dedup=key, connection=conn
+    )
+    assert third.outcome is InsertStatus.INSERTED
+    await kind.commit(conn)
+    fourth = await queue.enqueue(send_invite, Invite(email="d@example.com"), dedup=key)
+    assert (fourth.id, fourth.outcome) == (third.id, InsertStatus.DUPLICATE)
+    assert await drain(queue) == ["c@example.com"]
+
+
 async def test_an_idle_worker_is_woken_at_the_commit(queue: Queue, postgres_base_url: str) -> None:
     worker = Worker(queue, jobs=[send_invite], config=fast_config(poll_interval=30.0))
 
@@ -180,6 +212,11 @@ async def test_a_connection_to_another_database_is_refused(
         # PostgreSQL a failed statement leaves the transaction only to be rolled back.
         other.rollback()
         assert other.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(InvalidArgument, match="does not reach the queue's store"):
+            await queue.enqueue(
+                send_invite, Invite(email="a@example.com"), dedup=UntilFinished(), connection=other
+            )
+        other.rollback()
     assert await queue.list_jobs() == []
 
 

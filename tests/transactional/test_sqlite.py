@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import InvalidArgument, JobContext, JobState, Queue, SyncQueue, Worker
+from conveyor import (
+    Debounce,
+    InsertStatus,
+    InvalidArgument,
+    JobContext,
+    JobState,
+    Queue,
+    SyncQueue,
+    UntilFinished,
+    Worker,
+)
 from tests.conformance.worker.helpers import WAIT_TIMEOUT, fast_config, wait_state
 from tests.transactional.helpers import Invite, drain, send_invite
 
@@ -124,6 +134,32 @@ async def test_a_duplicate_job_id_is_reported_and_writes_nothing(
     assert (first.duplicate, again.duplicate, later.duplicate) == (False, True, True)
     assert [j.id for j in await queue.list_jobs()] == ["invite:ada"]
     assert await drain(queue) == ["ada@example.com"]
+
+
+async def test_dedup_keys_are_decided_inside_the_callers_transaction(
+    queue: Queue, conn: sqlite3.Connection
+) -> None:
+    key = UntilFinished(key="invite:ada")
+    first = await queue.enqueue(
+        send_invite, Invite(email="ada@example.com"), dedup=key, connection=conn
+    )
+    again = await queue.enqueue(
+        send_invite, Invite(email="other@example.com"), dedup=key, connection=conn
+    )
+    assert (again.id, again.outcome) == (first.id, InsertStatus.DUPLICATE)
+    conn.rollback()
+    await nothing_seen(queue)  # neither the job nor its key outlives the rollback
+    settle = Debounce(30, key="digest")
+    digest = await queue.enqueue(
+        send_invite, Invite(email="a@example.com"), dedup=settle, connection=conn
+    )
+    replaced = await queue.enqueue(
+        send_invite, Invite(email="b@example.com"), dedup=settle, connection=conn
+    )
+    conn.commit()
+    assert (replaced.id, replaced.outcome) == (digest.id, InsertStatus.REPLACED)
+    info = await queue.get(digest.id)
+    assert info is not None and info.payload == {"email": "b@example.com"}
 
 
 async def test_enqueue_many_and_by_name_take_the_connection(

@@ -25,17 +25,22 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
 from conveyor import _validation
 from conveyor._errors import InvalidArgument
 from conveyor.drivers.records import (
+    WAITING_STATES,
     AttemptError,
     CronFire,
     CronFireStatus,
     CronInfo,
     CronSchedule,
+    Dedup,
+    DedupMode,
     FinishJob,
+    InsertStatus,
     JobRecord,
     JobState,
     NewJob,
@@ -107,6 +112,8 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
         _validation.attempts(
             job.max_attempts, f"job {job.id!r}: max_attempts", error=InvalidArgument
         )
+        if job.dedup is not None:
+            check_dedup(job)
 
 
 CRON_ID_PREFIX: Final = "cron:"
@@ -268,3 +275,91 @@ def history_from_json(text: str | bytes | None) -> tuple[AttemptError, ...]:
         return tuple(AttemptError(int(a), float(t), str(e)) for a, t, e in entries)
     except (ValueError, TypeError):
         return ()
+
+
+# -- dedup keys: when a key is held ------------------------------------------------------------
+#
+# A dedup record maps (queue, key) to the job that took the key, its mode and (THROTTLE) when
+# it expires. Whether the key is still held is decided lazily, at the next insert with that
+# key, from the holder job as it is then, so fetch, finish and rescue need not know of keys. A
+# holder that no longer exists (pruned, purged) holds nothing, and its record goes with it.
+
+DEDUP_KEY_CHARS: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DedupHolder:
+    """The job holding a dedup key, as the insert's atomic step reads it."""
+
+    job_id: str
+    name: str
+    mode: DedupMode  # the mode the holder took the key with: it says how long it is held
+    expires_at: float | None  # THROTTLE: the end of the window
+    state: JobState
+    started: bool  # ever fetched (its ``started_at`` is set)
+    run_at: float
+
+
+def check_dedup(job: NewJob) -> None:
+    """Refuse a dedup key or mode a backend could not apply exactly, naming the job."""
+    dedup = cast(object, job.dedup)
+    if not isinstance(dedup, Dedup):
+        raise InvalidArgument(f"job {job.id!r}: dedup must be a Dedup, got {dedup!r}")
+    if not isinstance(cast(object, dedup.mode), DedupMode):
+        raise InvalidArgument(f"job {job.id!r}: unknown dedup mode {dedup.mode!r}")
+    key = cast(object, dedup.key)
+    if not isinstance(key, str) or not 1 <= len(key) <= DEDUP_KEY_CHARS:
+        raise InvalidArgument(
+            f"job {job.id!r}: dedup key must be text of 1 to {DEDUP_KEY_CHARS} characters, "
+            f"got {key!r}"
+        )
+    _check_text(key, f"job {job.id!r}: dedup key")
+    if dedup.mode is DedupMode.THROTTLE:
+        _validation.seconds(
+            dedup.seconds, f"job {job.id!r}: throttle ttl", error=InvalidArgument, positive=True
+        )
+    elif dedup.seconds != 0:
+        raise InvalidArgument(f"job {job.id!r}: only a throttle has dedup seconds")
+    if dedup.mode is DedupMode.DEBOUNCE and (job.run_at is not None or not job.delay > 0):
+        raise InvalidArgument(
+            f"job {job.id!r}: a debounced job runs its delay after the last enqueue: it needs "
+            "a delay greater than 0 and no run_at"
+        )
+
+
+def dedup_expiry(dedup: Dedup, now: float) -> float | None:
+    """When a key taken at ``now`` stops being held whatever its holder does (THROTTLE)."""
+    return now + dedup.seconds if dedup.mode is DedupMode.THROTTLE else None
+
+
+def dedup_held(holder: DedupHolder, now: float) -> bool:
+    """Whether ``holder`` still holds its key at ``now``, by the mode it took the key with:
+    UNTIL_STARTED while it waits and has never started; UNTIL_FINISHED until it is completed,
+    failed or cancelled; THROTTLE until the window ends; DEBOUNCE while it waits for a run time
+    still to come and has never started (once due, it runs with what it has, and the next
+    enqueue starts a new job)."""
+    mode = holder.mode
+    if mode is DedupMode.UNTIL_STARTED:
+        return holder.state in WAITING_STATES and not holder.started
+    if mode is DedupMode.UNTIL_FINISHED:
+        return not holder.state.is_terminal
+    if mode is DedupMode.THROTTLE:
+        return holder.expires_at is not None and now < holder.expires_at
+    return holder.state is JobState.SCHEDULED and not holder.started and holder.run_at > now
+
+
+def dedup_decision(holder: DedupHolder | None, new: NewJob, now: float) -> InsertStatus:
+    """What inserting ``new`` (which has a dedup key) does, given the key's holder (None: no
+    record, or its job is gone): INSERTED (the key is free: the new job is inserted and takes
+    it), DUPLICATE (the holder is returned, nothing written) or REPLACED (both debounce, same
+    job name: the holder gets the new job's payload and run time, nothing else)."""
+    if holder is None or not dedup_held(holder, now):
+        return InsertStatus.INSERTED
+    if (
+        holder.mode is DedupMode.DEBOUNCE
+        and new.dedup is not None
+        and new.dedup.mode is DedupMode.DEBOUNCE
+        and holder.name == new.name
+    ):
+        return InsertStatus.REPLACED
+    return InsertStatus.DUPLICATE

@@ -88,7 +88,13 @@ class Driver(Protocol):
     ) -> list[InsertResult]:
         """Insert jobs; an id that already exists is left untouched and reported as duplicate.
         Every queue named in the batch becomes known (listed), duplicates or not. A batch with a
-        job whose numbers are out of range raises ``InvalidArgument`` and writes nothing."""
+        job whose numbers are out of range raises ``InvalidArgument`` and writes nothing.
+
+        A job with ``dedup`` is first checked against its key's holder in its queue, by
+        :func:`conveyor.drivers.common.dedup_decision`: while the key is held the result is the
+        holder's (``DUPLICATE``, or ``REPLACED`` with its payload and run time replaced); when it
+        is free the job is inserted (unless its id exists) and takes the key. The jobs of a batch
+        act as if inserted one after another; a deleted job's key is freed with it."""
         ...
 
     async def job_fetch(

@@ -80,11 +80,40 @@ class NewJob:
     max_attempts: int = 3
     run_at: float | None = None  # None: runnable now (backend clock)
     delay: float = 0.0  # added to the backend's now when ``run_at`` is None
+    # Deduplicate by key as well as by id (see :class:`Dedup`); None: by id only.
+    dedup: Dedup | None = None
+
+
+class DedupMode(enum.StrEnum):
+    """How long a dedup key stays held by the job that took it (see ``conveyor.dedup``)."""
+
+    UNTIL_STARTED = "until_started"  # while the job waits and has never started
+    UNTIL_FINISHED = "until_finished"  # until the job is completed, failed or cancelled
+    THROTTLE = "throttle"  # for ``seconds`` after the job took it
+    DEBOUNCE = "debounce"  # while the job waits for its run time, never started; a new
+    # enqueue then replaces its payload and run time instead of being a duplicate
+
+
+@dataclass(frozen=True, slots=True)
+class Dedup:
+    """A new job's dedup key and mode. ``key`` is scoped to the job's queue; ``seconds`` is the
+    throttle window (``THROTTLE``; 0 otherwise). The rules of when a key is held are in
+    :func:`conveyor.drivers.common.dedup_decision`; a driver applies them in its insert's
+    atomic step, so fetch, finish and rescue know nothing of keys."""
+
+    mode: DedupMode
+    key: str
+    seconds: float = 0.0
 
 
 class InsertStatus(enum.StrEnum):
+    """What an enqueue did: ``INSERTED`` a new job; ``DUPLICATE``: nothing, the job with that id
+    or holding that dedup key is returned; ``REPLACED``: a debounced job still waiting got the
+    new payload and run time (``Debounce``)."""
+
     INSERTED = "inserted"
     DUPLICATE = "duplicate"
+    REPLACED = "replaced"
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,13 @@ def _accepted(jobs: Sequence[NewJob], now: float | None) -> tuple[list[NewJob], 
     (a repeated id in the batch is written once) and every job's result."""
     for job in jobs:
         check_job(job)
+        if job.dedup is not None:
+            # The outbox's rows carry no key, and whether a key is held can only be decided
+            # where the job is inserted (the relay's Redis), not in the caller's transaction.
+            raise InvalidArgument(
+                f"job {job.id!r}: dedup= cannot be written through the outbox; enqueue it "
+                "without connection= (or give it a job_id: an id deduplicates through the outbox)"
+            )
     clock = time.time() if now is None else now
     seen: set[str] = set()
     written: list[NewJob] = []

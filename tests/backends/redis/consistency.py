@@ -99,6 +99,26 @@ def _queue_problems(client: redis.Redis | redis.RedisCluster, keys: QueueKeys) -
             issues.append(f"{keys.queue}: {job_id} is {state_text} but listed as {where[job_id]}")
     in_set = {member[2 * SEQ :].decode() for member in client.zrange(keys.queued, 0, -1)}
     issues += _index_problems(client, keys, jobs, in_set)
+    issues += _dedup_problems(client, keys, hashes)
+    return issues
+
+
+def _dedup_problems(
+    client: redis.Redis | redis.RedisCluster, keys: QueueKeys, hashes: set[str]
+) -> list[str]:
+    """Dedup records never outlive their jobs: every job that took a key still exists, and every
+    record's holder is a job that took that key."""
+    issues: list[str] = []
+    taken = {k.decode(): v.decode() for k, v in client.hgetall(keys.dedup_jobs).items()}
+    issues += [
+        f"{keys.queue}: deleted job {job_id} still has dedup key {key!r}"
+        for job_id, key in taken.items()
+        if job_id not in hashes
+    ]
+    for key, record in client.hgetall(keys.dedup).items():
+        holder = record.decode().split("|", 2)[2]
+        if taken.get(holder) != key.decode():
+            issues.append(f"{keys.queue}: dedup key {key.decode()!r} names {holder}, not its taker")
     return issues
 
 

@@ -64,7 +64,10 @@ def queue_keys(store: Store, script: str) -> tuple[str, ...]:
 
         state = JobState.COMPLETED
         more = (store.keys.ready, store.keys.dead, store.keys.meta) if script == "job_purge" else ()
-        return (store.keys.jobs, store.keys.set_of(state), store.keys.by_seq(state), *more)
+        return (
+            *(store.keys.jobs, store.keys.set_of(state), store.keys.by_seq(state), *more),
+            *(store.keys.dedup, store.keys.dedup_jobs),
+        )
     if script == "worker_heartbeat":
         return (store.ns.workers, store.ns.worker_info, store.ns.worker_order)
     if script == "leader_acquire":
@@ -86,6 +89,7 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
     a, b = token(store, 0), token(store, 1)
     good_finish = ("a", a, "complete", "=1", "", 0)
     good_job = ("n1", "t", "{}", 0, 3, "", 0)
+    keyed = ("k1", "t", "{}", 0, 3, "", 0, "until_started", "key", 0)
     return [
         ("job_finish_many", (T0, "", "cancelled", 2, *good_finish, "b", b, "retry", "", "", "nan"),
          "job 'b': delay must be seconds from 0 to 3153600000, got 'nan'"),
@@ -105,6 +109,18 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
          "job 'n2': run_at must be epoch seconds from 0 to 7258118400, got 'inf'"),
         ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", -5),
          "job 'n2': delay must be seconds from 0 to 3153600000, got '-5'"),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "often", "key", 0),
+         "job 'k2': mode must be until_started, until_finished, throttle, debounce or ''"),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "throttle", "key", 0),
+         "job 'k2': a throttle ttl must be more than 0 seconds"),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "until_started", "", 0),
+         "job 'k2': the dedup key must not be empty"),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "debounce", "key", 0),
+         "job 'k2': a debounced job needs a delay greater than 0 and no run_at"),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "debounce", "k", 5),
+         "job 'k2': only a throttle has a ttl"),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 0, "", 0, "", "", 0),
+         "job 'k2': max_attempts must be a whole number from 1 to 1000, in digits"),
         ("job_extend_leases", (T0, 30, "a", a, "", "b", b, "yes"),
          "job 'b': isolated must be '' or '1', got 'yes'"),
         ("job_extend_leases", (T0, "nan", "a", a, ""),
@@ -156,9 +172,10 @@ async def test_every_script_refuses_a_bad_item_whole_and_writes_nothing(store: S
 def test_every_script_with_arguments_is_exercised() -> None:
     # A new script must come with a bad call above (leader_release and queue_* take none).
     covered = {
-        "job_finish_many", "job_insert_many", "job_extend_leases", "job_rescue_many",
-        "job_cancel_many", "job_retry_many", "job_promote_due", "job_fetch", "job_purge",
-        "job_prune_finished", "job_list", "worker_heartbeat", "leader_acquire", "cron_fire",
+        "job_finish_many", "job_insert_many", "job_insert_dedup", "job_extend_leases",
+        "job_rescue_many", "job_cancel_many", "job_retry_many", "job_promote_due", "job_fetch",
+        "job_purge", "job_prune_finished", "job_list", "worker_heartbeat", "leader_acquire",
+        "cron_fire",
     }  # fmt: skip
     assert set(SCRIPT_KEYS) - covered == {"leader_release", "queue_notify", "queue_resume"}
 

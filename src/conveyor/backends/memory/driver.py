@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.memory import _cron
+from conveyor.backends.memory._dedup import DedupBook
 from conveyor.backends.memory._transitions import apply_finish, apply_rescue, finished
 from conveyor.drivers.common import (
     CANCELLED_ERROR,
@@ -73,6 +74,11 @@ class MemoryStore:
         self.routes: dict[str, str] = {}  # job name -> queue
         self.wakeups = WakeupBoard()
         self.crons: dict[str, CronInfo] = {}  # schedule name -> its declaration and last tick
+        self.dedup = DedupBook()
+
+    def delete(self, job_id: str) -> None:
+        del self.jobs[job_id]
+        self.dedup.forget(job_id)
 
 
 _STORES: dict[str, MemoryStore] = {}
@@ -126,11 +132,20 @@ class MemoryDriver:
         with s.lock:
             for new in jobs:
                 s.known_queues.add(new.queue)  # enqueueing into a queue makes it known
+                run_at = new.run_at if new.run_at is not None else at + new.delay
+                # A held dedup key decides first (so a debounce with a fixed id replaces), then
+                # the id: a job with a free key whose id exists is a duplicate of that job.
+                if new.dedup is not None:
+                    deduplicated = s.dedup.insert(s.jobs, new, run_at, at)
+                    if deduplicated is not None:
+                        results.append(deduplicated)
+                        continue
                 existing = s.jobs.get(new.id)
                 if existing is not None:
                     results.append(InsertResult(new.id, InsertStatus.DUPLICATE, existing.state))
                     continue
-                run_at = new.run_at if new.run_at is not None else at + new.delay
+                if new.dedup is not None:
+                    s.dedup.take(new, at)
                 state = JobState.SCHEDULED if run_at > at else JobState.QUEUED
                 s.jobs[new.id] = JobRecord(
                     id=new.id,
@@ -277,7 +292,7 @@ class MemoryDriver:
         if limit is not None:
             excess = excess[: max(limit, 0)]
         for job in excess:
-            del s.jobs[job.id]
+            s.delete(job.id)
         return len(excess)
 
     async def job_expired(self, *, limit: int, now: float | None = None) -> list[JobRecord]:
@@ -416,7 +431,7 @@ class MemoryDriver:
                 )
             ]
             for job_id in doomed:
-                del s.jobs[job_id]
+                s.delete(job_id)
         return len(doomed)
 
     async def job_prune_finished(
@@ -447,7 +462,7 @@ class MemoryDriver:
                     key=lambda j: (j.finished_at or 0.0, j.seq),
                 )[: limit - removed]
                 for job in old:
-                    del s.jobs[job.id]
+                    s.delete(job.id)
                 removed += len(old)
             if retention.completed_max_count is not None:
                 for queue in sorted(s.known_queues):

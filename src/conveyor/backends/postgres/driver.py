@@ -21,6 +21,7 @@ import psycopg_pool
 
 from conveyor._errors import BackendUnavailable, InvalidArgument
 from conveyor.backends.postgres._cron import Cron
+from conveyor.backends.postgres._dedup import dedup_plan, insert_with_dedup
 from conveyor.backends.postgres._migrate import check_current, migrate
 from conveyor.backends.postgres._notify import Notifications
 from conveyor.backends.postgres._pool import Connections, fetch_rows
@@ -193,12 +194,16 @@ class PostgresDriver:
         if not jobs:
             return []
         query, args = insert_statement(jobs, now, self._url.channel)
+        keyed = any(job.dedup is not None for job in jobs)
 
         async def run(conn: Any, retried: bool) -> list[InsertResult]:
-            rows = await self._run(conn, query, args)
-            results = insert_results(
-                [(r["id"], r["inserted_state"], r["existing_state"]) for r in rows]
-            )
+            if keyed:  # several statements, in a transaction: see _dedup
+                results = await insert_with_dedup(conn, jobs, now, self._q, self._url.channel)
+            else:
+                rows = await self._run(conn, query, args)
+                results = insert_results(
+                    [(r["id"], r["inserted_state"], r["existing_state"]) for r in rows]
+                )
             if retried:  # the first try may have inserted them, its reply lost
                 results = await self._own_duplicates(conn, jobs, results)
             return results
@@ -269,12 +274,16 @@ class PostgresDriver:
             if not jobs:
                 return []
             try:
+                if any(job.dedup is not None for job in jobs):
+                    return (yield from dedup_plan(jobs, now, self._q, self._url.channel, instance))
                 rows = yield Statement(sql, {**args, "instance": instance})
             except psycopg.errors.UndefinedTable as exc:
                 # Another database, without this schema: one statement costs the caller one
                 # round trip, and this mistake (like any failed statement) aborts their
                 # transaction; it can only be rolled back.
                 raise InvalidArgument(f"{refused} ({exc})") from exc
+            except LookupError:  # the instance check of a keyed insert's first job
+                raise InvalidArgument(refused) from None
             if not rows:
                 raise InvalidArgument(refused)
             return insert_results([(r[0], r[1], r[2]) for r in rows])

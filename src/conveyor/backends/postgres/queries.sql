@@ -634,3 +634,34 @@ SELECT EXISTS (
 -- name: cancel_listen__requested
 SELECT id FROM {schema}.conveyor_job
 WHERE state = 'active' AND worker_id = %(worker_id)s AND cancel_requested;
+
+-- Dedup keys (see migrations/0003_dedup.sql): an insert with a key runs these in one
+-- transaction, after job_insert_many__dedup_lock, so nobody else decides about the key between
+-- the read and the write.
+-- name: job_insert_many__dedup_lock
+SELECT pg_advisory_xact_lock(hashtextextended(%(queue)s::text || chr(10) || %(key)s::text, 7));
+
+-- The clock, and the key's holder job as it is now (no holder columns when the key has no
+-- record).
+-- name: job_insert_many__dedup_holder
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8) AS now
+)
+SELECT t.now, d.job_id, d.mode, d.expires_at, j.name, j.state, j.started_at, j.run_at
+FROM t
+LEFT JOIN {schema}.conveyor_dedup d ON d.queue = %(queue)s::text AND d.key = %(key)s::text
+LEFT JOIN {schema}.conveyor_job j ON j.id = d.job_id;
+
+-- name: job_insert_many__dedup_take
+INSERT INTO {schema}.conveyor_dedup (queue, key, job_id, mode, expires_at)
+VALUES (%(queue)s::text, %(key)s::text, %(id)s::text, %(mode)s::text, %(expires_at)s::float8)
+ON CONFLICT (queue, key) DO UPDATE SET
+    job_id = excluded.job_id, mode = excluded.mode, expires_at = excluded.expires_at;
+
+-- A debounce: the waiting holder takes the new payload and run time, if it still waits for a
+-- run time to come (else the key is free after all).
+-- name: job_insert_many__dedup_replace
+UPDATE {schema}.conveyor_job SET payload = %(payload)s::bytea, run_at = %(run_at)s::float8
+WHERE id = %(id)s::text AND state = 'scheduled' AND started_at IS NULL
+  AND run_at > %(now)s::float8
+RETURNING id;

@@ -19,6 +19,17 @@ CREATE TABLE {schema}.conveyor_cron (
     CONSTRAINT conveyor_cron_pkey PRIMARY KEY (name)
 );
 
+CREATE TABLE {schema}.conveyor_dedup (
+    queue text NOT NULL,
+    key text NOT NULL,
+    job_id text NOT NULL,
+    mode text NOT NULL,
+    expires_at double precision,
+    CONSTRAINT conveyor_dedup_job_id_fkey FOREIGN KEY (job_id) REFERENCES {schema}.conveyor_job(id) ON DELETE CASCADE,
+    CONSTRAINT conveyor_dedup_mode_check CHECK ((mode = ANY (ARRAY['until_started'::text, 'until_finished'::text, 'throttle'::text, 'debounce'::text]))),
+    CONSTRAINT conveyor_dedup_pkey PRIMARY KEY (queue, key)
+);
+
 CREATE TABLE {schema}.conveyor_job (
     id text NOT NULL,
     queue text NOT NULL,
@@ -93,6 +104,8 @@ CREATE TABLE {schema}.conveyor_worker (
     registered bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
     CONSTRAINT conveyor_worker_pkey PRIMARY KEY (id)
 );
+
+CREATE INDEX conveyor_dedup_job_idx ON {schema}.conveyor_dedup USING btree (job_id);
 
 CREATE INDEX conveyor_job_active_idx ON {schema}.conveyor_job USING btree (worker_id) WHERE (state = 'active'::text);
 

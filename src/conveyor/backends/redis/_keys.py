@@ -39,6 +39,8 @@ class QueueKeys:
         "completed",
         "completed_by_seq",
         "dead",
+        "dedup",
+        "dedup_jobs",
         "failed",
         "failed_by_seq",
         "jobs",
@@ -71,6 +73,8 @@ class QueueKeys:
         self.failed = tag + ":failed"
         self.cancelled = tag + ":cancelled"
         self.wake = tag + ":wake"
+        self.dedup = tag + ":dedup"  # dedup key -> the record of the job holding it
+        self.dedup_jobs = tag + ":dedup-jobs"  # job id -> the dedup key it took
         self.scheduled_by_seq = tag + ":by-seq:scheduled"
         self.queued_by_seq = tag + ":by-seq:queued"
         self.active_by_seq = tag + ":by-seq:active"  # never written: see BY_SEQ

@@ -27,6 +27,7 @@ from conveyor.drivers.records import (
     CronFire,
     CronFireStatus,
     FinishJob,
+    InsertStatus,
     JobState,
     Lease,
     NewJob,
@@ -56,6 +57,13 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
         ("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2], "dead"),
         True,
     ),
+    "job_insert_dedup": (
+        (
+            *("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2], "dead"),
+            *("dedup", "dedup_jobs"),
+        ),
+        True,
+    ),
     "job_fetch": (
         (
             *("jobs", "meta", "ready", "queued", "dead", "scheduled", "retrying", "active"),
@@ -66,7 +74,10 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     ),
     "job_extend_leases": (("jobs", "active"), False),
     "job_finish_many": (
-        ("jobs", "meta", "ready", "queued", *_JOB_SETS, "wake", *_BY_SEQ, "dead"),
+        (
+            *("jobs", "meta", "ready", "queued", *_JOB_SETS, "wake", *_BY_SEQ, "dead"),
+            *("dedup", "dedup_jobs"),
+        ),
         False,
     ),
     "job_rescue_many": (
@@ -94,8 +105,11 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
         ),
         False,
     ),
-    "job_purge": (("jobs", "set", "by_seq", "ready", "dead", "meta"), False),
-    "job_prune_finished": (("jobs", "set", "by_seq"), False),
+    "job_purge": (
+        ("jobs", "set", "by_seq", "ready", "dead", "meta", "dedup", "dedup_jobs"),
+        False,
+    ),
+    "job_prune_finished": (("jobs", "set", "by_seq", "dedup", "dedup_jobs"), False),
     "job_list": (("jobs", "active", *_BY_SEQ, "ready", "dead"), False),
     "queue_resume": (("meta", "wake"), False),
     "queue_notify": (("wake",), False),
@@ -144,6 +158,7 @@ def _opt(value: str | bytes | None) -> bytes:
 # -- jobs ----------------------------------------------------------------------------------------
 
 _INSERT = load("job_insert_many")
+_INSERT_DEDUP = load("job_insert_dedup")
 _FETCH = load("job_fetch")
 _EXTEND = load("job_extend_leases")
 _FINISH = load("job_finish_many")
@@ -189,6 +204,34 @@ async def insert(
             )
         reply: list[bytes] = await run(client, _INSERT, script_keys, args)
         results += [(state[0] != 33, _STATES[state.lstrip(b"!")]) for state in reply]  # "!"
+    return results
+
+
+async def insert_dedup(
+    client: Client,
+    keys: QueueKeys,
+    jobs: Sequence[NewJob],
+    now: float | None,
+    others: Sequence[QueueKeys] = (),
+) -> list[tuple[InsertStatus, JobState, str]]:
+    """Insert ``jobs``, some with dedup keys (all of ``keys``' queue, in order); per job:
+    (outcome, state, the id of the job returned)."""
+    script_keys = (*_keys(keys, _INSERT_DEDUP), *(o.jobs for o in others))
+    results: list[tuple[InsertStatus, JobState, str]] = []
+    for batch in chunks(jobs):
+        args: list[Any] = [_now(now), len(batch)]
+        for job in batch:
+            dedup = job.dedup
+            args += (
+                *(job.id, job.name, job.payload, job.priority, job.max_attempts),
+                *("" if job.run_at is None else job.run_at, job.delay),
+                *(("", "", 0) if dedup is None else (dedup.mode.value, dedup.key, dedup.seconds)),
+            )
+        reply: list[list[bytes]] = await run(client, _INSERT_DEDUP, script_keys, args)
+        results += [
+            (InsertStatus(outcome.decode()), _STATES[state], job_id.decode())
+            for outcome, state, job_id in reply
+        ]
     return results
 
 
@@ -390,6 +433,8 @@ async def purge(
         keys.ready,
         keys.dead,
         keys.meta,
+        keys.dedup,
+        keys.dedup_jobs,
     )
     args = (state.value, "" if finished_before is None else finished_before, chunk)
     deleted, removed = await run(client, _PURGE, script_keys, args)
@@ -399,7 +444,7 @@ async def purge(
 async def prune_members(
     client: Client, keys: QueueKeys, state: JobState, members: Sequence[bytes]
 ) -> int:
-    script_keys = (keys.jobs, keys.set_of(state), keys.by_seq(state))
+    script_keys = (keys.jobs, keys.set_of(state), keys.by_seq(state), keys.dedup, keys.dedup_jobs)
     deleted = 0
     for batch in chunks(members):
         deleted += await run(client, _PRUNE, script_keys, ("members", *batch))
@@ -409,7 +454,7 @@ async def prune_members(
 async def prune_trim(
     client: Client, keys: QueueKeys, state: JobState, keep: int, limit: int
 ) -> int:
-    script_keys = (keys.jobs, keys.set_of(state), keys.by_seq(state))
+    script_keys = (keys.jobs, keys.set_of(state), keys.by_seq(state), keys.dedup, keys.dedup_jobs)
     deleted: int = await run(client, _PRUNE, script_keys, ("trim", keep, limit))
     return deleted
 

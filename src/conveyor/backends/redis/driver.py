@@ -157,7 +157,11 @@ class RedisDriver:
                     positions, batch, others, results
                 )
                 others = []
-            if batch:
+            if batch and any(job.dedup is not None for job in batch):
+                keyed = await stubs.insert_dedup(self._c, self._q(queue), batch, now, others)
+                for n, (status, state, job_id) in zip(positions, keyed, strict=True):
+                    results[n] = InsertResult(job_id, status, state)
+            elif batch:
                 replies = await stubs.insert(self._c, self._q(queue), batch, now, others)
                 for n, (inserted, state) in zip(positions, replies, strict=True):
                     status = InsertStatus.INSERTED if inserted else InsertStatus.DUPLICATE

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 
 from conveyor._errors import InvalidArgument
+from conveyor.backends.sqlite._dedup import dedup_step, take_step
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.drivers.records import InsertResult, InsertStatus, JobState, NewJob
 from conveyor.drivers.transactional import Plan, Row, Statement
@@ -29,6 +30,11 @@ def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResu
         run_at = new.run_at if new.run_at is not None else at + new.delay
         state = JobState.SCHEDULED if run_at > at else JobState.QUEUED
         seq += 1
+        if new.dedup is not None:
+            deduplicated = yield from dedup_step(new, run_at, at)
+            if deduplicated is not None:
+                results.append(deduplicated)
+                continue
         inserted = yield Statement(
             Q["job_insert_many"],
             {
@@ -45,6 +51,8 @@ def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResu
             },
         )
         if inserted:
+            if new.dedup is not None:
+                yield from take_step(new, at)
             results.append(InsertResult(new.id, InsertStatus.INSERTED, state))
         else:
             (existing,) = yield Statement(Q["job__state"], {"id": new.id})

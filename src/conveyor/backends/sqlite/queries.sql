@@ -344,3 +344,22 @@ DELETE FROM conveyor_leader WHERE name = :name AND holder = :holder;
 -- Changes whenever another connection commits; how idle workers in other processes notice work.
 -- name: listen__data_version
 PRAGMA data_version;
+
+-- Dedup keys (see migrations/0004_dedup.sql): the holder of a key, with the holder job as it
+-- is now; no row when the key has no record (or its job is gone).
+-- name: job_insert_many__dedup_holder
+SELECT d.job_id, d.mode, d.expires_at, j.name, j.state, j.started_at, j.run_at
+FROM conveyor_dedup d JOIN conveyor_job j ON j.id = d.job_id
+WHERE d.queue = :queue AND d.key = :key;
+
+-- name: job_insert_many__dedup_take
+INSERT INTO conveyor_dedup (queue, key, job_id, mode, expires_at)
+VALUES (:queue, :key, :id, :mode, :expires_at)
+ON CONFLICT (queue, key) DO UPDATE SET
+    job_id = excluded.job_id, mode = excluded.mode, expires_at = excluded.expires_at;
+
+-- A debounce: the waiting holder takes the new payload and run time.
+-- name: job_insert_many__dedup_replace
+UPDATE conveyor_job SET payload = :payload, run_at = :run_at
+WHERE id = :id AND state = 'scheduled'
+RETURNING id;

@@ -19,6 +19,8 @@
 -- KEYS[16] failed_by_seq: listing index of failed jobs
 -- KEYS[17] cancelled_by_seq: listing index of cancelled jobs
 -- KEYS[18] dead: hash of id -> stale ready-list entries of that job (see place.lua)
+-- KEYS[19] dedup: hash of dedup key -> the record of the job holding it (see dedup.lua)
+-- KEYS[20] dedup_jobs: hash of job id -> the dedup key it took
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] keep: completed jobs to keep in this queue, '' to keep all
 -- ARGV[3] cancelled: the error of a job a pending cancel stops ('<this>: <error>' with one)
@@ -35,7 +37,8 @@
 -- and isolated mark; an error becomes the job's last error and joins its history (completing
 -- clears the last error and never reads the history). A retry, snooze or requeue of a job
 -- someone asked to cancel cancels it instead. Completing deletes the oldest completed jobs
--- beyond ``keep`` (up to 1,000 a call; maintenance prunes whatever is left); a requeued job
+-- beyond ``keep`` (up to 1,000 a call; maintenance prunes whatever is left), with the dedup
+-- records they hold; a requeued job
 -- wakes one idle worker.
 
 local K_JOBS = KEYS[1]
@@ -56,6 +59,8 @@ local K_COMPLETED_BY_SEQ = KEYS[15]
 local K_FAILED_BY_SEQ = KEYS[16]
 local K_CANCELLED_BY_SEQ = KEYS[17]
 local K_DEAD = KEYS[18]
+local K_DEDUP = KEYS[19]
+local K_DEDUP_JOBS = KEYS[20]
 
 --!include common.lua
 --!include args.lua
@@ -66,6 +71,7 @@ local K_DEAD = KEYS[18]
 --!include place.lua
 --!include sets.lua
 --!include settle.lua
+--!include dedup.lua
 
 local TRIM_BATCH = 1000
 
@@ -227,6 +233,7 @@ if completed and keep then
             local j = math.min(i + 499, #ids)
             redis.call('DEL', unpack(doomed, i, j))
             redis.call('ZREM', K_COMPLETED_BY_SEQ, unpack(ids, i, j))
+            forget_dedup(ids, i, j)
         end
     end
 end

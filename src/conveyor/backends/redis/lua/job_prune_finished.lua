@@ -4,19 +4,25 @@
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
 -- KEYS[2] set: the state's sorted set, score the finish time
 -- KEYS[3] by_seq: the state's listing index
+-- KEYS[4] dedup: hash of dedup key -> the record of the job holding it (see dedup.lua)
+-- KEYS[5] dedup_jobs: hash of job id -> the dedup key it took
 -- ARGV[1] mode: 'members' (delete the members that follow, chosen by the caller oldest first
 --         across queues) or 'trim' (delete the oldest beyond the newest ARGV[2] jobs, at most
 --         ARGV[3] of them)
 -- ARGV[2..] members, or keep and limit
 -- Returns: how many jobs were deleted; or an error reply, having written nothing, when an
 -- argument is invalid.
--- Guarantees: atomic; only members still in the set are deleted.
+-- Guarantees: atomic; only members still in the set are deleted, with the dedup records they
+-- hold.
 
 local K_JOBS = KEYS[1]
 local K_SET = KEYS[2]
 local K_BY_SEQ = KEYS[3]
+local K_DEDUP = KEYS[4]
+local K_DEDUP_JOBS = KEYS[5]
 
 --!include args.lua
+--!include dedup.lua
 
 local mode = ARGV[1]
 if mode == 'trim' then
@@ -52,6 +58,7 @@ end
 for i = 1, #gone, 500 do
     local slice = {unpack(gone, i, math.min(i + 499, #gone))}
     redis.call('ZREM', K_BY_SEQ, unpack(slice))
+    forget_dedup(slice, 1, #slice)
     for n, id in ipairs(slice) do
         slice[n] = K_JOBS .. id
     end

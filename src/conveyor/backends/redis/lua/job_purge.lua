@@ -7,6 +7,8 @@
 -- KEYS[4] ready: list of in-order priority-0 queued jobs (queued only)
 -- KEYS[5] dead: hash of id -> stale ready-list entries of that job (queued only)
 -- KEYS[6] meta: the queue's meta hash, for the ready list's tail (queued only)
+-- KEYS[7] dedup: hash of dedup key -> the record of the job holding it (see dedup.lua)
+-- KEYS[8] dedup_jobs: hash of job id -> the dedup key it took
 -- ARGV[1] state: queued, scheduled, retrying, active, completed, failed or cancelled
 -- ARGV[2] finished_before: epoch seconds ('' for any); only jobs finished before it are deleted
 -- ARGV[3] chunk: most entries to remove in this call
@@ -14,7 +16,8 @@
 -- removed (a stale entry, or one whose job hash was already gone, deletes no job); or an error
 -- reply, having written nothing, when an argument is invalid.
 -- Guarantees: atomic per call; only jobs in ``state`` are deleted (a cancelled job's stale
--- ready-list entry is passed over and uncounted, the job left alone).
+-- ready-list entry is passed over and uncounted, the job left alone); a deleted job's dedup
+-- record goes with it.
 
 local K_JOBS = KEYS[1]
 local K_SET = KEYS[2]
@@ -22,8 +25,11 @@ local K_BY_SEQ = KEYS[3]
 local K_READY = KEYS[4]
 local K_DEAD = KEYS[5]
 local K_META = KEYS[6]
+local K_DEDUP = KEYS[7]
+local K_DEDUP_JOBS = KEYS[8]
 
 --!include args.lua
+--!include dedup.lua
 
 local state = ARGV[1]
 if not (state == 'queued' or state == 'scheduled' or state == 'retrying' or state == 'active'
@@ -47,16 +53,18 @@ local ids = {}  -- jobs to delete
 
 -- Delete the jobs in ``ids`` that are still in ``state``, and their index entries.
 local function delete_jobs()
-    local doomed, indexed = {}, {}
+    local doomed, doomed_ids, indexed = {}, {}, {}
     for _, id in ipairs(ids) do
         local found = redis.pcall('HGET', K_JOBS .. id, 's')
         if found == state then
             doomed[#doomed + 1] = K_JOBS .. id
+            doomed_ids[#doomed_ids + 1] = id
         end
         indexed[#indexed + 1] = id
     end
     for i = 1, #doomed, 500 do
         deleted = deleted + redis.call('DEL', unpack(doomed, i, math.min(i + 499, #doomed)))
+        forget_dedup(doomed_ids, i, math.min(i + 499, #doomed_ids))
     end
     for i = 1, #indexed, 500 do
         redis.call('ZREM', K_BY_SEQ, unpack(indexed, i, math.min(i + 499, #indexed)))

@@ -1,0 +1,228 @@
+-- job_insert_dedup: job_insert_many for jobs with a dedup key, into one queue: each job is a
+-- duplicate of the job holding its key while that holds it, or replaces a debounced holder's
+-- payload and run time, or (its key free) a duplicate of an existing id, or is inserted and
+-- takes its key.
+--
+-- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
+-- KEYS[2] meta: the queue's meta hash (sequence numbers, the ready list's tail)
+-- KEYS[3] ready: list of in-order priority-0 queued jobs
+-- KEYS[4] queued: zset of the other queued jobs
+-- KEYS[5] scheduled: zset of jobs waiting for their run time
+-- KEYS[6] wake: list idle workers block on
+-- KEYS[7] queued_by_seq: listing index of queued jobs in the queued set (score seq, member id)
+-- KEYS[8] scheduled_by_seq: listing index of scheduled jobs
+-- KEYS[9] dead: hash of id -> stale ready-list entries of that job (see place.lua)
+-- KEYS[10] dedup: hash of dedup key -> the record of the job holding it (see dedup.lua)
+-- KEYS[11] dedup_jobs: hash of job id -> the dedup key it took
+-- KEYS[12..] others: job key prefixes of the other queues an id must not exist in (standalone
+--            Redis only, as for job_insert_many)
+-- ARGV[1] now: epoch seconds, or '' for the server clock
+-- ARGV[2] n: number of jobs; then 10 arguments per job:
+--         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay,
+--         mode (until_started|until_finished|throttle|debounce, or '' for a job without a
+--         key, inserted as job_insert_many would), key, ttl (throttle seconds, else 0)
+-- Returns: per job, in order, {outcome, state, id}: outcome 'inserted', 'duplicate' or
+-- 'replaced', the id of the job returned (the new one, or the existing one) and its state; or
+-- an error reply, having written nothing, when an argument is invalid or a job key holds
+-- something other than a job hash.
+-- Guarantees: atomic; the rules of conveyor.drivers.common.dedup_held, decided from the holder
+-- job as it is now (a holder that is gone holds nothing); the jobs of a batch act as if
+-- enqueued one after another; a job inserted without a key here is never one.
+
+local K_JOBS = KEYS[1]
+local K_META = KEYS[2]
+local K_READY = KEYS[3]
+local K_QUEUED = KEYS[4]
+local K_SCHEDULED = KEYS[5]
+local K_WAKE = KEYS[6]
+local K_QUEUED_BY_SEQ = KEYS[7]
+local K_SCHEDULED_BY_SEQ = KEYS[8]
+local K_DEAD = KEYS[9]
+local K_DEDUP = KEYS[10]
+local K_DEDUP_JOBS = KEYS[11]
+local FIRST_OTHER = 12
+local PER_JOB = 10
+
+--!include common.lua
+--!include args.lua
+--!include members.lua
+--!include wake.lua
+--!include place.lua
+--!include seq.lua
+--!include fields.lua
+--!include dedup.lua
+
+local MODES = {until_started = 's', until_finished = 'f', throttle = 't', debounce = 'd'}
+
+local given_now = now_arg(1)
+local n = tonumber(ARGV[2])
+if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + PER_JOB * n) then
+    refuse(2, 'the job count must say how many jobs of 10 arguments follow')
+    n = 0
+end
+for i = 0, n - 1 do
+    local base = 3 + i * PER_JOB
+    checked_item = base
+    number_arg(base + 3, -1000000, 1000000, true,
+        'priority must be a whole number from -1000000 to 1000000')
+    if not (string.find(ARGV[base + 4], '^[1-9]%d?%d?$') or ARGV[base + 4] == '1000') then
+        refuse(base + 4, 'max_attempts must be a whole number from 1 to 1000, in digits')
+    end
+    if ARGV[base + 5] ~= '' then
+        number_arg(base + 5, 0, MAX_EPOCH, false,
+            'run_at must be epoch seconds from 0 to 7258118400')
+    end
+    number_arg(base + 6, 0, MAX_SECONDS, false, 'delay must be seconds from 0 to 3153600000')
+    local mode = MODES[ARGV[base + 7]]
+    if not mode and ARGV[base + 7] ~= '' then
+        refuse(base + 7, "mode must be until_started, until_finished, throttle, debounce or ''")
+    end
+    if mode and ARGV[base + 8] == '' then
+        refuse(base + 8, 'the dedup key must not be empty')
+    end
+    if mode == 't' then
+        local ttl = number_arg(base + 9, 0, MAX_SECONDS, false,
+            'ttl must be seconds from 0 to 3153600000')
+        if ttl and ttl <= 0 then
+            refuse(base + 9, 'a throttle ttl must be more than 0 seconds')
+        end
+    elseif ARGV[base + 9] ~= '0' and ARGV[base + 9] ~= '0.0' then
+        refuse(base + 9, 'only a throttle has a ttl')
+    end
+    if mode == 'd' and (ARGV[base + 5] ~= '' or not ((tonumber(ARGV[base + 6]) or 0) > 0)) then
+        refuse(base + 6, 'a debounced job needs a delay greater than 0 and no run_at')
+    end
+end
+checked_item = nil
+local bad = refused('job_insert_dedup')
+if bad then
+    return bad
+end
+
+local now = clock(given_now)
+local out = {}
+local woken = false
+
+-- The state of an existing job with this id (here, then in the other queues), or nil.
+local function existing_state(id)
+    for k = 1, #KEYS do
+        if k == 1 or k >= FIRST_OTHER then
+            local state = redis.pcall('HGET', KEYS[k] .. id, 's')
+            if type(state) == 'table' and state.err then
+                return redis.error_reply('ERR conveyor job_insert_dedup: job key ' .. KEYS[k]
+                    .. id .. ' is not a job hash: ' .. state.err)
+            end
+            if state then
+                return state
+            end
+        end
+    end
+    return nil
+end
+
+local found = {}
+for i = 0, n - 1 do
+    local state = existing_state(ARGV[3 + i * PER_JOB])
+    if type(state) == 'table' then
+        return state  -- the error, before anything was written
+    end
+    found[i] = state or false
+end
+
+local WAITING = {scheduled = true, queued = true, retrying = true}
+local FINISHED = {completed = true, failed = true, cancelled = true}
+
+-- Whether the holder (its fields name, state, started at, run at) still holds its key, by the
+-- mode it took it with: conveyor.drivers.common.dedup_held.
+local function held(mode, expiry, v)
+    if mode == 's' then
+        return WAITING[v[2]] and not v[3]
+    elseif mode == 'f' then
+        return not FINISHED[v[2]]
+    elseif mode == 't' then
+        return expiry ~= nil and now < expiry
+    end
+    return v[2] == 'scheduled' and not v[3] and seconds(v[4]) > now
+end
+
+local inserted = {}  -- ids inserted by this call (a later duplicate in the batch sees them)
+for i = 0, n - 1 do
+    local base = 3 + i * PER_JOB
+    local id, name, key = ARGV[base], ARGV[base + 1], ARGV[base + 8]
+    local mode = MODES[ARGV[base + 7]]
+    local run_at = ARGV[base + 5]
+    if run_at ~= '' then
+        run_at = tonumber(run_at)
+    else
+        run_at = now + tonumber(ARGV[base + 6])
+    end
+    -- A held key decides first (so a debounce with a fixed id replaces), then the id.
+    local outcome = nil
+    if mode then
+        local record = redis.call('HGET', K_DEDUP, key)
+        if record then
+            local held_mode, expiry, holder = dedup_record(record)
+            local hkey = K_JOBS .. holder
+            local v = redis.call('HMGET', hkey, 'n', 's', 'b', 'r', 'e', 'q')
+            if v[2] and held(held_mode, expiry, v) then
+                if held_mode == 'd' and mode == 'd' and v[1] == name then
+                    local fields = {'d', ARGV[base + 2]}
+                    move_run_at(fields, v[4], v[5], when(run_at))
+                    redis.call('HSET', hkey, unpack(fields))
+                    redis.call('ZADD', K_SCHEDULED, num(run_at), smember(tonumber(v[6]), holder))
+                    outcome = {'replaced', 'scheduled', holder}
+                else
+                    outcome = {'duplicate', v[2], holder}
+                end
+            end
+        end
+    end
+    local existing = found[i] or inserted[id]
+    if not outcome and existing then
+        outcome = {'duplicate', existing, id}
+    end
+    if not outcome then
+        local seq = next_seq(1)
+        local priority = tonumber(ARGV[base + 3])
+        local state = 'queued'
+        if run_at > now then
+            state = 'scheduled'
+        end
+        local seq_text = int(seq)
+        local fields = {'n', name, 'd', ARGV[base + 2], 's', state,
+            'm', ARGV[base + 4], 'r', when(run_at), 'q', seq_text}
+        if priority ~= 0 then
+            fields[#fields + 1] = 'p'
+            fields[#fields + 1] = int(priority)
+        end
+        if run_at ~= now then
+            fields[#fields + 1] = 'e'
+            fields[#fields + 1] = when(now)
+        end
+        redis.call('HSET', K_JOBS .. id, unpack(fields))
+        if state == 'queued' then
+            place(id, priority, run_at, seq)
+            woken = true
+        else
+            redis.call('ZADD', K_SCHEDULED, num(run_at), smember(seq, id))
+            redis.call('ZADD', K_SCHEDULED_BY_SEQ, seq_text, id)
+        end
+        if mode then
+            local expiry = ''
+            if mode == 't' then
+                expiry = num(now + tonumber(ARGV[base + 9]))
+            end
+            redis.call('HSET', K_DEDUP, key, mode .. '|' .. expiry .. '|' .. id)
+            redis.call('HSET', K_DEDUP_JOBS, id, key)
+        end
+        inserted[id] = state
+        outcome = {'inserted', state, id}
+    end
+    out[#out + 1] = outcome
+end
+
+save_tail()
+if woken then
+    wake()
+end
+return out
