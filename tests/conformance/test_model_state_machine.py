@@ -34,6 +34,8 @@ from conveyor.backends.memory import MemoryDriver
 from conveyor.backends.registry import driver_for_url
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
+    Dedup,
+    DedupMode,
     FetchParams,
     FinishJob,
     JobRecord,
@@ -131,6 +133,25 @@ class DriversAgree(RuleBasedStateMachine):
     def insert(self, job_ids: list[str], queue: str, priority: int, delay: float) -> None:
         jobs = [
             NewJob(i, queue, "model.job", i.encode(), priority=priority, delay=delay)
+            for i in job_ids
+        ]
+        self.both(lambda d: d.job_insert_many(jobs, now=self.now))
+
+    @rule(
+        job_ids=ids,
+        queue=st.sampled_from(QUEUES),
+        mode=st.sampled_from(list(DedupMode)),
+        key=st.sampled_from(["k1", "k2"]),
+        seconds=st.sampled_from([5.0, 30.0]),
+    )
+    def insert_keyed(
+        self, job_ids: list[str], queue: str, mode: DedupMode, key: str, seconds: float
+    ) -> None:
+        # The payload names the time, so a debounce's replacement shows in the comparison.
+        dedup = Dedup(mode, key, seconds if mode is DedupMode.THROTTLE else 0.0)
+        delay = seconds if mode is DedupMode.DEBOUNCE else 0.0
+        jobs = [
+            NewJob(i, queue, "model.job", f"{i}@{self.now}".encode(), delay=delay, dedup=dedup)
             for i in job_ids
         ]
         self.both(lambda d: d.job_insert_many(jobs, now=self.now))

@@ -25,6 +25,10 @@ from conveyor.drivers.records import (
 from conveyor.drivers.transactional import Plan, Row, Statement, run_plan_async
 
 
+class ElsewhereError(Exception):
+    """The caller's connection does not reach this store (``insert_plan`` says so in words)."""
+
+
 def dedup_plan(
     jobs: Sequence[NewJob],
     now: float | None,
@@ -38,7 +42,7 @@ def dedup_plan(
     if instance is not None:
         rows = yield _statement(queries, "meta_instance", {})
         if not rows or rows[0][0] != instance:
-            raise LookupError("the connection does not reach the queue's store")
+            raise ElsewhereError
     results: list[InsertResult] = []
     for job in jobs:
         if job.dedup is None:
@@ -62,7 +66,7 @@ def _insert(
     query, args = insert_statement([job], now, channel)
     rows = yield _statement(queries, query, {**args, "instance": instance})
     if not rows:  # the instance guard of the statement refused the connection
-        raise LookupError("the connection does not reach the queue's store")
+        raise ElsewhereError
     return insert_results([(r[0], r[1], r[2]) for r in rows])
 
 

@@ -21,7 +21,7 @@ import psycopg_pool
 
 from conveyor._errors import BackendUnavailable, InvalidArgument
 from conveyor.backends.postgres._cron import Cron
-from conveyor.backends.postgres._dedup import dedup_plan, insert_with_dedup
+from conveyor.backends.postgres._dedup import ElsewhereError, dedup_plan, insert_with_dedup
 from conveyor.backends.postgres._migrate import check_current, migrate
 from conveyor.backends.postgres._notify import Notifications
 from conveyor.backends.postgres._pool import Connections, fetch_rows
@@ -282,7 +282,7 @@ class PostgresDriver:
                 # round trip, and this mistake (like any failed statement) aborts their
                 # transaction; it can only be rolled back.
                 raise InvalidArgument(f"{refused} ({exc})") from exc
-            except LookupError:  # the instance check of a keyed insert's first job
+            except ElsewhereError:  # the instance check of an insert with keys
                 raise InvalidArgument(refused) from None
             if not rows:
                 raise InvalidArgument(refused)

@@ -637,7 +637,8 @@ WHERE state = 'active' AND worker_id = %(worker_id)s AND cancel_requested;
 
 -- Dedup keys (see migrations/0003_dedup.sql): an insert with a key runs these in one
 -- transaction, after job_insert_many__dedup_lock, so nobody else decides about the key between
--- the read and the write.
+-- the read and the write. (Seed 7 keeps these locks apart from the migrations' lock, seed 0;
+-- another store of the database with the same queue and key only waits its turn.)
 -- name: job_insert_many__dedup_lock
 SELECT pg_advisory_xact_lock(hashtextextended(%(queue)s::text || chr(10) || %(key)s::text, 7));
 
