@@ -106,3 +106,12 @@ async def test_a_key_taken_over_keeps_its_new_holders_record(
     assert records(driver, backend_url) == 1  # b's, which a's deletion left alone
     [result] = await driver.job_insert_many([keyed("c", DedupMode.UNTIL_STARTED, "k")], now=T0 + 5)
     assert result.id == "b"
+
+
+async def test_purging_waiting_jobs_drops_their_records(driver: Driver, backend_url: str) -> None:
+    jobs = [keyed(f"q{n}", DedupMode.UNTIL_STARTED, f"k{n}") for n in range(3)]
+    jobs += [keyed(f"s{n}", DedupMode.DEBOUNCE, f"d{n}", delay=60) for n in range(2)]
+    await driver.job_insert_many(jobs, now=T0)
+    states = (JobState.QUEUED, JobState.SCHEDULED)
+    assert await driver.job_purge(PurgeParams(states=states), now=T0 + 1) == 5
+    assert records(driver, backend_url) == 0
