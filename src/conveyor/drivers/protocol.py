@@ -23,6 +23,7 @@ from conveyor.drivers.records import (
     Lease,
     ListParams,
     NewJob,
+    ProgressUpdate,
     PurgeParams,
     QueueInfo,
     RescueJob,
@@ -170,7 +171,9 @@ class Driver(Protocol):
         self, retention: Retention, *, limit: int, now: float | None = None
     ) -> int:
         """Delete finished jobs beyond the retention policy, at most ``limit`` per call (none if
-        ``limit <= 0``)."""
+        ``limit <= 0``): first the jobs whose own retention expired by ``now``
+        (``JobRecord.expires_at``, earliest first), then those the queues' ``retention``
+        removes."""
         ...
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]: ...
@@ -236,4 +239,13 @@ class Driver(Protocol):
         """With ``Capability.CANCEL_NOTIFY``: the ids of jobs of worker ``worker_id`` that were
         cancelled since the last call, waiting up to ``timeout`` seconds for one. Without it,
         waits ``timeout`` seconds and returns nothing."""
+        ...
+
+    async def job_progress_many(
+        self, updates: Sequence[ProgressUpdate], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        """Store each job's latest progress (fraction, message, ``now``), each fenced by its lease
+        token: ``ok`` when written, ``lease_lost`` when the job is no longer active with that
+        token, ``not_found``. One atomic step; a batch with an invalid update raises
+        ``InvalidArgument`` naming the job, and nothing of it is written."""
         ...

@@ -39,6 +39,7 @@ class QueueKeys:
         "completed",
         "completed_by_seq",
         "dead",
+        "expiring",
         "failed",
         "failed_by_seq",
         "jobs",
@@ -71,6 +72,9 @@ class QueueKeys:
         self.failed = tag + ":failed"
         self.cancelled = tag + ":cancelled"
         self.wake = tag + ":wake"
+        # Finished jobs with a retention of their own, scored by when it expires (members as in
+        # the state sets); an entry whose job has moved on is dropped when its time comes.
+        self.expiring = tag + ":expiring"
         self.scheduled_by_seq = tag + ":by-seq:scheduled"
         self.queued_by_seq = tag + ":by-seq:queued"
         self.active_by_seq = tag + ":by-seq:active"  # never written: see BY_SEQ

@@ -91,6 +91,10 @@ async def job_prune_finished(
     at = await store.now(now)
     queues = await store.known_keys()
     removed = 0
+    for keys in queues:  # first the jobs whose own retention expired
+        if removed >= limit:
+            break
+        removed += await stubs.prune_expired(client, keys, limit - removed, at)
     ages = (
         (JobState.COMPLETED, retention.completed_max_age),
         (JobState.FAILED, retention.failed_max_age),

@@ -28,6 +28,7 @@ from conveyor.drivers.records import (
     JobState,
     Lease,
     NewJob,
+    ProgressUpdate,
     RescueJob,
     TransitionStatus,
 )
@@ -64,13 +65,13 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     ),
     "job_extend_leases": (("jobs", "active"), False),
     "job_finish_many": (
-        ("jobs", "meta", "ready", "queued", *_JOB_SETS, "wake", *_BY_SEQ, "dead"),
+        ("jobs", "meta", "ready", "queued", *_JOB_SETS, "wake", *_BY_SEQ, "dead", "expiring"),
         False,
     ),
     "job_rescue_many": (
         (
             *("jobs", "meta", "ready", "queued", "active", "failed", "cancelled", "wake"),
-            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead"),
+            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead", "expiring"),
         ),
         False,
     ),
@@ -93,7 +94,12 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
         False,
     ),
     "job_purge": (("jobs", "set", "by_seq", "ready", "dead", "meta"), False),
-    "job_prune_finished": (("jobs", "set", "by_seq"), False),
+    "job_prune_finished": (("jobs", "set", "by_seq", "expiring"), False),
+    "job_prune_expired": (
+        ("jobs", "expiring", "completed", "failed", "completed_by_seq", "failed_by_seq"),
+        False,
+    ),
+    "job_progress_many": (("jobs",), False),
     "job_list": (("jobs", "active", *_BY_SEQ, "ready", "dead"), False),
     "queue_resume": (("meta", "wake"), False),
     "queue_notify": (("wake",), False),
@@ -148,6 +154,8 @@ _RETRY = load("job_retry_many")
 _PURGE = load("job_purge")
 _PRUNE = load("job_prune_finished")
 _LIST = load("job_list")
+_PRUNE_EXPIRED = load("job_prune_expired")
+_PROGRESS = load("job_progress_many")
 _RESUME = load("queue_resume")
 _NOTIFY = load("queue_notify")
 _HEARTBEAT = load("worker_heartbeat")
@@ -179,6 +187,8 @@ async def insert(
                     job.max_attempts,
                     "" if run_at is None else run_at,
                     job.delay,
+                    "" if job.keep_completed is None else float(job.keep_completed),
+                    "" if job.keep_failed is None else float(job.keep_failed),
                 )
             )
         reply: list[bytes] = await run(client, _INSERT, script_keys, args)
@@ -393,7 +403,7 @@ async def purge(
 async def prune_members(
     client: Client, keys: QueueKeys, state: JobState, members: Sequence[bytes]
 ) -> int:
-    script_keys = (keys.jobs, keys.set_of(state), keys.by_seq(state))
+    script_keys = (keys.jobs, keys.set_of(state), keys.by_seq(state), keys.expiring)
     deleted = 0
     for batch in chunks(members):
         deleted += await run(client, _PRUNE, script_keys, ("members", *batch))
@@ -403,9 +413,30 @@ async def prune_members(
 async def prune_trim(
     client: Client, keys: QueueKeys, state: JobState, keep: int, limit: int
 ) -> int:
-    script_keys = (keys.jobs, keys.set_of(state), keys.by_seq(state))
+    script_keys = (keys.jobs, keys.set_of(state), keys.by_seq(state), keys.expiring)
     deleted: int = await run(client, _PRUNE, script_keys, ("trim", keep, limit))
     return deleted
+
+
+async def prune_expired(client: Client, keys: QueueKeys, limit: int, now: float | None) -> int:
+    """Delete up to ``limit`` jobs of ``keys``' queue whose own retention expired by ``now``."""
+    script_keys = _keys(keys, _PRUNE_EXPIRED)
+    deleted: int = await run(client, _PRUNE_EXPIRED, script_keys, (_now(now), limit))
+    return deleted
+
+
+async def progress(
+    client: Client, keys: QueueKeys, updates: Sequence[ProgressUpdate], now: float | None
+) -> list[TransitionStatus]:
+    """Store the progress of ``updates`` (all of ``keys``' queue); a status each."""
+    statuses: list[TransitionStatus] = []
+    for batch in chunks(updates):
+        args: list[Any] = [_now(now), len(batch)]
+        for u in batch:
+            args += (u.job_id, u.token, float(u.fraction), _opt(u.message))
+        reply = await run(client, _PROGRESS, _keys(keys, _PROGRESS), args)
+        statuses += [TransitionStatus(status.decode()) for status in reply]
+    return statuses
 
 
 @dataclass(frozen=True, slots=True)

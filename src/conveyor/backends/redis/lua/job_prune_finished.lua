@@ -4,6 +4,8 @@
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
 -- KEYS[2] set: the state's sorted set, score the finish time
 -- KEYS[3] by_seq: the state's listing index
+-- KEYS[4] expiring: zset of finished jobs with a retention of their own (entries of the jobs
+--         deleted here go too)
 -- ARGV[1] mode: 'members' (delete the members that follow, chosen by the caller oldest first
 --         across queues) or 'trim' (delete the oldest beyond the newest ARGV[2] jobs, at most
 --         ARGV[3] of them)
@@ -15,6 +17,7 @@
 local K_JOBS = KEYS[1]
 local K_SET = KEYS[2]
 local K_BY_SEQ = KEYS[3]
+local K_EXPIRING = KEYS[4]
 
 --!include args.lua
 
@@ -33,25 +36,28 @@ if bad then
     return bad
 end
 
-local gone = {}
+local gone, members = {}, {}
 if mode == 'trim' then
     local excess = math.min(redis.call('ZCARD', K_SET) - tonumber(ARGV[2]), tonumber(ARGV[3]))
     if excess > 0 then
         local popped = redis.call('ZPOPMIN', K_SET, excess)
         for i = 1, #popped, 2 do
             gone[#gone + 1] = string.sub(popped[i], 17)
+            members[#members + 1] = popped[i]
         end
     end
 else
     for i = 2, #ARGV do
         if redis.call('ZREM', K_SET, ARGV[i]) == 1 then
             gone[#gone + 1] = string.sub(ARGV[i], 17)
+            members[#members + 1] = ARGV[i]
         end
     end
 end
 for i = 1, #gone, 500 do
     local slice = {unpack(gone, i, math.min(i + 499, #gone))}
     redis.call('ZREM', K_BY_SEQ, unpack(slice))
+    redis.call('ZREM', K_EXPIRING, unpack(members, i, math.min(i + 499, #members)))
     for n, id in ipairs(slice) do
         slice[n] = K_JOBS .. id
     end

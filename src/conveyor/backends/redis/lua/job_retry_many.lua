@@ -69,7 +69,7 @@ for i = 2, #ARGV do
         local seq = next_seq(1)
         local fields = {'s', 'queued', 'm', int(tonum(v[4], 0) + 1), 'q', int(seq)}
         move_run_at(fields, v[5], v[6], now_text)
-        redis.call('HDEL', key, 'f', 'k', 'c', 'x', 'w', 'i')
+        redis.call('HDEL', key, 'f', 'k', 'c', 'x', 'w', 'i', 'ex')
         redis.call('HSET', key, unpack(fields))
         place(id, tonum(v[3], 0), now, seq)
         woken = true
