@@ -130,6 +130,8 @@ class SyncQueue:
         queue: str | None = None,
         attempts: int | None = None,
         connection: object | None = None,
+        keep_completed: float | timedelta | None = None,
+        keep_failed: float | timedelta | None = None,
     ) -> SyncJobHandle[R]:
         """See :meth:`Queue.enqueue`. With ``connection=`` (a blocking one: ``sqlite3``,
         ``psycopg.Connection``, a SQLAlchemy ``Session`` or ``Connection``) the job is written
@@ -137,7 +139,16 @@ class SyncQueue:
         that transaction commits."""
         if connection is not None:
             request = JobRequest(
-                definition, payload, job_id, delay, run_at, priority, queue, attempts
+                definition,
+                payload,
+                job_id,
+                delay,
+                run_at,
+                priority,
+                queue,
+                attempts,
+                keep_completed,
+                keep_failed,
             )
             (written,) = self.enqueue_many([request], connection=connection)
             return written
@@ -151,6 +162,8 @@ class SyncQueue:
                 priority=priority,
                 queue=queue,
                 attempts=attempts,
+                keep_completed=keep_completed,
+                keep_failed=keep_failed,
             )
         )
         return SyncJobHandle(self, handle)
