@@ -64,7 +64,7 @@ def queue_keys(store: Store, script: str) -> tuple[str, ...]:
 
         state = JobState.COMPLETED
         more = (
-            (store.keys.ready, store.keys.dead, store.keys.meta)
+            (store.keys.ready, store.keys.dead, store.keys.meta, store.keys.expiring)
             if script == "job_purge"
             else (store.keys.expiring,)
         )
@@ -119,8 +119,7 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
          "job 'b': the message must be '' or '=' and the message, got 'raw'"),
         ("job_progress_many", (T0, 3, "a", a, 0.5, ""),
          "the update count must say how many updates of 4 arguments follow"),
-        ("job_prune_expired", (T0, -1), "limit must be a whole number from 0 to 10000"),
-        ("job_prune_expired", ("later", 10), "now must be epoch seconds"),
+        ("job_prune_expired", ("later", b"x"), "now must be epoch seconds"),
         ("job_extend_leases", (T0, 30, "a", a, "", "b", b, "yes"),
          "job 'b': isolated must be '' or '1', got 'yes'"),
         ("job_extend_leases", (T0, "nan", "a", a, ""),

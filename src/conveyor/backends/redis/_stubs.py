@@ -89,11 +89,11 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "job_retry_many": (
         (
             *("jobs", "meta", "ready", "queued", "failed", "cancelled", "wake"),
-            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead"),
+            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead", "expiring"),
         ),
         False,
     ),
-    "job_purge": (("jobs", "set", "by_seq", "ready", "dead", "meta"), False),
+    "job_purge": (("jobs", "set", "by_seq", "ready", "dead", "meta", "expiring"), False),
     "job_prune_finished": (("jobs", "set", "by_seq", "expiring"), False),
     "job_prune_expired": (
         ("jobs", "expiring", "completed", "failed", "completed_by_seq", "failed_by_seq"),
@@ -394,6 +394,7 @@ async def purge(
         keys.ready,
         keys.dead,
         keys.meta,
+        keys.expiring,
     )
     args = (state.value, "" if finished_before is None else finished_before, chunk)
     deleted, removed = await run(client, _PURGE, script_keys, args)
@@ -418,10 +419,15 @@ async def prune_trim(
     return deleted
 
 
-async def prune_expired(client: Client, keys: QueueKeys, limit: int, now: float | None) -> int:
-    """Delete up to ``limit`` jobs of ``keys``' queue whose own retention expired by ``now``."""
-    script_keys = _keys(keys, _PRUNE_EXPIRED)
-    deleted: int = await run(client, _PRUNE_EXPIRED, script_keys, (_now(now), limit))
+async def prune_expired(
+    client: Client, keys: QueueKeys, members: Sequence[bytes], now: float | None
+) -> int:
+    """Delete the jobs of ``members`` of ``keys``' expiring set whose retention expired."""
+    deleted = 0
+    for batch in chunks(members):
+        deleted += await run(
+            client, _PRUNE_EXPIRED, _keys(keys, _PRUNE_EXPIRED), (_now(now), *batch)
+        )
     return deleted
 
 

@@ -7,6 +7,8 @@
 -- KEYS[4] ready: list of in-order priority-0 queued jobs (queued only)
 -- KEYS[5] dead: hash of id -> stale ready-list entries of that job (queued only)
 -- KEYS[6] meta: the queue's meta hash, for the ready list's tail (queued only)
+-- KEYS[7] expiring: zset of finished jobs with a retention of their own (entries of the jobs
+--         deleted here go too)
 -- ARGV[1] state: queued, scheduled, retrying, active, completed, failed or cancelled
 -- ARGV[2] finished_before: epoch seconds ('' for any); only jobs finished before it are deleted
 -- ARGV[3] chunk: most entries to remove in this call
@@ -22,6 +24,7 @@ local K_BY_SEQ = KEYS[3]
 local K_READY = KEYS[4]
 local K_DEAD = KEYS[5]
 local K_META = KEYS[6]
+local K_EXPIRING = KEYS[7]
 
 --!include args.lua
 
@@ -113,6 +116,7 @@ else
 end
 for i = 1, #members, 500 do
     redis.call('ZREM', K_SET, unpack(members, i, math.min(i + 499, #members)))
+    redis.call('ZREM', K_EXPIRING, unpack(members, i, math.min(i + 499, #members)))
 end
 for _, member in ipairs(members) do
     ids[#ids + 1] = string.sub(member, 17)
