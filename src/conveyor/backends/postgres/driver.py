@@ -489,8 +489,7 @@ class PostgresDriver:
         check_progress(updates)
         if not updates:
             return []
-        rows = await self._rows("job_progress_many", progress_args(updates, now))
-        return progress_results(rows)
+        return progress_results(await self._rows("job_progress_many", progress_args(updates, now)))
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
         if not ids:
