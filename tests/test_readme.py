@@ -132,6 +132,36 @@ print("ok")
     assert done.stdout.strip().endswith("ok")
 
 
+def test_progress_and_retention(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """The reports snippet: progress is stored and shown, each job gets its own expiry, and
+    ``jobs show`` prints both."""
+    cwd, env = app_dir
+    script = """
+import asyncio, dataclasses
+from app import reports
+
+async def main():
+    job_id = await reports.export_later(3)
+    reports.worker.config = dataclasses.replace(reports.worker.config, burst=True)
+    await reports.worker.run()
+    info = await reports.queue.get(job_id)
+    assert info is not None and info.state.value == "completed", info
+    assert (info.progress, info.progress_message) == (1.0, "3 of 3 rows"), info
+    assert (info.expires_at - info.finished_at).total_seconds() == 3600
+    assert await reports.queue.handle(reports.export, job_id).result() == "exported 3 rows"
+    others = [j for j in await reports.queue.list_jobs(queue="reports") if j.id != job_id]
+    assert all(j.expires_at is None or j.expires_at == j.finished_at for j in others), others
+    await reports.queue.close()
+    print(job_id)
+
+asyncio.run(main())
+"""
+    job_id = run(f"python -c {shlex.quote(script)}", cwd, env).stdout.strip()
+    shown = run(f"conveyor jobs show {job_id}", cwd, env).stdout
+    assert "progress: 100% 3 of 3 rows (at " in shown
+    assert "expires_at: " in shown
+
+
 @pytest.mark.parametrize("app_dir", ["sqlite"], indirect=True)  # data and queue: one file
 def test_enqueue_inside_your_transaction(app_dir: tuple[Path, dict[str, str]]) -> None:
     """The SQLite snippet: the invitation and its job commit together (and the tour's worker,

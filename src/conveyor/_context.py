@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+
+from conveyor._errors import InvalidArgument
+from conveyor.core.serialization import writable_text
+from conveyor.drivers.common import PROGRESS_MESSAGE_CHARS
+
+ProgressSink = Callable[[float, str | None], None]
 
 
 class JobLogger(logging.LoggerAdapter[logging.Logger]):
@@ -41,20 +47,38 @@ class JobContext:
     worker_id: str
     logger: logging.LoggerAdapter[logging.Logger]
     cancelled: threading.Event = field(default_factory=threading.Event)
-    _progress: list[Any] = field(default_factory=list[Any], repr=False)
+    _progress: list[tuple[float, str | None]] = field(
+        default_factory=list[tuple[float, str | None]], repr=False
+    )
+    _sink: ProgressSink | None = field(default=None, repr=False)
 
     @property
     def is_last_attempt(self) -> bool:
         return self.attempt >= self.max_attempts
 
-    def progress(self, value: Any) -> None:
-        """Report progress (a number or a small JSON-able value); logged, last value kept."""
-        self._progress[:] = [value]
-        self.logger.info("job progress", extra={"progress": value})
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the job got: ``fraction`` from 0 to 1, and an optional message (cut to
+        500 characters). Returns at once, from async and sync handlers alike: the worker writes
+        the latest value of each job every half second or so, and before the job's outcome, so
+        ``Queue.get``, the job handle and ``conveyor jobs show`` see it. A write that fails is
+        logged, never the job's failure. A fraction outside 0..1 raises ``InvalidArgument``."""
+        given = cast(object, fraction)  # a caller outside the checker's view may pass anything
+        if not isinstance(given, int | float) or isinstance(given, bool) or not 0 <= given <= 1:
+            raise InvalidArgument(f"progress must be a number from 0 to 1, got {fraction!r}")
+        if message is not None:
+            if not isinstance(cast(object, message), str):
+                raise InvalidArgument(f"a progress message must be a str, got {message!r}")
+            message = writable_text(message[:PROGRESS_MESSAGE_CHARS])[:PROGRESS_MESSAGE_CHARS]
+        value = float(fraction)
+        self._progress[:] = [(value, message)]
+        self.logger.debug("job progress", extra={"progress": value})
+        if self._sink is not None:
+            self._sink(value, message)
 
     @property
-    def last_progress(self) -> Any:
-        return self._progress[0] if self._progress else None
+    def last_progress(self) -> float | None:
+        """The fraction this attempt reported last (None before the first report)."""
+        return self._progress[0][0] if self._progress else None
 
 
 def epoch_to_datetime(value: float) -> datetime:

@@ -48,6 +48,8 @@ class JobDef(Generic[P, R]):
     timeout: float | None = None
     priority: int = 0
     permanent: tuple[type[BaseException], ...] = ()
+    keep_completed: float | None = None
+    keep_failed: float | None = None
     _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,9 +74,23 @@ class JobDef(Generic[P, R]):
         queue: str | None = None,
         attempts: int | None = None,
         dedup: DedupPolicy | None = None,
+        keep_completed: float | timedelta | None = None,
+        keep_failed: float | timedelta | None = None,
     ) -> JobRequest[P, R]:
         """A job ready to enqueue, for ``Queue.enqueue_many``."""
-        return JobRequest(self, payload, job_id, delay, run_at, priority, queue, attempts, dedup)
+        return JobRequest(
+            self,
+            payload,
+            job_id,
+            delay,
+            run_at,
+            priority,
+            queue,
+            attempts,
+            dedup,
+            keep_completed,
+            keep_failed,
+        )
 
     def __repr__(self) -> str:
         return f"JobDef({self.name!r}, {self.payload_type.__name__}, queue={self.queue!r})"
@@ -91,6 +107,8 @@ class JobRequest(Generic[P, R]):
     queue: str | None = None
     attempts: int | None = None
     dedup: DedupPolicy | None = None
+    keep_completed: float | timedelta | None = None
+    keep_failed: float | timedelta | None = None
 
 
 @overload
@@ -105,6 +123,8 @@ def job(
     timeout: float | timedelta | None = ...,
     priority: int = ...,
     permanent: tuple[type[BaseException], ...] = ...,
+    keep_completed: float | timedelta | None = ...,
+    keep_failed: float | timedelta | None = ...,
 ) -> JobDef[P, None]: ...
 
 
@@ -120,6 +140,8 @@ def job(
     timeout: float | timedelta | None = ...,
     priority: int = ...,
     permanent: tuple[type[BaseException], ...] = ...,
+    keep_completed: float | timedelta | None = ...,
+    keep_failed: float | timedelta | None = ...,
 ) -> JobDef[P, R]: ...
 
 
@@ -135,6 +157,8 @@ def job(
     timeout: float | timedelta | None = ...,
     priority: int = ...,
     permanent: tuple[type[BaseException], ...] = ...,
+    keep_completed: float | timedelta | None = ...,
+    keep_failed: float | timedelta | None = ...,
 ) -> JobDef[P, Any]:
     """A result type a checker cannot express as ``type[R]`` (``int | None``, ``Literal[...]``):
     annotate the variable to keep results typed, ``x: JobDef[M, int | None] = job(...)``."""
@@ -152,11 +176,16 @@ def job(
     timeout: float | timedelta | None = None,
     priority: int = 0,
     permanent: tuple[type[BaseException], ...] = (),
+    keep_completed: float | timedelta | None = None,
+    keep_failed: float | timedelta | None = None,
 ) -> JobDef[Any, Any]:
     """Declare a job: ``send = job("email.send", SendEmail, result=str, attempts=5)``.
 
     ``name`` is what is stored with each job, so keep it stable across deploys. ``attempts``
     counts the first run. Exceptions listed in ``permanent`` fail the job without retrying.
+    ``keep_completed`` / ``keep_failed`` (seconds or a timedelta) keep each job of this kind,
+    result included, that long after it completed / failed, instead of the queue's retention
+    (``keep_completed=0``: deleted by the next prune); an enqueue can override them.
     """
     if not _NAME.match(name):
         raise InvalidJobDefinition(
@@ -174,6 +203,10 @@ def job(
         if timeout is None
         else _validation.seconds(timeout, f"job {name!r}: timeout", error=error, positive=True)
     )
+    kept = [
+        None if keep is None else _validation.seconds(keep, f"job {name!r}: {what}", error=error)
+        for keep, what in ((keep_completed, "keep_completed"), (keep_failed, "keep_failed"))
+    ]
     return JobDef(
         name=name,
         payload_type=payload,
@@ -184,4 +217,6 @@ def job(
         timeout=seconds,
         priority=priority,
         permanent=tuple(permanent),
+        keep_completed=kept[0],
+        keep_failed=kept[1],
     )

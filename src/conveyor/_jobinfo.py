@@ -36,6 +36,12 @@ class JobInfo:
     seq: int
     errors: tuple[AttemptError, ...] = ()
     cancel_requested: bool = False  # running, and someone asked to cancel it
+    # The latest progress its handler reported (a fraction from 0 to 1), its message, and when.
+    progress: float | None = None
+    progress_message: str | None = None
+    progress_at: datetime | None = None
+    # When its own retention deletes it (keep_completed / keep_failed), once it finished.
+    expires_at: datetime | None = None
 
     @property
     def error_attempt(self) -> int | None:
@@ -75,6 +81,10 @@ class JobInfo:
             seq=record.seq,
             errors=record.errors,
             cancel_requested=record.cancel_requested,
+            progress=record.progress,
+            progress_message=record.progress_message,
+            progress_at=_maybe(record.progress_at),
+            expires_at=_maybe(record.expires_at),
         )
 
 

@@ -160,6 +160,8 @@ class Queue:
         attempts: int | None = None,
         connection: object | None = None,
         dedup: DedupPolicy | None = None,
+        keep_completed: float | timedelta | None = None,
+        keep_failed: float | timedelta | None = None,
     ) -> JobHandle[R]:
         """Validate ``payload`` and store the job; one round trip.
 
@@ -186,9 +188,23 @@ class Queue:
         transaction is fine: the insert opens the transaction, and the job is committed by
         your next ``commit()`` (or discarded by ``rollback()``). Errors of the connection
         itself (a lock timeout, a failed transaction) reach you as its own exceptions.
+
+        ``keep_completed`` / ``keep_failed`` override the definition's retention for this job:
+        seconds (or a timedelta) it is kept after it completed / failed, ``0`` to have it
+        deleted by the next prune (its result too: ``handle.result()`` cannot read it after).
         """
         request = JobRequest(
-            definition, payload, job_id, delay, run_at, priority, queue, attempts, dedup
+            definition,
+            payload,
+            job_id,
+            delay,
+            run_at,
+            priority,
+            queue,
+            attempts,
+            dedup,
+            keep_completed,
+            keep_failed,
         )
         (handle,) = await self.enqueue_many([request], connection=connection)
         return handle
@@ -348,6 +364,10 @@ class Queue:
             d.queue if request.queue is None else request.queue,
             d.attempts if request.attempts is None else request.attempts,
             dedup,
+            (
+                d.keep_completed if request.keep_completed is None else request.keep_completed,
+                d.keep_failed if request.keep_failed is None else request.keep_failed,
+            ),
         )
 
     def _build(
@@ -361,9 +381,14 @@ class Queue:
         queue: str,
         attempts: int,
         dedup: Dedup | None = None,
+        keep: tuple[float | timedelta | None, float | timedelta | None] = (None, None),
     ) -> NewJob:
         if delay is not None and run_at is not None:
             raise InvalidArgument("pass either delay or run_at, not both")
+        kept = [
+            None if k is None else _validation.seconds(k, what, error=InvalidArgument)
+            for k, what in zip(keep, ("keep_completed", "keep_failed"), strict=True)
+        ]
         return NewJob(
             id=job_id,
             queue=check_queue_name(queue),
@@ -376,6 +401,8 @@ class Queue:
             if delay is None
             else _validation.seconds(delay, "delay", error=InvalidArgument),
             dedup=dedup,
+            keep_completed=kept[0],
+            keep_failed=kept[1],
         )
 
     async def _insert(

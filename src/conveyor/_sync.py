@@ -132,6 +132,8 @@ class SyncQueue:
         attempts: int | None = None,
         connection: object | None = None,
         dedup: DedupPolicy | None = None,
+        keep_completed: float | timedelta | None = None,
+        keep_failed: float | timedelta | None = None,
     ) -> SyncJobHandle[R]:
         """See :meth:`Queue.enqueue`. With ``connection=`` (a blocking one: ``sqlite3``,
         ``psycopg.Connection``, a SQLAlchemy ``Session`` or ``Connection``) the job is written
@@ -139,7 +141,17 @@ class SyncQueue:
         that transaction commits."""
         if connection is not None:
             request = JobRequest(
-                definition, payload, job_id, delay, run_at, priority, queue, attempts, dedup
+                definition,
+                payload,
+                job_id,
+                delay,
+                run_at,
+                priority,
+                queue,
+                attempts,
+                dedup,
+                keep_completed,
+                keep_failed,
             )
             (written,) = self.enqueue_many([request], connection=connection)
             return written
@@ -154,6 +166,8 @@ class SyncQueue:
                 queue=queue,
                 attempts=attempts,
                 dedup=dedup,
+                keep_completed=keep_completed,
+                keep_failed=keep_failed,
             )
         )
         return SyncJobHandle(self, handle)

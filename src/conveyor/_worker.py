@@ -44,6 +44,7 @@ from conveyor.runtime.fetcher import Fetcher, FetcherHooks
 from conveyor.runtime.lease_keeper import Keeper, LeaseKeeper
 from conveyor.runtime.lifecycle import WorkerStats
 from conveyor.runtime.maintenance import Heartbeat, Maintenance
+from conveyor.runtime.progress import ProgressBatcher
 from conveyor.runtime.registry import Handler, HandlerRegistry
 from conveyor.runtime.renewer import RenewalProcess
 from conveyor.runtime.runner import Runner
@@ -247,11 +248,13 @@ class Worker:
             )
         driver = await self.queue.connect()
         await self._prepare(driver)
+        progress = ProgressBatcher(driver, clock=cfg.clock)
         completer = Completer(
             driver,
             retention=cfg.retention,
             clock=cfg.clock,
             max_backlog=max(2 * cfg.concurrency, 100),
+            before_write=progress.flush_jobs,
         )
         runner = self._runner = Runner(
             driver=driver,
@@ -262,6 +265,7 @@ class Worker:
             max_result_bytes=self.queue.max_payload_bytes,
             stats=self.stats,
             slot_freed=self._slot_freed,
+            progress=progress,
         )
         keeper = runner.keeper = self._keeper(driver, loop, runner)
         maintenance = Maintenance(
@@ -304,6 +308,7 @@ class Worker:
         try:
             await keeper.start()
             supervisor.start("completer", completer.run)
+            supervisor.start("progress", progress.run)
             supervisor.start("maintenance", maintenance.run)
             supervisor.start("heartbeat", heartbeat.run)
             if driver.has(Capability.CANCEL_NOTIFY):

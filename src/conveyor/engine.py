@@ -39,6 +39,7 @@ from conveyor.drivers.records import (
     Lease,
     ListParams,
     NewJob,
+    ProgressUpdate,
     PurgeParams,
     QueueInfo,
     RescueJob,
@@ -239,6 +240,13 @@ class Engine:
     ) -> int:
         return await self._call(
             "job_prune_finished", self.driver.job_prune_finished(retention, limit=limit, now=now)
+        )
+
+    async def job_progress_many(
+        self, updates: Sequence[ProgressUpdate], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        return await self._call(
+            "job_progress_many", self.driver.job_progress_many(updates, now=now)
         )
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:

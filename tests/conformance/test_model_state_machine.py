@@ -42,6 +42,7 @@ from conveyor.drivers.records import (
     Lease,
     ListParams,
     NewJob,
+    ProgressUpdate,
     PurgeParams,
     Retention,
     TransitionKind,
@@ -114,7 +115,7 @@ class DriversAgree(RuleBasedStateMachine):
     @initialize(job_ids=ids, queue=st.sampled_from(QUEUES))
     def seed(self, job_ids: list[str], queue: str) -> None:
         # Start with runnable work so that fetch, finish and extend do something from step one.
-        self.insert(job_ids, queue, priority=0, delay=0.0)
+        self._insert(job_ids, queue, 0, 0.0, None, None)
 
     # -- time --------------------------------------------------------------------------------
 
@@ -131,8 +132,43 @@ class DriversAgree(RuleBasedStateMachine):
         delay=st.sampled_from([0.0, 0.0, 5.0, 30.0]),
     )
     def insert(self, job_ids: list[str], queue: str, priority: int, delay: float) -> None:
+        self._insert(job_ids, queue, priority, delay, None, None)
+
+    @rule(
+        job_ids=ids,
+        queue=st.sampled_from(QUEUES),
+        keep_completed=st.sampled_from([None, 0.0, 5.0]),
+        keep_failed=st.sampled_from([None, 0.0, 5.0]),
+    )
+    def insert_with_retention(
+        self,
+        job_ids: list[str],
+        queue: str,
+        keep_completed: float | None,
+        keep_failed: float | None,
+    ) -> None:
+        self._insert(job_ids, queue, 0, 0.0, keep_completed, keep_failed)
+
+    def _insert(
+        self,
+        job_ids: list[str],
+        queue: str,
+        priority: int,
+        delay: float,
+        keep_completed: float | None,
+        keep_failed: float | None,
+    ) -> None:
         jobs = [
-            NewJob(i, queue, "model.job", i.encode(), priority=priority, delay=delay)
+            NewJob(
+                i,
+                queue,
+                "model.job",
+                i.encode(),
+                priority=priority,
+                delay=delay,
+                keep_completed=keep_completed,
+                keep_failed=keep_failed,
+            )
             for i in job_ids
         ]
         self.both(lambda d: d.job_insert_many(jobs, now=self.now))
@@ -256,6 +292,28 @@ class DriversAgree(RuleBasedStateMachine):
 
         model = self.run(self.model.job_extend_leases(leases(0), lease, now=self.now))
         real = self.run(self.real.job_extend_leases(leases(1), lease, now=self.now))
+        assert real == model
+
+    @precondition(lambda self: bool(self.tokens))
+    @rule(
+        data=st.data(),
+        which=st.sampled_from(["current", "current", "stale", "bogus"]),
+        fraction=st.sampled_from([0.0, 0.5, 1.0]),
+        message=st.sampled_from([None, "step"]),
+    )
+    def progress(
+        self, data: st.DataObject, which: str, fraction: float, message: str | None
+    ) -> None:
+        job_ids = data.draw(st.lists(st.sampled_from(sorted(self.tokens)), min_size=1, max_size=3))
+
+        def updates(side: int) -> list[ProgressUpdate]:
+            return [
+                ProgressUpdate(i, self._token_pair(i, which)[side], fraction, message)
+                for i in job_ids
+            ]
+
+        model = self.run(self.model.job_progress_many(updates(0), now=self.now))
+        real = self.run(self.real.job_progress_many(updates(1), now=self.now))
         assert real == model
 
     # -- maintenance and operators ------------------------------------------------------------

@@ -112,6 +112,10 @@ def job_as_dict(info: JobInfo) -> dict[str, Any]:
         "errors": [{"attempt": e.attempt, "at": _iso(e.at), "error": e.error} for e in info.errors],
         "cancel_requested": info.cancel_requested,
         "seq": info.seq,
+        "progress": info.progress,
+        "progress_message": info.progress_message,
+        "progress_at": info.progress_at.isoformat() if info.progress_at else None,
+        "expires_at": info.expires_at.isoformat() if info.expires_at else None,
     }
 
 

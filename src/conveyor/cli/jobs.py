@@ -88,6 +88,12 @@ def jobs_show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     history = data.pop("errors")
     if data.pop("cancel_requested"):
         data["state"] = f"{data['state']} (cancel requested: its worker is stopping it)"
+    progress, message = data.pop("progress"), data.pop("progress_message")
+    at = data.pop("progress_at")
+    if progress is not None:
+        data["progress"] = f"{progress:.0%}" + (f" {message}" if message else "") + f" (at {at})"
+    if data["expires_at"] is None:
+        del data["expires_at"]
     for key, value in data.items():
         click.echo(f"{key:>12}: {value}")
     if len(history) > 1 or (history and error is None):

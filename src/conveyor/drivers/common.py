@@ -44,6 +44,7 @@ from conveyor.drivers.records import (
     JobRecord,
     JobState,
     NewJob,
+    ProgressUpdate,
     RescueJob,
     TransitionKind,
 )
@@ -66,6 +67,9 @@ LOST_WHILE_CANCELLING: Final = "the worker lost the job before it stopped"
 # (the latest error is also kept whole in ``JobRecord.error``).
 HISTORY_LIMIT: Final = 20
 HISTORY_ERROR_CHARS: Final = 2000
+
+# A progress message is at most this many characters (``JobContext.progress`` cuts longer ones).
+PROGRESS_MESSAGE_CHARS: Final = 500
 
 
 def resolve_now(now: float | None) -> float:
@@ -114,6 +118,10 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
         )
         if job.dedup is not None:
             check_dedup(job)
+        keeps = ((job.keep_completed, "keep_completed"), (job.keep_failed, "keep_failed"))
+        for keep, what in keeps:
+            if keep is not None:
+                _validation.seconds(keep, f"job {job.id!r}: {what}", error=InvalidArgument)
 
 
 CRON_ID_PREFIX: Final = "cron:"
@@ -186,6 +194,48 @@ def cron_info_of(row: Any) -> CronInfo:
         last_fired_at=None if row["last_fired_at"] is None else float(row["last_fired_at"]),
         last_job_id=row["last_job_id"],
     )
+
+
+def check_progress(updates: Sequence[ProgressUpdate]) -> None:
+    """Refuse a batch holding an invalid progress update (a fraction outside 0..1, a message
+    too long or not writable, no token), naming the job, before anything of it is written."""
+    for update in updates:
+        fraction = cast(object, update.fraction)
+        if (
+            not isinstance(fraction, int | float)
+            or isinstance(fraction, bool)
+            or not 0.0 <= fraction <= 1.0
+        ):
+            raise InvalidArgument(
+                f"job {update.job_id!r}: progress must be a number from 0 to 1, "
+                f"got {update.fraction!r}"
+            )
+        if not update.token:
+            raise InvalidArgument(f"job {update.job_id!r}: progress needs the lease token")
+        message = cast(object, update.message)
+        if message is not None and (
+            not isinstance(message, str) or len(message) > PROGRESS_MESSAGE_CHARS
+        ):
+            raise InvalidArgument(
+                f"job {update.job_id!r}: a progress message must be text of at most "
+                f"{PROGRESS_MESSAGE_CHARS} characters"
+            )
+        _check_text(update.message, f"job {update.job_id!r}: progress message")
+
+
+def expiry(
+    state: JobState, at: float, keep_completed: float | None, keep_failed: float | None
+) -> float | None:
+    """When a job that reaches ``state`` at ``at`` expires under its own retention: ``completed``
+    keeps it ``keep_completed`` seconds, ``failed`` ``keep_failed``; None: the queue's policy."""
+    keep = (
+        keep_completed
+        if state is JobState.COMPLETED
+        else keep_failed
+        if state is JobState.FAILED
+        else None
+    )
+    return None if keep is None else at + keep
 
 
 def check_finishes(finishes: Sequence[FinishJob]) -> None:

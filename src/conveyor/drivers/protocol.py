@@ -27,6 +27,7 @@ from conveyor.drivers.records import (
     Lease,
     ListParams,
     NewJob,
+    ProgressUpdate,
     PurgeParams,
     QueueInfo,
     RescueJob,
@@ -180,7 +181,9 @@ class Driver(Protocol):
         self, retention: Retention, *, limit: int, now: float | None = None
     ) -> int:
         """Delete finished jobs beyond the retention policy, at most ``limit`` per call (none if
-        ``limit <= 0``)."""
+        ``limit <= 0``): first the jobs whose own retention expired by ``now``
+        (``JobRecord.expires_at``, earliest first), then those the queues' ``retention``
+        removes."""
         ...
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]: ...
@@ -266,4 +269,13 @@ class Driver(Protocol):
 
     async def cron_list(self) -> list[CronInfo]:
         """Every registered schedule, by name, with what its latest tick did."""
+        ...
+
+    async def job_progress_many(
+        self, updates: Sequence[ProgressUpdate], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        """Store each job's latest progress (fraction, message, ``now``), each fenced by its lease
+        token: ``ok`` when written, ``lease_lost`` when the job is no longer active with that
+        token, ``not_found``. One atomic step; a batch with an invalid update raises
+        ``InvalidArgument`` naming the job, and nothing of it is written."""
         ...

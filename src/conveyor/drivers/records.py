@@ -68,6 +68,16 @@ class JobRecord:
     # The current attempt was declared to run alone in its worker (see ``Lease.isolated``), so
     # losing it is evidence against the job itself.
     isolated: bool = False
+    # The latest progress a handler reported (``JobContext.progress``): a fraction from 0 to 1,
+    # an optional message, and when it was written (backend clock). Kept across attempts.
+    progress: float | None = None
+    progress_message: str | None = None
+    progress_at: float | None = None
+    # The job's own retention (``NewJob.keep_completed`` / ``keep_failed``), and the instant it
+    # expires, set when it finishes in a state its retention covers: pruning deletes it then.
+    keep_completed: float | None = None
+    keep_failed: float | None = None
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,11 @@ class NewJob:
     delay: float = 0.0  # added to the backend's now when ``run_at`` is None
     # Deduplicate by key as well as by id (see :class:`Dedup`); None: by id only.
     dedup: Dedup | None = None
+    # The job's own retention, in seconds after it finishes: once ``completed`` (0: deleted by
+    # the next prune, result included), once ``failed``. None: the queue's ``Retention``. Any
+    # rule of the queue's that removes the job earlier still applies.
+    keep_completed: float | None = None
+    keep_failed: float | None = None
 
 
 class DedupMode(enum.StrEnum):
@@ -192,6 +207,18 @@ class RescueJob:
     stalls: int  # the job's new stall count
     error: str
     queue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """The latest progress of a leased job, fenced by its lease token like a finish: written only
+    while the job is ``active`` with that token. ``fraction`` is from 0 to 1."""
+
+    job_id: str
+    token: str
+    fraction: float
+    message: str | None = None
+    queue: str | None = None  # the job's queue when known, as for ``Lease``
 
 
 class TransitionStatus(enum.StrEnum):

@@ -101,6 +101,12 @@ def check_job(job: NewJob) -> None:
     check_queue_name(job.queue)
     if not isinstance(cast(object, job.payload), bytes):
         raise InvalidArgument(f"job {job.id!r}: the payload must be bytes of JSON")
+    if job.keep_completed is not None or job.keep_failed is not None:
+        raise InvalidArgument(
+            f"job {job.id!r}: the outbox does not carry a retention of the job's own "
+            "(keep_completed / keep_failed, from the enqueue or the job's definition); enqueue "
+            "it without one, or rely on the queue's retention (WorkerConfig.retention)"
+        )
 
 
 def _accepted(jobs: Sequence[NewJob], now: float | None) -> tuple[list[NewJob], list[InsertResult]]:

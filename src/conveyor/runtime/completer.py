@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from conveyor._errors import BackendUnavailable
@@ -35,6 +35,10 @@ log = logging.getLogger("conveyor.worker")
 
 OnResult = Callable[[FinishJob, TransitionResult | None], None]
 """Called with the finish and its result once written; ``None`` if it was given up."""
+
+BeforeWrite = Callable[[Sequence[str]], Awaitable[None]]
+"""Awaited with the ids of a batch's jobs before the batch is written (e.g. to write their last
+progress while they are still active); must not raise."""
 
 
 @dataclass(slots=True)
@@ -54,6 +58,7 @@ class Completer:
         max_batch: int = 500,
         max_backlog: int = 1000,
         retry_cap: float = 5.0,
+        before_write: BeforeWrite | None = None,
     ) -> None:
         self._driver = driver
         self._retention = retention
@@ -61,6 +66,7 @@ class Completer:
         self._max_batch = max_batch
         self._max_backlog = max_backlog
         self._retry_cap = retry_cap
+        self._before_write = before_write
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -135,6 +141,8 @@ class Completer:
             stop_if_cancelled()
 
     async def _write(self, batch: list[_Pending]) -> None:
+        if self._before_write is not None:
+            await self._before_write([p.finish.job_id for p in batch])
         refused = await self._write_until_available(batch)
         if refused is None:
             return

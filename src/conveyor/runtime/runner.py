@@ -40,6 +40,7 @@ from conveyor.runtime.completer import Completer
 from conveyor.runtime.executor import StopReason, execute
 from conveyor.runtime.lease_keeper import Keeper
 from conveyor.runtime.lifecycle import WorkerStats, finish_for, log_job, log_transition
+from conveyor.runtime.progress import ProgressBatcher
 from conveyor.runtime.registry import HandlerRegistry
 
 log = logging.getLogger("conveyor.worker")
@@ -66,8 +67,10 @@ class Runner:
         max_result_bytes: int,
         stats: WorkerStats,
         slot_freed: asyncio.Event,
+        progress: ProgressBatcher | None = None,
     ) -> None:
         self._driver = driver
+        self._progress = progress
         self._registry = registry
         self._completer = completer
         self._config = config
@@ -205,6 +208,11 @@ class Runner:
                     "queue": record.queue,
                     "attempt": record.attempt,
                 },
+            ),
+            _sink=None
+            if self._progress is None or record.lease_token is None
+            else functools.partial(
+                self._progress.report, record.id, record.lease_token, record.queue
             ),
         )
 

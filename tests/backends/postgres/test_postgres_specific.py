@@ -249,7 +249,17 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
             "max_attempts": [3, 3],
             "run_ats": [None, None],
             "delays": [0.0, 0.0],
+            "keep_completeds": [None, 60.0],
+            "keep_faileds": [None, None],
         },
+        "job_progress_many": {
+            "now": None,
+            "ids": [held.id],
+            "tokens": [held.lease_token],
+            "fractions": [0.5],
+            "messages": [None],
+        },
+        "job_prune_finished__expired": {"now": 2e9, "limit": 10},
         "job_prune_finished__trim_completed": {"keep": 10, "queues": None, "limit": 10},
         "job_prune_finished__completed": {"cutoff": 2e9, "limit": 10},
     }
@@ -263,7 +273,9 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
     assert "conveyor_job_due_idx" in explained["job_fetch"]
     assert "conveyor_job_active_idx" in explained["job_expired"]
     assert "conveyor_job_list_idx" in explained["job_list"]
-    for name in ("job_extend_leases", "job_finish_many", "job_get_many", "job_rescue_many"):
+    assert "conveyor_job_expiry_idx" in explained["job_prune_finished__expired"]
+    hot = ("job_extend_leases", "job_finish_many", "job_get_many", "job_rescue_many")
+    for name in (*hot, "job_progress_many"):
         assert "conveyor_job_pkey" in explained[name], explained[name]
         assert "conveyor_job_active_idx" not in explained[name], explained[name]
 

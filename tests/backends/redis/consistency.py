@@ -7,7 +7,8 @@ entry in the state's listing index. A crash, restart or bug that broke one witho
 would lose a job silently, run it twice, or make counts and listings lie; this check finds
 that. The ready list must be in increasing seq (listing bisects it) and hold an id at most
 once; a stale entry (of a job cancelled while it waited there) is one the ``dead`` hash
-counts, once.
+counts, once. A job with an expiry (its own retention) is completed or failed and has one
+entry in the expiring set, scored by that expiry, and the set has no other entries.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def _queue_problems(client: redis.Redis | redis.RedisCluster, keys: QueueKeys) -
     in_set = {member[2 * SEQ :].decode() for member in client.zrange(keys.queued, 0, -1)}
     issues += _index_problems(client, keys, jobs, in_set)
     issues += _dedup_problems(client, keys, hashes)
+    issues += _expiry_problems(client, keys, jobs)
     return issues
 
 
@@ -119,6 +121,28 @@ def _dedup_problems(
         holder = record.decode().split("|", 2)[2]
         if taken.get(holder) != key.decode():
             issues.append(f"{keys.queue}: dedup key {key.decode()!r} names {holder}, not its taker")
+    return issues
+
+
+def _expiry_problems(
+    client: redis.Redis | redis.RedisCluster,
+    keys: QueueKeys,
+    jobs: dict[str, tuple[str | None, int | None]],
+) -> list[str]:
+    issues: list[str] = []
+    entries = {m.decode(): s for m, s in client.zrange(keys.expiring, 0, -1, withscores=True)}
+    for member, score in entries.items():
+        job_id = member[SEQ:]
+        state, seq = jobs.get(job_id, (None, None))
+        expires = client.hget(keys.job(job_id), "ex")
+        if state not in ("completed", "failed") or seq is None or int(member[:SEQ]) != seq:
+            issues.append(f"{keys.queue}: {member} is in the expiring set but is {state} at {seq}")
+        elif expires is None or float(expires) != score:
+            issues.append(f"{keys.queue}: {job_id} expires at {expires!r}, its entry at {score}")
+    for job_id, (state, seq) in jobs.items():
+        expires = client.hget(keys.job(job_id), "ex")
+        if expires is not None and f"{seq or 0:016d}{job_id}" not in entries:
+            issues.append(f"{keys.queue}: {job_id} ({state}) expires but has no expiring entry")
     return issues
 
 

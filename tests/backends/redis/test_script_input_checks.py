@@ -66,7 +66,7 @@ def queue_keys(store: Store, script: str) -> tuple[str, ...]:
         more = (store.keys.ready, store.keys.dead, store.keys.meta) if script == "job_purge" else ()
         return (
             *(store.keys.jobs, store.keys.set_of(state), store.keys.by_seq(state), *more),
-            *(store.keys.dedup, store.keys.dedup_jobs),
+            *(store.keys.dedup, store.keys.dedup_jobs, store.keys.expiring),
         )
     if script == "worker_heartbeat":
         return (store.ns.workers, store.ns.worker_info, store.ns.worker_order)
@@ -88,7 +88,8 @@ def token(store: Store, n: int) -> str:
 def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
     a, b = token(store, 0), token(store, 1)
     good_finish = ("a", a, "complete", "=1", "", 0)
-    good_job = ("n1", "t", "{}", 0, 3, "", 0)
+    good_job = ("n1", "t", "{}", 0, 3, "", 0, "", "")
+    cron_job = ("n1", "t", "{}", 0, 3, "", 0)
     keyed = ("k1", "t", "{}", 0, 3, "", 0, "until_started", "key", 0)
     return [
         ("job_finish_many", (T0, "", "cancelled", 2, *good_finish, "b", b, "retry", "", "", "nan"),
@@ -101,13 +102,13 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
          "the finish count must say how many finishes of 6 arguments follow"),
         ("job_finish_many", ("yesterday", "", "cancelled", 1, *good_finish),
          "now must be epoch seconds from 0 to 7258118400, got 'yesterday'"),
-        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", "urgent", 3, "", 0),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", "urgent", 3, "", 0, "", ""),
          "job 'n2': priority must be a whole number from -1000000 to 1000000"),
-        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 0, "", 0),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 0, "", 0, "", ""),
          "job 'n2': max_attempts must be a whole number from 1 to 1000, in digits"),
-        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "inf", 0),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "inf", 0, "", ""),
          "job 'n2': run_at must be epoch seconds from 0 to 7258118400, got 'inf'"),
-        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", -5),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", -5, "", ""),
          "job 'n2': delay must be seconds from 0 to 3153600000, got '-5'"),
         ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "often", "key", 0),
          "job 'k2': mode must be until_started, until_finished, throttle, debounce or ''"),
@@ -121,6 +122,19 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
          "job 'k2': only a throttle has a ttl"),
         ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 0, "", 0, "", "", 0),
          "job 'k2': max_attempts must be a whole number from 1 to 1000, in digits"),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", 0, "-1", ""),
+         "job 'n2': a retention must be seconds from 0 to 3153600000, got '-1'"),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", 0, "", "nan"),
+         "job 'n2': a retention must be seconds from 0 to 3153600000, got 'nan'"),
+        ("job_progress_many", (T0, 2, "a", a, 0.5, "", "b", b, 1.5, ""),
+         "job 'b': progress must be a number from 0 to 1, got '1.5'"),
+        ("job_progress_many", (T0, 2, "a", a, 0.5, "=ok", "b", "", 0.5, ""),
+         "job 'b': the token must not be empty"),
+        ("job_progress_many", (T0, 2, "a", a, 0.5, "", "b", b, 0.5, "raw"),
+         "job 'b': the message must be '' or '=' and the message, got 'raw'"),
+        ("job_progress_many", (T0, 3, "a", a, 0.5, ""),
+         "the update count must say how many updates of 4 arguments follow"),
+        ("job_prune_expired", ("later", b"x"), "now must be epoch seconds"),
         ("job_extend_leases", (T0, 30, "a", a, "", "b", b, "yes"),
          "job 'b': isolated must be '' or '1', got 'yes'"),
         ("job_extend_leases", (T0, "nan", "a", a, ""),
@@ -149,7 +163,7 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
         ("worker_heartbeat", (T0, "forever", "w", "{}"),
          "ttl must be seconds from 0 to 3153600000, got 'forever'"),
         ("leader_acquire", (T0, -1, "me"), "ttl must be seconds from 0 to 3153600000, got '-1'"),
-        ("cron_fire", (T0, 1.5, "0", *good_job), "tick must be whole epoch seconds, got '1.5'"),
+        ("cron_fire", (T0, 1.5, "0", *cron_job), "tick must be whole epoch seconds, got '1.5'"),
         ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, "", -5),
          "job 'n1': delay must be seconds from 0 to 3153600000, got '-5'"),
         ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, ""), "expected 10 arguments"),
@@ -175,7 +189,7 @@ def test_every_script_with_arguments_is_exercised() -> None:
         "job_finish_many", "job_insert_many", "job_insert_dedup", "job_extend_leases",
         "job_rescue_many", "job_cancel_many", "job_retry_many", "job_promote_due", "job_fetch",
         "job_purge", "job_prune_finished", "job_list", "worker_heartbeat", "leader_acquire",
-        "cron_fire",
+        "cron_fire", "job_progress_many", "job_prune_expired",
     }  # fmt: skip
     assert set(SCRIPT_KEYS) - covered == {"leader_release", "queue_notify", "queue_resume"}
 

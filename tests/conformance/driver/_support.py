@@ -37,6 +37,8 @@ def new_job(
     max_attempts: int = 3,
     run_at: float | None = None,
     delay: float = 0.0,
+    keep_completed: float | None = None,
+    keep_failed: float | None = None,
 ) -> NewJob:
     return NewJob(
         id=job_id,
@@ -47,6 +49,8 @@ def new_job(
         max_attempts=max_attempts,
         run_at=run_at,
         delay=delay,
+        keep_completed=keep_completed,
+        keep_failed=keep_failed,
     )
 
 

@@ -4,11 +4,13 @@ each driver must make atomic, written once in its simplest form."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from conveyor.drivers.common import (
     LOST_WHILE_CANCELLING,
     cancel_wins,
     cancelled_error,
+    expiry,
     with_error,
 )
 from conveyor.drivers.records import (
@@ -16,6 +18,7 @@ from conveyor.drivers.records import (
     FinishJob,
     JobRecord,
     JobState,
+    ProgressUpdate,
     RescueJob,
     TransitionKind,
 )
@@ -58,6 +61,7 @@ def finished(
         state=state,
         finished_at=at,
         result=result,
+        expires_at=expiry(state, at, job.keep_completed, job.keep_failed),
     )
     return dataclasses.replace(done, error=None) if state is JobState.COMPLETED else done
 
@@ -114,3 +118,20 @@ def apply_rescue(job: JobRecord, rescue: RescueJob, at: float) -> JobRecord:
                 attempt=max(job.attempt - 1, 0),
                 run_at=at,
             )
+
+
+def progressed(job: JobRecord, update: ProgressUpdate, at: float) -> JobRecord:
+    return dataclasses.replace(
+        job, progress=float(update.fraction), progress_message=update.message, progress_at=at
+    )
+
+
+def expired(jobs: Iterable[JobRecord], at: float, limit: int) -> list[JobRecord]:
+    """Finished jobs whose own retention expired by ``at``, earliest expiry first, at most
+    ``limit``: what a prune deletes first."""
+    due = (
+        j
+        for j in jobs
+        if j.expires_at is not None and j.expires_at <= at and j.state in TERMINAL_STATES
+    )
+    return sorted(due, key=lambda j: (j.expires_at or 0.0, j.seq))[: max(limit, 0)]

@@ -18,13 +18,20 @@ from collections.abc import Mapping, Sequence
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.memory import _cron
 from conveyor.backends.memory._dedup import DedupBook
-from conveyor.backends.memory._transitions import apply_finish, apply_rescue, finished
+from conveyor.backends.memory._transitions import (
+    apply_finish,
+    apply_rescue,
+    expired,
+    finished,
+    progressed,
+)
 from conveyor.drivers.common import (
     CANCELLED_ERROR,
     RETRYABLE_STATES,
     check_finishes,
     check_new_jobs,
     check_now,
+    check_progress,
     check_rescues,
     finish_was_applied,
     resolve_now,
@@ -49,6 +56,7 @@ from conveyor.drivers.records import (
     Lease,
     ListParams,
     NewJob,
+    ProgressUpdate,
     PurgeParams,
     QueueInfo,
     RescueJob,
@@ -159,6 +167,8 @@ class MemoryDriver:
                     run_at=run_at,
                     enqueued_at=at,
                     seq=next(s.seq),
+                    keep_completed=new.keep_completed,
+                    keep_failed=new.keep_failed,
                 )
                 results.append(InsertResult(new.id, InsertStatus.INSERTED, state))
         for queue in {j.queue for j in jobs}:
@@ -405,6 +415,7 @@ class MemoryDriver:
                         max_attempts=job.attempt + 1,
                         run_at=at,
                         finished_at=None,
+                        expires_at=None,
                         stalls=0,
                         cancel_requested=False,
                         seq=next(s.seq),
@@ -448,6 +459,9 @@ class MemoryDriver:
             return 0
         removed = 0
         with s.lock:
+            for job in expired(s.jobs.values(), at, limit):
+                del s.jobs[job.id]
+                removed += 1
             for state, max_age in ages.items():
                 if max_age is None or removed >= limit:
                     continue
@@ -592,3 +606,23 @@ class MemoryDriver:
     async def cron_list(self) -> list[CronInfo]:
         with self._store.lock:
             return _cron.listing(self._store.crons)
+
+    async def job_progress_many(
+        self, updates: Sequence[ProgressUpdate], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        check_now(now)
+        check_progress(updates)
+        at = resolve_now(now)
+        results: list[TransitionResult] = []
+        with self._store.lock:
+            for update in updates:
+                job = self._store.jobs.get(update.job_id)
+                if job is None:
+                    status = TransitionStatus.NOT_FOUND
+                elif job.state is not JobState.ACTIVE or job.lease_token != update.token:
+                    status = TransitionStatus.LEASE_LOST
+                else:
+                    self._store.jobs[job.id] = progressed(job, update, at)
+                    status = TransitionStatus.OK
+                results.append(TransitionResult(update.job_id, status))
+        return results

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from conveyor.drivers.common import history_from_json
-from conveyor.drivers.records import AttemptError, JobRecord, JobState, NewJob, WorkerInfo
+from conveyor.drivers.records import (
+    AttemptError,
+    JobRecord,
+    JobState,
+    NewJob,
+    ProgressUpdate,
+    WorkerInfo,
+)
 
 Row = dict[str, Any]
 
@@ -36,6 +43,12 @@ def record_of(row: Row) -> JobRecord:
         error=row["error"],
         errors=_history(row["errors"]),
         isolated=row["isolated"],
+        progress=row["progress"],
+        progress_message=row["progress_message"],
+        progress_at=row["progress_at"],
+        keep_completed=row["keep_completed"],
+        keep_failed=row["keep_failed"],
+        expires_at=row["expires_at"],
     )
 
 
@@ -100,6 +113,8 @@ def insert_statement(
             "max_attempts": job.max_attempts,
             "run_at": None if job.run_at is None else float(job.run_at),
             "delay": float(job.delay),
+            "keep_completed": _seconds(job.keep_completed),
+            "keep_failed": _seconds(job.keep_failed),
         }
     return "job_insert_many", {
         **common,
@@ -111,4 +126,20 @@ def insert_statement(
         "max_attempts": [job.max_attempts for job in jobs],
         "run_ats": [None if job.run_at is None else float(job.run_at) for job in jobs],
         "delays": [float(job.delay) for job in jobs],
+        "keep_completeds": [_seconds(job.keep_completed) for job in jobs],
+        "keep_faileds": [_seconds(job.keep_failed) for job in jobs],
+    }
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def progress_args(updates: Sequence[ProgressUpdate], now: float | None) -> dict[str, Any]:
+    return {
+        "now": now,
+        "ids": [u.job_id for u in updates],
+        "tokens": [u.token for u in updates],
+        "fractions": [float(u.fraction) for u in updates],
+        "messages": [u.message for u in updates],
     }

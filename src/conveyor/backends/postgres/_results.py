@@ -123,3 +123,18 @@ def storable(ids: Sequence[str]) -> list[str]:
     job has such an id (they are answered ``not_found``, as every other backend answers them),
     and sending one would fail the whole statement."""
     return [job_id for job_id in ids if "\x00" not in job_id]
+
+
+def progress_results(rows: Sequence[Row]) -> list[TransitionResult]:
+    """A progress update's result per row (one per update, in order)."""
+    return [
+        TransitionResult(
+            row["id"],
+            TransitionStatus.OK
+            if row["written"]
+            else TransitionStatus.LEASE_LOST
+            if row["found"]
+            else TransitionStatus.NOT_FOUND,
+        )
+        for row in rows
+    ]

@@ -29,6 +29,7 @@ from conveyor.backends.postgres._records import (
     Row,
     heartbeat_args,
     insert_statement,
+    progress_args,
     record_of,
     worker_of,
 )
@@ -37,6 +38,7 @@ from conveyor.backends.postgres._results import (
     change_results,
     finish_results,
     insert_results,
+    progress_results,
     rescue_results,
     storable,
 )
@@ -53,6 +55,7 @@ from conveyor.drivers.common import (
     check_finishes,
     check_new_jobs,
     check_now,
+    check_progress,
     check_rescues,
 )
 from conveyor.drivers.protocol import Capability
@@ -73,6 +76,7 @@ from conveyor.drivers.records import (
     Lease,
     ListParams,
     NewJob,
+    ProgressUpdate,
     PurgeParams,
     QueueInfo,
     RescueJob,
@@ -464,12 +468,14 @@ class PostgresDriver:
         )
 
         async def run(conn: Any, retried: bool) -> int:
-            removed = 0
             at = now
             if at is None:
                 cur = await conn.execute(b"SELECT extract(epoch FROM now())::float8 AS now")
                 row = await cur.fetchone()
                 at = float(row["now"])
+            expired = {"now": at, "limit": limit}
+            cur = await conn.execute(self._q["job_prune_finished__expired"], expired)
+            removed = int(cur.rowcount)
             for state, max_age in ages:
                 if max_age is None or removed >= limit:
                     continue
@@ -492,6 +498,15 @@ class PostgresDriver:
             return removed
 
         return await self._with_connection(run)
+
+    async def job_progress_many(
+        self, updates: Sequence[ProgressUpdate], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        check_now(now)
+        check_progress(updates)
+        if not updates:
+            return []
+        return progress_results(await self._rows("job_progress_many", progress_args(updates, now)))
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
         if not ids:

@@ -24,21 +24,24 @@ guard AS (
 ),
 input AS (
     SELECT i.id, i.queue, i.name, i.payload, i.priority, i.max_attempts, i.ord, t.now,
-           coalesce(i.run_at, t.now + i.delay) AS run_at
+           coalesce(i.run_at, t.now + i.delay) AS run_at, i.keep_completed, i.keep_failed
     FROM unnest(%(ids)b::text[], %(queues)b::text[], %(names)b::text[], %(payloads)b::bytea[],
                 %(priorities)b::int[], %(max_attempts)b::int[], %(run_ats)b::float8[],
-                %(delays)b::float8[])
-         WITH ORDINALITY AS i(id, queue, name, payload, priority, max_attempts, run_at, delay, ord),
+                %(delays)b::float8[], %(keep_completeds)b::float8[], %(keep_faileds)b::float8[])
+         WITH ORDINALITY AS i(id, queue, name, payload, priority, max_attempts, run_at, delay,
+                              keep_completed, keep_failed, ord),
          t, guard
     WHERE guard.ok
 ),
 inserted AS (
     INSERT INTO {schema}.conveyor_job (
-        id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq
+        id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq,
+        keep_completed, keep_failed
     )
     SELECT id, queue, name, payload,
            CASE WHEN run_at > now THEN 'scheduled' ELSE 'queued' END,
-           priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq')
+           priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq'),
+           keep_completed, keep_failed
     FROM (SELECT * FROM input ORDER BY ord) ordered
     ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state
@@ -77,17 +80,20 @@ input AS (
     SELECT %(id)s::text AS id, %(queue)s::text AS queue, %(name)s::text AS name,
            %(payload)s::bytea AS payload, %(priority)s::int AS priority,
            %(max_attempts)s::int AS max_attempts, 1 AS ord, t.now,
-           coalesce(%(run_at)s::float8, t.now + %(delay)s::float8) AS run_at
+           coalesce(%(run_at)s::float8, t.now + %(delay)s::float8) AS run_at,
+           %(keep_completed)s::float8 AS keep_completed, %(keep_failed)s::float8 AS keep_failed
     FROM t, guard
     WHERE guard.ok
 ),
 inserted AS (
     INSERT INTO {schema}.conveyor_job (
-        id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq
+        id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq,
+        keep_completed, keep_failed
     )
     SELECT id, queue, name, payload,
            CASE WHEN run_at > now THEN 'scheduled' ELSE 'queued' END,
-           priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq')
+           priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq'),
+           keep_completed, keep_failed
     FROM (SELECT * FROM input ORDER BY ord) ordered
     ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state
@@ -224,6 +230,9 @@ done AS (
             WHEN f.kind = 'complete' THEN f.result
             WHEN f.kind IN ('fail', 'cancel') OR j.cancel_requested THEN NULL
             ELSE j.result END,
+        expires_at = CASE
+            WHEN f.kind = 'complete' THEN t.now + j.keep_completed
+            WHEN f.kind = 'fail' THEN t.now + j.keep_failed END,
         error = CASE
             WHEN f.kind = 'complete' THEN NULL
             WHEN f.kind IN ('retry', 'snooze', 'requeue') AND j.cancel_requested
@@ -328,6 +337,7 @@ done AS (
         result = CASE
             WHEN r.kind = 'requeue' AND NOT j.cancel_requested THEN j.result
             ELSE NULL END,
+        expires_at = CASE WHEN r.kind = 'fail' THEN t.now + j.keep_failed END,
         stalls = r.stalls,
         error = CASE WHEN r.kind = 'requeue' AND j.cancel_requested THEN r.cancel_error
             ELSE r.error END,
@@ -446,7 +456,7 @@ numbered AS (
 retried AS (
     UPDATE {schema}.conveyor_job j
     SET state = 'queued', max_attempts = j.attempt + 1, run_at = t.now, finished_at = NULL,
-        stalls = 0, cancel_requested = false, seq = numbered.seq
+        expires_at = NULL, stalls = 0, cancel_requested = false, seq = numbered.seq
     FROM numbered, t
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = numbered.id
     RETURNING j.id, j.queue
@@ -469,6 +479,18 @@ WHERE id IN (
     SELECT id FROM {schema}.conveyor_job
     WHERE state = %(state)s::text AND finished_at < %(cutoff)s::float8
     ORDER BY finished_at, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: job_prune_finished__expired
+-- Finished jobs whose own retention expired by %(now)s, earliest first, at most %(limit)s
+-- (only finished jobs have an expiry: a retry clears it).
+DELETE FROM {schema}.conveyor_job
+WHERE id IN (
+    SELECT id FROM {schema}.conveyor_job
+    WHERE expires_at IS NOT NULL AND expires_at <= %(now)s::float8
+    ORDER BY expires_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 );
@@ -511,6 +533,33 @@ WHERE id IN (
     ORDER BY old.finished_at, old.seq
     LIMIT %(limit)s
 );
+
+-- name: job_progress_many
+-- Each job's latest progress, fenced like a finish: written only while the job is active with
+-- the token. One row per update, in order: whether it was written, and whether the job exists.
+WITH t AS (
+    SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+),
+u AS (
+    SELECT * FROM unnest(%(ids)b::text[], %(tokens)b::text[], %(fractions)b::float8[],
+                         %(messages)b::text[])
+        WITH ORDINALITY AS u(id, token, fraction, message, ord)
+),
+done AS (
+    UPDATE {schema}.conveyor_job j
+    SET progress = u.fraction, progress_message = u.message, progress_at = t.now
+    FROM u, t
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.id = u.id AND (j.state = 'active') IS TRUE
+      AND j.lease_token = u.token
+    RETURNING j.id, u.token
+)
+SELECT u.id, done.id IS NOT NULL AS written,
+       done.id IS NOT NULL OR EXISTS (
+           SELECT 1 FROM {schema}.conveyor_job c WHERE c.id = u.id
+       ) AS found
+FROM u
+LEFT JOIN done ON done.id = u.id AND done.token = u.token
+ORDER BY u.ord;
 
 -- name: job_get_many
 SELECT * FROM {schema}.conveyor_job WHERE id = ANY(%(ids)b::text[]);

@@ -53,6 +53,12 @@ CREATE TABLE {schema}.conveyor_job (
     result bytea,
     error text,
     errors jsonb,
+    progress double precision,
+    progress_message text,
+    progress_at double precision,
+    keep_completed double precision,
+    keep_failed double precision,
+    expires_at double precision,
     CONSTRAINT conveyor_job_pkey PRIMARY KEY (id),
     CONSTRAINT conveyor_job_state_check CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'active'::text, 'retrying'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
 ) WITH (fillfactor=85);
@@ -112,6 +118,8 @@ CREATE INDEX conveyor_job_active_idx ON {schema}.conveyor_job USING btree (worke
 CREATE INDEX conveyor_job_age_idx ON {schema}.conveyor_job USING btree (state, finished_at, seq) WHERE (state = ANY (ARRAY['failed'::text, 'cancelled'::text]));
 
 CREATE INDEX conveyor_job_due_idx ON {schema}.conveyor_job USING btree (queue, run_at, seq) WHERE (state = ANY (ARRAY['scheduled'::text, 'retrying'::text]));
+
+CREATE INDEX conveyor_job_expiry_idx ON {schema}.conveyor_job USING btree (expires_at, seq) WHERE (expires_at IS NOT NULL);
 
 CREATE INDEX conveyor_job_finished_idx ON {schema}.conveyor_job USING btree (queue, finished_at, seq) WHERE (state = 'completed'::text);
 

@@ -48,3 +48,25 @@ def by_queue(chosen: Sequence[Candidate]) -> list[tuple[QueueKeys, list[tuple[Jo
     for _, _, state, keys, member in chosen:
         groups.setdefault(keys.queue, (keys, []))[1].append((state, member))
     return list(groups.values())
+
+
+async def earliest_expiring(
+    client: Client, queues: Sequence[QueueKeys], bound: float, limit: int
+) -> list[tuple[QueueKeys, list[bytes]]]:
+    """The first ``limit`` entries of every queue's expiring set scored up to ``bound``, by
+    expiry then sequence number (the reference model's order), grouped by queue."""
+    replies = await asyncio.gather(
+        *(
+            commands.oldest_members(client, keys.expiring, bound, limit, inclusive=True)
+            for keys in queues
+        )
+    )
+    merged = [
+        (score, commands.member_seq(member), keys, member)
+        for keys, members in zip(queues, replies, strict=True)
+        for score, member in members
+    ]
+    groups: dict[str, tuple[QueueKeys, list[bytes]]] = {}
+    for _, _, keys, member in heapq.nsmallest(limit, merged, key=lambda m: (m[0], m[1])):
+        groups.setdefault(keys.queue, (keys, []))[1].append(member)
+    return list(groups.values())

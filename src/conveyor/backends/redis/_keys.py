@@ -41,6 +41,7 @@ class QueueKeys:
         "dead",
         "dedup",
         "dedup_jobs",
+        "expiring",
         "failed",
         "failed_by_seq",
         "jobs",
@@ -75,6 +76,9 @@ class QueueKeys:
         self.wake = tag + ":wake"
         self.dedup = tag + ":dedup"  # dedup key -> the record of the job holding it
         self.dedup_jobs = tag + ":dedup-jobs"  # job id -> the dedup key it took
+        # Finished jobs with a retention of their own, scored by when it expires (members as in
+        # the state sets); an entry whose job has moved on is dropped when its time comes.
+        self.expiring = tag + ":expiring"
         self.scheduled_by_seq = tag + ":by-seq:scheduled"
         self.queued_by_seq = tag + ":by-seq:queued"
         self.active_by_seq = tag + ":by-seq:active"  # never written: see BY_SEQ

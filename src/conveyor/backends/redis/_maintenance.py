@@ -91,6 +91,9 @@ async def job_prune_finished(
     at = await store.now(now)
     queues = await store.known_keys()
     removed = 0
+    # First the jobs whose own retention expired, earliest first across queues.
+    for keys, members in await _across.earliest_expiring(client, queues, at, limit):
+        removed += await stubs.prune_expired(client, keys, members, at)
     ages = (
         (JobState.COMPLETED, retention.completed_max_age),
         (JobState.FAILED, retention.failed_max_age),

@@ -12,7 +12,7 @@ from conveyor.drivers.records import JobRecord, JobState
 # The job hash fields in the order scripts return them (lua/includes/fields.lua, JOB_FIELDS).
 JOB_FIELDS: Final = (
     "n", "d", "s", "p", "a", "m", "r", "e", "q", "b", "f", "t", "x", "w", "k", "c", "res", "err",
-    "h", "i",
+    "h", "i", "pg", "pm", "pa", "kc", "kf", "ex",
 )  # fmt: skip
 
 
@@ -55,7 +55,8 @@ def seconds(text: bytes) -> float:
 
 
 def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
-    (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err, h, iso) = row
+    (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err, h, iso, *more) = row
+    pg, pm, pa, kc, kf, ex = more
     run_at = seconds(r)
     return JobRecord(
         id=i.decode(),
@@ -80,6 +81,12 @@ def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
         error=None if err is None else err.decode(errors="replace"),
         errors=() if h is None else history_from_json(h),
         isolated=iso is not None,
+        progress=None if pg is None else float(pg),
+        progress_message=None if pm is None else pm.decode(errors="replace"),
+        progress_at=None if pa is None else float(pa),
+        keep_completed=None if kc is None else float(kc),
+        keep_failed=None if kf is None else float(kf),
+        expires_at=None if ex is None else float(ex),
     )
 
 
@@ -135,4 +142,10 @@ def _decode_carefully(queue: str, row: Sequence[Any], strict: bool) -> JobRecord
         error=None if v["err"] is None else bytes(v["err"]).decode(errors="replace"),
         errors=() if v["h"] is None else history_from_json(bytes(v["h"])),
         isolated=v["i"] is not None,
+        progress=read("progress", v["pg"], float, None),
+        progress_message=None if v["pm"] is None else bytes(v["pm"]).decode(errors="replace"),
+        progress_at=read("progress_at", v["pa"], float, None),
+        keep_completed=read("keep_completed", v["kc"], float, None),
+        keep_failed=read("keep_failed", v["kf"], float, None),
+        expires_at=read("expires_at", v["ex"], float, None),
     )

@@ -31,6 +31,7 @@ from conveyor.drivers.records import (
     JobState,
     Lease,
     NewJob,
+    ProgressUpdate,
     RescueJob,
     TransitionStatus,
 )
@@ -76,14 +77,14 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "job_finish_many": (
         (
             *("jobs", "meta", "ready", "queued", *_JOB_SETS, "wake", *_BY_SEQ, "dead"),
-            *("dedup", "dedup_jobs"),
+            *("dedup", "dedup_jobs", "expiring"),
         ),
         False,
     ),
     "job_rescue_many": (
         (
             *("jobs", "meta", "ready", "queued", "active", "failed", "cancelled", "wake"),
-            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead"),
+            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead", "expiring"),
         ),
         False,
     ),
@@ -101,15 +102,26 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "job_retry_many": (
         (
             *("jobs", "meta", "ready", "queued", "failed", "cancelled", "wake"),
-            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead"),
+            *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead", "expiring"),
         ),
         False,
     ),
     "job_purge": (
-        ("jobs", "set", "by_seq", "ready", "dead", "meta", "dedup", "dedup_jobs"),
+        ("jobs", "set", "by_seq", "ready", "dead", "meta", "dedup", "dedup_jobs", "expiring"),
         False,
     ),
-    "job_prune_finished": (("jobs", "set", "by_seq", "dedup", "dedup_jobs"), False),
+    "job_prune_finished": (
+        ("jobs", "set", "by_seq", "dedup", "dedup_jobs", "expiring"),
+        False,
+    ),
+    "job_prune_expired": (
+        (
+            *("jobs", "expiring", "completed", "failed", "completed_by_seq", "failed_by_seq"),
+            *("dedup", "dedup_jobs"),
+        ),
+        False,
+    ),
+    "job_progress_many": (("jobs",), False),
     "job_list": (("jobs", "active", *_BY_SEQ, "ready", "dead"), False),
     "queue_resume": (("meta", "wake"), False),
     "queue_notify": (("wake",), False),
@@ -169,6 +181,8 @@ _RETRY = load("job_retry_many")
 _PURGE = load("job_purge")
 _PRUNE = load("job_prune_finished")
 _LIST = load("job_list")
+_PRUNE_EXPIRED = load("job_prune_expired")
+_PROGRESS = load("job_progress_many")
 _RESUME = load("queue_resume")
 _NOTIFY = load("queue_notify")
 _HEARTBEAT = load("worker_heartbeat")
@@ -200,6 +214,8 @@ async def insert(
                     job.max_attempts,
                     "" if run_at is None else run_at,
                     job.delay,
+                    "" if job.keep_completed is None else float(job.keep_completed),
+                    "" if job.keep_failed is None else float(job.keep_failed),
                 )
             )
         reply: list[bytes] = await run(client, _INSERT, script_keys, args)
@@ -435,6 +451,7 @@ async def purge(
         keys.meta,
         keys.dedup,
         keys.dedup_jobs,
+        keys.expiring,
     )
     args = (state.value, "" if finished_before is None else finished_before, chunk)
     deleted, removed = await run(client, _PURGE, script_keys, args)
@@ -444,7 +461,10 @@ async def purge(
 async def prune_members(
     client: Client, keys: QueueKeys, state: JobState, members: Sequence[bytes]
 ) -> int:
-    script_keys = (keys.jobs, keys.set_of(state), keys.by_seq(state), keys.dedup, keys.dedup_jobs)
+    script_keys = (
+        *(keys.jobs, keys.set_of(state), keys.by_seq(state)),
+        *(keys.dedup, keys.dedup_jobs, keys.expiring),
+    )
     deleted = 0
     for batch in chunks(members):
         deleted += await run(client, _PRUNE, script_keys, ("members", *batch))
@@ -454,9 +474,38 @@ async def prune_members(
 async def prune_trim(
     client: Client, keys: QueueKeys, state: JobState, keep: int, limit: int
 ) -> int:
-    script_keys = (keys.jobs, keys.set_of(state), keys.by_seq(state), keys.dedup, keys.dedup_jobs)
+    script_keys = (
+        *(keys.jobs, keys.set_of(state), keys.by_seq(state)),
+        *(keys.dedup, keys.dedup_jobs, keys.expiring),
+    )
     deleted: int = await run(client, _PRUNE, script_keys, ("trim", keep, limit))
     return deleted
+
+
+async def prune_expired(
+    client: Client, keys: QueueKeys, members: Sequence[bytes], now: float | None
+) -> int:
+    """Delete the jobs of ``members`` of ``keys``' expiring set whose retention expired."""
+    deleted = 0
+    for batch in chunks(members):
+        deleted += await run(
+            client, _PRUNE_EXPIRED, _keys(keys, _PRUNE_EXPIRED), (_now(now), *batch)
+        )
+    return deleted
+
+
+async def progress(
+    client: Client, keys: QueueKeys, updates: Sequence[ProgressUpdate], now: float | None
+) -> list[TransitionStatus]:
+    """Store the progress of ``updates`` (all of ``keys``' queue); a status each."""
+    statuses: list[TransitionStatus] = []
+    for batch in chunks(updates):
+        args: list[Any] = [_now(now), len(batch)]
+        for u in batch:
+            args += (u.job_id, u.token, float(u.fraction), _opt(u.message))
+        reply = await run(client, _PROGRESS, _keys(keys, _PROGRESS), args)
+        statuses += [TransitionStatus(status.decode()) for status in reply]
+    return statuses
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from conveyor.drivers.common import (
     check_finishes,
     check_new_jobs,
     check_now,
+    check_progress,
     check_rescues,
 )
 from conveyor.drivers.protocol import Capability
@@ -63,6 +64,7 @@ from conveyor.drivers.records import (
     Lease,
     ListParams,
     NewJob,
+    ProgressUpdate,
     PurgeParams,
     QueueInfo,
     RescueJob,
@@ -383,3 +385,15 @@ class RedisDriver:
 
     async def cron_list(self) -> list[CronInfo]:
         return await self._schedules.listing()
+
+    async def job_progress_many(
+        self, updates: Sequence[ProgressUpdate], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        check_now(now)
+        check_progress(updates)
+        statuses = [TransitionStatus.NOT_FOUND] * len(updates)
+        for keys, positions in await self._store.group([(u.job_id, u.queue) for u in updates]):
+            replies = await stubs.progress(self._c, keys, [updates[n] for n in positions], now)
+            for n, status in zip(positions, replies, strict=True):
+                statuses[n] = status
+        return [TransitionResult(u.job_id, s) for u, s in zip(updates, statuses, strict=True)]

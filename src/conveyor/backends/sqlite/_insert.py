@@ -48,6 +48,8 @@ def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResu
                 "run_at": run_at,
                 "now": at,
                 "seq": seq,
+                "keep_completed": new.keep_completed,
+                "keep_failed": new.keep_failed,
             },
         )
         if inserted:

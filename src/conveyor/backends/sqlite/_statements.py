@@ -4,6 +4,7 @@ applying one fenced transition, and reading a row into a :class:`JobRecord`."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from conveyor.backends.sqlite._sql import QUERIES as Q
@@ -18,7 +19,9 @@ from conveyor.drivers.records import (
     FinishJob,
     JobRecord,
     JobState,
+    ProgressUpdate,
     TransitionKind,
+    TransitionResult,
     TransitionStatus,
 )
 
@@ -165,6 +168,29 @@ def not_finished(conn: sqlite3.Connection, finish: FinishJob) -> TransitionStatu
     return TransitionStatus.LEASE_LOST
 
 
+def progress_many(
+    conn: sqlite3.Connection, updates: Sequence[ProgressUpdate], at: float
+) -> list[TransitionResult]:
+    """Write each job's progress, fenced by its token, in the caller's transaction."""
+    results: list[TransitionResult] = []
+    for update in updates:
+        args = {
+            "id": update.job_id,
+            "token": update.token,
+            "fraction": float(update.fraction),
+            "message": update.message,
+            "now": at,
+        }
+        if conn.execute(Q["job_progress_many"], args).rowcount:
+            status = TransitionStatus.OK
+        elif state_of(conn, update.job_id) is None:
+            status = TransitionStatus.NOT_FOUND
+        else:
+            status = TransitionStatus.LEASE_LOST
+        results.append(TransitionResult(update.job_id, status))
+    return results
+
+
 def float_or_none(value: float | None) -> float | None:
     # SQLite hands back whole REAL values bound as integers (notably through RETURNING) as int.
     return None if value is None else float(value)
@@ -200,4 +226,10 @@ def record_of(row: sqlite3.Row) -> JobRecord:
         error=row["error"],
         errors=history_from_json(row["errors"]),
         isolated=bool(row["isolated"]),
+        progress=float_or_none(row["progress"]),
+        progress_message=row["progress_message"],
+        progress_at=float_or_none(row["progress_at"]),
+        keep_completed=float_or_none(row["keep_completed"]),
+        keep_failed=float_or_none(row["keep_failed"]),
+        expires_at=float_or_none(row["expires_at"]),
     )

@@ -27,6 +27,7 @@ from conveyor.backends.sqlite._statements import (
     finish_one,
     not_finished,
     note_error,
+    progress_many,
     record_of,
     reserve_seq,
     rows_of,
@@ -45,6 +46,7 @@ from conveyor.drivers.common import (
     check_finishes,
     check_new_jobs,
     check_now,
+    check_progress,
     check_rescues,
     first_in_run_order,
     resolve_now,
@@ -68,6 +70,7 @@ from conveyor.drivers.records import (
     Lease,
     ListParams,
     NewJob,
+    ProgressUpdate,
     PurgeParams,
     QueueInfo,
     RescueJob,
@@ -412,7 +415,8 @@ class SQLiteDriver:
         )
 
         def step(conn: sqlite3.Connection) -> int:
-            removed = 0
+            expired = {"now": at, "limit": limit}
+            removed: int = conn.execute(Q["job_prune_finished__expired"], expired).rowcount
             for state, max_age in ages:
                 if max_age is None or removed >= limit:
                     continue
@@ -431,6 +435,16 @@ class SQLiteDriver:
             return removed
 
         return await self._db.write(step)
+
+    async def job_progress_many(
+        self, updates: Sequence[ProgressUpdate], *, now: float | None = None
+    ) -> list[TransitionResult]:
+        check_now(now)
+        check_progress(updates)
+        at = resolve_now(now)
+        if not updates:
+            return []
+        return await self._db.write(lambda conn: progress_many(conn, updates, at))
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
         if not ids:

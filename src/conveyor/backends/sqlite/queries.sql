@@ -21,9 +21,11 @@ UPDATE conveyor_sequence SET value = value + :count WHERE name = 'job_seq' RETUR
 -- Returns the id when the job was inserted, nothing when one with its id exists.
 -- name: job_insert_many
 INSERT INTO conveyor_job (
-    id, queue, name, payload, state, priority, attempt, max_attempts, run_at, enqueued_at, seq
+    id, queue, name, payload, state, priority, attempt, max_attempts, run_at, enqueued_at, seq,
+    keep_completed, keep_failed
 ) VALUES (
-    :id, :queue, :name, :payload, :state, :priority, 0, :max_attempts, :run_at, :now, :seq
+    :id, :queue, :name, :payload, :state, :priority, 0, :max_attempts, :run_at, :now, :seq,
+    :keep_completed, :keep_failed
 )
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
@@ -109,6 +111,7 @@ RETURNING cancel_requested;
 -- name: job_finish_many__complete
 UPDATE conveyor_job
 SET state = 'completed', finished_at = :now, result = :result, error = NULL,
+    expires_at = :now + keep_completed,
     lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
 RETURNING queue, state;
@@ -117,6 +120,7 @@ RETURNING queue, state;
 -- name: job_finish_many__end
 UPDATE conveyor_job
 SET state = :state, finished_at = :now, result = NULL, error = coalesce(:error, error),
+    expires_at = CASE :state WHEN 'failed' THEN :now + keep_failed END,
     lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
 RETURNING queue, state;
@@ -194,6 +198,7 @@ RETURNING queue, state;
 -- name: job_rescue_many__end
 UPDATE conveyor_job
 SET state = :state, finished_at = :now, stalls = :stalls, error = :error, result = NULL,
+    expires_at = CASE :state WHEN 'failed' THEN :now + keep_failed END,
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0,
     isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token AND lease_expires_at <= :now
@@ -227,7 +232,7 @@ UPDATE conveyor_job SET cancel_requested = 1 WHERE id = :id;
 -- name: job_retry_many
 UPDATE conveyor_job
 SET state = 'queued', max_attempts = attempt + 1, run_at = :now, finished_at = NULL,
-    stalls = 0, cancel_requested = 0, seq = :seq
+    expires_at = NULL, stalls = 0, cancel_requested = 0, seq = :seq
 WHERE id = :id
 RETURNING queue;
 
@@ -247,6 +252,17 @@ WHERE id IN (
     LIMIT :limit
 );
 
+-- Finished jobs whose own retention expired by :now, earliest first (only finished jobs have
+-- an expiry: a retry clears it).
+-- name: job_prune_finished__expired
+DELETE FROM conveyor_job
+WHERE id IN (
+    SELECT id FROM conveyor_job INDEXED BY conveyor_job_expiry_idx
+    WHERE expires_at IS NOT NULL AND expires_at <= :now
+    ORDER BY expires_at, seq
+    LIMIT :limit
+);
+
 -- Completed jobs of one queue beyond its newest :keep, oldest first, at most :limit.
 -- name: job_prune_finished__trim_completed
 DELETE FROM conveyor_job
@@ -260,6 +276,12 @@ WHERE id IN (
     ORDER BY finished_at, seq
     LIMIT :limit
 );
+
+-- Progress is fenced like a finish: written only while the job is active with the token.
+-- name: job_progress_many
+UPDATE conveyor_job
+SET progress = :fraction, progress_message = :message, progress_at = :now
+WHERE id = :id AND state = 'active' AND lease_token = :token;
 
 -- name: job_get_many
 SELECT * FROM conveyor_job WHERE id IN (SELECT value FROM json_each(:ids));

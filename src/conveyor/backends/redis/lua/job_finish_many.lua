@@ -21,6 +21,7 @@
 -- KEYS[18] dead: hash of id -> stale ready-list entries of that job (see place.lua)
 -- KEYS[19] dedup: hash of dedup key -> the record of the job holding it (see dedup.lua)
 -- KEYS[20] dedup_jobs: hash of job id -> the dedup key it took
+-- KEYS[21] expiring: zset of finished jobs with a retention of their own, score its expiry
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] keep: completed jobs to keep in this queue, '' to keep all
 -- ARGV[3] cancelled: the error of a job a pending cancel stops ('<this>: <error>' with one)
@@ -38,8 +39,8 @@
 -- clears the last error and never reads the history). A retry, snooze or requeue of a job
 -- someone asked to cancel cancels it instead. Completing deletes the oldest completed jobs
 -- beyond ``keep`` (up to 1,000 a call; maintenance prunes whatever is left), with the dedup
--- records they hold; a requeued job
--- wakes one idle worker.
+-- records they hold; a requeued job wakes one idle worker. A job completed with a retention of
+-- its own (kc) or failed with one (kf) gets its expiry (ex) and joins ``expiring``.
 
 local K_JOBS = KEYS[1]
 local K_META = KEYS[2]
@@ -61,6 +62,7 @@ local K_CANCELLED_BY_SEQ = KEYS[17]
 local K_DEAD = KEYS[18]
 local K_DEDUP = KEYS[19]
 local K_DEDUP_JOBS = KEYS[20]
+local K_EXPIRING = KEYS[21]
 
 --!include common.lua
 --!include args.lua
@@ -127,6 +129,17 @@ local function opt(arg)
     return string.sub(arg, 2)
 end
 
+-- A finished job with a retention of its own (``keep``: seconds as stored, or false) expires
+-- that long after now.
+local function expire(key, member, keep)
+    local seconds = tonumber(keep)
+    if seconds then
+        local at = num(now + seconds)
+        redis.call('HSET', key, 'ex', at)
+        redis.call('ZADD', K_EXPIRING, at, member)
+    end
+end
+
 local function cancelled_error(err)
     if err == nil or err == '' then
         return ARGV[3]
@@ -139,8 +152,9 @@ for i = 0, n - 1 do
     local id = ARGV[base]
     local kind = ARGV[base + 2]
     local key = K_JOBS .. id
-    -- state, token, seq, cancel requested, attempt, priority, run at, enqueued at
-    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e')
+    -- state, token, seq, cancel requested, attempt, priority, run at, enqueued at, retention
+    -- once completed, once failed
+    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e', 'kc', 'kf')
     if not v[1] then
         out[#out + 1] = 'not_found'
     elseif v[2] ~= ARGV[base + 1] then
@@ -169,6 +183,7 @@ for i = 0, n - 1 do
             zadd_later(K_COMPLETED, now_text, member)
             zadd_later(K_COMPLETED_BY_SEQ, int(seq), id)
             completed = true
+            expire(key, member, v[9])
         elseif kind == 'fail' or kind == 'cancel' then
             local state, set, by_seq = 'failed', K_FAILED, K_FAILED_BY_SEQ
             if kind == 'cancel' then
@@ -178,6 +193,9 @@ for i = 0, n - 1 do
             note_error(fields, key, v[5], now, err)
             redis.call('HDEL', key, 'x', 'w', 'c', 'i', 'res')
             redis.call('HSET', key, unpack(fields))
+            if kind == 'fail' then
+                expire(key, member, v[10])
+            end
             zadd_later(set, now_text, member)
             zadd_later(by_seq, int(seq), id)
         else
@@ -223,9 +241,10 @@ if completed and keep then
     local excess = math.min(redis.call('ZCARD', K_COMPLETED) - keep, TRIM_BATCH)
     if excess > 0 then
         local popped = redis.call('ZPOPMIN', K_COMPLETED, excess)
-        local doomed, ids = {}, {}
+        local doomed, ids, members = {}, {}, {}
         for i = 1, #popped, 2 do  -- member, score pairs
             local id = string.sub(popped[i], 17)
+            members[#members + 1] = popped[i]
             ids[#ids + 1] = id
             doomed[#doomed + 1] = K_JOBS .. id
         end
@@ -234,6 +253,7 @@ if completed and keep then
             redis.call('DEL', unpack(doomed, i, j))
             redis.call('ZREM', K_COMPLETED_BY_SEQ, unpack(ids, i, j))
             forget_dedup(ids, i, j)
+            redis.call('ZREM', K_EXPIRING, unpack(members, i, j))
         end
     end
 end

@@ -12,8 +12,9 @@
 -- KEYS[10..] others: job key prefixes of the other queues an id must not exist in (standalone
 --            Redis only; on a cluster they live on other nodes and are checked beforehand)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
--- ARGV[2] n: number of jobs; then 7 arguments per job:
---         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay
+-- ARGV[2] n: number of jobs; then 9 arguments per job:
+--         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay,
+--         keep_completed, keep_failed (the job's own retention in seconds, '' = none)
 -- Returns: per job, in order, its state, after a '!' when it is a duplicate (not inserted); or
 -- an error reply, having written nothing, when an argument is invalid or a job key holds
 -- something other than a job hash.
@@ -40,13 +41,19 @@ local FIRST_OTHER = 10
 
 local given_now = now_arg(1)
 local n = tonumber(ARGV[2])
-if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + 7 * n) then
-    refuse(2, 'the job count must say how many jobs of 7 arguments follow')
+if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + 9 * n) then
+    refuse(2, 'the job count must say how many jobs of 9 arguments follow')
     n = 0
 end
 for i = 0, n - 1 do
-    local base = 3 + i * 7
+    local base = 3 + i * 9
     local p, m, r, d = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
+    for k = base + 7, base + 8 do
+        if ARGV[k] ~= '' then
+            checked_item = base
+            number_arg(k, 0, MAX_SECONDS, false, 'a retention must be seconds from 0 to 3153600000')
+        end
+    end
     -- What the driver sends for the usual job (priority 0, no run time, no delay) is told by
     -- comparing text, without parsing a number; anything else is parsed and checked.
     if not (p == '0' and r == '' and (d == '0.0' or d == '0')
@@ -95,7 +102,7 @@ end
 
 local found = {}
 for i = 0, n - 1 do
-    local state = existing_state(ARGV[3 + i * 7])
+    local state = existing_state(ARGV[3 + i * 9])
     if type(state) == 'table' then
         return state  -- the error, before anything was written
     end
@@ -104,7 +111,7 @@ end
 
 local inserted = {}  -- ids inserted by this call (a later duplicate in the batch sees them)
 for i = 0, n - 1 do
-    local base = 3 + i * 7
+    local base = 3 + i * 9
     local id = ARGV[base]
     local existing = found[i] or inserted[id]
     if existing then
@@ -143,6 +150,14 @@ for i = 0, n - 1 do
         if run_at ~= now then
             fields[#fields + 1] = 'e'
             fields[#fields + 1] = when(now)
+        end
+        if ARGV[base + 7] ~= '' then
+            fields[#fields + 1] = 'kc'
+            fields[#fields + 1] = ARGV[base + 7]
+        end
+        if ARGV[base + 8] ~= '' then
+            fields[#fields + 1] = 'kf'
+            fields[#fields + 1] = ARGV[base + 8]
         end
         redis.call('HSET', K_JOBS .. id, unpack(fields))
         if state == 'queued' then

@@ -6,6 +6,8 @@
 -- KEYS[3] by_seq: the state's listing index
 -- KEYS[4] dedup: hash of dedup key -> the record of the job holding it (see dedup.lua)
 -- KEYS[5] dedup_jobs: hash of job id -> the dedup key it took
+-- KEYS[6] expiring: zset of finished jobs with a retention of their own (entries of the jobs
+--         deleted here go too)
 -- ARGV[1] mode: 'members' (delete the members that follow, chosen by the caller oldest first
 --         across queues) or 'trim' (delete the oldest beyond the newest ARGV[2] jobs, at most
 --         ARGV[3] of them)
@@ -20,6 +22,7 @@ local K_SET = KEYS[2]
 local K_BY_SEQ = KEYS[3]
 local K_DEDUP = KEYS[4]
 local K_DEDUP_JOBS = KEYS[5]
+local K_EXPIRING = KEYS[6]
 
 --!include args.lua
 --!include dedup.lua
@@ -39,19 +42,21 @@ if bad then
     return bad
 end
 
-local gone = {}
+local gone, members = {}, {}
 if mode == 'trim' then
     local excess = math.min(redis.call('ZCARD', K_SET) - tonumber(ARGV[2]), tonumber(ARGV[3]))
     if excess > 0 then
         local popped = redis.call('ZPOPMIN', K_SET, excess)
         for i = 1, #popped, 2 do
             gone[#gone + 1] = string.sub(popped[i], 17)
+            members[#members + 1] = popped[i]
         end
     end
 else
     for i = 2, #ARGV do
         if redis.call('ZREM', K_SET, ARGV[i]) == 1 then
             gone[#gone + 1] = string.sub(ARGV[i], 17)
+            members[#members + 1] = ARGV[i]
         end
     end
 end
@@ -59,6 +64,7 @@ for i = 1, #gone, 500 do
     local slice = {unpack(gone, i, math.min(i + 499, #gone))}
     redis.call('ZREM', K_BY_SEQ, unpack(slice))
     forget_dedup(slice, 1, #slice)
+    redis.call('ZREM', K_EXPIRING, unpack(members, i, math.min(i + 499, #members)))
     for n, id in ipairs(slice) do
         slice[n] = K_JOBS .. id
     end

@@ -9,6 +9,8 @@
 -- KEYS[6] meta: the queue's meta hash, for the ready list's tail (queued only)
 -- KEYS[7] dedup: hash of dedup key -> the record of the job holding it (see dedup.lua)
 -- KEYS[8] dedup_jobs: hash of job id -> the dedup key it took
+-- KEYS[9] expiring: zset of finished jobs with a retention of their own (entries of the jobs
+--         deleted here go too)
 -- ARGV[1] state: queued, scheduled, retrying, active, completed, failed or cancelled
 -- ARGV[2] finished_before: epoch seconds ('' for any); only jobs finished before it are deleted
 -- ARGV[3] chunk: most entries to remove in this call
@@ -27,6 +29,7 @@ local K_DEAD = KEYS[5]
 local K_META = KEYS[6]
 local K_DEDUP = KEYS[7]
 local K_DEDUP_JOBS = KEYS[8]
+local K_EXPIRING = KEYS[9]
 
 --!include args.lua
 --!include dedup.lua
@@ -121,6 +124,7 @@ else
 end
 for i = 1, #members, 500 do
     redis.call('ZREM', K_SET, unpack(members, i, math.min(i + 499, #members)))
+    redis.call('ZREM', K_EXPIRING, unpack(members, i, math.min(i + 499, #members)))
 end
 for _, member in ipairs(members) do
     ids[#ids + 1] = string.sub(member, 17)

@@ -13,6 +13,7 @@
 -- KEYS[10] failed_by_seq: listing index of failed jobs
 -- KEYS[11] cancelled_by_seq: listing index of cancelled jobs
 -- KEYS[12] dead: hash of id -> stale ready-list entries of that job (see place.lua)
+-- KEYS[13] expiring: zset of finished jobs with a retention of their own, score its expiry
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] cancelled_error: the error of a job requeued while a cancel was pending (cancelled
 --         instead)
@@ -26,7 +27,8 @@
 -- in the active set) is still at or before ``now``. Every rescue sets the stall count, the
 -- error and a history entry and clears the token; a requeued job goes back to queued at
 -- ``now`` with its attempt given back and wakes one idle worker, unless a cancel is pending:
--- then it is cancelled.
+-- then it is cancelled. A failed job with a retention of its own (kf) gets its expiry (ex)
+-- and joins ``expiring``.
 
 local K_JOBS = KEYS[1]
 local K_META = KEYS[2]
@@ -40,6 +42,7 @@ local K_QUEUED_BY_SEQ = KEYS[9]
 local K_FAILED_BY_SEQ = KEYS[10]
 local K_CANCELLED_BY_SEQ = KEYS[11]
 local K_DEAD = KEYS[12]
+local K_EXPIRING = KEYS[13]
 
 --!include common.lua
 --!include args.lua
@@ -83,8 +86,9 @@ for i = 0, n - 1 do
     local kind = ARGV[base + 2]
     local err = ARGV[base + 4]
     local key = K_JOBS .. id
-    -- state, token, seq, cancel requested, attempt, priority, run at, enqueued at
-    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e')
+    -- state, token, seq, cancel requested, attempt, priority, run at, enqueued at, retention
+    -- once failed
+    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e', 'kf')
     local seq = tonum(v[3], 0)
     local member = smember(seq, id)
     local lease = nil
@@ -122,6 +126,12 @@ for i = 0, n - 1 do
             fields[#fields + 1] = 'f'
             fields[#fields + 1] = num(now)
             gone[#gone + 1] = 'res'
+            if kind == 'fail' and tonumber(v[9]) then
+                local expires = num(now + tonumber(v[9]))
+                fields[#fields + 1] = 'ex'
+                fields[#fields + 1] = expires
+                redis.call('ZADD', K_EXPIRING, expires, member)
+            end
             redis.call('HDEL', key, unpack(gone))
             redis.call('HSET', key, unpack(fields))
             zadd_later(set, num(now), member)

@@ -12,13 +12,14 @@
 -- KEYS[9] failed_by_seq: listing index of failed jobs
 -- KEYS[10] cancelled_by_seq: listing index of cancelled jobs
 -- KEYS[11] dead: hash of id -> stale ready-list entries of that job (see place.lua)
+-- KEYS[12] expiring: zset of finished jobs with a retention of their own
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2..] job ids
 -- Returns: per id, in order, {status, state}: status 'ok' (now queued), 'wrong_state' or
 -- 'not_found'; or an error reply, having written nothing, when an argument is invalid.
 -- Guarantees: atomic; a retried job gets a new sequence number (it lists as new), runs at
 -- now, keeps its last error, history and token, has no stalls or pending cancel, and wakes
--- one idle worker.
+-- one idle worker; its expiry (ex) and its entry in ``expiring`` go.
 
 local K_JOBS = KEYS[1]
 local K_META = KEYS[2]
@@ -31,6 +32,7 @@ local K_QUEUED_BY_SEQ = KEYS[8]
 local K_FAILED_BY_SEQ = KEYS[9]
 local K_CANCELLED_BY_SEQ = KEYS[10]
 local K_DEAD = KEYS[11]
+local K_EXPIRING = KEYS[12]
 
 --!include common.lua
 --!include args.lua
@@ -64,12 +66,14 @@ for i = 2, #ARGV do
     if not state then
         out[#out + 1] = {'not_found', ''}
     elseif FINISHED[state] then
-        redis.call('ZREM', FINISHED[state][1], smember(tonum(v[2], 0), id))
+        local member = smember(tonum(v[2], 0), id)
+        redis.call('ZREM', FINISHED[state][1], member)
+        redis.call('ZREM', K_EXPIRING, member)
         zrem_later(FINISHED[state][2], id)
         local seq = next_seq(1)
         local fields = {'s', 'queued', 'm', int(tonum(v[4], 0) + 1), 'q', int(seq)}
         move_run_at(fields, v[5], v[6], now_text)
-        redis.call('HDEL', key, 'f', 'k', 'c', 'x', 'w', 'i')
+        redis.call('HDEL', key, 'f', 'k', 'c', 'x', 'w', 'i', 'ex')
         redis.call('HSET', key, unpack(fields))
         place(id, tonum(v[3], 0), now, seq)
         woken = true

@@ -6,9 +6,10 @@
 -- m max attempts, r run at, e enqueued at (= r), q sequence, b started at, f finished at,
 -- t lease token, x lease expiry, w worker id, k stalls (0), c cancel requested (absent),
 -- res result, err last error, h history of errors (JSON, absent when empty), i isolated
--- (absent).
+-- (absent), pg progress (a fraction), pm its message, pa when it was written, kc / kf the job's
+-- own retention once completed / failed (seconds), ex when that retention expires.
 local JOB_FIELDS = {'n', 'd', 's', 'p', 'a', 'm', 'r', 'e', 'q', 'b', 'f', 't', 'x', 'w', 'k',
-    'c', 'res', 'err', 'h', 'i'}
+    'c', 'res', 'err', 'h', 'i', 'pg', 'pm', 'pa', 'kc', 'kf', 'ex'}
 local F_STATE, F_PRIORITY, F_ATTEMPT, F_RUN_AT, F_SEQ, F_STARTED = 3, 4, 5, 7, 9, 10
 local F_TOKEN, F_EXPIRES, F_WORKER, F_CANCEL, F_ISOLATED = 12, 13, 14, 16, 20
 
