@@ -90,7 +90,7 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
     good_finish = ("a", a, "complete", "=1", "", 0)
     good_job = ("n1", "t", "{}", 0, 3, "", 0, "", "")
     cron_job = ("n1", "t", "{}", 0, 3, "", 0)
-    keyed = ("k1", "t", "{}", 0, 3, "", 0, "until_started", "key", 0)
+    keyed = ("k1", "t", "{}", 0, 3, "", 0, "until_started", "key", 0, "", "")
     return [
         ("job_finish_many", (T0, "", "cancelled", 2, *good_finish, "b", b, "retry", "", "", "nan"),
          "job 'b': delay must be seconds from 0 to 3153600000, got 'nan'"),
@@ -110,18 +110,20 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
          "job 'n2': run_at must be epoch seconds from 0 to 7258118400, got 'inf'"),
         ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", -5, "", ""),
          "job 'n2': delay must be seconds from 0 to 3153600000, got '-5'"),
-        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "often", "key", 0),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "often", "key", 0, "", ""),
          "job 'k2': mode must be until_started, until_finished, throttle, debounce or ''"),
-        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "throttle", "key", 0),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "throttle", "key", 0, "", ""),
          "job 'k2': a throttle ttl must be more than 0 seconds"),
-        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "until_started", "", 0),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "until_started", "", 0, "", ""),
          "job 'k2': the dedup key must not be empty"),
-        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "debounce", "key", 0),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "debounce", "key", 0, "", ""),
          "job 'k2': a debounced job needs a delay greater than 0 and no run_at"),
-        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "debounce", "k", 5),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "debounce", "k", 5, "", ""),
          "job 'k2': only a throttle has a ttl"),
-        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 0, "", 0, "", "", 0),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 0, "", 0, "", "", 0, "", ""),
          "job 'k2': max_attempts must be a whole number from 1 to 1000, in digits"),
+        ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 3, "", 0, "", "", 0, "-1", ""),
+         "job 'k2': a retention must be seconds from 0 to 3153600000, got '-1'"),
         ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", 0, "-1", ""),
          "job 'n2': a retention must be seconds from 0 to 3153600000, got '-1'"),
         ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", 0, "", "nan"),

@@ -3,11 +3,16 @@ finishes, and job_prune_finished deletes expired jobs first, bounded by ``limit`
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from conveyor._errors import InvalidArgument
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
+    Dedup,
+    DedupMode,
+    InsertStatus,
     JobState,
     PurgeParams,
     RescueJob,
@@ -124,3 +129,21 @@ async def test_an_invalid_retention_refuses_the_batch(driver: Driver, keep: floa
     with pytest.raises(InvalidArgument, match="keep_completed"):
         await driver.job_insert_many([new_job("ok"), new_job("bad", keep_completed=keep)], now=T0)
     assert not await exists(driver, "ok")
+
+
+async def test_a_job_with_a_dedup_key_keeps_its_own_retention(driver: Driver) -> None:
+    # Jobs with a dedup key take their own insert path on some backends; their retention must
+    # travel with them all the same, and the job that frees its key on deletion is pruned.
+    keyed = replace(
+        new_job("keyed", keep_completed=30.0, keep_failed=DAY),
+        dedup=Dedup(DedupMode.UNTIL_FINISHED, "k"),
+    )
+    await driver.job_insert_many([keyed], now=T0)
+    stored = await get(driver, "keyed")
+    assert (stored.keep_completed, stored.keep_failed) == (30.0, DAY)
+    await finish(driver, await fetch_one(driver), now=T0 + 5, retention=KEEP_ALL)
+    assert (await get(driver, "keyed")).expires_at == T0 + 35
+    assert await driver.job_prune_finished(KEEP_ALL, limit=100, now=T0 + 35) == 1
+    again = replace(new_job("again"), dedup=Dedup(DedupMode.UNTIL_FINISHED, "k"))
+    [result] = await driver.job_insert_many([again], now=T0 + 36)
+    assert (result.id, result.status) == ("again", InsertStatus.INSERTED)

@@ -242,6 +242,8 @@ async def insert_dedup(
                 *(job.id, job.name, job.payload, job.priority, job.max_attempts),
                 *("" if job.run_at is None else job.run_at, job.delay),
                 *(("", "", 0) if dedup is None else (dedup.mode.value, dedup.key, dedup.seconds)),
+                "" if job.keep_completed is None else float(job.keep_completed),
+                "" if job.keep_failed is None else float(job.keep_failed),
             )
         reply: list[list[bytes]] = await run(client, _INSERT_DEDUP, script_keys, args)
         results += [

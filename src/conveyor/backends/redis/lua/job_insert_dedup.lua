@@ -17,10 +17,12 @@
 -- KEYS[12..] others: job key prefixes of the other queues an id must not exist in (standalone
 --            Redis only, as for job_insert_many)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
--- ARGV[2] n: number of jobs; then 10 arguments per job:
+-- ARGV[2] n: number of jobs; then 12 arguments per job:
 --         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay,
 --         mode (until_started|until_finished|throttle|debounce, or '' for a job without a
---         key, inserted as job_insert_many would), key, ttl (throttle seconds, else 0)
+--         key, inserted as job_insert_many would), key, ttl (throttle seconds, else 0),
+--         keep_completed, keep_failed (the job's own retention in seconds, '' = none; a
+--         debounce that replaces a waiting job keeps that job's)
 -- Returns: per job, in order, {outcome, state, id}: outcome 'inserted', 'duplicate' or
 -- 'replaced', the id of the job returned (the new one, or the existing one) and its state; or
 -- an error reply, having written nothing, when an argument is invalid or a job key holds
@@ -41,7 +43,7 @@ local K_DEAD = KEYS[9]
 local K_DEDUP = KEYS[10]
 local K_DEDUP_JOBS = KEYS[11]
 local FIRST_OTHER = 12
-local PER_JOB = 10
+local PER_JOB = 12
 
 --!include common.lua
 --!include args.lua
@@ -57,7 +59,7 @@ local MODES = {until_started = 's', until_finished = 'f', throttle = 't', deboun
 local given_now = now_arg(1)
 local n = tonumber(ARGV[2])
 if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + PER_JOB * n) then
-    refuse(2, 'the job count must say how many jobs of 10 arguments follow')
+    refuse(2, 'the job count must say how many jobs of 12 arguments follow')
     n = 0
 end
 for i = 0, n - 1 do
@@ -91,6 +93,11 @@ for i = 0, n - 1 do
     end
     if mode == 'd' and (ARGV[base + 5] ~= '' or not ((tonumber(ARGV[base + 6]) or 0) > 0)) then
         refuse(base + 6, 'a debounced job needs a delay greater than 0 and no run_at')
+    end
+    for k = base + 10, base + 11 do
+        if ARGV[k] ~= '' then
+            number_arg(k, 0, MAX_SECONDS, false, 'a retention must be seconds from 0 to 3153600000')
+        end
     end
 end
 checked_item = nil
@@ -198,6 +205,14 @@ for i = 0, n - 1 do
         if run_at ~= now then
             fields[#fields + 1] = 'e'
             fields[#fields + 1] = when(now)
+        end
+        if ARGV[base + 10] ~= '' then
+            fields[#fields + 1] = 'kc'
+            fields[#fields + 1] = ARGV[base + 10]
+        end
+        if ARGV[base + 11] ~= '' then
+            fields[#fields + 1] = 'kf'
+            fields[#fields + 1] = ARGV[base + 11]
         end
         redis.call('HSET', K_JOBS .. id, unpack(fields))
         if state == 'queued' then
