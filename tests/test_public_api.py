@@ -38,6 +38,8 @@ PUBLIC_NAMES = [
     "Permanent",
     "Queue",
     "QueueInfo",
+    "Rate",
+    "RateLimited",
     "ResultTimeout",
     "Retention",
     "Retry",

@@ -22,6 +22,7 @@ from conveyor._errors import (
     PayloadTooLarge,
     PayloadValidationError,
     Permanent,
+    RateLimited,
     ResultTimeout,
     Retry,
     Snooze,
@@ -35,6 +36,7 @@ from conveyor._sync import SyncJobHandle, SyncQueue
 from conveyor._worker import Worker
 from conveyor.core.backoff import Backoff, Exponential, Fixed
 from conveyor.core.clock import FakeClock
+from conveyor.core.rate import Rate
 from conveyor.drivers.records import (
     AttemptError,
     ChangeResult,
@@ -78,6 +80,8 @@ __all__ = [
     "Permanent",
     "Queue",
     "QueueInfo",
+    "Rate",
+    "RateLimited",
     "ResultTimeout",
     "Retention",
     "Retry",

@@ -17,6 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 from conveyor import _validation
 from conveyor._errors import InvalidArgument, InvalidJobDefinition
 from conveyor.core.backoff import DEFAULT_BACKOFF, Backoff
+from conveyor.core.rate import Rate
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R")
@@ -47,6 +48,7 @@ class JobDef(Generic[P, R]):
     timeout: float | None = None
     priority: int = 0
     permanent: tuple[type[BaseException], ...] = ()
+    rate_limit: Rate | None = None
     _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +104,7 @@ def job(
     timeout: float | timedelta | None = ...,
     priority: int = ...,
     permanent: tuple[type[BaseException], ...] = ...,
+    rate_limit: Rate | None = ...,
 ) -> JobDef[P, None]: ...
 
 
@@ -117,6 +120,7 @@ def job(
     timeout: float | timedelta | None = ...,
     priority: int = ...,
     permanent: tuple[type[BaseException], ...] = ...,
+    rate_limit: Rate | None = ...,
 ) -> JobDef[P, R]: ...
 
 
@@ -132,6 +136,7 @@ def job(
     timeout: float | timedelta | None = ...,
     priority: int = ...,
     permanent: tuple[type[BaseException], ...] = ...,
+    rate_limit: Rate | None = ...,
 ) -> JobDef[P, Any]:
     """A result type a checker cannot express as ``type[R]`` (``int | None``, ``Literal[...]``):
     annotate the variable to keep results typed, ``x: JobDef[M, int | None] = job(...)``."""
@@ -149,11 +154,14 @@ def job(
     timeout: float | timedelta | None = None,
     priority: int = 0,
     permanent: tuple[type[BaseException], ...] = (),
+    rate_limit: Rate | None = None,
 ) -> JobDef[Any, Any]:
     """Declare a job: ``send = job("email.send", SendEmail, result=str, attempts=5)``.
 
     ``name`` is what is stored with each job, so keep it stable across deploys. ``attempts``
     counts the first run. Exceptions listed in ``permanent`` fail the job without retrying.
+    ``rate_limit`` caps how many of its jobs start in any window of time, across every worker
+    (the definition then needs a queue of its own: see :class:`Rate`).
     """
     if not _NAME.match(name):
         raise InvalidJobDefinition(
@@ -181,4 +189,13 @@ def job(
         timeout=seconds,
         priority=priority,
         permanent=tuple(permanent),
+        rate_limit=_rate_limit(rate_limit, name),
     )
+
+
+def _rate_limit(value: object, name: str) -> Rate | None:
+    if value is not None and not isinstance(value, Rate):
+        raise InvalidJobDefinition(
+            f"job {name!r}: rate_limit must be a conveyor.Rate, e.g. Rate(10, per=1), got {value!r}"
+        )
+    return value

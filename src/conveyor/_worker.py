@@ -35,13 +35,14 @@ from conveyor._queue import Queue
 from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.clock import BackendClock
 from conveyor.drivers.protocol import Capability
-from conveyor.drivers.records import WorkerInfo
+from conveyor.drivers.records import RateLimit, WorkerInfo
 from conveyor.engine import Engine
 from conveyor.runtime.completer import Completer
 from conveyor.runtime.fetcher import Fetcher, FetcherHooks
 from conveyor.runtime.lease_keeper import Keeper, LeaseKeeper
 from conveyor.runtime.lifecycle import WorkerStats
 from conveyor.runtime.maintenance import Heartbeat, Maintenance
+from conveyor.runtime.rates import describe, rate_limits
 from conveyor.runtime.registry import Handler, HandlerRegistry
 from conveyor.runtime.renewer import RenewalProcess
 from conveyor.runtime.runner import Runner
@@ -120,8 +121,14 @@ class Worker:
         self._beside[name] = loop
 
     def check(self) -> None:
-        """Raise :class:`MissingHandlers` if a declared definition has no handler."""
+        """Raise :class:`MissingHandlers` if a declared definition has no handler, and
+        :class:`InvalidJobDefinition` if a rate-limited definition shares a served queue."""
         self.registry.check()
+        self.rate_limits()
+
+    def rate_limits(self) -> tuple[RateLimit, ...]:
+        """The rate limits of the queues this worker serves (see :mod:`conveyor.runtime.rates`)."""
+        return rate_limits(self.registry.definitions(), self.queues)
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -217,6 +224,7 @@ class Worker:
             ),
             stopping=self._stopping,
             slot_freed=self._slot_freed,
+            rate_limits=self.rate_limits(),
         )
         supervisor = Supervisor(self._give_up)
         if install_signal_handlers:
@@ -231,8 +239,10 @@ class Worker:
                 supervisor.start("cancel listener", lambda: self._listen_for_cancels(driver))
             for name, beside in self._beside.items():
                 supervisor.start(name, functools.partial(beside, self._stopping))
+            limits = self.rate_limits()
             log.info(
-                "worker started",
+                "worker started%s",
+                f"; rate limits: {describe(limits)}" if limits else "",
                 extra={"event": "started", "worker_id": self.id, "queue": ",".join(self.queues)},
             )
             await fetcher.run()

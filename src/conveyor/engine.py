@@ -37,6 +37,7 @@ from conveyor.drivers.records import (
     NewJob,
     PurgeParams,
     QueueInfo,
+    RateLimit,
     RescueJob,
     Retention,
     TransitionResult,
@@ -292,3 +293,13 @@ class Engine:
 
     async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
         return await self._call("cancel_listen", self.driver.cancel_listen(worker_id, timeout))
+
+    async def rate_limit_block(
+        self, queue: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        await self._call("rate_limit_block", self.driver.rate_limit_block(queue, seconds, now=now))
+
+    async def rate_limit_wait(
+        self, limits: Sequence[RateLimit], *, now: float | None = None
+    ) -> dict[str, float]:
+        return await self._call("rate_limit_wait", self.driver.rate_limit_wait(limits, now=now))

@@ -25,6 +25,7 @@ from conveyor.drivers.records import (
     NewJob,
     PurgeParams,
     QueueInfo,
+    RateLimit,
     RescueJob,
     Retention,
     TransitionResult,
@@ -236,4 +237,20 @@ class Driver(Protocol):
         """With ``Capability.CANCEL_NOTIFY``: the ids of jobs of worker ``worker_id`` that were
         cancelled since the last call, waiting up to ``timeout`` seconds for one. Without it,
         waits ``timeout`` seconds and returns nothing."""
+        ...
+
+    async def rate_limit_block(
+        self, queue: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        """Start no job of ``queue`` under its rate limit before ``now + seconds`` (a later
+        block already recorded stands): a handler met an upstream limit. Checked by every
+        fetch that applies a ``RateLimit`` of ``queue``."""
+        ...
+
+    async def rate_limit_wait(
+        self, limits: Sequence[RateLimit], *, now: float | None = None
+    ) -> dict[str, float]:
+        """For each of these queues whose limit lets no job start at ``now``: the seconds until
+        one may (the oldest logged start leaves the window, or the block ends). Queues that may
+        start a job now are left out. What a worker sleeps for instead of polling."""
         ...

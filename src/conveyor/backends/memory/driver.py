@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from conveyor._errors import BackendUnavailable
+from conveyor.backends.memory._rates import RateLogs, capped
 from conveyor.backends.memory._transitions import apply_finish, apply_rescue, finished
 from conveyor.drivers.common import (
     CANCELLED_ERROR,
@@ -23,6 +24,8 @@ from conveyor.drivers.common import (
     check_finishes,
     check_new_jobs,
     check_now,
+    check_rate_limits,
+    check_rate_seconds,
     check_rescues,
     finish_was_applied,
     resolve_now,
@@ -45,6 +48,7 @@ from conveyor.drivers.records import (
     NewJob,
     PurgeParams,
     QueueInfo,
+    RateLimit,
     RescueJob,
     Retention,
     TransitionResult,
@@ -67,6 +71,7 @@ class MemoryStore:
         self.leaders: dict[str, tuple[str, float]] = {}  # name -> (holder, expires_at)
         self.routes: dict[str, str] = {}  # job name -> queue
         self.wakeups = WakeupBoard()
+        self.rates = RateLogs()
 
 
 _STORES: dict[str, MemoryStore] = {}
@@ -153,6 +158,8 @@ class MemoryDriver:
 
     async def _fetch_now(self, params: FetchParams, now: float | None) -> list[JobRecord]:
         check_now(now)
+        check_rate_limits(params.rate_limits)
+        limits = [limit for limit in params.rate_limits if limit.queue in params.queues]
         at = resolve_now(now)
         s = self._store
         if params.limit <= 0:
@@ -179,8 +186,9 @@ class MemoryDriver:
                 and (names is None or job.name in names or job.run_at <= unknown_before)
             ]
             candidates.sort(key=run_order)
+            caps = s.rates.caps(limits, at)
             leased: list[JobRecord] = []
-            for job in candidates[: params.limit]:
+            for job in capped(candidates, caps, params.limit):
                 updated = dataclasses.replace(
                     job,
                     state=JobState.ACTIVE,
@@ -194,6 +202,7 @@ class MemoryDriver:
                 )
                 s.jobs[job.id] = updated
                 leased.append(updated)
+            s.rates.record(limits, leased, at)
             return leased
 
     async def job_extend_leases(
@@ -554,3 +563,21 @@ class MemoryDriver:
     async def cancel_listen(self, worker_id: str, timeout: float) -> list[str]:
         await asyncio.sleep(timeout)  # no notifications: cancels arrive with lease renewals
         return []
+
+    async def rate_limit_block(
+        self, queue: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        check_now(now)
+        check_rate_seconds(seconds, f"block of queue {queue!r}")
+        at = resolve_now(now)
+        with self._store.lock:
+            self._store.rates.block(queue, at + seconds)
+
+    async def rate_limit_wait(
+        self, limits: Sequence[RateLimit], *, now: float | None = None
+    ) -> dict[str, float]:
+        check_now(now)
+        check_rate_limits(limits)
+        at = resolve_now(now)
+        with self._store.lock:
+            return self._store.rates.waits(limits, at)

@@ -46,6 +46,8 @@ class QueueKeys:
         "queue",
         "queued",
         "queued_by_seq",
+        "rate_block",
+        "rate_log",
         "ready",
         "retrying",
         "retrying_by_seq",
@@ -71,6 +73,10 @@ class QueueKeys:
         self.failed = tag + ":failed"
         self.cancelled = tag + ":cancelled"
         self.wake = tag + ":wake"
+        # The rate limit's sliding log of start times, and the time a RateLimited blocked the
+        # queue until (see conveyor.drivers.rates).
+        self.rate_log = tag + ":rate:log"
+        self.rate_block = tag + ":rate:block"
         self.scheduled_by_seq = tag + ":by-seq:scheduled"
         self.queued_by_seq = tag + ":by-seq:queued"
         self.active_by_seq = tag + ":by-seq:active"  # never written: see BY_SEQ

@@ -344,3 +344,16 @@ DELETE FROM conveyor_leader WHERE name = :name AND holder = :holder;
 -- Changes whenever another connection commits; how idle workers in other processes notice work.
 -- name: listen__data_version
 PRAGMA data_version;
+
+-- name: rate_limit__read
+SELECT queue, starts, blocked_until FROM conveyor_rate_limit
+WHERE queue IN (SELECT value FROM json_each(:queues));
+
+-- name: rate_limit__log
+INSERT INTO conveyor_rate_limit (queue, starts) VALUES (:queue, :starts)
+ON CONFLICT (queue) DO UPDATE SET starts = excluded.starts;
+
+-- name: rate_limit_block
+INSERT INTO conveyor_rate_limit (queue, blocked_until) VALUES (:queue, :until)
+ON CONFLICT (queue) DO UPDATE
+SET blocked_until = max(coalesce(blocked_until, :until), :until);
