@@ -173,13 +173,15 @@ class SQLiteDriver(rates.RateLimitOperations):
     async def _fetch_now(self, params: FetchParams, now: float | None) -> list[JobRecord]:
         check_now(now)
         check_rate_limits(params.rate_limits)
-        at = resolve_now(now)
         if not params.queues or params.limit <= 0:
             return []
-        unknown_before = None if params.unknown_after is None else at - params.unknown_after
         limits = [limit for limit in params.rate_limits if limit.queue in params.queues]
 
         def step(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            # The clock is read once the write lock is held: the starts a rate limit logs are
+            # then in the order the fetches ran.
+            at = resolve_now(now)
+            unknown_before = None if params.unknown_after is None else at - params.unknown_after
             paused = {row["name"] for row in rows_of(conn, "job_fetch__paused", {})}
             # Each limited queue offers no more than its limit allows: the overall first
             # ``limit`` of the offers then respects every limit.
