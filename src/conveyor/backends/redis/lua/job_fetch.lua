@@ -261,9 +261,9 @@ if #leased > 0 then
     redis.call('SET', K_RECEIPT, cjson.encode(leased), 'PX', int(receipt_ttl))
     if rate_count then
         local at = math.max(now, tonumber(redis.call('LINDEX', K_RATE_LOG, -1) or '') or now)
-        local stamps = {}
+        local stamp, stamps = num(at), {}
         for i = 1, #leased do
-            stamps[i] = num(at)
+            stamps[i] = stamp
         end
         for i = 1, #stamps, 1000 do
             redis.call('RPUSH', K_RATE_LOG, unpack(stamps, i, math.min(i + 999, #stamps)))

@@ -27,7 +27,7 @@ end
 
 -- How many of ``limit`` jobs may start at ``now``: none while blocked, else the free places of
 -- the log's last ``count`` entries plus its oldest entries at least ``per`` old. Reads at most
--- ``limit`` entries; an entry out of order or unreadable only makes the answer smaller.
+-- ``limit`` entries; an entry unreadable only makes the answer smaller.
 local function rate_allowed(now, count, per, limit)
     local blocked = rate_blocked_until()
     if blocked and blocked > now then
@@ -36,13 +36,21 @@ local function rate_allowed(now, count, per, limit)
     local length = redis.call('LLEN', K_RATE_LOG)
     local skip = math.max(length - count, 0)
     local allowed = count - (length - skip)
-    if allowed < limit then
-        for _, at in ipairs(redis.call('LRANGE', K_RATE_LOG, skip, skip + (limit - allowed) - 1)) do
-            if (tonumber(at) or now) + per > now then
-                break
-            end
-            allowed = allowed + 1
+    if allowed >= limit then
+        return limit
+    end
+    -- The log is in order (a start is never stamped before the newest entry), so when the
+    -- last of the entries needed is old enough, all before it are: one read instead of many.
+    local needed = limit - allowed
+    local last = tonumber(redis.call('LINDEX', K_RATE_LOG, skip + needed - 1) or '')
+    if last and last + per <= now then
+        return limit
+    end
+    for _, at in ipairs(redis.call('LRANGE', K_RATE_LOG, skip, skip + needed - 1)) do
+        if (tonumber(at) or now) + per > now then
+            break
         end
+        allowed = allowed + 1
     end
     return math.min(allowed, limit)
 end
