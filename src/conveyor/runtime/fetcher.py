@@ -223,14 +223,15 @@ class Fetcher:
         Waiting for a notification instead would wait for one that never comes (a held queue
         is not woken), and fetching again at once would poll."""
         cfg = self._config
-        waits = await self._driver.rate_limit_wait(self._rate_limits, now=cfg.clock.now())
+        now = cfg.clock.now()
+        waits = await self._driver.rate_limit_wait(self._rate_limits, now=now)
         if not waits:
             return False
         pause = min(waits.values())
         if any(queue not in waits for queue in self._queues):
             self._rate_wait = pause
             return False
-        await sleep_on(cfg.clock, pause, self._stopping)
+        await sleep_on(cfg.clock, pause, self._stopping, since=now)
         return True
 
     def _stale_after(self) -> float:

@@ -57,11 +57,14 @@ def describe(limits: Iterable[RateLimit]) -> str:
 _FAKE_CLOCK_CHECK = 0.005
 
 
-async def sleep_on(clock: Clock, seconds: float, stopping: asyncio.Event) -> None:
+async def sleep_on(
+    clock: Clock, seconds: float, stopping: asyncio.Event, *, since: float | None = None
+) -> None:
     """Wait ``seconds`` on the worker's clock, or until ``stopping`` is set: real time on the
-    backend's clock; on a clock that returns its own time (``FakeClock``), until that clock has
-    moved on by ``seconds``, so a test that advances it drives the worker."""
-    start = clock.now()
+    backend's clock; on a clock that returns its own time (``FakeClock``), until it reads
+    ``since + seconds`` (``since``: the reading the wait was worked out at, else now), so a test
+    that advances it drives the worker, even past the end before the sleep begins."""
+    start = clock.now() if since is None else since
     if start is None:
         try:
             async with asyncio.timeout(seconds):
