@@ -3,6 +3,7 @@ handler meets an upstream limit, and the sliding log every backend keeps."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
 
@@ -11,12 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from conveyor import InvalidArgument, InvalidJobDefinition, Rate, RateLimited, job
+from conveyor import FakeClock, InvalidArgument, InvalidJobDefinition, Rate, RateLimited, job
 from conveyor.core.backoff import Fixed
 from conveyor.core.outcome import Fail, PauseQueue, SnoozeFor, Throttled, decide
 from conveyor.drivers.common import check_rate_limits
 from conveyor.drivers.rates import MAX_RATE_COUNT, allowance, allowed, logged, wait_seconds
 from conveyor.drivers.records import JobRecord, JobState, RateLimit
+from conveyor.runtime.rates import sleep_on
 
 NOW = 1_700_000_000.0
 
@@ -167,3 +169,20 @@ def test_following_the_log_never_lets_more_than_count_start_in_any_window(
 def test_driver_checks_refuse_a_queue_limited_twice() -> None:
     with pytest.raises(InvalidArgument, match="more than one rate limit"):
         check_rate_limits([RateLimit("q", 1, 1.0), RateLimit("q", 1, 1.0)])
+
+
+async def test_a_sleep_on_a_moved_clock_ends_at_its_reading_even_if_passed_before_it_began() -> (
+    None
+):
+    clock = FakeClock(NOW)
+    stopping = asyncio.Event()
+    clock.advance(5)  # the clock passed the end before the sleep began
+    await asyncio.wait_for(sleep_on(clock, 3.0, stopping, since=NOW), timeout=1)
+    sleeping = asyncio.create_task(sleep_on(clock, 3.0, stopping))
+    await asyncio.sleep(0.02)
+    assert not sleeping.done()
+    clock.advance(3)
+    await asyncio.wait_for(sleeping, timeout=1)
+    stopped = asyncio.create_task(sleep_on(clock, 60.0, stopping))
+    stopping.set()
+    await asyncio.wait_for(stopped, timeout=1)
