@@ -43,6 +43,8 @@ PUBLIC_NAMES = [
     "Permanent",
     "Queue",
     "QueueInfo",
+    "Rate",
+    "RateLimited",
     "ResultTimeout",
     "Retention",
     "Retry",

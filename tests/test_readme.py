@@ -325,3 +325,37 @@ asyncio.run(main())
     assert "30 1 * * * (Europe/London)" in cleanup and "(fired)" in cleanup
     [sync] = [line for line in listed.splitlines() if line.startswith("inventory.sync")]
     assert "every 5m" in sync and "skip" in sync
+
+
+def test_rate_limits(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """The rate-limit snippet: the upstream turns the first call away, its queue pauses for a
+    second without spending an attempt, then every lookup completes."""
+    cwd, env = app_dir
+    script = """
+import asyncio, dataclasses, time
+from app import geocode
+
+async def main():
+    queue = geocode.worker.queue
+    handles = [
+        await queue.enqueue(geocode.geocode, geocode.Geocode(address=f"{n} Unter den Linden"))
+        for n in range(3)
+    ]
+    geocode.worker.config = dataclasses.replace(geocode.worker.config, burst=True)
+    started = time.monotonic()
+    await geocode.worker.run()
+    assert time.monotonic() - started >= 1.0  # the queue waited out retry_after
+    for handle in handles:
+        info = await handle.info()
+        assert info.state.value == "completed" and info.attempt == 1, info
+    assert geocode.api.calls == 4
+    await queue.close()
+
+asyncio.run(main())
+print("ok")
+"""
+    done = run(f"python -c {shlex.quote(script)}", cwd, env)
+    assert done.stdout.strip().endswith("ok")
+    assert "job rate limited (HTTP 429: retry after 1.0s): its queue is paused for 1s" in (
+        done.stderr
+    )

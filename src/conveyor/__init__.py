@@ -23,6 +23,7 @@ from conveyor._errors import (
     PayloadTooLarge,
     PayloadValidationError,
     Permanent,
+    RateLimited,
     ResultTimeout,
     Retry,
     Snooze,
@@ -36,6 +37,7 @@ from conveyor._sync import SyncJobHandle, SyncQueue
 from conveyor._worker import Worker
 from conveyor.core.backoff import Backoff, Exponential, Fixed
 from conveyor.core.clock import FakeClock
+from conveyor.core.rate import Rate
 from conveyor.drivers.records import (
     AttemptError,
     ChangeResult,
@@ -87,6 +89,8 @@ __all__ = [
     "Permanent",
     "Queue",
     "QueueInfo",
+    "Rate",
+    "RateLimited",
     "ResultTimeout",
     "Retention",
     "Retry",

@@ -18,6 +18,7 @@ from conveyor import _validation
 from conveyor._dedup import DedupPolicy
 from conveyor._errors import InvalidArgument, InvalidJobDefinition
 from conveyor.core.backoff import DEFAULT_BACKOFF, Backoff
+from conveyor.core.rate import Rate
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R")
@@ -50,6 +51,7 @@ class JobDef(Generic[P, R]):
     permanent: tuple[type[BaseException], ...] = ()
     keep_completed: float | None = None
     keep_failed: float | None = None
+    rate_limit: Rate | None = None
     _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,6 +127,7 @@ def job(
     permanent: tuple[type[BaseException], ...] = ...,
     keep_completed: float | timedelta | None = ...,
     keep_failed: float | timedelta | None = ...,
+    rate_limit: Rate | None = ...,
 ) -> JobDef[P, None]: ...
 
 
@@ -142,6 +145,7 @@ def job(
     permanent: tuple[type[BaseException], ...] = ...,
     keep_completed: float | timedelta | None = ...,
     keep_failed: float | timedelta | None = ...,
+    rate_limit: Rate | None = ...,
 ) -> JobDef[P, R]: ...
 
 
@@ -159,6 +163,7 @@ def job(
     permanent: tuple[type[BaseException], ...] = ...,
     keep_completed: float | timedelta | None = ...,
     keep_failed: float | timedelta | None = ...,
+    rate_limit: Rate | None = ...,
 ) -> JobDef[P, Any]:
     """A result type a checker cannot express as ``type[R]`` (``int | None``, ``Literal[...]``):
     annotate the variable to keep results typed, ``x: JobDef[M, int | None] = job(...)``."""
@@ -178,6 +183,7 @@ def job(
     permanent: tuple[type[BaseException], ...] = (),
     keep_completed: float | timedelta | None = None,
     keep_failed: float | timedelta | None = None,
+    rate_limit: Rate | None = None,
 ) -> JobDef[Any, Any]:
     """Declare a job: ``send = job("email.send", SendEmail, result=str, attempts=5)``.
 
@@ -186,6 +192,8 @@ def job(
     ``keep_completed`` / ``keep_failed`` (seconds or a timedelta) keep each job of this kind,
     result included, that long after it completed / failed, instead of the queue's retention
     (``keep_completed=0``: deleted by the next prune); an enqueue can override them.
+    ``rate_limit`` caps how many of its jobs start in any window of time, across every worker
+    (the definition then needs a queue of its own: see :class:`Rate`).
     """
     if not _NAME.match(name):
         raise InvalidJobDefinition(
@@ -219,4 +227,13 @@ def job(
         permanent=tuple(permanent),
         keep_completed=kept[0],
         keep_failed=kept[1],
+        rate_limit=_rate_limit(rate_limit, name),
     )
+
+
+def _rate_limit(value: object, name: str) -> Rate | None:
+    if value is not None and not isinstance(value, Rate):
+        raise InvalidJobDefinition(
+            f"job {name!r}: rate_limit must be a conveyor.Rate, e.g. Rate(10, per=1), got {value!r}"
+        )
+    return value

@@ -149,3 +149,24 @@ class Snooze(HandlerSignal):
     def __init__(self, delay: float | timedelta, reason: str = "snoozed") -> None:
         super().__init__(reason)
         self.delay = _validation.seconds(delay, "delay", error=InvalidArgument)
+
+
+# The longest a handler's RateLimited may hold its queue (the limit of every backend's block).
+MAX_RETRY_AFTER = 24 * 3600.0
+
+
+class RateLimited(HandlerSignal):
+    """An upstream service refused the call for now: put the job back without spending an
+    attempt, and start no job of its definition's queue until ``retry_after`` (a timedelta or
+    seconds, at most a day) has passed, on any worker. For a definition without a
+    ``rate_limit`` (whose queue other definitions may share), only this job waits: it is
+    snoozed for ``retry_after``."""
+
+    def __init__(self, retry_after: float | timedelta, reason: str = "rate limited") -> None:
+        super().__init__(reason)
+        seconds = _validation.seconds(retry_after, "retry_after", error=InvalidArgument)
+        if seconds > MAX_RETRY_AFTER:
+            raise InvalidArgument(
+                f"retry_after must be at most a day ({MAX_RETRY_AFTER:g} s), got {retry_after!r}"
+            )
+        self.retry_after = seconds

@@ -37,7 +37,7 @@ from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.clock import BackendClock
 from conveyor.core.schedule import CatchUp, Overlap, Timetable
 from conveyor.drivers.protocol import Capability
-from conveyor.drivers.records import WorkerInfo
+from conveyor.drivers.records import RateLimit, WorkerInfo
 from conveyor.engine import Engine
 from conveyor.runtime.completer import Completer
 from conveyor.runtime.fetcher import Fetcher, FetcherHooks
@@ -45,6 +45,7 @@ from conveyor.runtime.lease_keeper import Keeper, LeaseKeeper
 from conveyor.runtime.lifecycle import WorkerStats
 from conveyor.runtime.maintenance import Heartbeat, Maintenance
 from conveyor.runtime.progress import ProgressBatcher
+from conveyor.runtime.rates import describe, rate_limits
 from conveyor.runtime.registry import Handler, HandlerRegistry
 from conveyor.runtime.renewer import RenewalProcess
 from conveyor.runtime.runner import Runner
@@ -200,8 +201,14 @@ class Worker:
         self._beside[name] = loop
 
     def check(self) -> None:
-        """Raise :class:`MissingHandlers` if a declared definition has no handler."""
+        """Raise :class:`MissingHandlers` if a declared definition has no handler, and
+        :class:`InvalidJobDefinition` if a rate-limited definition shares a served queue."""
         self.registry.check()
+        self.rate_limits()
+
+    def rate_limits(self) -> tuple[RateLimit, ...]:
+        """The rate limits of the queues this worker serves (see :mod:`conveyor.runtime.rates`)."""
+        return rate_limits(self.registry.definitions(), self.queues)
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -300,6 +307,7 @@ class Worker:
             ),
             stopping=self._stopping,
             slot_freed=self._slot_freed,
+            rate_limits=self.rate_limits(),
         )
         supervisor = Supervisor(self._give_up)
         if install_signal_handlers:
@@ -321,8 +329,10 @@ class Worker:
                 supervisor.start("scheduler", scheduler.run)
             for name, beside in self._beside.items():
                 supervisor.start(name, functools.partial(beside, self._stopping))
+            limits = self.rate_limits()
             log.info(
-                "worker started",
+                "worker started%s",
+                f"; rate limits: {describe(limits)}" if limits else "",
                 extra={"event": "started", "worker_id": self.id, "queue": ",".join(self.queues)},
             )
             await fetcher.run()

@@ -42,6 +42,7 @@ from conveyor.drivers.records import (
     ProgressUpdate,
     PurgeParams,
     QueueInfo,
+    RateLimit,
     RescueJob,
     Retention,
     TransitionResult,
@@ -317,3 +318,13 @@ class Engine:
 
     async def cron_list(self) -> list[CronInfo]:
         return await self._call("cron_list", self.driver.cron_list())
+
+    async def rate_limit_block(
+        self, queue: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        await self._call("rate_limit_block", self.driver.rate_limit_block(queue, seconds, now=now))
+
+    async def rate_limit_wait(
+        self, limits: Sequence[RateLimit], *, now: float | None = None
+    ) -> dict[str, float]:
+        return await self._call("rate_limit_wait", self.driver.rate_limit_wait(limits, now=now))

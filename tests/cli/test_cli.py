@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from pydantic import BaseModel
 
-from conveyor import FakeClock, JobState, Queue, job
+from conveyor import FakeClock, JobDef, JobState, Queue, Rate, Worker, job
 from conveyor.cli import cli
 from conveyor.drivers.records import FetchParams, FinishJob, Retention, TransitionKind
 
@@ -283,3 +284,31 @@ def test_jobs_show_says_a_cancel_is_pending_on_a_running_job(url: str) -> None:
     assert run(url, "jobs", "cancel", ids["queued"]).exit_code == 0
     out = run(url, "jobs", "show", ids["queued"]).output
     assert "active (cancel requested: its worker is stopping it)" in out
+
+
+rated = job("test.rated", Ping, queue="rated", rate_limit=Rate(5, per=2))
+crowding = job("test.crowding", Ping, queue="rated")
+
+
+def _serving(*definitions: JobDef[Ping, object]) -> Worker:
+    worker = Worker(Queue.from_url("memory://"), jobs=list(definitions))
+    for definition in definitions:
+        worker.register(definition, lambda payload, ctx: None)
+    return worker
+
+
+def test_check_shows_rate_limits_and_refuses_a_shared_rate_limited_queue(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    app = types.ModuleType("rate_app")
+    app.good = _serving(rated, ping)  # type: ignore[attr-defined]
+    app.bad = _serving(rated, crowding)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "rate_app", app)
+    good = run(url, "check", "rate_app:good")
+    assert good.exit_code == 0, good.output
+    assert "test.rated  (queue rated, rate limit 5 per 2s)" in good.output
+    bad = CliRunner().invoke(cli, ["--url", url, "check", "rate_app:bad"])
+    assert bad.exit_code != 0
+    assert "shares queue 'rated' with job 'test.crowding'" in bad.output

@@ -44,6 +44,7 @@ from conveyor.drivers.records import (
     NewJob,
     ProgressUpdate,
     PurgeParams,
+    RateLimit,
     Retention,
     TransitionKind,
 )
@@ -53,6 +54,7 @@ T = TypeVar("T")
 T0 = 1_700_000_000.0
 IDS = ["a", "b", "c", "d", "e", "f"]
 QUEUES = ["q1", "q2"]
+RATE = RateLimit("q1", 2, 10.0)  # what a fetch with a rate limit applies
 
 ids = st.lists(st.sampled_from(IDS), min_size=1, max_size=4)
 queues = st.lists(st.sampled_from(QUEUES), min_size=1, max_size=2, unique=True)
@@ -194,9 +196,15 @@ class DriversAgree(RuleBasedStateMachine):
 
     # -- workers -----------------------------------------------------------------------------
 
-    @rule(queues=queues, limit=st.integers(1, 3), lease=st.sampled_from([10.0, 30.0]))
-    def fetch(self, queues: list[str], limit: int, lease: float) -> None:
-        params = FetchParams(tuple(queues), limit, "worker", lease)
+    @rule(
+        queues=queues,
+        limit=st.integers(1, 3),
+        lease=st.sampled_from([10.0, 30.0]),
+        limited=st.booleans(),
+    )
+    def fetch(self, queues: list[str], limit: int, lease: float, limited: bool = False) -> None:
+        rates = (RATE,) if limited else ()
+        params = FetchParams(tuple(queues), limit, "worker", lease, rate_limits=rates)
         model = self.run(self.model.job_fetch(params, now=self.now))
         real = self.run(self.real.job_fetch(params, now=self.now))
         assert _normalized(real) == _normalized(model)
@@ -356,6 +364,14 @@ class DriversAgree(RuleBasedStateMachine):
         before = None if age is None else self.now - age
         params = PurgeParams(queue=queue, finished_before=before)
         self.both(lambda d: d.job_purge(params, now=self.now))
+
+    @rule(seconds=st.sampled_from([0.0, 2.0, 12.0]))
+    def rate_limit_block(self, seconds: float) -> None:
+        self.both(lambda d: d.rate_limit_block(RATE.queue, seconds, now=self.now))
+
+    @rule()
+    def rate_limit_wait(self) -> None:
+        self.both(lambda d: d.rate_limit_wait([RATE], now=self.now))
 
     @rule(queue=st.sampled_from(QUEUES), paused=st.booleans())
     def pause_or_resume(self, queue: str, paused: bool) -> None:

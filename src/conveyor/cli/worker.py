@@ -6,7 +6,7 @@ import dataclasses
 
 import click
 
-from conveyor._errors import MissingHandlers
+from conveyor._errors import InvalidJobDefinition, MissingHandlers
 from conveyor._logging import configure_logging
 from conveyor.cli._common import load_worker
 from conveyor.drivers.protocol import Capability
@@ -76,19 +76,26 @@ def worker(
         w.run_beside("outbox relay", Relay(relay_from, w.queue).run)
     try:
         w.run_sync()
-    except MissingHandlers as exc:
+    except (MissingHandlers, InvalidJobDefinition) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 @click.command()
 @click.argument("target")
 def check(target: str) -> None:
-    """Fail if a job definition served by the Worker at TARGET has no handler."""
+    """Fail if a job definition served by the Worker at TARGET has no handler, or a
+    rate-limited one shares its queue."""
     w = load_worker(target)
     missing = w.registry.missing()
     for definition in w.registry.definitions():
         mark = "missing" if definition.name in missing else "ok"
-        click.echo(f"{mark:8} {definition.name}  (queue {definition.queue})")
+        limit = definition.rate_limit
+        shown = f", rate limit {limit.count} per {limit.per:g}s" if limit else ""
+        click.echo(f"{mark:8} {definition.name}  (queue {definition.queue}{shown})")
     if missing:
         raise click.ClickException(str(MissingHandlers(missing)))
+    try:
+        w.rate_limits()
+    except InvalidJobDefinition as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"{len(w.registry.names())} handler(s) registered, none missing")

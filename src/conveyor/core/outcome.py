@@ -46,6 +46,14 @@ class Snoozed:
 
 
 @dataclass(frozen=True, slots=True)
+class Throttled:
+    """The handler raised ``RateLimited``: an upstream limit was met."""
+
+    retry_after: float
+    reason: str = "rate limited"
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequested:
     """Someone cancelled the job while it ran."""
 
@@ -66,7 +74,9 @@ class Unhandled:
     known_elsewhere: bool = False
 
 
-Outcome = Succeeded | Errored | TimedOut | Snoozed | CancelRequested | Interrupted | Unhandled
+Outcome = (
+    Succeeded | Errored | TimedOut | Snoozed | CancelRequested | Interrupted | Unhandled | Throttled
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +115,42 @@ class Requeue:
     """Back to ``queued`` at once, giving back the attempt it was using."""
 
 
-Transition = Complete | RetryIn | SnoozeFor | Fail | Cancel | Requeue
+@dataclass(frozen=True, slots=True)
+class PauseQueue:
+    """Start no job of the job's queue for ``delay`` seconds, on any worker (the queue's rate
+    limit is blocked first), then put the job back in the queue, giving back its attempt."""
+
+    delay: float
+    reason: str
+
+
+Transition = Complete | RetryIn | SnoozeFor | Fail | Cancel | Requeue | PauseQueue
 
 
 def decide(
-    outcome: Outcome, record: JobRecord, *, backoff: Backoff, rng: random.Random
+    outcome: Outcome,
+    record: JobRecord,
+    *,
+    backoff: Backoff,
+    rng: random.Random,
+    rate_limited: bool = False,
 ) -> Transition:
-    """Choose the transition for ``outcome`` of the attempt ``record`` describes."""
+    """Choose the transition for ``outcome`` of the attempt ``record`` describes.
+
+    ``rate_limited``: the job's definition has a rate limit (so its queue holds no other
+    definition). An upstream limit it meets then pauses the whole queue; without one, only the
+    job waits (it is snoozed), since other definitions may share the queue."""
     match outcome:
+        case Throttled(retry_after=delay, reason=reason):
+            bad = _invalid_delay(delay)
+            if bad:
+                return Fail(
+                    f"InvalidArgument: job {record.name!r} was rate limited with a retry_after "
+                    f"that {bad}"
+                )
+            if rate_limited:
+                return PauseQueue(float(delay), reason)
+            return SnoozeFor(float(delay))
         case Succeeded(result=result):
             return Complete(result)
         case Snoozed(delay=delay):

@@ -30,6 +30,7 @@ from typing import Any, Final, TypeVar, cast
 
 from conveyor import _validation
 from conveyor._errors import InvalidArgument
+from conveyor.drivers.rates import MAX_RATE_COUNT, MAX_RATE_SECONDS
 from conveyor.drivers.records import (
     WAITING_STATES,
     AttemptError,
@@ -45,6 +46,7 @@ from conveyor.drivers.records import (
     JobState,
     NewJob,
     ProgressUpdate,
+    RateLimit,
     RescueJob,
     TransitionKind,
 )
@@ -249,6 +251,37 @@ def check_finishes(finishes: Sequence[FinishJob]) -> None:
         if not finish.token:
             raise InvalidArgument(f"job {finish.job_id!r}: a finish needs the lease token")
         _check_text(finish.error, f"job {finish.job_id!r}: error")
+
+
+def check_rate_limits(limits: Sequence[RateLimit]) -> None:
+    """Refuse limits a backend could not keep exactly: a count outside 1 to
+    :data:`MAX_RATE_COUNT`, a window that is not a positive number of seconds up to a day, or a
+    queue limited twice."""
+    seen: set[str] = set()
+    for limit in limits:
+        _check_text(limit.queue, f"rate limit of queue {limit.queue!r}: queue")
+        count = cast(object, limit.count)
+        if (
+            not isinstance(count, int)
+            or isinstance(count, bool)
+            or not 1 <= count <= MAX_RATE_COUNT
+        ):
+            raise InvalidArgument(
+                f"rate limit of queue {limit.queue!r}: count must be a whole number from 1 to "
+                f"{MAX_RATE_COUNT}, got {limit.count!r}"
+            )
+        check_rate_seconds(limit.per, f"rate limit of queue {limit.queue!r}: per", positive=True)
+        if limit.queue in seen:
+            raise InvalidArgument(f"queue {limit.queue!r} has more than one rate limit")
+        seen.add(limit.queue)
+
+
+def check_rate_seconds(value: object, what: str, *, positive: bool = False) -> float:
+    """A rate limit's window or block: finite seconds, at most :data:`MAX_RATE_SECONDS`."""
+    seconds = _validation.seconds(value, what, error=InvalidArgument, positive=positive)
+    if seconds > MAX_RATE_SECONDS:
+        raise InvalidArgument(f"{what} must be at most {MAX_RATE_SECONDS:g} s, got {value!r}")
+    return seconds
 
 
 def check_rescues(rescues: Sequence[RescueJob]) -> None:

@@ -30,6 +30,7 @@ from conveyor.drivers.records import (
     ProgressUpdate,
     PurgeParams,
     QueueInfo,
+    RateLimit,
     RescueJob,
     Retention,
     TransitionResult,
@@ -278,4 +279,20 @@ class Driver(Protocol):
         token: ``ok`` when written, ``lease_lost`` when the job is no longer active with that
         token, ``not_found``. One atomic step; a batch with an invalid update raises
         ``InvalidArgument`` naming the job, and nothing of it is written."""
+        ...
+
+    async def rate_limit_block(
+        self, queue: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        """Start no job of ``queue`` under its rate limit before ``now + seconds`` (a later
+        block already recorded stands): a handler met an upstream limit. Checked by every
+        fetch that applies a ``RateLimit`` of ``queue``."""
+        ...
+
+    async def rate_limit_wait(
+        self, limits: Sequence[RateLimit], *, now: float | None = None
+    ) -> dict[str, float]:
+        """For each of these queues whose limit lets no job start at ``now``: the seconds until
+        one may (the oldest logged start leaves the window, or the block ends). Queues that may
+        start a job now are left out. What a worker sleeps for instead of polling."""
         ...

@@ -139,6 +139,16 @@ class InsertResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``count`` jobs of ``queue`` start in any window of ``per`` seconds, across every
+    worker (see :mod:`conveyor.core.rate` for the sliding log every backend keeps)."""
+
+    queue: str
+    count: int
+    per: float
+
+
+@dataclass(frozen=True, slots=True)
 class FetchParams:
     queues: tuple[str, ...]
     limit: int
@@ -150,6 +160,9 @@ class FetchParams:
     # kept forever); other backends lease anything and the caller hands back what it cannot run.
     names: tuple[str, ...] | None = None
     unknown_after: float | None = None
+    # The queues whose starts are limited (see ``RateLimit``): the fetch leases no more of a
+    # queue's jobs than its limit allows at ``now``, and logs their starts in the same step.
+    rate_limits: tuple[RateLimit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conveyor._context import JobContext
-from conveyor._errors import PayloadValidationError, Permanent, Retry, Snooze
+from conveyor._errors import PayloadValidationError, Permanent, RateLimited, Retry, Snooze
 from conveyor.core.outcome import (
     CancelRequested,
     Errored,
@@ -23,6 +23,7 @@ from conveyor.core.outcome import (
     Outcome,
     Snoozed,
     Succeeded,
+    Throttled,
     TimedOut,
     Unhandled,
 )
@@ -125,6 +126,8 @@ async def execute(
         return TimedOut(definition.timeout)
     except Snooze as exc:
         return Snoozed(exc.delay)
+    except RateLimited as exc:
+        return Throttled(exc.retry_after, _shown(exc))
     except Retry as exc:
         return Errored(f"Retry: {_shown(exc)}", retry_delay=exc.delay)
     except Permanent as exc:

@@ -33,8 +33,9 @@ from conveyor._errors import ConveyorError
 from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.unknown import UNKNOWN_GRACE
 from conveyor.drivers.protocol import Driver
-from conveyor.drivers.records import FetchParams, JobRecord, JobState
+from conveyor.drivers.records import FetchParams, JobRecord, JobState, RateLimit
 from conveyor.runtime.completer import Completer
+from conveyor.runtime.rates import sleep_on
 from conveyor.runtime.waiting import first_of
 
 log = logging.getLogger("conveyor.worker")
@@ -69,6 +70,7 @@ class Fetcher:
         hooks: FetcherHooks,
         stopping: asyncio.Event,
         slot_freed: asyncio.Event,
+        rate_limits: tuple[RateLimit, ...] = (),
     ) -> None:
         self._driver = driver
         self._config = config
@@ -81,6 +83,9 @@ class Fetcher:
         self._slot_freed = slot_freed
         self._idle = False  # the last fetch found nothing: the next one waits for work
         self._suspects: collections.deque[JobRecord] = collections.deque()
+        self._rate_limits = rate_limits
+        # Seconds until a held rate limit lets a job start: the next wait for work ends then.
+        self._rate_wait: float | None = None
 
     @property
     def waiting(self) -> int:
@@ -157,9 +162,18 @@ class Fetcher:
         if free <= 0 or self._stopping.is_set():
             return False
         params = FetchParams(
-            self._queues, free, self._worker_id, cfg.lease_seconds, self._names, UNKNOWN_GRACE
+            self._queues,
+            free,
+            self._worker_id,
+            cfg.lease_seconds,
+            self._names,
+            UNKNOWN_GRACE,
+            rate_limits=self._rate_limits,
         )
         wait = cfg.poll_interval if self._idle else 0.0
+        if wait and self._rate_wait is not None:
+            wait = min(wait, self._rate_wait)
+        self._rate_wait = None
         loop = asyncio.get_running_loop()
         sent = loop.time()
         records = await self._driver.job_fetch(params, now=cfg.clock.now(), wait=wait)
@@ -190,6 +204,9 @@ class Fetcher:
                     self._suspects.append(record)
         if extra_suspects:
             self._hooks.hand_back(extra_suspects, "another job waits to run alone here")
+        if self._rate_limits and len(records) < free and await self._rate_held():
+            self._idle = False
+            return False
         if records:
             self._idle = False
             await asyncio.sleep(0)  # let the jobs begin before the next fetch's round trip
@@ -198,6 +215,24 @@ class Fetcher:
             return True
         self._idle = True
         return False
+
+    async def _rate_held(self) -> bool:
+        """After a fetch that got less than it asked for: if a rate limit held it back, learn
+        when the next start is allowed. When every served queue is held, sleep until then (on
+        the worker's clock) and return true; otherwise the next wait for work ends then.
+        Waiting for a notification instead would wait for one that never comes (a held queue
+        is not woken), and fetching again at once would poll."""
+        cfg = self._config
+        now = cfg.clock.now()
+        waits = await self._driver.rate_limit_wait(self._rate_limits, now=now)
+        if not waits:
+            return False
+        pause = min(waits.values())
+        if any(queue not in waits for queue in self._queues):
+            self._rate_wait = pause
+            return False
+        await sleep_on(cfg.clock, pause, self._stopping, since=now)
+        return True
 
     def _stale_after(self) -> float:
         """How old a reply's leases may be and still be started: the lease keeper first renews

@@ -6,7 +6,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.core.outcome import Cancel, Complete, Fail, Requeue, RetryIn, SnoozeFor, Transition
+from conveyor.core.outcome import (
+    Cancel,
+    Complete,
+    Fail,
+    PauseQueue,
+    Requeue,
+    RetryIn,
+    SnoozeFor,
+    Transition,
+)
 from conveyor.core.serialization import writable_text
 from conveyor.drivers.records import FinishJob, JobRecord, TransitionKind
 
@@ -60,7 +69,7 @@ def finish_for(record: JobRecord, transition: Transition) -> FinishJob:
             return FinishJob(job_id, token, TransitionKind.FAIL, error=_text(error), queue=queue)
         case Cancel(error=error):
             return FinishJob(job_id, token, TransitionKind.CANCEL, error=_text(error), queue=queue)
-        case Requeue():
+        case Requeue() | PauseQueue():
             return FinishJob(job_id, token, TransitionKind.REQUEUE, queue=queue)
     raise AssertionError(f"unknown transition {transition!r}")  # pragma: no cover
 
@@ -126,6 +135,14 @@ def log_transition(record: JobRecord, transition: Transition, duration: float) -
             )
         case Cancel():
             log_job(logging.WARNING, "job cancelled", "cancelled", record, duration=duration)
+        case PauseQueue(delay=delay, reason=reason):
+            log_job(
+                logging.WARNING,
+                f"job rate limited ({reason}): its queue is paused for {delay:g}s",
+                "rate_limited",
+                record,
+                duration=duration,
+            )
         case Requeue():
             log_job(
                 logging.WARNING,

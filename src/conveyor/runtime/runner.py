@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from conveyor._config import WorkerConfig
 from conveyor._context import JobContext, JobLogger, epoch_to_datetime
 from conveyor.core.backoff import DEFAULT_BACKOFF
-from conveyor.core.outcome import Outcome, Unhandled, decide
+from conveyor.core.outcome import Outcome, PauseQueue, Unhandled, decide
 from conveyor.core.serialization import writable_text
 from conveyor.drivers.protocol import Capability, Driver
 from conveyor.drivers.records import (
@@ -249,19 +249,43 @@ class Runner:
                 duration=duration,
             )
             return
-        self._finish(record, outcome, duration)
+        await self._finish(record, outcome, duration)
 
-    def _finish(self, record: JobRecord, outcome: Outcome, duration: float) -> None:
+    async def _finish(self, record: JobRecord, outcome: Outcome, duration: float) -> None:
         """Decide the transition and submit it: always one write, whatever the values do."""
         assert record.lease_token is not None
         try:
             registered = self._registry.get(record.name)
             backoff = registered.definition.backoff if registered else DEFAULT_BACKOFF
+            # The limit is kept on the definition's queue: a job enqueued elsewhere has none.
+            limited = (
+                registered is not None
+                and registered.definition.rate_limit is not None
+                and registered.definition.queue == record.queue
+            )
             if isinstance(outcome, Unhandled):
                 elsewhere = record.name in self.known_elsewhere.get(record.queue, ())
                 outcome = Unhandled(outcome.known, self._filtered, elsewhere)
-            transition = decide(outcome, record, backoff=backoff, rng=self._rng)
+            transition = decide(
+                outcome, record, backoff=backoff, rng=self._rng, rate_limited=limited
+            )
             finish = finish_for(record, transition)
+            if isinstance(transition, PauseQueue):
+                # Blocked before the job is put back, so no worker can start it (or another job
+                # of its queue) in between. A failure only loses the pause: the job still goes
+                # back, without spending its attempt.
+                try:
+                    await self._driver.rate_limit_block(
+                        record.queue, transition.delay, now=self._config.clock.now()
+                    )
+                except Exception as exc:
+                    log.warning(
+                        "could not pause queue %r for %gs after job %s was rate limited: %s",
+                        record.queue,
+                        transition.delay,
+                        record.id,
+                        exc,
+                    )
         except Exception as exc:  # a bug of ours: still end the attempt, visibly
             log.exception("deciding the outcome of job %s failed", record.id)
             error = writable_text(f"ConveyorError: deciding the outcome failed: {exc!r}")

@@ -192,6 +192,15 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
             "worker_id": "w",
             "receipt": "r",
         },
+        "job_fetch__rate_limited": {
+            "now": 1.7e9,
+            "queues": ["default", "other"],
+            "caps": [5, 10],
+            "limit": 10,
+            "lease_seconds": 30,
+            "worker_id": "w",
+            "receipt": "r",
+        },
         "job_extend_leases": {
             "now": None,
             "lease_seconds": 30,
@@ -270,6 +279,10 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
     ready = next(i for i, line in enumerate(fetch) if "conveyor_job_ready_idx" in line)
     assert "Index Scan using conveyor_job_ready_idx" in fetch[ready], explained["job_fetch"]
     assert "LockRows" in fetch[ready - 1] and "Limit" in fetch[ready - 2], explained["job_fetch"]
+    limited = explained["job_fetch__rate_limited"].splitlines()
+    ready = next(i for i, line in enumerate(limited) if "conveyor_job_ready_idx" in line)
+    assert "Index Scan using conveyor_job_ready_idx" in limited[ready], "\n".join(limited)
+    assert "LockRows" in limited[ready - 1] and "Limit" in limited[ready - 2], "\n".join(limited)
     assert "conveyor_job_due_idx" in explained["job_fetch"]
     assert "conveyor_job_active_idx" in explained["job_expired"]
     assert "conveyor_job_list_idx" in explained["job_list"]

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.memory import _cron
 from conveyor.backends.memory._dedup import DedupBook
+from conveyor.backends.memory._rates import RateLogs, capped
 from conveyor.backends.memory._transitions import (
     apply_finish,
     apply_rescue,
@@ -32,6 +33,8 @@ from conveyor.drivers.common import (
     check_new_jobs,
     check_now,
     check_progress,
+    check_rate_limits,
+    check_rate_seconds,
     check_rescues,
     finish_was_applied,
     resolve_now,
@@ -59,6 +62,7 @@ from conveyor.drivers.records import (
     ProgressUpdate,
     PurgeParams,
     QueueInfo,
+    RateLimit,
     RescueJob,
     Retention,
     TransitionResult,
@@ -81,6 +85,7 @@ class MemoryStore:
         self.leaders: dict[str, tuple[str, float]] = {}  # name -> (holder, expires_at)
         self.routes: dict[str, str] = {}  # job name -> queue
         self.wakeups = WakeupBoard()
+        self.rates = RateLogs()
         self.crons: dict[str, CronInfo] = {}  # schedule name -> its declaration and last tick
         self.dedup = DedupBook()
 
@@ -184,6 +189,8 @@ class MemoryDriver:
 
     async def _fetch_now(self, params: FetchParams, now: float | None) -> list[JobRecord]:
         check_now(now)
+        check_rate_limits(params.rate_limits)
+        limits = [limit for limit in params.rate_limits if limit.queue in params.queues]
         at = resolve_now(now)
         s = self._store
         if params.limit <= 0:
@@ -210,8 +217,9 @@ class MemoryDriver:
                 and (names is None or job.name in names or job.run_at <= unknown_before)
             ]
             candidates.sort(key=run_order)
+            caps = s.rates.caps(limits, at)
             leased: list[JobRecord] = []
-            for job in candidates[: params.limit]:
+            for job in capped(candidates, caps, params.limit):
                 updated = dataclasses.replace(
                     job,
                     state=JobState.ACTIVE,
@@ -225,6 +233,7 @@ class MemoryDriver:
                 )
                 s.jobs[job.id] = updated
                 leased.append(updated)
+            s.rates.record(limits, leased, at)
             return leased
 
     async def job_extend_leases(
@@ -626,3 +635,21 @@ class MemoryDriver:
                     status = TransitionStatus.OK
                 results.append(TransitionResult(update.job_id, status))
         return results
+
+    async def rate_limit_block(
+        self, queue: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        check_now(now)
+        check_rate_seconds(seconds, f"block of queue {queue!r}")
+        at = resolve_now(now)
+        with self._store.lock:
+            self._store.rates.block(queue, at + seconds)
+
+    async def rate_limit_wait(
+        self, limits: Sequence[RateLimit], *, now: float | None = None
+    ) -> dict[str, float]:
+        check_now(now)
+        check_rate_limits(limits)
+        at = resolve_now(now)
+        with self._store.lock:
+            return self._store.rates.waits(limits, at)

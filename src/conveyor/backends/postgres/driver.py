@@ -20,6 +20,7 @@ import psycopg
 import psycopg_pool
 
 from conveyor._errors import BackendUnavailable, InvalidArgument
+from conveyor.backends.postgres import _rates as rates
 from conveyor.backends.postgres._cron import Cron
 from conveyor.backends.postgres._dedup import ElsewhereError, dedup_plan, insert_with_dedup
 from conveyor.backends.postgres._migrate import check_current, migrate
@@ -56,6 +57,7 @@ from conveyor.drivers.common import (
     check_new_jobs,
     check_now,
     check_progress,
+    check_rate_limits,
     check_rescues,
 )
 from conveyor.drivers.protocol import Capability
@@ -89,7 +91,7 @@ from conveyor.drivers.transactional import Dialect, Plan, Statement
 T = TypeVar("T")
 
 
-class PostgresDriver:
+class PostgresDriver(rates.RateLimitOperations):
     """A pool of connections to one schema of one PostgreSQL database."""
 
     capabilities: frozenset[Capability] = frozenset(
@@ -300,11 +302,13 @@ class PostgresDriver:
         if wait > 0:
             await self.listen(params.queues, wait)
         check_now(now)
+        check_rate_limits(params.rate_limits)
         if not params.queues or params.limit <= 0:
             return []
+        queues = list(dict.fromkeys(params.queues))
         args = {
             "now": now,
-            "queues": list(dict.fromkeys(params.queues)),
+            "queues": queues,
             "limit": params.limit,
             "lease_seconds": params.lease_seconds,
             "worker_id": params.worker_id,
@@ -313,11 +317,15 @@ class PostgresDriver:
             "receipt": secrets.token_hex(8),
         }
 
+        limits = [r for r in params.rate_limits if r.queue in queues]
+
         async def run(conn: Any, retried: bool) -> list[Row]:
             if retried:
                 leased = await self._run(conn, "job_fetch__receipt", args)
                 if leased:
                     return leased
+            if limits:
+                return await rates.fetch_limited(conn, self._run, args, queues, limits)
             return await self._run(conn, "job_fetch", args)
 
         rows = await self._with_connection(run)

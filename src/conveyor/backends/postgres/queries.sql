@@ -173,6 +173,69 @@ FROM t
 WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
 RETURNING j.*;
 
+-- job_fetch of rate-limited queues, inside the transaction that holds their rows of
+-- conveyor_rate_limit (rate_limit__lock): as job_fetch, at the time the lock was taken, with no
+-- more of a queue's jobs than its %(caps)s entry (the queues without a limit get %(limit)s).
+-- Each queue offers at most its cap of queued jobs, and a window over the queue's offers keeps
+-- due jobs within it too.
+-- name: job_fetch__rate_limited
+WITH t AS (
+    SELECT %(now)s::float8 AS now
+),
+served AS (
+    SELECT q.name, q.cap FROM unnest(%(queues)s::text[], %(caps)s::int[]) AS q(name, cap)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {schema}.conveyor_queue p WHERE p.name = q.name AND p.paused
+    )
+),
+due AS (
+    SELECT served.name AS queue, d.id, d.priority, d.run_at, d.seq
+    FROM served CROSS JOIN t CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
+        WHERE j.queue = served.name AND j.state IN ('scheduled', 'retrying')
+          AND j.run_at <= t.now
+        FOR UPDATE SKIP LOCKED
+    ) d
+),
+ready AS (
+    SELECT served.name AS queue, r.id, r.priority, r.run_at, r.seq
+    FROM served CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
+        WHERE j.queue = served.name AND j.state = 'queued'
+        ORDER BY j.priority, j.run_at, j.seq
+        LIMIT least(%(limit)s, served.cap)
+        FOR UPDATE SKIP LOCKED
+    ) r
+),
+chosen AS (
+    SELECT c.id FROM (
+        SELECT u.*, row_number() OVER (
+            PARTITION BY u.queue ORDER BY u.priority, u.run_at, u.seq
+        ) AS place
+        FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) u
+    ) c
+    JOIN served ON served.name = c.queue
+    WHERE c.place <= served.cap
+    ORDER BY c.priority, c.run_at, c.seq
+    LIMIT %(limit)s
+),
+promoted AS (
+    UPDATE {schema}.conveyor_job j SET state = 'queued'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM due WHERE id NOT IN (SELECT id FROM chosen)))
+)
+UPDATE {schema}.conveyor_job j
+SET state = 'active',
+    attempt = j.attempt + 1,
+    started_at = t.now,
+    lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
+    lease_expires_at = t.now + %(lease_seconds)s::float8,
+    worker_id = %(worker_id)s::text,
+    cancel_requested = false,
+    isolated = false
+FROM t
+WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
+RETURNING j.*;
+
 -- The jobs a fetch with this receipt leased (every lease token it gives starts with it):
 -- what the fetch returns when it runs again after its reply was lost.
 -- name: job_fetch__receipt
@@ -715,3 +778,35 @@ UPDATE {schema}.conveyor_job SET payload = %(payload)s::bytea, run_at = %(run_at
 WHERE id = %(id)s::text AND state = 'scheduled' AND started_at IS NULL
   AND run_at > %(now)s::float8
 RETURNING id;
+-- The rows of these rate-limited queues (created when missing), locked until the fetch's
+-- transaction ends, in name order (so two fetches of the same queues cannot deadlock), with the
+-- time the lock was taken: what the fetch that follows runs at.
+-- name: rate_limit__lock
+INSERT INTO {schema}.conveyor_rate_limit AS r (queue)
+SELECT q.queue FROM unnest(%(queues)s::text[]) AS q(queue) ORDER BY q.queue
+ON CONFLICT (queue) DO UPDATE SET queue = r.queue
+RETURNING r.queue, r.starts, r.blocked_until,
+    coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8) AS now;
+
+-- The log of a queue after %(started)s starts at %(at)s: appended, then cut to the last
+-- %(count)s entries.
+-- name: rate_limit__log
+UPDATE {schema}.conveyor_rate_limit r
+SET starts = (r.starts || array_fill(%(at)s::float8, ARRAY[%(started)s::int]))[
+    greatest(1, cardinality(r.starts) + %(started)s::int - %(count)s::int + 1):]
+WHERE r.queue = %(queue)s::text;
+
+-- name: rate_limit_block
+INSERT INTO {schema}.conveyor_rate_limit AS r (queue, blocked_until)
+VALUES (
+    %(queue)s::text,
+    coalesce(%(now)s::float8, extract(epoch FROM now())::float8) + %(seconds)s::float8
+)
+ON CONFLICT (queue) DO UPDATE
+SET blocked_until = greatest(r.blocked_until, excluded.blocked_until);
+
+-- name: rate_limit_wait
+SELECT r.queue, r.starts, r.blocked_until,
+    coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
+FROM {schema}.conveyor_rate_limit r
+WHERE r.queue = ANY(%(queues)s::text[]);

@@ -88,6 +88,13 @@ CREATE TABLE {schema}.conveyor_queue (
     CONSTRAINT conveyor_queue_pkey PRIMARY KEY (name)
 );
 
+CREATE TABLE {schema}.conveyor_rate_limit (
+    queue text NOT NULL,
+    starts double precision[] NOT NULL DEFAULT '{}'::double precision[],
+    blocked_until double precision,
+    CONSTRAINT conveyor_rate_limit_pkey PRIMARY KEY (queue)
+);
+
 CREATE TABLE {schema}.conveyor_route (
     name text NOT NULL,
     queue text NOT NULL,

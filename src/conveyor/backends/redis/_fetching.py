@@ -90,6 +90,7 @@ class Fetcher:
             receipt_ttl=max(params.lease_seconds, RECEIPT_TTL),
             # Handed to this call only: should it fail, the receipt expires by itself.
             previous_receipt=self._receipts.pop(queue, None) if mode == "lease" else None,
+            rate=next(((r.count, r.per) for r in params.rate_limits if r.queue == queue), None),
         )
 
     async def _lease(

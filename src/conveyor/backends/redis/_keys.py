@@ -49,6 +49,8 @@ class QueueKeys:
         "queue",
         "queued",
         "queued_by_seq",
+        "rate_block",
+        "rate_log",
         "ready",
         "retrying",
         "retrying_by_seq",
@@ -79,6 +81,10 @@ class QueueKeys:
         # Finished jobs with a retention of their own, scored by when it expires (members as in
         # the state sets); an entry whose job has moved on is dropped when its time comes.
         self.expiring = tag + ":expiring"
+        # The rate limit's sliding log of start times, and the time a RateLimited blocked the
+        # queue until (see conveyor.drivers.rates).
+        self.rate_log = tag + ":rate:log"
+        self.rate_block = tag + ":rate:block"
         self.scheduled_by_seq = tag + ":by-seq:scheduled"
         self.queued_by_seq = tag + ":by-seq:queued"
         self.active_by_seq = tag + ":by-seq:active"  # never written: see BY_SEQ

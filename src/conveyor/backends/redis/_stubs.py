@@ -69,7 +69,7 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
         (
             *("jobs", "meta", "ready", "queued", "dead", "scheduled", "retrying", "active"),
             *("cancelled", "wake", *_BY_SEQ[:3], "cancelled_by_seq"),
-            *("receipt", "previous_receipt"),
+            *("rate_log", "rate_block", "receipt", "previous_receipt"),
         ),
         False,
     ),
@@ -132,6 +132,8 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
         ("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2], "dead", "cron"),
         False,
     ),
+    "rate_limit_block": (("rate_block",), False),
+    "rate_limit_wait": (("rate_log", "rate_block"), False),
 }
 
 _STATES: Final = {state.value.encode(): state for state in JobState}
@@ -188,6 +190,8 @@ _NOTIFY = load("queue_notify")
 _HEARTBEAT = load("worker_heartbeat")
 _LEADER_ACQUIRE = load("leader_acquire")
 _LEADER_RELEASE = load("leader_release")
+_RATE_LIMIT_BLOCK = load("rate_limit_block")
+_RATE_LIMIT_WAIT = load("rate_limit_wait")
 
 
 async def insert(
@@ -281,10 +285,12 @@ def fetch_call(
     promote_budget: int,
     receipt_ttl: float,
     previous_receipt: str | None = None,
+    rate: tuple[int, float] | None = None,
 ) -> FetchCall:
     """``mode``: 'lease', 'peek', or 'release' (give back what the call with ``receipt``
     leased, for a caller that will never see its reply). The receipt is kept ``receipt_ttl``
-    seconds; ``previous_receipt``, the caller's last of this queue, is deleted by a lease."""
+    seconds; ``previous_receipt``, the caller's last of this queue, is deleted by a lease.
+    ``rate``: the queue's rate limit (count, per seconds), applied and logged by the call."""
     receipt = os.urandom(8).hex()
     receipt_key = keys.receipt(receipt)
     previous = keys.receipt(previous_receipt) if previous_receipt else receipt_key
@@ -299,6 +305,7 @@ def fetch_call(
         promote_budget,
         max(int(receipt_ttl * 1000), 1),
         "1" if previous_receipt else "",
+        *(("", "") if rate is None else rate),
     )
     return FetchCall((*script_keys, previous), args, receipt)
 
@@ -324,7 +331,7 @@ async def fetch(client: Client, call: FetchCall) -> Fetched:
 
 async def release(client: Client, call: FetchCall) -> None:
     """Give back the jobs ``call`` leased (its reply was lost): queued again, attempt returned."""
-    args = (*call.args[:5], "release", *call.args[6:8], "")
+    args = (*call.args[:5], "release", *call.args[6:8], "", "", "")
     await run(client, _FETCH, call.keys, args)
 
 
@@ -605,3 +612,22 @@ async def cron_fire(
     status, tick = await run(client, _CRON_FIRE, script_keys, args)
     text = status.decode() if isinstance(status, bytes) else str(status)
     return CronFireStatus(text), int(tick)
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+
+
+async def rate_limit_block(
+    client: Client, keys: QueueKeys, seconds: float, now: float | None
+) -> None:
+    await run(client, _RATE_LIMIT_BLOCK, _keys(keys, _RATE_LIMIT_BLOCK), (_now(now), seconds))
+
+
+async def rate_limit_wait(
+    client: Client, keys: QueueKeys, count: int, per: float, now: float | None
+) -> float | None:
+    """Seconds until the queue's limit lets a job start, or None if one may start now."""
+    reply = await run(
+        client, _RATE_LIMIT_WAIT, _keys(keys, _RATE_LIMIT_WAIT), (_now(now), count, per)
+    )
+    return float(reply) if reply else None

@@ -18,6 +18,7 @@ live on other nodes. Only producers racing one id into two queues at once could 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Mapping, Sequence
 
@@ -44,6 +45,8 @@ from conveyor.drivers.common import (
     check_new_jobs,
     check_now,
     check_progress,
+    check_rate_limits,
+    check_rate_seconds,
     check_rescues,
 )
 from conveyor.drivers.protocol import Capability
@@ -67,6 +70,7 @@ from conveyor.drivers.records import (
     ProgressUpdate,
     PurgeParams,
     QueueInfo,
+    RateLimit,
     RescueJob,
     Retention,
     TransitionResult,
@@ -203,6 +207,7 @@ class RedisDriver:
         self, params: FetchParams, *, now: float | None = None, wait: float = 0.0
     ) -> list[JobRecord]:
         check_now(now)
+        check_rate_limits(params.rate_limits)
         return await self._fetcher.fetch(params, now, wait)
 
     async def job_extend_leases(
@@ -397,3 +402,20 @@ class RedisDriver:
             for n, status in zip(positions, replies, strict=True):
                 statuses[n] = status
         return [TransitionResult(u.job_id, s) for u, s in zip(updates, statuses, strict=True)]
+
+    async def rate_limit_block(
+        self, queue: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        check_now(now)
+        check_rate_seconds(seconds, f"block of queue {queue!r}")
+        await stubs.rate_limit_block(self._c, self._q(queue), seconds, now)
+
+    async def rate_limit_wait(
+        self, limits: Sequence[RateLimit], *, now: float | None = None
+    ) -> dict[str, float]:
+        check_now(now)
+        check_rate_limits(limits)
+        waits = await asyncio.gather(
+            *(stubs.rate_limit_wait(self._c, self._q(r.queue), r.count, r.per, now) for r in limits)
+        )
+        return {r.queue: w for r, w in zip(limits, waits, strict=True) if w is not None}

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.sqlite import _cron
+from conveyor.backends.sqlite import _rates as rates
 from conveyor.backends.sqlite._connection import Connection, migrate
 from conveyor.backends.sqlite._insert import insert_statements, on_connection
 from conveyor.backends.sqlite._sql import QUERIES as Q
@@ -47,6 +48,7 @@ from conveyor.drivers.common import (
     check_new_jobs,
     check_now,
     check_progress,
+    check_rate_limits,
     check_rescues,
     first_in_run_order,
     resolve_now,
@@ -84,7 +86,7 @@ from conveyor.drivers.transactional import Dialect, Plan, run_plan
 from conveyor.drivers.wakeup import Listener
 
 
-class SQLiteDriver:
+class SQLiteDriver(rates.RateLimitOperations):
     """A connection to one SQLite file. Not shared between threads: use :meth:`connect_another`."""
 
     capabilities: frozenset[Capability] = frozenset(
@@ -181,21 +183,29 @@ class SQLiteDriver:
 
     async def _fetch_now(self, params: FetchParams, now: float | None) -> list[JobRecord]:
         check_now(now)
-        at = resolve_now(now)
+        check_rate_limits(params.rate_limits)
         if not params.queues or params.limit <= 0:
             return []
-        unknown_before = None if params.unknown_after is None else at - params.unknown_after
+        limits = [limit for limit in params.rate_limits if limit.queue in params.queues]
 
         def step(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            # The clock is read once the write lock is held: the starts a rate limit logs are
+            # then in the order the fetches ran.
+            at = resolve_now(now)
+            unknown_before = None if params.unknown_after is None else at - params.unknown_after
             paused = {row["name"] for row in rows_of(conn, "job_fetch__paused", {})}
+            # Each limited queue offers no more than its limit allows: the overall first
+            # ``limit`` of the offers then respects every limit.
+            logs = rates.read(conn, limits) if limits else {}
+            caps = rates.caps(logs, limits, at)
             candidates: list[tuple[tuple[int, float, int], str]] = []
             for queue in dict.fromkeys(params.queues):
                 if queue in paused:
                     continue
                 conn.execute(Q["job_fetch__promote"], {"queue": queue, "now": at})
-                candidates += fetch_candidates(
-                    conn, queue, params.limit, params.names, unknown_before
-                )
+                room = min(params.limit, caps.get(queue, params.limit))
+                if room > 0:
+                    candidates += fetch_candidates(conn, queue, room, params.names, unknown_before)
             if not candidates:
                 return []
             args = {
@@ -204,7 +214,10 @@ class SQLiteDriver:
                 "lease_seconds": params.lease_seconds,
                 "worker_id": params.worker_id,
             }
-            return rows_of(conn, "job_fetch", args)
+            leased = rows_of(conn, "job_fetch", args)
+            if limits:
+                rates.record(conn, logs, limits, (row["queue"] for row in leased), at)
+            return leased
 
         rows = await self._db.write(step)
         # RETURNING yields rows in no promised order; callers rely on priority order.

@@ -385,3 +385,15 @@ ON CONFLICT (queue, key) DO UPDATE SET
 UPDATE conveyor_job SET payload = :payload, run_at = :run_at
 WHERE id = :id AND state = 'scheduled'
 RETURNING id;
+-- name: rate_limit__read
+SELECT queue, starts, blocked_until FROM conveyor_rate_limit
+WHERE queue IN (SELECT value FROM json_each(:queues));
+
+-- name: rate_limit__log
+INSERT INTO conveyor_rate_limit (queue, starts) VALUES (:queue, :starts)
+ON CONFLICT (queue) DO UPDATE SET starts = excluded.starts;
+
+-- name: rate_limit_block
+INSERT INTO conveyor_rate_limit (queue, blocked_until) VALUES (:queue, :until)
+ON CONFLICT (queue) DO UPDATE
+SET blocked_until = max(coalesce(blocked_until, :until), :until);

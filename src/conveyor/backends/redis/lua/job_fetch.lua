@@ -14,8 +14,11 @@
 -- KEYS[12] scheduled_by_seq: listing index of scheduled jobs
 -- KEYS[13] retrying_by_seq: listing index of retrying jobs
 -- KEYS[14] cancelled_by_seq: listing index of cancelled jobs
--- KEYS[15] receipt: this call's receipt (string), so that a retried call returns the same jobs
--- KEYS[16] previous_receipt: the receipt of the caller's previous fetch of this queue, to delete
+-- KEYS[15] rate_log: list of the start times of the queue's last starts, oldest first (the
+--          sliding log of its rate limit: at most ARGV[10] entries are kept)
+-- KEYS[16] rate_block: string, the time a handler's RateLimited blocked the queue until
+-- KEYS[17] receipt: this call's receipt (string), so that a retried call returns the same jobs
+-- KEYS[18] previous_receipt: the receipt of the caller's previous fetch of this queue, to delete
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] limit: most jobs to lease
 -- ARGV[3] lease_seconds
@@ -25,7 +28,9 @@
 --         leased: its caller will never see the reply)
 -- ARGV[7] promote_budget: most due jobs to promote first
 -- ARGV[8] receipt_ttl: milliseconds a receipt is kept (beyond any retry of the call)
--- ARGV[9] forget_previous: '1' to delete KEYS[16], '' when there is none
+-- ARGV[9] forget_previous: '1' to delete KEYS[18], '' when there is none
+-- ARGV[10] rate_count: most starts in any window of ARGV[11] seconds, '' for no rate limit
+-- ARGV[11] rate_per: the window of the rate limit, seconds ('' without one)
 -- Returns: {now, next_due or '', jobs, dropped}. Lease mode: jobs are {id, field values in
 -- JOB_FIELDS order}. Peek mode: jobs are {priority, run at µs, seq, id}, nothing is changed but
 -- promotion. Release mode: jobs is empty. dropped: {id, why} of each queue entry that was
@@ -35,7 +40,11 @@
 -- Guarantees: a paused queue returns nothing and is not touched; otherwise due scheduled and
 -- retrying jobs become queued first, then the first ``limit`` queued jobs (priority, run time,
 -- seq) become active with attempt + 1, a new token, a lease, no pending cancel and no isolated
--- mark; if queued jobs remain, the wake marker is put back for the next idle worker. A call
+-- mark; if queued jobs remain, the wake marker is put back for the next idle worker. Under a
+-- rate limit, no more jobs are leased (or peeked) than the k oldest of the last ARGV[10] logged
+-- starts allow (each at least ARGV[11] old; none while the block lasts), their starts are
+-- logged (stamped no earlier than the newest entry), and a queue the limit holds is not woken:
+-- its workers ask when the window slides (rate_limit_wait) instead. A call
 -- repeated with the same receipt (after a lost reply) leases nothing new and returns the jobs
 -- the first call leased. Release mode puts the receipt's jobs that still hold its leases back
 -- in the queue with their attempt given back and no token, as if never fetched (or cancels
@@ -56,8 +65,10 @@ local K_QUEUED_BY_SEQ = KEYS[11]
 local K_SCHEDULED_BY_SEQ = KEYS[12]
 local K_RETRYING_BY_SEQ = KEYS[13]
 local K_CANCELLED_BY_SEQ = KEYS[14]
-local K_RECEIPT = KEYS[15]
-local K_PREVIOUS_RECEIPT = KEYS[16]
+local K_RATE_LOG = KEYS[15]
+local K_RATE_BLOCK = KEYS[16]
+local K_RECEIPT = KEYS[17]
+local K_PREVIOUS_RECEIPT = KEYS[18]
 
 --!include common.lua
 --!include args.lua
@@ -67,6 +78,7 @@ local K_PREVIOUS_RECEIPT = KEYS[16]
 --!include place.lua
 --!include take.lua
 --!include promote.lua
+--!include rates.lua
 
 local given_now = now_arg(1)
 local mode = ARGV[6]
@@ -85,9 +97,10 @@ local receipt_ttl = number_arg(8, 1, MAX_SECONDS * 1000, true,
 if ARGV[9] ~= '' and ARGV[9] ~= '1' then
     refuse(9, "forget_previous must be '' or '1'")
 end
-if #ARGV ~= 9 then
-    refuse(#ARGV, 'expected 9 arguments')
+if #ARGV ~= 11 then
+    refuse(#ARGV, 'expected 11 arguments')
 end
+local rate_count, rate_per = rate_args(10)
 local bad = refused('job_fetch')
 if bad then
     return bad
@@ -188,6 +201,19 @@ end
 promote_due(now, budget)
 save_tail()  -- the promoted jobs' appends, before peek() or take() reads the list
 
+-- The rate limit: how many of the ``limit`` asked for may start now. Reads at most ``limit``
+-- entries of the log (its oldest), never the whole of it.
+local held = false
+if rate_count then
+    local allowed = rate_allowed(now, rate_count, rate_per, limit)
+    if allowed < limit then
+        limit, held = allowed, true
+    end
+    if limit <= 0 then
+        return {num(now), due_text(), {}, {}}
+    end
+end
+
 if mode == 'peek' then
     return {num(now), due_text(), peek(limit), {}}
 end
@@ -233,8 +259,19 @@ end
 save_tail()
 if #leased > 0 then
     redis.call('SET', K_RECEIPT, cjson.encode(leased), 'PX', int(receipt_ttl))
+    if rate_count then
+        local at = math.max(now, tonumber(redis.call('LINDEX', K_RATE_LOG, -1) or '') or now)
+        local stamp, stamps = num(at), {}
+        for i = 1, #leased do
+            stamps[i] = stamp
+        end
+        for i = 1, #stamps, 1000 do
+            redis.call('RPUSH', K_RATE_LOG, unpack(stamps, i, math.min(i + 999, #stamps)))
+        end
+        redis.call('LTRIM', K_RATE_LOG, -rate_count, -1)
+    end
 end
-if redis.call('LLEN', K_READY) > 0 or redis.call('ZCARD', K_QUEUED) > 0 then
+if not held and (redis.call('LLEN', K_READY) > 0 or redis.call('ZCARD', K_QUEUED) > 0) then
     wake()
 end
 return {num(now), due_text(), jobs, dropped}
