@@ -13,6 +13,15 @@ from tests.conformance.worker.helpers import Harness, Num, total_jobs, wait_for,
 
 tally = job("test.cron_tally", Num)
 T0 = 1_800_000_000  # a multiple of 60 and of 3600: a tick of every(minutes) and every(hours)
+# The tests move the clock by minutes to months at a time. A fetch that was waiting for work
+# when the clock moved leases with the time it read before its wait (production passes the
+# backend's clock instead); a lease longer than any step keeps such a lease from counting as
+# expired at once, which would run the job a second time.
+LONG_LEASE = 400 * 24 * 3600.0
+
+
+def new_worker(harness: Harness) -> Worker:
+    return harness.worker(lease_seconds=LONG_LEASE)
 
 
 def counting(worker: Worker, runs: list[int]) -> None:
@@ -55,12 +64,12 @@ async def test_each_tick_runs_once_with_two_workers(
 ) -> None:
     clock.set(T0 - 5)
     runs: list[int] = []
-    workers = [harness.worker(), harness.worker()]
+    workers = [new_worker(harness), new_worker(harness)]
     for worker in workers:
         counting(worker, runs)
         worker.every(timedelta(minutes=1), tally, Num(n=1), name="tally")
     await started(harness, *workers)
-    await declared(queue, "tally")
+    await looked(clock, *workers)
     for n in range(4):
         await advance(clock, T0 + 60 * n + 1, *workers)
         await wait_state(queue, tick_job_id("tally", T0 + 60 * n), JobState.COMPLETED)
@@ -74,7 +83,7 @@ async def test_each_tick_runs_once_with_two_workers(
 async def test_a_london_0130_job_fires_once_on_each_daylight_saving_change(
     harness: Harness, queue: Queue, clock: FakeClock
 ) -> None:
-    worker = harness.worker()
+    worker = new_worker(harness)
     counting(worker, [])
     worker.cron("30 1 * * *", tally, Num(n=1), name="nightly", tz="Europe/London")
     spring = int(datetime(2026, 3, 28, 23, 0, tzinfo=UTC).timestamp())
@@ -102,7 +111,7 @@ async def test_missed_ticks_are_skipped_after_downtime_by_default(
     harness: Harness, queue: Queue, clock: FakeClock
 ) -> None:
     clock.set(T0 - 5)
-    worker = harness.worker()
+    worker = new_worker(harness)
     counting(worker, [])
     worker.every(timedelta(hours=1), tally, Num(n=1), name="hourly")
     await started(harness, worker)
@@ -112,7 +121,7 @@ async def test_missed_ticks_are_skipped_after_downtime_by_default(
     await harness.stop(worker)
 
     clock.set(T0 + 5 * 3600 + 120)  # down for five ticks; the latest is two minutes late
-    back = harness.worker()
+    back = new_worker(harness)
     counting(back, [])
     back.every(timedelta(hours=1), tally, Num(n=1), name="hourly")
     await started(harness, back)
@@ -128,7 +137,7 @@ async def test_a_tick_a_little_late_still_fires(
 ) -> None:
     # A worker that comes back within a minute of a tick (a deploy right at 01:30) fires it.
     clock.set(T0 - 5)
-    worker = harness.worker()
+    worker = new_worker(harness)
     counting(worker, [])
     worker.every(timedelta(hours=1), tally, Num(n=1), name="hourly")
     await started(harness, worker)
@@ -137,7 +146,7 @@ async def test_a_tick_a_little_late_still_fires(
     await wait_state(queue, tick_job_id("hourly", T0), JobState.COMPLETED)
     await harness.stop(worker)
     clock.set(T0 + 3600 + 30)
-    back = harness.worker()
+    back = new_worker(harness)
     counting(back, [])
     back.every(timedelta(hours=1), tally, Num(n=1), name="hourly")
     await started(harness, back)
@@ -148,7 +157,7 @@ async def test_catch_up_latest_runs_the_latest_missed_tick_once(
     harness: Harness, queue: Queue, clock: FakeClock
 ) -> None:
     clock.set(T0 - 5)
-    worker = harness.worker()
+    worker = new_worker(harness)
     counting(worker, [])
     worker.every(timedelta(hours=1), tally, Num(n=1), name="hourly", catch_up="latest")
     await started(harness, worker)
@@ -158,7 +167,7 @@ async def test_catch_up_latest_runs_the_latest_missed_tick_once(
     await harness.stop(worker)
 
     clock.set(T0 + 5 * 3600 + 1200)
-    back = harness.worker()
+    back = new_worker(harness)
     counting(back, [])
     back.every(timedelta(hours=1), tally, Num(n=1), name="hourly", catch_up="latest")
     await started(harness, back)
@@ -171,7 +180,7 @@ async def test_a_new_schedule_does_not_fire_a_tick_from_before_it_existed(
     harness: Harness, queue: Queue, clock: FakeClock
 ) -> None:
     clock.set(T0 + 30)
-    worker = harness.worker()
+    worker = new_worker(harness)
     counting(worker, [])
     worker.every(timedelta(minutes=1), tally, Num(n=1), name="fresh", catch_up="latest")
     await started(harness, worker)
@@ -188,7 +197,7 @@ async def test_overlap_skip_skips_ticks_while_the_previous_run_is_active(
     clock.set(T0 - 5)
     release = asyncio.Event()
     slow = job("test.cron_slow", Num)
-    worker = harness.worker()
+    worker = new_worker(harness)
 
     @worker.handles(slow)
     async def handle(payload: Num, ctx: JobContext) -> None:
@@ -219,13 +228,13 @@ async def test_a_tick_costs_one_round_trip_per_process(
     calls: list[str] = []
     queue.driver.subscribe(lambda event: calls.append(event.operation))
     clock.set(T0 - 5)
-    workers = [harness.worker(), harness.worker()]
+    workers = [new_worker(harness), new_worker(harness)]
     for worker in workers:
         counting(worker, [])
         worker.every(timedelta(minutes=1), tally, Num(n=1), name="tally")
         worker.every(timedelta(hours=1), tally, Num(n=2), name="hourly")
     await started(harness, *workers)
-    await declared(queue, "hourly")
+    await looked(clock, *workers)  # both declared their schedules before the first tick
     for n in range(5):
         await advance(clock, T0 + 60 * n + 1, *workers)
     # Each worker: one declaration at start, then one fire per tick it saw (five of the
