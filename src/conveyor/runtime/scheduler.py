@@ -77,6 +77,8 @@ class Scheduled:
             max_attempts=d.attempts,
             # A worker whose clock runs ahead fires early; the job still waits for its tick.
             run_at=float(tick),
+            keep_completed=d.keep_completed,
+            keep_failed=d.keep_failed,
         )
         return CronFire(self.name, tick, job, skip_if_running=self.overlap is Overlap.SKIP)
 

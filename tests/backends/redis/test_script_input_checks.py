@@ -89,7 +89,7 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
     a, b = token(store, 0), token(store, 1)
     good_finish = ("a", a, "complete", "=1", "", 0)
     good_job = ("n1", "t", "{}", 0, 3, "", 0, "", "")
-    cron_job = ("n1", "t", "{}", 0, 3, "", 0)
+    cron_job = ("n1", "t", "{}", 0, 3, "", 0, "", "")
     keyed = ("k1", "t", "{}", 0, 3, "", 0, "until_started", "key", 0, "", "")
     k2 = ("k2", "t", "{}", 0, 3, "", 0)  # a second job, before its dedup and retention
     return [
@@ -177,9 +177,11 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
          "ttl must be seconds from 0 to 3153600000, got 'forever'"),
         ("leader_acquire", (T0, -1, "me"), "ttl must be seconds from 0 to 3153600000, got '-1'"),
         ("cron_fire", (T0, 1.5, "0", *cron_job), "tick must be whole epoch seconds, got '1.5'"),
-        ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, "", -5),
+        ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, "", -5, "", ""),
          "job 'n1': delay must be seconds from 0 to 3153600000, got '-5'"),
-        ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, ""), "expected 10 arguments"),
+        ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, ""), "expected 12 arguments"),
+        ("cron_fire", (T0, 60, "0", *cron_job[:7], "", "-1"),
+         "a retention must be seconds from 0 to 3153600000, got '-1'"),
     ]  # fmt: skip
 
 

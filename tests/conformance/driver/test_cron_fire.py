@@ -146,3 +146,12 @@ async def test_bad_fires_are_refused_before_anything_is_written(driver: Driver) 
         await driver.cron_register([CronSchedule("x", QUEUE, "j", "* * * * *", overlap="no")])
     assert await driver.cron_list() == []
     assert sum((await driver.job_count_by_state()).values()) == 0
+
+
+async def test_a_ticks_job_keeps_its_own_retention(driver: Driver) -> None:
+    # A schedule's job carries its definition's retention, as an enqueued job does.
+    await driver.cron_register([SCHEDULE], now=T0)
+    job = new_job(cron_job_id("nightly", TICK), keep_completed=60.0, keep_failed=3600.0)
+    await driver.cron_fire(CronFire("nightly", TICK, job), now=T0)
+    (stored,) = await driver.job_get_many([job.id])
+    assert stored is not None and (stored.keep_completed, stored.keep_failed) == (60.0, 3600.0)

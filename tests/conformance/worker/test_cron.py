@@ -242,3 +242,25 @@ async def test_a_tick_costs_one_round_trip_per_process(
     assert calls.count("cron_register") == 2
     assert calls.count("cron_fire") == 2 * (5 + 1)
     assert await total_jobs(queue) == 6
+
+
+kept = job("test.cron_kept", Num, keep_completed=timedelta(minutes=10))
+
+
+async def test_a_ticks_job_has_its_definitions_retention(
+    harness: Harness, queue: Queue, clock: FakeClock
+) -> None:
+    clock.set(T0 - 5)
+    worker = new_worker(harness)
+
+    @worker.handles(kept)
+    async def handle(payload: Num, ctx: JobContext) -> None:
+        return None
+
+    worker.every(timedelta(minutes=1), kept, Num(n=1), name="kept")
+    await started(harness, worker)
+    await looked(clock, worker)
+    await advance(clock, T0 + 1, worker)
+    info = await wait_state(queue, tick_job_id("kept", T0), JobState.COMPLETED)
+    assert info.expires_at is not None and info.finished_at is not None
+    assert info.expires_at - info.finished_at == timedelta(minutes=10)

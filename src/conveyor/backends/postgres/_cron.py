@@ -69,6 +69,8 @@ class Cron:
             "max_attempts": job.max_attempts,
             "run_at": None if job.run_at is None else float(job.run_at),
             "delay": float(job.delay),
+            "keep_completed": None if job.keep_completed is None else float(job.keep_completed),
+            "keep_failed": None if job.keep_failed is None else float(job.keep_failed),
             "channel": self._channel,
         }
         (row,) = await connections.rows(self._q["cron_fire"], args)

@@ -53,12 +53,14 @@ claimed AS (
 ),
 inserted AS (
     INSERT INTO {schema}.conveyor_job (
-        id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq
+        id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq,
+        keep_completed, keep_failed
     )
     SELECT %(id)s, %(queue)s, %(job_name)s, %(payload)s::bytea,
            CASE WHEN r.run_at > t.now THEN 'scheduled' ELSE 'queued' END,
            %(priority)s::int, %(max_attempts)s::int, r.run_at, t.now,
-           nextval('{schema}.conveyor_job_seq')
+           nextval('{schema}.conveyor_job_seq'),
+           %(keep_completed)s::float8, %(keep_failed)s::float8
     FROM claimed, t,
          LATERAL (SELECT coalesce(%(run_at)s::float8, t.now + %(delay)s::float8) AS run_at) r
     WHERE claimed.last_status = 'fired'

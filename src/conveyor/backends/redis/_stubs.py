@@ -608,6 +608,8 @@ async def cron_fire(
         job.max_attempts,
         "" if job.run_at is None else job.run_at,
         job.delay,
+        "" if job.keep_completed is None else float(job.keep_completed),
+        "" if job.keep_failed is None else float(job.keep_failed),
     )
     status, tick = await run(client, _CRON_FIRE, script_keys, args)
     text = status.decode() if isinstance(status, bytes) else str(status)

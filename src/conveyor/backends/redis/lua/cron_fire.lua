@@ -15,8 +15,9 @@
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] tick: epoch seconds, a whole number
 -- ARGV[3] skip_if_running: '1' to skip the tick while the last fired tick's job is unfinished
--- ARGV[4..10] the tick's job: id, name, payload, priority, max_attempts, run_at ('' = now +
---             delay), delay
+-- ARGV[4..12] the tick's job: id, name, payload, priority, max_attempts, run_at ('' = now +
+--             delay), delay, keep_completed, keep_failed (its own retention in seconds, '' =
+--             none)
 -- Returns: {status, latest tick}: status 'fired' (recorded, job inserted), 'skipped'
 -- (recorded, no job) or 'already' (this tick or a later one was recorded: nothing written);
 -- or an error reply, having written nothing, when an argument is invalid.
@@ -42,8 +43,8 @@ local K_CRON = KEYS[10]
 --!include seq.lua
 
 local given_now = now_arg(1)
-if #ARGV ~= 10 then
-    refuse(#ARGV, 'expected 10 arguments')
+if #ARGV ~= 12 then
+    refuse(#ARGV, 'expected 12 arguments')
 end
 local tick = number_arg(2, 0, MAX_EPOCH, true, 'tick must be whole epoch seconds')
 checked_item = 4
@@ -57,6 +58,11 @@ if ARGV[9] ~= '' then
     run_at = number_arg(9, 0, MAX_EPOCH, false, 'run_at must be epoch seconds from 0 to 7258118400')
 end
 local delay = number_arg(10, 0, MAX_SECONDS, false, 'delay must be seconds from 0 to 3153600000')
+for k = 11, 12 do
+    if ARGV[k] ~= '' then
+        number_arg(k, 0, MAX_SECONDS, false, 'a retention must be seconds from 0 to 3153600000')
+    end
+end
 checked_item = nil
 local bad = refused('cron_fire')
 if bad then
@@ -98,6 +104,14 @@ if status == 'fired' and not redis.call('HGET', K_JOBS .. id, 's') then
     if run_at ~= now then
         fields[#fields + 1] = 'e'
         fields[#fields + 1] = when(now)
+    end
+    if ARGV[11] ~= '' then
+        fields[#fields + 1] = 'kc'
+        fields[#fields + 1] = ARGV[11]
+    end
+    if ARGV[12] ~= '' then
+        fields[#fields + 1] = 'kf'
+        fields[#fields + 1] = ARGV[12]
     end
     redis.call('HSET', K_JOBS .. id, unpack(fields))
     if state == 'queued' then
