@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
-import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.memory import _cron
-from conveyor.backends.memory._dedup import DedupBook
-from conveyor.backends.memory._rates import RateLogs, capped
+from conveyor.backends.memory._rates import capped
+from conveyor.backends.memory._registry import RegistryOperations
+from conveyor.backends.memory._store import MemoryStore, store_named
 from conveyor.backends.memory._transitions import (
     apply_finish,
     apply_rescue,
@@ -61,53 +60,16 @@ from conveyor.drivers.records import (
     NewJob,
     ProgressUpdate,
     PurgeParams,
-    QueueInfo,
     RateLimit,
     RescueJob,
     Retention,
     TransitionResult,
     TransitionStatus,
-    WorkerInfo,
 )
-from conveyor.drivers.wakeup import Listener, WakeupBoard
+from conveyor.drivers.wakeup import Listener
 
 
-class MemoryStore:
-    """The shared state of every :class:`MemoryDriver` connected to it."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.jobs: dict[str, JobRecord] = {}
-        self.seq = itertools.count(1)
-        self.paused: set[str] = set()
-        self.known_queues: set[str] = set()
-        self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires_at)
-        self.leaders: dict[str, tuple[str, float]] = {}  # name -> (holder, expires_at)
-        self.routes: dict[str, str] = {}  # job name -> queue
-        self.wakeups = WakeupBoard()
-        self.rates = RateLogs()
-        self.crons: dict[str, CronInfo] = {}  # schedule name -> its declaration and last tick
-        self.dedup = DedupBook()
-
-    def delete(self, job_id: str) -> None:
-        del self.jobs[job_id]
-        self.dedup.forget(job_id)
-
-
-_STORES: dict[str, MemoryStore] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def _store_named(name: str) -> MemoryStore:
-    # Named stores let ``memory://name`` URLs reach the same data from several Queue objects in one
-    # process (a producer and a worker in one test); an empty name gets a private store.
-    if not name:
-        return MemoryStore()
-    with _STORES_LOCK:
-        return _STORES.setdefault(name, MemoryStore())
-
-
-class MemoryDriver:
+class MemoryDriver(RegistryOperations):
     capabilities: frozenset[Capability] = frozenset({Capability.FETCH_BY_NAME})
     infrastructure_errors: tuple[type[Exception], ...] = ()
 
@@ -115,7 +77,7 @@ class MemoryDriver:
         self.url = url
         self.source_url = url
         self._name = url.partition("://")[2]
-        self._store = store if store is not None else _store_named(self._name)
+        self._store = store if store is not None else store_named(self._name)
         self._listener = Listener(self._store.wakeups)
 
     async def open(self, *, create: bool = True) -> None:
@@ -521,74 +483,6 @@ class MemoryDriver:
                     counts[job.state] += 1
         return counts
 
-    async def queue_list(self) -> list[QueueInfo]:
-        s = self._store
-        with s.lock:
-            names = sorted(s.known_queues | s.paused)
-            infos: list[QueueInfo] = []
-            for name in names:
-                counts = dict.fromkeys(JobState, 0)
-                for job in s.jobs.values():
-                    if job.queue == name:
-                        counts[job.state] += 1
-                infos.append(QueueInfo(name, name in s.paused, counts))
-        return infos
-
-    async def queue_pause(self, queue: str) -> None:
-        with self._store.lock:
-            self._store.paused.add(queue)
-            self._store.known_queues.add(queue)
-
-    async def queue_resume(self, queue: str) -> None:
-        with self._store.lock:
-            self._store.paused.discard(queue)
-        self.notify(queue)
-
-    async def worker_heartbeat(
-        self, info: WorkerInfo, *, ttl: float, now: float | None = None
-    ) -> None:
-        at = resolve_now(now)
-        with self._store.lock:
-            workers = self._store.workers
-            for gone in [w for w, (_, expires) in workers.items() if expires <= at]:
-                del workers[gone]
-            workers[info.id] = (dataclasses.replace(info, last_seen_at=at), at + ttl)
-
-    async def worker_deregister(self, worker_id: str) -> None:
-        with self._store.lock:
-            self._store.workers.pop(worker_id, None)
-
-    async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
-        at = resolve_now(now)
-        with self._store.lock:
-            live = [info for info, expires in self._store.workers.values() if expires > at]
-        return sorted(live, key=lambda w: w.started_at)
-
-    async def route_register(self, routes: Mapping[str, str]) -> None:
-        with self._store.lock:
-            self._store.routes.update(routes)
-
-    async def route_list(self) -> dict[str, str]:
-        with self._store.lock:
-            return dict(self._store.routes)
-
-    async def leader_acquire(
-        self, name: str, holder: str, *, ttl: float, now: float | None = None
-    ) -> bool:
-        at = resolve_now(now)
-        with self._store.lock:
-            current = self._store.leaders.get(name)
-            if current is None or current[0] == holder or current[1] <= at:
-                self._store.leaders[name] = (holder, at + ttl)
-                return True
-            return False
-
-    async def leader_release(self, name: str, holder: str) -> None:
-        with self._store.lock:
-            current = self._store.leaders.get(name)
-            if current is not None and current[0] == holder:
-                del self._store.leaders[name]
-
     def notify(self, queue: str) -> None:
         self._store.wakeups.notify(queue)
 
@@ -653,3 +547,6 @@ class MemoryDriver:
         at = resolve_now(now)
         with self._store.lock:
             return self._store.rates.waits(limits, at)
+
+
+__all__ = ["MemoryDriver", "MemoryStore"]
