@@ -28,12 +28,11 @@ from conveyor.backends.postgres._notify import Notifications
 from conveyor.backends.postgres._pool import Connections, fetch_rows
 from conveyor.backends.postgres._records import (
     Row,
-    heartbeat_args,
     insert_statement,
     progress_args,
     record_of,
-    worker_of,
 )
+from conveyor.backends.postgres._registry import RegistryOperations
 from conveyor.backends.postgres._results import (
     as_if_waiting,
     change_results,
@@ -80,18 +79,16 @@ from conveyor.drivers.records import (
     NewJob,
     ProgressUpdate,
     PurgeParams,
-    QueueInfo,
     RescueJob,
     Retention,
     TransitionResult,
-    WorkerInfo,
 )
 from conveyor.drivers.transactional import Dialect, Plan, Statement
 
 T = TypeVar("T")
 
 
-class PostgresDriver(rates.RateLimitOperations):
+class PostgresDriver(rates.RateLimitOperations, RegistryOperations):
     """A pool of connections to one schema of one PostgreSQL database."""
 
     capabilities: frozenset[Capability] = frozenset(
@@ -540,57 +537,6 @@ class PostgresDriver(rates.RateLimitOperations):
         for row in await self._rows("job_count_by_state", {"queue": queue}):
             counts[JobState(row["state"])] = int(row["n"])
         return counts
-
-    # -- queues, workers, routes, leaders ---------------------------------------------------------
-
-    async def queue_list(self) -> list[QueueInfo]:
-        queues: dict[str, QueueInfo] = {}
-        for row in await self._rows("queue_list", {}):
-            info = queues.get(row["name"])
-            if info is None:
-                info = QueueInfo(row["name"], row["paused"], dict.fromkeys(JobState, 0))
-                queues[row["name"]] = info
-            if row["state"] is not None:
-                info.counts[JobState(row["state"])] = int(row["n"])
-        return list(queues.values())
-
-    async def queue_pause(self, queue: str) -> None:
-        await self._rows("queue_pause", {"queue": queue})
-
-    async def queue_resume(self, queue: str) -> None:
-        await self._rows("queue_resume", {"queue": queue, "channel": self._url.channel})
-        self.notify(queue)
-
-    async def worker_heartbeat(
-        self, info: WorkerInfo, *, ttl: float, now: float | None = None
-    ) -> None:
-        check_now(now)
-        await self._rows("worker_heartbeat", {**heartbeat_args(info), "now": now, "ttl": ttl})
-
-    async def worker_deregister(self, worker_id: str) -> None:
-        await self._rows("worker_deregister", {"id": worker_id})
-
-    async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
-        check_now(now)
-        return [worker_of(row) for row in await self._rows("worker_list", {"now": now})]
-
-    async def route_register(self, routes: Mapping[str, str]) -> None:
-        if routes:
-            args = {"names": list(routes), "queues": list(routes.values())}
-            await self._rows("route_register", args)
-
-    async def route_list(self) -> dict[str, str]:
-        return {row["name"]: row["queue"] for row in await self._rows("route_list", {})}
-
-    async def leader_acquire(
-        self, name: str, holder: str, *, ttl: float, now: float | None = None
-    ) -> bool:
-        check_now(now)
-        args = {"name": name, "holder": holder, "ttl": ttl, "now": now}
-        return bool(await self._rows("leader_acquire", args))
-
-    async def leader_release(self, name: str, holder: str) -> None:
-        await self._rows("leader_release", {"name": name, "holder": holder})
 
     # -- wake-ups ------------------------------------------------------------------------------
 
