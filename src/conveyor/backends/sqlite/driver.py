@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.sqlite import _cron
@@ -36,7 +36,7 @@ from conveyor.backends.sqlite._statements import (
 )
 from conveyor.backends.sqlite._url import path_from_url, synchronous_from_url
 from conveyor.backends.sqlite._wakeup import POLL_MAX_SECONDS, POLL_MIN_SECONDS, wakeups_for
-from conveyor.backends.sqlite._workers import heartbeat_args, worker_of
+from conveyor.backends.sqlite._workers import RegistryOperations
 from conveyor.drivers.common import (
     LOST_WHILE_CANCELLING,
     RETRYABLE_STATES,
@@ -74,19 +74,17 @@ from conveyor.drivers.records import (
     NewJob,
     ProgressUpdate,
     PurgeParams,
-    QueueInfo,
     RescueJob,
     Retention,
     TransitionKind,
     TransitionResult,
     TransitionStatus,
-    WorkerInfo,
 )
 from conveyor.drivers.transactional import Dialect, Plan, run_plan
 from conveyor.drivers.wakeup import Listener
 
 
-class SQLiteDriver(rates.RateLimitOperations):
+class SQLiteDriver(rates.RateLimitOperations, RegistryOperations):
     """A connection to one SQLite file. Not shared between threads: use :meth:`connect_another`."""
 
     capabilities: frozenset[Capability] = frozenset(
@@ -501,72 +499,6 @@ class SQLiteDriver(rates.RateLimitOperations):
         for row in rows:
             counts[JobState(row["state"])] = row["n"]
         return counts
-
-    async def queue_list(self) -> list[QueueInfo]:
-        def step(conn: sqlite3.Connection) -> list[QueueInfo]:
-            counts: dict[str, dict[JobState, int]] = {}
-            for row in rows_of(conn, "queue_list__counts", {}):
-                per_queue = counts.setdefault(row["queue"], dict.fromkeys(JobState, 0))
-                per_queue[JobState(row["state"])] = row["n"]
-            return [
-                QueueInfo(
-                    row["name"],
-                    bool(row["paused"]),
-                    counts.get(row["name"], dict.fromkeys(JobState, 0)),
-                )
-                for row in rows_of(conn, "queue_list", {})
-            ]
-
-        return await self._db.read(step)
-
-    async def queue_pause(self, queue: str) -> None:
-        await self._db.write(lambda conn: conn.execute(Q["queue_pause"], {"queue": queue}))
-
-    async def queue_resume(self, queue: str) -> None:
-        await self._db.write(lambda conn: conn.execute(Q["queue_resume"], {"queue": queue}))
-        self.notify(queue)
-
-    async def worker_heartbeat(
-        self, info: WorkerInfo, *, ttl: float, now: float | None = None
-    ) -> None:
-        at = resolve_now(now)
-        args = heartbeat_args(info, at, ttl)
-
-        def step(conn: sqlite3.Connection) -> None:
-            conn.execute(Q["worker_heartbeat__prune"], {"now": at})
-            conn.execute(Q["worker_heartbeat"], args)
-
-        await self._db.write(step)
-
-    async def worker_deregister(self, worker_id: str) -> None:
-        await self._db.write(lambda conn: conn.execute(Q["worker_deregister"], {"id": worker_id}))
-
-    async def worker_list(self, *, now: float | None = None) -> list[WorkerInfo]:
-        at = resolve_now(now)
-        rows = await self._db.run(lambda conn: rows_of(conn, "worker_list", {"now": at}))
-        return [worker_of(row) for row in rows]
-
-    async def route_register(self, routes: Mapping[str, str]) -> None:
-        now = resolve_now(None)
-        rows = [{"name": name, "queue": queue, "now": now} for name, queue in routes.items()]
-        if rows:
-            await self._db.write(lambda conn: conn.executemany(Q["route_register"], rows))
-
-    async def route_list(self) -> dict[str, str]:
-        rows = await self._db.run(lambda conn: rows_of(conn, "route_list", {}))
-        return {row["name"]: row["queue"] for row in rows}
-
-    async def leader_acquire(
-        self, name: str, holder: str, *, ttl: float, now: float | None = None
-    ) -> bool:
-        at = resolve_now(now)
-        args = {"name": name, "holder": holder, "expires_at": at + ttl, "now": at}
-        rows = await self._db.write(lambda conn: rows_of(conn, "leader_acquire", args))
-        return bool(rows)
-
-    async def leader_release(self, name: str, holder: str) -> None:
-        args = {"name": name, "holder": holder}
-        await self._db.write(lambda conn: conn.execute(Q["leader_release"], args))
 
     def notify(self, queue: str) -> None:
         self._listener.board.notify(queue)
