@@ -31,8 +31,9 @@ from conveyor._errors import (
     UnsupportedURL,
     WorkerFailed,
 )
+from conveyor._handle import JobHandle
 from conveyor._jobinfo import JobInfo
-from conveyor._queue import JobHandle, Queue
+from conveyor._queue import Queue
 from conveyor._sync import SyncJobHandle, SyncQueue
 from conveyor._worker import Worker
 from conveyor.core.backoff import Backoff, Exponential, Fixed

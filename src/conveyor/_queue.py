@@ -14,12 +14,11 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from conveyor import _validation
-from conveyor._connections import AsyncAdapter, adapt, adapt_sync
 from conveyor._dedup import DedupPolicy, dedup_of
 from conveyor._definition import (
     DEFAULT_ATTEMPTS,
@@ -31,10 +30,8 @@ from conveyor._definition import (
 from conveyor._errors import (
     BackendUnavailable,
     InvalidArgument,
-    JobFailed,
-    JobNotFound,
-    ResultTimeout,
 )
+from conveyor._handle import JobHandle, PendingEnqueue, handles
 from conveyor._jobinfo import JobInfo
 from conveyor.backends.registry import configured_url, driver_for_url, shown_url
 from conveyor.core.clock import BackendClock, Clock
@@ -48,8 +45,6 @@ from conveyor.drivers.records import (
     ChangeResult,
     CronInfo,
     Dedup,
-    InsertResult,
-    InsertStatus,
     JobState,
     ListParams,
     NewJob,
@@ -57,7 +52,7 @@ from conveyor.drivers.records import (
     QueueInfo,
     WorkerInfo,
 )
-from conveyor.drivers.transactional import TransactionalWriter, run_plan, run_plan_async
+from conveyor.drivers.transactional import TransactionalWriter
 from conveyor.engine import Engine
 
 R = TypeVar("R")
@@ -412,7 +407,7 @@ class Queue:
             return []
         driver = await self.connect()
         results = await driver.job_insert_many(new_jobs, now=self.clock.now())
-        return _handles(self, results, definitions)
+        return handles(self, results, definitions)
 
     # -- inspect and repair --------------------------------------------------------------------
 
@@ -499,55 +494,6 @@ class Queue:
         return await (await self.connect()).cron_list()
 
 
-class PendingEnqueue:
-    """Jobs validated and built, and the writer that will write them with a connection of the
-    caller's, inside its transaction: :meth:`write` in the caller's thread with a blocking
-    connection, :meth:`write_async` in the caller's coroutine with either kind."""
-
-    def __init__(
-        self,
-        queue: Queue,
-        jobs: list[NewJob],
-        definitions: Sequence[JobDef[Any, Any] | None],
-        writer: TransactionalWriter,
-        target: str,
-    ) -> None:
-        self.queue = queue
-        self.jobs = jobs
-        self.definitions = definitions
-        self.writer = writer
-        self.target = target  # what the writer writes into, for messages
-
-    def write(self, connection: object) -> list[JobHandle[Any]]:
-        adapter = adapt_sync(connection, self.writer.dialect, self.target)
-        if not self.jobs:
-            return []
-        plan = self.writer.insert_plan(self.jobs, now=self.queue.clock.now())
-        return _handles(self.queue, run_plan(plan, adapter.execute), self.definitions)
-
-    async def write_async(self, connection: object) -> list[JobHandle[Any]]:
-        adapter = await adapt(connection, self.writer.dialect, self.target)
-        if not self.jobs:
-            return []
-        plan = self.writer.insert_plan(self.jobs, now=self.queue.clock.now())
-        if isinstance(adapter, AsyncAdapter):
-            results = await run_plan_async(plan, adapter.execute)
-        else:
-            results = run_plan(plan, adapter.execute)
-        return _handles(self.queue, results, self.definitions)
-
-
-def _handles(
-    queue: Queue, results: list[InsertResult], definitions: Sequence[JobDef[Any, Any] | None]
-) -> list[JobHandle[Any]]:
-    return [
-        JobHandle(
-            queue, result.id, definition, result.status is not InsertStatus.INSERTED, result.status
-        )
-        for result, definition in zip(results, definitions, strict=True)
-    ]
-
-
 def _outbox_for_url(url: str) -> TransactionalWriter:
     """The outbox at ``url``, from :mod:`conveyor.outbox` (imported only when an outbox is
     used: it needs the client library of its database)."""
@@ -600,65 +546,3 @@ def _job_ids(job_ids: Sequence[str]) -> list[str]:
             f"pass [{job_ids!r}] for one job"
         )
     return list(job_ids)
-
-
-class JobHandle(Generic[R]):
-    """A reference to an enqueued job; ``await handle.result()`` is typed by its definition."""
-
-    def __init__(
-        self,
-        queue: Queue,
-        job_id: str,
-        definition: JobDef[Any, R] | None,
-        duplicate: bool,
-        outcome: InsertStatus | None = None,
-    ) -> None:
-        self.queue = queue
-        self.id = job_id
-        self.definition = definition
-        # No new job was made: the handle points at one that existed (``outcome`` says why).
-        self.duplicate = duplicate
-        # What the enqueue did: INSERTED, DUPLICATE (of an id or a held dedup key) or REPLACED
-        # (a debounced job took the new payload and run time); None for ``Queue.handle``.
-        self.outcome = outcome
-
-    def __repr__(self) -> str:
-        dup = "" if self.outcome in (None, InsertStatus.INSERTED) else f", {self.outcome}"
-        return f"JobHandle({self.id!r}{dup})"
-
-    async def info(self) -> JobInfo:
-        info = await self.queue.get(self.id)
-        if info is None:
-            raise JobNotFound(self.id)
-        return info
-
-    async def cancel(self) -> ChangeResult:
-        (result,) = await self.queue.cancel([self.id])
-        return result
-
-    async def result(self, timeout: float | None = None, *, poll: float = 0.5) -> R:
-        """Wait for the job to finish and return its result.
-
-        Raises :class:`JobFailed` if it ended failed or cancelled, :class:`ResultTimeout` after
-        ``timeout`` seconds.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval = 0.005
-        while True:
-            info = await self.info()
-            if info.state is JobState.COMPLETED:
-                return self._decode(info)
-            if info.state in (JobState.FAILED, JobState.CANCELLED):
-                raise JobFailed(self.id, info.state.value, info.error)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(self.id, timeout or 0.0, info.state.value)
-            wait = interval if deadline is None else min(interval, deadline - time.monotonic())
-            await asyncio.sleep(max(wait, 0.0))
-            interval = min(interval * 2, poll)
-
-    def _decode(self, info: JobInfo) -> R:
-        data = info.result_json if info.result_json is not None else b"null"
-        if self.definition is None:
-            untyped: R = info.result
-            return untyped
-        return self.definition.decode_result(data)

@@ -19,8 +19,9 @@ from pydantic import BaseModel
 
 from conveyor._dedup import DedupPolicy
 from conveyor._definition import DEFAULT_ATTEMPTS, JobDef, JobRequest
+from conveyor._handle import JobHandle
 from conveyor._jobinfo import JobInfo
-from conveyor._queue import JobHandle, Queue
+from conveyor._queue import Queue
 from conveyor.drivers.records import ChangeResult, CronInfo, JobState, QueueInfo, WorkerInfo
 
 T = TypeVar("T")
