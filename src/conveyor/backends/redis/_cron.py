@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conveyor.backends.redis import _stubs as stubs
+from conveyor.backends.redis import _coordination as coord
 from conveyor.backends.redis._store import Store
 from conveyor.drivers.records import (
     CronFire,
@@ -51,7 +51,7 @@ class Schedules:
     async def fire(self, fire: CronFire, now: float | None) -> CronFireResult:
         queue = fire.job.queue
         await self._store.register(queue)  # a queue with jobs is always known
-        status, tick = await stubs.cron_fire(self._store.client, self._store.keys(queue), fire, now)
+        status, tick = await coord.cron_fire(self._store.client, self._store.keys(queue), fire, now)
         return CronFireResult(status, tick)
 
     async def listing(self) -> list[CronInfo]:

@@ -1,5 +1,7 @@
-"""Typed stubs over the Lua scripts: the only module that knows their KEYS, ARGV layout and
-reply shapes (key names are in :mod:`._keys`; the plain commands are in :mod:`._commands`).
+"""Typed stubs over the Lua scripts that move jobs, and what every stub shares: with
+:mod:`._coordination` (queues, workers, leaders, schedules, rate limits), the only modules that
+know the scripts' KEYS, ARGV layout and reply shapes (key names are in :mod:`._keys`; the plain
+commands are in :mod:`._commands`).
 
 Every script of a queue receives only the keys it uses, all of one hash tag (one Redis Cluster
 slot), in the order :data:`SCRIPT_KEYS` gives and its header declares. Stubs of batch
@@ -24,8 +26,6 @@ from conveyor.drivers.common import CANCELLED_ERROR
 from conveyor.drivers.records import (
     ChangeResult,
     ChangeStatus,
-    CronFire,
-    CronFireStatus,
     FinishJob,
     InsertStatus,
     JobState,
@@ -152,11 +152,11 @@ async def run(client: Client, script: Script, keys: Sequence[str], args: Sequenc
         return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
 
 
-def _keys(keys: QueueKeys, script: Script) -> tuple[str, ...]:
+def script_keys_of(keys: QueueKeys, script: Script) -> tuple[str, ...]:
     return keys.named(script.name, SCRIPT_KEYS[script.name][0])
 
 
-def _now(now: float | None) -> float | str:
+def now_arg(now: float | None) -> float | str:
     return "" if now is None else now
 
 
@@ -185,13 +185,6 @@ _PRUNE = load("job_prune_finished")
 _LIST = load("job_list")
 _PRUNE_EXPIRED = load("job_prune_expired")
 _PROGRESS = load("job_progress_many")
-_RESUME = load("queue_resume")
-_NOTIFY = load("queue_notify")
-_HEARTBEAT = load("worker_heartbeat")
-_LEADER_ACQUIRE = load("leader_acquire")
-_LEADER_RELEASE = load("leader_release")
-_RATE_LIMIT_BLOCK = load("rate_limit_block")
-_RATE_LIMIT_WAIT = load("rate_limit_wait")
 
 
 async def insert(
@@ -202,10 +195,10 @@ async def insert(
     others: Sequence[QueueKeys] = (),
 ) -> list[tuple[bool, JobState]]:
     """Insert ``jobs`` (all of ``keys``' queue); per job: (inserted, state)."""
-    script_keys = (*_keys(keys, _INSERT), *(o.jobs for o in others))
+    script_keys = (*script_keys_of(keys, _INSERT), *(o.jobs for o in others))
     results: list[tuple[bool, JobState]] = []
     for batch in chunks(jobs):
-        args: list[Any] = [_now(now), len(batch)]
+        args: list[Any] = [now_arg(now), len(batch)]
         extend = args.extend
         for job in batch:
             run_at = job.run_at
@@ -236,10 +229,10 @@ async def insert_dedup(
 ) -> list[tuple[InsertStatus, JobState, str]]:
     """Insert ``jobs``, some with dedup keys (all of ``keys``' queue, in order); per job:
     (outcome, state, the id of the job returned)."""
-    script_keys = (*_keys(keys, _INSERT_DEDUP), *(o.jobs for o in others))
+    script_keys = (*script_keys_of(keys, _INSERT_DEDUP), *(o.jobs for o in others))
     results: list[tuple[InsertStatus, JobState, str]] = []
     for batch in chunks(jobs):
-        args: list[Any] = [_now(now), len(batch)]
+        args: list[Any] = [now_arg(now), len(batch)]
         for job in batch:
             dedup = job.dedup
             args += (
@@ -296,7 +289,7 @@ def fetch_call(
     previous = keys.receipt(previous_receipt) if previous_receipt else receipt_key
     script_keys = (*keys.named("job_fetch", SCRIPT_KEYS["job_fetch"][0][:-2]), receipt_key)
     args = (
-        _now(now),
+        now_arg(now),
         limit,
         lease_seconds,
         worker_id,
@@ -350,10 +343,10 @@ async def extend(
     """Per lease: 0 extended, 1 extended with a cancel pending, 2 lost."""
     outcomes: list[int] = []
     for batch in chunks(leases):
-        args: list[Any] = [_now(now), lease_seconds]
+        args: list[Any] = [now_arg(now), lease_seconds]
         for lease in batch:
             args += (lease.job_id, lease.token, "1" if lease.isolated else "")
-        outcomes += await run(client, _EXTEND, _keys(keys, _EXTEND), args)
+        outcomes += await run(client, _EXTEND, script_keys_of(keys, _EXTEND), args)
     return outcomes
 
 
@@ -368,7 +361,7 @@ async def finish(
     """Apply ``finishes`` (all of ``keys``' queue, checked by the caller); a status each."""
     statuses: list[TransitionStatus] = []
     for batch in chunks(finishes):
-        args: list[Any] = [_now(now), "" if keep is None else keep, CANCELLED_ERROR, len(batch)]
+        args: list[Any] = [now_arg(now), "" if keep is None else keep, CANCELLED_ERROR, len(batch)]
         for item in batch:
             args += (
                 item.job_id,
@@ -378,7 +371,7 @@ async def finish(
                 _opt(item.error),
                 item.delay,
             )
-        reply = await run(client, _FINISH, _keys(keys, _FINISH), args)
+        reply = await run(client, _FINISH, script_keys_of(keys, _FINISH), args)
         statuses += [TransitionStatus(status.decode()) for status in reply]
     return statuses
 
@@ -394,10 +387,10 @@ async def rescue(
     """Apply the rescuer's decisions (all of ``keys``' queue); a status each."""
     statuses: list[TransitionStatus] = []
     for batch in chunks(rescues):
-        args: list[Any] = [_now(now), cancelled_error, len(batch)]
+        args: list[Any] = [now_arg(now), cancelled_error, len(batch)]
         for item in batch:
             args += (item.job_id, item.token, item.kind.value, item.stalls, item.error)
-        reply = await run(client, _RESCUE, _keys(keys, _RESCUE), args)
+        reply = await run(client, _RESCUE, script_keys_of(keys, _RESCUE), args)
         statuses += [TransitionStatus(status.decode()) for status in reply]
     return statuses
 
@@ -408,10 +401,10 @@ async def promote(
     """Promote (state, member) pairs that are still due; how many moved."""
     moved = 0
     for batch in chunks(members):
-        args: list[Any] = [_now(now)]
+        args: list[Any] = [now_arg(now)]
         for state, member in batch:
             args += (state.value, member)
-        moved += await run(client, _PROMOTE, _keys(keys, _PROMOTE), args)
+        moved += await run(client, _PROMOTE, script_keys_of(keys, _PROMOTE), args)
     return moved
 
 
@@ -432,7 +425,9 @@ async def cancel(
     the worker running it."""
     results: list[tuple[ChangeResult, str | None]] = []
     for batch in chunks(ids):
-        reply = await run(client, _CANCEL, _keys(keys, _CANCEL), (_now(now), error, *batch))
+        reply = await run(
+            client, _CANCEL, script_keys_of(keys, _CANCEL), (now_arg(now), error, *batch)
+        )
         results += _changes(batch, reply)
     return results
 
@@ -442,7 +437,7 @@ async def retry(
 ) -> list[ChangeResult]:
     results: list[ChangeResult] = []
     for batch in chunks(ids):
-        reply = await run(client, _RETRY, _keys(keys, _RETRY), (_now(now), *batch))
+        reply = await run(client, _RETRY, script_keys_of(keys, _RETRY), (now_arg(now), *batch))
         results += [change for change, _ in _changes(batch, reply)]
     return results
 
@@ -498,7 +493,7 @@ async def prune_expired(
     deleted = 0
     for batch in chunks(members):
         deleted += await run(
-            client, _PRUNE_EXPIRED, _keys(keys, _PRUNE_EXPIRED), (_now(now), *batch)
+            client, _PRUNE_EXPIRED, script_keys_of(keys, _PRUNE_EXPIRED), (now_arg(now), *batch)
         )
     return deleted
 
@@ -509,10 +504,10 @@ async def progress(
     """Store the progress of ``updates`` (all of ``keys``' queue); a status each."""
     statuses: list[TransitionStatus] = []
     for batch in chunks(updates):
-        args: list[Any] = [_now(now), len(batch)]
+        args: list[Any] = [now_arg(now), len(batch)]
         for u in batch:
             args += (u.job_id, u.token, float(u.fraction), _opt(u.message))
-        reply = await run(client, _PROGRESS, _keys(keys, _PROGRESS), args)
+        reply = await run(client, _PROGRESS, script_keys_of(keys, _PROGRESS), args)
         statuses += [TransitionStatus(status.decode()) for status in reply]
     return statuses
 
@@ -538,7 +533,7 @@ async def list_newest(
     args: list[Any] = [limit, name or "", scan]
     for state, before in wanted:
         args += (state.value, "" if before is None else before)
-    reply = await run(client, _LIST, _keys(keys, _LIST), args)
+    reply = await run(client, _LIST, script_keys_of(keys, _LIST), args)
     return [
         Listed(
             [(int(seq), bytes(job_id).decode(errors="replace")) for seq, job_id in found],
@@ -546,90 +541,3 @@ async def list_newest(
         )
         for next_before, *found in reply
     ]
-
-
-# -- queues ----------------------------------------------------------------------------------
-
-
-async def resume(client: Client, keys: QueueKeys) -> None:
-    await run(client, _RESUME, _keys(keys, _RESUME), ())
-
-
-async def notify(client: Client, keys: QueueKeys) -> None:
-    await run(client, _NOTIFY, _keys(keys, _NOTIFY), ())
-
-
-# -- workers and leaderships -------------------------------------------------------------------
-
-
-async def heartbeat(
-    client: Client,
-    keys: tuple[str, str, str],
-    now: float | None,
-    ttl: float,
-    worker_id: str,
-    described: str,
-) -> None:
-    """Register ``worker_id`` with ``described`` (JSON holding the text '{last_seen_at}', which
-    the script fills in with the time it used) in (workers, info, order) ``keys``."""
-    await run(client, _HEARTBEAT, keys, (_now(now), ttl, worker_id, described))
-
-
-async def leader_acquire(
-    client: Client, key: str, holder: str, ttl: float, now: float | None
-) -> bool:
-    return bool(await run(client, _LEADER_ACQUIRE, (key,), (_now(now), ttl, holder)))
-
-
-async def leader_release(client: Client, key: str, holder: str) -> None:
-    await run(client, _LEADER_RELEASE, (key,), (holder,))
-
-
-# -- schedules -----------------------------------------------------------------------------------
-
-_CRON_FIRE = load("cron_fire")
-
-
-async def cron_fire(
-    client: Client, keys: QueueKeys, fire: CronFire, now: float | None
-) -> tuple[CronFireStatus, int]:
-    """Fire one tick (its job's queue is ``keys``'); (what happened, the latest tick)."""
-    fixed = _CRON_FIRE.keys[:-1]  # "cron" is per call: the schedule's own hash
-    script_keys = (*keys.named(_CRON_FIRE.name, fixed), keys.cron(fire.name))
-    job = fire.job
-    args = (
-        _now(now),
-        fire.tick,
-        "1" if fire.skip_if_running else "0",
-        job.id,
-        job.name,
-        job.payload,
-        job.priority,
-        job.max_attempts,
-        "" if job.run_at is None else job.run_at,
-        job.delay,
-        "" if job.keep_completed is None else float(job.keep_completed),
-        "" if job.keep_failed is None else float(job.keep_failed),
-    )
-    status, tick = await run(client, _CRON_FIRE, script_keys, args)
-    text = status.decode() if isinstance(status, bytes) else str(status)
-    return CronFireStatus(text), int(tick)
-
-
-# -- rate limits ---------------------------------------------------------------------------------
-
-
-async def rate_limit_block(
-    client: Client, keys: QueueKeys, seconds: float, now: float | None
-) -> None:
-    await run(client, _RATE_LIMIT_BLOCK, _keys(keys, _RATE_LIMIT_BLOCK), (_now(now), seconds))
-
-
-async def rate_limit_wait(
-    client: Client, keys: QueueKeys, count: int, per: float, now: float | None
-) -> float | None:
-    """Seconds until the queue's limit lets a job start, or None if one may start now."""
-    reply = await run(
-        client, _RATE_LIMIT_WAIT, _keys(keys, _RATE_LIMIT_WAIT), (_now(now), count, per)
-    )
-    return float(reply) if reply else None

@@ -17,6 +17,7 @@ from typing import Final
 from redis.asyncio.cluster import RedisCluster
 
 from conveyor.backends.redis import _commands as commands
+from conveyor.backends.redis import _coordination as coord
 from conveyor.backends.redis import _resp
 from conveyor.backends.redis import _stubs as stubs
 from conveyor.backends.redis._connection import Client, socket_timeout
@@ -96,7 +97,7 @@ class Wakeups:
         def start() -> None:
             if self._loop is None:  # closed meanwhile
                 return
-            task = loop.create_task(stubs.notify(self._client(), self._keys(queue)))
+            task = loop.create_task(coord.notify(self._client(), self._keys(queue)))
             self._notifying.add(task)
             task.add_done_callback(self._notified)
 

@@ -23,6 +23,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 
 from conveyor.backends.redis import _commands as commands
+from conveyor.backends.redis import _coordination as coord
 from conveyor.backends.redis import _listing, _maintenance
 from conveyor.backends.redis import _stubs as stubs
 from conveyor.backends.redis._cancels import CancelNotices
@@ -330,7 +331,7 @@ class RedisDriver:
         await commands.pause(self._c, self._q(queue))
 
     async def queue_resume(self, queue: str) -> None:
-        await stubs.resume(self._c, self._q(queue))
+        await coord.resume(self._c, self._q(queue))
 
     # -- workers, routes and leadership ------------------------------------------------------
 
@@ -339,7 +340,7 @@ class RedisDriver:
     ) -> None:
         check_now(now)
         keys = commands.worker_keys(self._store.ns)
-        await stubs.heartbeat(self._c, keys, now, ttl, info.id, commands.describe_worker(info))
+        await coord.heartbeat(self._c, keys, now, ttl, info.id, commands.describe_worker(info))
 
     async def worker_deregister(self, worker_id: str) -> None:
         await commands.deregister(self._c, self._store.ns, worker_id)
@@ -358,10 +359,10 @@ class RedisDriver:
         self, name: str, holder: str, *, ttl: float, now: float | None = None
     ) -> bool:
         check_now(now)
-        return await stubs.leader_acquire(self._c, self._store.ns.leader(name), holder, ttl, now)
+        return await coord.leader_acquire(self._c, self._store.ns.leader(name), holder, ttl, now)
 
     async def leader_release(self, name: str, holder: str) -> None:
-        await stubs.leader_release(self._c, self._store.ns.leader(name), holder)
+        await coord.leader_release(self._c, self._store.ns.leader(name), holder)
 
     # -- wake-ups and cancel notices (see ._wakeups, ._cancels) --------------------------------
 
@@ -408,7 +409,7 @@ class RedisDriver:
     ) -> None:
         check_now(now)
         check_rate_seconds(seconds, f"block of queue {queue!r}")
-        await stubs.rate_limit_block(self._c, self._q(queue), seconds, now)
+        await coord.rate_limit_block(self._c, self._q(queue), seconds, now)
 
     async def rate_limit_wait(
         self, limits: Sequence[RateLimit], *, now: float | None = None
@@ -416,6 +417,6 @@ class RedisDriver:
         check_now(now)
         check_rate_limits(limits)
         waits = await asyncio.gather(
-            *(stubs.rate_limit_wait(self._c, self._q(r.queue), r.count, r.per, now) for r in limits)
+            *(coord.rate_limit_wait(self._c, self._q(r.queue), r.count, r.per, now) for r in limits)
         )
         return {r.queue: w for r, w in zip(limits, waits, strict=True) if w is not None}
