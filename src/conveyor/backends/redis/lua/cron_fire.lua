@@ -41,6 +41,7 @@ local K_CRON = KEYS[10]
 --!include wake.lua
 --!include place.lua
 --!include seq.lua
+--!include new_job.lua
 
 local given_now = now_arg(1)
 if #ARGV ~= 12 then
@@ -90,37 +91,11 @@ if status == 'fired' and not redis.call('HGET', K_JOBS .. id, 's') then
     if run_at == nil then
         run_at = now + delay
     end
-    local state = 'queued'
-    if run_at > now then
-        state = 'scheduled'
-    end
-    local seq_text = int(seq)
-    local fields = {'n', ARGV[5], 'd', ARGV[6], 's', state, 'm', ARGV[8], 'r', when(run_at),
-        'q', seq_text}
-    if priority ~= 0 then
-        fields[#fields + 1] = 'p'
-        fields[#fields + 1] = int(priority)
-    end
-    if run_at ~= now then
-        fields[#fields + 1] = 'e'
-        fields[#fields + 1] = when(now)
-    end
-    if ARGV[11] ~= '' then
-        fields[#fields + 1] = 'kc'
-        fields[#fields + 1] = ARGV[11]
-    end
-    if ARGV[12] ~= '' then
-        fields[#fields + 1] = 'kf'
-        fields[#fields + 1] = ARGV[12]
-    end
-    redis.call('HSET', K_JOBS .. id, unpack(fields))
+    local state = new_job(id, ARGV[5], ARGV[6], priority, ARGV[8], run_at, when(run_at), seq,
+        now, ARGV[11], ARGV[12])
     if state == 'queued' then
-        place(id, priority, run_at, seq)
         save_tail()
         wake()
-    else
-        redis.call('ZADD', K_SCHEDULED, num(run_at), smember(seq, id))
-        redis.call('ZADD', K_SCHEDULED_BY_SEQ, seq_text, id)
     end
 end
 

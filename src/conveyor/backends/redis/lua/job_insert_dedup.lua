@@ -51,6 +51,7 @@ local PER_JOB = 12
 --!include wake.lua
 --!include place.lua
 --!include seq.lua
+--!include new_job.lua
 --!include fields.lua
 --!include dedup.lua
 
@@ -191,36 +192,10 @@ for i = 0, n - 1 do
     if not outcome then
         local seq = next_seq(1)
         local priority = tonumber(ARGV[base + 3])
-        local state = 'queued'
-        if run_at > now then
-            state = 'scheduled'
-        end
-        local seq_text = int(seq)
-        local fields = {'n', name, 'd', ARGV[base + 2], 's', state,
-            'm', ARGV[base + 4], 'r', when(run_at), 'q', seq_text}
-        if priority ~= 0 then
-            fields[#fields + 1] = 'p'
-            fields[#fields + 1] = int(priority)
-        end
-        if run_at ~= now then
-            fields[#fields + 1] = 'e'
-            fields[#fields + 1] = when(now)
-        end
-        if ARGV[base + 10] ~= '' then
-            fields[#fields + 1] = 'kc'
-            fields[#fields + 1] = ARGV[base + 10]
-        end
-        if ARGV[base + 11] ~= '' then
-            fields[#fields + 1] = 'kf'
-            fields[#fields + 1] = ARGV[base + 11]
-        end
-        redis.call('HSET', K_JOBS .. id, unpack(fields))
+        local state = new_job(id, name, ARGV[base + 2], priority, ARGV[base + 4], run_at,
+            when(run_at), seq, now, ARGV[base + 10], ARGV[base + 11])
         if state == 'queued' then
-            place(id, priority, run_at, seq)
             woken = true
-        else
-            redis.call('ZADD', K_SCHEDULED, num(run_at), smember(seq, id))
-            redis.call('ZADD', K_SCHEDULED_BY_SEQ, seq_text, id)
         end
         if mode then
             local expiry = ''

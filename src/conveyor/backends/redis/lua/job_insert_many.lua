@@ -38,6 +38,7 @@ local FIRST_OTHER = 10
 --!include wake.lua
 --!include place.lua
 --!include seq.lua
+--!include new_job.lua
 
 local given_now = now_arg(1)
 local n = tonumber(ARGV[2])
@@ -133,39 +134,13 @@ for i = 0, n - 1 do
         else
             run_at = now + tonumber(ARGV[base + 6])
         end
-        local state = 'queued'
-        if run_at > now then
-            state = 'scheduled'
-        end
         if run_at ~= last_run_at then
             last_run_at, last_text = run_at, when(run_at)
         end
-        local seq_text = int(seq)
-        local fields = {'n', ARGV[base + 1], 'd', ARGV[base + 2], 's', state,
-            'm', ARGV[base + 4], 'r', last_text, 'q', seq_text}
-        if priority ~= 0 then
-            fields[#fields + 1] = 'p'
-            fields[#fields + 1] = int(priority)
-        end
-        if run_at ~= now then
-            fields[#fields + 1] = 'e'
-            fields[#fields + 1] = when(now)
-        end
-        if ARGV[base + 7] ~= '' then
-            fields[#fields + 1] = 'kc'
-            fields[#fields + 1] = ARGV[base + 7]
-        end
-        if ARGV[base + 8] ~= '' then
-            fields[#fields + 1] = 'kf'
-            fields[#fields + 1] = ARGV[base + 8]
-        end
-        redis.call('HSET', K_JOBS .. id, unpack(fields))
+        local state = new_job(id, ARGV[base + 1], ARGV[base + 2], priority, ARGV[base + 4],
+            run_at, last_text, seq, now, ARGV[base + 7], ARGV[base + 8])
         if state == 'queued' then
-            place(id, priority, run_at, seq)
             woken = true
-        else
-            redis.call('ZADD', K_SCHEDULED, num(run_at), smember(seq, id))
-            redis.call('ZADD', K_SCHEDULED_BY_SEQ, seq_text, id)
         end
         out[#out + 1] = state
         inserted[id] = state

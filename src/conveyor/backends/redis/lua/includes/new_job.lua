@@ -1,0 +1,42 @@
+-- A new job: its hash written and the job placed, queued (see place.lua) or scheduled, as every
+-- script that makes one (job_insert_many, job_insert_dedup, cron_fire) does. Needs K_JOBS,
+-- K_SCHEDULED, K_SCHEDULED_BY_SEQ and what place.lua needs; include place.lua first.
+--
+-- ``run_text`` is when(run_at), which a batch may compute once for jobs sharing a run time;
+-- ``keep_completed`` and ``keep_failed`` are the retention arguments as sent ('' = none). The
+-- caller saves the ready list's tail (save_tail) and wakes a worker when a job was queued.
+-- Returns the job's state, 'queued' or 'scheduled'.
+local function new_job(id, name, payload, priority, max_attempts, run_at, run_text, seq, now,
+        keep_completed, keep_failed)
+    local state = 'queued'
+    if run_at > now then
+        state = 'scheduled'
+    end
+    local seq_text = int(seq)
+    local fields = {'n', name, 'd', payload, 's', state, 'm', max_attempts, 'r', run_text,
+        'q', seq_text}
+    if priority ~= 0 then
+        fields[#fields + 1] = 'p'
+        fields[#fields + 1] = int(priority)
+    end
+    if run_at ~= now then
+        fields[#fields + 1] = 'e'
+        fields[#fields + 1] = when(now)
+    end
+    if keep_completed ~= '' then
+        fields[#fields + 1] = 'kc'
+        fields[#fields + 1] = keep_completed
+    end
+    if keep_failed ~= '' then
+        fields[#fields + 1] = 'kf'
+        fields[#fields + 1] = keep_failed
+    end
+    redis.call('HSET', K_JOBS .. id, unpack(fields))
+    if state == 'queued' then
+        place(id, priority, run_at, seq)
+    else
+        redis.call('ZADD', K_SCHEDULED, num(run_at), smember(seq, id))
+        redis.call('ZADD', K_SCHEDULED_BY_SEQ, seq_text, id)
+    end
+    return state
+end
