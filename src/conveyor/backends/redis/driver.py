@@ -2,8 +2,9 @@
 hosts, standalone or Redis Cluster.
 
 Every state change of a queue is one Lua script over that queue's keys (one hash tag, so one
-Cluster slot); see ``lua/`` for each script's guarantee, :mod:`._stubs` for the only code that
-knows script arguments and replies, :mod:`._keys` for key names. The driver is split by
+Cluster slot); see ``lua/`` for each script's guarantee, :mod:`._stubs` and
+:mod:`._coordination` for the only code that knows script arguments and replies, :mod:`._keys`
+for key names. The driver is split by
 responsibility: :mod:`._fetching` leases jobs, :mod:`._maintenance` rescues, promotes, prunes
 and purges across queues, :mod:`._listing` reads jobs for people, :mod:`._wakeups` wakes idle
 workers and :mod:`._cancels` tells workers of cancelled jobs. ``now=None`` means the server's
