@@ -52,6 +52,7 @@ local PER_JOB = 12
 --!include place.lua
 --!include seq.lua
 --!include new_job.lua
+--!include existing.lua
 --!include fields.lua
 --!include dedup.lua
 
@@ -111,30 +112,9 @@ local now = clock(given_now)
 local out = {}
 local woken = false
 
--- The state of an existing job with this id (here, then in the other queues), or nil.
-local function existing_state(id)
-    for k = 1, #KEYS do
-        if k == 1 or k >= FIRST_OTHER then
-            local state = redis.pcall('HGET', KEYS[k] .. id, 's')
-            if type(state) == 'table' and state.err then
-                return redis.error_reply('ERR conveyor job_insert_dedup: job key ' .. KEYS[k]
-                    .. id .. ' is not a job hash: ' .. state.err)
-            end
-            if state then
-                return state
-            end
-        end
-    end
-    return nil
-end
-
-local found = {}
-for i = 0, n - 1 do
-    local state = existing_state(ARGV[3 + i * PER_JOB])
-    if type(state) == 'table' then
-        return state  -- the error, before anything was written
-    end
-    found[i] = state or false
+local found = existing_states('job_insert_dedup', n, PER_JOB)
+if found.err then
+    return found  -- the error, before anything was written
 end
 
 local WAITING = {scheduled = true, queued = true, retrying = true}

@@ -39,6 +39,7 @@ local FIRST_OTHER = 10
 --!include place.lua
 --!include seq.lua
 --!include new_job.lua
+--!include existing.lua
 
 local given_now = now_arg(1)
 local n = tonumber(ARGV[2])
@@ -84,30 +85,9 @@ local seq = nil
 local woken = false
 local last_run_at, last_text = nil, nil  -- jobs of one batch mostly share their run time
 
--- The state of an existing job with this id (here, then in the other queues), or nil.
-local function existing_state(id)
-    for k = 1, #KEYS do
-        if k == 1 or k >= FIRST_OTHER then
-            local state = redis.pcall('HGET', KEYS[k] .. id, 's')
-            if type(state) == 'table' and state.err then
-                return redis.error_reply('ERR conveyor job_insert_many: job key ' .. KEYS[k]
-                    .. id .. ' is not a job hash: ' .. state.err)
-            end
-            if state then
-                return state
-            end
-        end
-    end
-    return nil
-end
-
-local found = {}
-for i = 0, n - 1 do
-    local state = existing_state(ARGV[3 + i * 9])
-    if type(state) == 'table' then
-        return state  -- the error, before anything was written
-    end
-    found[i] = state or false
+local found = existing_states('job_insert_many', n, 9)
+if found.err then
+    return found  -- the error, before anything was written
 end
 
 local inserted = {}  -- ids inserted by this call (a later duplicate in the batch sees them)
