@@ -82,6 +82,10 @@ class Runner:
         self._filtered = Capability.FETCH_BY_NAME in driver.capabilities
         self.running: dict[str, _Running] = {}
         self.superseded: set[asyncio.Task[None]] = set()  # stale attempts still unwinding
+        # Jobs whose handler is done but whose outcome is still being decided (a rate-limited
+        # job first pauses its queue, a round trip): shutdown waits for them too, never
+        # interrupts them, so their outcome reaches the completer before it closes.
+        self.finishing: set[asyncio.Task[None]] = set()
         # queue -> the job names other live workers of it serve, from the last heartbeat.
         self.known_elsewhere: dict[str, frozenset[str]] = {}
         self._rng = random.Random()
@@ -249,7 +253,14 @@ class Runner:
                 duration=duration,
             )
             return
-        await self._finish(record, outcome, duration)
+        task = asyncio.current_task()
+        if task is not None:
+            self.finishing.add(task)
+        try:
+            await self._finish(record, outcome, duration)
+        finally:
+            if task is not None:
+                self.finishing.discard(task)
 
     async def _finish(self, record: JobRecord, outcome: Outcome, duration: float) -> None:
         """Decide the transition and submit it: always one write, whatever the values do."""
@@ -351,7 +362,10 @@ class Runner:
         entry.task.cancel()
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        return [e.task for e in self.running.values() if e.task is not None]
+        """The job tasks shutdown waits for: those running a handler, and those writing an
+        outcome that needs a round trip first."""
+        running = [e.task for e in self.running.values() if e.task is not None]
+        return [*running, *(t for t in self.finishing if t not in running)]
 
     def interrupt_all(self) -> None:
         for entry in list(self.running.values()):
