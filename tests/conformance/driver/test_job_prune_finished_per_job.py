@@ -147,3 +147,15 @@ async def test_a_job_with_a_dedup_key_keeps_its_own_retention(driver: Driver) ->
     again = replace(new_job("again"), dedup=Dedup(DedupMode.UNTIL_FINISHED, "k"))
     [result] = await driver.job_insert_many([again], now=T0 + 36)
     assert (result.id, result.status) == ("again", InsertStatus.INSERTED)
+
+
+async def test_a_job_pruned_at_its_expiry_frees_its_dedup_key(driver: Driver) -> None:
+    # Even when its id is reused at once by a job without a key: the key is not held by that.
+    keyed = replace(new_job("a", keep_completed=1.0), dedup=Dedup(DedupMode.UNTIL_FINISHED, "k"))
+    await driver.job_insert_many([keyed], now=T0)
+    await finish(driver, await fetch_one(driver), now=T0 + 2, retention=KEEP_ALL)
+    assert await driver.job_prune_finished(KEEP_ALL, limit=10, now=T0 + 10) == 1
+    await insert(driver, "a", now=T0 + 11)
+    other = replace(new_job("b"), dedup=Dedup(DedupMode.UNTIL_FINISHED, "k"))
+    [result] = await driver.job_insert_many([other], now=T0 + 12)
+    assert (result.id, result.status) == ("b", InsertStatus.INSERTED)

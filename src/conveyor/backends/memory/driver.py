@@ -431,7 +431,7 @@ class MemoryDriver(RegistryOperations):
         removed = 0
         with s.lock:
             for job in expired(s.jobs.values(), at, limit):
-                del s.jobs[job.id]
+                s.delete(job.id)  # with the dedup record it holds
                 removed += 1
             for state, max_age in ages.items():
                 if max_age is None or removed >= limit:
