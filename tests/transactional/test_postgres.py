@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -262,3 +263,40 @@ async def test_a_sqlite3_connection_is_refused(queue: Queue, tmp_path: Path) -> 
     finally:
         lite.close()
     assert await queue.list_jobs() == []
+
+
+def test_batches_whose_keys_overlap_in_other_orders_wait_instead_of_deadlocking(
+    url: str, postgres_base_url: str
+) -> None:
+    # A holds key 1 in its open transaction; B enqueues keys 2 and 1, and must wait for A
+    # without holding key 2 (its keys are locked in one order, all at once); then A takes key 2.
+    # Locking B's keys one by one in batch order would deadlock here, and one side would fail.
+    one, two = UntilFinished(key="k1"), UntilFinished(key="k2")
+    with (
+        SyncQueue.from_url(url) as sync_queue,
+        ThreadPoolExecutor(1) as pool,
+        psycopg.connect(postgres_base_url) as a,
+        psycopg.connect(postgres_base_url) as b,
+    ):
+        b_pid = b.info.backend_pid
+        sync_queue.enqueue(send_invite, Invite(email="a1@example.com"), dedup=one, connection=a)
+        requests = [
+            send_invite.request(Invite(email="b2@example.com"), dedup=two),
+            send_invite.request(Invite(email="b1@example.com"), dedup=one),
+        ]
+        waiting = pool.submit(sync_queue.enqueue_many, requests, connection=b)
+        with psycopg.connect(postgres_base_url, autocommit=True) as watch:
+            deadline = time.monotonic() + WAIT_TIMEOUT
+            while not watch.execute(
+                "SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", [b_pid]
+            ).fetchone():
+                assert time.monotonic() < deadline, "B never waited for A's key"
+                time.sleep(0.01)
+        taken = sync_queue.enqueue(
+            send_invite, Invite(email="a2@example.com"), dedup=two, connection=a
+        )
+        assert taken.outcome is InsertStatus.INSERTED
+        a.commit()
+        first, second = waiting.result(timeout=WAIT_TIMEOUT)
+        b.commit()
+    assert (first.outcome, second.outcome) == (InsertStatus.DUPLICATE, InsertStatus.DUPLICATE)

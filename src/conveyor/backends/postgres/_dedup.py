@@ -2,9 +2,10 @@
 one transaction per batch, as a plan of statements (see :mod:`conveyor.drivers.transactional`)
 that the driver runs on its own connection and ``insert_plan`` hands to a caller's.
 
-A transaction-scoped advisory lock on (queue, key) is taken first, so two inserts with one key
-decide one after the other: the second reads the holder the first wrote. A batch without keys
-never comes here: it stays the one statement of ``job_insert_many``.
+Transaction-scoped advisory locks on the batch's (queue, key) pairs are taken first, all in one
+statement and in one order, so two inserts with one key decide one after the other (the second
+reads the holder the first wrote) and two batches whose keys overlap cannot deadlock. A batch
+without keys never comes here: it stays the one statement of ``job_insert_many``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def dedup_plan(
         rows = yield _statement(queries, "meta_instance", {})
         if not rows or rows[0][0] != instance:
             raise ElsewhereError
+    keyed = [(job.queue, job.dedup.key) for job in jobs if job.dedup is not None]
+    if keyed:
+        queues, keys = zip(*keyed, strict=True)
+        yield _statement(
+            queries, "job_insert_many__dedup_lock", {"queues": list(queues), "keys": list(keys)}
+        )
     results: list[InsertResult] = []
     for job in jobs:
         if job.dedup is None:
@@ -79,8 +86,7 @@ def _keyed(
 ) -> Plan[InsertResult]:
     dedup = job.dedup
     assert dedup is not None
-    where = {"queue": job.queue, "key": dedup.key}
-    yield _statement(queries, "job_insert_many__dedup_lock", where)
+    where = {"queue": job.queue, "key": dedup.key}  # locked by dedup_plan already
     rows = yield _statement(queries, "job_insert_many__dedup_holder", {**where, "now": now})
     at, holder_id, mode, expires_at, name, state, started_at, run_at = rows[0]
     holder = None

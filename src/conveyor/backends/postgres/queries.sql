@@ -751,8 +751,16 @@ WHERE state = 'active' AND worker_id = %(worker_id)s AND cancel_requested;
 -- transaction, after job_insert_many__dedup_lock, so nobody else decides about the key between
 -- the read and the write. (Seed 7 keeps these locks apart from the migrations' lock, seed 0;
 -- another store of the database with the same queue and key only waits its turn.)
+-- Every key of a batch is locked first, in one order (by lock id), so two batches whose keys
+-- overlap in different orders wait for each other instead of deadlocking.
 -- name: job_insert_many__dedup_lock
-SELECT pg_advisory_xact_lock(hashtextextended(%(queue)s::text || chr(10) || %(key)s::text, 7));
+SELECT pg_advisory_xact_lock(locks.id)
+FROM (
+    SELECT DISTINCT hashtextextended(k.queue || chr(10) || k.key, 7) AS id
+    FROM unnest(%(queues)s::text[], %(keys)s::text[]) AS k(queue, key)
+    ORDER BY id
+    OFFSET 0
+) AS locks;
 
 -- The clock, and the key's holder job as it is now (no holder columns when the key has no
 -- record).
