@@ -205,3 +205,19 @@ async def test_invalid_blocks_are_refused(driver: Driver, seconds: float) -> Non
         await driver.rate_limit_block(LIMITED, seconds, now=T0)
     await insert(driver, "j", queue=LIMITED, now=T0)
     assert len(await fetch_limited(driver, now=T0)) == 1
+
+
+async def test_the_limit_holds_when_a_fetch_also_offers_long_waiting_unknown_names(
+    driver: Driver,
+) -> None:
+    # A backend that fetches by name looks up the known names and, beside them, jobs of other
+    # names that waited past ``unknown_after``: together they may offer more than the limit.
+    waiting = [new_job(f"gone{n}", queue="lim", name="gone", priority=5) for n in range(3)]
+    waiting += [new_job(f"x{n}", queue="lim", name="x", priority=5) for n in range(3)]
+    await driver.job_insert_many(waiting, now=T0)
+    recent = [new_job(f"r{n}", queue="lim", name="other") for n in range(70)]
+    await driver.job_insert_many(recent, now=T0 + 59)
+    params = FetchParams(
+        ("lim",), 10, "w1", LEASE, ("x",), 5.0, rate_limits=(RateLimit("lim", 2, 100.0),)
+    )
+    assert len(await driver.job_fetch(params, now=T0 + 60)) == 2

@@ -203,7 +203,10 @@ class SQLiteDriver(rates.RateLimitOperations, RegistryOperations):
                 conn.execute(Q["job_fetch__promote"], {"queue": queue, "now": at})
                 room = min(params.limit, caps.get(queue, params.limit))
                 if room > 0:
-                    candidates += fetch_candidates(conn, queue, room, params.names, unknown_before)
+                    # Up to ``room`` per name lookup, plus long-waiting unknown names: only the
+                    # first ``room`` of them may start.
+                    offered = fetch_candidates(conn, queue, room, params.names, unknown_before)
+                    candidates += heapq.nsmallest(room, offered, key=lambda c: c[0])
             if not candidates:
                 return []
             args = {
