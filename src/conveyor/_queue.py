@@ -229,6 +229,9 @@ class Queue:
         queue: str | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
         connection: object | None = None,
+        dedup: DedupPolicy | None = None,
+        keep_completed: float | timedelta | None = None,
+        keep_failed: float | timedelta | None = None,
     ) -> JobHandle[Any]:
         """Enqueue without the definition (another service, another language's producer).
 
@@ -236,10 +239,21 @@ class Queue:
         the handler runs. Without ``queue``, the job goes to the queue workers declared for
         ``name`` (they publish it when they start); a name no worker has declared goes to
         ``default``, with a warning in the log. ``connection=``: written inside that
-        connection's transaction, see :meth:`enqueue`.
+        connection's transaction, see :meth:`enqueue`; ``dedup=``, ``keep_completed=`` and
+        ``keep_failed=`` as for :meth:`enqueue` (the default dedup key is the name and the
+        payload's canonical JSON, as a typed enqueue's).
         """
         new = await self._new_job_by_name(
-            name, payload, job_id, delay, run_at, priority, queue, attempts
+            name,
+            payload,
+            job_id,
+            delay,
+            run_at,
+            priority,
+            queue,
+            attempts,
+            dedup,
+            (keep_completed, keep_failed),
         )
         if connection is not None:
             pending = PendingEnqueue(self, [new], [None], *await self._writer())
@@ -268,10 +282,22 @@ class Queue:
         priority: int = 0,
         queue: str | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
+        dedup: DedupPolicy | None = None,
+        keep_completed: float | timedelta | None = None,
+        keep_failed: float | timedelta | None = None,
     ) -> PendingEnqueue:
         """:meth:`pending_many` for :meth:`enqueue_by_name`."""
         new = await self._new_job_by_name(
-            name, payload, job_id, delay, run_at, priority, queue, attempts
+            name,
+            payload,
+            job_id,
+            delay,
+            run_at,
+            priority,
+            queue,
+            attempts,
+            dedup,
+            (keep_completed, keep_failed),
         )
         return PendingEnqueue(self, [new], [None], *await self._writer())
 
@@ -313,12 +339,17 @@ class Queue:
         priority: int,
         queue: str | None,
         attempts: int,
+        dedup: DedupPolicy | None,
+        keep: tuple[float | timedelta | None, float | timedelta | None],
     ) -> NewJob:
         data = encode_untyped_payload(name, payload, self.max_payload_bytes)
+        keyed, delay = dedup_of(dedup, name, data, delay, run_at)
         job_id = new_job_ids(1)[0] if job_id is None else _check_job_id(job_id)
         if queue is None:
             queue = await self._route(name)
-        return self._build(name, data, job_id, delay, run_at, priority, queue, attempts)
+        return self._build(
+            name, data, job_id, delay, run_at, priority, queue, attempts, keyed, keep
+        )
 
     async def _route(self, name: str) -> str:
         """The queue workers declared for job ``name``: read from the backend at most every few

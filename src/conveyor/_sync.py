@@ -196,6 +196,9 @@ class SyncQueue:
         queue: str | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
         connection: object | None = None,
+        dedup: DedupPolicy | None = None,
+        keep_completed: float | timedelta | None = None,
+        keep_failed: float | timedelta | None = None,
     ) -> SyncJobHandle[Any]:
         if connection is not None:
             pending = self.call(
@@ -208,6 +211,9 @@ class SyncQueue:
                     priority=priority,
                     queue=queue,
                     attempts=attempts,
+                    dedup=dedup,
+                    keep_completed=keep_completed,
+                    keep_failed=keep_failed,
                 )
             )
             (written,) = pending.write(connection)
@@ -222,6 +228,9 @@ class SyncQueue:
                 priority=priority,
                 queue=queue,
                 attempts=attempts,
+                dedup=dedup,
+                keep_completed=keep_completed,
+                keep_failed=keep_failed,
             )
         )
         return SyncJobHandle(self, handle)

@@ -184,3 +184,31 @@ async def test_sync_queue_enqueue_takes_dedup(backend_url: str, clock: FakeClock
 
     first_id, again_id, outcome = await asyncio.to_thread(produce)
     assert (again_id, outcome) == (first_id, InsertStatus.DUPLICATE)
+
+
+async def test_an_untyped_producer_has_the_same_dedup_and_retention(queue: Queue) -> None:
+    # enqueue_by_name (another service's producer) keys a job as a typed enqueue of the same
+    # name and payload does, however its JSON is laid out, and carries its retention.
+    typed = await queue.enqueue(reindex, Reindex(doc_id=7), dedup=UntilStarted())
+    untyped = await queue.enqueue_by_name(
+        "search.reindex",
+        '{"reason": "edit", "doc_id": 7}',
+        queue="default",
+        dedup=UntilStarted(),
+        keep_completed=timedelta(hours=1),
+    )
+    assert (untyped.id, untyped.outcome) == (typed.id, InsertStatus.DUPLICATE)
+    fresh = await queue.enqueue_by_name(
+        "search.reindex",
+        {"doc_id": 8},
+        queue="default",
+        dedup=Throttle(60),
+        keep_completed=timedelta(hours=1),
+        keep_failed=0,
+    )
+    assert fresh.outcome is InsertStatus.INSERTED
+    stored = await queue.driver.job_get_many([fresh.id])
+    assert stored[0] is not None
+    assert (stored[0].keep_completed, stored[0].keep_failed) == (3600.0, 0.0)
+    with pytest.raises(InvalidArgument, match="dedup must be"):
+        await queue.enqueue_by_name("search.reindex", {"doc_id": 9}, dedup="yes")  # type: ignore[arg-type]
