@@ -188,18 +188,17 @@ class Queue:
         seconds (or a timedelta) it is kept after it completed / failed, ``0`` to have it
         deleted by the next prune (its result too: ``handle.result()`` cannot read it after).
         """
-        request = JobRequest(
-            definition,
+        request = definition.request(
             payload,
-            job_id,
-            delay,
-            run_at,
-            priority,
-            queue,
-            attempts,
-            dedup,
-            keep_completed,
-            keep_failed,
+            job_id=job_id,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
+            attempts=attempts,
+            dedup=dedup,
+            keep_completed=keep_completed,
+            keep_failed=keep_failed,
         )
         (handle,) = await self.enqueue_many([request], connection=connection)
         return handle

@@ -140,38 +140,20 @@ class SyncQueue:
         ``psycopg.Connection``, a SQLAlchemy ``Session`` or ``Connection``) the job is written
         in this thread, with that connection, inside its transaction: it exists if and only if
         that transaction commits."""
-        if connection is not None:
-            request = JobRequest(
-                definition,
-                payload,
-                job_id,
-                delay,
-                run_at,
-                priority,
-                queue,
-                attempts,
-                dedup,
-                keep_completed,
-                keep_failed,
-            )
-            (written,) = self.enqueue_many([request], connection=connection)
-            return written
-        handle = self.call(
-            self.queue.enqueue(
-                definition,
-                payload,
-                job_id=job_id,
-                delay=delay,
-                run_at=run_at,
-                priority=priority,
-                queue=queue,
-                attempts=attempts,
-                dedup=dedup,
-                keep_completed=keep_completed,
-                keep_failed=keep_failed,
-            )
+        request = definition.request(
+            payload,
+            job_id=job_id,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
+            attempts=attempts,
+            dedup=dedup,
+            keep_completed=keep_completed,
+            keep_failed=keep_failed,
         )
-        return SyncJobHandle(self, handle)
+        (handle,) = self.enqueue_many([request], connection=connection)
+        return handle
 
     def enqueue_many(
         self, requests: Sequence[JobRequest[Any, Any]], *, connection: object | None = None
