@@ -30,6 +30,7 @@ from typing import Any, Final, TypeVar, cast
 
 from conveyor import _validation
 from conveyor._errors import InvalidArgument
+from conveyor.drivers.groups import check_group
 from conveyor.drivers.rates import MAX_RATE_COUNT, MAX_RATE_SECONDS
 from conveyor.drivers.records import (
     WAITING_STATES,
@@ -120,6 +121,8 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
         )
         if job.dedup is not None:
             check_dedup(job)
+        if job.group is not None:
+            check_group(job.id, job.group)
         keeps = ((job.keep_completed, "keep_completed"), (job.keep_failed, "keep_failed"))
         for keep, what in keeps:
             if keep is not None:

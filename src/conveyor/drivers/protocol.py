@@ -96,7 +96,10 @@ class Driver(Protocol):
         :func:`conveyor.drivers.common.dedup_decision`: while the key is held the result is the
         holder's (``DUPLICATE``, or ``REPLACED`` with its payload and run time replaced); when it
         is free the job is inserted (unless its id exists) and takes the key. The jobs of a batch
-        act as if inserted one after another; a deleted job's key is freed with it."""
+        act as if inserted one after another; a deleted job's key is freed with it.
+
+        A job with ``group`` joins that group of its queue (created on first use), whose limits
+        become the job's (see :mod:`conveyor.drivers.groups`); ``JobRecord.group`` is its key."""
         ...
 
     async def job_fetch(
@@ -114,7 +117,19 @@ class Driver(Protocol):
 
         First, every due ``scheduled``/``retrying`` job of the served, unpaused queues becomes
         ``queued`` (beyond ``limit`` too), so a backend can keep queued jobs indexed in run order
-        and never scan jobs scheduled for later."""
+        and never scan jobs scheduled for later.
+
+        Grouped jobs (``NewJob.group``) are served by group, as :mod:`conveyor.drivers.groups`
+        describes: eligible groups in turn order, one job per group per round, never more of a
+        group active than its concurrency nor started than its rate allows; each group served
+        takes its turn at ``now`` (or, when its rate window is full, at the instant it frees).
+        :func:`~conveyor.drivers.groups.split_limit` shares ``limit`` between grouped and plain
+        jobs. A queue's ``RateLimit`` counts grouped starts too. With ``Capability.FETCH_BY_NAME``
+        groups of names not in ``params.names`` are passed over (their jobs wait for a worker
+        that knows them). Every path that makes a grouped job queued (insert, promotion, retry,
+        rescue, a hand-back) puts it in its group, every path that takes it out of ``active``
+        frees its place under the group's concurrency, and a group that becomes eligible that
+        way wakes listeners as an insert does. Grouped jobs are listed and counted like any."""
         ...
 
     async def job_extend_leases(
@@ -184,7 +199,8 @@ class Driver(Protocol):
         """Delete finished jobs beyond the retention policy, at most ``limit`` per call (none if
         ``limit <= 0``): first the jobs whose own retention expired by ``now``
         (``JobRecord.expires_at``, earliest first), then those the queues' ``retention``
-        removes."""
+        removes. Within the same ``limit``, it also deletes the records of groups left with no
+        queued or active job whose rate window and block have passed."""
         ...
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]: ...
@@ -295,4 +311,26 @@ class Driver(Protocol):
         """For each of these queues whose limit lets no job start at ``now``: the seconds until
         one may (the oldest logged start leaves the window, or the block ends). Queues that may
         start a job now are left out. What a worker sleeps for instead of polling."""
+        ...
+
+    async def group_block(
+        self, queue: str, group: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        """Start no job of group ``group`` of ``queue`` before ``now + seconds`` (a later block
+        already recorded stands): a grouped job's handler met an upstream limit. A group that
+        has no record yet gets one. Other groups and plain jobs are not held."""
+        ...
+
+    async def group_wait(
+        self,
+        queues: Sequence[str],
+        *,
+        names: Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> float | None:
+        """The seconds until the earliest group of ``queues`` (of ``names``, when given) that
+        has queued jobs and room under its concurrency, but whose turn has not come (its rate
+        window is full or it is blocked), may start one; None when no group waits only for
+        time. A worker whose fetch came back short sleeps no longer than this: nothing wakes it
+        when a window slides. Costs a logarithm of the number of groups."""
         ...

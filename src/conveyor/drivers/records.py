@@ -78,6 +78,24 @@ class JobRecord:
     keep_completed: float | None = None
     keep_failed: float | None = None
     expires_at: float | None = None
+    # The group the job belongs to (``NewJob.group``'s key), None for a plain job.
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobGroup:
+    """The group a new job joins: its key (scoped to the job's queue) and the group's limits.
+
+    The jobs of one group start at most ``concurrency`` at a time (0: no limit) and at most
+    ``rate_count`` in any window of ``rate_per`` seconds (0: no rate), across every worker;
+    the groups of a queue are served round-robin (see ``Driver.job_fetch``). Each job carries
+    its group's limits, and a group's limits are those of the job placed in it last, so a
+    deploy that changes them takes effect with the next job."""
+
+    key: str
+    concurrency: int = 0
+    rate_count: int = 0
+    rate_per: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +115,8 @@ class NewJob:
     # rule of the queue's that removes the job earlier still applies.
     keep_completed: float | None = None
     keep_failed: float | None = None
+    # The group the job joins (per-key concurrency, rate and fair serving); None: a plain job.
+    group: JobGroup | None = None
 
 
 class DedupMode(enum.StrEnum):
