@@ -232,4 +232,5 @@ def record_of(row: sqlite3.Row) -> JobRecord:
         keep_completed=float_or_none(row["keep_completed"]),
         keep_failed=float_or_none(row["keep_failed"]),
         expires_at=float_or_none(row["expires_at"]),
+        group=row["group_key"],
     )

@@ -18,13 +18,14 @@ from collections.abc import Sequence
 
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.sqlite import _cron
+from conveyor.backends.sqlite import _groups as groups
 from conveyor.backends.sqlite import _rates as rates
 from conveyor.backends.sqlite._connection import Connection, migrate
+from conveyor.backends.sqlite._fetch import fetch_step
 from conveyor.backends.sqlite._insert import insert_statements, on_connection
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import (
     data_version,
-    fetch_candidates,
     finish_one,
     not_finished,
     note_error,
@@ -50,7 +51,6 @@ from conveyor.drivers.common import (
     check_progress,
     check_rate_limits,
     check_rescues,
-    first_in_run_order,
     resolve_now,
 )
 from conveyor.drivers.protocol import Capability
@@ -84,7 +84,7 @@ from conveyor.drivers.transactional import Dialect, Plan, run_plan
 from conveyor.drivers.wakeup import Listener
 
 
-class SQLiteDriver(rates.RateLimitOperations, RegistryOperations):
+class SQLiteDriver(rates.RateLimitOperations, groups.GroupOperations, RegistryOperations):
     """A connection to one SQLite file. Not shared between threads: use :meth:`connect_another`."""
 
     capabilities: frozenset[Capability] = frozenset(
@@ -185,44 +185,8 @@ class SQLiteDriver(rates.RateLimitOperations, RegistryOperations):
         if not params.queues or params.limit <= 0:
             return []
         limits = [limit for limit in params.rate_limits if limit.queue in params.queues]
-
-        def step(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            # The clock is read once the write lock is held: the starts a rate limit logs are
-            # then in the order the fetches ran.
-            at = resolve_now(now)
-            unknown_before = None if params.unknown_after is None else at - params.unknown_after
-            paused = {row["name"] for row in rows_of(conn, "job_fetch__paused", {})}
-            # Each limited queue offers no more than its limit allows: the overall first
-            # ``limit`` of the offers then respects every limit.
-            logs = rates.read(conn, limits) if limits else {}
-            caps = rates.caps(logs, limits, at)
-            candidates: list[tuple[tuple[int, float, int], str]] = []
-            for queue in dict.fromkeys(params.queues):
-                if queue in paused:
-                    continue
-                conn.execute(Q["job_fetch__promote"], {"queue": queue, "now": at})
-                room = min(params.limit, caps.get(queue, params.limit))
-                if room > 0:
-                    # Up to ``room`` per name lookup, plus long-waiting unknown names: only the
-                    # first ``room`` of them may start.
-                    offered = fetch_candidates(conn, queue, room, params.names, unknown_before)
-                    candidates += heapq.nsmallest(room, offered, key=lambda c: c[0])
-            if not candidates:
-                return []
-            args = {
-                "ids": json.dumps(first_in_run_order(candidates, params.limit)),
-                "now": at,
-                "lease_seconds": params.lease_seconds,
-                "worker_id": params.worker_id,
-            }
-            leased = rows_of(conn, "job_fetch", args)
-            if limits:
-                rates.record(conn, logs, limits, (row["queue"] for row in leased), at)
-            return leased
-
-        rows = await self._db.write(step)
-        # RETURNING yields rows in no promised order; callers rely on priority order.
-        return sorted(map(record_of, rows), key=lambda j: (j.priority, j.run_at, j.seq))
+        rows = await self._db.write(lambda conn: fetch_step(conn, params, limits, now))
+        return [record_of(row) for row in rows]
 
     async def job_extend_leases(
         self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
@@ -275,7 +239,7 @@ class SQLiteDriver(rates.RateLimitOperations, RegistryOperations):
                     state = JobState(rows[0]["state"])
                     if state is JobState.COMPLETED:
                         completed_queues.add(rows[0]["queue"])
-                    elif state is JobState.QUEUED:
+                    if state is JobState.QUEUED or groups.freed(conn, rows[0], at):
                         woken.add(rows[0]["queue"])
                 else:
                     results.append(TransitionResult(finish.job_id, not_finished(conn, finish)))
@@ -333,7 +297,8 @@ class SQLiteDriver(rates.RateLimitOperations, RegistryOperations):
                     queues.update(row["queue"] for row in rows)
                 else:
                     state = JobState.FAILED if kind is TransitionKind.FAIL else JobState.CANCELLED
-                    rows_of(conn, "job_rescue_many__end", {**args, "state": state.value})
+                    rows = rows_of(conn, "job_rescue_many__end", {**args, "state": state.value})
+                    queues.update(row["queue"] for row in rows if groups.freed(conn, row, at))
                 results.append(TransitionResult(rescue.job_id, TransitionStatus.OK))
             return results, queues
 
@@ -446,6 +411,8 @@ class SQLiteDriver(rates.RateLimitOperations, RegistryOperations):
                         "limit": limit - removed,
                     }
                     removed += conn.execute(Q["job_prune_finished__trim_completed"], args).rowcount
+            # Idle group records go within the same limit; the count is of jobs.
+            groups.prune(conn, at, limit - removed)
             return removed
 
         return await self._db.write(step)

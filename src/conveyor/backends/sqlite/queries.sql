@@ -22,10 +22,11 @@ UPDATE conveyor_sequence SET value = value + :count WHERE name = 'job_seq' RETUR
 -- name: job_insert_many
 INSERT INTO conveyor_job (
     id, queue, name, payload, state, priority, attempt, max_attempts, run_at, enqueued_at, seq,
-    keep_completed, keep_failed
+    keep_completed, keep_failed, group_key, group_concurrency, group_rate_count, group_rate_per
 ) VALUES (
     :id, :queue, :name, :payload, :state, :priority, 0, :max_attempts, :run_at, :now, :seq,
-    :keep_completed, :keep_failed
+    :keep_completed, :keep_failed, :group_key, :group_concurrency, :group_rate_count,
+    :group_rate_per
 )
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
@@ -53,11 +54,12 @@ UPDATE conveyor_job INDEXED BY conveyor_job_due_idx
 SET state = 'queued'
 WHERE state IN ('scheduled', 'retrying') AND run_at <= :now AND queue = :queue;
 
--- The state term repeats the ready index's WHERE verbatim, which is what lets SQLite use the
--- partial index; its column order equals the ORDER BY, so no sort happens.
+-- The state and group terms repeat the ready index's WHERE verbatim, which is what lets SQLite
+-- use the partial index; its column order equals the ORDER BY, so no sort happens. Grouped jobs
+-- are not in it: they are served by group (see groups.sql).
 -- name: job_fetch__candidates
 SELECT id, name, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_ready_idx
-WHERE queue = :queue AND state = 'queued'
+WHERE queue = :queue AND state = 'queued' AND group_key IS NULL
 ORDER BY priority, run_at, seq
 LIMIT :limit;
 
@@ -66,7 +68,7 @@ LIMIT :limit;
 -- range per name it serves, and the first jobs of any name old enough for the unknown-name rule.
 -- name: job_fetch__candidates_named
 SELECT id, name, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_named_idx
-WHERE queue = :queue AND name = :name AND state = 'queued'
+WHERE queue = :queue AND name = :name AND state = 'queued' AND group_key IS NULL
 ORDER BY priority, run_at, seq
 LIMIT :limit;
 
@@ -75,13 +77,13 @@ LIMIT :limit;
 -- is in run_at order, so each read is one index range, whatever waits at other priorities.
 -- name: job_fetch__next_priority
 SELECT priority FROM conveyor_job INDEXED BY conveyor_job_ready_idx
-WHERE queue = :queue AND state = 'queued' AND priority > :after
+WHERE queue = :queue AND state = 'queued' AND group_key IS NULL AND priority > :after
 ORDER BY priority
 LIMIT 1;
 
 -- name: job_fetch__candidates_unknown
 SELECT id, name, priority, run_at, seq FROM conveyor_job INDEXED BY conveyor_job_ready_idx
-WHERE queue = :queue AND state = 'queued' AND priority = :priority
+WHERE queue = :queue AND state = 'queued' AND group_key IS NULL AND priority = :priority
   AND run_at <= :unknown_before
 ORDER BY priority, run_at, seq
 LIMIT :limit;
@@ -114,7 +116,7 @@ SET state = 'completed', finished_at = :now, result = :result, error = NULL,
     expires_at = :now + keep_completed,
     lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
-RETURNING queue, state;
+RETURNING queue, state, group_key;
 
 -- Terminal failure or cancellation; :state is 'failed' or 'cancelled'.
 -- name: job_finish_many__end
@@ -123,7 +125,7 @@ SET state = :state, finished_at = :now, result = NULL, error = coalesce(:error, 
     expires_at = CASE :state WHEN 'failed' THEN :now + keep_failed END,
     lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
-RETURNING queue, state;
+RETURNING queue, state, group_key;
 
 -- name: job_finish_many__fence
 SELECT cancel_requested FROM conveyor_job
@@ -134,7 +136,7 @@ UPDATE conveyor_job
 SET state = 'retrying', run_at = :now + :delay, error = coalesce(:error, error),
     lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
-RETURNING queue, state;
+RETURNING queue, state, group_key;
 
 -- Snooze (:state 'scheduled', :delay from now) or requeue (:state 'queued', run time kept,
 -- :delay NULL): the attempt is given back.
@@ -144,7 +146,7 @@ SET state = :state, run_at = coalesce(:now + :delay, run_at), attempt = max(atte
     error = coalesce(:error, error),
     lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
-RETURNING queue, state;
+RETURNING queue, state, group_key;
 
 -- name: job__finished_with
 SELECT state, lease_token FROM conveyor_job WHERE id = :id;
@@ -192,7 +194,7 @@ SET state = 'queued', attempt = max(attempt - 1, 0), stalls = :stalls, run_at = 
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0,
     isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token AND lease_expires_at <= :now
-RETURNING queue, state;
+RETURNING queue, state, group_key;
 
 -- A rescued job failed (:state 'failed') or cancelled ('cancelled').
 -- name: job_rescue_many__end
@@ -202,7 +204,7 @@ SET state = :state, finished_at = :now, stalls = :stalls, error = :error, result
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0,
     isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token AND lease_expires_at <= :now
-RETURNING queue, state;
+RETURNING queue, state, group_key;
 
 -- name: job_rescue_many__fence
 SELECT cancel_requested FROM conveyor_job
