@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from conveyor._errors import InvalidArgument
 from conveyor.backends.sqlite._connection import Connection
@@ -82,8 +82,10 @@ def _starts_of(text: object) -> list[float]:
     # A log that is not a JSON array of numbers (written by hand) counts as empty rather than
     # failing every fetch of the queue.
     try:
-        starts = json.loads(text) if isinstance(text, str) else []
-        return [float(at) for at in starts] if isinstance(starts, list) else []
+        starts: object = json.loads(text) if isinstance(text, str) else []
+        if not isinstance(starts, list):
+            return []
+        return [float(cast(float, at)) for at in cast(list[object], starts)]
     except (ValueError, TypeError):
         return []
 

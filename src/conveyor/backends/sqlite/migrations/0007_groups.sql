@@ -78,21 +78,28 @@ BEGIN
         rate_per = excluded.rate_per;
 END;
 
--- A grouped job that becomes queued (promoted, retried, rescued, handed back) or active (the
--- fetch) counts in its group. Its limits are not the group's any more than any older job's,
--- unless the record is gone (pruned while idle): then it is made again from the job's limits,
--- its turn the job's run time (no later than the step that placed it); a record only a block
--- made (no name yet) takes them too.
-CREATE TRIGGER conveyor_group_enter AFTER UPDATE OF state ON conveyor_job
-WHEN NEW.group_key IS NOT NULL AND NEW.state IN ('queued', 'active')
-    AND NEW.state IS NOT OLD.state
+-- A grouped job that leaves queued or active (fetched, finished, rescued, cancelled, handed
+-- back) frees its place; one that becomes queued (promoted, retried, rescued, handed back) or
+-- active (the fetch) counts in its group. One trigger for both, so a plain job's state change
+-- runs one trigger program, not two. Becoming queued does not give the group the job's limits
+-- (they are those of the job inserted last), unless the record is gone (pruned while idle):
+-- then it is made again from the job's limits, its turn the job's run time (no later than the
+-- step that placed it); a record only a block made (no name yet) takes them too. A job's group
+-- never changes, so NEW.group_key names it.
+CREATE TRIGGER conveyor_group_move AFTER UPDATE OF state ON conveyor_job
+WHEN NEW.group_key IS NOT NULL AND NEW.state IS NOT OLD.state
 BEGIN
+    UPDATE conveyor_group
+    SET queued = max(queued - (OLD.state = 'queued'), 0),
+        active = max(active - (OLD.state = 'active'), 0)
+    WHERE queue = OLD.queue AND key = OLD.group_key AND OLD.state IN ('queued', 'active');
+    -- (WHERE on the SELECT: what tells the parser that ON starts the upsert, not a join.)
     INSERT INTO conveyor_group (
         queue, key, name, concurrency, rate_count, rate_per, queued, active, turn
-    ) VALUES (
-        NEW.queue, NEW.group_key, NEW.name, NEW.group_concurrency, NEW.group_rate_count,
-        NEW.group_rate_per, NEW.state = 'queued', NEW.state = 'active', NEW.run_at
     )
+    SELECT NEW.queue, NEW.group_key, NEW.name, NEW.group_concurrency, NEW.group_rate_count,
+        NEW.group_rate_per, NEW.state = 'queued', NEW.state = 'active', NEW.run_at
+    WHERE NEW.state IN ('queued', 'active')
     ON CONFLICT (queue, key) DO UPDATE SET
         queued = queued + excluded.queued,
         active = active + excluded.active,
@@ -100,17 +107,6 @@ BEGIN
         rate_count = CASE WHEN name IS NULL THEN excluded.rate_count ELSE rate_count END,
         rate_per = CASE WHEN name IS NULL THEN excluded.rate_per ELSE rate_per END,
         name = coalesce(name, excluded.name);
-END;
-
--- Leaving queued or active (fetched, finished, rescued, cancelled, handed back) frees the place.
-CREATE TRIGGER conveyor_group_leave AFTER UPDATE OF state ON conveyor_job
-WHEN OLD.group_key IS NOT NULL AND OLD.state IN ('queued', 'active')
-    AND NEW.state IS NOT OLD.state
-BEGIN
-    UPDATE conveyor_group
-    SET queued = max(queued - (OLD.state = 'queued'), 0),
-        active = max(active - (OLD.state = 'active'), 0)
-    WHERE queue = OLD.queue AND key = OLD.group_key;
 END;
 
 -- A deleted job (purged) leaves its group too.
