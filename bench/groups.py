@@ -91,8 +91,9 @@ def main() -> int:
     print(f"{args.n} jobs over {args.keys} keys, median of {args.rounds} rounds:")
     plain = median["plain"]
     for label in ("plain", "grouped", "serial"):
+        cost = 100 * (1 - median[label] / plain)
         print(
-            f"  {label:8} {median[label]:7.0f} jobs/s  cost {100 * (1 - median[label] / plain):5.1f} %"
+            f"  {label:8} {median[label]:7.0f} jobs/s  cost {cost:5.1f} %"
             f"  ({median[label + ' script']:.0f} µs per script call)"
         )
     return 0
