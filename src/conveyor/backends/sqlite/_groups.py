@@ -2,8 +2,11 @@
 :mod:`conveyor.drivers.groups`; queries in ``groups.sql``).
 
 The triggers of ``migrations/0007_groups.sql`` keep each group record's queued and active
-counts, and place a job in its group (making the record, taking the job's limits) whenever a
-grouped job becomes queued, whatever statement does it. What is left here runs inside the
+counts whatever statement changes a grouped job's state: an insert makes the record if missing
+and gives it the job's limits, and a job queued again (promoted, retried, rescued, handed back)
+remakes a record pruned while idle. The dealing of a fetch follows the memory driver's
+reference, except that the grouped starts after the plain ones continue the round where the
+first ones stopped. What is left here runs inside the
 fetch's write transaction: reading the groups whose turn has come from a partial index that
 holds only groups with queued jobs and room (so a fetch reads about as many groups as it may
 serve), dealing the fetch's starts among them one per group per round, reading each served

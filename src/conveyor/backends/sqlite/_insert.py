@@ -67,7 +67,8 @@ def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResu
 
 
 def _group_args(new: NewJob) -> dict[str, object]:
-    # Each job carries its group's limits: the group takes them when the job is placed in it.
+    # Each job carries its group's limits: the group takes them when the job is inserted, and a
+    # record pruned while idle is made again from them when the job is next queued.
     group = new.group
     return {
         "group_key": None if group is None else group.key,
