@@ -107,6 +107,7 @@ async def test_the_schema_has_the_group_records_indexes_and_triggers(tmp_path: P
         "conveyor_job_group_idx",
         "conveyor_group_insert",
         "conveyor_group_move",
+        "conveyor_group_join",
         "conveyor_group_delete",
     } <= names
 
@@ -356,12 +357,14 @@ async def test_idle_records_go_once_their_window_and_block_pass(tmp_path: Path) 
         assert set(_group_rows(path)) == {"rated", "blocked"}  # window and block not passed
         await driver.job_prune_finished(keep, limit=100, now=T0 + 10)
         assert set(_group_rows(path)) == {"blocked"}
-        # Within the caller's limit: jobs first, then records.
-        assert (
-            await driver.job_prune_finished(Retention(completed_max_count=0), limit=2, now=T0 + 30)
-            == 2
+        # Records have a budget of their own (finished jobs never crowd them out), and the
+        # count returned is of jobs.
+        await driver.group_block("q", "other", 1.0, now=T0)
+        pruned = await driver.job_prune_finished(
+            Retention(completed_max_count=0), limit=1, now=T0 + 30
         )
-        assert set(_group_rows(path)) == {"blocked"}
+        assert pruned == 1
+        assert len(_group_rows(path)) == 1
         await driver.job_prune_finished(keep, limit=1, now=T0 + 30)
         assert _group_rows(path) == {}
     finally:

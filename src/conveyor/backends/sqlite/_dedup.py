@@ -3,6 +3,7 @@ inside the insert's transaction (the write lock makes reading the holder and wri
 
 from __future__ import annotations
 
+from conveyor.backends.sqlite._groups import group_args
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.drivers.common import DedupHolder, dedup_decision, dedup_expiry
 from conveyor.drivers.records import (
@@ -41,7 +42,7 @@ def dedup_step(new: NewJob, run_at: float, at: float) -> Plan[InsertResult | Non
     if decision is InsertStatus.REPLACED:
         replaced = yield Statement(
             Q["job_insert_many__dedup_replace"],
-            {"id": job_id, "payload": new.payload, "run_at": run_at},
+            {"id": job_id, "payload": new.payload, "run_at": run_at, **group_args(new)},
         )
         if replaced:
             return InsertResult(job_id, decision, JobState.SCHEDULED)

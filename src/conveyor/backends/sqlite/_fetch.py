@@ -52,7 +52,7 @@ def fetch_step(
         offered: list[Candidate] = fetch_candidates(conn, queue, room, params.names, unknown_before)
         plain += [(order, (job_id, queue)) for order, job_id in heapq.nsmallest(room, offered)]
     if eligible:
-        ids = _share(eligible, plain, rooms, params.limit, conn, at)
+        ids = _share(eligible, plain, rooms, params.limit, set(caps), conn, at)
     else:
         ids = [job_id for job_id, _ in first_in_run_order(plain, params.limit)]
     if not ids:
@@ -77,16 +77,23 @@ def _share(
     plain: list[tuple[tuple[int, float, int], tuple[str, str]]],
     rooms: dict[str, int],
     limit: int,
+    capped: set[str],
     conn: sqlite3.Connection,
     at: float,
 ) -> list[str]:
-    """Grouped jobs round-robin up to their share of ``limit`` (``split_limit``), then plain
-    jobs in run order, then grouped jobs again for what the plain ones left; each queue starts
-    no more than its ``rooms``."""
-    # With a limit of 1 and both kinds runnable, a fair coin picks the side.
-    coin = limit == 1 and bool(plain) and secrets.randbits(1) == 1
+    """Grouped jobs round-robin up to their share (``split_limit``), then plain jobs in run
+    order, then grouped jobs again for what the plain ones left; each queue starts no more than
+    its ``rooms``."""
+    # What may start is shared, not what was asked for: under queue rate limits, the limits'
+    # allowance is split, or groups would take all of it and plain jobs none.
+    present = {queue for _, (_, queue) in plain} | {group.queue for group in eligible}
+    budget = limit
+    if present <= capped:
+        budget = min(limit, sum(rooms[queue] for queue in present))
+    # With one start to give and both kinds runnable, a fair coin picks the side.
+    coin = budget == 1 and bool(plain) and secrets.randbits(1) == 1
     dealer = groups.Dealer(eligible, rooms)
-    first = dealer.deal(split_limit(limit, True, bool(plain), coin))
+    first = dealer.deal(split_limit(budget, True, bool(plain), coin) if budget > 0 else 0)
     ids: list[str] = []
     for _, (job_id, queue) in sorted(plain, key=lambda c: c[0]):
         if len(first) + len(ids) >= limit:

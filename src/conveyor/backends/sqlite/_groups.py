@@ -29,6 +29,7 @@ from conveyor.backends.sqlite._statements import HEAD_ROWS_MIN, HEAD_ROWS_PER_JO
 from conveyor.drivers.common import check_now, check_rate_seconds, resolve_now
 from conveyor.drivers.groups import GROUP_KEY_CHARS, group_turn
 from conveyor.drivers.rates import allowance, allowed, logged
+from conveyor.drivers.records import NewJob
 
 Q: Final = parse_queries(
     resources.files("conveyor.backends.sqlite").joinpath("groups.sql").read_text(encoding="utf-8")
@@ -220,6 +221,19 @@ def prune(conn: sqlite3.Connection, now: float, limit: int) -> int:
         return 0
     deleted: int = conn.execute(Q["group_prune"], {"now": now, "limit": limit}).rowcount
     return deleted
+
+
+def group_args(new: NewJob) -> dict[str, object]:
+    """The group columns of ``new``'s row. Each job carries its group's limits: the group
+    takes them when the job is inserted, and a record pruned while idle is made again from
+    them when the job is next queued."""
+    group = new.group
+    return {
+        "group_key": None if group is None else group.key,
+        "group_concurrency": 0 if group is None else group.concurrency,
+        "group_rate_count": 0 if group is None else group.rate_count,
+        "group_rate_per": 0.0 if group is None else float(group.rate_per),
+    }
 
 
 def check_group_key(queue: str, key: object) -> None:

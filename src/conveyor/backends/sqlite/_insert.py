@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from conveyor._errors import InvalidArgument
 from conveyor.backends.sqlite._dedup import dedup_step, take_step
+from conveyor.backends.sqlite._groups import group_args
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.drivers.records import InsertResult, InsertStatus, JobState, NewJob
 from conveyor.drivers.transactional import Plan, Row, Statement
@@ -50,7 +51,7 @@ def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResu
                 "seq": seq,
                 "keep_completed": new.keep_completed,
                 "keep_failed": new.keep_failed,
-                **_group_args(new),
+                **group_args(new),
             },
         )
         if inserted:
@@ -64,18 +65,6 @@ def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResu
     for queue in sorted({new.queue for new in jobs}):
         yield Statement(Q["job_insert_many__register_queue"], {"queue": queue})
     return results
-
-
-def _group_args(new: NewJob) -> dict[str, object]:
-    # Each job carries its group's limits: the group takes them when the job is inserted, and a
-    # record pruned while idle is made again from them when the job is next queued.
-    group = new.group
-    return {
-        "group_key": None if group is None else group.key,
-        "group_concurrency": 0 if group is None else group.concurrency,
-        "group_rate_count": 0 if group is None else group.rate_count,
-        "group_rate_per": 0.0 if group is None else float(group.rate_per),
-    }
 
 
 def on_connection(jobs: Sequence[NewJob], at: float, path: str) -> Plan[list[InsertResult]]:

@@ -411,8 +411,9 @@ class SQLiteDriver(rates.RateLimitOperations, groups.GroupOperations, RegistryOp
                         "limit": limit - removed,
                     }
                     removed += conn.execute(Q["job_prune_finished__trim_completed"], args).rowcount
-            # Idle group records go within the same limit; the count is of jobs.
-            groups.prune(conn, at, limit - removed)
+            # Idle group records have a budget of their own, so finished jobs never crowd them
+            # out; the count returned is of jobs.
+            groups.prune(conn, at, limit)
             return removed
 
         return await self._db.write(step)

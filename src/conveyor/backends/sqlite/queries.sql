@@ -383,8 +383,13 @@ ON CONFLICT (queue, key) DO UPDATE SET
     job_id = excluded.job_id, mode = excluded.mode, expires_at = excluded.expires_at;
 
 -- A debounce: the waiting holder takes the new payload and run time.
+-- The new payload may belong to another group: the job moves with it (see the trigger
+-- conveyor_group_join of migrations/0007_groups.sql).
 -- name: job_insert_many__dedup_replace
-UPDATE conveyor_job SET payload = :payload, run_at = :run_at
+UPDATE conveyor_job
+SET payload = :payload, run_at = :run_at, group_key = :group_key,
+    group_concurrency = :group_concurrency, group_rate_count = :group_rate_count,
+    group_rate_per = :group_rate_per
 WHERE id = :id AND state = 'scheduled'
 RETURNING id;
 -- name: rate_limit__read

@@ -109,6 +109,30 @@ BEGIN
         name = coalesce(name, excluded.name);
 END;
 
+-- A job whose group changes (a debounced job took a payload of another group) joins the new
+-- group as an insert does, and leaves the old one's counts if it was in them.
+CREATE TRIGGER conveyor_group_join AFTER UPDATE OF group_key ON conveyor_job
+WHEN NEW.group_key IS NOT OLD.group_key
+BEGIN
+    UPDATE conveyor_group
+    SET queued = max(queued - (OLD.state = 'queued'), 0),
+        active = max(active - (OLD.state = 'active'), 0)
+    WHERE queue = OLD.queue AND key = OLD.group_key AND OLD.state IN ('queued', 'active');
+    INSERT INTO conveyor_group (
+        queue, key, name, concurrency, rate_count, rate_per, queued, active, turn
+    )
+    SELECT NEW.queue, NEW.group_key, NEW.name, NEW.group_concurrency, NEW.group_rate_count,
+        NEW.group_rate_per, NEW.state = 'queued', NEW.state = 'active', NEW.enqueued_at
+    WHERE NEW.group_key IS NOT NULL
+    ON CONFLICT (queue, key) DO UPDATE SET
+        queued = queued + excluded.queued,
+        active = active + excluded.active,
+        name = excluded.name,
+        concurrency = excluded.concurrency,
+        rate_count = excluded.rate_count,
+        rate_per = excluded.rate_per;
+END;
+
 -- A deleted job (purged) leaves its group too.
 CREATE TRIGGER conveyor_group_delete AFTER DELETE ON conveyor_job
 WHEN OLD.group_key IS NOT NULL AND OLD.state IN ('queued', 'active')
