@@ -126,18 +126,46 @@ ORDER BY input.ord;
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
-served AS (
+unpaused AS (
     SELECT q.name FROM unnest(%(queues)b::text[]) AS q(name)
     WHERE NOT EXISTS (
         SELECT 1 FROM {schema}.conveyor_queue p WHERE p.name = q.name AND p.paused
     )
+),
+probe AS (
+    SELECT p.groups_ready OR p.groups_due AS grouped, p.groups_ready, p.groups_due
+    FROM (
+        SELECT %(probe)s::bool AND EXISTS (
+                   SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+                       SELECT 1 FROM {schema}.conveyor_group g
+                       WHERE g.queue = u.name AND g.queued > 0
+                         AND (g.concurrency = 0 OR g.active < g.concurrency)
+                         AND g.turn <= t.now
+                       ORDER BY g.turn
+                       LIMIT 1
+                   ) x)
+               AS groups_ready,
+               %(probe)s::bool AND EXISTS (
+                   SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+                       SELECT 1 FROM {schema}.conveyor_job j
+                       WHERE j.queue = u.name AND j.state IN ('scheduled', 'retrying')
+                         AND j.group_key IS NOT NULL AND j.run_at <= t.now
+                       ORDER BY j.run_at
+                       LIMIT 1
+                   ) x)
+               AS groups_due
+        FROM t
+    ) p
+),
+served AS (
+    SELECT u.name FROM unpaused u, probe WHERE NOT probe.grouped
 ),
 due AS (
     SELECT d.id, d.priority, d.run_at, d.seq
     FROM served CROSS JOIN t CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
         WHERE j.queue = served.name AND j.state IN ('scheduled', 'retrying')
-          AND j.run_at <= t.now
+          AND j.run_at <= t.now AND j.group_key IS NULL
         FOR UPDATE SKIP LOCKED
     ) d
 ),
@@ -145,7 +173,7 @@ ready AS (
     SELECT r.id, r.priority, r.run_at, r.seq
     FROM served CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
-        WHERE j.queue = served.name AND j.state = 'queued'
+        WHERE j.queue = served.name AND j.state = 'queued' AND j.group_key IS NULL
         ORDER BY j.priority, j.run_at, j.seq
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -159,19 +187,39 @@ chosen AS (
 promoted AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
     WHERE j.id = ANY(ARRAY(SELECT id FROM due WHERE id NOT IN (SELECT id FROM chosen)))
+),
+leased AS (
+    UPDATE {schema}.conveyor_job j
+    SET state = 'active',
+        attempt = j.attempt + 1,
+        started_at = t.now,
+        lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
+        lease_expires_at = t.now + %(lease_seconds)s::float8,
+        worker_id = %(worker_id)s::text,
+        cancel_requested = false,
+        isolated = false
+    FROM t
+    WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING j.*
 )
-UPDATE {schema}.conveyor_job j
-SET state = 'active',
-    attempt = j.attempt + 1,
-    started_at = t.now,
-    lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
-    lease_expires_at = t.now + %(lease_seconds)s::float8,
-    worker_id = %(worker_id)s::text,
-    cancel_requested = false,
-    isolated = false
-FROM t
-WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
-RETURNING j.*;
+SELECT leased.*, probe.grouped AS groups_waiting, probe.groups_due, t.now AS fetched_at,
+       CASE WHEN probe.grouped THEN EXISTS (
+           SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+               SELECT 1 FROM {schema}.conveyor_job j
+               WHERE j.queue = u.name AND j.state = 'queued' AND j.group_key IS NULL
+               ORDER BY j.priority, j.run_at, j.seq
+               LIMIT 1
+           ) x
+       ) OR EXISTS (
+           SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+               SELECT 1 FROM {schema}.conveyor_job j
+               WHERE j.queue = u.name AND j.state IN ('scheduled', 'retrying')
+                 AND j.run_at <= t.now AND j.group_key IS NULL
+               ORDER BY j.run_at, j.seq
+               LIMIT 1
+           ) x
+       ) END AS plain_waiting
+FROM probe CROSS JOIN t LEFT JOIN leased ON true;
 
 -- job_fetch of rate-limited queues, inside the transaction that holds their rows of
 -- conveyor_rate_limit (rate_limit__lock): as job_fetch, at the time the lock was taken, with no
@@ -182,18 +230,46 @@ RETURNING j.*;
 WITH t AS (
     SELECT %(now)s::float8 AS now
 ),
-served AS (
+unpaused AS (
     SELECT q.name, q.cap FROM unnest(%(queues)s::text[], %(caps)s::int[]) AS q(name, cap)
     WHERE NOT EXISTS (
         SELECT 1 FROM {schema}.conveyor_queue p WHERE p.name = q.name AND p.paused
     )
+),
+probe AS (
+    SELECT p.groups_ready OR p.groups_due AS grouped, p.groups_ready, p.groups_due
+    FROM (
+        SELECT %(probe)s::bool AND EXISTS (
+                   SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+                       SELECT 1 FROM {schema}.conveyor_group g
+                       WHERE g.queue = u.name AND g.queued > 0
+                         AND (g.concurrency = 0 OR g.active < g.concurrency)
+                         AND g.turn <= t.now
+                       ORDER BY g.turn
+                       LIMIT 1
+                   ) x)
+               AS groups_ready,
+               %(probe)s::bool AND EXISTS (
+                   SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+                       SELECT 1 FROM {schema}.conveyor_job j
+                       WHERE j.queue = u.name AND j.state IN ('scheduled', 'retrying')
+                         AND j.group_key IS NOT NULL AND j.run_at <= t.now
+                       ORDER BY j.run_at
+                       LIMIT 1
+                   ) x)
+               AS groups_due
+        FROM t
+    ) p
+),
+served AS (
+    SELECT u.name, u.cap FROM unpaused u, probe WHERE NOT probe.grouped
 ),
 due AS (
     SELECT served.name AS queue, d.id, d.priority, d.run_at, d.seq
     FROM served CROSS JOIN t CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
         WHERE j.queue = served.name AND j.state IN ('scheduled', 'retrying')
-          AND j.run_at <= t.now
+          AND j.run_at <= t.now AND j.group_key IS NULL
         FOR UPDATE SKIP LOCKED
     ) d
 ),
@@ -201,7 +277,7 @@ ready AS (
     SELECT served.name AS queue, r.id, r.priority, r.run_at, r.seq
     FROM served CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
-        WHERE j.queue = served.name AND j.state = 'queued'
+        WHERE j.queue = served.name AND j.state = 'queued' AND j.group_key IS NULL
         ORDER BY j.priority, j.run_at, j.seq
         LIMIT least(%(limit)s, served.cap)
         FOR UPDATE SKIP LOCKED
@@ -222,19 +298,39 @@ chosen AS (
 promoted AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
     WHERE j.id = ANY(ARRAY(SELECT id FROM due WHERE id NOT IN (SELECT id FROM chosen)))
+),
+leased AS (
+    UPDATE {schema}.conveyor_job j
+    SET state = 'active',
+        attempt = j.attempt + 1,
+        started_at = t.now,
+        lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
+        lease_expires_at = t.now + %(lease_seconds)s::float8,
+        worker_id = %(worker_id)s::text,
+        cancel_requested = false,
+        isolated = false
+    FROM t
+    WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING j.*
 )
-UPDATE {schema}.conveyor_job j
-SET state = 'active',
-    attempt = j.attempt + 1,
-    started_at = t.now,
-    lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
-    lease_expires_at = t.now + %(lease_seconds)s::float8,
-    worker_id = %(worker_id)s::text,
-    cancel_requested = false,
-    isolated = false
-FROM t
-WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
-RETURNING j.*;
+SELECT leased.*, probe.grouped AS groups_waiting, probe.groups_due, t.now AS fetched_at,
+       CASE WHEN probe.grouped THEN EXISTS (
+           SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+               SELECT 1 FROM {schema}.conveyor_job j
+               WHERE j.queue = u.name AND j.state = 'queued' AND j.group_key IS NULL
+               ORDER BY j.priority, j.run_at, j.seq
+               LIMIT 1
+           ) x
+       ) OR EXISTS (
+           SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+               SELECT 1 FROM {schema}.conveyor_job j
+               WHERE j.queue = u.name AND j.state IN ('scheduled', 'retrying')
+                 AND j.run_at <= t.now AND j.group_key IS NULL
+               ORDER BY j.run_at, j.seq
+               LIMIT 1
+           ) x
+       ) END AS plain_waiting
+FROM probe CROSS JOIN t LEFT JOIN leased ON true;
 
 -- The jobs a fetch with this receipt leased (every lease token it gives starts with it):
 -- what the fetch returns when it runs again after its reply was lost.
@@ -326,7 +422,31 @@ done AS (
     -- pick the partial index of active jobs, which it would read whole.
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = f.id AND (j.state = 'active') IS TRUE
       AND j.lease_token = f.token
-    RETURNING j.id, j.queue, j.state, f.token
+    RETURNING j.id, j.queue, j.state, j.group_key, f.token
+),
+-- The records of the groups whose jobs left active, locked in order before the trigger counts
+-- them; a group that was full and has queued jobs gets room: listeners are woken.
+left_groups AS MATERIALIZED (
+    SELECT done.queue, done.group_key, count(*) AS n FROM done
+    WHERE done.group_key IS NOT NULL
+    GROUP BY done.queue, done.group_key
+    ORDER BY done.queue, done.group_key
+),
+held AS MATERIALIZED (
+    SELECT l.n, g.* FROM left_groups l CROSS JOIN LATERAL (
+        SELECT g.queue, g.queued, g.active, g.concurrency, g.turn
+        FROM {schema}.conveyor_group g
+        WHERE g.queue = l.queue AND g.key = l.group_key
+        FOR UPDATE
+    ) g
+),
+freed AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue)
+    FROM (
+        SELECT DISTINCT h.queue FROM held h, t
+        WHERE h.queued > 0 AND h.concurrency > 0 AND h.active >= h.concurrency
+          AND h.active - h.n < h.concurrency AND h.turn <= t.now
+    ) q
 ),
 trimmed AS (
     DELETE FROM {schema}.conveyor_job
@@ -358,7 +478,7 @@ SELECT f.id, done.queue, done.state,
        CASE WHEN done.id IS NULL THEN (
            SELECT c.lease_token FROM {schema}.conveyor_job c WHERE c.id = f.id
        ) END AS current_token,
-       (SELECT count(*) FROM woken) AS woken
+       (SELECT count(*) FROM woken) AS woken, (SELECT count(*) FROM freed) AS freed
 FROM f
 LEFT JOIN done ON done.id = f.id AND done.token = f.token
 ORDER BY f.ord;
@@ -417,7 +537,29 @@ done AS (
     FROM r, t
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = r.id AND (j.state = 'active') IS TRUE
       AND j.lease_token = r.token AND j.lease_expires_at <= t.now
-    RETURNING j.id, j.queue, j.state, r.token
+    RETURNING j.id, j.queue, j.state, j.group_key, r.token
+),
+left_groups AS MATERIALIZED (
+    SELECT done.queue, done.group_key, count(*) AS n FROM done
+    WHERE done.group_key IS NOT NULL
+    GROUP BY done.queue, done.group_key
+    ORDER BY done.queue, done.group_key
+),
+held AS MATERIALIZED (
+    SELECT l.n, g.* FROM left_groups l CROSS JOIN LATERAL (
+        SELECT g.queue, g.queued, g.active, g.concurrency, g.turn
+        FROM {schema}.conveyor_group g
+        WHERE g.queue = l.queue AND g.key = l.group_key
+        FOR UPDATE
+    ) g
+),
+freed AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue)
+    FROM (
+        SELECT DISTINCT h.queue FROM held h, t
+        WHERE h.queued > 0 AND h.concurrency > 0 AND h.active >= h.concurrency
+          AND h.active - h.n < h.concurrency AND h.turn <= t.now
+    ) q
 ),
 woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue)
@@ -427,7 +569,7 @@ SELECT r.id, done.state,
        done.id IS NOT NULL OR EXISTS (
            SELECT 1 FROM {schema}.conveyor_job c WHERE c.id = r.id
        ) AS found,
-       (SELECT count(*) FROM woken) AS woken
+       (SELECT count(*) FROM woken) AS woken, (SELECT count(*) FROM freed) AS freed
 FROM r
 LEFT JOIN done ON done.id = r.id AND done.token = r.token
 ORDER BY r.ord;
@@ -436,9 +578,11 @@ ORDER BY r.ord;
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
-due AS (
-    SELECT d.id FROM {schema}.conveyor_queue q CROSS JOIN t CROSS JOIN LATERAL (
-        SELECT j.id, j.run_at, j.seq FROM {schema}.conveyor_job j
+due AS MATERIALIZED (
+    SELECT d.* FROM {schema}.conveyor_queue q CROSS JOIN t CROSS JOIN LATERAL (
+        SELECT j.id, j.queue, j.name, j.run_at, j.seq, j.group_key, j.group_concurrency,
+               j.group_rate_count, j.group_rate_per
+        FROM {schema}.conveyor_job j
         WHERE j.queue = q.name AND j.state IN ('scheduled', 'retrying') AND j.run_at <= t.now
         ORDER BY j.run_at, j.seq
         LIMIT %(limit)s
@@ -446,6 +590,18 @@ due AS (
     ) d
     ORDER BY d.run_at, d.seq
     LIMIT %(limit)s
+),
+-- The records of the groups of grouped jobs made queued, created or locked in order first.
+placed AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, turn, quiet_at
+    )
+    SELECT DISTINCT ON (due.queue, due.group_key) due.queue, due.group_key, due.name,
+           coalesce(due.group_concurrency, 0), coalesce(due.group_rate_count, 0),
+           coalesce(due.group_rate_per, 0), t.now, t.now
+    FROM due, t WHERE due.group_key IS NOT NULL
+    ORDER BY due.queue, due.group_key
+    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued WHERE false
 ),
 moved AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
@@ -478,7 +634,21 @@ waiting AS (
     FROM cur, t
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = cur.id
       AND cur.state IN ('scheduled', 'queued', 'retrying')
-    RETURNING j.id
+    RETURNING j.id, j.queue, j.group_key, cur.state
+),
+-- The records of the groups whose queued jobs were cancelled, locked in order before the
+-- trigger counts them.
+held AS MATERIALIZED (
+    SELECT g.queue FROM (
+        SELECT DISTINCT queue, group_key FROM waiting
+        WHERE group_key IS NOT NULL AND state = 'queued'
+        ORDER BY queue, group_key
+        OFFSET 0
+    ) w CROSS JOIN LATERAL (
+        SELECT g.queue FROM {schema}.conveyor_group g
+        WHERE g.queue = w.queue AND g.key = w.group_key
+        FOR UPDATE
+    ) g
 ),
 active AS (
     UPDATE {schema}.conveyor_job j SET cancel_requested = true
@@ -490,7 +660,8 @@ told AS (
     FROM active WHERE worker_id IS NOT NULL
 )
 SELECT cur.id, cur.state, cur.error, cur.finished_at, t.now,
-       (SELECT count(*) FROM told) AS told, (SELECT count(*) FROM waiting) AS cancelled
+       (SELECT count(*) FROM told) AS told, (SELECT count(*) FROM waiting) AS cancelled,
+       (SELECT count(*) FROM held) AS held
 FROM cur, t;
 
 -- name: job_retry_many
@@ -504,9 +675,23 @@ ids AS (
     GROUP BY id
 ),
 cur AS (
-    SELECT j.id, j.state FROM {schema}.conveyor_job j
+    SELECT j.id, j.state, j.queue, j.name, j.group_key, j.group_concurrency,
+           j.group_rate_count, j.group_rate_per
+    FROM {schema}.conveyor_job j
     WHERE j.id = ANY(%(ids)b::text[])
     FOR UPDATE
+),
+-- The records of the groups of the jobs made queued, created or locked in order first.
+placed AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, turn, quiet_at
+    )
+    SELECT DISTINCT ON (cur.queue, cur.group_key) cur.queue, cur.group_key, cur.name,
+           coalesce(cur.group_concurrency, 0), coalesce(cur.group_rate_count, 0),
+           coalesce(cur.group_rate_per, 0), t.now, t.now
+    FROM cur, t WHERE cur.group_key IS NOT NULL AND cur.state IN ('failed', 'cancelled')
+    ORDER BY cur.queue, cur.group_key
+    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued WHERE false
 ),
 numbered AS (
     SELECT o.id, nextval('{schema}.conveyor_job_seq') AS seq
@@ -530,10 +715,28 @@ woken AS (
 SELECT cur.id, cur.state, (SELECT count(*) FROM woken) AS woken FROM cur;
 
 -- name: job_purge
-DELETE FROM {schema}.conveyor_job
-WHERE state = ANY(%(states)b::text[])
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(finished_before)s::float8 IS NULL OR finished_at < %(finished_before)s::float8);
+-- The records of the groups of purged queued or active jobs are locked in order before the
+-- trigger counts them.
+WITH gone AS (
+    DELETE FROM {schema}.conveyor_job
+    WHERE state = ANY(%(states)b::text[])
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(finished_before)s::float8 IS NULL OR finished_at < %(finished_before)s::float8)
+    RETURNING queue, group_key, state
+),
+held AS MATERIALIZED (
+    SELECT g.queue FROM (
+        SELECT DISTINCT queue, group_key FROM gone
+        WHERE group_key IS NOT NULL AND state IN ('queued', 'active')
+        ORDER BY queue, group_key
+        OFFSET 0
+    ) w CROSS JOIN LATERAL (
+        SELECT g.queue FROM {schema}.conveyor_group g
+        WHERE g.queue = w.queue AND g.key = w.group_key
+        FOR UPDATE
+    ) g
+)
+SELECT (SELECT count(*) FROM gone) AS purged, (SELECT count(*) FROM held) AS held;
 
 -- name: job_prune_finished
 -- Failed or cancelled jobs older than %(cutoff)s, oldest first, at most %(limit)s.
@@ -737,7 +940,16 @@ SELECT value FROM {schema}.conveyor_meta WHERE key = 'instance';
 SELECT EXISTS (
     SELECT 1 FROM unnest(%(queues)b::text[]) AS q(name)
     WHERE EXISTS (
-        SELECT 1 FROM {schema}.conveyor_job j WHERE j.queue = q.name AND j.state = 'queued'
+        SELECT 1 FROM {schema}.conveyor_job j
+        WHERE j.queue = q.name AND j.state = 'queued' AND j.group_key IS NULL
+        ORDER BY j.priority, j.run_at, j.seq
+        LIMIT 1
+    ) OR EXISTS (
+        SELECT 1 FROM {schema}.conveyor_group g
+        WHERE g.queue = q.name AND g.queued > 0
+          AND (g.concurrency = 0 OR g.active < g.concurrency)
+          AND g.turn <= extract(epoch FROM now())::float8
+        LIMIT 1
     )
 ) AS runnable;
 

@@ -30,6 +30,22 @@ CREATE TABLE {schema}.conveyor_dedup (
     CONSTRAINT conveyor_dedup_pkey PRIMARY KEY (queue, key)
 );
 
+CREATE TABLE {schema}.conveyor_group (
+    queue text NOT NULL,
+    key text NOT NULL,
+    name text,
+    concurrency integer NOT NULL DEFAULT 0,
+    rate_count integer NOT NULL DEFAULT 0,
+    rate_per double precision NOT NULL DEFAULT 0,
+    queued integer NOT NULL DEFAULT 0,
+    active integer NOT NULL DEFAULT 0,
+    starts double precision[] NOT NULL DEFAULT '{}'::double precision[],
+    blocked_until double precision,
+    turn double precision NOT NULL,
+    quiet_at double precision NOT NULL,
+    CONSTRAINT conveyor_group_pkey PRIMARY KEY (queue, key)
+);
+
 CREATE TABLE {schema}.conveyor_job (
     id text NOT NULL,
     queue text NOT NULL,
@@ -59,6 +75,10 @@ CREATE TABLE {schema}.conveyor_job (
     keep_completed double precision,
     keep_failed double precision,
     expires_at double precision,
+    group_key text,
+    group_concurrency integer,
+    group_rate_count integer,
+    group_rate_per double precision,
     CONSTRAINT conveyor_job_pkey PRIMARY KEY (id),
     CONSTRAINT conveyor_job_state_check CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'active'::text, 'retrying'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
 ) WITH (fillfactor=85);
@@ -120,6 +140,10 @@ CREATE TABLE {schema}.conveyor_worker (
 
 CREATE INDEX conveyor_dedup_job_idx ON {schema}.conveyor_dedup USING btree (job_id);
 
+CREATE INDEX conveyor_group_eligible_idx ON {schema}.conveyor_group USING btree (queue, turn, key) WHERE ((queued > 0) AND ((concurrency = 0) OR (active < concurrency)));
+
+CREATE INDEX conveyor_group_idle_idx ON {schema}.conveyor_group USING btree (quiet_at) WHERE ((queued = 0) AND (active = 0));
+
 CREATE INDEX conveyor_job_active_idx ON {schema}.conveyor_job USING btree (worker_id) WHERE (state = 'active'::text);
 
 CREATE INDEX conveyor_job_age_idx ON {schema}.conveyor_job USING btree (state, finished_at, seq) WHERE (state = ANY (ARRAY['failed'::text, 'cancelled'::text]));
@@ -130,13 +154,56 @@ CREATE INDEX conveyor_job_expiry_idx ON {schema}.conveyor_job USING btree (expir
 
 CREATE INDEX conveyor_job_finished_idx ON {schema}.conveyor_job USING btree (queue, finished_at, seq) WHERE (state = 'completed'::text);
 
+CREATE INDEX conveyor_job_group_due_idx ON {schema}.conveyor_job USING btree (queue, run_at) WHERE ((state = ANY (ARRAY['scheduled'::text, 'retrying'::text])) AND (group_key IS NOT NULL));
+
+CREATE INDEX conveyor_job_group_ready_idx ON {schema}.conveyor_job USING btree (queue, group_key, priority, run_at, seq) WHERE ((state = 'queued'::text) AND (group_key IS NOT NULL));
+
 CREATE INDEX conveyor_job_list_idx ON {schema}.conveyor_job USING btree (queue, state, seq);
 
-CREATE INDEX conveyor_job_ready_idx ON {schema}.conveyor_job USING btree (queue, priority, run_at, seq) WHERE (state = 'queued'::text);
+CREATE INDEX conveyor_job_ready_idx ON {schema}.conveyor_job USING btree (queue, priority, run_at, seq) WHERE ((state = 'queued'::text) AND (group_key IS NULL));
 
 CREATE SEQUENCE {schema}.conveyor_job_seq;
 
 CREATE SEQUENCE {schema}.conveyor_worker_registered_seq;
+
+CREATE OR REPLACE FUNCTION {schema}.conveyor_group_count()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    was text := CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE OLD.state END;
+    now_state text := CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE NEW.state END;
+    queued_by integer := (now_state IS NOT DISTINCT FROM 'queued')::integer
+                         - (was IS NOT DISTINCT FROM 'queued')::integer;
+    active_by integer := (now_state IS NOT DISTINCT FROM 'active')::integer
+                         - (was IS NOT DISTINCT FROM 'active')::integer;
+BEGIN
+    IF now_state = 'queued' THEN
+        -- A record created here (its own was deleted while idle) takes its turn now, which for
+        -- a job just made queued is at or after its run time.
+        INSERT INTO {schema}.conveyor_group AS g (
+            queue, key, name, concurrency, rate_count, rate_per, queued, active, turn, quiet_at
+        ) VALUES (
+            NEW.queue, NEW.group_key, NEW.name, coalesce(NEW.group_concurrency, 0),
+            coalesce(NEW.group_rate_count, 0), coalesce(NEW.group_rate_per, 0),
+            greatest(queued_by, 0), greatest(active_by, 0), NEW.run_at, NEW.run_at
+        )
+        ON CONFLICT (queue, key) DO UPDATE SET
+            queued = greatest(g.queued + queued_by, 0),
+            active = greatest(g.active + active_by, 0),
+            name = excluded.name,
+            concurrency = excluded.concurrency,
+            rate_count = excluded.rate_count,
+            rate_per = excluded.rate_per;
+    ELSE
+        UPDATE {schema}.conveyor_group g
+        SET queued = greatest(g.queued + queued_by, 0), active = greatest(g.active + active_by, 0)
+        WHERE g.queue = coalesce(NEW.queue, OLD.queue)
+          AND g.key = coalesce(NEW.group_key, OLD.group_key);
+    END IF;
+    RETURN NULL;
+END
+$function$;
 
 CREATE OR REPLACE FUNCTION {schema}.conveyor_history_add(history jsonb, attempt integer, at double precision, error text, keep integer, chars integer)
  RETURNS jsonb
@@ -153,3 +220,9 @@ AS $function$
         LIMIT keep
     ) h
 $function$;
+
+CREATE TRIGGER conveyor_job_group_delete AFTER DELETE ON {schema}.conveyor_job FOR EACH ROW WHEN (((old.group_key IS NOT NULL) AND (old.state = ANY (ARRAY['queued'::text, 'active'::text])))) EXECUTE FUNCTION {schema}.conveyor_group_count();
+
+CREATE TRIGGER conveyor_job_group_insert AFTER INSERT ON {schema}.conveyor_job FOR EACH ROW WHEN (((new.group_key IS NOT NULL) AND (new.state = ANY (ARRAY['queued'::text, 'active'::text])))) EXECUTE FUNCTION {schema}.conveyor_group_count();
+
+CREATE TRIGGER conveyor_job_group_update AFTER UPDATE OF state ON {schema}.conveyor_job FOR EACH ROW WHEN (((new.group_key IS NOT NULL) AND (old.state IS DISTINCT FROM new.state) AND ((old.state = ANY (ARRAY['queued'::text, 'active'::text])) OR (new.state = ANY (ARRAY['queued'::text, 'active'::text]))))) EXECUTE FUNCTION {schema}.conveyor_group_count();
