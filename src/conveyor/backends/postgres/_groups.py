@@ -49,7 +49,7 @@ async def fetch_grouped(
     caps: Mapping[str, int] | None = None,
 ) -> list[Row]:
     """Serve a fetch whose queues have grouped work (``probe``: the row of the plain statement
-    that found it), at the instant it probed. ``caps``: what each rate-limited queue may still
+    that found it), at the instant it probed, and return its jobs in the order served. ``caps``: what each rate-limited queue may still
     start (the fetch then runs in the transaction holding their logs)."""
     now = float(probe["fetched_at"])
     limit = int(args["limit"])
@@ -95,7 +95,8 @@ async def fetch_grouped(
             )
             plain = leased_rows(rows)
         _spend(room, plain)
-        leased += plain
+        # Plain jobs in run order, as the plain fetch gives them; grouped ones as served.
+        leased += sorted(plain, key=lambda r: (r["priority"], r["run_at"], r["seq"]))
     if len(grouped) == first and len(leased) < limit:
         leased += await serve(limit - len(leased))
     return leased

@@ -55,7 +55,7 @@ async def fetch_limited(
         if groups_waiting(rows):  # grouped and plain starts share the caps
             leased = await fetch_grouped(conn, run, args, queues, rows[0], caps=caps)
         else:
-            leased = leased_rows(rows)
+            leased = sorted(leased_rows(rows), key=lambda r: (r["priority"], r["run_at"], r["seq"]))
         started: dict[str, int] = {}
         for row in leased:
             started[row["queue"]] = started.get(row["queue"], 0) + 1

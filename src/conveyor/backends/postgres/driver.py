@@ -325,21 +325,23 @@ class PostgresDriver(rates.RateLimitOperations, GroupOperations, RegistryOperati
 
         limits = [r for r in params.rate_limits if r.queue in queues]
 
+        def in_order(rows: list[Row]) -> list[Row]:
+            # RETURNING yields rows in no promised order; callers rely on priority order.
+            return sorted(rows, key=lambda r: (r["priority"], r["run_at"], r["seq"]))
+
         async def run(conn: Any, retried: bool) -> list[Row]:
             if retried:
                 leased = await self._run(conn, "job_fetch__receipt", args)
                 if leased:
-                    return leased
+                    return in_order(leased)
             if limits:
                 return await rates.fetch_limited(conn, self._run, args, queues, limits)
             rows = await self._run(conn, "job_fetch", args)
-            if groups_waiting(rows):
+            if groups_waiting(rows):  # in the order served (fetch_grouped)
                 return await fetch_grouped(conn, self._run, args, queues, rows[0])
-            return leased_rows(rows)
+            return in_order(leased_rows(rows))
 
-        rows = await self._with_connection(run)
-        # RETURNING yields rows in no promised order; callers rely on priority order.
-        return sorted(map(record_of, rows), key=lambda j: (j.priority, j.run_at, j.seq))
+        return [record_of(row) for row in await self._with_connection(run)]
 
     async def job_extend_leases(
         self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
@@ -512,10 +514,9 @@ class PostgresDriver(rates.RateLimitOperations, GroupOperations, RegistryOperati
                 }
                 cur = await conn.execute(self._q["job_prune_finished__trim_completed"], by_count)
                 removed += cur.rowcount
-            if removed < limit:  # idle group records, within the same limit
+            if removed < limit:  # idle group records, within the same limit (not counted)
                 idle = {"now": at, "limit": limit - removed}
-                cur = await conn.execute(self._q["job_prune_finished__groups"], idle)
-                removed += cur.rowcount
+                await conn.execute(self._q["job_prune_finished__groups"], idle)
             return removed
 
         return await self._with_connection(run)

@@ -1,14 +1,15 @@
 -- Statements of groups (see migrations/0006_groups.sql and _groups.py), in the format of
--- queries.sql. The counts of a group (queued, active) are kept by the trigger of the jobs
--- table; these statements create and lock group records, serve groups and keep their turns and
--- logs. Every statement that waits for group records takes them in (queue, key) order, before
--- the trigger needs them, so two statements that share groups wait for each other instead of
--- deadlocking; the fetch takes them with SKIP LOCKED and never waits.
+-- queries.sql. Every statement that moves grouped jobs into or out of queued or active updates
+-- their groups' counts itself, once per group (here, and in job_finish_many, job_rescue_many,
+-- job_cancel_many, job_retry_many, job_purge and job_promote_due of queries.sql, and cron_fire).
+-- Each takes the job rows first, then the group records in (queue, key) order, so two
+-- statements that share groups wait for each other instead of deadlocking; the fetch takes
+-- group records, then jobs, with SKIP LOCKED, and never waits.
 
 -- name: job_insert_many__grouped
--- job_insert_many of a batch that holds grouped jobs: as job_insert_many, and first the
--- records of the batch's groups are created (turn: the insert's now) or locked, in order; the
--- trigger then counts the queued jobs and gives each group the limits of its last job placed.
+-- job_insert_many of a batch that holds grouped jobs: as job_insert_many, then the groups of
+-- the jobs inserted are created (turn: the insert's now) or updated, in (queue, key) order: each
+-- counts its queued jobs and takes the limits of its last job inserted.
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8) AS now
 ),
@@ -32,17 +33,6 @@ input AS (
          t, guard
     WHERE guard.ok
 ),
-placed AS (
-    INSERT INTO {schema}.conveyor_group AS g (
-        queue, key, name, concurrency, rate_count, rate_per, turn, quiet_at
-    )
-    SELECT DISTINCT ON (queue, group_key) queue, group_key, name,
-           coalesce(group_concurrency, 0), coalesce(group_rate_count, 0),
-           coalesce(group_rate_per, 0), now, now
-    FROM input WHERE group_key IS NOT NULL
-    ORDER BY queue, group_key, ord DESC
-    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued WHERE false
-),
 inserted AS (
     INSERT INTO {schema}.conveyor_job (
         id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq,
@@ -56,7 +46,25 @@ inserted AS (
            group_rate_per
     FROM (SELECT * FROM input ORDER BY ord) ordered
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, queue, state
+    RETURNING id, queue, state, name, seq, enqueued_at, group_key, group_concurrency,
+              group_rate_count, group_rate_per
+),
+joined AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, queued, turn, quiet_at
+    )
+    SELECT i.queue, i.group_key, (array_agg(i.name ORDER BY i.seq DESC))[1],
+           (array_agg(coalesce(i.group_concurrency, 0) ORDER BY i.seq DESC))[1],
+           (array_agg(coalesce(i.group_rate_count, 0) ORDER BY i.seq DESC))[1],
+           (array_agg(coalesce(i.group_rate_per, 0) ORDER BY i.seq DESC))[1],
+           count(*) FILTER (WHERE i.state = 'queued'), min(i.enqueued_at), min(i.enqueued_at)
+    FROM inserted i WHERE i.group_key IS NOT NULL
+    GROUP BY i.queue, i.group_key
+    ORDER BY i.queue, i.group_key
+    ON CONFLICT (queue, key) DO UPDATE SET
+        queued = g.queued + excluded.queued, name = excluded.name,
+        concurrency = excluded.concurrency, rate_count = excluded.rate_count,
+        rate_per = excluded.rate_per
 ),
 registered AS (
     INSERT INTO {schema}.conveyor_queue (name) SELECT DISTINCT queue FROM input
@@ -92,7 +100,8 @@ ORDER BY k.queue, k.key
 ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued WHERE false;
 
 -- The grouped jobs of the served queues that are due become queued (all of them, as a fetch
--- promotes), their group records locked or created first, in order.
+-- promotes); their groups count them, in (queue, key) order (a record deleted while the group
+-- was idle is made anew from its job, its turn now).
 -- name: job_fetch__group_promote
 WITH t AS (
     SELECT %(now)s::float8 AS now
@@ -104,30 +113,30 @@ served AS (
     )
 ),
 due AS (
-    SELECT d.* FROM served CROSS JOIN t CROSS JOIN LATERAL (
-        SELECT j.id, j.queue, j.name, j.group_key, j.group_concurrency, j.group_rate_count,
-               j.group_rate_per
-        FROM {schema}.conveyor_job j
+    SELECT d.id FROM served CROSS JOIN t CROSS JOIN LATERAL (
+        SELECT j.id FROM {schema}.conveyor_job j
         WHERE j.queue = served.name AND j.state IN ('scheduled', 'retrying')
           AND j.group_key IS NOT NULL AND j.run_at <= t.now
         FOR UPDATE SKIP LOCKED
     ) d
 ),
-placed AS (
-    INSERT INTO {schema}.conveyor_group AS g (
-        queue, key, name, concurrency, rate_count, rate_per, turn, quiet_at
-    )
-    SELECT DISTINCT ON (due.queue, due.group_key) due.queue, due.group_key, due.name,
-           coalesce(due.group_concurrency, 0), coalesce(due.group_rate_count, 0),
-           coalesce(due.group_rate_per, 0), t.now, t.now
-    FROM due, t
-    ORDER BY due.queue, due.group_key
-    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued WHERE false
-),
 moved AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
     WHERE j.id = ANY(ARRAY(SELECT id FROM due))
-    RETURNING j.id
+    RETURNING j.queue, j.name, j.group_key, j.group_concurrency, j.group_rate_count,
+              j.group_rate_per
+),
+placed AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, queued, turn, quiet_at
+    )
+    SELECT m.queue, m.group_key, min(m.name), min(coalesce(m.group_concurrency, 0)),
+           min(coalesce(m.group_rate_count, 0)), min(coalesce(m.group_rate_per, 0)), count(*),
+           t.now, t.now
+    FROM moved m, t
+    GROUP BY m.queue, m.group_key, t.now
+    ORDER BY m.queue, m.group_key
+    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued + excluded.queued
 )
 SELECT count(*) AS moved FROM moved;
 
@@ -139,7 +148,7 @@ SELECT count(*) AS moved FROM moved;
 -- (rates.allowance); the rounds (round, turn, key) pick which groups start how many, before a
 -- job is read, so a fetch reads no more jobs than it leases, each group's first in run order.
 -- The groups served take their turn at now (or when their rate window frees) and log their
--- starts, at now or later (rates.logged); the trigger counts the jobs leased.
+-- starts, at now or later (rates.logged), and count the jobs leased as active.
 WITH t AS (
     SELECT %(now)s::float8 AS now
 ),
@@ -182,17 +191,20 @@ slots AS (
     FROM sized s CROSS JOIN LATERAL generate_series(1, s.room) AS r(round)
 ),
 taken AS MATERIALIZED (
-    SELECT p.queue, p.key, count(*)::int AS n FROM (
-        SELECT sl.queue, sl.key FROM slots sl JOIN served ON served.name = sl.queue
+    SELECT p.queue, p.key, p.turn, count(*)::int AS n FROM (
+        SELECT sl.queue, sl.key, sl.turn FROM slots sl JOIN served ON served.name = sl.queue
         WHERE sl.place <= served.cap
         ORDER BY sl.round, sl.turn, sl.key, sl.queue
         LIMIT %(limit)s
     ) p
-    GROUP BY p.queue, p.key
+    GROUP BY p.queue, p.key, p.turn
 ),
 jobs AS MATERIALIZED (
-    SELECT x.id, taken.queue, taken.key FROM taken CROSS JOIN LATERAL (
-        SELECT j.id FROM {schema}.conveyor_job j
+    SELECT x.id, taken.queue, taken.key, taken.turn, row_number() OVER (
+               PARTITION BY taken.queue, taken.key ORDER BY x.priority, x.run_at, x.seq
+           ) AS round
+    FROM taken CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
         WHERE j.queue = taken.queue AND j.group_key = taken.key AND j.state = 'queued'
           AND j.group_key IS NOT NULL
         ORDER BY j.priority, j.run_at, j.seq
@@ -205,7 +217,7 @@ started AS (
 ),
 logs AS (
     -- From the locked versions (candidates), not the statement's snapshot.
-    SELECT c.queue, c.key, c.rate_count, c.rate_per, c.blocked_until, c.quiet_at,
+    SELECT c.queue, c.key, c.rate_count, c.rate_per, c.blocked_until, c.quiet_at, s.n,
            CASE WHEN c.rate_count = 0 THEN '{}'::float8[]
                ELSE (c.starts || array_fill(
                         greatest(t.now, c.starts[cardinality(c.starts)]), ARRAY[s.n]))[
@@ -217,6 +229,8 @@ logs AS (
 served_groups AS (
     UPDATE {schema}.conveyor_group g
     SET starts = l.starts,
+        queued = greatest(g.queued - l.n, 0),
+        active = g.active + l.n,
         turn = greatest(
             t.now, l.blocked_until,
             CASE WHEN l.rate_count > 0 AND cardinality(l.starts) >= l.rate_count
@@ -225,19 +239,24 @@ served_groups AS (
             l.quiet_at, t.now, l.starts[cardinality(l.starts)] + l.rate_per, l.blocked_until)
     FROM logs l, t
     WHERE g.queue = l.queue AND g.key = l.key
+),
+leased AS (
+    UPDATE {schema}.conveyor_job j
+    SET state = 'active',
+        attempt = j.attempt + 1,
+        started_at = t.now,
+        lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
+        lease_expires_at = t.now + %(lease_seconds)s::float8,
+        worker_id = %(worker_id)s::text,
+        cancel_requested = false,
+        isolated = false
+    FROM t
+    WHERE j.id = ANY(ARRAY(SELECT id FROM jobs))
+    RETURNING j.*
 )
-UPDATE {schema}.conveyor_job j
-SET state = 'active',
-    attempt = j.attempt + 1,
-    started_at = t.now,
-    lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
-    lease_expires_at = t.now + %(lease_seconds)s::float8,
-    worker_id = %(worker_id)s::text,
-    cancel_requested = false,
-    isolated = false
-FROM t
-WHERE j.id = ANY(ARRAY(SELECT id FROM jobs))
-RETURNING j.*;
+-- In the order served: round by round, each round's groups in turn order.
+SELECT leased.* FROM leased JOIN jobs ON jobs.id = leased.id
+ORDER BY jobs.round, jobs.turn, jobs.key, jobs.queue;
 
 -- name: group_block
 INSERT INTO {schema}.conveyor_group AS g (queue, key, blocked_until, turn, quiet_at)

@@ -424,28 +424,34 @@ done AS (
       AND j.lease_token = f.token
     RETURNING j.id, j.queue, j.state, j.group_key, f.token
 ),
--- The records of the groups whose jobs left active, locked in order before the trigger counts
--- them; a group that was full and has queued jobs gets room: listeners are woken.
-left_groups AS MATERIALIZED (
-    SELECT done.queue, done.group_key, count(*) AS n FROM done
-    WHERE done.group_key IS NOT NULL
-    GROUP BY done.queue, done.group_key
-    ORDER BY done.queue, done.group_key
+-- The records of the groups whose jobs left active, locked in order, then counted (one update
+-- per group); a group that was full and has queued jobs gets room: listeners are woken.
+moves AS MATERIALIZED (
+    SELECT m.queue, m.group_key AS key, sum((m.state = 'queued')::int)::int AS queued_by,
+           sum(-1)::int AS active_by
+    FROM done m WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key
+    ORDER BY m.queue, m.group_key
 ),
 held AS MATERIALIZED (
-    SELECT l.n, g.* FROM left_groups l CROSS JOIN LATERAL (
-        SELECT g.queue, g.queued, g.active, g.concurrency, g.turn
-        FROM {schema}.conveyor_group g
-        WHERE g.queue = l.queue AND g.key = l.group_key
+    SELECT m.*, g.queued, g.active, g.concurrency, g.turn FROM moves m CROSS JOIN LATERAL (
+        SELECT g.queued, g.active, g.concurrency, g.turn FROM {schema}.conveyor_group g
+        WHERE g.queue = m.queue AND g.key = m.key
         FOR UPDATE
     ) g
+),
+counted AS (
+    UPDATE {schema}.conveyor_group g
+    SET queued = greatest(g.queued + h.queued_by, 0), active = greatest(g.active + h.active_by, 0)
+    FROM held h
+    WHERE g.queue = h.queue AND g.key = h.key
 ),
 freed AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue)
     FROM (
         SELECT DISTINCT h.queue FROM held h, t
         WHERE h.queued > 0 AND h.concurrency > 0 AND h.active >= h.concurrency
-          AND h.active - h.n < h.concurrency AND h.turn <= t.now
+          AND h.active + h.active_by < h.concurrency AND h.turn <= t.now
     ) q
 ),
 trimmed AS (
@@ -539,26 +545,34 @@ done AS (
       AND j.lease_token = r.token AND j.lease_expires_at <= t.now
     RETURNING j.id, j.queue, j.state, j.group_key, r.token
 ),
-left_groups AS MATERIALIZED (
-    SELECT done.queue, done.group_key, count(*) AS n FROM done
-    WHERE done.group_key IS NOT NULL
-    GROUP BY done.queue, done.group_key
-    ORDER BY done.queue, done.group_key
+-- The records of the groups whose jobs left active, locked in order, then counted (one update
+-- per group); a group that was full and has queued jobs gets room: listeners are woken.
+moves AS MATERIALIZED (
+    SELECT m.queue, m.group_key AS key, sum((m.state = 'queued')::int)::int AS queued_by,
+           sum(-1)::int AS active_by
+    FROM done m WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key
+    ORDER BY m.queue, m.group_key
 ),
 held AS MATERIALIZED (
-    SELECT l.n, g.* FROM left_groups l CROSS JOIN LATERAL (
-        SELECT g.queue, g.queued, g.active, g.concurrency, g.turn
-        FROM {schema}.conveyor_group g
-        WHERE g.queue = l.queue AND g.key = l.group_key
+    SELECT m.*, g.queued, g.active, g.concurrency, g.turn FROM moves m CROSS JOIN LATERAL (
+        SELECT g.queued, g.active, g.concurrency, g.turn FROM {schema}.conveyor_group g
+        WHERE g.queue = m.queue AND g.key = m.key
         FOR UPDATE
     ) g
+),
+counted AS (
+    UPDATE {schema}.conveyor_group g
+    SET queued = greatest(g.queued + h.queued_by, 0), active = greatest(g.active + h.active_by, 0)
+    FROM held h
+    WHERE g.queue = h.queue AND g.key = h.key
 ),
 freed AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue)
     FROM (
         SELECT DISTINCT h.queue FROM held h, t
         WHERE h.queued > 0 AND h.concurrency > 0 AND h.active >= h.concurrency
-          AND h.active - h.n < h.concurrency AND h.turn <= t.now
+          AND h.active + h.active_by < h.concurrency AND h.turn <= t.now
     ) q
 ),
 woken AS (
@@ -578,11 +592,9 @@ ORDER BY r.ord;
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
-due AS MATERIALIZED (
-    SELECT d.* FROM {schema}.conveyor_queue q CROSS JOIN t CROSS JOIN LATERAL (
-        SELECT j.id, j.queue, j.name, j.run_at, j.seq, j.group_key, j.group_concurrency,
-               j.group_rate_count, j.group_rate_per
-        FROM {schema}.conveyor_job j
+due AS (
+    SELECT d.id FROM {schema}.conveyor_queue q CROSS JOIN t CROSS JOIN LATERAL (
+        SELECT j.id, j.run_at, j.seq FROM {schema}.conveyor_job j
         WHERE j.queue = q.name AND j.state IN ('scheduled', 'retrying') AND j.run_at <= t.now
         ORDER BY j.run_at, j.seq
         LIMIT %(limit)s
@@ -591,22 +603,25 @@ due AS MATERIALIZED (
     ORDER BY d.run_at, d.seq
     LIMIT %(limit)s
 ),
--- The records of the groups of grouped jobs made queued, created or locked in order first.
-placed AS (
-    INSERT INTO {schema}.conveyor_group AS g (
-        queue, key, name, concurrency, rate_count, rate_per, turn, quiet_at
-    )
-    SELECT DISTINCT ON (due.queue, due.group_key) due.queue, due.group_key, due.name,
-           coalesce(due.group_concurrency, 0), coalesce(due.group_rate_count, 0),
-           coalesce(due.group_rate_per, 0), t.now, t.now
-    FROM due, t WHERE due.group_key IS NOT NULL
-    ORDER BY due.queue, due.group_key
-    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued WHERE false
-),
 moved AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
     WHERE j.id = ANY(ARRAY(SELECT id FROM due))
-    RETURNING j.queue
+    RETURNING j.queue, j.name, j.group_key, j.group_concurrency, j.group_rate_count,
+              j.group_rate_per
+),
+-- The groups of the grouped jobs made queued count them, in order (a record deleted while the
+-- group was idle is made anew from its job, its turn now).
+placed AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, queued, turn, quiet_at
+    )
+    SELECT m.queue, m.group_key, min(m.name), min(coalesce(m.group_concurrency, 0)),
+           min(coalesce(m.group_rate_count, 0)), min(coalesce(m.group_rate_per, 0)), count(*),
+           t.now, t.now
+    FROM moved m, t WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key, t.now
+    ORDER BY m.queue, m.group_key
+    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued + excluded.queued
 ),
 woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue) FROM (SELECT DISTINCT queue FROM moved) q
@@ -636,19 +651,26 @@ waiting AS (
       AND cur.state IN ('scheduled', 'queued', 'retrying')
     RETURNING j.id, j.queue, j.group_key, cur.state
 ),
--- The records of the groups whose queued jobs were cancelled, locked in order before the
--- trigger counts them.
+-- The records of the groups whose queued jobs were cancelled, locked in order, then counted.
+moves AS MATERIALIZED (
+    SELECT m.queue, m.group_key AS key, sum(-(m.state = 'queued')::int)::int AS queued_by,
+           sum(0)::int AS active_by
+    FROM waiting m WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key
+    ORDER BY m.queue, m.group_key
+),
 held AS MATERIALIZED (
-    SELECT g.queue FROM (
-        SELECT DISTINCT queue, group_key FROM waiting
-        WHERE group_key IS NOT NULL AND state = 'queued'
-        ORDER BY queue, group_key
-        OFFSET 0
-    ) w CROSS JOIN LATERAL (
-        SELECT g.queue FROM {schema}.conveyor_group g
-        WHERE g.queue = w.queue AND g.key = w.group_key
+    SELECT m.*, g.queued, g.active, g.concurrency, g.turn FROM moves m CROSS JOIN LATERAL (
+        SELECT g.queued, g.active, g.concurrency, g.turn FROM {schema}.conveyor_group g
+        WHERE g.queue = m.queue AND g.key = m.key
         FOR UPDATE
     ) g
+),
+counted AS (
+    UPDATE {schema}.conveyor_group g
+    SET queued = greatest(g.queued + h.queued_by, 0), active = greatest(g.active + h.active_by, 0)
+    FROM held h
+    WHERE g.queue = h.queue AND g.key = h.key
 ),
 active AS (
     UPDATE {schema}.conveyor_job j SET cancel_requested = true
@@ -661,7 +683,7 @@ told AS (
 )
 SELECT cur.id, cur.state, cur.error, cur.finished_at, t.now,
        (SELECT count(*) FROM told) AS told, (SELECT count(*) FROM waiting) AS cancelled,
-       (SELECT count(*) FROM held) AS held
+       (SELECT count(*) FROM held) AS groups
 FROM cur, t;
 
 -- name: job_retry_many
@@ -675,24 +697,11 @@ ids AS (
     GROUP BY id
 ),
 cur AS (
-    SELECT j.id, j.state, j.queue, j.name, j.group_key, j.group_concurrency,
-           j.group_rate_count, j.group_rate_per
-    FROM {schema}.conveyor_job j
+    SELECT j.id, j.state FROM {schema}.conveyor_job j
     WHERE j.id = ANY(%(ids)b::text[])
     FOR UPDATE
 ),
--- The records of the groups of the jobs made queued, created or locked in order first.
-placed AS (
-    INSERT INTO {schema}.conveyor_group AS g (
-        queue, key, name, concurrency, rate_count, rate_per, turn, quiet_at
-    )
-    SELECT DISTINCT ON (cur.queue, cur.group_key) cur.queue, cur.group_key, cur.name,
-           coalesce(cur.group_concurrency, 0), coalesce(cur.group_rate_count, 0),
-           coalesce(cur.group_rate_per, 0), t.now, t.now
-    FROM cur, t WHERE cur.group_key IS NOT NULL AND cur.state IN ('failed', 'cancelled')
-    ORDER BY cur.queue, cur.group_key
-    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued WHERE false
-),
+
 numbered AS (
     SELECT o.id, nextval('{schema}.conveyor_job_seq') AS seq
     FROM (
@@ -707,7 +716,22 @@ retried AS (
         expires_at = NULL, stalls = 0, cancel_requested = false, seq = numbered.seq
     FROM numbered, t
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = numbered.id
-    RETURNING j.id, j.queue
+    RETURNING j.id, j.queue, j.name, j.group_key, j.group_concurrency, j.group_rate_count,
+              j.group_rate_per
+),
+-- The groups of the jobs made queued count them, in order (a record deleted while the group
+-- was idle is made anew from its job, its turn now).
+placed AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, queued, turn, quiet_at
+    )
+    SELECT m.queue, m.group_key, min(m.name), min(coalesce(m.group_concurrency, 0)),
+           min(coalesce(m.group_rate_count, 0)), min(coalesce(m.group_rate_per, 0)), count(*),
+           t.now, t.now
+    FROM retried m, t WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key, t.now
+    ORDER BY m.queue, m.group_key
+    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued + excluded.queued
 ),
 woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue) FROM (SELECT DISTINCT queue FROM retried) q
@@ -715,8 +739,7 @@ woken AS (
 SELECT cur.id, cur.state, (SELECT count(*) FROM woken) AS woken FROM cur;
 
 -- name: job_purge
--- The records of the groups of purged queued or active jobs are locked in order before the
--- trigger counts them.
+-- The records of the groups of purged queued or active jobs are locked in order, then counted.
 WITH gone AS (
     DELETE FROM {schema}.conveyor_job
     WHERE state = ANY(%(states)b::text[])
@@ -724,17 +747,25 @@ WITH gone AS (
       AND (%(finished_before)s::float8 IS NULL OR finished_at < %(finished_before)s::float8)
     RETURNING queue, group_key, state
 ),
+moves AS MATERIALIZED (
+    SELECT m.queue, m.group_key AS key, sum(-(m.state = 'queued')::int)::int AS queued_by,
+           sum(-(m.state = 'active')::int)::int AS active_by
+    FROM gone m WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key
+    ORDER BY m.queue, m.group_key
+),
 held AS MATERIALIZED (
-    SELECT g.queue FROM (
-        SELECT DISTINCT queue, group_key FROM gone
-        WHERE group_key IS NOT NULL AND state IN ('queued', 'active')
-        ORDER BY queue, group_key
-        OFFSET 0
-    ) w CROSS JOIN LATERAL (
-        SELECT g.queue FROM {schema}.conveyor_group g
-        WHERE g.queue = w.queue AND g.key = w.group_key
+    SELECT m.*, g.queued, g.active, g.concurrency, g.turn FROM moves m CROSS JOIN LATERAL (
+        SELECT g.queued, g.active, g.concurrency, g.turn FROM {schema}.conveyor_group g
+        WHERE g.queue = m.queue AND g.key = m.key
         FOR UPDATE
     ) g
+),
+counted AS (
+    UPDATE {schema}.conveyor_group g
+    SET queued = greatest(g.queued + h.queued_by, 0), active = greatest(g.active + h.active_by, 0)
+    FROM held h
+    WHERE g.queue = h.queue AND g.key = h.key
 )
 SELECT (SELECT count(*) FROM gone) AS purged, (SELECT count(*) FROM held) AS held;
 

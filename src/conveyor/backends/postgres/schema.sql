@@ -166,45 +166,6 @@ CREATE SEQUENCE {schema}.conveyor_job_seq;
 
 CREATE SEQUENCE {schema}.conveyor_worker_registered_seq;
 
-CREATE OR REPLACE FUNCTION {schema}.conveyor_group_count()
- RETURNS trigger
- LANGUAGE plpgsql
-AS $function$
-DECLARE
-    was text := CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE OLD.state END;
-    now_state text := CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE NEW.state END;
-    queued_by integer := (now_state IS NOT DISTINCT FROM 'queued')::integer
-                         - (was IS NOT DISTINCT FROM 'queued')::integer;
-    active_by integer := (now_state IS NOT DISTINCT FROM 'active')::integer
-                         - (was IS NOT DISTINCT FROM 'active')::integer;
-BEGIN
-    IF now_state = 'queued' THEN
-        -- A record created here (its own was deleted while idle) takes its turn now, which for
-        -- a job just made queued is at or after its run time.
-        INSERT INTO {schema}.conveyor_group AS g (
-            queue, key, name, concurrency, rate_count, rate_per, queued, active, turn, quiet_at
-        ) VALUES (
-            NEW.queue, NEW.group_key, NEW.name, coalesce(NEW.group_concurrency, 0),
-            coalesce(NEW.group_rate_count, 0), coalesce(NEW.group_rate_per, 0),
-            greatest(queued_by, 0), greatest(active_by, 0), NEW.run_at, NEW.run_at
-        )
-        ON CONFLICT (queue, key) DO UPDATE SET
-            queued = greatest(g.queued + queued_by, 0),
-            active = greatest(g.active + active_by, 0),
-            name = excluded.name,
-            concurrency = excluded.concurrency,
-            rate_count = excluded.rate_count,
-            rate_per = excluded.rate_per;
-    ELSE
-        UPDATE {schema}.conveyor_group g
-        SET queued = greatest(g.queued + queued_by, 0), active = greatest(g.active + active_by, 0)
-        WHERE g.queue = coalesce(NEW.queue, OLD.queue)
-          AND g.key = coalesce(NEW.group_key, OLD.group_key);
-    END IF;
-    RETURN NULL;
-END
-$function$;
-
 CREATE OR REPLACE FUNCTION {schema}.conveyor_history_add(history jsonb, attempt integer, at double precision, error text, keep integer, chars integer)
  RETURNS jsonb
  LANGUAGE sql
@@ -220,9 +181,3 @@ AS $function$
         LIMIT keep
     ) h
 $function$;
-
-CREATE TRIGGER conveyor_job_group_delete AFTER DELETE ON {schema}.conveyor_job FOR EACH ROW WHEN (((old.group_key IS NOT NULL) AND (old.state = ANY (ARRAY['queued'::text, 'active'::text])))) EXECUTE FUNCTION {schema}.conveyor_group_count();
-
-CREATE TRIGGER conveyor_job_group_insert AFTER INSERT ON {schema}.conveyor_job FOR EACH ROW WHEN (((new.group_key IS NOT NULL) AND (new.state = ANY (ARRAY['queued'::text, 'active'::text])))) EXECUTE FUNCTION {schema}.conveyor_group_count();
-
-CREATE TRIGGER conveyor_job_group_update AFTER UPDATE OF state ON {schema}.conveyor_job FOR EACH ROW WHEN (((new.group_key IS NOT NULL) AND (old.state IS DISTINCT FROM new.state) AND ((old.state = ANY (ARRAY['queued'::text, 'active'::text])) OR (new.state = ANY (ARRAY['queued'::text, 'active'::text]))))) EXECUTE FUNCTION {schema}.conveyor_group_count();

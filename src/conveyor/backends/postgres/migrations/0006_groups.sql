@@ -22,9 +22,10 @@ CREATE INDEX conveyor_job_group_ready_idx
 CREATE INDEX conveyor_job_group_due_idx ON {schema}.conveyor_job (queue, run_at)
     WHERE state IN ('scheduled', 'retrying') AND group_key IS NOT NULL;
 
--- One record per group of a queue: its limits (those of the job placed in it last, or none
--- when a block created it), how many of its jobs are queued and active (kept by the trigger
--- below), the sliding log of its recent starts (at most rate_count, oldest first), the block a
+-- One record per group of a queue: its limits (those of the job inserted into it last, or none
+-- when a block created it), how many of its jobs are queued and active (kept by every
+-- statement that moves a grouped job into or out of those states, in the same statement, one
+-- update per group however many of its jobs move), the sliding log of its recent starts (at most rate_count, oldest first), the block a
 -- handler's RateLimited set, its turn (see conveyor.drivers.groups), and quiet_at, the instant
 -- its rate window and block have both passed (when an idle record may be deleted).
 CREATE TABLE {schema}.conveyor_group (
@@ -51,57 +52,3 @@ CREATE INDEX conveyor_group_eligible_idx ON {schema}.conveyor_group (queue, turn
 -- job_prune_finished: idle records, by the instant they may go.
 CREATE INDEX conveyor_group_idle_idx ON {schema}.conveyor_group (quiet_at)
     WHERE queued = 0 AND active = 0;
-
--- The counts of a group follow its jobs on every path (insert, fetch, finish, rescue, cancel,
--- retry, promotion, purge, and any statement added later): each row a grouped job enters or
--- leaves `queued` or `active`, a trigger moves the counts, and a job entering `queued` sets its
--- group's limits to its own (creating the record if it is missing). The one exception to "no
--- PL/pgSQL" in this backend, kept this small: a trigger needs a function, and the triggers'
--- WHEN clauses keep plain jobs from ever calling it. Statements that touch several groups lock
--- their records first, in (queue, key) order, so the trigger never waits out of order.
-CREATE FUNCTION {schema}.conveyor_group_count() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    was text := CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE OLD.state END;
-    now_state text := CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE NEW.state END;
-    queued_by integer := (now_state IS NOT DISTINCT FROM 'queued')::integer
-                         - (was IS NOT DISTINCT FROM 'queued')::integer;
-    active_by integer := (now_state IS NOT DISTINCT FROM 'active')::integer
-                         - (was IS NOT DISTINCT FROM 'active')::integer;
-BEGIN
-    IF now_state = 'queued' THEN
-        -- A record created here (its own was deleted while idle) takes its turn now, which for
-        -- a job just made queued is at or after its run time.
-        INSERT INTO {schema}.conveyor_group AS g (
-            queue, key, name, concurrency, rate_count, rate_per, queued, active, turn, quiet_at
-        ) VALUES (
-            NEW.queue, NEW.group_key, NEW.name, coalesce(NEW.group_concurrency, 0),
-            coalesce(NEW.group_rate_count, 0), coalesce(NEW.group_rate_per, 0),
-            greatest(queued_by, 0), greatest(active_by, 0), NEW.run_at, NEW.run_at
-        )
-        ON CONFLICT (queue, key) DO UPDATE SET
-            queued = greatest(g.queued + queued_by, 0),
-            active = greatest(g.active + active_by, 0),
-            name = excluded.name,
-            concurrency = excluded.concurrency,
-            rate_count = excluded.rate_count,
-            rate_per = excluded.rate_per;
-    ELSE
-        UPDATE {schema}.conveyor_group g
-        SET queued = greatest(g.queued + queued_by, 0), active = greatest(g.active + active_by, 0)
-        WHERE g.queue = coalesce(NEW.queue, OLD.queue)
-          AND g.key = coalesce(NEW.group_key, OLD.group_key);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER conveyor_job_group_insert AFTER INSERT ON {schema}.conveyor_job
-    FOR EACH ROW WHEN (NEW.group_key IS NOT NULL AND NEW.state IN ('queued', 'active'))
-    EXECUTE FUNCTION {schema}.conveyor_group_count();
-CREATE TRIGGER conveyor_job_group_update AFTER UPDATE OF state ON {schema}.conveyor_job
-    FOR EACH ROW WHEN (NEW.group_key IS NOT NULL AND OLD.state IS DISTINCT FROM NEW.state
-                       AND (OLD.state IN ('queued', 'active') OR NEW.state IN ('queued', 'active')))
-    EXECUTE FUNCTION {schema}.conveyor_group_count();
-CREATE TRIGGER conveyor_job_group_delete AFTER DELETE ON {schema}.conveyor_job
-    FOR EACH ROW WHEN (OLD.group_key IS NOT NULL AND OLD.state IN ('queued', 'active'))
-    EXECUTE FUNCTION {schema}.conveyor_group_count();
