@@ -49,8 +49,9 @@ async def fetch_grouped(
     caps: Mapping[str, int] | None = None,
 ) -> list[Row]:
     """Serve a fetch whose queues have grouped work (``probe``: the row of the plain statement
-    that found it), at the instant it probed, and return its jobs in the order served. ``caps``: what each rate-limited queue may still
-    start (the fetch then runs in the transaction holding their logs)."""
+    that found it), at the instant it probed, and return its jobs in the order served.
+    ``caps``: what each rate-limited queue may still start (the fetch then runs in the
+    transaction holding their logs)."""
     now = float(probe["fetched_at"])
     limit = int(args["limit"])
     room = {queue: limit if caps is None else caps.get(queue, limit) for queue in queues}
@@ -90,9 +91,7 @@ async def fetch_grouped(
             plain = leased_rows(await run(conn, "job_fetch", plain_args))
         else:
             capped = [min(room[q], left) for q in queues]
-            rows = await run(
-                conn, "job_fetch__rate_limited", {**plain_args, "caps": capped}
-            )
+            rows = await run(conn, "job_fetch__rate_limited", {**plain_args, "caps": capped})
             plain = leased_rows(rows)
         _spend(room, plain)
         # Plain jobs in run order, as the plain fetch gives them; grouped ones as served.

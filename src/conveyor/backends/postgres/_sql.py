@@ -1,9 +1,10 @@
 """The SQL text of the PostgreSQL backend, read once at import.
 
-Queries live in ``queries.sql`` (and ``groups.sql``) as named sections (``-- name: job_fetch``), one statement each,
-named after the driver operation; migrations in ``migrations/NNNN_name.sql``, applied in name
-order. Both hold ``{schema}`` where the (quoted) schema name goes: a statement names its tables
-in full, so it means the same on any connection, whatever that connection's search_path.
+Queries live in ``queries.sql`` and ``groups.sql`` as named sections (``-- name: job_fetch``),
+one statement each, named after the driver operation; migrations in
+``migrations/NNNN_name.sql``, applied in name order. Both hold ``{schema}`` where the (quoted)
+schema name goes: a statement names its tables in full, so it means the same on any
+connection, whatever that connection's search_path.
 """
 
 from __future__ import annotations

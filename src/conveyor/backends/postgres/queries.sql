@@ -968,20 +968,23 @@ SELECT value FROM {schema}.conveyor_meta WHERE key = 'instance';
 
 -- Whether jobs wait in one of %(queues)s: asked once, when a driver starts to listen.
 -- name: listen__runnable
+-- Plain jobs queued, or a group eligible now (each a first entry of an index range).
 SELECT EXISTS (
-    SELECT 1 FROM unnest(%(queues)b::text[]) AS q(name)
-    WHERE EXISTS (
+    SELECT 1 FROM unnest(%(queues)b::text[]) AS q(name) CROSS JOIN LATERAL (
         SELECT 1 FROM {schema}.conveyor_job j
         WHERE j.queue = q.name AND j.state = 'queued' AND j.group_key IS NULL
         ORDER BY j.priority, j.run_at, j.seq
         LIMIT 1
-    ) OR EXISTS (
+    ) x
+) OR EXISTS (
+    SELECT 1 FROM unnest(%(queues)b::text[]) AS q(name) CROSS JOIN LATERAL (
         SELECT 1 FROM {schema}.conveyor_group g
         WHERE g.queue = q.name AND g.queued > 0
           AND (g.concurrency = 0 OR g.active < g.concurrency)
           AND g.turn <= extract(epoch FROM now())::float8
+        ORDER BY g.turn
         LIMIT 1
-    )
+    ) x
 ) AS runnable;
 
 -- The running jobs of a worker someone asked to cancel: read when it starts listening for
