@@ -272,7 +272,7 @@ ON CONFLICT (queue, key) DO UPDATE SET
 
 -- The seconds until the earliest group of %(queues)s (of %(names)s, unless NULL) with queued
 -- jobs and room, whose turn is still to come, may start a job: the first entry past now of
--- each queue's range of the eligible index.
+-- each queue's range of the eligible index (a paused queue's groups wait for no time).
 -- name: group_wait
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
@@ -286,6 +286,9 @@ FROM t CROSS JOIN unnest(%(queues)s::text[]) AS q(name) CROSS JOIN LATERAL (
     ORDER BY g.turn
     LIMIT 1
 ) w
+WHERE NOT EXISTS (
+    SELECT 1 FROM {schema}.conveyor_queue p WHERE p.name = q.name AND p.paused
+)
 GROUP BY t.now;
 
 -- Records of groups with no queued and no active job whose rate window and block have passed
