@@ -397,3 +397,14 @@ async def test_the_grouped_statements_read_indexes_and_no_more_jobs_than_they_le
         text = _explain(pg_url, q[name], args)
         assert "Seq Scan on conveyor_group" not in text, f"{name}:\n{text}"
         assert "Seq Scan on conveyor_job" not in text, f"{name}:\n{text}"
+
+
+async def test_a_job_with_a_looser_rate_frees_its_held_group_at_once(pg: PostgresDriver) -> None:
+    slow = JobGroup("k:r", rate_count=1, rate_per=3600.0)
+    await pg.job_insert_many([NewJob(f"r{i}", Q, "n", b"{}", group=slow) for i in range(2)], now=T0)
+    assert [j.id for j in await fetch(pg, T0)] == ["r0"]
+    assert await fetch(pg, T0 + 1) == []
+    assert await pg.group_wait([Q], now=T0 + 1) == pytest.approx(3599.0)
+    # A deploy drops the rate: the next job's limits hold from now on, as the reference does.
+    await pg.job_insert_many([NewJob("r2", Q, "n", b"{}", group=JobGroup("k:r"))], now=T0 + 2)
+    assert [j.id for j in await fetch(pg, T0 + 2)] == ["r1", "r2"]

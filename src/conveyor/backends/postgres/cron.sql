@@ -83,7 +83,12 @@ joined AS (
     ON CONFLICT (queue, key) DO UPDATE SET
         queued = g.queued + excluded.queued, name = excluded.name,
         concurrency = excluded.concurrency, rate_count = excluded.rate_count,
-        rate_per = excluded.rate_per
+        rate_per = excluded.rate_per,
+        turn = CASE WHEN g.served_at IS NULL THEN g.turn ELSE greatest(
+            g.served_at, g.blocked_until,
+            CASE WHEN excluded.rate_count > 0 AND cardinality(g.starts) >= excluded.rate_count
+                THEN g.starts[cardinality(g.starts) - excluded.rate_count + 1]
+                     + excluded.rate_per END) END
 ),
 registered AS (
     INSERT INTO {schema}.conveyor_queue (name)

@@ -64,7 +64,13 @@ joined AS (
     ON CONFLICT (queue, key) DO UPDATE SET
         queued = g.queued + excluded.queued, name = excluded.name,
         concurrency = excluded.concurrency, rate_count = excluded.rate_count,
-        rate_per = excluded.rate_per
+        rate_per = excluded.rate_per,
+        -- The turn under the new limits (a rate made looser frees the group at once).
+        turn = CASE WHEN g.served_at IS NULL THEN g.turn ELSE greatest(
+            g.served_at, g.blocked_until,
+            CASE WHEN excluded.rate_count > 0 AND cardinality(g.starts) >= excluded.rate_count
+                THEN g.starts[cardinality(g.starts) - excluded.rate_count + 1]
+                     + excluded.rate_per END) END
 ),
 registered AS (
     INSERT INTO {schema}.conveyor_queue (name) SELECT DISTINCT queue FROM input
@@ -218,7 +224,7 @@ started AS (
 logs AS (
     -- From the locked versions (candidates), not the statement's snapshot.
     SELECT c.queue, c.key, c.rate_count, c.rate_per, c.blocked_until, c.quiet_at, s.n,
-           CASE WHEN c.rate_count = 0 THEN '{}'::float8[]
+           CASE WHEN c.rate_count = 0 THEN c.starts
                ELSE (c.starts || array_fill(
                         greatest(t.now, c.starts[cardinality(c.starts)]), ARRAY[s.n]))[
                     greatest(1, cardinality(c.starts) + s.n - c.rate_count + 1):] END AS starts
@@ -229,6 +235,7 @@ logs AS (
 served_groups AS (
     UPDATE {schema}.conveyor_group g
     SET starts = l.starts,
+        served_at = t.now,
         queued = greatest(g.queued - l.n, 0),
         active = g.active + l.n,
         turn = greatest(

@@ -41,6 +41,7 @@ CREATE TABLE {schema}.conveyor_group (
     active integer NOT NULL DEFAULT 0,
     starts double precision[] NOT NULL DEFAULT '{}'::double precision[],
     blocked_until double precision,
+    served_at double precision,
     turn double precision NOT NULL,
     quiet_at double precision NOT NULL,
     CONSTRAINT conveyor_group_pkey PRIMARY KEY (queue, key)

@@ -26,8 +26,10 @@ CREATE INDEX conveyor_job_group_due_idx ON {schema}.conveyor_job (queue, run_at)
 -- when a block created it), how many of its jobs are queued and active (kept by every
 -- statement that moves a grouped job into or out of those states, in the same statement, one
 -- update per group however many of its jobs move), the sliding log of its recent starts (at most rate_count, oldest first), the block a
--- handler's RateLimited set, its turn (see conveyor.drivers.groups), and quiet_at, the instant
--- its rate window and block have both passed (when an idle record may be deleted).
+-- handler's RateLimited set, when a fetch last served it (NULL: never), its turn (see
+-- conveyor.drivers.groups: when it was last served or created, or later, when its rate window
+-- frees or its block ends; worked out again when a job brings new limits), and quiet_at, the
+-- instant its rate window and block have both passed (when an idle record may be deleted).
 CREATE TABLE {schema}.conveyor_group (
     queue         text               NOT NULL,
     key           text               NOT NULL,
@@ -39,6 +41,7 @@ CREATE TABLE {schema}.conveyor_group (
     active        integer            NOT NULL DEFAULT 0,
     starts        double precision[] NOT NULL DEFAULT '{}',
     blocked_until double precision,
+    served_at     double precision,
     turn          double precision   NOT NULL,
     quiet_at      double precision   NOT NULL,
     PRIMARY KEY (queue, key)
