@@ -22,6 +22,7 @@ def by_customer(p: Invoice) -> str:
 
 # expect: mypy=arg-type pyright=reportArgumentType
 wrong_model = job("webhook.deliver", Delivery, group_key=by_customer)
+# A misspelt field: pyright also says the lambda's type is unknown.
 # expect: mypy=attr-defined pyright=reportAttributeAccessIssue,reportUnknownLambdaType,reportUnknownMemberType
 misspelt = job("webhook.deliver", Delivery, group_key=lambda p: p.acount_id)
 # expect: mypy=arg-type,return-value pyright=reportArgumentType
