@@ -123,6 +123,11 @@ ORDER BY input.ord;
 -- %(limit)s of those are leased and the other due jobs become queued. Rows are updated by id
 -- from arrays, which the planner always reads through the primary key (a join on an estimated
 -- row count could choose to scan the whole table).
+-- Grouped jobs are not in the ready index: first (with %(probe)s) it looks whether a served
+-- queue has a group eligible now or a grouped job due, the first entry of two partial indexes
+-- that stay empty in a queue without groups. If so it leases nothing and returns one row with
+-- no job that says so (groups_waiting, groups_due, plain_waiting, fetched_at): _groups serves
+-- that fetch. Else the one row per job leased, as before.
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
@@ -225,7 +230,7 @@ FROM probe CROSS JOIN t LEFT JOIN leased ON true;
 -- conveyor_rate_limit (rate_limit__lock): as job_fetch, at the time the lock was taken, with no
 -- more of a queue's jobs than its %(caps)s entry (the queues without a limit get %(limit)s).
 -- Each queue offers at most its cap of queued jobs, and a window over the queue's offers keeps
--- due jobs within it too.
+-- due jobs within it too. It probes for grouped work and answers as job_fetch does.
 -- name: job_fetch__rate_limited
 WITH t AS (
     SELECT %(now)s::float8 AS now
