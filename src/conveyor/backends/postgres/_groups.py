@@ -55,6 +55,12 @@ async def fetch_grouped(
     now = float(probe["fetched_at"])
     limit = int(args["limit"])
     room = {queue: limit if caps is None else caps.get(queue, limit) for queue in queues}
+    # Under queue rate limits what may start is shared, not what was asked for: split the
+    # allowance, or groups would take all of it and plain jobs none (the reference counts
+    # only the queues that hold jobs; a capped queue without any is counted here too).
+    budget = limit
+    if caps is not None and all(queue in caps for queue in queues):
+        budget = min(limit, sum(max(room[queue], 0) for queue in queues))
     if probe["groups_due"]:
         await run(conn, "job_fetch__group_promote", {"now": now, "queues": list(queues)})
     plain_ready = bool(probe["plain_waiting"])
@@ -62,7 +68,7 @@ async def fetch_grouped(
     coin = int(str(args["receipt"])[-1], 16) % 2 == 1
     # A due job promoted just now may wait in a full group: counting groups ready when none
     # is changes nothing, as the plain jobs take whatever the groups leave.
-    first = split_limit(limit, True, plain_ready, coin)
+    first = split_limit(budget, True, plain_ready, coin) if budget > 0 else 0
     leased: list[Row] = []
 
     async def serve(count: int) -> list[Row]:
@@ -120,6 +126,17 @@ def group_lock_args(jobs: Sequence[NewJob], now: float | None) -> dict[str, Any]
         "concurrencies": [job.group.concurrency for job in grouped if job.group is not None],
         "rate_counts": [job.group.rate_count for job in grouped if job.group is not None],
         "rate_pers": [float(job.group.rate_per) for job in grouped if job.group is not None],
+    }
+
+
+def group_columns(job: NewJob) -> dict[str, Any]:
+    """A job's group as the columns of its row (all None for a plain job)."""
+    group = job.group
+    return {
+        "group_key": None if group is None else group.key,
+        "group_concurrency": None if group is None else group.concurrency,
+        "group_rate_count": None if group is None else group.rate_count,
+        "group_rate_per": None if group is None else float(group.rate_per),
     }
 
 

@@ -514,9 +514,10 @@ class PostgresDriver(rates.RateLimitOperations, GroupOperations, RegistryOperati
                 }
                 cur = await conn.execute(self._q["job_prune_finished__trim_completed"], by_count)
                 removed += cur.rowcount
-            if removed < limit:  # idle group records, within the same limit (not counted)
-                idle = {"now": at, "limit": limit - removed}
-                await conn.execute(self._q["job_prune_finished__groups"], idle)
+            # Idle group records, a budget of their own (finished jobs never crowd them out),
+            # not counted in what is returned: that counts jobs.
+            idle = {"now": at, "limit": limit}
+            await conn.execute(self._q["job_prune_finished__groups"], idle)
             return removed
 
         return await self._with_connection(run)

@@ -1031,12 +1031,36 @@ ON CONFLICT (queue, key) DO UPDATE SET
     job_id = excluded.job_id, mode = excluded.mode, expires_at = excluded.expires_at;
 
 -- A debounce: the waiting holder takes the new payload and run time, if it still waits for a
--- run time to come (else the key is free after all).
+-- run time to come (else the key is free after all), and the new job's group: it joins that
+-- group as an insert does (it waits for its run time, so no group counts it yet).
 -- name: job_insert_many__dedup_replace
-UPDATE {schema}.conveyor_job SET payload = %(payload)s::bytea, run_at = %(run_at)s::float8
-WHERE id = %(id)s::text AND state = 'scheduled' AND started_at IS NULL
-  AND run_at > %(now)s::float8
-RETURNING id;
+WITH replaced AS (
+    UPDATE {schema}.conveyor_job
+    SET payload = %(payload)s::bytea, run_at = %(run_at)s::float8,
+        group_key = %(group_key)s::text, group_concurrency = %(group_concurrency)s::int,
+        group_rate_count = %(group_rate_count)s::int, group_rate_per = %(group_rate_per)s::float8
+    WHERE id = %(id)s::text AND state = 'scheduled' AND started_at IS NULL
+      AND run_at > %(now)s::float8
+    RETURNING id, queue, name
+),
+joined AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, turn, quiet_at
+    )
+    SELECT r.queue, %(group_key)s::text, r.name, %(group_concurrency)s::int,
+           %(group_rate_count)s::int, %(group_rate_per)s::float8, %(now)s::float8,
+           %(now)s::float8
+    FROM replaced r WHERE %(group_key)s::text IS NOT NULL
+    ON CONFLICT (queue, key) DO UPDATE SET
+        name = excluded.name, concurrency = excluded.concurrency,
+        rate_count = excluded.rate_count, rate_per = excluded.rate_per,
+        turn = CASE WHEN g.served_at IS NULL THEN g.turn ELSE greatest(
+            g.served_at, g.blocked_until,
+            CASE WHEN excluded.rate_count > 0 AND cardinality(g.starts) >= excluded.rate_count
+                THEN g.starts[cardinality(g.starts) - excluded.rate_count + 1]
+                     + excluded.rate_per END) END
+)
+SELECT id FROM replaced;
 -- The rows of these rate-limited queues (created when missing), locked until the fetch's
 -- transaction ends, in name order (so two fetches of the same queues cannot deadlock), with the
 -- time the lock was taken: what the fetch that follows runs at.
