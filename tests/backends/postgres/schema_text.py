@@ -83,6 +83,12 @@ def describe(conn: psycopg.Connection[Any], schema: str) -> str:
         "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s ORDER BY p.proname"
     ):
         out.append(local(definition).strip() + ";\n")
+    for (definition,) in rows(
+        "SELECT pg_get_triggerdef(tg.oid) FROM pg_trigger tg "
+        "JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND NOT tg.tgisinternal ORDER BY tg.tgname"
+    ):
+        out.append(local(definition) + ";\n")
     return "\n".join(out)
 
 

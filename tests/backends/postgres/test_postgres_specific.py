@@ -191,6 +191,7 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
             "lease_seconds": 30,
             "worker_id": "w",
             "receipt": "r",
+            "probe": True,
         },
         "job_fetch__rate_limited": {
             "now": 1.7e9,
@@ -200,6 +201,7 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
             "lease_seconds": 30,
             "worker_id": "w",
             "receipt": "r",
+            "probe": True,
         },
         "job_extend_leases": {
             "now": None,

@@ -72,6 +72,10 @@ class Cron:
             "keep_completed": None if job.keep_completed is None else float(job.keep_completed),
             "keep_failed": None if job.keep_failed is None else float(job.keep_failed),
             "channel": self._channel,
+            "group_key": None if job.group is None else job.group.key,
+            "group_concurrency": None if job.group is None else job.group.concurrency,
+            "group_rate_count": None if job.group is None else job.group.rate_count,
+            "group_rate_per": None if job.group is None else float(job.group.rate_per),
         }
         (row,) = await connections.rows(self._q["cron_fire"], args)
         if row["status"] is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from conveyor.backends.postgres._groups import group_columns, group_lock_args
 from conveyor.backends.postgres._records import insert_statement
 from conveyor.backends.postgres._results import insert_results
 from conveyor.drivers.common import DedupHolder, dedup_decision, dedup_expiry
@@ -50,6 +51,9 @@ def dedup_plan(
         yield _statement(
             queries, "job_insert_many__dedup_lock", {"queues": list(queues), "keys": list(keys)}
         )
+    grouped = group_lock_args(jobs, now)
+    if grouped is not None:  # every group of the batch, in one order, before any job is placed
+        yield _statement(queries, "job_insert_many__group_lock", grouped)
     results: list[InsertResult] = []
     for job in jobs:
         if job.dedup is None:
@@ -108,7 +112,13 @@ def _keyed(
         replaced = yield _statement(
             queries,
             "job_insert_many__dedup_replace",
-            {"id": holder.job_id, "payload": job.payload, "run_at": new_run_at, "now": at},
+            {
+                "id": holder.job_id,
+                "payload": job.payload,
+                "run_at": new_run_at,
+                "now": at,
+                **group_columns(job),
+            },
         )
         if replaced:
             return InsertResult(holder.job_id, decision, JobState.SCHEDULED)

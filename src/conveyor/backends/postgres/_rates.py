@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from conveyor.backends.postgres._groups import fetch_grouped, groups_waiting, leased_rows
 from conveyor.backends.postgres._records import Row
 from conveyor.drivers.common import check_now, check_rate_limits, check_rate_seconds
 from conveyor.drivers.rates import allowed, wait_seconds
@@ -41,7 +42,7 @@ async def fetch_limited(
         }
         if not any(caps.get(queue, limit) > 0 for queue in queues):
             return []
-        leased = await run(
+        rows = await run(
             conn,
             "job_fetch__rate_limited",
             {
@@ -51,6 +52,10 @@ async def fetch_limited(
                 "caps": [min(caps.get(queue, limit), limit) for queue in queues],
             },
         )
+        if groups_waiting(rows):  # grouped and plain starts share the caps
+            leased = await fetch_grouped(conn, run, args, queues, rows[0], caps=caps)
+        else:
+            leased = sorted(leased_rows(rows), key=lambda r: (r["priority"], r["run_at"], r["seq"]))
         started: dict[str, int] = {}
         for row in leased:
             started[row["queue"]] = started.get(row["queue"], 0) + 1

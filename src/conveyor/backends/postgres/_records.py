@@ -49,6 +49,7 @@ def record_of(row: Row) -> JobRecord:
         keep_completed=row["keep_completed"],
         keep_failed=row["keep_failed"],
         expires_at=row["expires_at"],
+        group=row["group_key"],
     )
 
 
@@ -101,6 +102,9 @@ def insert_statement(
     case) has a statement of its own, whose plan PostgreSQL caches; a batch travels as arrays.
     ``instance`` is filled in for a write on a caller's connection."""
     common = {"now": now, "instance": None, "channel": channel}
+    if any(job.group is not None for job in jobs):
+        # A statement of its own, so the plain ones (and their cached plans) stay as they were.
+        return "job_insert_many__grouped", {**common, **_batch(jobs), **_groups(jobs)}
     if len(jobs) == 1:
         (job,) = jobs
         return "job_insert_many__one", {
@@ -116,8 +120,11 @@ def insert_statement(
             "keep_completed": _seconds(job.keep_completed),
             "keep_failed": _seconds(job.keep_failed),
         }
-    return "job_insert_many", {
-        **common,
+    return "job_insert_many", {**common, **_batch(jobs)}
+
+
+def _batch(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    return {
         "ids": [job.id for job in jobs],
         "queues": [job.queue for job in jobs],
         "names": [job.name for job in jobs],
@@ -128,6 +135,16 @@ def insert_statement(
         "delays": [float(job.delay) for job in jobs],
         "keep_completeds": [_seconds(job.keep_completed) for job in jobs],
         "keep_faileds": [_seconds(job.keep_failed) for job in jobs],
+    }
+
+
+def _groups(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    groups = [job.group for job in jobs]
+    return {
+        "group_keys": [None if g is None else g.key for g in groups],
+        "group_concurrencies": [None if g is None else g.concurrency for g in groups],
+        "group_rate_counts": [None if g is None else g.rate_count for g in groups],
+        "group_rate_pers": [None if g is None else float(g.rate_per) for g in groups],
     }
 
 

@@ -1,9 +1,10 @@
 """The SQL text of the PostgreSQL backend, read once at import.
 
-Queries live in ``queries.sql`` as named sections (``-- name: job_fetch``), one statement each,
-named after the driver operation; migrations in ``migrations/NNNN_name.sql``, applied in name
-order. Both hold ``{schema}`` where the (quoted) schema name goes: a statement names its tables
-in full, so it means the same on any connection, whatever that connection's search_path.
+Queries live in ``queries.sql`` and ``groups.sql`` as named sections (``-- name: job_fetch``),
+one statement each, named after the driver operation; migrations in
+``migrations/NNNN_name.sql``, applied in name order. Both hold ``{schema}`` where the (quoted)
+schema name goes: a statement names its tables in full, so it means the same on any
+connection, whatever that connection's search_path.
 """
 
 from __future__ import annotations
@@ -52,5 +53,16 @@ def in_schema(text: str, quoted_schema: str) -> str:
     return text.replace("{schema}", quoted_schema)
 
 
-QUERIES: Final = parse_queries(_read("queries.sql"))
+def _queries(*files: str) -> MappingProxyType[str, str]:
+    merged: dict[str, str] = {}
+    for name in files:
+        for query, text in parse_queries(_read(name)).items():
+            if query in merged:
+                raise ValueError(f"query {query!r} is defined twice ({name})")
+            merged[query] = text
+    return MappingProxyType(merged)
+
+
+# groups.sql: the statements of groups (see _groups), apart so that neither file grows long.
+QUERIES: Final = _queries("queries.sql", "groups.sql")
 MIGRATIONS: Final = load_migrations()

@@ -54,18 +54,41 @@ claimed AS (
 inserted AS (
     INSERT INTO {schema}.conveyor_job (
         id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq,
-        keep_completed, keep_failed
+        keep_completed, keep_failed, group_key, group_concurrency, group_rate_count,
+        group_rate_per
     )
     SELECT %(id)s, %(queue)s, %(job_name)s, %(payload)s::bytea,
            CASE WHEN r.run_at > t.now THEN 'scheduled' ELSE 'queued' END,
            %(priority)s::int, %(max_attempts)s::int, r.run_at, t.now,
            nextval('{schema}.conveyor_job_seq'),
-           %(keep_completed)s::float8, %(keep_failed)s::float8
+           %(keep_completed)s::float8, %(keep_failed)s::float8, %(group_key)s::text,
+           %(group_concurrency)s::int, %(group_rate_count)s::int, %(group_rate_per)s::float8
     FROM claimed, t,
          LATERAL (SELECT coalesce(%(run_at)s::float8, t.now + %(delay)s::float8) AS run_at) r
     WHERE claimed.last_status = 'fired'
     ON CONFLICT (id) DO NOTHING
     RETURNING queue, state
+),
+-- A grouped job joins its group as an insert does (see job_insert_many__grouped).
+joined AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, queued, turn, quiet_at
+    )
+    SELECT %(queue)s, %(group_key)s::text, %(job_name)s,
+           coalesce(%(group_concurrency)s::int, 0), coalesce(%(group_rate_count)s::int, 0),
+           coalesce(%(group_rate_per)s::float8, 0), (inserted.state = 'queued')::int,
+           t.now, t.now
+    FROM inserted, t
+    WHERE %(group_key)s::text IS NOT NULL
+    ON CONFLICT (queue, key) DO UPDATE SET
+        queued = g.queued + excluded.queued, name = excluded.name,
+        concurrency = excluded.concurrency, rate_count = excluded.rate_count,
+        rate_per = excluded.rate_per,
+        turn = CASE WHEN g.served_at IS NULL THEN g.turn ELSE greatest(
+            g.served_at, g.blocked_until,
+            CASE WHEN excluded.rate_count > 0 AND cardinality(g.starts) >= excluded.rate_count
+                THEN g.starts[cardinality(g.starts) - excluded.rate_count + 1]
+                     + excluded.rate_per END) END
 ),
 registered AS (
     INSERT INTO {schema}.conveyor_queue (name)

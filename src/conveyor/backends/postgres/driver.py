@@ -23,6 +23,12 @@ from conveyor._errors import BackendUnavailable, InvalidArgument
 from conveyor.backends.postgres import _rates as rates
 from conveyor.backends.postgres._cron import Cron
 from conveyor.backends.postgres._dedup import ElsewhereError, dedup_plan, insert_with_dedup
+from conveyor.backends.postgres._groups import (
+    GroupOperations,
+    fetch_grouped,
+    groups_waiting,
+    leased_rows,
+)
 from conveyor.backends.postgres._migrate import check_current, migrate
 from conveyor.backends.postgres._notify import Notifications
 from conveyor.backends.postgres._pool import Connections, fetch_rows
@@ -88,7 +94,7 @@ from conveyor.drivers.transactional import Dialect, Plan, Statement
 T = TypeVar("T")
 
 
-class PostgresDriver(rates.RateLimitOperations, RegistryOperations):
+class PostgresDriver(rates.RateLimitOperations, GroupOperations, RegistryOperations):
     """A pool of connections to one schema of one PostgreSQL database."""
 
     capabilities: frozenset[Capability] = frozenset(
@@ -312,22 +318,30 @@ class PostgresDriver(rates.RateLimitOperations, RegistryOperations):
             # Begins every lease token of this fetch: if its reply is lost, the fetch run again
             # finds the jobs it leased instead of leasing others (and leaving these to nobody).
             "receipt": secrets.token_hex(8),
+            # The statement first asks whether grouped work waits; if so it leases nothing
+            # and fetch_grouped serves the fetch (see _groups).
+            "probe": True,
         }
 
         limits = [r for r in params.rate_limits if r.queue in queues]
+
+        def in_order(rows: list[Row]) -> list[Row]:
+            # RETURNING yields rows in no promised order; callers rely on priority order.
+            return sorted(rows, key=lambda r: (r["priority"], r["run_at"], r["seq"]))
 
         async def run(conn: Any, retried: bool) -> list[Row]:
             if retried:
                 leased = await self._run(conn, "job_fetch__receipt", args)
                 if leased:
-                    return leased
+                    return in_order(leased)
             if limits:
                 return await rates.fetch_limited(conn, self._run, args, queues, limits)
-            return await self._run(conn, "job_fetch", args)
+            rows = await self._run(conn, "job_fetch", args)
+            if groups_waiting(rows):  # in the order served (fetch_grouped)
+                return await fetch_grouped(conn, self._run, args, queues, rows[0])
+            return in_order(leased_rows(rows))
 
-        rows = await self._with_connection(run)
-        # RETURNING yields rows in no promised order; callers rely on priority order.
-        return sorted(map(record_of, rows), key=lambda j: (j.priority, j.run_at, j.seq))
+        return [record_of(row) for row in await self._with_connection(run)]
 
     async def job_extend_leases(
         self, leases: Sequence[Lease], lease_seconds: float, *, now: float | None = None
@@ -455,8 +469,8 @@ class PostgresDriver(rates.RateLimitOperations, RegistryOperations):
         }
 
         async def run(conn: Any, retried: bool) -> int:
-            cur = await conn.execute(self._q["job_purge"], args)
-            return int(cur.rowcount)
+            rows = await self._run(conn, "job_purge", args)
+            return int(rows[0]["purged"])
 
         return await self._with_connection(run)
 
@@ -500,6 +514,10 @@ class PostgresDriver(rates.RateLimitOperations, RegistryOperations):
                 }
                 cur = await conn.execute(self._q["job_prune_finished__trim_completed"], by_count)
                 removed += cur.rowcount
+            # Idle group records, a budget of their own (finished jobs never crowd them out),
+            # not counted in what is returned: that counts jobs.
+            idle = {"now": at, "limit": limit}
+            await conn.execute(self._q["job_prune_finished__groups"], idle)
             return removed
 
         return await self._with_connection(run)

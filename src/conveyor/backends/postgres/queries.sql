@@ -123,21 +123,54 @@ ORDER BY input.ord;
 -- %(limit)s of those are leased and the other due jobs become queued. Rows are updated by id
 -- from arrays, which the planner always reads through the primary key (a join on an estimated
 -- row count could choose to scan the whole table).
+-- Grouped jobs are not in the ready index: first (with %(probe)s) it looks whether a served
+-- queue has a group eligible now or a grouped job due, the first entry of two partial indexes
+-- that stay empty in a queue without groups. If so it leases nothing and returns one row with
+-- no job that says so (groups_waiting, groups_due, plain_waiting, fetched_at): _groups serves
+-- that fetch. Else the one row per job leased, as before.
 WITH t AS (
     SELECT coalesce(%(now)s::float8, extract(epoch FROM now())::float8) AS now
 ),
-served AS (
+unpaused AS (
     SELECT q.name FROM unnest(%(queues)b::text[]) AS q(name)
     WHERE NOT EXISTS (
         SELECT 1 FROM {schema}.conveyor_queue p WHERE p.name = q.name AND p.paused
     )
+),
+probe AS (
+    SELECT p.groups_ready OR p.groups_due AS grouped, p.groups_ready, p.groups_due
+    FROM (
+        SELECT %(probe)s::bool AND EXISTS (
+                   SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+                       SELECT 1 FROM {schema}.conveyor_group g
+                       WHERE g.queue = u.name AND g.queued > 0
+                         AND (g.concurrency = 0 OR g.active < g.concurrency)
+                         AND g.turn <= t.now
+                       ORDER BY g.turn
+                       LIMIT 1
+                   ) x)
+               AS groups_ready,
+               %(probe)s::bool AND EXISTS (
+                   SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+                       SELECT 1 FROM {schema}.conveyor_job j
+                       WHERE j.queue = u.name AND j.state IN ('scheduled', 'retrying')
+                         AND j.group_key IS NOT NULL AND j.run_at <= t.now
+                       ORDER BY j.run_at
+                       LIMIT 1
+                   ) x)
+               AS groups_due
+        FROM t
+    ) p
+),
+served AS (
+    SELECT u.name FROM unpaused u, probe WHERE NOT probe.grouped
 ),
 due AS (
     SELECT d.id, d.priority, d.run_at, d.seq
     FROM served CROSS JOIN t CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
         WHERE j.queue = served.name AND j.state IN ('scheduled', 'retrying')
-          AND j.run_at <= t.now
+          AND j.run_at <= t.now AND j.group_key IS NULL
         FOR UPDATE SKIP LOCKED
     ) d
 ),
@@ -145,7 +178,7 @@ ready AS (
     SELECT r.id, r.priority, r.run_at, r.seq
     FROM served CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
-        WHERE j.queue = served.name AND j.state = 'queued'
+        WHERE j.queue = served.name AND j.state = 'queued' AND j.group_key IS NULL
         ORDER BY j.priority, j.run_at, j.seq
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -159,41 +192,89 @@ chosen AS (
 promoted AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
     WHERE j.id = ANY(ARRAY(SELECT id FROM due WHERE id NOT IN (SELECT id FROM chosen)))
+),
+leased AS (
+    UPDATE {schema}.conveyor_job j
+    SET state = 'active',
+        attempt = j.attempt + 1,
+        started_at = t.now,
+        lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
+        lease_expires_at = t.now + %(lease_seconds)s::float8,
+        worker_id = %(worker_id)s::text,
+        cancel_requested = false,
+        isolated = false
+    FROM t
+    WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING j.*
 )
-UPDATE {schema}.conveyor_job j
-SET state = 'active',
-    attempt = j.attempt + 1,
-    started_at = t.now,
-    lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
-    lease_expires_at = t.now + %(lease_seconds)s::float8,
-    worker_id = %(worker_id)s::text,
-    cancel_requested = false,
-    isolated = false
-FROM t
-WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
-RETURNING j.*;
+SELECT leased.*, probe.grouped AS groups_waiting, probe.groups_due, t.now AS fetched_at,
+       CASE WHEN probe.grouped THEN EXISTS (
+           SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+               SELECT 1 FROM {schema}.conveyor_job j
+               WHERE j.queue = u.name AND j.state = 'queued' AND j.group_key IS NULL
+               ORDER BY j.priority, j.run_at, j.seq
+               LIMIT 1
+           ) x
+       ) OR EXISTS (
+           SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+               SELECT 1 FROM {schema}.conveyor_job j
+               WHERE j.queue = u.name AND j.state IN ('scheduled', 'retrying')
+                 AND j.run_at <= t.now AND j.group_key IS NULL
+               ORDER BY j.run_at, j.seq
+               LIMIT 1
+           ) x
+       ) END AS plain_waiting
+FROM probe CROSS JOIN t LEFT JOIN leased ON true;
 
 -- job_fetch of rate-limited queues, inside the transaction that holds their rows of
 -- conveyor_rate_limit (rate_limit__lock): as job_fetch, at the time the lock was taken, with no
 -- more of a queue's jobs than its %(caps)s entry (the queues without a limit get %(limit)s).
 -- Each queue offers at most its cap of queued jobs, and a window over the queue's offers keeps
--- due jobs within it too.
+-- due jobs within it too. It probes for grouped work and answers as job_fetch does.
 -- name: job_fetch__rate_limited
 WITH t AS (
     SELECT %(now)s::float8 AS now
 ),
-served AS (
+unpaused AS (
     SELECT q.name, q.cap FROM unnest(%(queues)s::text[], %(caps)s::int[]) AS q(name, cap)
     WHERE NOT EXISTS (
         SELECT 1 FROM {schema}.conveyor_queue p WHERE p.name = q.name AND p.paused
     )
+),
+probe AS (
+    SELECT p.groups_ready OR p.groups_due AS grouped, p.groups_ready, p.groups_due
+    FROM (
+        SELECT %(probe)s::bool AND EXISTS (
+                   SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+                       SELECT 1 FROM {schema}.conveyor_group g
+                       WHERE g.queue = u.name AND g.queued > 0
+                         AND (g.concurrency = 0 OR g.active < g.concurrency)
+                         AND g.turn <= t.now
+                       ORDER BY g.turn
+                       LIMIT 1
+                   ) x)
+               AS groups_ready,
+               %(probe)s::bool AND EXISTS (
+                   SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+                       SELECT 1 FROM {schema}.conveyor_job j
+                       WHERE j.queue = u.name AND j.state IN ('scheduled', 'retrying')
+                         AND j.group_key IS NOT NULL AND j.run_at <= t.now
+                       ORDER BY j.run_at
+                       LIMIT 1
+                   ) x)
+               AS groups_due
+        FROM t
+    ) p
+),
+served AS (
+    SELECT u.name, u.cap FROM unpaused u, probe WHERE NOT probe.grouped
 ),
 due AS (
     SELECT served.name AS queue, d.id, d.priority, d.run_at, d.seq
     FROM served CROSS JOIN t CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
         WHERE j.queue = served.name AND j.state IN ('scheduled', 'retrying')
-          AND j.run_at <= t.now
+          AND j.run_at <= t.now AND j.group_key IS NULL
         FOR UPDATE SKIP LOCKED
     ) d
 ),
@@ -201,7 +282,7 @@ ready AS (
     SELECT served.name AS queue, r.id, r.priority, r.run_at, r.seq
     FROM served CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, j.seq FROM {schema}.conveyor_job j
-        WHERE j.queue = served.name AND j.state = 'queued'
+        WHERE j.queue = served.name AND j.state = 'queued' AND j.group_key IS NULL
         ORDER BY j.priority, j.run_at, j.seq
         LIMIT least(%(limit)s, served.cap)
         FOR UPDATE SKIP LOCKED
@@ -222,19 +303,39 @@ chosen AS (
 promoted AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
     WHERE j.id = ANY(ARRAY(SELECT id FROM due WHERE id NOT IN (SELECT id FROM chosen)))
+),
+leased AS (
+    UPDATE {schema}.conveyor_job j
+    SET state = 'active',
+        attempt = j.attempt + 1,
+        started_at = t.now,
+        lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
+        lease_expires_at = t.now + %(lease_seconds)s::float8,
+        worker_id = %(worker_id)s::text,
+        cancel_requested = false,
+        isolated = false
+    FROM t
+    WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING j.*
 )
-UPDATE {schema}.conveyor_job j
-SET state = 'active',
-    attempt = j.attempt + 1,
-    started_at = t.now,
-    lease_token = %(receipt)s::text || '-' || substr(md5(random()::text), 1, 16),
-    lease_expires_at = t.now + %(lease_seconds)s::float8,
-    worker_id = %(worker_id)s::text,
-    cancel_requested = false,
-    isolated = false
-FROM t
-WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
-RETURNING j.*;
+SELECT leased.*, probe.grouped AS groups_waiting, probe.groups_due, t.now AS fetched_at,
+       CASE WHEN probe.grouped THEN EXISTS (
+           SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+               SELECT 1 FROM {schema}.conveyor_job j
+               WHERE j.queue = u.name AND j.state = 'queued' AND j.group_key IS NULL
+               ORDER BY j.priority, j.run_at, j.seq
+               LIMIT 1
+           ) x
+       ) OR EXISTS (
+           SELECT 1 FROM unpaused u CROSS JOIN LATERAL (
+               SELECT 1 FROM {schema}.conveyor_job j
+               WHERE j.queue = u.name AND j.state IN ('scheduled', 'retrying')
+                 AND j.run_at <= t.now AND j.group_key IS NULL
+               ORDER BY j.run_at, j.seq
+               LIMIT 1
+           ) x
+       ) END AS plain_waiting
+FROM probe CROSS JOIN t LEFT JOIN leased ON true;
 
 -- The jobs a fetch with this receipt leased (every lease token it gives starts with it):
 -- what the fetch returns when it runs again after its reply was lost.
@@ -326,7 +427,37 @@ done AS (
     -- pick the partial index of active jobs, which it would read whole.
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = f.id AND (j.state = 'active') IS TRUE
       AND j.lease_token = f.token
-    RETURNING j.id, j.queue, j.state, f.token
+    RETURNING j.id, j.queue, j.state, j.group_key, f.token
+),
+-- The records of the groups whose jobs left active, locked in order, then counted (one update
+-- per group); a group that was full and has queued jobs gets room: listeners are woken.
+moves AS MATERIALIZED (
+    SELECT m.queue, m.group_key AS key, sum((m.state = 'queued')::int)::int AS queued_by,
+           sum(-1)::int AS active_by
+    FROM done m WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key
+    ORDER BY m.queue, m.group_key
+),
+held AS MATERIALIZED (
+    SELECT m.*, g.queued, g.active, g.concurrency, g.turn FROM moves m CROSS JOIN LATERAL (
+        SELECT g.queued, g.active, g.concurrency, g.turn FROM {schema}.conveyor_group g
+        WHERE g.queue = m.queue AND g.key = m.key
+        FOR UPDATE
+    ) g
+),
+counted AS (
+    UPDATE {schema}.conveyor_group g
+    SET queued = greatest(g.queued + h.queued_by, 0), active = greatest(g.active + h.active_by, 0)
+    FROM held h
+    WHERE g.queue = h.queue AND g.key = h.key
+),
+freed AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue)
+    FROM (
+        SELECT DISTINCT h.queue FROM held h, t
+        WHERE h.queued > 0 AND h.concurrency > 0 AND h.active >= h.concurrency
+          AND h.active + h.active_by < h.concurrency AND h.turn <= t.now
+    ) q
 ),
 trimmed AS (
     DELETE FROM {schema}.conveyor_job
@@ -358,7 +489,7 @@ SELECT f.id, done.queue, done.state,
        CASE WHEN done.id IS NULL THEN (
            SELECT c.lease_token FROM {schema}.conveyor_job c WHERE c.id = f.id
        ) END AS current_token,
-       (SELECT count(*) FROM woken) AS woken
+       (SELECT count(*) FROM woken) AS woken, (SELECT count(*) FROM freed) AS freed
 FROM f
 LEFT JOIN done ON done.id = f.id AND done.token = f.token
 ORDER BY f.ord;
@@ -417,7 +548,37 @@ done AS (
     FROM r, t
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = r.id AND (j.state = 'active') IS TRUE
       AND j.lease_token = r.token AND j.lease_expires_at <= t.now
-    RETURNING j.id, j.queue, j.state, r.token
+    RETURNING j.id, j.queue, j.state, j.group_key, r.token
+),
+-- The records of the groups whose jobs left active, locked in order, then counted (one update
+-- per group); a group that was full and has queued jobs gets room: listeners are woken.
+moves AS MATERIALIZED (
+    SELECT m.queue, m.group_key AS key, sum((m.state = 'queued')::int)::int AS queued_by,
+           sum(-1)::int AS active_by
+    FROM done m WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key
+    ORDER BY m.queue, m.group_key
+),
+held AS MATERIALIZED (
+    SELECT m.*, g.queued, g.active, g.concurrency, g.turn FROM moves m CROSS JOIN LATERAL (
+        SELECT g.queued, g.active, g.concurrency, g.turn FROM {schema}.conveyor_group g
+        WHERE g.queue = m.queue AND g.key = m.key
+        FOR UPDATE
+    ) g
+),
+counted AS (
+    UPDATE {schema}.conveyor_group g
+    SET queued = greatest(g.queued + h.queued_by, 0), active = greatest(g.active + h.active_by, 0)
+    FROM held h
+    WHERE g.queue = h.queue AND g.key = h.key
+),
+freed AS (
+    SELECT pg_notify(%(channel)s, 'q:' || queue)
+    FROM (
+        SELECT DISTINCT h.queue FROM held h, t
+        WHERE h.queued > 0 AND h.concurrency > 0 AND h.active >= h.concurrency
+          AND h.active + h.active_by < h.concurrency AND h.turn <= t.now
+    ) q
 ),
 woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue)
@@ -427,7 +588,7 @@ SELECT r.id, done.state,
        done.id IS NOT NULL OR EXISTS (
            SELECT 1 FROM {schema}.conveyor_job c WHERE c.id = r.id
        ) AS found,
-       (SELECT count(*) FROM woken) AS woken
+       (SELECT count(*) FROM woken) AS woken, (SELECT count(*) FROM freed) AS freed
 FROM r
 LEFT JOIN done ON done.id = r.id AND done.token = r.token
 ORDER BY r.ord;
@@ -450,7 +611,22 @@ due AS (
 moved AS (
     UPDATE {schema}.conveyor_job j SET state = 'queued'
     WHERE j.id = ANY(ARRAY(SELECT id FROM due))
-    RETURNING j.queue
+    RETURNING j.queue, j.name, j.group_key, j.group_concurrency, j.group_rate_count,
+              j.group_rate_per
+),
+-- The groups of the grouped jobs made queued count them, in order (a record deleted while the
+-- group was idle is made anew from its job, its turn now).
+placed AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, queued, turn, quiet_at
+    )
+    SELECT m.queue, m.group_key, min(m.name), min(coalesce(m.group_concurrency, 0)),
+           min(coalesce(m.group_rate_count, 0)), min(coalesce(m.group_rate_per, 0)), count(*),
+           t.now, t.now
+    FROM moved m, t WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key, t.now
+    ORDER BY m.queue, m.group_key
+    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued + excluded.queued
 ),
 woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue) FROM (SELECT DISTINCT queue FROM moved) q
@@ -478,7 +654,28 @@ waiting AS (
     FROM cur, t
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = cur.id
       AND cur.state IN ('scheduled', 'queued', 'retrying')
-    RETURNING j.id
+    RETURNING j.id, j.queue, j.group_key, cur.state
+),
+-- The records of the groups whose queued jobs were cancelled, locked in order, then counted.
+moves AS MATERIALIZED (
+    SELECT m.queue, m.group_key AS key, sum(-(m.state = 'queued')::int)::int AS queued_by,
+           sum(0)::int AS active_by
+    FROM waiting m WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key
+    ORDER BY m.queue, m.group_key
+),
+held AS MATERIALIZED (
+    SELECT m.*, g.queued, g.active, g.concurrency, g.turn FROM moves m CROSS JOIN LATERAL (
+        SELECT g.queued, g.active, g.concurrency, g.turn FROM {schema}.conveyor_group g
+        WHERE g.queue = m.queue AND g.key = m.key
+        FOR UPDATE
+    ) g
+),
+counted AS (
+    UPDATE {schema}.conveyor_group g
+    SET queued = greatest(g.queued + h.queued_by, 0), active = greatest(g.active + h.active_by, 0)
+    FROM held h
+    WHERE g.queue = h.queue AND g.key = h.key
 ),
 active AS (
     UPDATE {schema}.conveyor_job j SET cancel_requested = true
@@ -490,7 +687,8 @@ told AS (
     FROM active WHERE worker_id IS NOT NULL
 )
 SELECT cur.id, cur.state, cur.error, cur.finished_at, t.now,
-       (SELECT count(*) FROM told) AS told, (SELECT count(*) FROM waiting) AS cancelled
+       (SELECT count(*) FROM told) AS told, (SELECT count(*) FROM waiting) AS cancelled,
+       (SELECT count(*) FROM held) AS groups
 FROM cur, t;
 
 -- name: job_retry_many
@@ -508,6 +706,7 @@ cur AS (
     WHERE j.id = ANY(%(ids)b::text[])
     FOR UPDATE
 ),
+
 numbered AS (
     SELECT o.id, nextval('{schema}.conveyor_job_seq') AS seq
     FROM (
@@ -522,7 +721,22 @@ retried AS (
         expires_at = NULL, stalls = 0, cancel_requested = false, seq = numbered.seq
     FROM numbered, t
     WHERE j.id = ANY(%(ids)b::text[]) AND j.id = numbered.id
-    RETURNING j.id, j.queue
+    RETURNING j.id, j.queue, j.name, j.group_key, j.group_concurrency, j.group_rate_count,
+              j.group_rate_per
+),
+-- The groups of the jobs made queued count them, in order (a record deleted while the group
+-- was idle is made anew from its job, its turn now).
+placed AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, queued, turn, quiet_at
+    )
+    SELECT m.queue, m.group_key, min(m.name), min(coalesce(m.group_concurrency, 0)),
+           min(coalesce(m.group_rate_count, 0)), min(coalesce(m.group_rate_per, 0)), count(*),
+           t.now, t.now
+    FROM retried m, t WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key, t.now
+    ORDER BY m.queue, m.group_key
+    ON CONFLICT (queue, key) DO UPDATE SET queued = g.queued + excluded.queued
 ),
 woken AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue) FROM (SELECT DISTINCT queue FROM retried) q
@@ -530,10 +744,35 @@ woken AS (
 SELECT cur.id, cur.state, (SELECT count(*) FROM woken) AS woken FROM cur;
 
 -- name: job_purge
-DELETE FROM {schema}.conveyor_job
-WHERE state = ANY(%(states)b::text[])
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(finished_before)s::float8 IS NULL OR finished_at < %(finished_before)s::float8);
+-- The records of the groups of purged queued or active jobs are locked in order, then counted.
+WITH gone AS (
+    DELETE FROM {schema}.conveyor_job
+    WHERE state = ANY(%(states)b::text[])
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(finished_before)s::float8 IS NULL OR finished_at < %(finished_before)s::float8)
+    RETURNING queue, group_key, state
+),
+moves AS MATERIALIZED (
+    SELECT m.queue, m.group_key AS key, sum(-(m.state = 'queued')::int)::int AS queued_by,
+           sum(-(m.state = 'active')::int)::int AS active_by
+    FROM gone m WHERE m.group_key IS NOT NULL
+    GROUP BY m.queue, m.group_key
+    ORDER BY m.queue, m.group_key
+),
+held AS MATERIALIZED (
+    SELECT m.*, g.queued, g.active, g.concurrency, g.turn FROM moves m CROSS JOIN LATERAL (
+        SELECT g.queued, g.active, g.concurrency, g.turn FROM {schema}.conveyor_group g
+        WHERE g.queue = m.queue AND g.key = m.key
+        FOR UPDATE
+    ) g
+),
+counted AS (
+    UPDATE {schema}.conveyor_group g
+    SET queued = greatest(g.queued + h.queued_by, 0), active = greatest(g.active + h.active_by, 0)
+    FROM held h
+    WHERE g.queue = h.queue AND g.key = h.key
+)
+SELECT (SELECT count(*) FROM gone) AS purged, (SELECT count(*) FROM held) AS held;
 
 -- name: job_prune_finished
 -- Failed or cancelled jobs older than %(cutoff)s, oldest first, at most %(limit)s.
@@ -734,11 +973,23 @@ SELECT value FROM {schema}.conveyor_meta WHERE key = 'instance';
 
 -- Whether jobs wait in one of %(queues)s: asked once, when a driver starts to listen.
 -- name: listen__runnable
+-- Plain jobs queued, or a group eligible now (each a first entry of an index range).
 SELECT EXISTS (
-    SELECT 1 FROM unnest(%(queues)b::text[]) AS q(name)
-    WHERE EXISTS (
-        SELECT 1 FROM {schema}.conveyor_job j WHERE j.queue = q.name AND j.state = 'queued'
-    )
+    SELECT 1 FROM unnest(%(queues)b::text[]) AS q(name) CROSS JOIN LATERAL (
+        SELECT 1 FROM {schema}.conveyor_job j
+        WHERE j.queue = q.name AND j.state = 'queued' AND j.group_key IS NULL
+        ORDER BY j.priority, j.run_at, j.seq
+        LIMIT 1
+    ) x
+) OR EXISTS (
+    SELECT 1 FROM unnest(%(queues)b::text[]) AS q(name) CROSS JOIN LATERAL (
+        SELECT 1 FROM {schema}.conveyor_group g
+        WHERE g.queue = q.name AND g.queued > 0
+          AND (g.concurrency = 0 OR g.active < g.concurrency)
+          AND g.turn <= extract(epoch FROM now())::float8
+        ORDER BY g.turn
+        LIMIT 1
+    ) x
 ) AS runnable;
 
 -- The running jobs of a worker someone asked to cancel: read when it starts listening for
@@ -780,12 +1031,36 @@ ON CONFLICT (queue, key) DO UPDATE SET
     job_id = excluded.job_id, mode = excluded.mode, expires_at = excluded.expires_at;
 
 -- A debounce: the waiting holder takes the new payload and run time, if it still waits for a
--- run time to come (else the key is free after all).
+-- run time to come (else the key is free after all), and the new job's group: it joins that
+-- group as an insert does (it waits for its run time, so no group counts it yet).
 -- name: job_insert_many__dedup_replace
-UPDATE {schema}.conveyor_job SET payload = %(payload)s::bytea, run_at = %(run_at)s::float8
-WHERE id = %(id)s::text AND state = 'scheduled' AND started_at IS NULL
-  AND run_at > %(now)s::float8
-RETURNING id;
+WITH replaced AS (
+    UPDATE {schema}.conveyor_job
+    SET payload = %(payload)s::bytea, run_at = %(run_at)s::float8,
+        group_key = %(group_key)s::text, group_concurrency = %(group_concurrency)s::int,
+        group_rate_count = %(group_rate_count)s::int, group_rate_per = %(group_rate_per)s::float8
+    WHERE id = %(id)s::text AND state = 'scheduled' AND started_at IS NULL
+      AND run_at > %(now)s::float8
+    RETURNING id, queue, name
+),
+joined AS (
+    INSERT INTO {schema}.conveyor_group AS g (
+        queue, key, name, concurrency, rate_count, rate_per, turn, quiet_at
+    )
+    SELECT r.queue, %(group_key)s::text, r.name, %(group_concurrency)s::int,
+           %(group_rate_count)s::int, %(group_rate_per)s::float8, %(now)s::float8,
+           %(now)s::float8
+    FROM replaced r WHERE %(group_key)s::text IS NOT NULL
+    ON CONFLICT (queue, key) DO UPDATE SET
+        name = excluded.name, concurrency = excluded.concurrency,
+        rate_count = excluded.rate_count, rate_per = excluded.rate_per,
+        turn = CASE WHEN g.served_at IS NULL THEN g.turn ELSE greatest(
+            g.served_at, g.blocked_until,
+            CASE WHEN excluded.rate_count > 0 AND cardinality(g.starts) >= excluded.rate_count
+                THEN g.starts[cardinality(g.starts) - excluded.rate_count + 1]
+                     + excluded.rate_per END) END
+)
+SELECT id FROM replaced;
 -- The rows of these rate-limited queues (created when missing), locked until the fetch's
 -- transaction ends, in name order (so two fetches of the same queues cannot deadlock), with the
 -- time the lock was taken: what the fetch that follows runs at.

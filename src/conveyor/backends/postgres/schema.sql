@@ -30,6 +30,23 @@ CREATE TABLE {schema}.conveyor_dedup (
     CONSTRAINT conveyor_dedup_pkey PRIMARY KEY (queue, key)
 );
 
+CREATE TABLE {schema}.conveyor_group (
+    queue text NOT NULL,
+    key text NOT NULL,
+    name text,
+    concurrency integer NOT NULL DEFAULT 0,
+    rate_count integer NOT NULL DEFAULT 0,
+    rate_per double precision NOT NULL DEFAULT 0,
+    queued integer NOT NULL DEFAULT 0,
+    active integer NOT NULL DEFAULT 0,
+    starts double precision[] NOT NULL DEFAULT '{}'::double precision[],
+    blocked_until double precision,
+    served_at double precision,
+    turn double precision NOT NULL,
+    quiet_at double precision NOT NULL,
+    CONSTRAINT conveyor_group_pkey PRIMARY KEY (queue, key)
+);
+
 CREATE TABLE {schema}.conveyor_job (
     id text NOT NULL,
     queue text NOT NULL,
@@ -59,6 +76,10 @@ CREATE TABLE {schema}.conveyor_job (
     keep_completed double precision,
     keep_failed double precision,
     expires_at double precision,
+    group_key text,
+    group_concurrency integer,
+    group_rate_count integer,
+    group_rate_per double precision,
     CONSTRAINT conveyor_job_pkey PRIMARY KEY (id),
     CONSTRAINT conveyor_job_state_check CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'active'::text, 'retrying'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
 ) WITH (fillfactor=85);
@@ -120,6 +141,10 @@ CREATE TABLE {schema}.conveyor_worker (
 
 CREATE INDEX conveyor_dedup_job_idx ON {schema}.conveyor_dedup USING btree (job_id);
 
+CREATE INDEX conveyor_group_eligible_idx ON {schema}.conveyor_group USING btree (queue, turn, key) WHERE ((queued > 0) AND ((concurrency = 0) OR (active < concurrency)));
+
+CREATE INDEX conveyor_group_idle_idx ON {schema}.conveyor_group USING btree (quiet_at) WHERE ((queued = 0) AND (active = 0));
+
 CREATE INDEX conveyor_job_active_idx ON {schema}.conveyor_job USING btree (worker_id) WHERE (state = 'active'::text);
 
 CREATE INDEX conveyor_job_age_idx ON {schema}.conveyor_job USING btree (state, finished_at, seq) WHERE (state = ANY (ARRAY['failed'::text, 'cancelled'::text]));
@@ -130,9 +155,13 @@ CREATE INDEX conveyor_job_expiry_idx ON {schema}.conveyor_job USING btree (expir
 
 CREATE INDEX conveyor_job_finished_idx ON {schema}.conveyor_job USING btree (queue, finished_at, seq) WHERE (state = 'completed'::text);
 
+CREATE INDEX conveyor_job_group_due_idx ON {schema}.conveyor_job USING btree (queue, run_at) WHERE ((state = ANY (ARRAY['scheduled'::text, 'retrying'::text])) AND (group_key IS NOT NULL));
+
+CREATE INDEX conveyor_job_group_ready_idx ON {schema}.conveyor_job USING btree (queue, group_key, priority, run_at, seq) WHERE ((state = 'queued'::text) AND (group_key IS NOT NULL));
+
 CREATE INDEX conveyor_job_list_idx ON {schema}.conveyor_job USING btree (queue, state, seq);
 
-CREATE INDEX conveyor_job_ready_idx ON {schema}.conveyor_job USING btree (queue, priority, run_at, seq) WHERE (state = 'queued'::text);
+CREATE INDEX conveyor_job_ready_idx ON {schema}.conveyor_job USING btree (queue, priority, run_at, seq) WHERE ((state = 'queued'::text) AND (group_key IS NULL));
 
 CREATE SEQUENCE {schema}.conveyor_job_seq;
 
