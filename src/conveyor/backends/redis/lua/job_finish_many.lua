@@ -22,6 +22,9 @@
 -- KEYS[19] dedup: hash of dedup key -> the record of the job holding it (see dedup.lua)
 -- KEYS[20] dedup_jobs: hash of job id -> the dedup key it took
 -- KEYS[21] expiring: zset of finished jobs with a retention of their own, score its expiry
+-- KEYS[22] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[23] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[24] group_idle: zset of the groups that hold no job, score when their record may go
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] keep: completed jobs to keep in this queue, '' to keep all
 -- ARGV[3] cancelled: the error of a job a pending cancel stops ('<this>: <error>' with one)
@@ -63,6 +66,9 @@ local K_DEAD = KEYS[18]
 local K_DEDUP = KEYS[19]
 local K_DEDUP_JOBS = KEYS[20]
 local K_EXPIRING = KEYS[21]
+local K_GROUPS = KEYS[22]
+local K_RING = KEYS[23]
+local K_GROUP_IDLE = KEYS[24]
 
 --!include common.lua
 --!include args.lua
@@ -70,6 +76,7 @@ local K_EXPIRING = KEYS[21]
 --!include fields.lua
 --!include history.lua
 --!include wake.lua
+--!include groups.lua
 --!include place.lua
 --!include sets.lua
 --!include settle.lua
@@ -115,6 +122,7 @@ if bad then
 end
 
 local now = clock(given_now)
+group_now = now
 sets_direct = n < GATHER_FROM
 local now_text = num(now)
 local out = {}
@@ -153,8 +161,9 @@ for i = 0, n - 1 do
     local kind = ARGV[base + 2]
     local key = K_JOBS .. id
     -- state, token, seq, cancel requested, attempt, priority, run at, enqueued at, retention
-    -- once completed, once failed
-    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e', 'kc', 'kf')
+    -- once completed, once failed, group, group limits
+    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e', 'kc', 'kf', 'g',
+        'gl')
     if not v[1] then
         out[#out + 1] = 'not_found'
     elseif v[2] ~= ARGV[base + 1] then
@@ -169,6 +178,9 @@ for i = 0, n - 1 do
             kind, err = 'cancel', cancelled_error(err)  -- cancel wins
         end
         zrem_later(K_ACTIVE, member)
+        if v[11] and group_leave(v[11], now) then
+            woken = true  -- its group has room again
+        end
         -- The lease goes (x, w, c, i), the token stays: a repeated finish recognises its own
         -- work by it.
         if kind == 'complete' then
@@ -214,7 +226,7 @@ for i = 0, n - 1 do
                 fields[#fields + 1] = 's'
                 fields[#fields + 1] = 'queued'
                 redis.call('HSET', key, unpack(fields))
-                place(id, tonum(v[6], 0), seconds(v[7]) or 0, seq)
+                place(id, tonum(v[6], 0), seconds(v[7]) or 0, seq, v[11], v[12])
                 woken = true
             else
                 local run_at = now + tonumber(ARGV[base + 5])

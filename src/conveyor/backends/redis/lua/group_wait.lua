@@ -1,0 +1,31 @@
+-- group_wait: how long until the first group of a queue that waits only for time may start a
+-- job.
+--
+-- KEYS[1] ring: zset of the groups with queued jobs and room, score their turn
+-- ARGV[1] now: epoch seconds, or '' for the server clock
+-- Returns: the seconds until the earliest turn after now in the ring ('' when there is none):
+-- the group whose rate window frees or whose block ends first. An error reply when an
+-- argument is invalid.
+-- Guarantees: reads one entry of the ring; writes nothing.
+
+local K_RING = KEYS[1]
+
+--!include common.lua
+--!include args.lua
+
+local given_now = now_arg(1)
+if #ARGV ~= 1 then
+    refuse(#ARGV, 'expected 1 argument')
+end
+local bad = refused('group_wait')
+if bad then
+    return bad
+end
+
+local now = clock(given_now)
+local first = redis.call('ZRANGEBYSCORE', K_RING, '(' .. num(now), '+inf', 'WITHSCORES',
+    'LIMIT', 0, 1)
+if first[2] then
+    return num(tonumber(first[2]) - now)
+end
+return ''
