@@ -8,9 +8,10 @@ The type parameters ``P`` (payload model) and ``R`` (result) flow to ``Queue.enq
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Final, Generic, TypeVar, cast, overload
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -19,6 +20,8 @@ from conveyor._dedup import DedupPolicy
 from conveyor._errors import InvalidArgument, InvalidJobDefinition
 from conveyor.core.backoff import DEFAULT_BACKOFF, Backoff
 from conveyor.core.rate import Rate
+from conveyor.drivers.groups import MAX_GROUP_CONCURRENCY, MAX_GROUP_RATE_COUNT
+from conveyor.drivers.records import JobGroup
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R")
@@ -27,6 +30,8 @@ DEFAULT_QUEUE = "default"
 DEFAULT_ATTEMPTS = 3
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}\Z")
+# The longest key a definition's ``group_key`` may return (the stored key adds the job's name).
+GROUP_KEY_TEXT: Final = 256
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}\Z")
 
 
@@ -52,6 +57,10 @@ class JobDef(Generic[P, R]):
     keep_completed: float | None = None
     keep_failed: float | None = None
     rate_limit: Rate | None = None
+    # Groups (per-key concurrency, per-key rate, fair serving): see ``job``.
+    group_key: Callable[[P], str] | None = None
+    group_concurrency: int | None = None
+    group_rate: Rate | None = None
     _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +103,31 @@ class JobDef(Generic[P, R]):
             keep_failed,
         )
 
+    def group_of(self, payload: P) -> JobGroup | None:
+        """The group a job with ``payload`` joins: its key is the job's name and what
+        ``group_key`` returns, so definitions never share a group by accident. A key function
+        that fails or returns something else than text fails only this enqueue."""
+        if self.group_key is None:
+            return None
+        try:
+            key = cast(object, self.group_key(payload))
+        except Exception as exc:
+            raise InvalidArgument(
+                f"job {self.name!r}: its group_key function raised {exc!r}"
+            ) from exc
+        if not isinstance(key, str) or not 1 <= len(key) <= GROUP_KEY_TEXT:
+            raise InvalidArgument(
+                f"job {self.name!r}: group_key must return text of 1 to {GROUP_KEY_TEXT} "
+                f"characters, got {key!r}"
+            )
+        rate = self.group_rate
+        return JobGroup(
+            f"{self.name}:{key}",
+            concurrency=self.group_concurrency or 0,
+            rate_count=0 if rate is None else rate.count,
+            rate_per=0.0 if rate is None else rate.per,
+        )
+
     def __repr__(self) -> str:
         return f"JobDef({self.name!r}, {self.payload_type.__name__}, queue={self.queue!r})"
 
@@ -128,6 +162,9 @@ def job(
     keep_completed: float | timedelta | None = ...,
     keep_failed: float | timedelta | None = ...,
     rate_limit: Rate | None = ...,
+    group_key: Callable[[P], str] | None = ...,
+    group_concurrency: int | None = ...,
+    group_rate: Rate | None = ...,
 ) -> JobDef[P, None]: ...
 
 
@@ -146,6 +183,9 @@ def job(
     keep_completed: float | timedelta | None = ...,
     keep_failed: float | timedelta | None = ...,
     rate_limit: Rate | None = ...,
+    group_key: Callable[[P], str] | None = ...,
+    group_concurrency: int | None = ...,
+    group_rate: Rate | None = ...,
 ) -> JobDef[P, R]: ...
 
 
@@ -164,6 +204,9 @@ def job(
     keep_completed: float | timedelta | None = ...,
     keep_failed: float | timedelta | None = ...,
     rate_limit: Rate | None = ...,
+    group_key: Callable[[P], str] | None = ...,
+    group_concurrency: int | None = ...,
+    group_rate: Rate | None = ...,
 ) -> JobDef[P, Any]:
     """A result type a checker cannot express as ``type[R]`` (``int | None``, ``Literal[...]``):
     annotate the variable to keep results typed, ``x: JobDef[M, int | None] = job(...)``."""
@@ -184,6 +227,9 @@ def job(
     keep_completed: float | timedelta | None = None,
     keep_failed: float | timedelta | None = None,
     rate_limit: Rate | None = None,
+    group_key: Callable[[Any], str] | None = None,
+    group_concurrency: int | None = None,
+    group_rate: Rate | None = None,
 ) -> JobDef[Any, Any]:
     """Declare a job: ``send = job("email.send", SendEmail, result=str, attempts=5)``.
 
@@ -194,6 +240,11 @@ def job(
     (``keep_completed=0``: deleted by the next prune); an enqueue can override them.
     ``rate_limit`` caps how many of its jobs start in any window of time, across every worker
     (the definition then needs a queue of its own: see :class:`Rate`).
+
+    ``group_key`` puts each job in a group by its payload (``lambda p: p.account_id``): the
+    groups of a queue are served round-robin, so a key with 100,000 waiting jobs cannot starve
+    a key with one. ``group_concurrency`` runs at most that many jobs of one key at once (1:
+    one at a time per key) and ``group_rate`` caps each key's starts, across every worker.
     """
     if not _NAME.match(name):
         raise InvalidJobDefinition(
@@ -215,6 +266,7 @@ def job(
         None if keep is None else _validation.seconds(keep, f"job {name!r}: {what}", error=error)
         for keep, what in ((keep_completed, "keep_completed"), (keep_failed, "keep_failed"))
     ]
+    _check_group(group_key, group_concurrency, group_rate, name)
     return JobDef(
         name=name,
         payload_type=payload,
@@ -227,13 +279,48 @@ def job(
         permanent=tuple(permanent),
         keep_completed=kept[0],
         keep_failed=kept[1],
-        rate_limit=_rate_limit(rate_limit, name),
+        rate_limit=_rate_limit(rate_limit, name, "rate_limit"),
+        group_key=group_key,
+        group_concurrency=group_concurrency,
+        group_rate=_group_rate(group_rate, name),
     )
 
 
-def _rate_limit(value: object, name: str) -> Rate | None:
+def _rate_limit(value: object, name: str, what: str) -> Rate | None:
     if value is not None and not isinstance(value, Rate):
         raise InvalidJobDefinition(
-            f"job {name!r}: rate_limit must be a conveyor.Rate, e.g. Rate(10, per=1), got {value!r}"
+            f"job {name!r}: {what} must be a conveyor.Rate, e.g. Rate(10, per=1), got {value!r}"
         )
     return value
+
+
+def _group_rate(value: object, name: str) -> Rate | None:
+    rate = _rate_limit(value, name, "group_rate")
+    if rate is not None and rate.count > MAX_GROUP_RATE_COUNT:
+        raise InvalidJobDefinition(
+            f"job {name!r}: group_rate allows at most {MAX_GROUP_RATE_COUNT} starts per window, "
+            f"got {rate.count}"
+        )
+    return rate
+
+
+def _check_group(key: object, concurrency: object, rate: object, name: str) -> None:
+    """Refuse group settings that cannot work."""
+    if key is not None and not callable(key):
+        raise InvalidJobDefinition(
+            f"job {name!r}: group_key must be a function of the payload, got {key!r}"
+        )
+    if key is None and (concurrency is not None or rate is not None):
+        raise InvalidJobDefinition(
+            f"job {name!r}: group_concurrency and group_rate limit each group: they need a "
+            "group_key"
+        )
+    if concurrency is not None and (
+        not isinstance(concurrency, int)
+        or isinstance(concurrency, bool)
+        or not 1 <= concurrency <= MAX_GROUP_CONCURRENCY
+    ):
+        raise InvalidJobDefinition(
+            f"job {name!r}: group_concurrency must be a whole number from 1 to "
+            f"{MAX_GROUP_CONCURRENCY}, got {concurrency!r}"
+        )

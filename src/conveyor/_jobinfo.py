@@ -42,6 +42,8 @@ class JobInfo:
     progress_at: datetime | None = None
     # When its own retention deletes it (keep_completed / keep_failed), once it finished.
     expires_at: datetime | None = None
+    # The group it belongs to (its definition's ``group_key``: the job name, ':' and the key).
+    group: str | None = None
 
     @property
     def error_attempt(self) -> int | None:
@@ -85,6 +87,7 @@ class JobInfo:
             progress_message=record.progress_message,
             progress_at=_maybe(record.progress_at),
             expires_at=_maybe(record.expires_at),
+            group=record.group,
         )
 
 

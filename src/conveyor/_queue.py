@@ -45,6 +45,7 @@ from conveyor.drivers.records import (
     ChangeResult,
     CronInfo,
     Dedup,
+    JobGroup,
     JobState,
     ListParams,
     NewJob,
@@ -393,6 +394,7 @@ class Queue:
                 d.keep_completed if request.keep_completed is None else request.keep_completed,
                 d.keep_failed if request.keep_failed is None else request.keep_failed,
             ),
+            d.group_of(request.payload),
         )
 
     def _build(
@@ -407,6 +409,7 @@ class Queue:
         attempts: int,
         dedup: Dedup | None = None,
         keep: tuple[float | timedelta | None, float | timedelta | None] = (None, None),
+        group: JobGroup | None = None,
     ) -> NewJob:
         if delay is not None and run_at is not None:
             raise InvalidArgument("pass either delay or run_at, not both")
@@ -428,6 +431,7 @@ class Queue:
             dedup=dedup,
             keep_completed=kept[0],
             keep_failed=kept[1],
+            group=group,
         )
 
     async def _insert(

@@ -308,6 +308,7 @@ class Worker:
             stopping=self._stopping,
             slot_freed=self._slot_freed,
             rate_limits=self.rate_limits(),
+            grouped=any(d.group_key is not None for d in self.registry.definitions()),
         )
         supervisor = Supervisor(self._give_up)
         if install_signal_handlers:

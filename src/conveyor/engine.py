@@ -328,3 +328,17 @@ class Engine:
         self, limits: Sequence[RateLimit], *, now: float | None = None
     ) -> dict[str, float]:
         return await self._call("rate_limit_wait", self.driver.rate_limit_wait(limits, now=now))
+
+    async def group_block(
+        self, queue: str, group: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        await self._call("group_block", self.driver.group_block(queue, group, seconds, now=now))
+
+    async def group_wait(
+        self,
+        queues: Sequence[str],
+        *,
+        names: Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> float | None:
+        return await self._call("group_wait", self.driver.group_wait(queues, names=names, now=now))

@@ -92,8 +92,9 @@ def jobs_show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     at = data.pop("progress_at")
     if progress is not None:
         data["progress"] = f"{progress:.0%}" + (f" {message}" if message else "") + f" (at {at})"
-    if data["expires_at"] is None:
-        del data["expires_at"]
+    for optional in ("expires_at", "group"):
+        if data[optional] is None:
+            del data[optional]
     for key, value in data.items():
         click.echo(f"{key:>12}: {value}")
     if len(history) > 1 or (history and error is None):

@@ -124,7 +124,17 @@ class PauseQueue:
     reason: str
 
 
-Transition = Complete | RetryIn | SnoozeFor | Fail | Cancel | Requeue | PauseQueue
+@dataclass(frozen=True, slots=True)
+class PauseGroup:
+    """Start no job of the job's group for ``delay`` seconds, on any worker (the group is
+    blocked first), then put the job back in its group, giving back its attempt. Other groups
+    and plain jobs of the queue go on."""
+
+    delay: float
+    reason: str
+
+
+Transition = Complete | RetryIn | SnoozeFor | Fail | Cancel | Requeue | PauseQueue | PauseGroup
 
 
 def decide(
@@ -138,8 +148,9 @@ def decide(
     """Choose the transition for ``outcome`` of the attempt ``record`` describes.
 
     ``rate_limited``: the job's definition has a rate limit (so its queue holds no other
-    definition). An upstream limit it meets then pauses the whole queue; without one, only the
-    job waits (it is snoozed), since other definitions may share the queue."""
+    definition). An upstream limit a grouped job meets pauses its group; otherwise, with a
+    rate limit, it pauses the whole queue; without one, only the job waits (it is snoozed),
+    since other definitions may share the queue."""
     match outcome:
         case Throttled(retry_after=delay, reason=reason):
             bad = _invalid_delay(delay)
@@ -148,6 +159,8 @@ def decide(
                     f"InvalidArgument: job {record.name!r} was rate limited with a retry_after "
                     f"that {bad}"
                 )
+            if record.group is not None:
+                return PauseGroup(float(delay), reason)
             if rate_limited:
                 return PauseQueue(float(delay), reason)
             return SnoozeFor(float(delay))

@@ -107,6 +107,11 @@ def check_job(job: NewJob) -> None:
             "(keep_completed / keep_failed, from the enqueue or the job's definition); enqueue "
             "it without one, or rely on the queue's retention (WorkerConfig.retention)"
         )
+    if job.group is not None:
+        raise InvalidArgument(
+            f"job {job.id!r}: the outbox does not carry a job's group (group_key); enqueue it "
+            "without connection=, or from a definition without group_key"
+        )
 
 
 def _accepted(jobs: Sequence[NewJob], now: float | None) -> tuple[list[NewJob], list[InsertResult]]:

@@ -71,6 +71,7 @@ class Fetcher:
         stopping: asyncio.Event,
         slot_freed: asyncio.Event,
         rate_limits: tuple[RateLimit, ...] = (),
+        grouped: bool = False,
     ) -> None:
         self._driver = driver
         self._config = config
@@ -84,6 +85,7 @@ class Fetcher:
         self._idle = False  # the last fetch found nothing: the next one waits for work
         self._suspects: collections.deque[JobRecord] = collections.deque()
         self._rate_limits = rate_limits
+        self._grouped = grouped  # some served definition puts its jobs in groups
         # Seconds until a held rate limit lets a job start: the next wait for work ends then.
         self._rate_wait: float | None = None
 
@@ -207,6 +209,8 @@ class Fetcher:
         if self._rate_limits and len(records) < free and await self._rate_held():
             self._idle = False
             return False
+        if self._grouped and len(records) < free:
+            await self._group_held()
         if records:
             self._idle = False
             await asyncio.sleep(0)  # let the jobs begin before the next fetch's round trip
@@ -233,6 +237,15 @@ class Fetcher:
             return False
         await sleep_on(cfg.clock, pause, self._stopping, since=now)
         return True
+
+    async def _group_held(self) -> None:
+        """After a short fetch of a worker that serves grouped jobs: a group whose rate window
+        is full or that a handler blocked becomes runnable with no notification, so the next
+        wait for work ends when the first such group's turn comes."""
+        cfg = self._config
+        pause = await self._driver.group_wait(self._queues, names=self._names, now=cfg.clock.now())
+        if pause is not None:
+            self._rate_wait = pause if self._rate_wait is None else min(self._rate_wait, pause)
 
     def _stale_after(self) -> float:
         """How old a reply's leases may be and still be started: the lease keeper first renews

@@ -10,6 +10,7 @@ from conveyor.core.outcome import (
     Cancel,
     Complete,
     Fail,
+    PauseGroup,
     PauseQueue,
     Requeue,
     RetryIn,
@@ -69,7 +70,7 @@ def finish_for(record: JobRecord, transition: Transition) -> FinishJob:
             return FinishJob(job_id, token, TransitionKind.FAIL, error=_text(error), queue=queue)
         case Cancel(error=error):
             return FinishJob(job_id, token, TransitionKind.CANCEL, error=_text(error), queue=queue)
-        case Requeue() | PauseQueue():
+        case Requeue() | PauseQueue() | PauseGroup():
             return FinishJob(job_id, token, TransitionKind.REQUEUE, queue=queue)
     raise AssertionError(f"unknown transition {transition!r}")  # pragma: no cover
 
@@ -139,6 +140,14 @@ def log_transition(record: JobRecord, transition: Transition, duration: float) -
             log_job(
                 logging.WARNING,
                 f"job rate limited ({reason}): its queue is paused for {delay:g}s",
+                "rate_limited",
+                record,
+                duration=duration,
+            )
+        case PauseGroup(delay=delay, reason=reason):
+            log_job(
+                logging.WARNING,
+                f"job rate limited ({reason}): its group {record.group!r} is paused for {delay:g}s",
                 "rate_limited",
                 record,
                 duration=duration,

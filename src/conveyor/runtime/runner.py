@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from conveyor._config import WorkerConfig
 from conveyor._context import JobContext, JobLogger, epoch_to_datetime
 from conveyor.core.backoff import DEFAULT_BACKOFF
-from conveyor.core.outcome import Outcome, PauseQueue, Unhandled, decide
+from conveyor.core.outcome import Outcome, PauseGroup, PauseQueue, Unhandled, decide
 from conveyor.core.serialization import writable_text
 from conveyor.drivers.protocol import Capability, Driver
 from conveyor.drivers.records import (
@@ -262,6 +262,27 @@ class Runner:
             if task is not None:
                 self.finishing.discard(task)
 
+    async def _pause(self, record: JobRecord, transition: PauseQueue | PauseGroup) -> None:
+        """Block the job's queue or group before the job is put back, so no worker can start
+        it (or another job held by the same limit) in between. A failure only loses the pause:
+        the job still goes back, without spending its attempt."""
+        now = self._config.clock.now()
+        group = record.group if isinstance(transition, PauseGroup) else None
+        what = f"queue {record.queue!r}" if group is None else f"group {group!r}"
+        try:
+            if group is not None:
+                await self._driver.group_block(record.queue, group, transition.delay, now=now)
+            else:
+                await self._driver.rate_limit_block(record.queue, transition.delay, now=now)
+        except Exception as exc:
+            log.warning(
+                "could not pause %s for %gs after job %s was rate limited: %s",
+                what,
+                transition.delay,
+                record.id,
+                exc,
+            )
+
     async def _finish(self, record: JobRecord, outcome: Outcome, duration: float) -> None:
         """Decide the transition and submit it: always one write, whatever the values do."""
         assert record.lease_token is not None
@@ -281,22 +302,8 @@ class Runner:
                 outcome, record, backoff=backoff, rng=self._rng, rate_limited=limited
             )
             finish = finish_for(record, transition)
-            if isinstance(transition, PauseQueue):
-                # Blocked before the job is put back, so no worker can start it (or another job
-                # of its queue) in between. A failure only loses the pause: the job still goes
-                # back, without spending its attempt.
-                try:
-                    await self._driver.rate_limit_block(
-                        record.queue, transition.delay, now=self._config.clock.now()
-                    )
-                except Exception as exc:
-                    log.warning(
-                        "could not pause queue %r for %gs after job %s was rate limited: %s",
-                        record.queue,
-                        transition.delay,
-                        record.id,
-                        exc,
-                    )
+            if isinstance(transition, PauseQueue | PauseGroup):
+                await self._pause(record, transition)
         except Exception as exc:  # a bug of ours: still end the attempt, visibly
             log.exception("deciding the outcome of job %s failed", record.id)
             error = writable_text(f"ConveyorError: deciding the outcome failed: {exc!r}")

@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, cast
 from pydantic import BaseModel
 
 from conveyor._definition import JobDef
+from conveyor._errors import InvalidArgument
 from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.clock import BackendClock, Clock
 from conveyor.core.schedule import (
@@ -36,7 +37,7 @@ from conveyor.core.schedule import (
 )
 from conveyor.core.serialization import encode_payload
 from conveyor.drivers.protocol import Driver
-from conveyor.drivers.records import CronFire, CronFireStatus, CronSchedule, NewJob
+from conveyor.drivers.records import CronFire, CronFireStatus, CronSchedule, JobGroup, NewJob
 
 log = logging.getLogger("conveyor.worker")
 
@@ -57,6 +58,7 @@ class Scheduled:
     overlap: Overlap
     definition: JobDef[Any, Any]
     payload: bytes
+    group: JobGroup | None = None  # from the payload, computed once
 
     @property
     def declaration(self) -> CronSchedule:
@@ -79,6 +81,7 @@ class Scheduled:
             run_at=float(tick),
             keep_completed=d.keep_completed,
             keep_failed=d.keep_failed,
+            group=self.group,
         )
         return CronFire(self.name, tick, job, skip_if_running=self.overlap is Overlap.SKIP)
 
@@ -111,7 +114,11 @@ def declare(
             f"'skip', got catch_up={catch_up!r}, overlap={overlap!r}"
         ) from None
     data = encode_payload(definition.name, definition.payload_type, payload, max_payload_bytes)
-    return Scheduled(chosen, timetable, policy, overlapping, definition, data)
+    try:
+        group = definition.group_of(payload)
+    except InvalidArgument as exc:
+        raise InvalidSchedule(f"schedule {chosen!r}: {exc}") from None
+    return Scheduled(chosen, timetable, policy, overlapping, definition, data, group)
 
 
 class Scheduler:

@@ -4,7 +4,7 @@ lock by the fetch that leases the jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 from conveyor.drivers.rates import allowed, logged, wait_seconds
 from conveyor.drivers.records import JobRecord, RateLimit
@@ -57,21 +57,3 @@ class RateLogs:
             if wait is not None:
                 found[limit.queue] = wait
         return found
-
-
-def capped(candidates: list[JobRecord], caps: Mapping[str, int], limit: int) -> list[JobRecord]:
-    """The first ``limit`` of ``candidates`` (in run order) with no more of a queue than its cap
-    (queues without one are not capped)."""
-    if not caps:
-        return candidates[:limit]
-    taken: dict[str, int] = {}
-    chosen: list[JobRecord] = []
-    for job in candidates:
-        if len(chosen) >= limit:
-            break
-        cap = caps.get(job.queue)
-        if cap is not None and taken.get(job.queue, 0) >= cap:
-            continue
-        taken[job.queue] = taken.get(job.queue, 0) + 1
-        chosen.append(job)
-    return chosen

@@ -6,6 +6,7 @@ import itertools
 import threading
 
 from conveyor.backends.memory._dedup import DedupBook
+from conveyor.backends.memory._groups import GroupBook
 from conveyor.backends.memory._rates import RateLogs
 from conveyor.drivers.records import CronInfo, JobRecord, WorkerInfo
 from conveyor.drivers.wakeup import WakeupBoard
@@ -27,10 +28,12 @@ class MemoryStore:
         self.rates = RateLogs()
         self.crons: dict[str, CronInfo] = {}  # schedule name -> its declaration and last tick
         self.dedup = DedupBook()
+        self.groups = GroupBook()
 
     def delete(self, job_id: str) -> None:
         del self.jobs[job_id]
         self.dedup.forget(job_id)
+        self.groups.forget_job(job_id)
 
 
 _STORES: dict[str, MemoryStore] = {}

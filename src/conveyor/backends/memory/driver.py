@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import uuid
 from collections.abc import Sequence
 
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.memory import _cron
-from conveyor.backends.memory._rates import capped
+from conveyor.backends.memory._groups import choose
 from conveyor.backends.memory._registry import RegistryOperations
 from conveyor.backends.memory._store import MemoryStore, store_named
 from conveyor.backends.memory._transitions import (
@@ -136,7 +137,10 @@ class MemoryDriver(RegistryOperations):
                     seq=next(s.seq),
                     keep_completed=new.keep_completed,
                     keep_failed=new.keep_failed,
+                    group=None if new.group is None else new.group.key,
                 )
+                if new.group is not None:
+                    s.groups.joined(new.id, new.queue, new.name, new.group, at)
                 results.append(InsertResult(new.id, InsertStatus.INSERTED, state))
         for queue in {j.queue for j in jobs}:
             self.notify(queue)
@@ -172,16 +176,24 @@ class MemoryDriver(RegistryOperations):
             for job in served:
                 if job.state in (JobState.SCHEDULED, JobState.RETRYING) and job.run_at <= at:
                     s.jobs[job.id] = dataclasses.replace(job, state=JobState.QUEUED)
-            candidates = [
+            known = [
                 s.jobs[job.id]
                 for job in served
-                if s.jobs[job.id].state is JobState.QUEUED
-                and (names is None or job.name in names or job.run_at <= unknown_before)
+                if names is None or job.name in names or job.run_at <= unknown_before
             ]
-            candidates.sort(key=run_order)
+            plain = sorted(
+                (j for j in known if j.state is JobState.QUEUED and j.group is None),
+                key=run_order,
+            )
+            # Groups of names the caller cannot run are passed over however long they wait.
+            queued, active = s.groups.waiting(
+                (j for j in known if names is None or j.name in names), at
+            )
             caps = s.rates.caps(limits, at)
+            coin = random.getrandbits(1) == 1
+            chosen = choose(s.groups, queued, active, plain, caps, params.limit, at, coin)
             leased: list[JobRecord] = []
-            for job in capped(candidates, caps, params.limit):
+            for job in chosen:
                 updated = dataclasses.replace(
                     job,
                     state=JobState.ACTIVE,
@@ -251,8 +263,8 @@ class MemoryDriver(RegistryOperations):
                 s.jobs[job.id] = updated
                 if updated.state is JobState.COMPLETED:
                     completed_queues.add(job.queue)
-                elif updated.state is JobState.QUEUED:
-                    woken.add(job.queue)
+                if updated.state is JobState.QUEUED or job.group is not None:
+                    woken.add(job.queue)  # a grouped job leaving frees its group's place
                 results.append(TransitionResult(finish.job_id, TransitionStatus.OK))
             if retention.completed_max_count is not None:
                 for queue in completed_queues:
@@ -315,7 +327,7 @@ class MemoryDriver(RegistryOperations):
                     results.append(TransitionResult(rescue.job_id, TransitionStatus.LEASE_LOST))
                     continue
                 s.jobs[job.id] = apply_rescue(job, rescue, at)
-                if s.jobs[job.id].state is JobState.QUEUED:
+                if s.jobs[job.id].state is JobState.QUEUED or job.group is not None:
                     woken.add(job.queue)
                 results.append(TransitionResult(rescue.job_id, TransitionStatus.OK))
         for queue in woken:
@@ -456,6 +468,7 @@ class MemoryDriver(RegistryOperations):
                     removed += self._trim_completed(
                         queue, retention.completed_max_count, limit - removed
                     )
+            s.groups.prune(s.jobs.values(), at, limit - removed)
         return removed
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
@@ -547,6 +560,29 @@ class MemoryDriver(RegistryOperations):
         at = resolve_now(now)
         with self._store.lock:
             return self._store.rates.waits(limits, at)
+
+    async def group_block(
+        self, queue: str, group: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        check_now(now)
+        check_rate_seconds(seconds, f"block of group {group!r}")
+        at = resolve_now(now)
+        with self._store.lock:
+            self._store.groups.block(queue, group, at + seconds, at)
+
+    async def group_wait(
+        self,
+        queues: Sequence[str],
+        *,
+        names: Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> float | None:
+        check_now(now)
+        at = resolve_now(now)
+        s = self._store
+        with s.lock:
+            served = [j for j in s.jobs.values() if j.queue not in s.paused]
+            return s.groups.wait(served, queues, names, at)
 
 
 __all__ = ["MemoryDriver", "MemoryStore"]
