@@ -24,10 +24,10 @@ local K_META = KEYS[4]
 --!include groups.lua
 
 local given_now = now_arg(1)
-local limit = number_arg(2, 0, MAX_BATCH, true, 'limit must be a whole number from 0')
 if #ARGV ~= 2 then
     refuse(#ARGV, 'expected 2 arguments')
 end
+local limit = number_arg(2, 0, MAX_BATCH, true, 'limit must be a whole number from 0')
 local bad = refused('group_prune')
 if bad then
     return bad

@@ -2,13 +2,15 @@
 -- job.
 --
 -- KEYS[1] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[2] meta: the queue's meta hash (its paused flag)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- Returns: the seconds until the earliest turn after now in the ring ('' when there is none):
--- the group whose rate window frees or whose block ends first. An error reply when an
--- argument is invalid.
+-- the group whose rate window frees or whose block ends first; '' for a paused queue (its
+-- resume wakes workers). An error reply when an argument is invalid.
 -- Guarantees: reads one entry of the ring; writes nothing.
 
 local K_RING = KEYS[1]
+local K_META = KEYS[2]
 
 --!include common.lua
 --!include args.lua
@@ -22,6 +24,9 @@ if bad then
     return bad
 end
 
+if redis.call('HGET', K_META, 'paused') == '1' then
+    return ''
+end
 local now = clock(given_now)
 local first = redis.call('ZRANGEBYSCORE', K_RING, '(' .. num(now), '+inf', 'WITHSCORES',
     'LIMIT', 0, 1)
