@@ -117,14 +117,16 @@ local function serve_groups(n, now)
             turn = math.max(now, (tonumber(recent[1]) or now) + g[7])
             redis.call('HSET', record, 't', num(turn))
         end
-        if g[9] or not room then
-            if not room or redis.call('ZCARD', K_GROUPS .. ':' .. key) == 0 then
-                redis.call('ZREM', K_RING, key)
-            end
+        local empty = g[9]
+        if taken > 0 and room and not empty then
+            empty = redis.call('ZCARD', K_GROUPS .. ':' .. key) == 0
+        end
+        if empty or not room then
+            redis.call('ZREM', K_RING, key)
         elseif turn then
             redis.call('ZADD', K_RING, num(turn), key)
         end
-        if g[9] and taken == 0 and g[5] == 0 then
+        if empty and taken == 0 and g[5] == 0 then
             local v = redis.call('HMGET', record, 'l', 'b')
             group_idle(key, v[1], v[2], now)
         end
