@@ -158,7 +158,7 @@ if mode == 'release' then
                 local seq = tonum(v[F_SEQ], 0)
                 redis.call('ZREM', K_ACTIVE, smember(seq, id))
                 if v[F_GROUP] then
-                    group_leave(v[F_GROUP], now)
+                    group_leave(v[F_GROUP])
                 end
                 redis.call('HDEL', key, 't', 'x', 'w', 'c', 'i')
                 if v[F_CANCEL] then
@@ -230,8 +230,9 @@ if rate_count then
     end
 end
 
--- The one look a queue without groups pays: is any group's turn here?
-local grouped = #redis.call('ZRANGEBYSCORE', K_RING, '-inf', num(now), 'LIMIT', 0, 1) > 0
+-- The one look a queue without groups pays (its ring is empty): the groups whose turn is here.
+local ring = redis.call('ZRANGEBYSCORE', K_RING, '-inf', num(now), 'LIMIT', 0, limit)
+local grouped = #ring > 0
 
 if mode == 'peek' then
     local out = peek(limit)
@@ -250,6 +251,7 @@ local active = {}  -- score, member pairs for K_ACTIVE: one ZADD for the batch
 local expires = num(now + lease)
 local started = num(now)
 local taken
+local group_of = {}  -- id -> group of the grouped jobs taken
 if grouped then
     -- split_limit: half to groups when plain jobs wait too (a coin toss for a limit of 1),
     -- whatever one side leaves to the other.
@@ -260,18 +262,22 @@ if grouped then
     elseif plain then
         first = math.floor((limit + 1) / 2)
     end
-    local served, live = {}, 0
+    local served = {}
     if first > 0 then
-        served, live = serve_groups(first, now)
+        for i = first + 1, #ring do  -- the first ``first`` groups of the ring read above
+            ring[i] = nil
+        end
+        served, group_of = serve_groups(first, now, ring)
     end
-    taken = take(limit - live)
+    taken = take(limit - #served)
     for _, id in ipairs(served) do
         taken[#taken + 1] = id
     end
-    if live + #taken - #served < limit then
-        local more = serve_groups(limit - live - (#taken - #served), now)
+    if #taken < limit then
+        local more, more_of = serve_groups(limit - #taken, now, nil)
         for _, id in ipairs(more) do
             taken[#taken + 1] = id
+            group_of[id] = more_of[id]
         end
     end
 else
@@ -280,10 +286,15 @@ end
 for _, id in ipairs(taken) do
     local key = K_JOBS .. id
     local v = fields_of(key)
-    if not v then
-        dropped[#dropped + 1] = {id, 'its key is gone or holds no job hash'}
-    elseif v[F_STATE] ~= 'queued' then
-        dropped[#dropped + 1] = {id, 'the job is ' .. tostring(v[F_STATE]) .. ', not queued'}
+    if not v or v[F_STATE] ~= 'queued' then
+        if not v then
+            dropped[#dropped + 1] = {id, 'its key is gone or holds no job hash'}
+        else
+            dropped[#dropped + 1] = {id, 'the job is ' .. tostring(v[F_STATE]) .. ', not queued'}
+        end
+        if group_of[id] then
+            group_leave(group_of[id])  -- counted active by serve_groups: not after all
+        end
     else
         local token = base .. string.format('%x', #jobs)
         local attempt = int(tonum(v[F_ATTEMPT], 0) + 1)

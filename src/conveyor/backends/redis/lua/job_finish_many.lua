@@ -178,8 +178,8 @@ for i = 0, n - 1 do
             kind, err = 'cancel', cancelled_error(err)  -- cancel wins
         end
         zrem_later(K_ACTIVE, member)
-        if v[11] and group_leave(v[11], now) then
-            woken = true  -- its group has room again
+        if v[11] then
+            group_leave(v[11])
         end
         -- The lease goes (x, w, c, i), the token stays: a repeated finish recognises its own
         -- work by it.
@@ -246,6 +246,9 @@ for i = 0, n - 1 do
     end
 end
 
+if group_settle() then
+    woken = true  -- a group has room again
+end
 settle(woken)
 if completed and keep then
     -- At most TRIM_BATCH per call, so that a retention lowered on a large queue cannot block the

@@ -62,6 +62,7 @@ if bad then
     return bad
 end
 
+group_now = clock(nil)
 local deleted = 0
 local ids = {}  -- jobs to delete
 
@@ -72,10 +73,10 @@ local function delete_jobs()
         local found = redis.pcall('HMGET', K_JOBS .. id, 's', 'g', 'p', 'r', 'q')
         if not found.err and found[1] == state then
             if found[2] and state == 'active' then
-                group_leave(found[2], clock(nil))
+                group_leave(found[2])
             elseif found[2] and state == 'queued' then
                 group_out(found[2], qmember(seconds(found[4]) or 0, tonum(found[5], 0), id),
-                    clock(nil))
+                    group_now)
             end
             doomed[#doomed + 1] = K_JOBS .. id
             doomed_ids[#doomed_ids + 1] = id

@@ -112,8 +112,8 @@ for i = 0, n - 1 do
             kind, err = 'cancel', ARGV[2]
         end
         zrem_later(K_ACTIVE, member)
-        if v[10] and group_leave(v[10], now) then
-            woken = true  -- its group has room again
+        if v[10] then
+            group_leave(v[10])
         end
         local fields = {'k', int(tonumber(ARGV[base + 3]))}
         local gone = {'t', 'x', 'w', 'c', 'i'}
@@ -152,5 +152,8 @@ for i = 0, n - 1 do
     end
 end
 
+if group_settle() then
+    woken = true  -- a group has room again
+end
 settle(woken)
 return out

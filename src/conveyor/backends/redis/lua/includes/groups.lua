@@ -17,9 +17,10 @@
 -- keeps its group's key (g) and limits (gl), so that any path that places it again restores
 -- the group, record included. The meta hash's 'gq' counts the queue's grouped queued jobs.
 
-local group_now = nil  -- the script's now, set before placing: a new record's turn
+local group_now = nil  -- the script's now, set before placing or leaving: a new record's turn
 local group_seen = {}  -- key -> limits of the groups this call put in order already
 local group_queued = 0  -- change of the grouped queued count not yet written to 'gq'
+local group_leaving = {}  -- key -> jobs of the group that left ``active``, not yet counted
 
 -- A record's limits text as numbers: concurrency, rate count, rate per (0: none).
 local function group_limits(text)
@@ -61,34 +62,45 @@ local function group_idle(key, limits, blocked, now)
     redis.call('ZADD', K_GROUP_IDLE, num(at), key)
 end
 
--- A job of group ``key`` left ``active``: its place is free. Whether that made the group
--- eligible at ``now`` (the caller wakes a worker then).
-local function group_leave(key, now)
-    local record = K_GROUPS .. 'r:' .. key
-    local v = redis.call('HMGET', record, 'l', 't', 'b')
-    if not v[2] then
-        return false  -- no record (a store written before groups): nothing was counted
-    end
-    local active = redis.call('HINCRBY', record, 'a', -1)
-    if active < 0 then
-        redis.call('HSET', record, 'a', '0')
-        active = 0
-    end
-    local concurrency = group_limits(v[1])
-    -- Only two steps matter: the group had been full, or now runs nothing.
-    if active ~= 0 and active ~= concurrency - 1 then
-        return false
-    end
-    group_seen[key] = nil
-    if redis.call('ZCARD', K_GROUPS .. ':' .. key) > 0 then
-        if concurrency > 0 and active == concurrency - 1 then
-            redis.call('ZADD', K_RING, v[2], key)
-            return tonumber(v[2]) <= now
+-- A job of group ``key`` left ``active``: its place is freed by group_settle, once per group
+-- for all of a call's jobs.
+local function group_leave(key)
+    group_leaving[key] = (group_leaving[key] or 0) + 1
+end
+
+-- Free the places of the jobs that left ``active`` (group_leave), at ``group_now``: a group
+-- that was full and has room again rejoins the ring, one that runs nothing and holds nothing
+-- becomes idle. Whether a group became eligible now (the caller wakes a worker then). Scripts
+-- call it before they place jobs again or return (group_flush does).
+local function group_settle()
+    local woken = false
+    for key, left in pairs(group_leaving) do
+        local record = K_GROUPS .. 'r:' .. key
+        local v = redis.call('HMGET', record, 'l', 't', 'b')
+        if v[2] then  -- else no record (a store written before groups): nothing was counted
+            local active = redis.call('HINCRBY', record, 'a', -left)
+            if active < 0 then
+                redis.call('HSET', record, 'a', '0')
+                active = 0
+            end
+            local concurrency = group_limits(v[1])
+            local freed = concurrency > 0 and active + left >= concurrency and active < concurrency
+            -- Only two steps matter: the group had been full, or now runs nothing.
+            if freed or active == 0 then
+                group_seen[key] = nil
+                if redis.call('ZCARD', K_GROUPS .. ':' .. key) > 0 then
+                    if freed then
+                        redis.call('ZADD', K_RING, v[2], key)
+                        woken = woken or tonumber(v[2]) <= group_now
+                    end
+                else
+                    group_idle(key, v[1], v[3], group_now)
+                end
+            end
         end
-    elseif active == 0 then
-        group_idle(key, v[1], v[3], now)
     end
-    return false
+    group_leaving = {}
+    return woken
 end
 
 -- Take queued job ``member`` (of the queued set's form) out of group ``key`` (cancelled or
@@ -110,9 +122,12 @@ local function group_out(key, member, now)
     return true
 end
 
--- Write the change of the grouped queued count; every script that changes it calls this
--- (save_tail does) before it returns.
+-- Write the change of the grouped queued count (and free what group_leave noted); every script
+-- that changes either calls this (save_tail does) before it returns.
 local function group_flush()
+    if next(group_leaving) then
+        group_settle()
+    end
     if group_queued ~= 0 then
         redis.call('HINCRBY', K_META, 'gq', group_queued)
         group_queued = 0
