@@ -11,7 +11,7 @@ counts, once. A job with an expiry (its own retention) is completed or failed an
 entry in the expiring set, scored by that expiry, and the set has no other entries. A grouped
 queued job waits in its group's set (indexed like the queued set's jobs), and the groups' books
 agree with the jobs: the queued count, each group's active count, and the ring, which holds
-exactly the groups with queued jobs and room, scored by their turn.
+exactly the groups with queued jobs and room, scored by their turn (in whole microseconds).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _group_problems(
         eligible = bool(grouped.get(key)) and (concurrency == 0 or active[key] < concurrency)
         if eligible != (key in ring):
             issues.append(f"{keys.queue}: group {key!r} is {'' if key in ring else 'not '}ringed")
-        elif key in ring and turn is not None and float(turn) != ring[key]:
+        elif key in ring and turn is not None and int(float(turn) * 1e6 + 0.5) != ring[key]:
             issues.append(f"{keys.queue}: group {key!r} turns at {turn!r}, ringed at {ring[key]}")
     for key in set(ring) - records:
         issues.append(f"{keys.queue}: group {key!r} is ringed without a record")

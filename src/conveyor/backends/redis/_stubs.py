@@ -151,7 +151,7 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "rate_limit_block": (("rate_block",), False),
     "rate_limit_wait": (("rate_log", "rate_block"), False),
     "group_block": (_GROUPS, False),
-    "group_wait": (("ring", "meta"), False),
+    "group_wait": (("ring", "meta", "groups"), False),
     "group_prune": ((*_GROUPS, "meta"), False),
 }
 

@@ -41,8 +41,8 @@ local v = redis.call('HMGET', record, 't', 'b')
 local blocked_until = math.max(now + seconds, tonumber(v[2]) or 0)
 local turn = math.max(tonumber(v[1]) or now, blocked_until)
 redis.call('HSET', record, 'b', num(blocked_until), 't', num(turn))
-if redis.call('ZSCORE', K_RING, key) then
-    redis.call('ZADD', K_RING, num(turn), key)
+if redis.call('ZSCORE', K_RING, key) then  -- scored in whole microseconds (see groups.lua)
+    redis.call('ZADD', K_RING, string.format('%d', math.floor(turn * 1000000 + 0.5)), key)
 end
 local idle = tonumber(redis.call('ZSCORE', K_GROUP_IDLE, key))
 if not v[1] or (idle and idle < blocked_until) then

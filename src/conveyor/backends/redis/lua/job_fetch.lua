@@ -231,7 +231,7 @@ if rate_count then
 end
 
 -- The one look a queue without groups pays (its ring is empty): the groups whose turn is here.
-local ring = redis.call('ZRANGEBYSCORE', K_RING, '-inf', num(now), 'LIMIT', 0, limit)
+local ring = redis.call('ZRANGEBYSCORE', K_RING, '-inf', ring_score(now), 'LIMIT', 0, limit)
 local grouped = #ring > 0
 
 if mode == 'peek' then
@@ -335,7 +335,8 @@ if #leased > 0 then
     end
 end
 if not held and (redis.call('LLEN', K_READY) > 0 or redis.call('ZCARD', K_QUEUED) > 0
-    or (grouped and #redis.call('ZRANGEBYSCORE', K_RING, '-inf', num(now), 'LIMIT', 0, 1) > 0))
+    or (grouped and #redis.call('ZRANGEBYSCORE', K_RING, '-inf', ring_score(now), 'LIMIT', 0, 1)
+        > 0))
 then
     wake()
 end

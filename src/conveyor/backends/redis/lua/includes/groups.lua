@@ -10,7 +10,8 @@
 --                            ('<concurrency>,<rate count>,<rate per>'), a its active jobs,
 --                            t its turn, b the time a block holds it until
 --   K_GROUPS .. 'l:' .. key  its rate log, start times oldest first (at most <rate count>)
--- K_RING holds the groups with queued jobs and room under their concurrency, scored by turn: a
+-- K_RING holds the groups with queued jobs and room under their concurrency, scored by turn (in
+-- whole microseconds: ring_score; the record's t is exact): a
 -- fetch reads those whose turn has come, a few at a time, and never sees a full group or one
 -- without jobs. K_GROUP_IDLE holds the groups with no queued or active job, scored by when
 -- their record may go (their rate window and block passed): what pruning reads. A job hash
@@ -21,6 +22,13 @@ local group_now = nil  -- the script's now, set before placing or leaving: a new
 local group_seen = {}  -- key -> limits of the groups this call put in order already
 local group_queued = 0  -- change of the grouped queued count not yet written to 'gq'
 local group_leaving = {}  -- key -> jobs of the group that left ``active``, not yet counted
+
+-- A time as the ring scores it: whole microseconds. A listpack-encoded sorted set (the ring of
+-- up to 128 groups) compares integer scores without parsing them, which makes its updates
+-- several times cheaper than with a float's text.
+local function ring_score(at)
+    return string.format('%d', math.floor(at * 1000000 + 0.5))
+end
 
 -- A record's limits text as numbers: concurrency, rate count, rate per (0: none).
 local function group_limits(text)
@@ -90,7 +98,7 @@ local function group_settle()
                 group_seen[key] = nil
                 if redis.call('ZCARD', K_GROUPS .. ':' .. key) > 0 then
                     if freed then
-                        redis.call('ZADD', K_RING, v[2], key)
+                        redis.call('ZADD', K_RING, ring_score(tonumber(v[2]) or 0), key)
                         woken = woken or tonumber(v[2]) <= group_now
                     end
                 else

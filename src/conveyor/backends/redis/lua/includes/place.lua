@@ -70,7 +70,7 @@ local function group_place(key, limits, priority, run_at, seq, id)
     end
     local concurrency = group_limits(limits)
     if concurrency == 0 or (tonumber(v[2]) or 0) < concurrency then
-        redis.call('ZADD', K_RING, turn, key)
+        redis.call('ZADD', K_RING, ring_score(tonumber(turn) or 0), key)
     else
         redis.call('ZREM', K_RING, key)  -- its limit was lowered below what runs
     end

@@ -31,7 +31,7 @@ end
 -- turn (now, or when its rate window frees) and stays in the ring only while it has jobs and
 -- room. The caller leases the ids, and hands a job no longer queued back to group_leave.
 local function serve_groups(n, now, keys)
-    keys = keys or redis.call('ZRANGEBYSCORE', K_RING, '-inf', num(now), 'LIMIT', 0, n)
+    keys = keys or redis.call('ZRANGEBYSCORE', K_RING, '-inf', ring_score(now), 'LIMIT', 0, n)
     local ids, group_of = {}, {}
     if #keys == 0 then
         return ids, group_of
@@ -127,7 +127,7 @@ local function serve_groups(n, now, keys)
         if queued == 0 or not room then
             redis.call('ZREM', K_RING, key)
         elseif turn then
-            redis.call('ZADD', K_RING, num(turn), key)
+            redis.call('ZADD', K_RING, ring_score(turn), key)
         end
         if queued == 0 and share == 0 and g[5] == 0 then  -- ringed with nothing (not expected)
             local v = redis.call('HMGET', record, 'l', 'b')
@@ -155,7 +155,8 @@ end
 -- groups whose turn has come: what a fetch of several queues weighs against the others.
 local function peek_groups(n, now)
     local out = {}
-    for _, key in ipairs(redis.call('ZRANGEBYSCORE', K_RING, '-inf', num(now), 'LIMIT', 0, n)) do
+    local keys = redis.call('ZRANGEBYSCORE', K_RING, '-inf', ring_score(now), 'LIMIT', 0, n)
+    for _, key in ipairs(keys) do
         local first = redis.call('ZRANGE', K_GROUPS .. ':' .. key, 0, 0, 'WITHSCORES')
         if first[1] then
             local m = first[1]
