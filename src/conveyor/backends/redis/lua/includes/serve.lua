@@ -72,6 +72,7 @@ local function serve_groups(n, now, keys)
         end
     end
     local popped = {}  -- per group, its ids in run order
+    local ringed, unringed = {}, {}  -- the ring's changes, sent in one ZADD and one ZREM
     for i, g in ipairs(groups) do
         local key, share = g[1], g[3]
         local record = K_GROUPS .. 'r:' .. key
@@ -125,14 +126,21 @@ local function serve_groups(n, now, keys)
             redis.call('HSET', record, 't', num(turn))
         end
         if queued == 0 or not room then
-            redis.call('ZREM', K_RING, key)
+            unringed[#unringed + 1] = key
         elseif turn then
-            redis.call('ZADD', K_RING, ring_score(turn), key)
+            ringed[#ringed + 1] = ring_score(turn)
+            ringed[#ringed + 1] = key
         end
         if queued == 0 and share == 0 and g[5] == 0 then  -- ringed with nothing (not expected)
             local v = redis.call('HMGET', record, 'l', 'b')
             group_idle(key, v[1], v[2], now)
         end
+    end
+    for i = 1, #ringed, 1000 do  -- unpack() is limited by Lua's stack: 1000 at a time
+        redis.call('ZADD', K_RING, unpack(ringed, i, math.min(i + 999, #ringed)))
+    end
+    for i = 1, #unringed, 500 do
+        redis.call('ZREM', K_RING, unpack(unringed, i, math.min(i + 499, #unringed)))
     end
     -- The ids in the order served: round by round.
     local round = 1
