@@ -359,3 +359,45 @@ print("ok")
     assert "job rate limited (HTTP 429: retry after 1.0s): its queue is paused for 1s" in (
         done.stderr
     )
+
+
+def test_groups(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """The groups snippet: one account's deliveries run one at a time in order beside another
+    account's, and a RateLimited of one account pauses only that account for a second."""
+    cwd, env = app_dir
+    script = """
+import asyncio, dataclasses, time
+from app import webhooks as w
+
+async def main():
+    queue = w.worker.queue
+    handles = [
+        await queue.enqueue(w.deliver, w.Delivery(account_id=f"acct-{n % 2}",
+                                                  endpoint_host="hooks.example", event=f"e{n}"))
+        for n in range(6)
+    ]
+    busy = await queue.enqueue(w.deliver, w.Delivery(account_id="acct-9",
+                                                     endpoint_host="busy.example", event="x"))
+    w.worker.config = dataclasses.replace(w.worker.config, burst=True)
+    run = asyncio.create_task(w.worker.run())
+    for handle in handles:
+        await handle.result(timeout=30)
+    info = await queue.get(handles[0].id)
+    assert info.group == "webhook.deliver:acct-0", info.group
+    # Each account's events ran in enqueue order, one at a time.
+    for account in ("acct-0", "acct-1"):
+        events = [e for a, e in w.delivered if a == account]
+        assert events == sorted(events), events
+    # The busy account is paused, not failed: it waits, its attempt given back.
+    busy_info = await queue.get(busy.id)
+    assert busy_info.attempt == 0 and busy_info.state.value == "queued", busy_info
+    await queue.cancel(busy.id)
+    await run
+    await queue.close()
+
+asyncio.run(main())
+print("ok")
+"""
+    done = run(f"python -c {shlex.quote(script)}", cwd, env)
+    assert done.stdout.strip().endswith("ok")
+    assert "its group 'webhook.deliver:acct-9' is paused for 1s" in done.stderr

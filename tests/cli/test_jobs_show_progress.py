@@ -1,4 +1,5 @@
-"""``conveyor jobs show`` prints a job's progress, and when its own retention deletes it."""
+"""``conveyor jobs show`` prints a job's progress, when its own retention deletes it, and its
+group."""
 
 from __future__ import annotations
 
@@ -56,3 +57,26 @@ def test_jobs_show_prints_progress_and_expiry(tmp_path: Path) -> None:
     data = json.loads(run(url, "jobs", "show", "--json", "p").output)
     assert (data["progress"], data["progress_message"]) == (0.42, "resizing images")
     assert data["expires_at"] == "2023-11-14T23:13:22+00:00"
+
+
+class Delivery(BaseModel):
+    account: str
+
+
+deliver = job("test.deliver", Delivery, group_key=lambda p: p.account, group_concurrency=1)
+
+
+def test_jobs_show_prints_the_group(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    async def seed() -> None:
+        async with Queue.from_url(url) as q:
+            await q.enqueue(deliver, Delivery(account="acct-7"), job_id="d")
+            await q.enqueue(ping, Ping(n=3), job_id="plain")
+
+    asyncio.run(seed())
+    assert "group: test.deliver:acct-7" in run(url, "jobs", "show", "d").output
+    assert json.loads(run(url, "jobs", "show", "--json", "d").output)["group"] == (
+        "test.deliver:acct-7"
+    )
+    assert "group" not in run(url, "jobs", "show", "plain").output

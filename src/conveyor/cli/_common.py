@@ -116,6 +116,7 @@ def job_as_dict(info: JobInfo) -> dict[str, Any]:
         "progress_message": info.progress_message,
         "progress_at": info.progress_at.isoformat() if info.progress_at else None,
         "expires_at": info.expires_at.isoformat() if info.expires_at else None,
+        "group": info.group,
     }
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -41,11 +42,7 @@ def grouped(
 ) -> NewJob:
     job = new_job(job_id, name=name, **options)  # type: ignore[arg-type]
     group = JobGroup(key, concurrency=concurrency, rate_count=rate[0], rate_per=rate[1])
-    return NewJob(**{**_fields(job), "group": group})
-
-
-def _fields(job: NewJob) -> dict[str, object]:
-    return {name: getattr(job, name) for name in NewJob.__dataclass_fields__}
+    return dataclasses.replace(job, group=group)
 
 
 async def put(driver: Driver, *jobs: NewJob, now: float = T0) -> None:
@@ -358,7 +355,7 @@ async def test_a_bad_group_is_refused_and_nothing_is_written(driver: Driver) -> 
         JobGroup("k\x00"),
     ]
     for group in bad:
-        job = NewJob(**{**_fields(new_job("bad")), "group": group})
+        job = dataclasses.replace(new_job("bad"), group=group)
         with pytest.raises(InvalidArgument, match="group"):
             await driver.job_insert_many([new_job("fine"), job], now=T0)
         assert not await exists(driver, "fine")
