@@ -1,7 +1,6 @@
 """What groups cost on Redis, fetch by fetch (bench/groups.py measures the drains alone): the
-same backlog as grouped jobs (100 groups, with a concurrency
-and a rate that never bind) and as plain jobs, alternated round by round on a private
-redis-server.
+same backlog as grouped jobs (100 groups, with a concurrency and a rate that never bind) and as
+plain jobs, alternated round by round on a private redis-server.
 
     .venv/bin/python bench/groups_fetch.py [--n 20000] [--rounds 7] [--groups 100] [--plain-only]
 
@@ -125,7 +124,7 @@ def main() -> int:
     variants: list[tuple[str, JobDef[Noop, None], int]] = [("plain", plain, 0)]
     if not args.plain_only:
         variants.append(("grouped", grouped_definition(args.groups), args.groups))
-    with private_redis(Path(".bench/groups").resolve(), None) as port:
+    with private_redis(Path(".bench/groups-fetch").resolve(), None) as port:
         url = f"redis://127.0.0.1:{port}/0"
         for round_ in range(args.rounds):
             for label, definition, groups in variants if round_ % 2 == 0 else variants[::-1]:
