@@ -149,28 +149,30 @@ def _group_problems(
             and job_id not in grouped.get(group.decode(), [])
         ):
             issues.append(f"{keys.queue}: {job_id} is queued but not in its group")
-    prefix = keys.groups + "r:"
     records = {
-        raw.decode()[len(prefix) :]
-        for raw in client.scan_iter(match=_glob(prefix) + "*", count=1000)
+        k.decode(): v.decode().split(",") for k, v in client.hgetall(keys.group_records).items()
     }
     for key in set(grouped) | set(active):
         if key not in records:
             issues.append(f"{keys.queue}: group {key!r} has jobs but no record")
     ring = {m.decode(): s for m, s in client.zrange(keys.ring, 0, -1, withscores=True)}
     for key in records:
-        limits, running, turn = client.hmget(keys.groups + "r:" + key, "l", "a", "t")
+        record = records[key]
+        if len(record) != 8:
+            issues.append(f"{keys.queue}: group {key!r} has a garbled record {record!r}")
+            continue
+        running, turn = record[3], record[4]
         if int(running or 0) != active[key]:
             issues.append(
                 f"{keys.queue}: group {key!r} counts {running!r} active, {active[key]} are"
             )
-        concurrency = int(limits.split(b",")[0]) if limits else 0
+        concurrency = int(record[0])
         eligible = bool(grouped.get(key)) and (concurrency == 0 or active[key] < concurrency)
         if eligible != (key in ring):
             issues.append(f"{keys.queue}: group {key!r} is {'' if key in ring else 'not '}ringed")
         elif key in ring and turn is not None and int(float(turn) * 1e6 + 0.5) != ring[key]:
             issues.append(f"{keys.queue}: group {key!r} turns at {turn!r}, ringed at {ring[key]}")
-    for key in set(ring) - records:
+    for key in set(ring) - set(records):
         issues.append(f"{keys.queue}: group {key!r} is ringed without a record")
     return issues
 

@@ -154,19 +154,26 @@ async def test_idle_group_records_are_pruned_after_their_window(driver: RedisDri
         assert isinstance(found, list)
         return sorted(bytes(m).decode() for m in found)
 
+    async def kept() -> list[str]:
+        found = await raw(d, "HKEYS", keys.group_records)
+        assert isinstance(found, list)
+        return sorted(bytes(m).decode() for m in found)
+
     assert await records() == ["A", "B"]
     assert await d.job_prune_finished(KEEP_ALL, limit=10, now=T0 + 10) == 0
-    assert await raw(d, "EXISTS", keys.groups + "r:A", keys.groups + "r:B") == 2
+    assert await kept() == ["A", "B"]
     await d.job_prune_finished(KEEP_ALL, limit=10, now=T0 + 31)  # B's block is over
-    assert await raw(d, "EXISTS", keys.groups + "r:B") == 0
-    assert await raw(d, "EXISTS", keys.groups + "r:A", keys.groups + "l:A") == 2
+    assert await kept() == ["A"]
+    assert await raw(d, "EXISTS", keys.groups + "l:A") == 1
     await d.job_prune_finished(KEEP_ALL, limit=10, now=T0 + 61)  # A's window passed
-    assert await raw(d, "EXISTS", keys.groups + "r:A", keys.groups + "l:A") == 0
+    assert await kept() == []
+    assert await raw(d, "EXISTS", keys.groups + "l:A") == 0
     assert await records() == []
 
     # A job placed later makes the record anew, with its limits.
     await d.job_insert_many([grouped("b", "A", concurrency=3)], now=T0 + 70)
-    assert await raw(d, "HGET", keys.groups + "r:A", "l") == b"3,0,0.0"
+    record = await raw(d, "HGET", keys.group_records, "A")
+    assert isinstance(record, bytes) and record.startswith(b"3,0,0.0,0,")
     assert problems(d.source_url) == []
 
 
@@ -178,7 +185,7 @@ async def test_a_queue_without_groups_has_no_group_keys(driver: RedisDriver) -> 
     await d.job_finish_many(finishes, retention=KEEP_ALL, now=T0)
     target = d._store.keys("q")
     client = d._store.client
-    for key in (target.ring, target.group_idle):
+    for key in (target.ring, target.group_idle, target.group_records):
         assert await client.execute_command("EXISTS", key) == 0
     assert await client.execute_command("HGET", target.meta, "gq") is None
 
@@ -204,7 +211,8 @@ async def test_a_fetch_handed_back_frees_its_group_place(redis_base_url: str) ->
         assert len(fetched.rows) == 1
         await stubs.release(d._store.client, call)
         assert problems(d.source_url) == []
-        assert await d._store.client.execute_command("HGET", keys.groups + "r:A", "a") == b"0"
+        record = await d._store.client.execute_command("HGET", keys.group_records, "A")
+        assert record.split(b",")[3] == b"0"
         assert len(await d.job_fetch(params(5), now=T0)) == 1
     finally:
         await d.close()
@@ -215,5 +223,5 @@ def test_group_keys_share_the_queue_slot() -> None:
 
     keys = QueueKeys("conveyor", "mail")
     # The scripts build a group's keys from this prefix: one hash tag whatever the group key.
-    for built in (keys.groups + ":{x}", keys.groups + "r:}{", keys.groups + "l:a"):
+    for built in (keys.groups + ":{x}", keys.groups + ":}{", keys.groups + "l:a"):
         assert key_slot(built.encode()) == key_slot(keys.meta.encode())

@@ -64,7 +64,12 @@ def queue_keys(store: Store, script: str) -> tuple[str, ...]:
 
         state = JobState.COMPLETED
         more = (store.keys.ready, store.keys.dead, store.keys.meta) if script == "job_purge" else ()
-        groups = (store.keys.groups, store.keys.ring, store.keys.group_idle)
+        groups = (
+            store.keys.groups,
+            store.keys.ring,
+            store.keys.group_idle,
+            store.keys.group_records,
+        )
         return (
             *(store.keys.jobs, store.keys.set_of(state), store.keys.by_seq(state), *more),
             *(store.keys.dedup, store.keys.dedup_jobs, store.keys.expiring),

@@ -45,6 +45,7 @@ class QueueKeys:
         "failed",
         "failed_by_seq",
         "group_idle",
+        "group_records",
         "groups",
         "jobs",
         "meta",
@@ -89,9 +90,10 @@ class QueueKeys:
         self.rate_log = tag + ":rate:log"
         self.rate_block = tag + ":rate:block"
         # Groups (see lua/includes/groups.lua): the prefix every key of a group is built from
-        # inside the scripts (its jobs ':<key>', record 'r:<key>', rate log 'l:<key>'), the
+        # inside the scripts (its jobs ':<key>', rate log 'l:<key>'), the groups' records, the
         # ring of groups that may be served, by turn, and the groups holding no job.
         self.groups = tag + ":g"
+        self.group_records = tag + ":group-records"
         self.ring = tag + ":ring"
         self.group_idle = tag + ":group-idle"
         self.scheduled_by_seq = tag + ":by-seq:scheduled"

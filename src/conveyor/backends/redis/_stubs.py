@@ -55,7 +55,7 @@ _BY_SEQ: Final = (
 # per-call ones (receipts; a state's set and index) and the shared ones (workers, leaders).
 # The keys of the groups (see lua/includes/groups.lua), which every script that places or
 # takes jobs receives.
-_GROUPS: Final = ("groups", "ring", "group_idle")
+_GROUPS: Final = ("groups", "ring", "group_idle", "group_records")
 
 SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "job_insert_many": (
@@ -150,8 +150,8 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     ),
     "rate_limit_block": (("rate_block",), False),
     "rate_limit_wait": (("rate_log", "rate_block"), False),
-    "group_block": (_GROUPS, False),
-    "group_wait": (("ring", "meta", "groups"), False),
+    "group_block": ((*_GROUPS, "meta"), False),
+    "group_wait": (("ring", "meta", "group_records"), False),
     "group_prune": ((*_GROUPS, "meta"), False),
 }
 
@@ -490,6 +490,7 @@ async def purge(
         keys.groups,
         keys.ring,
         keys.group_idle,
+        keys.group_records,
     )
     args = (state.value, "" if finished_before is None else finished_before, chunk)
     deleted, removed = await run(client, _PURGE, script_keys, args)

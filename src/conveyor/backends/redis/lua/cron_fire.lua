@@ -13,7 +13,8 @@
 -- KEYS[10] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[11] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[12] group_idle: zset of the groups that hold no job, score when their record may go
--- KEYS[13] cron: the schedule's hash (what workers declared; t latest tick, st its status
+-- KEYS[13] group_records: hash of group key -> its record (see groups.lua)
+-- KEYS[14] cron: the schedule's hash (what workers declared; t latest tick, st its status
 --          'fired' or 'skipped', ft when it was recorded, lj the job of the last fired tick)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] tick: epoch seconds, a whole number
@@ -39,7 +40,8 @@ local K_DEAD = KEYS[9]
 local K_GROUPS = KEYS[10]
 local K_RING = KEYS[11]
 local K_GROUP_IDLE = KEYS[12]
-local K_CRON = KEYS[13]
+local K_GROUP_RECORDS = KEYS[13]
+local K_CRON = KEYS[14]
 
 --!include common.lua
 --!include args.lua

@@ -4,6 +4,8 @@
 -- KEYS[1] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[2] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[3] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[4] group_records: hash of group key -> its record (see groups.lua)
+-- KEYS[5] meta: the queue's meta hash (not written here: groups.lua's helpers need it)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] group: the group's key
 -- ARGV[3] seconds: how long to block, from 0 to 86400
@@ -17,9 +19,13 @@
 local K_GROUPS = KEYS[1]
 local K_RING = KEYS[2]
 local K_GROUP_IDLE = KEYS[3]
+local K_GROUP_RECORDS = KEYS[4]
+local K_META = KEYS[5]
 
 --!include common.lua
 --!include args.lua
+--!include members.lua
+--!include groups.lua
 
 local given_now = now_arg(1)
 if ARGV[2] == '' or #ARGV[2] > 2048 or string.find(ARGV[2], '%z') then
@@ -35,18 +41,20 @@ if bad then
 end
 
 local now = clock(given_now)
+group_now = now
 local key = ARGV[2]
-local record = K_GROUPS .. 'r:' .. key
-local v = redis.call('HMGET', record, 't', 'b')
-local blocked_until = math.max(now + seconds, tonumber(v[2]) or 0)
-local turn = math.max(tonumber(v[1]) or now, blocked_until)
-redis.call('HSET', record, 'b', num(blocked_until), 't', num(turn))
-if redis.call('ZSCORE', K_RING, key) then  -- scored in whole microseconds (see groups.lua)
-    redis.call('ZADD', K_RING, string.format('%d', math.floor(turn * 1000000 + 0.5)), key)
+local r = group_record(redis.call('HGET', K_GROUP_RECORDS, key))
+local new = r == nil
+r = r or group_new('0,0,0', now)
+r.b = math.max(now + seconds, r.b or 0)
+r.t = math.max(r.t, r.b)
+redis.call('HSET', K_GROUP_RECORDS, key, group_text(r))
+if redis.call('ZSCORE', K_RING, key) then
+    redis.call('ZADD', K_RING, ring_score(r.t), key)
 end
 local idle = tonumber(redis.call('ZSCORE', K_GROUP_IDLE, key))
-if not v[1] or (idle and idle < blocked_until) then
+if new or (idle and idle < r.b) then
     -- New, or holding no job: its record stays until the block ends.
-    redis.call('ZADD', K_GROUP_IDLE, num(blocked_until), key)
+    redis.call('ZADD', K_GROUP_IDLE, num(r.b), key)
 end
-return num(blocked_until)
+return num(r.b)

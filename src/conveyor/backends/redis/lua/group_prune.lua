@@ -3,7 +3,8 @@
 -- KEYS[1] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[2] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[3] group_idle: zset of the groups that hold no job, score when their record may go
--- KEYS[4] meta: the queue's meta hash (not written here: groups.lua's helpers need it)
+-- KEYS[4] group_records: hash of group key -> its record (see groups.lua)
+-- KEYS[5] meta: the queue's meta hash (not written here: groups.lua's helpers need it)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] limit: most records to delete
 -- Returns: how many group records were deleted. An error reply, having written nothing, when an
@@ -16,7 +17,8 @@
 local K_GROUPS = KEYS[1]
 local K_RING = KEYS[2]
 local K_GROUP_IDLE = KEYS[3]
-local K_META = KEYS[4]
+local K_GROUP_RECORDS = KEYS[4]
+local K_META = KEYS[5]
 
 --!include common.lua
 --!include args.lua
@@ -40,18 +42,17 @@ end
 local deleted = 0
 for _, key in ipairs(redis.call('ZRANGEBYSCORE', K_GROUP_IDLE, '-inf', num(now), 'LIMIT', 0,
         limit)) do
-    local record = K_GROUPS .. 'r:' .. key
-    local log = K_GROUPS .. 'l:' .. key
-    local v = redis.call('HMGET', record, 'l', 'a', 'b')
-    if redis.call('ZCARD', K_GROUPS .. ':' .. key) > 0 or (tonumber(v[2]) or 0) > 0 then
+    local r = group_record(redis.call('HGET', K_GROUP_RECORDS, key))
+    if not r then
+        redis.call('ZREM', K_GROUP_IDLE, key)
+    elseif redis.call('ZCARD', K_GROUPS .. ':' .. key) > 0 or r.a > 0 then
         redis.call('ZREM', K_GROUP_IDLE, key)  -- busy again
     else
-        local _, _, per = group_limits(v[1])
-        local last = tonumber(redis.call('LINDEX', log, -1) or '')
-        if (tonumber(v[3]) or 0) > now or (last and last + per > now) then
-            group_idle(key, v[1], v[3], now)
+        if (r.b or 0) > now or (r.ls and r.ls + r.per > now) then
+            group_idle(key, r, now)
         else
-            redis.call('DEL', record, log)
+            redis.call('HDEL', K_GROUP_RECORDS, key)
+            redis.call('DEL', K_GROUPS .. 'l:' .. key)
             redis.call('ZREM', K_GROUP_IDLE, key)
             redis.call('ZREM', K_RING, key)
             deleted = deleted + 1

@@ -3,8 +3,8 @@
 --
 -- KEYS[1] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[2] meta: the queue's meta hash (its paused flag)
--- KEYS[3] groups: prefix of the keys of the queue's groups (the first one's record has its
---         exact turn; the ring scores turns in whole microseconds)
+-- KEYS[3] group_records: hash of group key -> its record (see groups.lua; the record has the
+--         exact turn, the ring scores it in whole microseconds)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- Returns: the seconds until the earliest turn after now in the ring ('' when there is none):
 -- the group whose rate window frees or whose block ends first; '' for a paused queue (its
@@ -13,7 +13,7 @@
 
 local K_RING = KEYS[1]
 local K_META = KEYS[2]
-local K_GROUPS = KEYS[3]
+local K_GROUP_RECORDS = KEYS[3]
 
 --!include common.lua
 --!include args.lua
@@ -34,7 +34,8 @@ local now = clock(given_now)
 local bound = string.format('(%d', math.floor(now * 1000000 + 0.5))
 local first = redis.call('ZRANGEBYSCORE', K_RING, bound, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 if first[2] then
-    local turn = tonumber(redis.call('HGET', K_GROUPS .. 'r:' .. first[1], 't') or '')
+    local text = redis.call('HGET', K_GROUP_RECORDS, first[1]) or ''
+    local turn = tonumber(string.match(text, '^[^,]*,[^,]*,[^,]*,[^,]*,([^,]*),') or '')
     return num(math.max((turn or tonumber(first[2]) / 1000000) - now, 0))
 end
 return ''

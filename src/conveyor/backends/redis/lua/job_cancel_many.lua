@@ -14,6 +14,7 @@
 -- KEYS[12] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[13] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[14] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[15] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] error: the error a cancelled waiting job gets
 -- ARGV[3..] job ids
@@ -40,6 +41,7 @@ local K_META = KEYS[11]
 local K_GROUPS = KEYS[12]
 local K_RING = KEYS[13]
 local K_GROUP_IDLE = KEYS[14]
+local K_GROUP_RECORDS = KEYS[15]
 
 --!include common.lua
 --!include args.lua

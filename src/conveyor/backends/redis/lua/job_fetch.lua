@@ -20,8 +20,9 @@
 -- KEYS[17] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[18] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[19] group_idle: zset of the groups that hold no job, score when their record may go
--- KEYS[20] receipt: this call's receipt (string), so that a retried call returns the same jobs
--- KEYS[21] previous_receipt: the receipt of the caller's previous fetch of this queue, to delete
+-- KEYS[20] group_records: hash of group key -> its record (see groups.lua)
+-- KEYS[21] receipt: this call's receipt (string), so that a retried call returns the same jobs
+-- KEYS[22] previous_receipt: the receipt of the caller's previous fetch of this queue, to delete
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] limit: most jobs to lease
 -- ARGV[3] lease_seconds
@@ -31,7 +32,7 @@
 --         leased: its caller will never see the reply)
 -- ARGV[7] promote_budget: most due jobs to promote first
 -- ARGV[8] receipt_ttl: milliseconds a receipt is kept (beyond any retry of the call)
--- ARGV[9] forget_previous: '1' to delete KEYS[21], '' when there is none
+-- ARGV[9] forget_previous: '1' to delete KEYS[22], '' when there is none
 -- ARGV[10] rate_count: most starts in any window of ARGV[11] seconds, '' for no rate limit
 -- ARGV[11] rate_per: the window of the rate limit, seconds ('' without one)
 -- Returns: {now, next_due or '', jobs, dropped}. Lease mode: jobs are {id, field values in
@@ -76,8 +77,9 @@ local K_RATE_BLOCK = KEYS[16]
 local K_GROUPS = KEYS[17]
 local K_RING = KEYS[18]
 local K_GROUP_IDLE = KEYS[19]
-local K_RECEIPT = KEYS[20]
-local K_PREVIOUS_RECEIPT = KEYS[21]
+local K_GROUP_RECORDS = KEYS[20]
+local K_RECEIPT = KEYS[21]
+local K_PREVIOUS_RECEIPT = KEYS[22]
 
 --!include common.lua
 --!include args.lua

@@ -25,6 +25,7 @@
 -- KEYS[22] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[23] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[24] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[25] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] keep: completed jobs to keep in this queue, '' to keep all
 -- ARGV[3] cancelled: the error of a job a pending cancel stops ('<this>: <error>' with one)
@@ -69,6 +70,7 @@ local K_EXPIRING = KEYS[21]
 local K_GROUPS = KEYS[22]
 local K_RING = KEYS[23]
 local K_GROUP_IDLE = KEYS[24]
+local K_GROUP_RECORDS = KEYS[25]
 
 --!include common.lua
 --!include args.lua

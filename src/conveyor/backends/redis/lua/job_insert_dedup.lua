@@ -17,7 +17,8 @@
 -- KEYS[12] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[13] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[14] group_idle: zset of the groups that hold no job, score when their record may go
--- KEYS[15..] others: job key prefixes of the other queues an id must not exist in (standalone
+-- KEYS[15] group_records: hash of group key -> its record (see groups.lua)
+-- KEYS[16..] others: job key prefixes of the other queues an id must not exist in (standalone
 --            Redis only, as for job_insert_many)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] n: number of jobs; then 14 arguments per job:
@@ -49,7 +50,8 @@ local K_DEDUP_JOBS = KEYS[11]
 local K_GROUPS = KEYS[12]
 local K_RING = KEYS[13]
 local K_GROUP_IDLE = KEYS[14]
-local FIRST_OTHER = 15
+local K_GROUP_RECORDS = KEYS[15]
+local FIRST_OTHER = 16
 local PER_JOB = 14
 
 --!include common.lua

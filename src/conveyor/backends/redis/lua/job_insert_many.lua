@@ -12,7 +12,8 @@
 -- KEYS[10] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[11] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[12] group_idle: zset of the groups that hold no job, score when their record may go
--- KEYS[13..] others: job key prefixes of the other queues an id must not exist in (standalone
+-- KEYS[13] group_records: hash of group key -> its record (see groups.lua)
+-- KEYS[14..] others: job key prefixes of the other queues an id must not exist in (standalone
 --            Redis only; on a cluster they live on other nodes and are checked beforehand)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] n: number of jobs; then 11 arguments per job:
@@ -22,7 +23,7 @@
 -- Returns: per job, in order, its state, after a '!' when it is a duplicate (not inserted); or
 -- an error reply, having written nothing, when an argument is invalid or a job key holds
 -- something other than a job hash.
--- Guarantees: atomic; a duplicate id (here, in another queue passed as KEYS[13..], or earlier in
+-- Guarantees: atomic; a duplicate id (here, in another queue passed as KEYS[14..], or earlier in
 -- the same batch) keeps its first job; new queued jobs wake one idle worker. A grouped job
 -- joins its group, whose limits become the job's (a new group takes its turn now).
 
@@ -38,7 +39,8 @@ local K_DEAD = KEYS[9]
 local K_GROUPS = KEYS[10]
 local K_RING = KEYS[11]
 local K_GROUP_IDLE = KEYS[12]
-local FIRST_OTHER = 13
+local K_GROUP_RECORDS = KEYS[13]
+local FIRST_OTHER = 14
 
 --!include common.lua
 --!include args.lua

@@ -14,6 +14,7 @@
 -- KEYS[10] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[11] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[12] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[13] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] state: queued, scheduled, retrying, active, completed, failed or cancelled
 -- ARGV[2] finished_before: epoch seconds ('' for any); only jobs finished before it are deleted
 -- ARGV[3] chunk: most entries to remove in this call
@@ -38,6 +39,7 @@ local K_EXPIRING = KEYS[9]
 local K_GROUPS = KEYS[10]
 local K_RING = KEYS[11]
 local K_GROUP_IDLE = KEYS[12]
+local K_GROUP_RECORDS = KEYS[13]
 
 --!include common.lua
 --!include args.lua

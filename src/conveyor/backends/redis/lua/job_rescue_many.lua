@@ -17,6 +17,7 @@
 -- KEYS[14] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[15] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[16] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[17] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] cancelled_error: the error of a job requeued while a cancel was pending (cancelled
 --         instead)
@@ -49,6 +50,7 @@ local K_EXPIRING = KEYS[13]
 local K_GROUPS = KEYS[14]
 local K_RING = KEYS[15]
 local K_GROUP_IDLE = KEYS[16]
+local K_GROUP_RECORDS = KEYS[17]
 
 --!include common.lua
 --!include args.lua

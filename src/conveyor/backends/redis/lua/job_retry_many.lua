@@ -16,6 +16,7 @@
 -- KEYS[13] groups: prefix of the keys of the queue's groups (see groups.lua)
 -- KEYS[14] ring: zset of the groups with queued jobs and room, score their turn
 -- KEYS[15] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[16] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2..] job ids
 -- Returns: per id, in order, {status, state}: status 'ok' (now queued), 'wrong_state' or
@@ -39,6 +40,7 @@ local K_EXPIRING = KEYS[12]
 local K_GROUPS = KEYS[13]
 local K_RING = KEYS[14]
 local K_GROUP_IDLE = KEYS[15]
+local K_GROUP_RECORDS = KEYS[16]
 
 --!include common.lua
 --!include args.lua

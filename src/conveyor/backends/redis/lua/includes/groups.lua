@@ -1,18 +1,19 @@
 -- Groups (see conveyor.drivers.groups): a grouped job waits in its group, not among the queue's
--- plain jobs (place.lua puts it there). Needs K_GROUPS, K_RING, K_GROUP_IDLE and K_META;
--- include common.lua and members.lua first.
+-- plain jobs (place.lua puts it there). Needs K_GROUPS, K_GROUP_RECORDS, K_RING, K_GROUP_IDLE
+-- and K_META; include common.lua and members.lua first.
 --
 -- The keys of group <key> are built from K_GROUPS ('{<prefix>:<queue>}:g'), so they share the
 -- queue's hash tag (one Cluster slot) whatever the key holds:
 --   K_GROUPS .. ':' .. key   its queued jobs, a zset scored and membered as the queued set
 --                            (priority; run at, seq, id): ZPOPMIN takes the next in run order
---   K_GROUPS .. 'r:' .. key  its record, a hash: l the limits of the job placed in it last
---                            ('<concurrency>,<rate count>,<rate per>'), a its active jobs,
---                            t its turn, b the time a block holds it until
 --   K_GROUPS .. 'l:' .. key  its rate log, start times oldest first (at most <rate count>)
--- K_RING holds the groups with queued jobs and room under their concurrency, scored by turn (in
--- whole microseconds: ring_score; the record's t is exact): a
--- fetch reads those whose turn has come, a few at a time, and never sees a full group or one
+-- Its record is one field of K_GROUP_RECORDS, so that a fetch reads and writes the records of
+-- all the groups it serves in one command each: the text '<concurrency>,<rate count>,<rate
+-- per>,<active>,<turn>,<blocked until>,<log length>,<newest start>' (the first three are the
+-- limits of the job placed in it last, as a job's gl holds them; the block and the newest start
+-- are '' when there are none). K_RING holds the groups with queued jobs and room under their
+-- concurrency, scored by turn (in whole microseconds: ring_score; the record's turn is exact):
+-- a fetch reads those whose turn has come, a few at a time, and never sees a full group or one
 -- without jobs. K_GROUP_IDLE holds the groups with no queued or active job, scored by when
 -- their record may go (their rate window and block passed): what pruning reads. A job hash
 -- keeps its group's key (g) and limits (gl), so that any path that places it again restores
@@ -30,10 +31,50 @@ local function ring_score(at)
     return string.format('%d', math.floor(at * 1000000 + 0.5))
 end
 
--- A record's limits text as numbers: concurrency, rate count, rate per (0: none).
-local function group_limits(text)
-    local c, count, per = string.match(text or '', '^(%d+),(%d+),([^,]+)$')
-    return tonumber(c) or 0, tonumber(count) or 0, tonumber(per) or 0
+-- A record's text as a table (fields limits, c, count, per, a, t, b, ln, ls; b and ls nil when
+-- none), or nil when there is none. A garbled one reads as a group without limits whose turn
+-- is now.
+local function group_record(text)
+    if not text then
+        return nil
+    end
+    local c, count, per, a, t, b, ln, ls = string.match(text,
+        '^(%d+),(%d+),([^,]+),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+    if not c then
+        c, count, per, a, t, b, ln, ls = '0', '0', '0', '0', '', '', '0', ''
+    end
+    return {limits = c .. ',' .. count .. ',' .. per, c = tonumber(c), count = tonumber(count),
+        per = tonumber(per) or 0, a = tonumber(a) or 0, t = tonumber(t) or group_now or 0,
+        b = tonumber(b), ln = tonumber(ln) or 0, ls = tonumber(ls)}
+end
+
+-- A new record with ``limits`` (a job's gl), its turn ``turn``.
+local function group_new(limits, turn)
+    return group_record(limits .. ',0,' .. num(turn) .. ',,0,')
+end
+
+local function group_text(r)
+    return r.limits .. ',' .. int(r.a) .. ',' .. num(r.t) .. ',' .. (r.b and num(r.b) or '')
+        .. ',' .. int(r.ln) .. ',' .. (r.ls and num(r.ls) or '')
+end
+
+-- Write ``writes`` (key, text pairs) to the records: one command per 500 groups.
+local function group_write(writes)
+    for i = 1, #writes, 1000 do  -- unpack() is limited by Lua's stack
+        redis.call('HSET', K_GROUP_RECORDS, unpack(writes, i, math.min(i + 999, #writes)))
+    end
+end
+
+-- The records' texts of ``keys``, in order (false where there is none).
+local function group_texts(keys)
+    local texts = {}
+    for i = 1, #keys, 500 do
+        local got = redis.call('HMGET', K_GROUP_RECORDS, unpack(keys, i, math.min(i + 499, #keys)))
+        for j = 1, #got do
+            texts[i + j - 1] = got[j]
+        end
+    end
+    return texts
 end
 
 -- Refuse ARGV[i] (a group key, '' for none) and ARGV[i + 1] (its limits) unless both are
@@ -58,14 +99,12 @@ local function group_args(i)
     end
 end
 
--- Note that group ``key`` (whose record's limits and block are given) holds no job: its
--- record may go once its block and its rate window have passed.
-local function group_idle(key, limits, blocked, now)
-    local at = math.max(now, tonumber(blocked) or 0)
-    local _, _, per = group_limits(limits)
-    local last = tonumber(redis.call('LINDEX', K_GROUPS .. 'l:' .. key, -1) or '')
-    if last then
-        at = math.max(at, last + per)
+-- Note that group ``key`` (record ``r``) holds no job: its record may go once its block and
+-- its rate window have passed.
+local function group_idle(key, r, now)
+    local at = math.max(now, r.b or 0)
+    if r.ls then
+        at = math.max(at, r.ls + r.per)
     end
     redis.call('ZADD', K_GROUP_IDLE, num(at), key)
 end
@@ -79,35 +118,41 @@ end
 -- Free the places of the jobs that left ``active`` (group_leave), at ``group_now``: a group
 -- that was full and has room again rejoins the ring, one that runs nothing and holds nothing
 -- becomes idle. Whether a group became eligible now (the caller wakes a worker then). Scripts
--- call it before they place jobs again or return (group_flush does).
+-- call it before they return (group_flush does).
 local function group_settle()
-    local woken = false
+    local keys, lefts = {}, {}
     for key, left in pairs(group_leaving) do
-        local record = K_GROUPS .. 'r:' .. key
-        local v = redis.call('HMGET', record, 'l', 't', 'b')
-        if v[2] then  -- else no record (a store written before groups): nothing was counted
-            local active = redis.call('HINCRBY', record, 'a', -left)
-            if active < 0 then
-                redis.call('HSET', record, 'a', '0')
-                active = 0
-            end
-            local concurrency = group_limits(v[1])
-            local freed = concurrency > 0 and active + left >= concurrency and active < concurrency
+        keys[#keys + 1] = key
+        lefts[#keys] = left
+    end
+    group_leaving = {}
+    if #keys == 0 then
+        return false
+    end
+    local woken, writes = false, {}
+    for i, text in ipairs(group_texts(keys)) do
+        local key, r = keys[i], group_record(text)
+        if r then  -- else no record (a store written before groups): nothing was counted
+            local before = r.a
+            r.a = math.max(r.a - lefts[i], 0)
+            writes[#writes + 1] = key
+            writes[#writes + 1] = group_text(r)
+            local freed = r.c > 0 and before >= r.c and r.a < r.c
             -- Only two steps matter: the group had been full, or now runs nothing.
-            if freed or active == 0 then
+            if freed or r.a == 0 then
                 group_seen[key] = nil
                 if redis.call('ZCARD', K_GROUPS .. ':' .. key) > 0 then
                     if freed then
-                        redis.call('ZADD', K_RING, ring_score(tonumber(v[2]) or 0), key)
-                        woken = woken or tonumber(v[2]) <= group_now
+                        redis.call('ZADD', K_RING, ring_score(r.t), key)
+                        woken = woken or r.t <= group_now
                     end
                 else
-                    group_idle(key, v[1], v[3], group_now)
+                    group_idle(key, r, group_now)
                 end
             end
         end
     end
-    group_leaving = {}
+    group_write(writes)
     return woken
 end
 
@@ -122,9 +167,9 @@ local function group_out(key, member, now)
     if redis.call('ZCARD', jobs) == 0 then
         group_seen[key] = nil
         redis.call('ZREM', K_RING, key)
-        local v = redis.call('HMGET', K_GROUPS .. 'r:' .. key, 'l', 'a', 'b')
-        if (tonumber(v[2]) or 0) == 0 then
-            group_idle(key, v[1], v[3], now)
+        local r = group_record(redis.call('HGET', K_GROUP_RECORDS, key))
+        if r and r.a == 0 then
+            group_idle(key, r, now)
         end
     end
     return true

@@ -59,18 +59,17 @@ local function group_place(key, limits, priority, run_at, seq, id)
         return
     end
     group_seen[key] = limits
-    local record = K_GROUPS .. 'r:' .. key
-    local v = redis.call('HMGET', record, 'l', 'a', 't')
-    local turn = v[3]
-    if not turn then  -- a new group takes its turn now
-        turn = num(group_now)
-        redis.call('HSET', record, 'l', limits, 't', turn)
-    elseif v[1] ~= limits then
-        redis.call('HSET', record, 'l', limits)
+    local r = group_record(redis.call('HGET', K_GROUP_RECORDS, key))
+    if not r then  -- a new group takes its turn now
+        r = group_new(limits, group_now)
+        redis.call('HSET', K_GROUP_RECORDS, key, group_text(r))
+    elseif r.limits ~= limits then
+        local fresh = group_new(limits, r.t)
+        r.limits, r.c, r.count, r.per = limits, fresh.c, fresh.count, fresh.per
+        redis.call('HSET', K_GROUP_RECORDS, key, group_text(r))
     end
-    local concurrency = group_limits(limits)
-    if concurrency == 0 or (tonumber(v[2]) or 0) < concurrency then
-        redis.call('ZADD', K_RING, ring_score(tonumber(turn) or 0), key)
+    if r.c == 0 or r.a < r.c then
+        redis.call('ZADD', K_RING, ring_score(r.t), key)
     else
         redis.call('ZREM', K_RING, key)  -- its limit was lowered below what runs
     end

@@ -2,10 +2,11 @@
 -- come, in turn order (ties by key), one job per group per round, none beyond a group's room
 -- under its concurrency or its rate. Needs what groups.lua needs; include groups.lua first.
 --
--- Each group served costs a handful of commands however many of its jobs it gets: its record
--- read, its queued count, one pop of its share, its record and ring entry written (and, with a
--- rate, one append to its log). The record keeps its log's length (ln) and newest stamp (ls) so
--- that a rate that does not bind costs no read of the log. Reads at most ``n`` groups.
+-- Each group served costs two commands however many of its jobs it gets (its queued count and
+-- one pop of its share; with a rate, one append to its log), and the fetch one read and one
+-- write of all their records and one write of the ring. The record keeps its log's length and
+-- newest stamp, so that a rate that does not bind costs no read of the log. Reads at most
+-- ``n`` groups.
 
 -- How many of ``most`` starts the rate log ``log`` (``count`` per ``per`` seconds, ``length``
 -- entries) allows at ``now``: its free places plus its oldest entries at least ``per`` old
@@ -37,26 +38,23 @@ local function serve_groups(n, now, keys)
         return ids, group_of
     end
     -- Per group: {key, cap, share, concurrency, active, rate count, rate per, block, queued,
-    -- log length, newest stamp, turn}
+    -- log length, newest stamp, turn, record}
     local groups = {}
-    for i, key in ipairs(keys) do
-        local v = redis.call('HMGET', K_GROUPS .. 'r:' .. key, 'l', 'a', 'b', 'ln', 'ls', 't')
-        local concurrency, count, per = group_limits(v[1])
-        local active = tonumber(v[2]) or 0
-        local blocked = tonumber(v[3]) or 0
-        local length = tonumber(v[4]) or 0
+    for i, text in ipairs(group_texts(keys)) do
+        local key = keys[i]
+        local r = group_record(text) or group_new('0,0,0', now)
         local queued = redis.call('ZCARD', K_GROUPS .. ':' .. key)
         local cap = math.min(n, queued)
-        if concurrency > 0 then
-            cap = math.min(cap, concurrency - active)
+        if r.c > 0 then
+            cap = math.min(cap, r.c - r.a)
         end
-        if blocked > now then
+        if (r.b or 0) > now then
             cap = 0
-        elseif count > 0 and cap > 0 then
-            cap = group_allowance(K_GROUPS .. 'l:' .. key, length, count, per, now, cap)
+        elseif r.count > 0 and cap > 0 then
+            cap = group_allowance(K_GROUPS .. 'l:' .. key, r.ln, r.count, r.per, now, cap)
         end
-        groups[i] = {key, cap, 0, concurrency, active, count, per, blocked, queued, length,
-            tonumber(v[5]), tonumber(v[6]) or now}
+        groups[i] = {key, cap, 0, r.c, r.a, r.count, r.per, r.b or 0, queued, r.ln, r.ls, r.t,
+            r}
     end
     -- Shares by rounds, one job per group per round, in turn order, without a command.
     local total, more = 0, true
@@ -73,9 +71,9 @@ local function serve_groups(n, now, keys)
     end
     local popped = {}  -- per group, its ids in run order
     local ringed, unringed = {}, {}  -- the ring's changes, sent in one ZADD and one ZREM
+    local writes = {}  -- the records changed, sent in one HSET
     for i, g in ipairs(groups) do
-        local key, share = g[1], g[3]
-        local record = K_GROUPS .. 'r:' .. key
+        local key, share, r = g[1], g[3], g[13]
         local turn, room, queued = nil, true, g[9]
         popped[i] = {}
         if share > 0 then
@@ -89,7 +87,7 @@ local function serve_groups(n, now, keys)
             queued = queued - share
             group_queued = group_queued - share
             turn = now
-            local fields = {'a', int(g[5] + share), 't', ''}
+            r.a = g[5] + share
             if g[6] > 0 then  -- its rate: log the starts, stamped no earlier than the newest
                 local log = K_GROUPS .. 'l:' .. key
                 local stamp = num(math.max(now, g[11] or now))
@@ -106,13 +104,8 @@ local function serve_groups(n, now, keys)
                 if length >= g[6] then  -- full: its turn comes when the window frees
                     turn = math.max(turn, (tonumber(redis.call('LINDEX', log, 0)) or now) + g[7])
                 end
-                fields[#fields + 1] = 'ln'
-                fields[#fields + 1] = int(length)
-                fields[#fields + 1] = 'ls'
-                fields[#fields + 1] = stamp
+                r.ln, r.ls = length, tonumber(stamp)
             end
-            fields[4] = num(turn)
-            redis.call('HSET', record, unpack(fields))
             room = g[4] == 0 or g[5] + share < g[4]
         elseif g[4] > 0 and g[5] >= g[4] then
             room = false  -- full (its limit was lowered): it comes back when a job leaves
@@ -122,8 +115,10 @@ local function serve_groups(n, now, keys)
             local recent = redis.call('LRANGE', K_GROUPS .. 'l:' .. key, -g[6], -g[6])
             turn = math.max(now, (tonumber(recent[1]) or now) + g[7])
         end
-        if turn and share == 0 then
-            redis.call('HSET', record, 't', num(turn))
+        if turn then
+            r.t = turn
+            writes[#writes + 1] = key
+            writes[#writes + 1] = group_text(r)
         end
         if queued == 0 or not room then
             unringed[#unringed + 1] = key
@@ -132,10 +127,10 @@ local function serve_groups(n, now, keys)
             ringed[#ringed + 1] = key
         end
         if queued == 0 and share == 0 and g[5] == 0 then  -- ringed with nothing (not expected)
-            local v = redis.call('HMGET', record, 'l', 'b')
-            group_idle(key, v[1], v[2], now)
+            group_idle(key, r, now)
         end
     end
+    group_write(writes)
     for i = 1, #ringed, 1000 do  -- unpack() is limited by Lua's stack: 1000 at a time
         redis.call('ZADD', K_RING, unpack(ringed, i, math.min(i + 999, #ringed)))
     end
