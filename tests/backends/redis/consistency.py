@@ -155,7 +155,12 @@ def _group_problems(
     for key in set(grouped) | set(active):
         if key not in records:
             issues.append(f"{keys.queue}: group {key!r} has jobs but no record")
-    ring = {m.decode(): s for m, s in client.zrange(keys.ring, 0, -1, withscores=True)}
+    # The ring's sentinel (a NUL then 64 dashes, scored +inf) only keeps its encoding.
+    ring = {
+        m.decode(): s
+        for m, s in client.zrange(keys.ring, 0, -1, withscores=True)
+        if not m.startswith(b"\x00")
+    }
     for key in records:
         record = records[key]
         if len(record) != 8:

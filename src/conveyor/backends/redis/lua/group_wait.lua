@@ -32,7 +32,8 @@ if redis.call('HGET', K_META, 'paused') == '1' then
 end
 local now = clock(given_now)
 local bound = string.format('(%d', math.floor(now * 1000000 + 0.5))
-local first = redis.call('ZRANGEBYSCORE', K_RING, bound, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+-- Below +inf: the ring's sentinel is no group (see groups.lua).
+local first = redis.call('ZRANGEBYSCORE', K_RING, bound, '(+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 if first[2] then
     local text = redis.call('HGET', K_GROUP_RECORDS, first[1]) or ''
     local turn = tonumber(string.match(text, '^[^,]*,[^,]*,[^,]*,[^,]*,([^,]*),') or '')

@@ -24,9 +24,13 @@ local group_seen = {}  -- key -> limits of the groups this call put in order alr
 local group_queued = 0  -- change of the grouped queued count not yet written to 'gq'
 local group_leaving = {}  -- key -> jobs of the group that left ``active``, not yet counted
 
--- A time as the ring scores it: whole microseconds. A listpack-encoded sorted set (the ring of
--- up to 128 groups) compares integer scores without parsing them, which makes its updates
--- several times cheaper than with a float's text.
+-- The ring is kept in Redis's skiplist encoding, never the listpack one a sorted set of up to
+-- 128 short members gets: a fetch moves every group it serves, and in a listpack each move
+-- scans the whole set (several microseconds a group). A member longer than a listpack holds
+-- (64 bytes) does that; this one, scored +inf, is never read as a group (no key holds a NUL).
+local RING_SENTINEL = '\0' .. string.rep('-', 64)
+
+-- A time as the ring scores it: whole microseconds (the record's turn stays exact).
 local function ring_score(at)
     return string.format('%d', math.floor(at * 1000000 + 0.5))
 end

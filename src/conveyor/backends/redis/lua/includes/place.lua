@@ -69,7 +69,7 @@ local function group_place(key, limits, priority, run_at, seq, id)
         redis.call('HSET', K_GROUP_RECORDS, key, group_text(r))
     end
     if r.c == 0 or r.a < r.c then
-        redis.call('ZADD', K_RING, ring_score(r.t), key)
+        redis.call('ZADD', K_RING, ring_score(r.t), key, '+inf', RING_SENTINEL)
     else
         redis.call('ZREM', K_RING, key)  -- its limit was lowered below what runs
     end
