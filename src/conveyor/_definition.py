@@ -115,10 +115,10 @@ class JobDef(Generic[P, R]):
             raise InvalidArgument(
                 f"job {self.name!r}: its group_key function raised {exc!r}"
             ) from exc
-        if not isinstance(key, str) or not 1 <= len(key) <= GROUP_KEY_TEXT:
+        if not isinstance(key, str) or not 1 <= len(key) <= GROUP_KEY_TEXT or "\x00" in key:
             raise InvalidArgument(
                 f"job {self.name!r}: group_key must return text of 1 to {GROUP_KEY_TEXT} "
-                f"characters, got {key!r}"
+                f"characters without NUL, got {key!r}"
             )
         rate = self.group_rate
         return JobGroup(

@@ -157,10 +157,11 @@ MAX_RETRY_AFTER = 24 * 3600.0
 
 class RateLimited(HandlerSignal):
     """An upstream service refused the call for now: put the job back without spending an
-    attempt, and start no job of its definition's queue until ``retry_after`` (a timedelta or
-    seconds, at most a day) has passed, on any worker. For a definition without a
-    ``rate_limit`` (whose queue other definitions may share), only this job waits: it is
-    snoozed for ``retry_after``."""
+    attempt, and start no job held by the same limit until ``retry_after`` (a timedelta or
+    seconds, at most a day) has passed, on any worker. For a grouped job (``group_key``) that
+    is its group: other keys go on. Otherwise, for a definition with a ``rate_limit``, it is
+    the definition's queue; for one without (whose queue other definitions may share), only
+    this job waits: it is snoozed for ``retry_after``."""
 
     def __init__(self, retry_after: float | timedelta, reason: str = "rate limited") -> None:
         super().__init__(reason)

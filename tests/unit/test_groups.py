@@ -42,7 +42,7 @@ def test_a_definition_builds_its_jobs_group_from_the_payload() -> None:
     assert fair_only.group_of(Order(customer="c", total=1)) == JobGroup("shop.fair:c")
 
 
-@pytest.mark.parametrize("bad", ["", "x" * 257, 7, None])
+@pytest.mark.parametrize("bad", ["", "x" * 257, "a\x00b", 7, None])
 def test_a_key_that_is_not_short_text_fails_that_enqueue_naming_the_job(bad: object) -> None:
     defn = job("shop.bad", Order, group_key=lambda p: bad)  # type: ignore[arg-type,return-value]
     with pytest.raises(InvalidArgument, match=r"job 'shop\.bad': group_key must return text"):

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from conveyor._config import WorkerConfig
 from conveyor._context import JobContext, JobLogger, epoch_to_datetime
 from conveyor.core.backoff import DEFAULT_BACKOFF
-from conveyor.core.outcome import Outcome, PauseGroup, PauseQueue, Unhandled, decide
+from conveyor.core.outcome import (
+    Outcome,
+    PauseGroup,
+    PauseQueue,
+    SnoozeFor,
+    Unhandled,
+    decide,
+)
 from conveyor.core.serialization import writable_text
 from conveyor.drivers.protocol import Capability, Driver
 from conveyor.drivers.records import (
@@ -262,10 +269,10 @@ class Runner:
             if task is not None:
                 self.finishing.discard(task)
 
-    async def _pause(self, record: JobRecord, transition: PauseQueue | PauseGroup) -> None:
+    async def _pause(self, record: JobRecord, transition: PauseQueue | PauseGroup) -> bool:
         """Block the job's queue or group before the job is put back, so no worker can start
-        it (or another job held by the same limit) in between. A failure only loses the pause:
-        the job still goes back, without spending its attempt."""
+        it (or another job held by the same limit) in between; false if that failed (the job
+        then waits alone, without spending its attempt)."""
         now = self._config.clock.now()
         group = record.group if isinstance(transition, PauseGroup) else None
         what = f"queue {record.queue!r}" if group is None else f"group {group!r}"
@@ -276,12 +283,15 @@ class Runner:
                 await self._driver.rate_limit_block(record.queue, transition.delay, now=now)
         except Exception as exc:
             log.warning(
-                "could not pause %s for %gs after job %s was rate limited: %s",
+                "could not pause %s for %gs after job %s was rate limited (the job waits that "
+                "long on its own): %s",
                 what,
                 transition.delay,
                 record.id,
                 exc,
             )
+            return False
+        return True
 
     async def _finish(self, record: JobRecord, outcome: Outcome, duration: float) -> None:
         """Decide the transition and submit it: always one write, whatever the values do."""
@@ -302,8 +312,13 @@ class Runner:
                 outcome, record, backoff=backoff, rng=self._rng, rate_limited=limited
             )
             finish = finish_for(record, transition)
-            if isinstance(transition, PauseQueue | PauseGroup):
-                await self._pause(record, transition)
+            if isinstance(transition, PauseQueue | PauseGroup) and not await self._pause(
+                record, transition
+            ):
+                # Without the pause the job would be started again at once, and meet the
+                # upstream's limit again: it waits out ``retry_after`` on its own instead.
+                transition = SnoozeFor(transition.delay)
+                finish = finish_for(record, transition)
         except Exception as exc:  # a bug of ours: still end the attempt, visibly
             log.exception("deciding the outcome of job %s failed", record.id)
             error = writable_text(f"ConveyorError: deciding the outcome failed: {exc!r}")

@@ -382,3 +382,97 @@ async def test_idle_groups_are_pruned_and_come_back_with_their_next_job(driver: 
     assert ids(await fetch(driver, now=T0 + 101)) == ["a1"]
     await put(driver, grouped("a2", "k:a", concurrency=1, rate=(1, 5.0)), now=T0 + 102)
     assert await fetch(driver, now=T0 + 200) == []  # a1 is still active: one at a time
+
+
+async def test_groups_take_turns_across_fetches(driver: Driver) -> None:
+    # The group that waited longer has the larger key: neither key order nor a turn that never
+    # moves would alternate.
+    await put(driver, *(grouped(f"b{i}", "k:b") for i in range(6)), now=T0)
+    await put(driver, *(grouped(f"a{i}", "k:a") for i in range(6)), now=T0 + 1)
+    served = [(await fetch(driver, now=T0 + 2 + step, limit=1))[0].group for step in range(6)]
+    assert served == ["k:b", "k:a"] * 3
+
+
+async def test_a_rate_held_group_takes_its_turn_when_its_window_frees(driver: Driver) -> None:
+    await put(driver, *(grouped(f"a{i}", "k:a", rate=(1, 10.0)) for i in range(3)), now=T0)
+    await put(driver, *(grouped(f"b{i}", "k:b") for i in range(20)), now=T0 + 1)
+    first = await fetch(driver, now=T0 + 2, limit=2)
+    assert [j.group for j in first] == ["k:a", "k:b"]
+    for step in range(3, 12):
+        assert [j.group for j in await fetch(driver, now=T0 + step, limit=1)] == ["k:b"]
+    # Its window frees at T0 + 12, and that is its turn: after b's (served at T0 + 11), so b
+    # goes first at T0 + 12.5, then a, in the same round.
+    both = await fetch(driver, now=T0 + 12.5, limit=2)
+    assert Counter(j.group for j in both) == {"k:a": 1, "k:b": 1}
+    assert [j.group for j in await fetch(driver, now=T0 + 13, limit=1)] == ["k:b"]
+
+
+async def test_pruning_keeps_a_group_whose_rate_window_still_holds(driver: Driver) -> None:
+    await put(driver, grouped("a0", "k:a", rate=(1, 100.0)))
+    [job] = await fetch(driver)
+    await finish(driver, job, now=T0 + 1)
+    await driver.job_prune_finished(Retention(completed_max_count=0), limit=100, now=T0 + 10)
+    await put(driver, grouped("a1", "k:a", rate=(1, 100.0)), now=T0 + 11)
+    assert await fetch(driver, now=T0 + 12) == []
+    assert await driver.group_wait([QUEUE], now=T0 + 12) == pytest.approx(88.0, abs=1e-3)
+    assert ids(await fetch(driver, now=T0 + 100)) == ["a1"]
+
+
+async def test_pruning_keeps_the_block_of_a_group_without_jobs(driver: Driver) -> None:
+    await driver.group_block(QUEUE, "k:n", 50.0, now=T0)
+    await driver.job_prune_finished(Retention(), limit=100, now=T0 + 1)
+    await put(driver, grouped("n0", "k:n"), now=T0 + 2)
+    assert await fetch(driver, now=T0 + 3) == []
+    assert ids(await fetch(driver, now=T0 + 50)) == ["n0"]
+
+
+async def test_a_full_group_never_costs_a_plain_job_its_place(driver: Driver) -> None:
+    await put(driver, grouped("a0", "k:a", concurrency=1), grouped("a1", "k:a", concurrency=1))
+    await put(driver, *(new_job(f"p{i:02d}") for i in range(30)))
+    first = await fetch(driver, limit=5)
+    assert Counter(j.group for j in first) == {"k:a": 1, None: 4}
+    for step in range(20):  # the group is full: every fetch of one leases a plain job
+        got = await fetch(driver, now=T0 + 1 + step, limit=1)
+        assert len(got) == 1 and got[0].group is None
+
+
+async def test_group_wait_looks_only_at_the_names_given(driver: Driver) -> None:
+    await put(driver, grouped("x0", "other.job:k", name="other.job"))
+    await driver.group_block(QUEUE, "other.job:k", 5.0, now=T0)
+    assert await driver.group_wait([QUEUE], names=["test.job"], now=T0) is None
+    assert await driver.group_wait([QUEUE], names=["other.job"], now=T0) == pytest.approx(
+        5.0, abs=1e-3
+    )
+
+
+async def test_a_queue_rate_limit_is_shared_by_grouped_and_plain_jobs(driver: Driver) -> None:
+    await put(driver, *(grouped(f"g{i:03d}", f"k:{i % 5}") for i in range(100)))
+    await put(driver, *(new_job(f"p{i:02d}") for i in range(20)))
+    limits = (RateLimit(QUEUE, 2, 1.0),)
+    kinds = Counter[bool]()
+    for step in range(20):
+        params = FetchParams((QUEUE,), 8, "worker-1", LEASE, rate_limits=limits)
+        for job in await driver.job_fetch(params, now=T0 + step):
+            kinds[job.group is None] += 1
+    assert kinds[True] >= 10 and kinds[False] >= 10, kinds
+
+
+async def test_a_debounced_job_moves_to_the_group_of_its_new_payload(driver: Driver) -> None:
+    from conveyor.drivers.records import Dedup, DedupMode, InsertStatus
+
+    def debounced(key: str, payload: bytes) -> NewJob:
+        job = grouped("deb", key, concurrency=1, payload=payload, delay=10.0)
+        return dataclasses.replace(job, dedup=Dedup(DedupMode.DEBOUNCE, "d"))
+
+    await put(driver, debounced("k:one", b'{"k": 1}'))
+    [replaced] = await driver.job_insert_many([debounced("k:two", b'{"k": 2}')], now=T0 + 1)
+    assert replaced.status is InsertStatus.REPLACED
+    assert (await get(driver, "deb")).group == "k:two"
+    # Serial per key: it waits behind the running job of its new group, not of its old one.
+    await put(driver, grouped("two-0", "k:two", concurrency=1), now=T0 + 2)
+    [running] = await fetch(driver, now=T0 + 3)
+    assert running.id == "two-0"
+    await put(driver, grouped("one-0", "k:one", concurrency=1), now=T0 + 4)
+    assert ids(await fetch(driver, now=T0 + 20)) == ["one-0"]
+    await finish(driver, running, now=T0 + 21)
+    assert ids(await fetch(driver, now=T0 + 22)) == ["deb"]

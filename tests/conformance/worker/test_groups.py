@@ -172,3 +172,44 @@ def test_group_limits_need_a_key() -> None:
         job("test.group.zero", Account, group_key=lambda p: p.account, group_concurrency=0)
     with pytest.raises(InvalidJobDefinition, match="group_rate"):
         job("test.group.fast", Account, group_key=lambda p: p.account, group_rate=Rate(5000, 1))
+
+
+fast_paced = job(
+    "test.group.fast_paced",
+    Account,
+    result=int,
+    queue="fast-paced",
+    group_key=lambda p: p.account,
+    group_rate=Rate(1, per=0.5),
+)
+
+
+@pytest.mark.parametrize("held_by", ["rate", "RateLimited"])
+async def test_a_worker_wakes_when_a_held_groups_turn_comes(
+    harness: Harness, backend_url: str, held_by: str
+) -> None:
+    """On the backend's clock, with a poll interval far longer than the holds: nothing notifies
+    a worker when a key's window slides or its pause ends, so it must wake by itself then."""
+    real = Queue.from_url(backend_url)
+    await real.connect()
+    calls: list[int] = []
+    worker = harness.worker(real, clock=None, poll_interval=30.0, concurrency=4)
+
+    @worker.handles(fast_paced)
+    async def handle(payload: Account, ctx: JobContext) -> int:
+        calls.append(payload.n)
+        if held_by == "RateLimited" and len(calls) == 1:
+            raise RateLimited(0.5)
+        return payload.n
+
+    try:
+        harness.start(worker)
+        await harness.registered(worker)
+        handles = [await real.enqueue(fast_paced, Account(account="x", n=i)) for i in range(3)]
+        # One start per half second: about a second in all, where waiting for the poll would
+        # take a minute.
+        for h in handles:
+            await h.result(timeout=10)
+    finally:
+        await harness.stop(worker)
+        await real.close()

@@ -55,8 +55,14 @@ class DedupBook:
         if job is None or decision is InsertStatus.INSERTED:
             return None
         if decision is InsertStatus.REPLACED:
+            # The new payload may belong to another group: the job moves with it (it waits
+            # for its run time, so no group holds it yet).
             job = jobs[job.id] = dataclasses.replace(
-                job, payload=new.payload, run_at=run_at, state=JobState.SCHEDULED
+                job,
+                payload=new.payload,
+                run_at=run_at,
+                state=JobState.SCHEDULED,
+                group=None if new.group is None else new.group.key,
             )
         return InsertResult(job.id, decision, job.state)
 

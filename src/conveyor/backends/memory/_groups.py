@@ -8,13 +8,13 @@ the order they serve in is the one :func:`serve_groups` defines.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from conveyor.drivers.common import run_order
 from conveyor.drivers.groups import group_turn, split_limit
 from conveyor.drivers.rates import allowance, logged
-from conveyor.drivers.records import JobGroup, JobRecord, JobState
+from conveyor.drivers.records import JobGroup, JobRecord, JobState, NewJob
 
 GroupId = tuple[str, str]  # (queue, key)
 
@@ -67,6 +67,12 @@ class GroupBook:
         else:
             record.name, record.limits = name, group
 
+    def replaced(self, job_id: str, new: NewJob, now: float) -> None:
+        """A debounced job took ``new``'s payload, and with it ``new``'s group."""
+        self.limits_of.pop(job_id, None)
+        if new.group is not None:
+            self.joined(job_id, new.queue, new.name, new.group, now)
+
     def record_of(self, job: JobRecord, now: float) -> GroupRecord:
         """The record of ``job``'s group, made anew from the job's limits if it was pruned."""
         assert job.group is not None
@@ -87,16 +93,17 @@ class GroupBook:
             record.blocked_until = until
 
     def waiting(
-        self, jobs: Iterable[JobRecord], now: float
+        self, jobs: Iterable[JobRecord], now: float, names: Collection[str] | None = None
     ) -> tuple[dict[GroupId, list[JobRecord]], dict[GroupId, int]]:
-        """Each group's queued jobs (in run order) and its active count."""
+        """Each group's queued jobs (in run order; of ``names`` only, when given) and its
+        active count (whatever their names: a group's concurrency counts all of them)."""
         queued: dict[GroupId, list[JobRecord]] = {}
         active: dict[GroupId, int] = {}
         for job in jobs:
             if job.group is None:
                 continue
             gid = (job.queue, job.group)
-            if job.state is JobState.QUEUED:
+            if job.state is JobState.QUEUED and (names is None or job.name in names):
                 queued.setdefault(gid, []).append(job)
                 self.record_of(job, now)
             elif job.state is JobState.ACTIVE:
@@ -217,8 +224,17 @@ def choose(
         taken[job.queue] = taken.get(job.queue, 0) + 1
         return True
 
-    eligible = any(book.records[gid].turn() <= at for gid in queued)
-    first = split_limit(limit, eligible, bool(plain), coin)
+    eligible = any(
+        book.records[gid].turn() <= at and book.records[gid].room(active.get(gid, 0), at) > 0
+        for gid in queued
+    )
+    # What may start is shared, not what was asked for: under a queue's rate limit, the limit's
+    # allowance is split, or groups would take all of it and plain jobs none.
+    present = {job.queue for job in plain} | {gid[0] for gid in queued}
+    budget = limit
+    if present and present <= caps.keys():
+        budget = min(limit, sum(caps[queue] for queue in present))
+    first = split_limit(budget, eligible, bool(plain), coin) if budget > 0 else 0
     chosen = serve_groups(book, queued, active, want=first, now=at, accept=accept)
     for job in plain:
         if len(chosen) >= limit:

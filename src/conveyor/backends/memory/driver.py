@@ -114,6 +114,8 @@ class MemoryDriver(RegistryOperations):
                 if new.dedup is not None:
                     deduplicated = s.dedup.insert(s.jobs, new, run_at, at)
                     if deduplicated is not None:
+                        if deduplicated.status is InsertStatus.REPLACED:
+                            s.groups.replaced(deduplicated.id, new, at)
                         results.append(deduplicated)
                         continue
                 existing = s.jobs.get(new.id)
@@ -186,9 +188,7 @@ class MemoryDriver(RegistryOperations):
                 key=run_order,
             )
             # Groups of names the caller cannot run are passed over however long they wait.
-            queued, active = s.groups.waiting(
-                (j for j in known if names is None or j.name in names), at
-            )
+            queued, active = s.groups.waiting((s.jobs[j.id] for j in served), at, names)
             caps = s.rates.caps(limits, at)
             coin = random.getrandbits(1) == 1
             chosen = choose(s.groups, queued, active, plain, caps, params.limit, at, coin)
@@ -468,7 +468,8 @@ class MemoryDriver(RegistryOperations):
                     removed += self._trim_completed(
                         queue, retention.completed_max_count, limit - removed
                     )
-            s.groups.prune(s.jobs.values(), at, limit - removed)
+            # Group records have a budget of their own: finished jobs never crowd them out.
+            s.groups.prune(s.jobs.values(), at, limit)
         return removed
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
