@@ -15,6 +15,12 @@ Job ids are unique per store, as in every backend: within a queue atomically, an
 by checking the other queues this process knows of (the list is refreshed every few seconds),
 in the same script on a standalone server and just before the insert on a cluster, where they
 live on other nodes. Only producers racing one id into two queues at once could both win.
+
+Groups (``NewJob.group``) live in each queue's keys too: a grouped job waits in its group's own
+sorted set, and a ring of the groups that may be served, ordered by turn, lets a fetch read as
+many groups as it leases jobs; every script that places a job or takes one out of ``active``
+keeps them (see ``lua/includes/groups.lua`` and ``serve.lua``). A queue without groups pays one
+read of its empty ring per fetch.
 """
 
 from __future__ import annotations
