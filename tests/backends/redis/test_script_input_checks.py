@@ -208,7 +208,7 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
         ("group_block", (T0, "t:acme", -1), "seconds must be from 0 to 86400, got '-1'"),
         ("group_block", ("soon", "t:acme", 1), "now must be epoch seconds"),
         ("group_wait", ("later",), "now must be epoch seconds"),
-        ("group_wait", (T0, 1), "expected 1 argument"),
+        ("group_wait", (T0, "t", ""), "a name must not be empty"),
         ("group_prune", (T0, -1), "limit must be a whole number from 0, got '-1'"),
         ("group_prune", (T0,), "expected 2 arguments"),
     ]  # fmt: skip

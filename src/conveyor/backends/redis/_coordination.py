@@ -4,6 +4,8 @@ and what every stub shares, are in :mod:`._stubs`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from conveyor.backends.redis._connection import Client
 from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._lua import load
@@ -124,9 +126,13 @@ async def group_block(
     )
 
 
-async def group_wait(client: Client, keys: QueueKeys, now: float | None) -> float | None:
-    """Seconds until the queue's first group held only by time may start a job, or None."""
-    reply = await run(client, _GROUP_WAIT, script_keys_of(keys, _GROUP_WAIT), (now_arg(now),))
+async def group_wait(
+    client: Client, keys: QueueKeys, names: Sequence[str] | None, now: float | None
+) -> float | None:
+    """Seconds until the queue's first group (of ``names``, when given) held only by time may
+    start a job, or None."""
+    args = (now_arg(now), *(names or ()))
+    reply = await run(client, _GROUP_WAIT, script_keys_of(keys, _GROUP_WAIT), args)
     return float(reply) if reply else None
 
 

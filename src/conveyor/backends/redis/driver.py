@@ -456,11 +456,12 @@ class RedisDriver:
         names: Sequence[str] | None = None,
         now: float | None = None,
     ) -> float | None:
-        # ``names`` is not needed: a fetch here serves every job name (no FETCH_BY_NAME).
         check_now(now)
+        if names is not None and not names:
+            return None  # no name: no group
         unique = list(dict.fromkeys(queues))
         waits = await asyncio.gather(
-            *(coord.group_wait(self._c, self._q(queue), now) for queue in unique)
+            *(coord.group_wait(self._c, self._q(queue), names, now) for queue in unique)
         )
         found = [w for w in waits if w is not None]
         return min(found) if found else None

@@ -1,6 +1,6 @@
 -- job_insert_dedup: job_insert_many for jobs with a dedup key, into one queue: each job is a
 -- duplicate of the job holding its key while that holds it, or replaces a debounced holder's
--- payload and run time, or (its key free) a duplicate of an existing id, or is inserted and
+-- payload, run time and group, or (its key free) a duplicate of an existing id, or is inserted and
 -- takes its key.
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
@@ -168,6 +168,15 @@ for i = 0, n - 1 do
                 if held_mode == 'd' and mode == 'd' and v[1] == name then
                     local fields = {'d', ARGV[base + 2]}
                     move_run_at(fields, v[4], v[5], when(run_at))
+                    -- The group of its new payload: it is scheduled, in no group's set yet.
+                    if ARGV[base + 12] ~= '' then
+                        fields[#fields + 1] = 'g'
+                        fields[#fields + 1] = ARGV[base + 12]
+                        fields[#fields + 1] = 'gl'
+                        fields[#fields + 1] = ARGV[base + 13]
+                    else
+                        redis.call('HDEL', hkey, 'g', 'gl')
+                    end
                     redis.call('HSET', hkey, unpack(fields))
                     redis.call('ZADD', K_SCHEDULED, num(run_at), smember(tonumber(v[6]), holder))
                     outcome = {'replaced', 'scheduled', holder}
