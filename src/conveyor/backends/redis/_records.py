@@ -12,7 +12,7 @@ from conveyor.drivers.records import JobRecord, JobState
 # The job hash fields in the order scripts return them (lua/includes/fields.lua, JOB_FIELDS).
 JOB_FIELDS: Final = (
     "n", "d", "s", "p", "a", "m", "r", "e", "q", "b", "f", "t", "x", "w", "k", "c", "res", "err",
-    "h", "i", "pg", "pm", "pa", "kc", "kf", "ex", "g", "gl",
+    "h", "i", "pg", "pm", "pa", "kc", "kf", "ex", "g",
 )  # fmt: skip
 
 
@@ -56,7 +56,7 @@ def seconds(text: bytes) -> float:
 
 def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
     (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err, h, iso, *more) = row
-    pg, pm, pa, kc, kf, ex, g, _ = more
+    pg, pm, pa, kc, kf, ex, g = more
     run_at = seconds(r)
     return JobRecord(
         id=i.decode(),

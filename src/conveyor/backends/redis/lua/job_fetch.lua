@@ -176,8 +176,9 @@ if mode == 'release' then
                     if #gone > 0 then
                         redis.call('HDEL', key, unpack(gone))
                     end
+                    local limits = v[F_GROUP] and redis.call('HGET', key, 'gl')
                     place(id, tonum(v[F_PRIORITY], 0), seconds(v[F_RUN_AT]) or 0, seq,
-                        v[F_GROUP], v[F_LIMITS])
+                        v[F_GROUP], limits)
                 end
             end
         end

@@ -8,12 +8,13 @@
 -- res result, err last error, h history of errors (JSON, absent when empty), i isolated
 -- (absent), pg progress (a fraction), pm its message, pa when it was written, kc / kf the job's
 -- own retention once completed / failed (seconds), ex when that retention expires, g its group's
--- key and gl the group's limits (absent for a plain job; see groups.lua).
+-- key (absent for a plain job; see groups.lua). The group's limits (gl) are read apart, by the
+-- few paths that place a job again: every field here costs every fetched job a lookup.
 local JOB_FIELDS = {'n', 'd', 's', 'p', 'a', 'm', 'r', 'e', 'q', 'b', 'f', 't', 'x', 'w', 'k',
-    'c', 'res', 'err', 'h', 'i', 'pg', 'pm', 'pa', 'kc', 'kf', 'ex', 'g', 'gl'}
+    'c', 'res', 'err', 'h', 'i', 'pg', 'pm', 'pa', 'kc', 'kf', 'ex', 'g'}
 local F_STATE, F_PRIORITY, F_ATTEMPT, F_RUN_AT, F_SEQ, F_STARTED = 3, 4, 5, 7, 9, 10
 local F_TOKEN, F_EXPIRES, F_WORKER, F_CANCEL, F_ISOLATED = 12, 13, 14, 16, 20
-local F_GROUP, F_LIMITS = 27, 28
+local F_GROUP = 27
 
 -- The fields that give a job a new run time: its enqueue time is stored only while it equals
 -- its run time, so the first move writes it down. ``run_at``/``enqueued_at`` are the stored
