@@ -8,7 +8,10 @@ would lose a job silently, run it twice, or make counts and listings lie; this c
 that. The ready list must be in increasing seq (listing bisects it) and hold an id at most
 once; a stale entry (of a job cancelled while it waited there) is one the ``dead`` hash
 counts, once. A job with an expiry (its own retention) is completed or failed and has one
-entry in the expiring set, scored by that expiry, and the set has no other entries.
+entry in the expiring set, scored by that expiry, and the set has no other entries. A grouped
+queued job waits in its group's set (indexed like the queued set's jobs), and the groups' books
+agree with the jobs: the queued count, each group's active count, and the ring, which holds
+exactly the groups with queued jobs and room, scored by their turn (in whole microseconds).
 """
 
 from __future__ import annotations
@@ -75,6 +78,13 @@ def _queue_problems(client: redis.Redis | redis.RedisCluster, keys: QueueKeys) -
         job_id = member[2 * SEQ :].decode()
         placed[job_id] += 1
         where[job_id] = "queued"
+    grouped = _grouped(client, keys)
+    for key, members in grouped.items():
+        for job_id in members:
+            placed[job_id] += 1
+            where[job_id] = "queued"
+            if client.hget(keys.job(job_id), "g") != key.encode():
+                issues.append(f"{keys.queue}: {job_id} waits in group {key!r}, not its own")
     for state in STATE_SETS:
         for member in client.zrange(keys.set_of(state), 0, -1):
             job_id = member[SEQ:].decode()
@@ -99,9 +109,76 @@ def _queue_problems(client: redis.Redis | redis.RedisCluster, keys: QueueKeys) -
         elif where[job_id] != state_text:
             issues.append(f"{keys.queue}: {job_id} is {state_text} but listed as {where[job_id]}")
     in_set = {member[2 * SEQ :].decode() for member in client.zrange(keys.queued, 0, -1)}
+    in_set |= {job_id for members in grouped.values() for job_id in members}
     issues += _index_problems(client, keys, jobs, in_set)
+    issues += _group_problems(client, keys, jobs, grouped)
     issues += _dedup_problems(client, keys, hashes)
     issues += _expiry_problems(client, keys, jobs)
+    return issues
+
+
+def _grouped(client: redis.Redis | redis.RedisCluster, keys: QueueKeys) -> dict[str, list[str]]:
+    """The ids of the jobs waiting in each group's set, by group key."""
+    prefix = keys.groups + ":"
+    found: dict[str, list[str]] = {}
+    for raw in client.scan_iter(match=_glob(prefix) + "*", count=1000):
+        key = raw.decode()[len(prefix) :]
+        found[key] = [m[2 * SEQ :].decode() for m in client.zrange(raw, 0, -1)]
+    return found
+
+
+def _group_problems(
+    client: redis.Redis | redis.RedisCluster,
+    keys: QueueKeys,
+    jobs: dict[str, tuple[str | None, int | None]],
+    grouped: dict[str, list[str]],
+) -> list[str]:
+    issues: list[str] = []
+    total = sum(len(members) for members in grouped.values())
+    counted = int(client.hget(keys.meta, "gq") or 0)
+    if counted != total:
+        issues.append(f"{keys.queue}: {total} grouped jobs wait, the count says {counted}")
+    active: Counter[str] = Counter()
+    for job_id, (state, _) in jobs.items():
+        group = client.hget(keys.job(job_id), "g")
+        if group is not None and state == "active":
+            active[group.decode()] += 1
+        if (
+            group is not None
+            and state == "queued"
+            and job_id not in grouped.get(group.decode(), [])
+        ):
+            issues.append(f"{keys.queue}: {job_id} is queued but not in its group")
+    records = {
+        k.decode(): v.decode().split(",") for k, v in client.hgetall(keys.group_records).items()
+    }
+    for key in set(grouped) | set(active):
+        if key not in records:
+            issues.append(f"{keys.queue}: group {key!r} has jobs but no record")
+    # The ring's sentinel (a NUL then 64 dashes, scored +inf) only keeps its encoding.
+    ring = {
+        m.decode(): s
+        for m, s in client.zrange(keys.ring, 0, -1, withscores=True)
+        if not m.startswith(b"\x00")
+    }
+    for key in records:
+        record = records[key]
+        if len(record) != 8:
+            issues.append(f"{keys.queue}: group {key!r} has a garbled record {record!r}")
+            continue
+        running, turn = record[3], record[4]
+        if int(running or 0) != active[key]:
+            issues.append(
+                f"{keys.queue}: group {key!r} counts {running!r} active, {active[key]} are"
+            )
+        concurrency = int(record[0])
+        eligible = bool(grouped.get(key)) and (concurrency == 0 or active[key] < concurrency)
+        if eligible != (key in ring):
+            issues.append(f"{keys.queue}: group {key!r} is {'' if key in ring else 'not '}ringed")
+        elif key in ring and turn is not None and int(float(turn) * 1e6 + 0.5) != ring[key]:
+            issues.append(f"{keys.queue}: group {key!r} turns at {turn!r}, ringed at {ring[key]}")
+    for key in set(ring) - set(records):
+        issues.append(f"{keys.queue}: group {key!r} is ringed without a record")
     return issues
 
 

@@ -118,13 +118,14 @@ async def queue_states(client: Client, queues: Sequence[QueueKeys]) -> list[Queu
     """Each queue's paused flag and jobs by state (the sizes of its listing indexes and active
     set), in one round trip. Queued jobs are the queued set's plus the ready list's live
     entries: its length less the stale ones, which the ``dead`` hash has one field each for
-    (see lua/includes/place.lua). The queued set is counted rather than its index, which a
-    store written before the ready list went unindexed still has entries of that list in."""
+    (see lua/includes/place.lua), plus the grouped ones, which the meta hash counts (see
+    lua/includes/groups.lua). The queued set is counted rather than its index, which a store
+    written before the ready list went unindexed still has entries of that list in."""
     if not queues:
         return []
     pipe = client.pipeline(transaction=False)
     for keys in queues:
-        pipe.execute_command("HGET", keys.meta, "paused")
+        pipe.execute_command("HMGET", keys.meta, "paused", "gq")
         pipe.execute_command("ZCARD", keys.active)
         pipe.execute_command("LLEN", keys.ready)
         pipe.execute_command("HLEN", keys.dead)
@@ -135,13 +136,13 @@ async def queue_states(client: Client, queues: Sequence[QueueKeys]) -> list[Queu
     width = 4 + len(INDEXED_STATES)
     states: list[QueueState] = []
     for n in range(len(queues)):
-        paused, active, ready, dead, *indexed = replies[n * width : (n + 1) * width]
+        (paused, grouped), active, ready, dead, *indexed = replies[n * width : (n + 1) * width]
         counts = dict.fromkeys(JobState, 0)
         counts[JobState.ACTIVE] = int(active)
         for state, value in zip(INDEXED_STATES, indexed, strict=True):
             counts[state] = int(value)
         # Read apart from the list, the dead hash may be a moment newer: never below zero.
-        counts[JobState.QUEUED] += max(0, int(ready) - int(dead))
+        counts[JobState.QUEUED] += max(0, int(ready) - int(dead)) + max(0, int(grouped or 0))
         states.append(QueueState(paused == b"1", counts))
     return states
 

@@ -4,10 +4,12 @@ and what every stub shares, are in :mod:`._stubs`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from conveyor.backends.redis._connection import Client
 from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._lua import load
-from conveyor.backends.redis._stubs import now_arg, run, script_keys_of
+from conveyor.backends.redis._stubs import group_args, now_arg, run, script_keys_of
 from conveyor.drivers.records import CronFire, CronFireStatus
 
 _RESUME = load("queue_resume")
@@ -81,6 +83,7 @@ async def cron_fire(
         job.delay,
         "" if job.keep_completed is None else float(job.keep_completed),
         "" if job.keep_failed is None else float(job.keep_failed),
+        *group_args(job),
     )
     status, tick = await run(client, _CRON_FIRE, script_keys, args)
     text = status.decode() if isinstance(status, bytes) else str(status)
@@ -106,3 +109,36 @@ async def rate_limit_wait(
         client, _RATE_LIMIT_WAIT, script_keys_of(keys, _RATE_LIMIT_WAIT), (now_arg(now), count, per)
     )
     return float(reply) if reply else None
+
+
+# -- groups --------------------------------------------------------------------------------------
+
+_GROUP_BLOCK = load("group_block")
+_GROUP_WAIT = load("group_wait")
+_GROUP_PRUNE = load("group_prune")
+
+
+async def group_block(
+    client: Client, keys: QueueKeys, group: str, seconds: float, now: float | None
+) -> None:
+    await run(
+        client, _GROUP_BLOCK, script_keys_of(keys, _GROUP_BLOCK), (now_arg(now), group, seconds)
+    )
+
+
+async def group_wait(
+    client: Client, keys: QueueKeys, names: Sequence[str] | None, now: float | None
+) -> float | None:
+    """Seconds until the queue's first group (of ``names``, when given) held only by time may
+    start a job, or None."""
+    args = (now_arg(now), *(names or ()))
+    reply = await run(client, _GROUP_WAIT, script_keys_of(keys, _GROUP_WAIT), args)
+    return float(reply) if reply else None
+
+
+async def group_prune(client: Client, keys: QueueKeys, limit: int, now: float | None) -> int:
+    """Delete up to ``limit`` records of the queue's idle groups; how many went."""
+    deleted: int = await run(
+        client, _GROUP_PRUNE, script_keys_of(keys, _GROUP_PRUNE), (now_arg(now), limit)
+    )
+    return deleted

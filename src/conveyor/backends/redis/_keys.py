@@ -44,6 +44,9 @@ class QueueKeys:
         "expiring",
         "failed",
         "failed_by_seq",
+        "group_idle",
+        "group_records",
+        "groups",
         "jobs",
         "meta",
         "queue",
@@ -54,6 +57,7 @@ class QueueKeys:
         "ready",
         "retrying",
         "retrying_by_seq",
+        "ring",
         "scheduled",
         "scheduled_by_seq",
         "scripts",
@@ -85,6 +89,13 @@ class QueueKeys:
         # queue until (see conveyor.drivers.rates).
         self.rate_log = tag + ":rate:log"
         self.rate_block = tag + ":rate:block"
+        # Groups (see lua/includes/groups.lua): the prefix every key of a group is built from
+        # inside the scripts (its jobs ':<key>', rate log 'l:<key>'), the groups' records, the
+        # ring of groups that may be served, by turn, and the groups holding no job.
+        self.groups = tag + ":g"
+        self.group_records = tag + ":group-records"
+        self.ring = tag + ":ring"
+        self.group_idle = tag + ":group-idle"
         self.scheduled_by_seq = tag + ":by-seq:scheduled"
         self.queued_by_seq = tag + ":by-seq:queued"
         self.active_by_seq = tag + ":by-seq:active"  # never written: see BY_SEQ

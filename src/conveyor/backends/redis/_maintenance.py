@@ -14,6 +14,7 @@ from typing import Final
 
 from conveyor.backends.redis import _across
 from conveyor.backends.redis import _commands as commands
+from conveyor.backends.redis import _coordination as coord
 from conveyor.backends.redis import _stubs as stubs
 from conveyor.backends.redis._records import decode_job
 from conveyor.backends.redis._store import Store
@@ -116,6 +117,13 @@ async def job_prune_finished(
             removed += await stubs.prune_trim(
                 client, keys, JobState.COMPLETED, retention.completed_max_count, limit - removed
             )
+    # Then, within what is left of the limit, the records of idle groups (not counted among
+    # the jobs deleted).
+    budget = limit - removed
+    for keys in queues:
+        if budget <= 0:
+            break
+        budget -= await coord.group_prune(client, keys, budget, at)
     return removed
 
 

@@ -53,15 +53,19 @@ _BY_SEQ: Final = (
 # The KEYS each script is called with, by name, and whether more may follow: what the scripts'
 # headers must declare (a test compares them). Names are ``QueueKeys`` attributes, except the
 # per-call ones (receipts; a state's set and index) and the shared ones (workers, leaders).
+# The keys of the groups (see lua/includes/groups.lua), which every script that places or
+# takes jobs receives.
+_GROUPS: Final = ("groups", "ring", "group_idle", "group_records")
+
 SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "job_insert_many": (
-        ("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2], "dead"),
+        ("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2], "dead", *_GROUPS),
         True,
     ),
     "job_insert_dedup": (
         (
             *("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2], "dead"),
-            *("dedup", "dedup_jobs"),
+            *("dedup", "dedup_jobs", *_GROUPS),
         ),
         True,
     ),
@@ -69,7 +73,7 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
         (
             *("jobs", "meta", "ready", "queued", "dead", "scheduled", "retrying", "active"),
             *("cancelled", "wake", *_BY_SEQ[:3], "cancelled_by_seq"),
-            *("rate_log", "rate_block", "receipt", "previous_receipt"),
+            *("rate_log", "rate_block", *_GROUPS, "receipt", "previous_receipt"),
         ),
         False,
     ),
@@ -77,7 +81,7 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "job_finish_many": (
         (
             *("jobs", "meta", "ready", "queued", *_JOB_SETS, "wake", *_BY_SEQ, "dead"),
-            *("dedup", "dedup_jobs", "expiring"),
+            *("dedup", "dedup_jobs", "expiring", *_GROUPS),
         ),
         False,
     ),
@@ -85,17 +89,22 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
         (
             *("jobs", "meta", "ready", "queued", "active", "failed", "cancelled", "wake"),
             *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead", "expiring"),
+            *_GROUPS,
         ),
         False,
     ),
     "job_promote_due": (
-        ("jobs", "meta", "ready", "queued", "scheduled", "retrying", "wake", *_BY_SEQ[:3], "dead"),
+        (
+            *("jobs", "meta", "ready", "queued", "scheduled", "retrying", "wake", *_BY_SEQ[:3]),
+            *("dead", *_GROUPS),
+        ),
         False,
     ),
     "job_cancel_many": (
         (
             *("jobs", "queued", "dead", "scheduled", "retrying", "cancelled"),
             *("queued_by_seq", "scheduled_by_seq", "retrying_by_seq", "cancelled_by_seq"),
+            *("meta", *_GROUPS),
         ),
         False,
     ),
@@ -103,11 +112,15 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
         (
             *("jobs", "meta", "ready", "queued", "failed", "cancelled", "wake"),
             *("queued_by_seq", "failed_by_seq", "cancelled_by_seq", "dead", "expiring"),
+            *_GROUPS,
         ),
         False,
     ),
     "job_purge": (
-        ("jobs", "set", "by_seq", "ready", "dead", "meta", "dedup", "dedup_jobs", "expiring"),
+        (
+            *("jobs", "set", "by_seq", "ready", "dead", "meta", "dedup", "dedup_jobs"),
+            *("expiring", *_GROUPS),
+        ),
         False,
     ),
     "job_prune_finished": (
@@ -129,14 +142,30 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "leader_acquire": (("leader",), False),
     "leader_release": (("leader",), False),
     "cron_fire": (
-        ("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2], "dead", "cron"),
+        (
+            *("jobs", "meta", "ready", "queued", "scheduled", "wake", *_BY_SEQ[:2], "dead"),
+            *(*_GROUPS, "cron"),
+        ),
         False,
     ),
     "rate_limit_block": (("rate_block",), False),
     "rate_limit_wait": (("rate_log", "rate_block"), False),
+    "group_block": ((*_GROUPS, "meta"), False),
+    "group_wait": (("ring", "meta", "group_records"), False),
+    "group_prune": ((*_GROUPS, "meta"), False),
 }
 
+
+def group_args(job: NewJob) -> tuple[str, str]:
+    """A job's group arguments: its key and its group's limits as groups.lua reads them."""
+    group = job.group
+    if group is None:
+        return _NO_GROUP
+    return group.key, f"{group.concurrency},{group.rate_count},{float(group.rate_per)!r}"
+
+
 _STATES: Final = {state.value.encode(): state for state in JobState}
+_NO_GROUP: Final = ("", "")
 
 
 def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
@@ -213,6 +242,7 @@ async def insert(
                     job.delay,
                     "" if job.keep_completed is None else float(job.keep_completed),
                     "" if job.keep_failed is None else float(job.keep_failed),
+                    *group_args(job),
                 )
             )
         reply: list[bytes] = await run(client, _INSERT, script_keys, args)
@@ -241,6 +271,7 @@ async def insert_dedup(
                 *(("", "", 0) if dedup is None else (dedup.mode.value, dedup.key, dedup.seconds)),
                 "" if job.keep_completed is None else float(job.keep_completed),
                 "" if job.keep_failed is None else float(job.keep_failed),
+                *group_args(job),
             )
         reply: list[list[bytes]] = await run(client, _INSERT_DEDUP, script_keys, args)
         results += [
@@ -456,6 +487,10 @@ async def purge(
         keys.dedup,
         keys.dedup_jobs,
         keys.expiring,
+        keys.groups,
+        keys.ring,
+        keys.group_idle,
+        keys.group_records,
     )
     args = (state.value, "" if finished_before is None else finished_before, chunk)
     deleted, removed = await run(client, _PURGE, script_keys, args)

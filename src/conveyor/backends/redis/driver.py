@@ -15,6 +15,12 @@ Job ids are unique per store, as in every backend: within a queue atomically, an
 by checking the other queues this process knows of (the list is refreshed every few seconds),
 in the same script on a standalone server and just before the insert on a cluster, where they
 live on other nodes. Only producers racing one id into two queues at once could both win.
+
+Groups (``NewJob.group``) live in each queue's keys too: a grouped job waits in its group's own
+sorted set, and a ring of the groups that may be served, ordered by turn, lets a fetch read as
+many groups as it leases jobs; every script that places a job or takes one out of ``active``
+keeps them (see ``lua/includes/groups.lua`` and ``serve.lua``). A queue without groups pays one
+read of its empty ring per fetch.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import itertools
 from collections.abc import Mapping, Sequence
 
+from conveyor._errors import InvalidArgument
 from conveyor.backends.redis import _commands as commands
 from conveyor.backends.redis import _coordination as coord
 from conveyor.backends.redis import _listing, _maintenance
@@ -51,6 +58,7 @@ from conveyor.drivers.common import (
     check_rate_seconds,
     check_rescues,
 )
+from conveyor.drivers.groups import GROUP_KEY_CHARS
 from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
     ChangeResult,
@@ -79,6 +87,15 @@ from conveyor.drivers.records import (
     TransitionStatus,
     WorkerInfo,
 )
+
+
+def check_group_key(group: object) -> None:
+    """Refuse a group key no job could have (see conveyor.drivers.groups.check_group)."""
+    if not isinstance(group, str) or not 1 <= len(group) <= GROUP_KEY_CHARS or "\x00" in group:
+        raise InvalidArgument(
+            f"group key must be text of 1 to {GROUP_KEY_CHARS} characters without NUL, "
+            f"got {group!r}"
+        )
 
 
 class RedisDriver:
@@ -421,3 +438,30 @@ class RedisDriver:
             *(coord.rate_limit_wait(self._c, self._q(r.queue), r.count, r.per, now) for r in limits)
         )
         return {r.queue: w for r, w in zip(limits, waits, strict=True) if w is not None}
+
+    # -- groups --------------------------------------------------------------------------------
+
+    async def group_block(
+        self, queue: str, group: str, seconds: float, *, now: float | None = None
+    ) -> None:
+        check_now(now)
+        check_group_key(group)
+        check_rate_seconds(seconds, f"block of group {group!r} of queue {queue!r}")
+        await coord.group_block(self._c, self._q(queue), group, seconds, now)
+
+    async def group_wait(
+        self,
+        queues: Sequence[str],
+        *,
+        names: Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> float | None:
+        check_now(now)
+        if names is not None and not names:
+            return None  # no name: no group
+        unique = list(dict.fromkeys(queues))
+        waits = await asyncio.gather(
+            *(coord.group_wait(self._c, self._q(queue), names, now) for queue in unique)
+        )
+        found = [w for w in waits if w is not None]
+        return min(found) if found else None

@@ -10,14 +10,18 @@
 -- KEYS[7] queued_by_seq: listing index of queued jobs in the queued set (score seq, member id)
 -- KEYS[8] scheduled_by_seq: listing index of scheduled jobs
 -- KEYS[9] dead: hash of id -> stale ready-list entries of that job (see place.lua)
--- KEYS[10] cron: the schedule's hash (what workers declared; t latest tick, st its status
+-- KEYS[10] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[11] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[12] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[13] group_records: hash of group key -> its record (see groups.lua)
+-- KEYS[14] cron: the schedule's hash (what workers declared; t latest tick, st its status
 --          'fired' or 'skipped', ft when it was recorded, lj the job of the last fired tick)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] tick: epoch seconds, a whole number
 -- ARGV[3] skip_if_running: '1' to skip the tick while the last fired tick's job is unfinished
--- ARGV[4..12] the tick's job: id, name, payload, priority, max_attempts, run_at ('' = now +
+-- ARGV[4..14] the tick's job: id, name, payload, priority, max_attempts, run_at ('' = now +
 --             delay), delay, keep_completed, keep_failed (its own retention in seconds, '' =
---             none)
+--             none), group (its key, '' = none), group limits (see groups.lua)
 -- Returns: {status, latest tick}: status 'fired' (recorded, job inserted), 'skipped'
 -- (recorded, no job) or 'already' (this tick or a later one was recorded: nothing written);
 -- or an error reply, having written nothing, when an argument is invalid.
@@ -33,19 +37,24 @@ local K_WAKE = KEYS[6]
 local K_QUEUED_BY_SEQ = KEYS[7]
 local K_SCHEDULED_BY_SEQ = KEYS[8]
 local K_DEAD = KEYS[9]
-local K_CRON = KEYS[10]
+local K_GROUPS = KEYS[10]
+local K_RING = KEYS[11]
+local K_GROUP_IDLE = KEYS[12]
+local K_GROUP_RECORDS = KEYS[13]
+local K_CRON = KEYS[14]
 
 --!include common.lua
 --!include args.lua
 --!include members.lua
 --!include wake.lua
+--!include groups.lua
 --!include place.lua
 --!include seq.lua
 --!include new_job.lua
 
 local given_now = now_arg(1)
-if #ARGV ~= 12 then
-    refuse(#ARGV, 'expected 12 arguments')
+if #ARGV ~= 14 then
+    refuse(#ARGV, 'expected 14 arguments')
 end
 local tick = number_arg(2, 0, MAX_EPOCH, true, 'tick must be whole epoch seconds')
 checked_item = 4
@@ -64,6 +73,9 @@ for k = 11, 12 do
         number_arg(k, 0, MAX_SECONDS, false, 'a retention must be seconds from 0 to 3153600000')
     end
 end
+if #ARGV == 14 then
+    group_args(13)
+end
 checked_item = nil
 local bad = refused('cron_fire')
 if bad then
@@ -77,6 +89,7 @@ if last_tick and tick <= last_tick then
 end
 
 local now = clock(given_now)
+group_now = now
 local id = ARGV[4]
 local status = 'fired'
 if ARGV[3] == '1' and last[2] then
@@ -92,7 +105,7 @@ if status == 'fired' and not redis.call('HGET', K_JOBS .. id, 's') then
         run_at = now + delay
     end
     local state = new_job(id, ARGV[5], ARGV[6], priority, ARGV[8], run_at, when(run_at), seq,
-        now, ARGV[11], ARGV[12])
+        now, ARGV[11], ARGV[12], ARGV[13], ARGV[14])
     if state == 'queued' then
         save_tail()
         wake()

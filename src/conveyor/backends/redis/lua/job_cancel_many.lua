@@ -10,6 +10,11 @@
 -- KEYS[8] scheduled_by_seq: listing index of scheduled jobs
 -- KEYS[9] retrying_by_seq: listing index of retrying jobs
 -- KEYS[10] cancelled_by_seq: listing index of cancelled jobs
+-- KEYS[11] meta: the queue's meta hash (its count of grouped queued jobs)
+-- KEYS[12] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[13] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[14] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[15] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] error: the error a cancelled waiting job gets
 -- ARGV[3..] job ids
@@ -32,10 +37,16 @@ local K_QUEUED_BY_SEQ = KEYS[7]
 local K_SCHEDULED_BY_SEQ = KEYS[8]
 local K_RETRYING_BY_SEQ = KEYS[9]
 local K_CANCELLED_BY_SEQ = KEYS[10]
+local K_META = KEYS[11]
+local K_GROUPS = KEYS[12]
+local K_RING = KEYS[13]
+local K_GROUP_IDLE = KEYS[14]
+local K_GROUP_RECORDS = KEYS[15]
 
 --!include common.lua
 --!include args.lua
 --!include members.lua
+--!include groups.lua
 --!include sets.lua
 
 local given_now = now_arg(1)
@@ -54,7 +65,7 @@ local out = {}
 for i = 3, #ARGV do
     local id = ARGV[i]
     local key = K_JOBS .. id
-    local v = redis.call('HMGET', key, 's', 'q', 'p', 'r', 'w')
+    local v = redis.call('HMGET', key, 's', 'q', 'p', 'r', 'w', 'g')
     local state = v[1]
     local seq = tonum(v[2], 0)
     if not state then
@@ -66,7 +77,9 @@ for i = 3, #ARGV do
         if state == 'queued' then
             -- Where place() put it: the queued set, else the ready list, where it stays.
             local member = qmember(seconds(v[4]) or 0, seq, id)
-            if redis.call('ZREM', K_QUEUED, member) == 0 then
+            if v[6] then  -- a grouped job waits in its group, never in the ready list
+                group_out(v[6], member, now)
+            elseif redis.call('ZREM', K_QUEUED, member) == 0 then
                 redis.call('HINCRBY', K_DEAD, id, 1)
             end
         else
@@ -83,4 +96,5 @@ for i = 3, #ARGV do
     end
 end
 flush_sets()
+group_flush()
 return out

@@ -17,8 +17,12 @@
 -- KEYS[15] rate_log: list of the start times of the queue's last starts, oldest first (the
 --          sliding log of its rate limit: at most ARGV[10] entries are kept)
 -- KEYS[16] rate_block: string, the time a handler's RateLimited blocked the queue until
--- KEYS[17] receipt: this call's receipt (string), so that a retried call returns the same jobs
--- KEYS[18] previous_receipt: the receipt of the caller's previous fetch of this queue, to delete
+-- KEYS[17] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[18] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[19] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[20] group_records: hash of group key -> its record (see groups.lua)
+-- KEYS[21] receipt: this call's receipt (string), so that a retried call returns the same jobs
+-- KEYS[22] previous_receipt: the receipt of the caller's previous fetch of this queue, to delete
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] limit: most jobs to lease
 -- ARGV[3] lease_seconds
@@ -28,7 +32,7 @@
 --         leased: its caller will never see the reply)
 -- ARGV[7] promote_budget: most due jobs to promote first
 -- ARGV[8] receipt_ttl: milliseconds a receipt is kept (beyond any retry of the call)
--- ARGV[9] forget_previous: '1' to delete KEYS[18], '' when there is none
+-- ARGV[9] forget_previous: '1' to delete KEYS[22], '' when there is none
 -- ARGV[10] rate_count: most starts in any window of ARGV[11] seconds, '' for no rate limit
 -- ARGV[11] rate_per: the window of the rate limit, seconds ('' without one)
 -- Returns: {now, next_due or '', jobs, dropped}. Lease mode: jobs are {id, field values in
@@ -48,8 +52,11 @@
 -- repeated with the same receipt (after a lost reply) leases nothing new and returns the jobs
 -- the first call leased. Release mode puts the receipt's jobs that still hold its leases back
 -- in the queue with their attempt given back and no token, as if never fetched (or cancels
--- them, if a cancel came in meanwhile). Work per call is bounded by ``limit``, the promote
--- budget and the stale-entry budget of take.lua, never by the queue's length.
+-- them, if a cancel came in meanwhile). Grouped jobs are served by group (serve.lua), sharing
+-- ``limit`` with plain jobs as conveyor.drivers.groups.split_limit says (the coin is a bit of
+-- the random token base); a queue without groups pays one read of an empty ring for it. Work
+-- per call is bounded by ``limit``, the promote budget and the stale-entry budgets of take.lua
+-- and serve.lua, never by the queue's length or its number of groups.
 
 local K_JOBS = KEYS[1]
 local K_META = KEYS[2]
@@ -67,16 +74,22 @@ local K_RETRYING_BY_SEQ = KEYS[13]
 local K_CANCELLED_BY_SEQ = KEYS[14]
 local K_RATE_LOG = KEYS[15]
 local K_RATE_BLOCK = KEYS[16]
-local K_RECEIPT = KEYS[17]
-local K_PREVIOUS_RECEIPT = KEYS[18]
+local K_GROUPS = KEYS[17]
+local K_RING = KEYS[18]
+local K_GROUP_IDLE = KEYS[19]
+local K_GROUP_RECORDS = KEYS[20]
+local K_RECEIPT = KEYS[21]
+local K_PREVIOUS_RECEIPT = KEYS[22]
 
 --!include common.lua
 --!include args.lua
 --!include members.lua
 --!include fields.lua
 --!include wake.lua
+--!include groups.lua
 --!include place.lua
 --!include take.lua
+--!include serve.lua
 --!include promote.lua
 --!include rates.lua
 
@@ -107,6 +120,7 @@ if bad then
 end
 
 local now = clock(given_now)
+group_now = now
 local forget_previous = ARGV[9] == '1'
 local worker = ARGV[4]
 local base = ARGV[5]
@@ -145,6 +159,9 @@ if mode == 'release' then
             if still_ours(v) then
                 local seq = tonum(v[F_SEQ], 0)
                 redis.call('ZREM', K_ACTIVE, smember(seq, id))
+                if v[F_GROUP] then
+                    group_leave(v[F_GROUP])
+                end
                 redis.call('HDEL', key, 't', 'x', 'w', 'c', 'i')
                 if v[F_CANCEL] then
                     -- A cancel came in meanwhile: the job must not run again.
@@ -159,7 +176,9 @@ if mode == 'release' then
                     if #gone > 0 then
                         redis.call('HDEL', key, unpack(gone))
                     end
-                    place(id, tonum(v[F_PRIORITY], 0), seconds(v[F_RUN_AT]) or 0, seq)
+                    local limits = v[F_GROUP] and redis.call('HGET', key, 'gl')
+                    place(id, tonum(v[F_PRIORITY], 0), seconds(v[F_RUN_AT]) or 0, seq,
+                        v[F_GROUP], limits)
                 end
             end
         end
@@ -214,8 +233,18 @@ if rate_count then
     end
 end
 
+-- The one look a queue without groups pays (its ring is empty): the groups whose turn is here.
+local ring = redis.call('ZRANGEBYSCORE', K_RING, '-inf', ring_score(now), 'LIMIT', 0, limit)
+local grouped = #ring > 0
+
 if mode == 'peek' then
-    return {num(now), due_text(), peek(limit), {}}
+    local out = peek(limit)
+    if grouped then
+        for _, row in ipairs(peek_groups(limit, now)) do
+            out[#out + 1] = row
+        end
+    end
+    return {num(now), due_text(), out, {}}
 end
 
 local jobs = {}
@@ -224,14 +253,51 @@ local dropped = {}
 local active = {}  -- score, member pairs for K_ACTIVE: one ZADD for the batch
 local expires = num(now + lease)
 local started = num(now)
-local taken = take(limit)
+local taken
+local group_of = {}  -- id -> group of the grouped jobs taken
+if grouped then
+    -- split_limit: half to groups when plain jobs wait too (a coin toss for a limit of 1),
+    -- whatever one side leaves to the other.
+    local plain = redis.call('LLEN', K_READY) > 0 or redis.call('ZCARD', K_QUEUED) > 0
+    local first = limit
+    if plain and limit == 1 then
+        first = (tonumber(string.sub(base, -1), 16) or 0) % 2
+    elseif plain then
+        first = math.floor((limit + 1) / 2)
+    end
+    local served = {}
+    if first > 0 then
+        for i = first + 1, #ring do  -- the first ``first`` groups of the ring read above
+            ring[i] = nil
+        end
+        served, group_of = serve_groups(first, now, ring)
+    end
+    taken = take(limit - #served)
+    for _, id in ipairs(served) do
+        taken[#taken + 1] = id
+    end
+    if #taken < limit then
+        local more, more_of = serve_groups(limit - #taken, now, nil)
+        for _, id in ipairs(more) do
+            taken[#taken + 1] = id
+            group_of[id] = more_of[id]
+        end
+    end
+else
+    taken = take(limit)
+end
 for _, id in ipairs(taken) do
     local key = K_JOBS .. id
     local v = fields_of(key)
-    if not v then
-        dropped[#dropped + 1] = {id, 'its key is gone or holds no job hash'}
-    elseif v[F_STATE] ~= 'queued' then
-        dropped[#dropped + 1] = {id, 'the job is ' .. tostring(v[F_STATE]) .. ', not queued'}
+    if not v or v[F_STATE] ~= 'queued' then
+        if not v then
+            dropped[#dropped + 1] = {id, 'its key is gone or holds no job hash'}
+        else
+            dropped[#dropped + 1] = {id, 'the job is ' .. tostring(v[F_STATE]) .. ', not queued'}
+        end
+        if group_of[id] then
+            group_leave(group_of[id])  -- counted active by serve_groups: not after all
+        end
     else
         local token = base .. string.format('%x', #jobs)
         local attempt = int(tonum(v[F_ATTEMPT], 0) + 1)
@@ -271,7 +337,10 @@ if #leased > 0 then
         redis.call('LTRIM', K_RATE_LOG, -rate_count, -1)
     end
 end
-if not held and (redis.call('LLEN', K_READY) > 0 or redis.call('ZCARD', K_QUEUED) > 0) then
+if not held and (redis.call('LLEN', K_READY) > 0 or redis.call('ZCARD', K_QUEUED) > 0
+    or (grouped and #redis.call('ZRANGEBYSCORE', K_RING, '-inf', ring_score(now), 'LIMIT', 0, 1)
+        > 0))
+then
     wake()
 end
 return {num(now), due_text(), jobs, dropped}

@@ -22,6 +22,10 @@
 -- KEYS[19] dedup: hash of dedup key -> the record of the job holding it (see dedup.lua)
 -- KEYS[20] dedup_jobs: hash of job id -> the dedup key it took
 -- KEYS[21] expiring: zset of finished jobs with a retention of their own, score its expiry
+-- KEYS[22] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[23] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[24] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[25] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] keep: completed jobs to keep in this queue, '' to keep all
 -- ARGV[3] cancelled: the error of a job a pending cancel stops ('<this>: <error>' with one)
@@ -63,6 +67,10 @@ local K_DEAD = KEYS[18]
 local K_DEDUP = KEYS[19]
 local K_DEDUP_JOBS = KEYS[20]
 local K_EXPIRING = KEYS[21]
+local K_GROUPS = KEYS[22]
+local K_RING = KEYS[23]
+local K_GROUP_IDLE = KEYS[24]
+local K_GROUP_RECORDS = KEYS[25]
 
 --!include common.lua
 --!include args.lua
@@ -70,6 +78,7 @@ local K_EXPIRING = KEYS[21]
 --!include fields.lua
 --!include history.lua
 --!include wake.lua
+--!include groups.lua
 --!include place.lua
 --!include sets.lua
 --!include settle.lua
@@ -115,6 +124,7 @@ if bad then
 end
 
 local now = clock(given_now)
+group_now = now
 sets_direct = n < GATHER_FROM
 local now_text = num(now)
 local out = {}
@@ -153,8 +163,9 @@ for i = 0, n - 1 do
     local kind = ARGV[base + 2]
     local key = K_JOBS .. id
     -- state, token, seq, cancel requested, attempt, priority, run at, enqueued at, retention
-    -- once completed, once failed
-    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e', 'kc', 'kf')
+    -- once completed, once failed, group, group limits
+    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e', 'kc', 'kf', 'g',
+        'gl')
     if not v[1] then
         out[#out + 1] = 'not_found'
     elseif v[2] ~= ARGV[base + 1] then
@@ -169,6 +180,9 @@ for i = 0, n - 1 do
             kind, err = 'cancel', cancelled_error(err)  -- cancel wins
         end
         zrem_later(K_ACTIVE, member)
+        if v[11] then
+            group_leave(v[11])
+        end
         -- The lease goes (x, w, c, i), the token stays: a repeated finish recognises its own
         -- work by it.
         if kind == 'complete' then
@@ -214,7 +228,7 @@ for i = 0, n - 1 do
                 fields[#fields + 1] = 's'
                 fields[#fields + 1] = 'queued'
                 redis.call('HSET', key, unpack(fields))
-                place(id, tonum(v[6], 0), seconds(v[7]) or 0, seq)
+                place(id, tonum(v[6], 0), seconds(v[7]) or 0, seq, v[11], v[12])
                 woken = true
             else
                 local run_at = now + tonumber(ARGV[base + 5])
@@ -234,6 +248,9 @@ for i = 0, n - 1 do
     end
 end
 
+if group_settle() then
+    woken = true  -- a group has room again
+end
 settle(woken)
 if completed and keep then
     -- At most TRIM_BATCH per call, so that a retention lowered on a large queue cannot block the

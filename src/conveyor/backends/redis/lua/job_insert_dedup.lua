@@ -1,6 +1,6 @@
 -- job_insert_dedup: job_insert_many for jobs with a dedup key, into one queue: each job is a
 -- duplicate of the job holding its key while that holds it, or replaces a debounced holder's
--- payload and run time, or (its key free) a duplicate of an existing id, or is inserted and
+-- payload, run time and group, or (its key free) a duplicate of an existing id, or is inserted and
 -- takes its key.
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
@@ -14,15 +14,20 @@
 -- KEYS[9] dead: hash of id -> stale ready-list entries of that job (see place.lua)
 -- KEYS[10] dedup: hash of dedup key -> the record of the job holding it (see dedup.lua)
 -- KEYS[11] dedup_jobs: hash of job id -> the dedup key it took
--- KEYS[12..] others: job key prefixes of the other queues an id must not exist in (standalone
+-- KEYS[12] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[13] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[14] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[15] group_records: hash of group key -> its record (see groups.lua)
+-- KEYS[16..] others: job key prefixes of the other queues an id must not exist in (standalone
 --            Redis only, as for job_insert_many)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
--- ARGV[2] n: number of jobs; then 12 arguments per job:
+-- ARGV[2] n: number of jobs; then 14 arguments per job:
 --         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay,
 --         mode (until_started|until_finished|throttle|debounce, or '' for a job without a
 --         key, inserted as job_insert_many would), key, ttl (throttle seconds, else 0),
 --         keep_completed, keep_failed (the job's own retention in seconds, '' = none; a
---         debounce that replaces a waiting job keeps that job's)
+--         debounce that replaces a waiting job keeps that job's), group (its key, '' =
+--         none), group limits ('<concurrency>,<rate count>,<rate per>', see groups.lua)
 -- Returns: per job, in order, {outcome, state, id}: outcome 'inserted', 'duplicate' or
 -- 'replaced', the id of the job returned (the new one, or the existing one) and its state; or
 -- an error reply, having written nothing, when an argument is invalid or a job key holds
@@ -42,13 +47,18 @@ local K_SCHEDULED_BY_SEQ = KEYS[8]
 local K_DEAD = KEYS[9]
 local K_DEDUP = KEYS[10]
 local K_DEDUP_JOBS = KEYS[11]
-local FIRST_OTHER = 12
-local PER_JOB = 12
+local K_GROUPS = KEYS[12]
+local K_RING = KEYS[13]
+local K_GROUP_IDLE = KEYS[14]
+local K_GROUP_RECORDS = KEYS[15]
+local FIRST_OTHER = 16
+local PER_JOB = 14
 
 --!include common.lua
 --!include args.lua
 --!include members.lua
 --!include wake.lua
+--!include groups.lua
 --!include place.lua
 --!include seq.lua
 --!include new_job.lua
@@ -61,7 +71,7 @@ local MODES = {until_started = 's', until_finished = 'f', throttle = 't', deboun
 local given_now = now_arg(1)
 local n = tonumber(ARGV[2])
 if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + PER_JOB * n) then
-    refuse(2, 'the job count must say how many jobs of 12 arguments follow')
+    refuse(2, 'the job count must say how many jobs of 14 arguments follow')
     n = 0
 end
 for i = 0, n - 1 do
@@ -101,6 +111,7 @@ for i = 0, n - 1 do
             number_arg(k, 0, MAX_SECONDS, false, 'a retention must be seconds from 0 to 3153600000')
         end
     end
+    group_args(base + 12)
 end
 checked_item = nil
 local bad = refused('job_insert_dedup')
@@ -109,6 +120,7 @@ if bad then
 end
 
 local now = clock(given_now)
+group_now = now
 local out = {}
 local woken = false
 
@@ -156,6 +168,15 @@ for i = 0, n - 1 do
                 if held_mode == 'd' and mode == 'd' and v[1] == name then
                     local fields = {'d', ARGV[base + 2]}
                     move_run_at(fields, v[4], v[5], when(run_at))
+                    -- The group of its new payload: it is scheduled, in no group's set yet.
+                    if ARGV[base + 12] ~= '' then
+                        fields[#fields + 1] = 'g'
+                        fields[#fields + 1] = ARGV[base + 12]
+                        fields[#fields + 1] = 'gl'
+                        fields[#fields + 1] = ARGV[base + 13]
+                    else
+                        redis.call('HDEL', hkey, 'g', 'gl')
+                    end
                     redis.call('HSET', hkey, unpack(fields))
                     redis.call('ZADD', K_SCHEDULED, num(run_at), smember(tonumber(v[6]), holder))
                     outcome = {'replaced', 'scheduled', holder}
@@ -173,7 +194,8 @@ for i = 0, n - 1 do
         local seq = next_seq(1)
         local priority = tonumber(ARGV[base + 3])
         local state = new_job(id, name, ARGV[base + 2], priority, ARGV[base + 4], run_at,
-            when(run_at), seq, now, ARGV[base + 10], ARGV[base + 11])
+            when(run_at), seq, now, ARGV[base + 10], ARGV[base + 11], ARGV[base + 12],
+            ARGV[base + 13])
         if state == 'queued' then
             woken = true
         end

@@ -9,17 +9,23 @@
 -- KEYS[7] queued_by_seq: listing index of queued jobs in the queued set (score seq, member id)
 -- KEYS[8] scheduled_by_seq: listing index of scheduled jobs
 -- KEYS[9] dead: hash of id -> stale ready-list entries of that job (see place.lua)
--- KEYS[10..] others: job key prefixes of the other queues an id must not exist in (standalone
+-- KEYS[10] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[11] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[12] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[13] group_records: hash of group key -> its record (see groups.lua)
+-- KEYS[14..] others: job key prefixes of the other queues an id must not exist in (standalone
 --            Redis only; on a cluster they live on other nodes and are checked beforehand)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
--- ARGV[2] n: number of jobs; then 9 arguments per job:
+-- ARGV[2] n: number of jobs; then 11 arguments per job:
 --         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay,
---         keep_completed, keep_failed (the job's own retention in seconds, '' = none)
+--         keep_completed, keep_failed (the job's own retention in seconds, '' = none),
+--         group (its key, '' = none), group limits ('<concurrency>,<rate count>,<rate per>')
 -- Returns: per job, in order, its state, after a '!' when it is a duplicate (not inserted); or
 -- an error reply, having written nothing, when an argument is invalid or a job key holds
 -- something other than a job hash.
--- Guarantees: atomic; a duplicate id (here, in another queue passed as KEYS[10..], or earlier in
--- the same batch) keeps its first job; new queued jobs wake one idle worker.
+-- Guarantees: atomic; a duplicate id (here, in another queue passed as KEYS[14..], or earlier in
+-- the same batch) keeps its first job; new queued jobs wake one idle worker. A grouped job
+-- joins its group, whose limits become the job's (a new group takes its turn now).
 
 local K_JOBS = KEYS[1]
 local K_META = KEYS[2]
@@ -30,12 +36,17 @@ local K_WAKE = KEYS[6]
 local K_QUEUED_BY_SEQ = KEYS[7]
 local K_SCHEDULED_BY_SEQ = KEYS[8]
 local K_DEAD = KEYS[9]
-local FIRST_OTHER = 10
+local K_GROUPS = KEYS[10]
+local K_RING = KEYS[11]
+local K_GROUP_IDLE = KEYS[12]
+local K_GROUP_RECORDS = KEYS[13]
+local FIRST_OTHER = 14
 
 --!include common.lua
 --!include args.lua
 --!include members.lua
 --!include wake.lua
+--!include groups.lua
 --!include place.lua
 --!include seq.lua
 --!include new_job.lua
@@ -43,18 +54,22 @@ local FIRST_OTHER = 10
 
 local given_now = now_arg(1)
 local n = tonumber(ARGV[2])
-if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + 9 * n) then
-    refuse(2, 'the job count must say how many jobs of 9 arguments follow')
+if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + 11 * n) then
+    refuse(2, 'the job count must say how many jobs of 11 arguments follow')
     n = 0
 end
 for i = 0, n - 1 do
-    local base = 3 + i * 9
+    local base = 3 + i * 11
     local p, m, r, d = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
     for k = base + 7, base + 8 do
         if ARGV[k] ~= '' then
             checked_item = base
             number_arg(k, 0, MAX_SECONDS, false, 'a retention must be seconds from 0 to 3153600000')
         end
+    end
+    if ARGV[base + 9] ~= '' or ARGV[base + 10] ~= '' then
+        checked_item = base
+        group_args(base + 9)
     end
     -- What the driver sends for the usual job (priority 0, no run time, no delay) is told by
     -- comparing text, without parsing a number; anything else is parsed and checked.
@@ -80,19 +95,20 @@ if bad then
 end
 
 local now = clock(given_now)
+group_now = now
 local out = {}
 local seq = nil
 local woken = false
 local last_run_at, last_text = nil, nil  -- jobs of one batch mostly share their run time
 
-local found = existing_states('job_insert_many', n, 9)
+local found = existing_states('job_insert_many', n, 11)
 if found.err then
     return found  -- the error, before anything was written
 end
 
 local inserted = {}  -- ids inserted by this call (a later duplicate in the batch sees them)
 for i = 0, n - 1 do
-    local base = 3 + i * 9
+    local base = 3 + i * 11
     local id = ARGV[base]
     local existing = found[i] or inserted[id]
     if existing then
@@ -118,7 +134,8 @@ for i = 0, n - 1 do
             last_run_at, last_text = run_at, when(run_at)
         end
         local state = new_job(id, ARGV[base + 1], ARGV[base + 2], priority, ARGV[base + 4],
-            run_at, last_text, seq, now, ARGV[base + 7], ARGV[base + 8])
+            run_at, last_text, seq, now, ARGV[base + 7], ARGV[base + 8], ARGV[base + 9],
+            ARGV[base + 10])
         if state == 'queued' then
             woken = true
         end

@@ -12,6 +12,10 @@
 -- KEYS[9] scheduled_by_seq: listing index of scheduled jobs
 -- KEYS[10] retrying_by_seq: listing index of retrying jobs
 -- KEYS[11] dead: hash of id -> stale ready-list entries of that job (see place.lua)
+-- KEYS[12] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[13] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[14] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[15] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2..] pairs of set name ('scheduled' or 'retrying') and member
 -- Returns: how many jobs moved; or an error reply, having written nothing, when an argument is
@@ -30,11 +34,16 @@ local K_QUEUED_BY_SEQ = KEYS[8]
 local K_SCHEDULED_BY_SEQ = KEYS[9]
 local K_RETRYING_BY_SEQ = KEYS[10]
 local K_DEAD = KEYS[11]
+local K_GROUPS = KEYS[12]
+local K_RING = KEYS[13]
+local K_GROUP_IDLE = KEYS[14]
+local K_GROUP_RECORDS = KEYS[15]
 
 --!include common.lua
 --!include args.lua
 --!include members.lua
 --!include wake.lua
+--!include groups.lua
 --!include place.lua
 --!include promote.lua
 
@@ -57,6 +66,7 @@ local SETS = {
     retrying = {K_RETRYING, K_RETRYING_BY_SEQ},
 }
 local now = clock(given_now)
+group_now = now
 local moved = 0
 for i = 2, #ARGV, 2 do
     local set = SETS[ARGV[i]]

@@ -11,6 +11,10 @@
 -- KEYS[8] dedup_jobs: hash of job id -> the dedup key it took
 -- KEYS[9] expiring: zset of finished jobs with a retention of their own (entries of the jobs
 --         deleted here go too)
+-- KEYS[10] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[11] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[12] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[13] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] state: queued, scheduled, retrying, active, completed, failed or cancelled
 -- ARGV[2] finished_before: epoch seconds ('' for any); only jobs finished before it are deleted
 -- ARGV[3] chunk: most entries to remove in this call
@@ -19,7 +23,9 @@
 -- reply, having written nothing, when an argument is invalid.
 -- Guarantees: atomic per call; only jobs in ``state`` are deleted (a cancelled job's stale
 -- ready-list entry is passed over and uncounted, the job left alone); a deleted job's dedup
--- record goes with it.
+-- record goes with it. A grouped queued job leaves its group (after the ready list and the
+-- queued set are empty, the queued index holds only grouped jobs: read in chunks from there),
+-- and a grouped active job frees its place in its group.
 
 local K_JOBS = KEYS[1]
 local K_SET = KEYS[2]
@@ -30,8 +36,15 @@ local K_META = KEYS[6]
 local K_DEDUP = KEYS[7]
 local K_DEDUP_JOBS = KEYS[8]
 local K_EXPIRING = KEYS[9]
+local K_GROUPS = KEYS[10]
+local K_RING = KEYS[11]
+local K_GROUP_IDLE = KEYS[12]
+local K_GROUP_RECORDS = KEYS[13]
 
+--!include common.lua
 --!include args.lua
+--!include members.lua
+--!include groups.lua
 --!include dedup.lua
 
 local state = ARGV[1]
@@ -51,6 +64,7 @@ if bad then
     return bad
 end
 
+group_now = clock(nil)
 local deleted = 0
 local ids = {}  -- jobs to delete
 
@@ -58,8 +72,14 @@ local ids = {}  -- jobs to delete
 local function delete_jobs()
     local doomed, doomed_ids, indexed = {}, {}, {}
     for _, id in ipairs(ids) do
-        local found = redis.pcall('HGET', K_JOBS .. id, 's')
-        if found == state then
+        local found = redis.pcall('HMGET', K_JOBS .. id, 's', 'g', 'p', 'r', 'q')
+        if not found.err and found[1] == state then
+            if found[2] and state == 'active' then
+                group_leave(found[2])
+            elseif found[2] and state == 'queued' then
+                group_out(found[2], qmember(seconds(found[4]) or 0, tonum(found[5], 0), id),
+                    group_now)
+            end
             doomed[#doomed + 1] = K_JOBS .. id
             doomed_ids[#doomed_ids + 1] = id
         end
@@ -107,12 +127,29 @@ if state == 'queued' then
         end
         removed = removed + #members / 2
     end
+    if removed < chunk then
+        -- What the index holds besides the queued set's jobs just taken is grouped jobs
+        -- (group_out below takes them out of their groups).
+        local seen = {}
+        for _, id in ipairs(ids) do
+            seen[id] = true
+        end
+        local extra = chunk - removed
+        for _, id in ipairs(redis.call('ZRANGE', K_BY_SEQ, 0, #ids + extra - 1)) do
+            if not seen[id] and extra > 0 then
+                ids[#ids + 1] = id
+                removed = removed + 1
+                extra = extra - 1
+            end
+        end
+    end
     if redis.call('LLEN', K_READY) == 0 then
         -- Empty: any job may be appended again, and no entry is stale.
         redis.call('HDEL', K_META, 'tr', 'tq')
         redis.call('DEL', K_DEAD)
     end
     delete_jobs()
+    group_flush()
     return {deleted, removed}
 end
 
@@ -130,4 +167,5 @@ for _, member in ipairs(members) do
     ids[#ids + 1] = string.sub(member, 17)
 end
 delete_jobs()
+group_flush()
 return {deleted, #members}

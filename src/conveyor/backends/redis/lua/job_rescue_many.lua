@@ -14,6 +14,10 @@
 -- KEYS[11] cancelled_by_seq: listing index of cancelled jobs
 -- KEYS[12] dead: hash of id -> stale ready-list entries of that job (see place.lua)
 -- KEYS[13] expiring: zset of finished jobs with a retention of their own, score its expiry
+-- KEYS[14] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[15] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[16] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[17] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] cancelled_error: the error of a job requeued while a cancel was pending (cancelled
 --         instead)
@@ -43,6 +47,10 @@ local K_FAILED_BY_SEQ = KEYS[10]
 local K_CANCELLED_BY_SEQ = KEYS[11]
 local K_DEAD = KEYS[12]
 local K_EXPIRING = KEYS[13]
+local K_GROUPS = KEYS[14]
+local K_RING = KEYS[15]
+local K_GROUP_IDLE = KEYS[16]
+local K_GROUP_RECORDS = KEYS[17]
 
 --!include common.lua
 --!include args.lua
@@ -50,6 +58,7 @@ local K_EXPIRING = KEYS[13]
 --!include fields.lua
 --!include history.lua
 --!include wake.lua
+--!include groups.lua
 --!include place.lua
 --!include sets.lua
 --!include settle.lua
@@ -76,6 +85,7 @@ if bad then
 end
 
 local now = clock(given_now)
+group_now = now
 sets_direct = n < GATHER_FROM
 local out = {}
 local woken = false
@@ -87,8 +97,8 @@ for i = 0, n - 1 do
     local err = ARGV[base + 4]
     local key = K_JOBS .. id
     -- state, token, seq, cancel requested, attempt, priority, run at, enqueued at, retention
-    -- once failed
-    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e', 'kf')
+    -- once failed, group, group limits
+    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e', 'kf', 'g', 'gl')
     local seq = tonum(v[3], 0)
     local member = smember(seq, id)
     local lease = nil
@@ -104,6 +114,9 @@ for i = 0, n - 1 do
             kind, err = 'cancel', ARGV[2]
         end
         zrem_later(K_ACTIVE, member)
+        if v[10] then
+            group_leave(v[10])
+        end
         local fields = {'k', int(tonumber(ARGV[base + 3]))}
         local gone = {'t', 'x', 'w', 'c', 'i'}
         note_error(fields, key, v[5], now, err)
@@ -114,7 +127,7 @@ for i = 0, n - 1 do
             move_run_at(fields, v[7], v[8], when(now))
             redis.call('HDEL', key, unpack(gone))
             redis.call('HSET', key, unpack(fields))
-            place(id, tonum(v[6], 0), now, seq)
+            place(id, tonum(v[6], 0), now, seq, v[10], v[11])
             woken = true
         else
             local state, set, by_seq = 'failed', K_FAILED, K_FAILED_BY_SEQ
@@ -141,5 +154,8 @@ for i = 0, n - 1 do
     end
 end
 
+if group_settle() then
+    woken = true  -- a group has room again
+end
 settle(woken)
 return out

@@ -13,6 +13,10 @@
 -- KEYS[10] cancelled_by_seq: listing index of cancelled jobs
 -- KEYS[11] dead: hash of id -> stale ready-list entries of that job (see place.lua)
 -- KEYS[12] expiring: zset of finished jobs with a retention of their own
+-- KEYS[13] groups: prefix of the keys of the queue's groups (see groups.lua)
+-- KEYS[14] ring: zset of the groups with queued jobs and room, score their turn
+-- KEYS[15] group_idle: zset of the groups that hold no job, score when their record may go
+-- KEYS[16] group_records: hash of group key -> its record (see groups.lua)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2..] job ids
 -- Returns: per id, in order, {status, state}: status 'ok' (now queued), 'wrong_state' or
@@ -33,12 +37,17 @@ local K_FAILED_BY_SEQ = KEYS[9]
 local K_CANCELLED_BY_SEQ = KEYS[10]
 local K_DEAD = KEYS[11]
 local K_EXPIRING = KEYS[12]
+local K_GROUPS = KEYS[13]
+local K_RING = KEYS[14]
+local K_GROUP_IDLE = KEYS[15]
+local K_GROUP_RECORDS = KEYS[16]
 
 --!include common.lua
 --!include args.lua
 --!include members.lua
 --!include fields.lua
 --!include wake.lua
+--!include groups.lua
 --!include place.lua
 --!include sets.lua
 --!include settle.lua
@@ -56,12 +65,13 @@ local FINISHED = {
 }
 local now = clock(given_now)
 local now_text = when(now)
+group_now = now
 local out = {}
 local woken = false
 for i = 2, #ARGV do
     local id = ARGV[i]
     local key = K_JOBS .. id
-    local v = redis.call('HMGET', key, 's', 'q', 'p', 'a', 'r', 'e')
+    local v = redis.call('HMGET', key, 's', 'q', 'p', 'a', 'r', 'e', 'g', 'gl')
     local state = v[1]
     if not state then
         out[#out + 1] = {'not_found', ''}
@@ -75,7 +85,7 @@ for i = 2, #ARGV do
         move_run_at(fields, v[5], v[6], now_text)
         redis.call('HDEL', key, 'f', 'k', 'c', 'x', 'w', 'i', 'ex')
         redis.call('HSET', key, unpack(fields))
-        place(id, tonum(v[3], 0), now, seq)
+        place(id, tonum(v[3], 0), now, seq, v[7], v[8])
         woken = true
         out[#out + 1] = {'ok', 'queued'}
     else

@@ -7,11 +7,14 @@
 -- t lease token, x lease expiry, w worker id, k stalls (0), c cancel requested (absent),
 -- res result, err last error, h history of errors (JSON, absent when empty), i isolated
 -- (absent), pg progress (a fraction), pm its message, pa when it was written, kc / kf the job's
--- own retention once completed / failed (seconds), ex when that retention expires.
+-- own retention once completed / failed (seconds), ex when that retention expires, g its group's
+-- key (absent for a plain job; see groups.lua). The group's limits (gl) are read apart, by the
+-- few paths that place a job again: every field here costs every fetched job a lookup.
 local JOB_FIELDS = {'n', 'd', 's', 'p', 'a', 'm', 'r', 'e', 'q', 'b', 'f', 't', 'x', 'w', 'k',
-    'c', 'res', 'err', 'h', 'i', 'pg', 'pm', 'pa', 'kc', 'kf', 'ex'}
+    'c', 'res', 'err', 'h', 'i', 'pg', 'pm', 'pa', 'kc', 'kf', 'ex', 'g'}
 local F_STATE, F_PRIORITY, F_ATTEMPT, F_RUN_AT, F_SEQ, F_STARTED = 3, 4, 5, 7, 9, 10
 local F_TOKEN, F_EXPIRES, F_WORKER, F_CANCEL, F_ISOLATED = 12, 13, 14, 16, 20
+local F_GROUP = 27
 
 -- The fields that give a job a new run time: its enqueue time is stored only while it equals
 -- its run time, so the first move writes it down. ``run_at``/``enqueued_at`` are the stored

@@ -3,11 +3,12 @@
 -- K_SCHEDULED, K_SCHEDULED_BY_SEQ and what place.lua needs; include place.lua first.
 --
 -- ``run_text`` is when(run_at), which a batch may compute once for jobs sharing a run time;
--- ``keep_completed`` and ``keep_failed`` are the retention arguments as sent ('' = none). The
+-- ``keep_completed`` and ``keep_failed`` are the retention arguments as sent ('' = none), and
+-- ``group`` and ``limits`` the group arguments (see group_args in groups.lua; '' = none). The
 -- caller saves the ready list's tail (save_tail) and wakes a worker when a job was queued.
 -- Returns the job's state, 'queued' or 'scheduled'.
 local function new_job(id, name, payload, priority, max_attempts, run_at, run_text, seq, now,
-        keep_completed, keep_failed)
+        keep_completed, keep_failed, group, limits)
     local state = 'queued'
     if run_at > now then
         state = 'scheduled'
@@ -31,9 +32,17 @@ local function new_job(id, name, payload, priority, max_attempts, run_at, run_te
         fields[#fields + 1] = 'kf'
         fields[#fields + 1] = keep_failed
     end
+    if group ~= '' then
+        fields[#fields + 1] = 'g'
+        fields[#fields + 1] = group
+        fields[#fields + 1] = 'gl'
+        fields[#fields + 1] = limits
+    else
+        group = nil
+    end
     redis.call('HSET', K_JOBS .. id, unpack(fields))
     if state == 'queued' then
-        place(id, priority, run_at, seq)
+        place(id, priority, run_at, seq, group, limits)
     else
         redis.call('ZADD', K_SCHEDULED, num(run_at), smember(seq, id))
         redis.call('ZADD', K_SCHEDULED_BY_SEQ, seq_text, id)

@@ -1,7 +1,10 @@
 -- Placing a queued job among the others. Order is (priority, run at, seq). Priority-0 jobs that
 -- arrive in order (almost all of them: new jobs run now, and time moves forward) are appended
 -- to the ready list, which costs a few bytes a job; anything else goes to the queued sorted set.
--- Needs K_JOBS, K_META, K_READY, K_QUEUED, K_QUEUED_BY_SEQ, K_DEAD; include members.lua first.
+-- Needs K_JOBS, K_META, K_READY, K_QUEUED, K_QUEUED_BY_SEQ, K_DEAD and what groups.lua needs;
+-- include members.lua and groups.lua first. A grouped job (``group``: its key, ``limits``: its
+-- group's limits) goes to its group instead (see groups.lua), so that every path that places a
+-- job keeps the groups.
 --
 -- The (run at in µs, seq) of the last job appended to the ready list is kept in the meta hash
 -- (fields tr, tq) rather than read from that job, to save commands on the hot path. It never
@@ -44,11 +47,44 @@ local function load_tail(meta_tr, meta_tq)
     end
 end
 
-local function place(id, priority, run_at, seq)
+-- Put queued job ``id`` in group ``key``, whose limits become ``limits``; the group joins the
+-- ring when it has room. The first placement in a group by a call puts the group in order;
+-- the next ones with the same limits only add their job.
+local function group_place(key, limits, priority, run_at, seq, id)
+    redis.call('ZADD', K_GROUPS .. ':' .. key, string.format('%d', priority),
+        qmember(run_at, seq, id))
+    redis.call('ZADD', K_QUEUED_BY_SEQ, string.format('%d', seq), id)
+    group_queued = group_queued + 1
+    if group_seen[key] == limits then
+        return
+    end
+    group_seen[key] = limits
+    local r = group_record(redis.call('HGET', K_GROUP_RECORDS, key))
+    if not r then  -- a new group takes its turn now
+        r = group_new(limits, group_now)
+        redis.call('HSET', K_GROUP_RECORDS, key, group_text(r))
+    elseif r.limits ~= limits then
+        local fresh = group_new(limits, r.t)
+        r.limits, r.c, r.count, r.per = limits, fresh.c, fresh.count, fresh.per
+        redis.call('HSET', K_GROUP_RECORDS, key, group_text(r))
+    end
+    if r.c == 0 or r.a < r.c then
+        redis.call('ZADD', K_RING, ring_score(r.t), key, '+inf', RING_SENTINEL)
+    else
+        redis.call('ZREM', K_RING, key)  -- its limit was lowered below what runs
+    end
+    redis.call('ZREM', K_GROUP_IDLE, key)
+end
+
+local function place(id, priority, run_at, seq, group, limits)
     if not (priority >= -1000000000) then  -- below, or NaN (a foreign producer's garbage)
         priority = -1000000000
     elseif priority > 1000000000 then
         priority = 1000000000
+    end
+    if group then
+        group_place(group, limits or '', priority, run_at, seq, id)
+        return
     end
     if priority == 0 then
         local micros = micros_of(run_at)
@@ -78,6 +114,7 @@ local function save_tail()
             'tq', string.format('%d', ready_tail[2]))
         tail_dirty = false
     end
+    group_flush()
 end
 
 -- The (run at in µs, seq) of job ``id``.

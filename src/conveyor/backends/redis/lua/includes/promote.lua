@@ -10,14 +10,14 @@ local function promote_member(set, by_seq, member)
     end
     local id = string.sub(member, 17)
     local key = K_JOBS .. id
-    local v = redis.call('HMGET', key, 'p', 'r', 'q', 's')
+    local v = redis.call('HMGET', key, 'p', 'r', 'q', 's', 'g', 'gl')
     redis.call('ZREM', by_seq, id)
     if not v[4] then
         return false  -- a member whose job hash is gone: dropping the member is all there is to do
     end
     local seq = tonumber(v[3]) or 0
     redis.call('HSET', key, 's', 'queued')
-    place(id, tonumber(v[1]) or 0, seconds(v[2]) or 0, seq)
+    place(id, tonumber(v[1]) or 0, seconds(v[2]) or 0, seq, v[5], v[6])
     return true
 end
 
