@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 from pydantic import BaseModel
@@ -49,18 +50,19 @@ plain = job("bench.plain", Noop, queue="plain")
 limited = job("bench.limited", Noop, queue="limited", rate_limit=RATE)
 
 
-async def drain(url: str, definition: JobDef[Noop, None], n: int) -> float:
+async def drain(url: str, definition: JobDef[Any, None], n: int) -> float:
     """Enqueue ``n`` jobs, then time one burst worker draining them (jobs per second)."""
     queue = Queue.from_url(url)
     await queue.connect()
     for start in range(0, n, CHUNK):
         count = min(CHUNK, n - start)
-        await queue.enqueue_many([definition.request(Noop(n=i)) for i in range(count)])
+        payloads = [definition.payload_type(n=start + i) for i in range(count)]
+        await queue.enqueue_many([definition.request(p) for p in payloads])
     worker = Worker(
         queue, config=WorkerConfig(concurrency=CONCURRENCY, burst=True), jobs=[definition]
     )
 
-    async def handle(payload: Noop, ctx: JobContext) -> None:
+    async def handle(payload: Any, ctx: JobContext) -> None:
         return None
 
     worker.register(definition, handle)

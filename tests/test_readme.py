@@ -391,7 +391,7 @@ async def main():
     # The busy account is paused, not failed: it waits, its attempt given back.
     busy_info = await queue.get(busy.id)
     assert busy_info.attempt == 0 and busy_info.state.value == "queued", busy_info
-    await queue.cancel(busy.id)
+    await queue.cancel([busy.id])
     await run
     await queue.close()
 
