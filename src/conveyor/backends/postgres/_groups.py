@@ -1,6 +1,8 @@
 """Groups in PostgreSQL (see :mod:`conveyor.drivers.groups`): one record per group of a queue in
-``conveyor_group``, whose counts of queued and active jobs a trigger of the jobs table keeps on
-every path (migrations/0006_groups.sql), and the statements of ``groups.sql``.
+``conveyor_group`` (migrations/0006_groups.sql), and the statements of ``groups.sql``. Every
+statement that moves grouped jobs into or out of ``queued`` or ``active`` updates their groups'
+counts in the same statement, once per group however many of its jobs move (a row trigger would
+rewrite a group's record once per job: a batch of 5,000 jobs of one group took seconds).
 
 The plain fetch statement probes first whether a served queue has an eligible group or a
 grouped job due (two lookups of partial indexes that stay empty in a queue without groups); if
@@ -9,9 +11,11 @@ and :func:`fetch_grouped` serves the fetch: promote the due grouped jobs, then, 
 :func:`~conveyor.drivers.groups.split_limit` shares the limit, grouped jobs round-robin
 (``job_fetch__grouped``), plain jobs, and grouped jobs again for what the plain ones left.
 
-Locks: statements that wait for group records lock them in (queue, key) order before the trigger
-needs them; the grouped fetch takes them with SKIP LOCKED, then their jobs with SKIP LOCKED, and
-never waits, so a fetch and a finish of the same group cannot deadlock.
+Locks: a statement takes its job rows first, then the group records it counts in (queue, key)
+order; the grouped fetch takes group records, then their jobs, with SKIP LOCKED and never
+waits. So two statements that share groups wait for each other instead of deadlocking. A
+caller's transaction that enqueues a grouped job holds its group's record until it commits:
+finishes of that group's jobs wait for it, fetches pass the group over meanwhile.
 """
 
 from __future__ import annotations
