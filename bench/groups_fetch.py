@@ -31,11 +31,12 @@ from typing import Any
 import redis
 from pydantic import BaseModel
 
-from conveyor import JobContext, JobDef, Queue, Rate, Worker, WorkerConfig, job
+from conveyor import JobDef, Rate, job
 from conveyor.backends.redis import RedisDriver
 from conveyor.drivers.records import FetchParams, NewJob
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rate_limit import drain
 from run import private_redis
 
 CONCURRENCY = 100  # as the async peers of the shared benchmark
@@ -59,30 +60,6 @@ def grouped_definition(groups: int) -> JobDef[Noop, None]:
         "group_rate": GROUP_RATE,
     }
     return job("bench.grouped", Noop, queue="grouped", **kwargs)
-
-
-async def drain(url: str, definition: JobDef[Noop, None], n: int) -> float:
-    """Enqueue ``n`` jobs, then time one burst worker draining them (jobs per second)."""
-    queue = Queue.from_url(url)
-    await queue.connect()
-    for start in range(0, n, CHUNK):
-        count = min(CHUNK, n - start)
-        await queue.enqueue_many([definition.request(Noop(n=start + i)) for i in range(count)])
-    worker = Worker(
-        queue, config=WorkerConfig(concurrency=CONCURRENCY, burst=True), jobs=[definition]
-    )
-
-    async def handle(payload: Noop, ctx: JobContext) -> None:
-        return None
-
-    worker.register(definition, handle)
-    started = time.perf_counter()
-    await worker.run()
-    elapsed = time.perf_counter() - started
-    counts = await queue.counts(definition.queue)
-    await queue.close()
-    assert not any(n for state, n in counts.items() if state.value != "completed"), counts
-    return n / elapsed
 
 
 async def fetch_script(url: str, queue: str, groups: int, n: int) -> float:

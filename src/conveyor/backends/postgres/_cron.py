@@ -5,13 +5,18 @@ statement only when the claim fired (see the query's comment)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, Final
 
 from conveyor.backends.postgres._pool import Connections
 from conveyor.backends.postgres._sql import in_schema, parse_queries
-from conveyor.drivers.common import cron_info_of
+from conveyor.drivers.common import (
+    check_cron_fire,
+    check_cron_schedules,
+    check_now,
+    cron_info_of,
+)
 from conveyor.drivers.records import (
     CronFire,
     CronFireResult,
@@ -85,3 +90,25 @@ class Cron:
 
     async def listing(self, connections: Connections) -> list[CronInfo]:
         return [cron_info_of(row) for row in await connections.rows(self._q["cron_list"], {})]
+
+
+class CronOperations:
+    """The cron operations of :class:`~conveyor.backends.postgres.driver.PostgresDriver`."""
+
+    _cron: Cron
+    _connections: Callable[[], Connections]
+
+    async def cron_register(
+        self, schedules: Sequence[CronSchedule], *, now: float | None = None
+    ) -> dict[str, int | None]:
+        check_now(now)
+        check_cron_schedules(schedules)
+        return await self._cron.register(self._connections(), schedules, now)
+
+    async def cron_fire(self, fire: CronFire, *, now: float | None = None) -> CronFireResult:
+        check_now(now)
+        check_cron_fire(fire)
+        return await self._cron.fire(self._connections(), fire, now)
+
+    async def cron_list(self) -> list[CronInfo]:
+        return await self._cron.listing(self._connections())

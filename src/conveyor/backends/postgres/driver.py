@@ -21,7 +21,7 @@ import psycopg_pool
 
 from conveyor._errors import BackendUnavailable, InvalidArgument
 from conveyor.backends.postgres import _rates as rates
-from conveyor.backends.postgres._cron import Cron
+from conveyor.backends.postgres._cron import Cron, CronOperations
 from conveyor.backends.postgres._dedup import ElsewhereError, dedup_plan, insert_with_dedup
 from conveyor.backends.postgres._groups import (
     GroupOperations,
@@ -56,8 +56,6 @@ from conveyor.drivers.common import (
     LOST_WHILE_CANCELLING,
     RETRYABLE_STATES,
     cancelled_error,
-    check_cron_fire,
-    check_cron_schedules,
     check_finishes,
     check_new_jobs,
     check_now,
@@ -69,10 +67,6 @@ from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import (
     WAITING_STATES,
     ChangeResult,
-    CronFire,
-    CronFireResult,
-    CronInfo,
-    CronSchedule,
     ExtendResult,
     FetchParams,
     FinishJob,
@@ -94,7 +88,9 @@ from conveyor.drivers.transactional import Dialect, Plan, Statement
 T = TypeVar("T")
 
 
-class PostgresDriver(rates.RateLimitOperations, GroupOperations, RegistryOperations):
+class PostgresDriver(
+    rates.RateLimitOperations, GroupOperations, RegistryOperations, CronOperations
+):
     """A pool of connections to one schema of one PostgreSQL database."""
 
     capabilities: frozenset[Capability] = frozenset(
@@ -584,21 +580,6 @@ class PostgresDriver(rates.RateLimitOperations, GroupOperations, RegistryOperati
     async def _cancel_requested(self, worker_id: str) -> list[str]:
         rows = await self._rows("cancel_listen__requested", {"worker_id": worker_id})
         return [row["id"] for row in rows]
-
-    async def cron_register(
-        self, schedules: Sequence[CronSchedule], *, now: float | None = None
-    ) -> dict[str, int | None]:
-        check_now(now)
-        check_cron_schedules(schedules)
-        return await self._cron.register(self._connections(), schedules, now)
-
-    async def cron_fire(self, fire: CronFire, *, now: float | None = None) -> CronFireResult:
-        check_now(now)
-        check_cron_fire(fire)
-        return await self._cron.fire(self._connections(), fire, now)
-
-    async def cron_list(self) -> list[CronInfo]:
-        return await self._cron.listing(self._connections())
 
 
 __all__ = ["PostgresDriver"]
