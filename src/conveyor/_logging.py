@@ -30,6 +30,10 @@ FIELDS = (
     "duplicates",
     "set_aside",
     "lag_ms",
+    # the dashboard's actions
+    "action",
+    "user",
+    "client",
 )
 
 

@@ -9,6 +9,7 @@ import click
 
 from conveyor._errors import ConveyorError
 from conveyor.cli.cron import cron
+from conveyor.cli.dashboard import dashboard
 from conveyor.cli.jobs import jobs
 from conveyor.cli.queues import migrate, queues, workers
 from conveyor.cli.relay import relay
@@ -51,6 +52,7 @@ cli.add_command(workers)
 cli.add_command(migrate)
 cli.add_command(relay)
 cli.add_command(cron)
+cli.add_command(dashboard)
 
 
 def main() -> None:

@@ -1,0 +1,244 @@
+"""The dashboard's actions (POST): retry, cancel and delete a job, retry a queue's failed jobs
+(at most ``retry_cap`` per click), pause and resume a queue.
+
+Every action checks, in order: the role may act (403), the session's CSRF token came back with
+the form or in ``X-CSRF-Token`` (403), and it was confirmed: htmx asks with ``hx-confirm``
+before it sends; a plain form post (no JavaScript) gets a confirmation page first. Each one
+done writes one ``dashboard_action`` line to the ``conveyor.dashboard`` logger, with who did it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from urllib.parse import quote
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from conveyor._definition import check_queue_name
+from conveyor._errors import ConveyorError, InvalidArgument
+from conveyor.dashboard._compat import delete_jobs
+from conveyor.dashboard.auth import Identity, Role
+from conveyor.dashboard.cache import OverviewCache
+from conveyor.dashboard.pages import queue_of, render
+from conveyor.drivers.records import ChangeResult, ChangeStatus, JobState
+
+log = logging.getLogger("conveyor.dashboard")
+
+LIST_PAGE = 500  # failed jobs read per list call of "retry all failed"
+MAX_FIELD = 1024  # characters of a form field (a job id is at most 255)
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _checked_form(request: Request) -> FormData:
+    identity: Identity = request.state.identity
+    if identity.role is not Role.FULL:
+        raise Refused(403, "403: this login may only read")
+    form = await request.form(max_files=0, max_fields=16)
+    given = form.get("csrf") or request.headers.get("x-csrf-token")
+    if not isinstance(given, str) or not request.app.state.auth.check_csrf(
+        identity.session, given
+    ):
+        raise Refused(403, "403: missing or wrong CSRF token; reload the page and try again")
+    for key, value in form.multi_items():
+        if not isinstance(value, str) or len(value) > MAX_FIELD:
+            raise Refused(400, f"400: form field {key!r} is too long")
+    return form
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _confirmed(request: Request, form: FormData) -> bool:
+    return request.headers.get("hx-request") == "true" or form.get("confirmed") == "yes"
+
+
+def _confirm_page(request: Request, form: FormData, question: str) -> Response:
+    fields = [(k, v) for k, v in form.multi_items() if k not in ("csrf", "confirmed")]
+    return render(
+        request,
+        "confirm.html",
+        {"question": question, "fields": fields, "action": request.url.path},
+    )
+
+
+def _log(request: Request, action: str, summary: str, **fields: object) -> None:
+    identity: Identity = request.state.identity
+    client = request.client.host if request.client else None
+    log.info(
+        "dashboard %s by %s: %s",
+        action,
+        identity.who,
+        summary,
+        extra={
+            "event": "dashboard_action",
+            "action": action,
+            "user": identity.who,
+            "client": client,
+            **fields,
+        },
+    )
+
+
+def _done(request: Request, message: str, back: str, *, ok: bool = True) -> Response:
+    """The outcome: a notice fragment for htmx (swapped into the page), else a page."""
+    template = "_notice.html" if request.headers.get("hx-request") == "true" else "done.html"
+    return render(request, template, {"message": message, "ok": ok, "back": back})
+
+
+async def _job_action(request: Request, action: str) -> Response:
+    try:
+        form = await _checked_form(request)
+    except Refused as exc:
+        return PlainTextResponse(str(exc), exc.status)
+    job_id = _field(form, "job_id")
+    if not job_id:
+        return PlainTextResponse("400: job_id is missing", 400)
+    back = str(request.url_for("job", job_id=quote(job_id, safe="/")).path)
+    if not _confirmed(request, form):
+        return _confirm_page(request, form, f"{action.capitalize()} job {job_id}?")
+    queue = queue_of(request)
+    try:
+        if action == "retry":
+            results = await queue.retry([job_id])
+        elif action == "cancel":
+            results = await queue.cancel([job_id])
+        else:
+            results = await delete_jobs(queue, [job_id])
+            back = str(request.url_for("overview").path)
+    except (ConveyorError, NotImplementedError) as exc:
+        _log(request, action, f"job {job_id} failed: {exc}", job_id=job_id, error=str(exc))
+        return _done(request, f"{action} of job {job_id} failed: {exc}", back, ok=False)
+    message = _change_message(action, results)
+    _log(request, action, message, job_id=job_id, outcome=results[0].status.value)
+    _refresh(request)
+    return _done(request, message, back, ok=results[0].status is not ChangeStatus.NOT_FOUND)
+
+
+def _change_message(action: str, results: Sequence[ChangeResult]) -> str:
+    (r,) = results
+    if r.status is ChangeStatus.OK:
+        return {
+            "retry": f"job {r.job_id} is queued again",
+            "cancel": f"job {r.job_id} is cancelled",
+            "delete": f"job {r.job_id} is deleted",
+        }[action]
+    if r.status is ChangeStatus.CANCEL_REQUESTED:
+        return f"job {r.job_id} is running: its worker was told to stop it"
+    if r.status is ChangeStatus.NOT_FOUND:
+        return f"job {r.job_id} does not exist (any more)"
+    state = r.state.value if r.state else "unknown"
+    return f"job {r.job_id} was not changed: it is {state}"
+
+
+async def retry(request: Request) -> Response:
+    return await _job_action(request, "retry")
+
+
+async def cancel(request: Request) -> Response:
+    return await _job_action(request, "cancel")
+
+
+async def delete(request: Request) -> Response:
+    return await _job_action(request, "delete")
+
+
+async def retry_failed(request: Request) -> Response:
+    """Retry the newest ``retry_cap`` failed jobs of a queue (or every queue), of one job name
+    if given: a bounded amount of work per click, whatever the backlog."""
+    try:
+        form = await _checked_form(request)
+        name = _field(form, "queue")
+        queue_name = check_queue_name(name, error=InvalidArgument) if name else None
+    except Refused as exc:
+        return PlainTextResponse(str(exc), exc.status)
+    except InvalidArgument as exc:
+        return PlainTextResponse(f"400: {exc}", 400)
+    job_name = _field(form, "name") or None
+    cap: int = request.app.state.retry_cap
+    back = str(
+        request.url_for("queue", name=queue_name).path
+        if queue_name
+        else request.url_for("overview").path
+    )
+    what = (
+        f"failed jobs{f' named {job_name}' if job_name else ''}"
+        f" of {f'queue {queue_name}' if queue_name else 'every queue'}"
+    )
+    if not _confirmed(request, form):
+        return _confirm_page(request, form, f"Retry up to {cap} {what}?")
+    queue = queue_of(request)
+    ids: list[str] = []
+    before: int | None = None
+    try:
+        while len(ids) < cap:
+            limit = min(LIST_PAGE, cap - len(ids))
+            page = await queue.list_jobs(
+                queue=queue_name,
+                state=JobState.FAILED,
+                name=job_name,
+                before_seq=before,
+                limit=limit,
+            )
+            ids += [job.id for job in page]
+            if len(page) < limit:
+                break
+            before = page[-1].seq
+        retried = 0
+        for start in range(0, len(ids), LIST_PAGE):
+            results = await queue.retry(ids[start : start + LIST_PAGE])
+            retried += sum(r.status is ChangeStatus.OK for r in results)
+    except ConveyorError as exc:
+        _log(request, "retry_failed", f"{what} failed: {exc}", queue=queue_name, error=str(exc))
+        return _done(request, f"retrying {what} failed: {exc}", back, ok=False)
+    message = f"retried {retried} {what}"
+    if len(ids) >= cap:
+        message += f" (at most {cap} per click: click again for more)"
+    _log(request, "retry_failed", message, queue=queue_name, job_name=job_name, moved=retried)
+    _refresh(request)
+    return _done(request, message, back)
+
+
+async def _queue_action(request: Request, action: str) -> Response:
+    try:
+        form = await _checked_form(request)
+        name = check_queue_name(_field(form, "queue"), error=InvalidArgument)
+    except Refused as exc:
+        return PlainTextResponse(str(exc), exc.status)
+    except InvalidArgument as exc:
+        return PlainTextResponse(f"400: {exc}", 400)
+    back = str(request.url_for("queue", name=name).path)
+    if not _confirmed(request, form):
+        return _confirm_page(request, form, f"{action.capitalize()} queue {name}?")
+    queue = queue_of(request)
+    try:
+        await (queue.pause(name) if action == "pause" else queue.resume(name))
+    except ConveyorError as exc:
+        _log(request, action, f"queue {name} failed: {exc}", queue=name, error=str(exc))
+        return _done(request, f"{action} of queue {name} failed: {exc}", back, ok=False)
+    message = f"queue {name} is {'paused' if action == 'pause' else 'running'}"
+    _log(request, action, message, queue=name)
+    _refresh(request)
+    return _done(request, message, back)
+
+
+async def pause(request: Request) -> Response:
+    return await _queue_action(request, "pause")
+
+
+async def resume(request: Request) -> Response:
+    return await _queue_action(request, "resume")
+
+
+def _refresh(request: Request) -> None:
+    cache: OverviewCache = request.app.state.cache
+    cache.refresh_soon()
