@@ -19,7 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from conveyor._definition import check_queue_name
 from conveyor._errors import ConveyorError, InvalidArgument
-from conveyor.dashboard._compat import delete_jobs
+from conveyor.dashboard._compat import can_delete
 from conveyor.dashboard.auth import Identity, Role
 from conveyor.dashboard.cache import OverviewCache
 from conveyor.dashboard.pages import queue_of, render
@@ -43,9 +43,7 @@ async def _checked_form(request: Request) -> FormData:
         raise Refused(403, "403: this login may only read")
     form = await request.form(max_files=0, max_fields=16)
     given = form.get("csrf") or request.headers.get("x-csrf-token")
-    if not isinstance(given, str) or not request.app.state.auth.check_csrf(
-        identity.session, given
-    ):
+    if not isinstance(given, str) or not request.app.state.auth.check_csrf(identity.session, given):
         raise Refused(403, "403: missing or wrong CSRF token; reload the page and try again")
     for key, value in form.multi_items():
         if not isinstance(value, str) or len(value) > MAX_FIELD:
@@ -112,10 +110,12 @@ async def _job_action(request: Request, action: str) -> Response:
             results = await queue.retry([job_id])
         elif action == "cancel":
             results = await queue.cancel([job_id])
-        else:
-            results = await delete_jobs(queue, [job_id])
+        elif can_delete(queue):
+            results = await queue.delete([job_id])
             back = str(request.url_for("overview").path)
-    except (ConveyorError, NotImplementedError) as exc:
+        else:
+            return _done(request, "this backend cannot delete single jobs yet", back, ok=False)
+    except ConveyorError as exc:
         _log(request, action, f"job {job_id} failed: {exc}", job_id=job_id, error=str(exc))
         return _done(request, f"{action} of job {job_id} failed: {exc}", back, ok=False)
     message = _change_message(action, results)

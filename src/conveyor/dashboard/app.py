@@ -9,7 +9,7 @@ and adds the security headers to every response, errors included.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
@@ -77,7 +77,7 @@ def conveyor_dashboard(
     authenticator = Authenticator(auth)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncGenerator[None]:
         # Only when served on its own: a mounted app gets no lifespan events, and its task
         # ends with the server's event loop.
         yield

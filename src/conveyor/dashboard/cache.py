@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 from conveyor._queue import Queue
-from conveyor.dashboard._compat import MinuteStats, queue_stats
-from conveyor.drivers.records import QueueInfo, WorkerInfo
+from conveyor.dashboard._compat import has_stats
+from conveyor.drivers.records import QueueInfo, QueueStats, WorkerInfo
 
 log = logging.getLogger("conveyor.dashboard")
 
@@ -31,8 +31,8 @@ class Snapshot:
 
     queues: tuple[QueueInfo, ...] = ()
     workers: tuple[WorkerInfo, ...] = ()
-    stats: dict[str, tuple[MinuteStats, ...]] = field(
-        default_factory=dict[str, tuple[MinuteStats, ...]]
+    stats: dict[str, tuple[QueueStats, ...]] = field(
+        default_factory=dict[str, tuple[QueueStats, ...]]
     )
     read_at: float | None = None  # time.time() of the read
     took: float = 0.0  # seconds the read took
@@ -117,8 +117,9 @@ class OverviewCache:
     async def _read(self) -> Snapshot:
         queues = await self.queue.queues()
         workers = await self.queue.workers()
-        per_queue: dict[str, list[MinuteStats]] = {}
-        for sample in await queue_stats(self.queue, HOUR_MINUTES):
+        per_queue: dict[str, list[QueueStats]] = {}
+        samples = await self.queue.stats(minutes=HOUR_MINUTES) if has_stats(self.queue) else []
+        for sample in samples:
             per_queue.setdefault(sample.queue, []).append(sample)
         return Snapshot(
             tuple(queues),

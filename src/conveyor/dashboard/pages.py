@@ -16,7 +16,7 @@ from conveyor._definition import check_queue_name
 from conveyor._errors import InvalidArgument
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import Queue
-from conveyor.dashboard._compat import can_delete, has_stats, job_headers
+from conveyor.dashboard._compat import can_delete, has_stats
 from conveyor.dashboard.auth import Identity, Role
 from conveyor.dashboard.cache import OverviewCache, Snapshot
 from conveyor.dashboard.render import (
@@ -50,8 +50,12 @@ def render(
         retry_cap=state.retry_cap,
         can_delete=can_delete(state.queue),
         u=_paths(request),
+        STATES=STATES,
     )
-    return state.templates.TemplateResponse(request, template, full, status_code=status_code)
+    response: Response = state.templates.TemplateResponse(
+        request, template, full, status_code=status_code
+    )
+    return response
 
 
 def _paths(request: Request) -> Callable[..., str]:
@@ -153,7 +157,7 @@ async def job_page(request: Request) -> Response:
         "result": result_of(info),
         "error": error,
         "errors": [(e, shown(e.error)) for e in info.errors],
-        "headers": job_headers(info),
+        "headers": info.headers,
         "can_retry": info.state in (JobState.FAILED, JobState.CANCELLED),
         "can_cancel": not info.state.is_terminal and not info.cancel_requested,
         "can_remove": info.state.is_terminal,

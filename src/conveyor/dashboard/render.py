@@ -16,9 +16,9 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from conveyor._jobinfo import JobInfo
-from conveyor.dashboard._compat import MinuteStats, job_headers, redacted_payload
+from conveyor.core.secrets import redacted_payload
 from conveyor.dashboard.cache import HOUR_MINUTES, Snapshot
-from conveyor.drivers.records import JobState, QueueInfo, WorkerInfo
+from conveyor.drivers.records import JobState, QueueInfo, QueueStats, WorkerInfo
 
 HERE = Path(__file__).parent
 SHOWN_BYTES = 64 * 1024  # of a payload, result or traceback; the rest is cut with a note
@@ -43,7 +43,6 @@ def environment() -> Environment:
     )
     env.filters["when"] = when
     env.filters["ago"] = ago
-    env.globals["STATES"] = STATES
     return env
 
 
@@ -90,7 +89,7 @@ def shown(text: str) -> Shown:
 
 
 def payload_of(info: JobInfo) -> Shown:
-    return shown(redacted_payload(info.payload_json, job_headers(info)))
+    return shown(redacted_payload(info.payload_json, info.headers))
 
 
 def result_of(info: JobInfo) -> Shown | None:
@@ -131,7 +130,7 @@ CHART_HEIGHT = 40
 BAR_WIDTH = 4
 
 
-def throughput(samples: Sequence[MinuteStats], *, now: float | None = None) -> Throughput:
+def throughput(samples: Sequence[QueueStats], *, now: float | None = None) -> Throughput:
     """The last hour of one queue (or of several, summed per minute) as totals and bars: one
     bar per minute, oldest on the left, completed stacked on failed."""
     last = int((time.time() if now is None else now) // 60)
@@ -160,9 +159,7 @@ def throughput(samples: Sequence[MinuteStats], *, now: float | None = None) -> T
                 title=f"{stamp} UTC: {completed[minute]} completed, {failed[minute]} failed",
             )
         )
-    return Throughput(
-        sum(completed.values()), retried, sum(failed.values()), tuple(bars), peak
-    )
+    return Throughput(sum(completed.values()), retried, sum(failed.values()), tuple(bars), peak)
 
 
 @dataclass(frozen=True)
