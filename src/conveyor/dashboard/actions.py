@@ -22,7 +22,7 @@ from conveyor._errors import ConveyorError, InvalidArgument
 from conveyor.dashboard._compat import can_delete
 from conveyor.dashboard.auth import Identity, Role
 from conveyor.dashboard.cache import OverviewCache
-from conveyor.dashboard.pages import queue_of, render
+from conveyor.dashboard.pages import path_for, queue_of, render
 from conveyor.drivers.records import ChangeResult, ChangeStatus, JobState
 
 log = logging.getLogger("conveyor.dashboard")
@@ -101,7 +101,7 @@ async def _job_action(request: Request, action: str) -> Response:
     job_id = _field(form, "job_id")
     if not job_id:
         return PlainTextResponse("400: job_id is missing", 400)
-    back = str(request.url_for("job", job_id=quote(job_id, safe="/")).path)
+    back = path_for(request, "job", job_id=quote(job_id, safe="/"))
     if not _confirmed(request, form):
         return _confirm_page(request, form, f"{action.capitalize()} job {job_id}?")
     queue = queue_of(request)
@@ -112,7 +112,7 @@ async def _job_action(request: Request, action: str) -> Response:
             results = await queue.cancel([job_id])
         elif can_delete(queue):
             results = await queue.delete([job_id])
-            back = str(request.url_for("overview").path)
+            back = path_for(request, "overview")
         else:
             return _done(request, "this backend cannot delete single jobs yet", back, ok=False)
     except ConveyorError as exc:
@@ -165,10 +165,8 @@ async def retry_failed(request: Request) -> Response:
         return PlainTextResponse(f"400: {exc}", 400)
     job_name = _field(form, "name") or None
     cap: int = request.app.state.retry_cap
-    back = str(
-        request.url_for("queue", name=queue_name).path
-        if queue_name
-        else request.url_for("overview").path
+    back = (
+        path_for(request, "queue", name=queue_name) if queue_name else path_for(request, "overview")
     )
     what = (
         f"failed jobs{f' named {job_name}' if job_name else ''}"
@@ -216,7 +214,7 @@ async def _queue_action(request: Request, action: str) -> Response:
         return PlainTextResponse(str(exc), exc.status)
     except InvalidArgument as exc:
         return PlainTextResponse(f"400: {exc}", 400)
-    back = str(request.url_for("queue", name=name).path)
+    back = path_for(request, "queue", name=name)
     if not _confirmed(request, form):
         return _confirm_page(request, form, f"{action.capitalize()} queue {name}?")
     queue = queue_of(request)

@@ -58,11 +58,18 @@ def render(
     return response
 
 
+def path_for(request: Request, route: str, /, **params: Any) -> str:
+    """The path of a route of this app under where it is mounted. Not ``request.url_for``:
+    that asks the outermost app's router, which does not know the dashboard's routes."""
+    root = str(request.scope.get("root_path", "")).rstrip("/")
+    return root + str(request.app.router.url_path_for(route, **params))
+
+
 def _paths(request: Request) -> Callable[..., str]:
-    """``u(route, **path_params)``: the path of a route of this app, under its mount point."""
+    """``u(route, **path_params)`` for templates: :func:`path_for`."""
 
     def u(route: str, /, **params: Any) -> str:
-        return str(request.url_for(route, **params).path)
+        return path_for(request, route, **params)
 
     return u
 
