@@ -401,3 +401,40 @@ print("ok")
     done = run(f"python -c {shlex.quote(script)}", cwd, env)
     assert done.stdout.strip().endswith("ok")
     assert "its group 'webhook.deliver:acct-9' is paused for 1s" in done.stderr
+
+
+def test_the_dashboard_mounts_as_written(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """The dashboard snippet: mounted under /jobs, a ?token= login, then the queue is shown."""
+    cwd, env = app_dir
+    env = {**env, "DASHBOARD_TOKEN": "readme-dashboard-token"}
+    script = """
+import asyncio, threading, time
+import httpx, uvicorn
+from app import api
+from app.dashboard import app
+
+asyncio.run(api.invite("ada@example.com"))
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+thread = threading.Thread(target=server.run)
+thread.start()
+deadline = time.monotonic() + 30
+while not server.started:
+    assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+    time.sleep(0.01)
+port = server.servers[0].sockets[0].getsockname()[1]
+try:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        assert client.get("/jobs/").status_code == 401
+        login = client.get("/jobs/?token=readme-dashboard-token")
+        assert login.status_code == 303 and login.headers["location"] == "/jobs/"
+        page = client.get("/jobs/")
+        assert page.status_code == 200 and 'data-queue="emails"' in page.text, page.text
+        jobs = client.get("/jobs/queues/emails")
+        assert 'data-testid="job-row"' in jobs.text
+finally:
+    server.should_exit = True
+    thread.join(30)
+print("ok")
+"""
+    done = run(f"python -c {shlex.quote(script)}", cwd, env)
+    assert done.stdout.strip().endswith("ok")
