@@ -36,10 +36,11 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from conveyor import JobContext, Queue, Worker, WorkerConfig, job  # noqa: E402
-from conveyor.dashboard import conveyor_dashboard  # noqa: E402
 from tests.servers.postgres_server import PostgresServer  # noqa: E402
 from tests.servers.redis_server import RedisServer  # noqa: E402
+
+from conveyor import JobContext, Queue, Worker, WorkerConfig, job  # noqa: E402
+from conveyor.dashboard import conveyor_dashboard  # noqa: E402
 
 TARGET_MS = 100.0
 BATCH = 5_000

@@ -6,15 +6,20 @@ import asyncio
 import re
 import threading
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from conveyor import Queue, Worker
+from conveyor.dashboard import conveyor_dashboard
 from conveyor.dashboard.app import CSP
 from tests.conformance.worker.helpers import fast_config
 from tests.dashboard.conftest import (
     Login,
     Note,
     ServeFn,
+    Server,
     boom,
     enqueue_notes,
     login,
@@ -32,9 +37,10 @@ def job_ids_on(html: str) -> list[str]:
 def test_every_page_answers_with_the_security_headers(serve: ServeFn, sqlite_url: str) -> None:
     (job_id,) = run(enqueue_notes(sqlite_url, ["hello"]))
     dash = serve(sqlite_url)
-    for path in ("/", "/?partial=1", "/queues/emails", "/queues/emails?partial=1",
-                 f"/jobs/{job_id}", f"/jobs/{job_id}?partial=1", "/workers", "/schedules",
-                 "/static/htmx.min.js", "/static/dashboard.css", "/jobs/nope", "/nowhere"):  # fmt: skip
+    paths = ["/", "/?partial=1", "/queues/emails", "/queues/emails?partial=1", "/workers",
+             "/schedules", f"/jobs/{job_id}", f"/jobs/{job_id}?partial=1", "/static/htmx.min.js",
+             "/static/dashboard.css", "/jobs/nope", "/nowhere"]  # fmt: skip
+    for path in paths:
         response = dash.client.get(path)
         assert response.status_code in (200, 404), path
         assert response.headers["content-security-policy"] == CSP, path
@@ -183,7 +189,9 @@ def test_the_workers_and_schedules_pages_show_a_live_worker(
     def work() -> None:
         async def main() -> None:
             queue = Queue.from_url(sqlite_url)
-            worker = Worker(queue, jobs=[note, boom, login], config=fast_config(), queues=["emails"])
+            worker = Worker(
+                queue, jobs=[note, boom, login], config=fast_config(), queues=["emails"]
+            )
             worker.register(note, lambda payload, ctx: payload.text)
             worker.register(boom, lambda payload, ctx: None)
             worker.register(login, lambda payload, ctx: None)
@@ -228,14 +236,6 @@ def test_the_workers_and_schedules_pages_show_a_live_worker(
 
 def test_the_dashboard_mounts_under_a_prefix(sqlite_url: str) -> None:
     """Mounted in another Starlette app: links and the cookie's path carry the prefix."""
-    from starlette.applications import Starlette
-    from starlette.routing import Mount
-
-    from conveyor.dashboard import conveyor_dashboard
-    from tests.dashboard.conftest import Server
-
-    import httpx
-
     (job_id,) = run(enqueue_notes(sqlite_url, ["mounted"]))
     outer = Starlette(routes=[Mount("/jobs", conveyor_dashboard(Queue.from_url(sqlite_url)))])
     server = Server(outer)
@@ -262,6 +262,3 @@ def test_the_failed_count_reaches_the_overview_soon(serve: ServeFn, sqlite_url: 
         lambda: 'data-state="failed">1<' in dash.client.get("/?partial=1").text,
         "the failed job counted",
     )
-
-
-_ = (Note, boom)
