@@ -6,6 +6,7 @@ No page counts jobs: counts come from the overview cache, lists are keyset pages
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from conveyor.dashboard.render import (
 from conveyor.drivers.records import JobState
 
 SEARCH_MAX = 255
+SEARCH_SECONDS = 5.0
 
 
 def render(
@@ -119,19 +121,32 @@ async def queue_page(request: Request) -> Response:
     queue = queue_of(request)
     found: JobInfo | None = None
     if search and before is None:
-        found = await queue.get(search)  # a job id: shown first, whatever its queue
-    # One more than a page, to know whether there is a next one without counting.
-    jobs = await queue.list_jobs(
-        queue=name,
-        state=state,
-        name=search or None,
-        before_seq=before,
-        limit=size + 1,
-    )
-    more = len(jobs) > size
-    jobs = jobs[:size]
+        found = await queue.get(search)  # a job id: shown alone, whatever its queue
+    jobs: list[JobInfo] = []
+    more = False
+    slow: str | None = None
     if found is not None:
-        jobs = [found] + [j for j in jobs if j.id != found.id]
+        jobs = [found]
+    else:
+        try:
+            # A name filter reads past other names' jobs (on Redis, all of a state's index
+            # when nothing matches): bounded by time, not by the size of the queue.
+            async with asyncio.timeout(SEARCH_SECONDS if search else None):
+                # One more than a page, to know whether there is a next one without counting.
+                jobs = await queue.list_jobs(
+                    queue=name,
+                    state=state,
+                    name=search or None,
+                    before_seq=before,
+                    limit=size + 1,
+                )
+        except TimeoutError:
+            slow = (
+                f"Searching for job name {search!r} took longer than {SEARCH_SECONDS:.0f} s "
+                "and was stopped; pick a state to narrow it."
+            )
+        more = len(jobs) > size
+        jobs = jobs[:size]
     snapshot = await snapshot_of(request)
     info = next((q for q in snapshot.queues if q.name == name), None)
     context = {
@@ -140,6 +155,7 @@ async def queue_page(request: Request) -> Response:
         "jobs": jobs,
         "state": state,
         "search": search,
+        "slow": slow,
         "before": before,
         "next_before": jobs[-1].seq if more and jobs else None,
         "workers": serving(name, snapshot.workers),

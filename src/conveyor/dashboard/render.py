@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -43,7 +44,13 @@ def environment() -> Environment:
     )
     env.filters["when"] = when
     env.filters["ago"] = ago
+    env.filters["qs"] = query_string
     return env
+
+
+def query_string(params: dict[str, object]) -> str:
+    """``params`` as a query string, leaving out the empty ones (escaped by the template)."""
+    return urlencode([(k, str(v)) for k, v in params.items() if v not in (None, "")])
 
 
 def when(value: datetime | float | None) -> str:
