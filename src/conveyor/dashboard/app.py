@@ -178,7 +178,17 @@ class Guard:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         token = request.query_params.get("token")
-        if header:
+        if not auth.auth.configured:
+            # Decided by the address alone: not even a session cookie serves anyone else.
+            client = request.client.host if request.client else None
+            if not is_loopback(client):
+                return self.refuse(
+                    request,
+                    "this dashboard has no credentials configured, so it serves loopback "
+                    "clients only",
+                )
+            claimed = ("local", Role.FULL)
+        elif header:
             if scheme.lower() == "basic" and auth.uses_basic:
                 claimed = auth.basic(value.strip())
             elif scheme.lower() == "bearer":
@@ -191,15 +201,6 @@ class Guard:
                 return self.refuse(request, "the token is not valid")
         elif cookie is not None:
             return cookie, False
-        elif not auth.auth.configured:
-            client = request.client.host if request.client else None
-            if not is_loopback(client):
-                return self.refuse(
-                    request,
-                    "this dashboard has no credentials configured, so it serves loopback "
-                    "clients only",
-                )
-            claimed = ("local", Role.FULL)
         else:
             return self.refuse(request, "log in first")
         who, role = claimed
