@@ -127,9 +127,11 @@ class Guard:
         self.cache = cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await self.app(scope, receive, send)
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # the dashboard has no websockets
+            await send({"type": "websocket.close", "code": 1008})
             return
         self.cache.start()  # a mounted app's only chance to start its background task
         request = Request(scope)
