@@ -414,8 +414,9 @@ from app import alerts as a
 
 async def main():
     queue = a.worker.queue
-    good = await queue.enqueue(a.check_login, a.Login(user="ann", password=SecretStr("open sesame")))
-    bad = await queue.enqueue(a.check_login, a.Login(user="bob", password=SecretStr("guess")))
+    login = a.check_login
+    good = await queue.enqueue(login, a.Login(user="ann", password=SecretStr("open sesame")))
+    bad = await queue.enqueue(login, a.Login(user="bob", password=SecretStr("guess")))
     a.worker.config = dataclasses.replace(a.worker.config, burst=True)
     await a.worker.run()
     assert (await queue.get(good.id)).state.value == "completed"
