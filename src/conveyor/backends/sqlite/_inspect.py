@@ -11,7 +11,13 @@ from typing import Final
 from conveyor.backends.sqlite._connection import Connection
 from conveyor.backends.sqlite._sql import parse_queries
 from conveyor.backends.sqlite._statements import state_of
-from conveyor.drivers.common import STATS_KEEP_MINUTES, check_ids, check_stats, resolve_now
+from conveyor.drivers.common import (
+    STATS_KEEP_MINUTES,
+    check_ids,
+    check_now,
+    check_stats,
+    resolve_now,
+)
 from conveyor.drivers.records import TERMINAL_STATES, ChangeResult, ChangeStatus, QueueStats
 
 Q: Final = parse_queries(
@@ -37,6 +43,7 @@ class InspectOperations:
         return await self._db.write(lambda conn: _delete_many(conn, ids))
 
     async def stats_add(self, samples: Sequence[QueueStats], *, now: float | None = None) -> None:
+        check_now(now)
         check_stats(samples)
         oldest = int(resolve_now(now) // 60) - STATS_KEEP_MINUTES
 

@@ -8,10 +8,11 @@ ALTER TABLE conveyor_job ADD COLUMN headers TEXT;
 -- How many attempts of a queue's jobs ended completed, retried or failed in one minute
 -- (epoch seconds // 60), added to by every worker's flush (stats_add) and kept for
 -- conveyor.drivers.common.STATS_KEEP_MINUTES. A table with rowids, not WITHOUT ROWID: its rows
--- then lie in the order they were made, so a flush (which updates the buckets of the current
--- minute of every queue it served) dirties the last page or two of the table instead of one
--- page per queue. That measured ~30% less time under the write lock per flush (which every
--- job transition also wants), against reads ~40% slower: one dashboard request, off the lock.
+-- then lie in the order they were made, so a flush, which mostly adds to the buckets of the
+-- current minute of the queues it served, rewrites the last page or two of the table instead
+-- of one page per queue. That measured ~30% less time under the write lock per flush (the
+-- lock every job transition wants too), against reads ~40% slower: a dashboard's request,
+-- which takes no lock.
 CREATE TABLE conveyor_stats (
     queue     TEXT    NOT NULL,
     minute    INTEGER NOT NULL,
