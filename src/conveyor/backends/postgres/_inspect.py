@@ -9,7 +9,6 @@ from typing import Any, Final
 
 from conveyor._errors import InvalidArgument
 from conveyor.backends.postgres._records import Row
-from conveyor.backends.postgres._results import storable
 from conveyor.drivers.common import STATS_KEEP_MINUTES, check_ids, check_now, check_stats
 from conveyor.drivers.records import (
     TERMINAL_STATES,
@@ -67,7 +66,7 @@ class InspectOperations:
         check_ids(ids)
         if not ids:
             return []
-        found = await self._rows("job_delete_many", {"ids": storable(ids)})
+        found = await self._rows("job_delete_many", {"ids": list(ids)})
         return delete_results(ids, found)
 
     async def stats_add(self, samples: Sequence[QueueStats], *, now: float | None = None) -> None:
