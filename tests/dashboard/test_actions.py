@@ -122,6 +122,10 @@ def test_pause_and_resume_really_pause_the_queue(serve: ServeFn, sqlite_url: str
     done = dash.act("pause", {"queue": "emails"})
     assert "queue emails is paused" in done.text
     assert run(paused(sqlite_url, "emails"))
+    # The answer carries the new status and button for htmx to swap in by id.
+    assert '<span id="queue-status-badge" hx-swap-oob="true">' in done.text
+    assert '<div class="inline" id="pause-resume" hx-swap-oob="true">' in done.text
+    assert 'data-testid="resume-button"' in done.text
     wait_for(
         lambda: 'data-testid="resume-button"' in dash.client.get("/queues/emails").text,
         "the resume button",

@@ -67,10 +67,18 @@ def _log(request: Request, action: str, summary: str, **fields: object) -> None:
     )
 
 
-def _done(request: Request, message: str, back: str, *, ok: bool = True) -> Response:
+def _done(
+    request: Request,
+    message: str,
+    back: str,
+    *,
+    ok: bool = True,
+    fragment: str = "_notice.html",
+    **context: object,
+) -> Response:
     """The outcome: a notice fragment for htmx (swapped into the page), else a page."""
-    template = "_notice.html" if request.headers.get("hx-request") == "true" else "done.html"
-    return render(request, template, {"message": message, "ok": ok, "back": back})
+    template = fragment if request.headers.get("hx-request") == "true" else "done.html"
+    return render(request, template, {"message": message, "ok": ok, "back": back, **context})
 
 
 async def _job_action(request: Request, action: str) -> Response:
@@ -207,7 +215,10 @@ async def _queue_action(request: Request, action: str) -> Response:
     message = f"queue {name} is {'paused' if action == 'pause' else 'running'}"
     _log(request, action, message, queue=name)
     _refresh(request)
-    return _done(request, message, back)
+    # With the notice, htmx swaps in the queue's new status and button (out of band): the
+    # page's counts catch up with the next background read.
+    paused = action == "pause"
+    return _done(request, message, back, fragment="_queue_done.html", name=name, paused=paused)
 
 
 async def pause(request: Request) -> Response:
