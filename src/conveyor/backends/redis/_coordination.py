@@ -84,6 +84,7 @@ async def cron_fire(
         "" if job.keep_completed is None else float(job.keep_completed),
         "" if job.keep_failed is None else float(job.keep_failed),
         *group_args(job),
+        job.headers or "",
     )
     status, tick = await run(client, _CRON_FIRE, script_keys, args)
     text = status.decode() if isinstance(status, bytes) else str(status)

@@ -243,6 +243,7 @@ async def insert(
                     "" if job.keep_completed is None else float(job.keep_completed),
                     "" if job.keep_failed is None else float(job.keep_failed),
                     *group_args(job),
+                    job.headers or "",
                 )
             )
         reply: list[bytes] = await run(client, _INSERT, script_keys, args)
@@ -272,6 +273,7 @@ async def insert_dedup(
                 "" if job.keep_completed is None else float(job.keep_completed),
                 "" if job.keep_failed is None else float(job.keep_failed),
                 *group_args(job),
+                job.headers or "",
             )
         reply: list[list[bytes]] = await run(client, _INSERT_DEDUP, script_keys, args)
         results += [

@@ -405,6 +405,7 @@ class RedisDriver:
     async def cron_fire(self, fire: CronFire, *, now: float | None = None) -> CronFireResult:
         check_now(now)
         check_cron_fire(fire)
+        check_new_jobs([fire.job])  # as an insert checks its jobs (the headers too)
         return await self._schedules.fire(fire, now)
 
     async def cron_list(self) -> list[CronInfo]:
