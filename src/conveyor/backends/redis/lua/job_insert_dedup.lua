@@ -1,7 +1,7 @@
 -- job_insert_dedup: job_insert_many for jobs with a dedup key, into one queue: each job is a
 -- duplicate of the job holding its key while that holds it, or replaces a debounced holder's
--- payload, run time, group and headers, or (its key free) a duplicate of an existing id, or is inserted and
--- takes its key.
+-- payload, run time, group and headers, or (its key free) a duplicate of an existing id, or is
+-- inserted and takes its key.
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
 -- KEYS[2] meta: the queue's meta hash (sequence numbers, the ready list's tail)
