@@ -56,9 +56,7 @@ class Inspection:
             )
         )
 
-    async def stats_read(
-        self, queues: Sequence[str] | None, since_minute: int
-    ) -> list[QueueStats]:
+    async def stats_read(self, queues: Sequence[str] | None, since_minute: int) -> list[QueueStats]:
         client = self._store.client
         if queues is None:
             members = await client.execute_command("SMEMBERS", self._store.ns.stats_queues)
@@ -80,7 +78,7 @@ def _buckets(queue: str, reply: Any, since_minute: int) -> list[QueueStats]:
     """The buckets in a queue's hash (an HGETALL reply) from ``since_minute`` on, oldest first,
     at most STATS_KEEP_MINUTES of them (a hash holds no more unless minutes to come were added,
     by a host with a clock ahead)."""
-    items = reply.items() if hasattr(reply, "items") else zip(reply[::2], reply[1::2])
+    items = reply.items() if hasattr(reply, "items") else zip(reply[::2], reply[1::2], strict=True)
     counts: dict[int, dict[str, int]] = {}
     for field, value in items:
         minute_text, _, kind = bytes(field).partition(b":")
