@@ -174,6 +174,15 @@ async def test_an_add_of_only_old_samples_writes_nothing(
     assert await driver.stats_read(None, since_minute=0) == []
 
 
+async def test_a_minute_far_ahead_is_kept_without_overflowing_the_expiry(
+    driver: RedisDriver, raw: redis.Redis
+) -> None:
+    far = QueueStats("q", 2**53 - 1, completed=2**53 - 1)
+    await driver.stats_add([far], now=T0)
+    assert await driver.stats_read(["q"], since_minute=M0) == [far]
+    assert 0 < raw.pttl(driver._store.keys("q").stats) <= 3153600000 * 1000
+
+
 async def test_zero_counts_make_a_bucket(driver: RedisDriver) -> None:
     await driver.stats_add([QueueStats("q", M0)], now=T0)
     assert await driver.stats_read(None, since_minute=0) == [QueueStats("q", M0)]

@@ -111,8 +111,10 @@ if written > 0 then
     if pruned == nil or lowest < pruned then  -- a clock that went back: still a lower bound
         redis.call('HSET', K_STATS, 'pruned', int(lowest))
     end
-    -- Kept until the newest bucket is too old, counted from ``now``, never shortened.
-    local ttl = (newest + keep + 1) * 60000 - math.floor(now * 1000)
+    -- Kept until the newest bucket is too old, counted from ``now``, never shortened (and at
+    -- most a century: a minute far ahead must not overflow PEXPIRE).
+    local ttl = math.min((newest + keep + 1) * 60000 - math.floor(now * 1000),
+        MAX_SECONDS * 1000)
     local left = redis.call('PTTL', K_STATS)
     if left < ttl then
         redis.call('PEXPIRE', K_STATS, int(ttl))
