@@ -216,7 +216,7 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
         ("job_delete_many", (3, "a", "b"), "the id count must say how many ids follow"),
         ("job_delete_many", ("all", "a"), "the id count must be a whole number from 0"),
         ("stats_add", (T0, 180, 2, 28_333_333, 1, 0, 0, 28_333_333, -1, 0, 0),
-         "a count must be a whole number from 0 to 2**53, got '-1'"),
+         "a count must be a whole number from 0, below 2**53, got '-1'"),
         ("stats_add", (T0, 180, 1, 1.5, 1, 0, 0), "a minute must be a whole number from 0"),
         ("stats_add", (T0, 180, 2, 28_333_333, 1, 0, 0),
          "the sample count must say how many samples of 4 arguments follow"),

@@ -7,7 +7,7 @@
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] keep: minutes a bucket is kept (conveyor.drivers.common.STATS_KEEP_MINUTES)
 -- ARGV[3] n: number of samples; then 4 arguments per sample: minute, completed, retried,
---         failed (whole numbers from 0 to 2**53)
+--         failed (whole numbers below 2**53)
 -- Returns: {buckets written, fields deleted}; or an error reply, having written nothing, when
 -- an argument is invalid.
 -- Guarantees: atomic. A bucket older than ``keep`` minutes before ``now`` (minute < now // 60
@@ -24,7 +24,7 @@ local K_STATS = KEYS[1]
 --!include args.lua
 
 local PER_SAMPLE = 4
-local MAX_COUNT = 9007199254740992  -- 2**53: exact in a Lua number and in HINCRBY's int64
+local MAX_COUNT = 9007199254740991  -- below 2**53, as check_stats: exact in a Lua number
 local given_now = now_arg(1)
 local keep = number_arg(2, 0, 1000000, true, 'keep must be whole minutes from 0 to 1000000')
 local n = tonumber(ARGV[3])
@@ -34,9 +34,9 @@ if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 3 + PER_SAMP
 end
 for i = 0, n - 1 do
     local base = 4 + i * PER_SAMPLE
-    number_arg(base, 0, MAX_COUNT, true, 'a minute must be a whole number from 0 to 2**53')
+    number_arg(base, 0, MAX_COUNT, true, 'a minute must be a whole number from 0, below 2**53')
     for k = base + 1, base + 3 do
-        number_arg(k, 0, MAX_COUNT, true, 'a count must be a whole number from 0 to 2**53')
+        number_arg(k, 0, MAX_COUNT, true, 'a count must be a whole number from 0, below 2**53')
     end
 end
 local bad = refused('stats_add')
