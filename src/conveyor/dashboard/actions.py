@@ -19,7 +19,6 @@ from starlette.responses import PlainTextResponse, Response
 
 from conveyor._definition import check_queue_name
 from conveyor._errors import ConveyorError, InvalidArgument
-from conveyor.dashboard._compat import can_delete
 from conveyor.dashboard.auth import Identity
 from conveyor.dashboard.cache import OverviewCache
 from conveyor.dashboard.csrf import Refused, checked_form
@@ -98,11 +97,9 @@ async def _job_action(request: Request, action: str) -> Response:
             results = await queue.retry([job_id])
         elif action == "cancel":
             results = await queue.cancel([job_id])
-        elif can_delete(queue):
+        else:
             results = await queue.delete([job_id])
             back = path_for(request, "overview")
-        else:
-            return _done(request, "this backend cannot delete single jobs yet", back, ok=False)
     except ConveyorError as exc:
         _log(request, action, f"job {job_id} failed: {exc}", job_id=job_id, error=str(exc))
         return _done(request, f"{action} of job {job_id} failed: {exc}", back, ok=False)
