@@ -409,3 +409,16 @@ async def test_many_jobs_with_headers_fill_several_sqlite_statements(
     rows = outbox_rows(box)
     assert [r[0] for r in rows] == [f"many-{i}" for i in range(250)]
     assert all(r[1] is not None and decode_headers(r[1]) == SECRET_HEADERS for r in rows)
+
+
+def test_sqlite_upgrade_statements_for_an_applications_own_migrations(sqlite_url: str) -> None:
+    box = outbox_for_url(sqlite_url)
+    assert isinstance(box, SQLiteOutbox)
+    make_old_table(box, ["old"])
+    conn = sqlite3.connect(box.path)
+    with conn:
+        for statement in box.schema_statements() + box.upgrade_statements():
+            conn.execute(statement)
+    conn.close()
+    assert outbox_columns(box) == COLUMNS
+    assert outbox_rows(box) == [("old", None)]
