@@ -1,8 +1,7 @@
 """Job headers through the outbox: written into the row with the job, inside the application's
 transaction, and passed on by the relay in the job it inserts; tables made before the column
 existed are upgraded (their rows move as jobs without headers). Real SQLite files and a real
-PostgreSQL server; the relay's target is a SQLite file or a memory store (which keep headers
-today), and Redis for what the relay hands it."""
+PostgreSQL server; the relay's target is Redis, a SQLite file or a memory store."""
 
 from __future__ import annotations
 
@@ -100,10 +99,13 @@ def outbox_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["redis", "sqlite", "memory"])
 def target_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the relay moves the jobs: a store that keeps headers (the Redis driver's support
-    for them lands separately)."""
+    """Where the relay moves the jobs: the Redis it is made for (the producers' queue), or
+    any other driver."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'jobs.db'}"
     return f"memory://{uuid.uuid4().hex}"
@@ -254,8 +256,6 @@ async def test_the_relay_hands_redis_the_header(outbox_url: str, redis_url: str)
 
         info = await queue.get("login-redis")
         assert info is not None
-        if info.headers != SECRET_HEADERS and not hasattr(RedisDriver, "stats_add"):
-            pytest.xfail("the Redis driver does not store headers yet (lands on its own branch)")
         assert info.headers == SECRET_HEADERS
         assert info.redacted_payload == {"user": "ada", "password": "**********"}
 
