@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -206,7 +206,7 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> lis
 
 
 @contextlib.contextmanager
-def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+def progress(description: str, total: int | None) -> Generator[Callable[[int], None]]:
     """Yield ``advance(n)``: a rich progress bar on stderr when stderr is a terminal (so a
     ``--json`` report on stdout stays clean), nothing otherwise. ``total`` None: a spinner with
     a count. The bar goes away when done: the caller prints a summary line either way."""
@@ -235,14 +235,25 @@ def progress(description: str, total: int | None) -> Iterator[Callable[[int], No
         yield lambda n: bar.advance(task, n)
 
 
+class Interrupt:
+    """Whether Ctrl-C asked to stop: call it, or wait on ``event``."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+
 @contextlib.contextmanager
-def stop_on_interrupt(what: str) -> Iterator[Callable[[], bool]]:
+def stop_on_interrupt(what: str | None) -> Generator[Interrupt]:
     """Inside a running event loop: the first Ctrl-C (SIGINT) asks the caller to stop at its
     next safe point (``stopped()`` turns true) instead of cutting an operation in half; a
     second one interrupts at once, as usual. Where signals cannot be handled (not the main
-    thread, Windows) Ctrl-C keeps its usual effect."""
+    thread, Windows) Ctrl-C keeps its usual effect. ``what`` names the safe point in the
+    message printed on the first Ctrl-C (None: no message)."""
     loop = asyncio.get_running_loop()
-    flag = [False]
+    interrupt = Interrupt()
     # What handled SIGINT before (asyncio.run's own handler cancels the main task): put back
     # after the first Ctrl-C and on the way out.
     previous = signal.getsignal(signal.SIGINT)
@@ -254,9 +265,10 @@ def stop_on_interrupt(what: str) -> Iterator[Callable[[], bool]]:
                 signal.signal(signal.SIGINT, previous)
 
     def first() -> None:
-        flag[0] = True
+        interrupt.event.set()
         restore()
-        click.echo(f"stopping after {what} (Ctrl-C again to stop at once)", err=True)
+        if what:
+            click.echo(f"stopping after {what} (Ctrl-C again to stop at once)", err=True)
 
     try:
         loop.add_signal_handler(signal.SIGINT, first)
@@ -264,9 +276,9 @@ def stop_on_interrupt(what: str) -> Iterator[Callable[[], bool]]:
     except (NotImplementedError, RuntimeError, ValueError):
         installed = False
     try:
-        yield lambda: flag[0]
+        yield interrupt
     finally:
-        if installed and not flag[0]:
+        if installed and not interrupt():
             restore()
 
 

@@ -12,6 +12,7 @@ from conveyor.cli.cron import cron
 from conveyor.cli.jobs import jobs
 from conveyor.cli.queues import migrate, queues, workers
 from conveyor.cli.relay import relay
+from conveyor.cli.top import top
 from conveyor.cli.worker import check, worker
 
 
@@ -51,6 +52,7 @@ cli.add_command(workers)
 cli.add_command(migrate)
 cli.add_command(relay)
 cli.add_command(cron)
+cli.add_command(top)
 
 
 def main() -> None:

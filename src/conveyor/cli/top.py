@@ -1,0 +1,285 @@
+"""``conveyor top``: a live view of every queue, refreshed every few seconds.
+
+Per queue: jobs by state, completed and failed jobs per minute, the live workers serving it, its
+paused flag, and a warning mark when jobs wait with no live worker. Rates come from the
+backend's per-minute counters (``Queue.stats``) where the queue has them; otherwise from the
+change in the completed and failed counts between two refreshes, which misses jobs pruned in
+between (and so reads low under short retention), and is unknown on the first frame."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import click
+
+from conveyor._errors import ConveyorError
+from conveyor._queue import Queue
+from conveyor.cli._common import (
+    Styled,
+    console,
+    echo_json,
+    plain_table,
+    rich_table,
+    run_with_queue,
+    stop_on_interrupt,
+)
+from conveyor.cli.queues import queue_as_dict
+from conveyor.drivers.records import JobState
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+_SHOWN = (
+    JobState.QUEUED,
+    JobState.SCHEDULED,
+    JobState.ACTIVE,
+    JobState.RETRYING,
+    JobState.FAILED,
+    JobState.COMPLETED,
+)
+
+
+class _Sample(Protocol):
+    """One per-minute bucket of ``Queue.stats`` (``records.QueueStats``)."""
+
+    queue: str
+    minute: int
+    completed: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One refresh: when, each queue as ``queues ls --json`` describes it plus its rates, and
+    where the rates came from (``stats``, ``snapshots`` or None while unknown)."""
+
+    at: float
+    queues: list[dict[str, Any]]
+    workers: int
+    rates_from: str | None
+
+    def as_dict(self, interval: float) -> dict[str, Any]:
+        return {
+            "at": datetime.fromtimestamp(self.at, UTC).isoformat(),
+            "interval": interval,
+            "rates_from": self.rates_from,
+            "workers": self.workers,
+            "queues": self.queues,
+        }
+
+
+class Rates:
+    """Completed and failed jobs per minute, per queue.
+
+    With the backend's per-minute counters: the counts of the last whole minute. Without them:
+    the growth of the completed and failed counts since the previous refresh, scaled to a
+    minute (a count that shrank, as when jobs are pruned or retried, counts as no growth)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, dict[str, tuple[int, int]]] | None = None
+
+    async def read(
+        self, q: Queue, queues: list[dict[str, Any]], now: float
+    ) -> tuple[dict[str, tuple[float | None, float | None]], str | None]:
+        stats = _stats_reader(q)
+        if stats is not None:
+            minute = int(now // 60) - 1
+            per_queue: dict[str, tuple[float | None, float | None]] = {
+                info["name"]: (0.0, 0.0) for info in queues
+            }
+            for sample in await stats(2):
+                if sample.minute == minute:
+                    per_queue[sample.queue] = (float(sample.completed), float(sample.failed))
+            return per_queue, "stats"
+        counts = {
+            info["name"]: (
+                info["counts"][JobState.COMPLETED.value],
+                info["counts"][JobState.FAILED.value],
+            )
+            for info in queues
+        }
+        previous, self._last = self._last, (now, counts)
+        if previous is None or now <= previous[0]:
+            return {name: (None, None) for name in counts}, None
+        scale = 60.0 / (now - previous[0])
+        rates: dict[str, tuple[float | None, float | None]] = {}
+        for name, (completed, failed) in counts.items():
+            before = previous[1].get(name)
+            if before is None:
+                rates[name] = (None, None)
+            else:
+                rates[name] = (
+                    max(0, completed - before[0]) * scale,
+                    max(0, failed - before[1]) * scale,
+                )
+        return rates, "snapshots"
+
+
+def _stats_reader(q: Queue) -> Callable[[int], Awaitable[Sequence[_Sample]]] | None:
+    """``Queue.stats`` (per-minute counters) where this version of Conveyor has it."""
+    found: object = getattr(q, "stats", None)
+    if not callable(found):
+        return None
+    method = cast("Callable[..., Awaitable[Sequence[_Sample]]]", found)
+
+    async def read(minutes: int) -> Sequence[_Sample]:
+        return await method(minutes=minutes)
+
+    return read
+
+
+async def take_frame(q: Queue, rates: Rates) -> Frame:
+    infos, live = await q.queues(), await q.workers()
+    now = time.time()
+    queues = [queue_as_dict(info, live) for info in infos]
+    per_minute, source = await rates.read(q, queues, now)
+    for info in queues:
+        completed, failed = per_minute.get(info["name"], (None, None))
+        info["completed_per_minute"] = None if completed is None else round(completed, 1)
+        info["failed_per_minute"] = None if failed is None else round(failed, 1)
+    return Frame(now, queues, len(live), source)
+
+
+def _rows(frame: Frame) -> tuple[list[str], list[list[object]]]:
+    headers = ["", "queue", "status", "workers"] + [s.value for s in _SHOWN] + ["done/min"]
+    headers.append("failed/min")
+    rows: list[list[object]] = []
+    for info in frame.queues:
+        mark = Styled("!", "bold yellow") if info["unserved"] else ""
+        status = Styled("paused", "yellow") if info["paused"] else "running"
+        counts: list[object] = [info["counts"][s.value] for s in _SHOWN]
+        failed = info["counts"][JobState.FAILED.value]
+        counts[_SHOWN.index(JobState.FAILED)] = Styled(failed, "red" if failed else "")
+        rates = [_rate(info["completed_per_minute"]), _rate(info["failed_per_minute"])]
+        rows.append([mark, info["name"], status, info["workers"], *counts, *rates])
+    return headers, rows
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _title(frame: Frame, interval: float | None) -> str:
+    at = datetime.fromtimestamp(frame.at).strftime("%H:%M:%S")
+    every = f", every {interval:g}s" if interval else ""
+    return f"conveyor top  {at}{every}  {frame.workers} live worker(s)"
+
+
+def _notes(frame: Frame) -> list[str]:
+    notes = [
+        f"! queue {info['name']} has {info['waiting']} job(s) waiting and no live worker"
+        for info in frame.queues
+        if info["unserved"]
+    ]
+    if frame.rates_from is None and frame.queues:
+        notes.append("rates (per minute) show from the second refresh on")
+    if not frame.queues:
+        notes.append("no queues yet")
+    return notes
+
+
+def plain_frame(frame: Frame, interval: float | None) -> list[str]:
+    headers, rows = _rows(frame)
+    return [_title(frame, interval), *plain_table(headers, rows), *_notes(frame)]
+
+
+def _rich_frame(frame: Frame, interval: float, error: str | None) -> Group:
+    from rich.console import Group
+    from rich.text import Text
+
+    headers, rows = _rows(frame)
+    parts: list[Any] = [rich_table(headers, rows, title=_title(frame, interval))]
+    parts += [Text(note, style="yellow") for note in _notes(frame)]
+    if error:
+        parts.append(Text(f"refresh failed, retrying: {error}", style="bold red"))
+    parts.append(Text("Ctrl-C to quit", style="dim"))
+    return Group(*parts)
+
+
+@click.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.2, 3600),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the numbers as JSON: one object with --once, else one line per refresh.",
+)
+@click.pass_context
+def top(ctx: click.Context, interval: float, once: bool, as_json: bool) -> None:
+    """A live view of the queues: jobs by state, completed and failed per minute, workers,
+    paused queues, and a ! by a queue whose jobs wait with no live worker.
+
+    On a terminal the view redraws in place; piped, each refresh is printed after the last.
+    Ctrl-C quits (exit 0). A refresh that fails is shown and tried again at the next one."""
+
+    async def go(q: Queue) -> None:
+        rates = Rates()
+        if once:
+            frame = await take_frame(q, rates)
+            if as_json:
+                echo_json(frame.as_dict(interval))
+            else:
+                _print_once(frame)
+            return
+        await _watch(q, rates, interval, as_json)
+
+    run_with_queue(ctx, go)
+
+
+def _print_once(frame: Frame) -> None:
+    out = console()
+    if out is None:
+        for line in plain_frame(frame, None):
+            click.echo(line)
+        return
+    from rich.console import Group
+    from rich.text import Text
+
+    headers, rows = _rows(frame)
+    notes = [Text(note, style="yellow") for note in _notes(frame)]
+    out.print(Group(rich_table(headers, rows, title=_title(frame, None)), *notes))
+
+
+async def _watch(q: Queue, rates: Rates, interval: float, as_json: bool) -> None:
+    """Refresh until Ctrl-C. Only the previous counts are kept between refreshes."""
+    out = None if as_json else console()
+    with stop_on_interrupt(None) as stopped, contextlib.ExitStack() as stack:
+        live = None
+        if out is not None:
+            from rich.live import Live
+
+            live = stack.enter_context(Live(console=out, auto_refresh=False))
+        frame: Frame | None = None
+        while not stopped():
+            error: str | None = None
+            try:
+                frame = await take_frame(q, rates)
+            except (ConveyorError, OSError) as exc:  # the backend is away: say so, try again
+                error = str(exc) or type(exc).__name__
+            if live is not None:
+                if frame is not None:
+                    live.update(_rich_frame(frame, interval, error), refresh=True)
+                else:
+                    live.update(f"refresh failed, retrying: {error}", refresh=True)
+            elif error is not None:
+                click.echo(f"refresh failed, retrying: {error}", err=True)
+            elif frame is not None and as_json:
+                click.echo(json.dumps(frame.as_dict(interval)))
+            elif frame is not None:
+                click.echo("\n".join([*plain_frame(frame, interval), ""]))
+            with contextlib.suppress(TimeoutError):  # Ctrl-C ends the wait at once
+                await asyncio.wait_for(stopped.event.wait(), interval)
