@@ -201,7 +201,7 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> lis
     for i, row in enumerate(cells):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+            lines.append("  ".join("-" * w for w in widths).rstrip())
     return lines
 
 

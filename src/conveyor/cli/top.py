@@ -147,19 +147,23 @@ async def take_frame(q: Queue, rates: Rates) -> Frame:
     return Frame(now, queues, len(live), source)
 
 
-def _rows(frame: Frame) -> tuple[list[str], list[list[object]]]:
-    headers = ["", "queue", "status", "workers"] + [s.value for s in _SHOWN] + ["done/min"]
-    headers.append("failed/min")
+def _rows(frame: Frame) -> tuple[list[str], list[list[object]], list[str]]:
+    """Headers, rows and row styles. The warning mark is the last column, so that the columns
+    of a plain frame line up for ``awk`` whether a queue is marked or not."""
+    headers = ["queue", "status", "workers", *(s.value for s in _SHOWN), "done/min"]
+    headers += ["failed/min", ""]
     rows: list[list[object]] = []
+    styles: list[str] = []
     for info in frame.queues:
-        mark = Styled("!", "bold yellow") if info["unserved"] else ""
         status = Styled("paused", "yellow") if info["paused"] else "running"
         counts: list[object] = [info["counts"][s.value] for s in _SHOWN]
         failed = info["counts"][JobState.FAILED.value]
         counts[_SHOWN.index(JobState.FAILED)] = Styled(failed, "red" if failed else "")
         rates = [_rate(info["completed_per_minute"]), _rate(info["failed_per_minute"])]
-        rows.append([mark, info["name"], status, info["workers"], *counts, *rates])
-    return headers, rows
+        mark = Styled("!", "bold yellow") if info["unserved"] else ""
+        rows.append([info["name"], status, info["workers"], *counts, *rates, mark])
+        styles.append("yellow" if info["unserved"] else "")
+    return headers, rows, styles
 
 
 def _rate(value: float | None) -> str:
@@ -186,7 +190,7 @@ def _notes(frame: Frame) -> list[str]:
 
 
 def plain_frame(frame: Frame, interval: float | None) -> list[str]:
-    headers, rows = _rows(frame)
+    headers, rows, _ = _rows(frame)
     return [_title(frame, interval), *plain_table(headers, rows), *_notes(frame)]
 
 
@@ -194,8 +198,9 @@ def _rich_frame(frame: Frame, interval: float, error: str | None) -> Group:
     from rich.console import Group
     from rich.text import Text
 
-    headers, rows = _rows(frame)
-    parts: list[Any] = [rich_table(headers, rows, title=_title(frame, interval))]
+    headers, rows, styles = _rows(frame)
+    table = rich_table(headers, rows, row_styles=styles, title=_title(frame, interval))
+    parts: list[Any] = [table]
     parts += [Text(note, style="yellow") for note in _notes(frame)]
     if error:
         parts.append(Text(f"refresh failed, retrying: {error}", style="bold red"))
@@ -249,9 +254,10 @@ def _print_once(frame: Frame) -> None:
     from rich.console import Group
     from rich.text import Text
 
-    headers, rows = _rows(frame)
+    headers, rows, styles = _rows(frame)
     notes = [Text(note, style="yellow") for note in _notes(frame)]
-    out.print(Group(rich_table(headers, rows, title=_title(frame, None)), *notes))
+    table = rich_table(headers, rows, row_styles=styles, title=_title(frame, None))
+    out.print(Group(table, *notes))
 
 
 async def _watch(q: Queue, rates: Rates, interval: float, as_json: bool) -> None:

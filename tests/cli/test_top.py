@@ -1,0 +1,171 @@
+"""``conveyor top``: one frame with --once (plain and JSON), and the live view in a real process
+whose rates follow the jobs that fail while it watches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conveyor import Queue
+from conveyor.cli import cli
+from tests.cli._helpers import (
+    Ping,
+    cli_env,
+    fail_jobs,
+    heartbeat,
+    ping,
+    pong,
+    run_on_terminal,
+    start,
+)
+from tests.conftest import redis_test_url
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "redis":
+        return redis_test_url(request.getfixturevalue("redis_base_url"))
+    return f"sqlite:///{tmp_path / 'top.db'}"
+
+
+def seed(url: str) -> None:
+    async def go() -> None:
+        async with Queue.from_url(url) as q:
+            await fail_jobs(q, 3)
+            await q.enqueue(ping, Ping(n=1), job_id="waiting")
+            await q.enqueue(pong, Ping(n=2), job_id="elsewhere")
+            await q.enqueue(pong, Ping(n=3), job_id="later", delay=3600)
+            await heartbeat(q, "default")
+
+    asyncio.run(go())
+
+
+def test_top_once_json_gives_the_numbers(url: str) -> None:
+    seed(url)
+    out = CliRunner().invoke(cli, ["--url", url, "top", "--once", "--json"])
+    assert out.exit_code == 0, out.output
+    frame = json.loads(out.stdout)
+    assert set(frame) == {"at", "interval", "rates_from", "workers", "queues"}
+    assert frame["workers"] == 1
+    queues = {q["name"]: q for q in frame["queues"]}
+    default, other = queues["default"], queues["other"]
+    assert (default["counts"]["failed"], default["counts"]["queued"], default["workers"]) == (
+        3,
+        1,
+        1,
+    )
+    assert (other["counts"]["queued"], other["counts"]["scheduled"]) == (1, 1)
+    assert (other["waiting"], other["unserved"], default["unserved"]) == (2, True, False)
+    if frame["rates_from"] is None:  # one snapshot: no rate yet
+        assert default["completed_per_minute"] is None and default["failed_per_minute"] is None
+    else:  # the backend's per-minute counters
+        assert frame["rates_from"] == "stats"
+        assert isinstance(default["failed_per_minute"], float)
+
+
+def test_top_once_prints_one_plain_frame_when_piped(url: str) -> None:
+    seed(url)
+    out = CliRunner().invoke(cli, ["--url", url, "top", "--once"])
+    assert out.exit_code == 0, out.output
+    assert "\x1b" not in out.stdout
+    title, header, _dashes, *rest = out.stdout.splitlines()
+    assert title.startswith("conveyor top") and "1 live worker(s)" in title
+    assert header.split()[:3] == ["queue", "status", "workers"]
+    rows = {line.split()[0]: line.split() for line in rest if not line.startswith("!")}
+    assert len(rows["other"]) == len(header.split()) + 1  # marked: jobs wait, no live worker
+    assert rows["other"][-1] == "!" and len(rows["default"]) == len(header.split())
+    assert "! queue other has 2 job(s) waiting and no live worker" in out.stdout
+
+
+def test_top_marks_paused_queues_and_says_when_there_are_none(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert CliRunner().invoke(cli, ["--url", url, "migrate"]).exit_code == 0
+    empty = CliRunner().invoke(cli, ["--url", url, "top", "--once"])
+    assert empty.exit_code == 0 and "no queues yet" in empty.stdout
+    seed(url)
+    CliRunner().invoke(cli, ["--url", url, "queues", "pause", "other"])
+    out = CliRunner().invoke(cli, ["--url", url, "top", "--once"]).stdout
+    [line] = [line for line in out.splitlines() if " other " in f" {line} "]
+    assert "paused" in line and not line.endswith("!")  # a paused queue is not unserved
+
+
+def test_top_once_on_a_terminal_draws_a_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'top.db'}"
+    seed(url)
+    code, out = run_on_terminal(["--url", url, "top", "--once"], cli_env())
+    assert code == 0, out
+    assert "\x1b[" in out and "conveyor top" in out and "done/min" in out
+
+
+def test_top_watches_and_counts_failures_per_minute_until_ctrl_c(url: str) -> None:
+    """The live view, piped with --json: one line per refresh; jobs failing between two
+    refreshes show as a rate; Ctrl-C ends it with exit 0."""
+    seed(url)
+    proc = start(["--url", url, "top", "--json", "--interval", "0.3"], cli_env())
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["interval"] == 0.3
+
+        async def more_failures() -> None:
+            async with Queue.from_url(url) as q:
+                await fail_jobs(q, 5, name="more")
+
+        asyncio.run(more_failures())
+        deadline = time.monotonic() + 30
+        seen: list[float | None] = []
+        while time.monotonic() < deadline:
+            frame = json.loads(proc.stdout.readline())
+            default = next(q for q in frame["queues"] if q["name"] == "default")
+            assert frame["rates_from"] in ("snapshots", "stats")
+            seen.append(default["failed_per_minute"])
+            if default["counts"]["failed"] >= 8 and any(seen):
+                break
+        else:
+            raise AssertionError(f"no failure rate seen: {seen}")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+        proc.stdout.close() if proc.stdout else None
+
+
+def test_top_says_what_is_wrong_with_its_options(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'top.db'}"
+    bad = CliRunner().invoke(cli, ["--url", url, "top", "--interval", "0"])
+    assert bad.exit_code == 2 and "--interval" in bad.output
+    missing = CliRunner().invoke(cli, ["--url", url, "top", "--once"])
+    assert missing.exit_code == 1 and "no SQLite database" in missing.output
+
+
+def test_piped_live_view_prints_frames_one_after_another(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'top.db'}"
+    seed(url)
+    proc = start(["--url", url, "top", "--interval", "0.2"], cli_env())
+    try:
+        assert proc.stdout is not None
+        titles = 0
+        while titles < 2:
+            line = proc.stdout.readline()
+            assert line, "top ended early"
+            titles += line.startswith("conveyor top")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+_ = subprocess  # the processes above are subprocess.Popen objects
