@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from pydantic import BaseModel, SecretStr
 
-from conveyor import Queue
+from conveyor import Queue, job
 from conveyor.cli import cli
+from conveyor.cli._common import job_as_dict
 from tests.cli._helpers import Ping, cli_env, fail_jobs, heartbeat, ping, pong, run_on_terminal
 from tests.conftest import drop_test_schema, postgres_test_url, redis_test_url
 
@@ -195,3 +197,24 @@ def test_on_a_terminal_without_rich_tables_are_plain(sqlite_url: str, tmp_path: 
     assert "\x1b" not in out
     code, out = run_on_terminal(["--url", sqlite_url, "jobs", "retry", "--all-failed"], env)
     assert code == 0 and "retried 2 failed job(s)" in out
+
+
+class Card(BaseModel):
+    holder: str
+    cvv: SecretStr
+
+
+card = job("test.card", Card)
+
+
+async def test_json_payloads_show_secret_fields_redacted() -> None:
+    """What ``jobs ls --json`` and ``jobs show`` print of a job is built by ``job_as_dict``:
+    secret fields are asterisks there, on the reference driver (which keeps headers)."""
+    async with Queue.from_url("memory://cli-secrets") as q:
+        handle = await q.enqueue(card, Card(holder="Ada", cvv=SecretStr("123")))
+        info = await q.get(handle.id)
+    assert info is not None
+    data = job_as_dict(info)
+    assert data["payload"] == {"holder": "Ada", "cvv": "**********"}
+    assert "123" not in json.dumps(data)
+    assert "conveyor-secrets" in data["headers"]

@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from conveyor import Queue
+from conveyor import Queue, Worker, WorkerConfig
 from conveyor.cli import cli
+from conveyor.cli.top import Rates, take_frame
+from conveyor.drivers.records import QueueStats
 from tests.cli._helpers import (
     Ping,
     cli_env,
@@ -104,21 +105,35 @@ def test_top_once_on_a_terminal_draws_a_table(tmp_path: Path) -> None:
     assert "\x1b[" in out and "conveyor top" in out and "done/min" in out
 
 
+def fail_in_a_worker(url: str, count: int) -> None:
+    """``count`` jobs that a real burst worker runs and fails for good (it also runs what else
+    waits on `default`, and fails it)."""
+
+    def boom(payload: Ping, ctx: object) -> None:
+        raise ValueError("boom")
+
+    async def go() -> None:
+        queue = Queue.from_url(url)
+        async with queue:
+            await queue.enqueue_many([ping.request(Ping(n=i), attempts=1) for i in range(count)])
+            worker = Worker(queue, jobs=[ping], queues=["default"], config=WorkerConfig(burst=True))
+            worker.register(ping, boom)
+            await worker.run()
+
+    asyncio.run(go())
+
+
 def test_top_watches_and_counts_failures_per_minute_until_ctrl_c(url: str) -> None:
-    """The live view, piped with --json: one line per refresh; jobs failing between two
-    refreshes show as a rate; Ctrl-C ends it with exit 0."""
+    """The live view, piped with --json: one line per refresh; jobs a worker fails while it
+    watches show as a rate (from the workers' per-minute counts, or from the growth of the
+    failed count); Ctrl-C ends it with exit 0."""
     seed(url)
     proc = start(["--url", url, "top", "--json", "--interval", "0.3"], cli_env())
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
         assert first["interval"] == 0.3
-
-        async def more_failures() -> None:
-            async with Queue.from_url(url) as q:
-                await fail_jobs(q, 5, name="more")
-
-        asyncio.run(more_failures())
+        fail_in_a_worker(url, 5)
         deadline = time.monotonic() + 30
         seen: list[float | None] = []
         while time.monotonic() < deadline:
@@ -126,7 +141,7 @@ def test_top_watches_and_counts_failures_per_minute_until_ctrl_c(url: str) -> No
             default = next(q for q in frame["queues"] if q["name"] == "default")
             assert frame["rates_from"] in ("snapshots", "stats")
             seen.append(default["failed_per_minute"])
-            if default["counts"]["failed"] >= 8 and any(seen):
+            if default["counts"]["failed"] == 9 and any(seen):
                 break
         else:
             raise AssertionError(f"no failure rate seen: {seen}")
@@ -135,10 +150,7 @@ def test_top_watches_and_counts_failures_per_minute_until_ctrl_c(url: str) -> No
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
-        proc.stdout.close() if proc.stdout else None
+        proc.communicate()
 
 
 def test_top_says_what_is_wrong_with_its_options(tmp_path: Path) -> None:
@@ -168,4 +180,26 @@ def test_piped_live_view_prints_frames_one_after_another(tmp_path: Path) -> None
         proc.communicate()
 
 
-_ = subprocess  # the processes above are subprocess.Popen objects
+async def test_rates_come_from_the_per_minute_counts_where_the_backend_keeps_them() -> None:
+    """On the reference driver, which keeps them: the current minute whole and the previous
+    one's share of the last 60 seconds; queues without counts show 0, not unknown."""
+    async with Queue.from_url("memory://top-stats") as q:
+        await q.enqueue(ping, Ping(n=1))
+        await q.enqueue(pong, Ping(n=2))
+        now = time.time()
+        minute = int(now // 60)
+        share = 1 - (now % 60) / 60
+        await q.driver.stats_add(
+            [
+                QueueStats("default", minute - 1, completed=60, failed=6),
+                QueueStats("default", minute, completed=10, retried=3, failed=1),
+                QueueStats("default", minute - 2, completed=1000),  # over a minute ago
+            ]
+        )
+        frame = await take_frame(q, Rates())
+    assert frame.rates_from == "stats"
+    rates = {i["name"]: (i["completed_per_minute"], i["failed_per_minute"]) for i in frame.queues}
+    completed, failed = rates["default"]
+    assert completed == pytest.approx(10 + 60 * share, abs=1.5)  # moments apart, rounded
+    assert failed == pytest.approx(1 + 6 * share, abs=0.2)
+    assert rates["other"] == (0.0, 0.0)

@@ -297,7 +297,8 @@ def job_as_dict(info: JobInfo) -> dict[str, Any]:
         "finished_at": info.finished_at.isoformat() if info.finished_at else None,
         "worker_id": info.worker_id,
         "stalls": info.stalls,
-        "payload": info.payload,
+        # Secret fields (SecretStr, SecretBytes) as asterisks: the command line shows people.
+        "payload": info.redacted_payload,
         "result": info.result,
         "error": info.error,
         "error_attempt": info.error_attempt,
@@ -309,6 +310,7 @@ def job_as_dict(info: JobInfo) -> dict[str, Any]:
         "progress_at": info.progress_at.isoformat() if info.progress_at else None,
         "expires_at": info.expires_at.isoformat() if info.expires_at else None,
         "group": info.group,
+        "headers": info.headers,
     }
 
 

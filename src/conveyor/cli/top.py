@@ -2,7 +2,7 @@
 
 Per queue: jobs by state, completed and failed jobs per minute, the live workers serving it, its
 paused flag, and a warning mark when jobs wait with no live worker. Rates come from the
-backend's per-minute counters (``Queue.stats``) where the queue has them; otherwise from the
+per-minute counters workers keep (``Queue.stats``); on a backend that keeps none, from the
 change in the completed and failed counts between two refreshes, which misses jobs pruned in
 between (and so reads low under short retention), and is unknown on the first frame."""
 
@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -31,7 +31,7 @@ from conveyor.cli._common import (
     stop_on_interrupt,
 )
 from conveyor.cli.queues import queue_as_dict
-from conveyor.drivers.records import JobState
+from conveyor.drivers.records import JobState, QueueStats
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -44,15 +44,6 @@ _SHOWN = (
     JobState.FAILED,
     JobState.COMPLETED,
 )
-
-
-class _Sample(Protocol):
-    """One per-minute bucket of ``Queue.stats`` (``records.QueueStats``)."""
-
-    queue: str
-    minute: int
-    completed: int
-    failed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +69,10 @@ class Frame:
 class Rates:
     """Completed and failed jobs per minute, per queue.
 
-    With the backend's per-minute counters: the counts of the last whole minute. Without them:
-    the growth of the completed and failed counts since the previous refresh, scaled to a
-    minute (a count that shrank, as when jobs are pruned or retried, counts as no growth)."""
+    From the workers' per-minute counters: the last 60 seconds, as the current minute's counts
+    plus the share of the previous minute's that falls within them. Without counters: the
+    growth of the completed and failed counts since the previous refresh, scaled to a minute
+    (a count that shrank, as when jobs are pruned or retried, counts as no growth)."""
 
     def __init__(self) -> None:
         self._last: tuple[float, dict[str, tuple[int, int]]] | None = None
@@ -88,16 +80,8 @@ class Rates:
     async def read(
         self, q: Queue, queues: list[dict[str, Any]], now: float
     ) -> tuple[dict[str, tuple[float | None, float | None]], str | None]:
-        stats = _stats_reader(q)
-        if stats is not None:
-            minute = int(now // 60) - 1
-            per_queue: dict[str, tuple[float | None, float | None]] = {
-                info["name"]: (0.0, 0.0) for info in queues
-            }
-            for sample in await stats(2):
-                if sample.minute == minute:
-                    per_queue[sample.queue] = (float(sample.completed), float(sample.failed))
-            return per_queue, "stats"
+        if _keeps_stats(q):
+            return _from_stats(await q.stats(minutes=2), queues, now), "stats"
         counts = {
             info["name"]: (
                 info["counts"][JobState.COMPLETED.value],
@@ -122,17 +106,31 @@ class Rates:
         return rates, "snapshots"
 
 
-def _stats_reader(q: Queue) -> Callable[[int], Awaitable[Sequence[_Sample]]] | None:
-    """``Queue.stats`` (per-minute counters) where this version of Conveyor has it."""
-    found: object = getattr(q, "stats", None)
-    if not callable(found):
-        return None
-    method = cast("Callable[..., Awaitable[Sequence[_Sample]]]", found)
+def _keeps_stats(q: Queue) -> bool:
+    """Whether the backend keeps per-minute counters (``Driver.stats_read``); one of an older
+    release does not, and its rates come from snapshots."""
+    return callable(getattr(q.driver.driver, "stats_read", None))
 
-    async def read(minutes: int) -> Sequence[_Sample]:
-        return await method(minutes=minutes)
 
-    return read
+def _from_stats(
+    samples: Sequence[QueueStats], queues: list[dict[str, Any]], now: float
+) -> dict[str, tuple[float | None, float | None]]:
+    minute = int(now // 60)
+    previous_share = 1.0 - (now % 60) / 60  # of the last minute, the part within 60 s of now
+    rates: dict[str, tuple[float, float]] = {info["name"]: (0.0, 0.0) for info in queues}
+    for sample in samples:
+        if sample.minute == minute:
+            weight = 1.0
+        elif sample.minute == minute - 1:
+            weight = previous_share
+        else:
+            continue
+        completed, failed = rates.get(sample.queue, (0.0, 0.0))
+        rates[sample.queue] = (
+            completed + sample.completed * weight,
+            failed + sample.failed * weight,
+        )
+    return dict(rates)
 
 
 async def take_frame(q: Queue, rates: Rates) -> Frame:
