@@ -26,8 +26,10 @@ pong = job("test.pong", Ping, queue="other")
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-async def fail_jobs(q: Queue, count: int, *, queue: str = "default", name: str = "x") -> None:
-    """``count`` jobs of ``queue`` that ran once and failed for good."""
+async def fail_jobs(
+    q: Queue, count: int, *, queue: str = "default", name: str = "x", at: float | None = None
+) -> None:
+    """``count`` jobs of ``queue`` that ran once and failed for good (at ``at``: now)."""
     definition = ping if queue == "default" else pong
     requests = [
         definition.request(Ping(n=i), job_id=f"{name}-{i}", attempts=1) for i in range(count)
@@ -42,7 +44,7 @@ async def fail_jobs(q: Queue, count: int, *, queue: str = "default", name: str =
             FinishJob(j.id, j.lease_token or "", TransitionKind.FAIL, error="ValueError: boom")
             for j in leased
         ]
-        await q.driver.job_finish_many(finishes, retention=Retention())
+        await q.driver.job_finish_many(finishes, retention=Retention(), now=at)
         done += len(leased)
 
 

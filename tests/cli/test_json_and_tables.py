@@ -144,6 +144,7 @@ def test_purge_reports_as_json_with_the_question_on_stderr(url: str) -> None:
         "states": ["failed"],
         "queue": "default",
         "older_than_seconds": None,
+        "interrupted": False,
     }
     aged = json.loads(run(url, "jobs", "purge", "--json", "--yes", "--older-than", "7d").stdout)
     assert (aged["deleted"], aged["older_than_seconds"]) == (0, 7 * 86400)

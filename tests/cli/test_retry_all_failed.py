@@ -1,6 +1,7 @@
-"""``conveyor jobs retry --all-failed``: pages of failed jobs retried batch by batch, over more
-jobs than one batch, bounded by --limit, filtered by queue and name, and stopped between two
-batches by Ctrl-C with every job either retried or still failed."""
+"""``conveyor jobs retry --all-failed`` and ``conveyor jobs purge``: pages of jobs retried or
+deleted batch by batch, over more jobs than one batch, bounded by --limit, filtered by queue,
+name and age, and stopped between two batches by Ctrl-C with every job either changed or as it
+was."""
 
 from __future__ import annotations
 
@@ -111,24 +112,42 @@ def test_shows_a_progress_bar_on_a_terminal_and_a_summary(tmp_path: Path) -> Non
     assert "retried 600 failed job(s)" in out
 
 
-def test_ctrl_c_stops_between_batches_and_says_how_many(tmp_path: Path) -> None:
-    """The test holds SQLite's write lock once the first batch is in, so the command waits in
-    a later batch; Ctrl-C then, and the lock let go: the batch in hand is finished and the
-    command stops, reporting exactly what the store shows."""
-    path = tmp_path / "retry.db"
-    url = f"sqlite:///{path}"
-    seed(url, 2000)
-    proc = start(["--url", url, "jobs", "retry", "--all-failed", "--batch-size", "20"], cli_env())
+def test_purge_deletes_more_finished_jobs_than_one_batch(url: str) -> None:
+    seed(url, 1203, other=7)
+    out = run(url, "jobs", "purge", "--yes", "--queue", "default")
+    assert out.exit_code == 0, out.output
+    assert out.stdout.strip() == "deleted 1203 failed jobs of queue default"
+    assert counts(url, "default").get(JobState.FAILED, 0) == 0
+    assert counts(url, "other")[JobState.FAILED] == 7
+
+
+def test_purge_older_than_deletes_only_jobs_finished_before_the_cut(url: str) -> None:
+    async def go() -> None:
+        async with Queue.from_url(url) as q:
+            await fail_jobs(q, 30, name="old", at=time.time() - 8 * 86400)
+            await fail_jobs(q, 20, name="new")
+
+    asyncio.run(go())
+    out = run(url, "jobs", "purge", "--yes", "--older-than", "7d", "--batch-size", "7", "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["deleted"] == 30
+    assert counts(url)[JobState.FAILED] == 20
+
+
+def interrupt_after_a_batch(path: Path, args: list[str], done: str) -> tuple[int, str, int]:
+    """Run the command; once ``done`` (a query of how many jobs it changed) is above 0, hold
+    SQLite's write lock so that its next batch waits, Ctrl-C it, then let go: the batch in
+    hand is finished and the command stops. Its exit code, stdout, and ``done`` at the
+    Ctrl-C."""
+    proc = start(args, cli_env())
     lock = sqlite3.connect(path, timeout=30, isolation_level=None)
-    queued = "SELECT count(*) FROM conveyor_job WHERE state = 'queued'"
     try:
         deadline = time.monotonic() + 30
-        while lock.execute(queued).fetchone()[0] == 0:  # a cheap look, to be in time
-            assert time.monotonic() < deadline, "no batch was retried"
+        while lock.execute(done).fetchone()[0] == 0:  # a cheap look, to be in time
+            assert time.monotonic() < deadline, "no batch was done"
             assert proc.poll() is None, proc.communicate()
         lock.execute("BEGIN IMMEDIATE")  # the next batch waits for this
-        queued_then = lock.execute(queued).fetchone()[0]
-        assert queued_then < 2000, "the command finished before it could be interrupted"
+        done_then = int(lock.execute(done).fetchone()[0])
         proc.send_signal(signal.SIGINT)
         assert proc.stderr is not None
         assert "stopping after this batch" in proc.stderr.readline()
@@ -140,6 +159,17 @@ def test_ctrl_c_stops_between_batches_and_says_how_many(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, stderr
+    return proc.returncode, stdout, done_then
+
+
+def test_ctrl_c_stops_retrying_between_batches_and_says_how_many(tmp_path: Path) -> None:
+    path = tmp_path / "retry.db"
+    url = f"sqlite:///{path}"
+    seed(url, 2000)
+    args = ["--url", url, "jobs", "retry", "--all-failed", "--batch-size", "20"]
+    queued = "SELECT count(*) FROM conveyor_job WHERE state = 'queued'"
+    _, stdout, queued_then = interrupt_after_a_batch(path, args, queued)
+    assert queued_then < 2000, "the command finished before it could be interrupted"
     match = re.fullmatch(
         r"retried (\d+) failed job\(s\); stopped by Ctrl-C: the rest stay failed\n", stdout
     )
@@ -148,3 +178,18 @@ def test_ctrl_c_stops_between_batches_and_says_how_many(tmp_path: Path) -> None:
     after = counts(url)
     assert (after[JobState.QUEUED], after[JobState.FAILED]) == (retried, 2000 - retried)
     assert retried % 20 == 0 and queued_then <= retried < 2000
+
+
+def test_ctrl_c_stops_a_purge_between_batches(tmp_path: Path) -> None:
+    path = tmp_path / "purge.db"
+    url = f"sqlite:///{path}"
+    seed(url, 2000)
+    args = ["--url", url, "jobs", "purge", "--yes", "--batch-size", "20"]
+    gone = "SELECT 2000 - count(*) FROM conveyor_job"
+    _, stdout, gone_then = interrupt_after_a_batch(path, args, gone)
+    assert gone_then < 2000, "the command finished before it could be interrupted"
+    match = re.fullmatch(r"deleted (\d+) failed jobs; stopped by Ctrl-C: the rest stay\n", stdout)
+    assert match, stdout
+    deleted = int(match[1])
+    assert counts(url)[JobState.FAILED] == 2000 - deleted
+    assert deleted % 20 == 0 and gone_then <= deleted < 2000

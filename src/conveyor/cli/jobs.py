@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -300,6 +301,13 @@ def jobs_cancel(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> 
 )
 @click.option("--queue", help="Only this queue.")
 @click.option("--older-than", help="Only jobs finished longer ago than this (e.g. 7d).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 5_000),
+    default=500,
+    show_default=True,
+    help="Jobs deleted per step (Ctrl-C stops between steps).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 @click.pass_context
@@ -308,13 +316,15 @@ def jobs_purge(
     states: tuple[str, ...],
     queue: str | None,
     older_than: str | None,
+    batch_size: int,
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Delete finished jobs (failed by default).
+    """Delete finished jobs (failed by default), newest first, in batches.
 
-    The deletion is one atomic step on the backend: Ctrl-C either leaves every job or
-    deletes them all. The question goes to stderr, so --json output stays clean."""
+    A progress bar shows on a terminal. Ctrl-C stops it between batches (exit 130): the jobs
+    deleted so far are gone, the rest stay. A job retried meanwhile is left alone. The
+    question goes to stderr, so --json output stays clean."""
     chosen = states or ("failed",)
     age = parse_duration(older_than) if older_than else None
     scope = f"{'/'.join(chosen)} jobs" + (f" of queue {queue}" if queue else "")
@@ -322,13 +332,8 @@ def jobs_purge(
         scope += f" finished more than {older_than} ago"
     if not yes:
         click.confirm(f"Delete all {scope}?", abort=True, err=True)
-
-    async def go(q: Queue) -> int:
-        # One call: no steps to count, so the bar is a spinner with the time it has taken.
-        with progress(f"deleting {scope}", None):
-            return await q.purge(queue=queue, states=chosen, older_than=age)
-
-    n = run_with_queue(ctx, go)
+    wanted = tuple(JobState(s) for s in chosen)
+    n, interrupted = run_with_queue(ctx, lambda q: _purge(q, wanted, queue, age, batch_size))
     if as_json:
         echo_json(
             {
@@ -337,7 +342,52 @@ def jobs_purge(
                 "states": list(chosen),
                 "queue": queue,
                 "older_than_seconds": None if age is None else age.total_seconds(),
+                "interrupted": interrupted,
             }
         )
-        return
-    click.echo(f"deleted {n} {scope}")
+    else:
+        stopped = "; stopped by Ctrl-C: the rest stay" if interrupted else ""
+        click.echo(f"deleted {n} {scope}{stopped}")
+    if interrupted:
+        raise click.exceptions.Exit(130)
+
+
+async def _purge(
+    q: Queue, states: tuple[JobState, ...], queue: str | None, age: timedelta | None, batch: int
+) -> tuple[int, bool]:
+    """Delete page by page: list a page of jobs in ``states`` older than the last page, delete
+    those that finished before the cut-off in one call. Each call is atomic and short, so
+    workers writing to the same store are not held up for the whole purge, and Ctrl-C can stop
+    between two. Returns how many were deleted and whether Ctrl-C stopped it."""
+    if not _deletes(q):  # one atomic statement: no steps to show or stop between
+        with progress("deleting", None):
+            return await q.purge(queue=queue, states=states, older_than=age), False
+    cutoff = None if age is None else datetime.now(UTC) - age
+    counts = await q.counts(queue)
+    total = sum(counts.get(state, 0) for state in states)
+    deleted = 0
+    before: int | None = None
+    with progress("deleting", total) as advance, stop_on_interrupt("this batch") as stopped:
+        while not stopped():
+            page = await q.list_jobs(queue=queue, state=states, before_seq=before, limit=batch)
+            if not page:
+                break
+            ids = [
+                info.id
+                for info in page
+                if cutoff is None or (info.finished_at is not None and info.finished_at < cutoff)
+            ]
+            if ids:
+                results = await q.delete(ids)
+                deleted += sum(r.status is ChangeStatus.OK for r in results)
+            advance(len(page))
+            if len(page) < batch:
+                break
+            before = page[-1].seq
+        return deleted, stopped()
+
+
+def _deletes(q: Queue) -> bool:
+    """Whether the backend deletes jobs by id (``Driver.job_delete_many``); one of an older
+    release only purges in one statement."""
+    return callable(getattr(q.driver.driver, "job_delete_many", None))
