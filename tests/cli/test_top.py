@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from tests.cli._helpers import (
     start,
 )
 from tests.conftest import redis_test_url
+from tests.servers.redis_server import RedisServer
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -151,6 +153,37 @@ def test_top_watches_and_counts_failures_per_minute_until_ctrl_c(url: str) -> No
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def test_the_live_view_survives_its_backend_going_away() -> None:
+    """A private Redis stopped under it: each refresh says it failed (on stderr) and the view
+    goes on; once the server is back, frames follow again; Ctrl-C still ends it with 0."""
+    with RedisServer(appendonly=True) as server:  # its jobs are there again after a restart
+        url = redis_test_url(server.url)
+        seed(url)
+        proc = start(["--url", url, "top", "--json", "--interval", "0.2"], cli_env())
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            assert json.loads(proc.stdout.readline())["workers"] == 1
+            server.stop()
+            assert "refresh failed, retrying:" in proc.stderr.readline()
+            assert proc.poll() is None
+            server.start()
+            back = datetime.now(UTC)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # frames from before the stop, then new ones
+                frame = json.loads(proc.stdout.readline())
+                if datetime.fromisoformat(frame["at"]) > back:
+                    break
+            else:
+                raise AssertionError("no frame after the server came back")
+            assert frame["workers"] == 1
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
 
 
 def test_top_says_what_is_wrong_with_its_options(tmp_path: Path) -> None:

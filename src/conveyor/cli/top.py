@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -35,6 +35,9 @@ from conveyor.drivers.records import JobState, QueueStats
 
 if TYPE_CHECKING:
     from rich.console import Group
+
+# A refresh that takes longer than this is given up and reported; the next one tries again.
+REFRESH_TIMEOUT: Final = 30.0
 
 _SHOWN = (
     JobState.QUEUED,
@@ -181,7 +184,7 @@ def _notes(frame: Frame) -> list[str]:
         if info["unserved"]
     ]
     if frame.rates_from is None and frame.queues:
-        notes.append("rates (per minute) show from the second refresh on")
+        notes.append("the backend keeps no per-minute counts: rates show from the second refresh")
     if not frame.queues:
         notes.append("no queues yet")
     return notes
@@ -271,7 +274,10 @@ async def _watch(q: Queue, rates: Rates, interval: float, as_json: bool) -> None
         while not stopped():
             error: str | None = None
             try:
-                frame = await take_frame(q, rates)
+                async with asyncio.timeout(REFRESH_TIMEOUT):
+                    frame = await take_frame(q, rates)
+            except TimeoutError:
+                error = f"no answer from the backend within {REFRESH_TIMEOUT:g}s"
             except (ConveyorError, OSError) as exc:  # the backend is away: say so, try again
                 error = str(exc) or type(exc).__name__
             if live is not None:
