@@ -359,9 +359,6 @@ async def _purge(
     those that finished before the cut-off in one call. Each call is atomic and short, so
     workers writing to the same store are not held up for the whole purge, and Ctrl-C can stop
     between two. Returns how many were deleted and whether Ctrl-C stopped it."""
-    if not _deletes(q):  # one atomic statement: no steps to show or stop between
-        with progress("deleting", None):
-            return await q.purge(queue=queue, states=states, older_than=age), False
     cutoff = None if age is None else datetime.now(UTC) - age
     counts = await q.counts(queue)
     total = sum(counts.get(state, 0) for state in states)
@@ -385,9 +382,3 @@ async def _purge(
                 break
             before = page[-1].seq
         return deleted, stopped()
-
-
-def _deletes(q: Queue) -> bool:
-    """Whether the backend deletes jobs by id (``Driver.job_delete_many``); one of an older
-    release only purges in one statement."""
-    return callable(getattr(q.driver.driver, "job_delete_many", None))

@@ -2,9 +2,8 @@
 
 Per queue: jobs by state, completed and failed jobs per minute, the live workers serving it, its
 paused flag, and a warning mark when jobs wait with no live worker. Rates come from the
-per-minute counters workers keep (``Queue.stats``); on a backend that keeps none, from the
-change in the completed and failed counts between two refreshes, which misses jobs pruned in
-between (and so reads low under short retention), and is unknown on the first frame."""
+per-minute counts workers write every few seconds (``Queue.stats``), so they do not depend on
+how long finished jobs are kept."""
 
 from __future__ import annotations
 
@@ -52,75 +51,39 @@ _SHOWN = (
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One refresh: when, each queue as ``queues ls --json`` describes it plus its rates, and
-    where the rates came from (``stats``, ``snapshots`` or None while unknown)."""
+    how many workers are live."""
 
     at: float
     queues: list[dict[str, Any]]
     workers: int
-    rates_from: str | None
 
     def as_dict(self, interval: float) -> dict[str, Any]:
         return {
             "at": datetime.fromtimestamp(self.at, UTC).isoformat(),
             "interval": interval,
-            "rates_from": self.rates_from,
             "workers": self.workers,
             "queues": self.queues,
         }
 
 
-class Rates:
-    """Completed and failed jobs per minute, per queue.
-
-    From the workers' per-minute counters: the last 60 seconds, as the current minute's counts
-    plus the share of the previous minute's that falls within them. Without counters: the
-    growth of the completed and failed counts since the previous refresh, scaled to a minute
-    (a count that shrank, as when jobs are pruned or retried, counts as no growth)."""
-
-    def __init__(self) -> None:
-        self._last: tuple[float, dict[str, tuple[int, int]]] | None = None
-
-    async def read(
-        self, q: Queue, queues: list[dict[str, Any]], now: float
-    ) -> tuple[dict[str, tuple[float | None, float | None]], str | None]:
-        if _keeps_stats(q):
-            return _from_stats(await q.stats(minutes=2), queues, now), "stats"
-        counts = {
-            info["name"]: (
-                info["counts"][JobState.COMPLETED.value],
-                info["counts"][JobState.FAILED.value],
-            )
-            for info in queues
-        }
-        previous, self._last = self._last, (now, counts)
-        if previous is None or now <= previous[0]:
-            return {name: (None, None) for name in counts}, None
-        scale = 60.0 / (now - previous[0])
-        rates: dict[str, tuple[float | None, float | None]] = {}
-        for name, (completed, failed) in counts.items():
-            before = previous[1].get(name)
-            if before is None:
-                rates[name] = (None, None)
-            else:
-                rates[name] = (
-                    max(0, completed - before[0]) * scale,
-                    max(0, failed - before[1]) * scale,
-                )
-        return rates, "snapshots"
+async def take_frame(q: Queue) -> Frame:
+    infos, live, samples = await q.queues(), await q.workers(), await q.stats(minutes=2)
+    now = time.time()
+    queues = [queue_as_dict(info, live) for info in infos]
+    per_minute = _rates(samples, now)
+    for info in queues:
+        completed, failed = per_minute.get(info["name"], (0.0, 0.0))
+        info["completed_per_minute"] = round(completed, 1)
+        info["failed_per_minute"] = round(failed, 1)
+    return Frame(now, queues, len(live))
 
 
-def _keeps_stats(q: Queue) -> bool:
-    """Whether the backend keeps per-minute counters (``Driver.stats_read``); one of an older
-    release does not, and its rates come from snapshots."""
-    return callable(getattr(q.driver.driver, "stats_read", None))
-
-
-def _from_stats(
-    samples: Sequence[QueueStats], queues: list[dict[str, Any]], now: float
-) -> dict[str, tuple[float | None, float | None]]:
+def _rates(samples: Sequence[QueueStats], now: float) -> dict[str, tuple[float, float]]:
+    """Completed and failed jobs per queue in the last 60 seconds: the current minute's counts
+    and the share of the previous minute's that falls within them."""
     minute = int(now // 60)
-    previous_share = 1.0 - (now % 60) / 60  # of the last minute, the part within 60 s of now
-    rates: dict[str, tuple[float, float]] = {info["name"]: (0.0, 0.0) for info in queues}
+    previous_share = 1.0 - (now % 60) / 60
+    rates: dict[str, tuple[float, float]] = {}
     for sample in samples:
         if sample.minute == minute:
             weight = 1.0
@@ -133,19 +96,7 @@ def _from_stats(
             completed + sample.completed * weight,
             failed + sample.failed * weight,
         )
-    return dict(rates)
-
-
-async def take_frame(q: Queue, rates: Rates) -> Frame:
-    infos, live = await q.queues(), await q.workers()
-    now = time.time()
-    queues = [queue_as_dict(info, live) for info in infos]
-    per_minute, source = await rates.read(q, queues, now)
-    for info in queues:
-        completed, failed = per_minute.get(info["name"], (None, None))
-        info["completed_per_minute"] = None if completed is None else round(completed, 1)
-        info["failed_per_minute"] = None if failed is None else round(failed, 1)
-    return Frame(now, queues, len(live), source)
+    return rates
 
 
 def _rows(frame: Frame) -> tuple[list[str], list[list[object]], list[str]]:
@@ -167,8 +118,8 @@ def _rows(frame: Frame) -> tuple[list[str], list[list[object]], list[str]]:
     return headers, rows, styles
 
 
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
+def _rate(value: float) -> str:
+    return f"{value:g}"
 
 
 def _title(frame: Frame, interval: float | None) -> str:
@@ -183,8 +134,6 @@ def _notes(frame: Frame) -> list[str]:
         for info in frame.queues
         if info["unserved"]
     ]
-    if frame.rates_from is None and frame.queues:
-        notes.append("the backend keeps no per-minute counts: rates show from the second refresh")
     if not frame.queues:
         notes.append("no queues yet")
     return notes
@@ -233,15 +182,14 @@ def top(ctx: click.Context, interval: float, once: bool, as_json: bool) -> None:
     Ctrl-C quits (exit 0). A refresh that fails is shown and tried again at the next one."""
 
     async def go(q: Queue) -> None:
-        rates = Rates()
         if once:
-            frame = await take_frame(q, rates)
+            frame = await take_frame(q)
             if as_json:
                 echo_json(frame.as_dict(interval))
             else:
                 _print_once(frame)
             return
-        await _watch(q, rates, interval, as_json)
+        await _watch(q, interval, as_json)
 
     run_with_queue(ctx, go)
 
@@ -261,8 +209,8 @@ def _print_once(frame: Frame) -> None:
     out.print(Group(table, *notes))
 
 
-async def _watch(q: Queue, rates: Rates, interval: float, as_json: bool) -> None:
-    """Refresh until Ctrl-C. Only the previous counts are kept between refreshes."""
+async def _watch(q: Queue, interval: float, as_json: bool) -> None:
+    """Refresh until Ctrl-C. Only the last frame is kept between refreshes."""
     out = None if as_json else console()
     with stop_on_interrupt(None) as stopped, contextlib.ExitStack() as stack:
         live = None
@@ -275,7 +223,7 @@ async def _watch(q: Queue, rates: Rates, interval: float, as_json: bool) -> None
             error: str | None = None
             try:
                 async with asyncio.timeout(REFRESH_TIMEOUT):
-                    frame = await take_frame(q, rates)
+                    frame = await take_frame(q)
             except TimeoutError:
                 error = f"no answer from the backend within {REFRESH_TIMEOUT:g}s"
             except (ConveyorError, OSError) as exc:  # the backend is away: say so, try again
