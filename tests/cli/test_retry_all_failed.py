@@ -109,7 +109,19 @@ def test_shows_a_progress_bar_on_a_terminal_and_a_summary(tmp_path: Path) -> Non
         ["--url", url, "jobs", "retry", "--all-failed", "--batch-size", "100"], cli_env()
     )
     assert code == 0, out
+    assert "retrying failed jobs" in out and "600/600" in out  # the bar's last frame
     assert "retried 600 failed job(s)" in out
+
+    async def fail_again() -> None:  # retried jobs (fail_jobs fails what it leases), again
+        async with Queue.from_url(url) as q:
+            await fail_jobs(q, 100, name="more")
+
+    asyncio.run(fail_again())
+    failed = counts(url)[JobState.FAILED]
+    code, out = run_on_terminal(["--url", url, "jobs", "purge", "--yes"], cli_env())
+    assert code == 0, out
+    assert "deleting failed jobs" in out and f"{failed}/{failed}" in out
+    assert f"deleted {failed} failed jobs" in out
 
 
 def test_purge_deletes_more_finished_jobs_than_one_batch(url: str) -> None:

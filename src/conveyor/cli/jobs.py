@@ -364,7 +364,8 @@ async def _purge(
     total = sum(counts.get(state, 0) for state in states)
     deleted = 0
     before: int | None = None
-    with progress("deleting", total) as advance, stop_on_interrupt("this batch") as stopped:
+    what = f"deleting {'/'.join(s.value for s in states)} jobs"
+    with progress(what, total) as advance, stop_on_interrupt("this batch") as stopped:
         while not stopped():
             page = await q.list_jobs(queue=queue, state=states, before_seq=before, limit=batch)
             if not page:
