@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import click
 
 from conveyor._queue import Queue
-from conveyor.cli._common import echo_json, print_table, run_with_queue, when
+from conveyor.cli._common import Styled, echo_json, print_table, run_with_queue, when
 from conveyor.core.schedule import describe, next_fire
 from conveyor.drivers.records import CronInfo
 
@@ -57,10 +57,11 @@ def _next(info: CronInfo, now: float) -> int | None:
     return next_fire(s.expression, s.tz, after=max(now, info.last_tick or 0))
 
 
-def _last(info: CronInfo) -> str:
+def _last(info: CronInfo) -> Styled:
     if info.last_tick is None or info.last_status is None:
-        return "-"
-    return f"{when(_at(info.last_tick))} ({info.last_status.value})"
+        return Styled("-", "dim")
+    status = info.last_status.value
+    return Styled(f"{when(_at(info.last_tick))} ({status})", "" if status == "fired" else "yellow")
 
 
 def _at(epoch: float | None) -> datetime | None:

@@ -13,6 +13,7 @@ from conveyor.cli.dashboard import dashboard
 from conveyor.cli.jobs import jobs
 from conveyor.cli.queues import migrate, queues, workers
 from conveyor.cli.relay import relay
+from conveyor.cli.top import top
 from conveyor.cli.worker import check, worker
 
 
@@ -53,6 +54,7 @@ cli.add_command(migrate)
 cli.add_command(relay)
 cli.add_command(cron)
 cli.add_command(dashboard)
+cli.add_command(top)
 
 
 def main() -> None:
