@@ -30,6 +30,10 @@ FIELDS = (
     "duplicates",
     "set_aside",
     "lag_ms",
+    # the --processes supervisor's worker processes
+    "child",
+    "pid",
+    "exit_status",
 )
 
 
