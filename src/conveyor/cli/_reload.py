@@ -67,7 +67,8 @@ class Reloader:
         changes: list[str] = []
 
         async def watch() -> None:
-            async for batch in watchfiles.awatch(
+            # Partly unknown only through its trio event type (trio is not installed).
+            async for batch in watchfiles.awatch(  # pyright: ignore[reportUnknownMemberType]
                 *self.dirs,
                 watch_filter=Filter(),
                 debounce=DEBOUNCE_MS,
@@ -100,7 +101,10 @@ class Reloader:
         changes: list[str],
         watcher: asyncio.Task[None],
     ) -> None:
-        watching = lambda: asyncio.wait([watcher])  # noqa: E731 (never cancels the watcher)
+
+        async def watching() -> None:
+            await asyncio.wait([watcher])  # unlike the task itself, never cancels the watcher
+
         while not signals.stopping.is_set():
             changed.clear()  # what changed until now is what the new worker imports
             child = self.child = ChildProcess(0, self.argv)

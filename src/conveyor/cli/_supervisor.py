@@ -82,11 +82,11 @@ def child_argv(ctx: click.Context, index: int) -> list[str]:
     options: list[str] = []
     for param in ctx.command.params:
         name = param.name
-        if name is None or name in SUPERVISOR_ONLY:
+        if name in SUPERVISOR_ONLY:
             continue
         value = ctx.params.get(name)
         if isinstance(param, click.Argument):
-            arguments += [str(v) for v in value] if param.multiple else [str(value)]
+            arguments += [str(v) for v in value or ()] if param.multiple else [str(value)]
             continue
         if not isinstance(param, click.Option):
             continue
