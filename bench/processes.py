@@ -101,7 +101,10 @@ def drain(url: str, stats_url: str, n: int, rounds: int, processes: int) -> Drai
         if processes > 1:
             argv += ["--processes", str(processes)]
         started, cpu, server = time.monotonic(), tree_cpu(), redis_cpu(stats)
-        done = subprocess.run(argv, cwd=BENCH, env=env, timeout=600, check=False)
+        # A session of its own: one autogroup of the scheduler, whatever else this one runs.
+        done = subprocess.run(
+            argv, cwd=BENCH, env=env, timeout=600, check=False, start_new_session=True
+        )
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} exited with status {done.returncode}")
         cpu, server = tree_cpu() - cpu, redis_cpu(stats) - server
