@@ -217,3 +217,22 @@ def test_process_count_and_reload_options_are_checked(sqlite_harness: Harness) -
     assert alone.returncode == 2 and "--reload-dir only applies with --reload" in alone.stderr
     zero = h.run_cli("worker", "tests.process.app.worker:worker", "--processes", "0")
     assert zero.returncode == 2 and "--processes" in zero.stderr
+
+
+def test_a_child_stopped_by_a_signal_of_its_own_is_replaced(sqlite_harness: Harness) -> None:
+    """Only the supervisor's stop ends the workers: a worker someone else stopped cleanly is
+    started again (under --burst an exit 0 means drained, see the tests above)."""
+    h = sqlite_harness
+    sup = start_supervisor(h)
+    children = wait_for(lambda: children_started(sup, 2), timeout=20, what="two children")
+    first = children[0]["pid"]
+    wait_for(lambda: len(log_events(sup, "started")) >= 2, timeout=20, what="both workers started")
+    os.kill(first, signal.SIGTERM)
+    started = wait_for(lambda: children_started(sup, 3), timeout=20, what="a replacement")
+    assert started[-1]["child"] == children[0]["child"]
+    [stopped] = [e for e in log_events(sup, "process_exited") if e["pid"] == first]
+    assert stopped["exit_status"] == 0 and "restarting in" in stopped["message"]
+    job = h.queue.enqueue(quick, Quick(n=1), job_id="after")
+    assert h.wait_state(job.id, "completed").result == 1
+    sup.send(signal.SIGTERM)
+    assert sup.wait_exit(timeout=30) == 0, sup.log()

@@ -21,9 +21,9 @@ the supervisor gets the SIGTERM.
 **Restarts.** A child that exits while the supervisor is not stopping (a crash, SIGKILL, the
 OOM killer) is restarted after a pause: :data:`FIRST_DELAY`, doubled for each further exit
 within :data:`STABLE_SECONDS` of its start, up to :data:`MAX_DELAY`. Jobs it was running are
-rescued by the other workers once their leases expire, as for any lost worker. A child that
-exits with status 0 of its own accord (a ``--burst`` worker that drained its queues) is not
-restarted; the supervisor exits once every child has.
+rescued by the other workers once their leases expire, as for any lost worker. So is a child
+that exits with status 0 (someone sent it a signal), except under ``--burst``, where that
+means its queues are drained: the supervisor then exits once every child has.
 
 **Giving up.** A child that exits within :data:`STABLE_SECONDS` of its start
 :data:`MAX_QUICK_EXITS` times in a row (an import error in TARGET, a bad option, a handler
@@ -234,7 +234,8 @@ class Signals:
             else "forwarded; the worker processes finish running jobs, then exit",
             extra={"event": "shutdown"},
         )
-        self.received.append(sig)
+        if len(self.received) < 2:  # all a child started late needs (see catch_up)
+            self.received.append(sig)
         self.stopping.set()
         for child in self.children():
             child.send(sig)
@@ -266,11 +267,13 @@ class ProcessSupervisor:
         processes: int,
         argv_for: Callable[[int], Sequence[str]],
         *,
+        burst: bool = False,
         note_for: Callable[[int], str] = lambda index: "",
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.processes = processes
         self.argv_for = argv_for
+        self.burst = burst
         self.note_for = note_for
         self.env = dict(os.environ if env is None else env)
         self.children: dict[int, ChildProcess] = {}
@@ -323,8 +326,8 @@ class ProcessSupervisor:
                         "while stopping"
                     )
                 return
-            if status == 0:
-                child.log_exit(status, why=" of its own accord (e.g. --burst): not restarted")
+            if status == 0 and self.burst:
+                child.log_exit(status, why=": its queues are drained (--burst)")
                 return
             quick = child.lived() < STABLE_SECONDS
             quick_exits = quick_exits + 1 if quick else 0
@@ -351,7 +354,10 @@ class ProcessSupervisor:
 def supervise(
     processes: int,
     argv_for: Callable[[int], Sequence[str]],
+    *,
+    burst: bool = False,
     note_for: Callable[[int], str] = lambda index: "",
 ) -> int:
     """Run a :class:`ProcessSupervisor` on its own event loop; returns the exit status."""
-    return asyncio.run(ProcessSupervisor(processes, argv_for, note_for=note_for).run())
+    supervisor = ProcessSupervisor(processes, argv_for, burst=burst, note_for=note_for)
+    return asyncio.run(supervisor.run())

@@ -127,6 +127,7 @@ def _supervise(
     return supervise(
         processes,
         lambda index: child_argv(ctx, index),
+        burst=bool(ctx.params.get("burst")),
         note_for=lambda index: ports_of(ctx, index),
     )
 
