@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from conveyor._context import epoch_to_datetime
+from conveyor.core.headers import decode_headers
+from conveyor.core.secrets import redact
 from conveyor.drivers.records import AttemptError, JobRecord, JobState
 
 
@@ -44,6 +46,8 @@ class JobInfo:
     expires_at: datetime | None = None
     # The group it belongs to (its definition's ``group_key``: the job name, ':' and the key).
     group: str | None = None
+    # What travelled with the job (``traceparent``, ``conveyor-secrets``, ...).
+    headers: dict[str, str] = field(default_factory=dict[str, str])
 
     @property
     def error_attempt(self) -> int | None:
@@ -56,6 +60,12 @@ class JobInfo:
     @property
     def payload(self) -> Any:
         return json.loads(self.payload_json)
+
+    @property
+    def redacted_payload(self) -> Any:
+        """The payload with its secret fields (``SecretStr``, ``SecretBytes``) shown as
+        ``**********``: what to show people and logs."""
+        return redact(self.payload, self.headers)
 
     @property
     def result(self) -> Any:
@@ -88,6 +98,7 @@ class JobInfo:
             progress_at=_maybe(record.progress_at),
             expires_at=_maybe(record.expires_at),
             group=record.group,
+            headers=decode_headers(record.headers),
         )
 
 

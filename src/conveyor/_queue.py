@@ -32,9 +32,11 @@ from conveyor._errors import (
     InvalidArgument,
 )
 from conveyor._handle import JobHandle, PendingEnqueue, handles
-from conveyor._jobinfo import JobInfo
+from conveyor._queue_inspection import QueueInspection
 from conveyor.backends.registry import configured_url, driver_for_url, shown_url
 from conveyor.core.clock import BackendClock, Clock
+from conveyor.core.headers import encode_headers
+from conveyor.core.secrets import secrets_header
 from conveyor.core.serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     encode_payload,
@@ -42,16 +44,9 @@ from conveyor.core.serialization import (
 )
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
-    ChangeResult,
-    CronInfo,
     Dedup,
     JobGroup,
-    JobState,
-    ListParams,
     NewJob,
-    PurgeParams,
-    QueueInfo,
-    WorkerInfo,
 )
 from conveyor.drivers.transactional import TransactionalWriter
 from conveyor.engine import Engine
@@ -66,7 +61,7 @@ ROUTES_RETRY = 2.0  # how soon an unknown name makes them read again
 log = logging.getLogger("conveyor.queue")
 
 
-class Queue:
+class Queue(QueueInspection):
     """Enqueue and inspect jobs on one backend.
 
     ``Queue.from_url("sqlite:///conveyor.db")`` (the default), ``"redis://host:6379/0"``,
@@ -380,6 +375,7 @@ class Queue:
         d = request.definition
         data = encode_payload(d.name, d.payload_type, request.payload, self.max_payload_bytes)
         dedup, delay = dedup_of(request.dedup, d.name, data, request.delay, request.run_at)
+        headers = secrets_header(d.payload_type)
         return self._build(
             d.name,
             data,
@@ -395,6 +391,7 @@ class Queue:
                 d.keep_failed if request.keep_failed is None else request.keep_failed,
             ),
             d.group_of(request.payload),
+            headers,
         )
 
     def _build(
@@ -410,6 +407,7 @@ class Queue:
         dedup: Dedup | None = None,
         keep: tuple[float | timedelta | None, float | timedelta | None] = (None, None),
         group: JobGroup | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> NewJob:
         if delay is not None and run_at is not None:
             raise InvalidArgument("pass either delay or run_at, not both")
@@ -432,7 +430,12 @@ class Queue:
             keep_completed=kept[0],
             keep_failed=kept[1],
             group=group,
+            headers=encode_headers({**self._producer_headers(), **(headers or {})}),
         )
+
+    def _producer_headers(self) -> dict[str, str]:
+        """Headers every job enqueued here gets from the producer's context (none yet)."""
+        return {}
 
     async def _insert(
         self, new_jobs: list[NewJob], definitions: Sequence[JobDef[Any, Any] | None]
@@ -442,90 +445,6 @@ class Queue:
         driver = await self.connect()
         results = await driver.job_insert_many(new_jobs, now=self.clock.now())
         return handles(self, results, definitions)
-
-    # -- inspect and repair --------------------------------------------------------------------
-
-    def handle(self, definition: JobDef[Any, R], job_id: str) -> JobHandle[R]:
-        """A typed handle for a job enqueued earlier (e.g. by id kept in your database)."""
-        return JobHandle(self, job_id, definition, duplicate=False)
-
-    async def get(self, job_id: str) -> JobInfo | None:
-        driver = await self.connect()
-        (record,) = await driver.job_get_many([job_id])
-        return None if record is None else JobInfo.from_record(record)
-
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        state: JobState | str | Sequence[JobState | str] | None = None,
-        name: str | None = None,
-        before_seq: int | None = None,
-        limit: int = 50,
-    ) -> list[JobInfo]:
-        """Newest first; pass the last item's ``seq`` as ``before_seq`` for the next page."""
-        states = () if state is None else _states([state] if isinstance(state, str) else state)
-        driver = await self.connect()
-        records = await driver.job_list(ListParams(queue, states, name, before_seq, limit))
-        return [JobInfo.from_record(r) for r in records]
-
-    async def counts(self, queue: str | None = None) -> dict[JobState, int]:
-        driver = await self.connect()
-        return await driver.job_count_by_state(queue)
-
-    async def retry(self, job_ids: Sequence[str]) -> list[ChangeResult]:
-        """Move failed or cancelled jobs back to ``queued`` with one more attempt allowed."""
-        ids = _job_ids(job_ids)
-        driver = await self.connect()
-        return await driver.job_retry_many(ids, now=self.clock.now())
-
-    async def cancel(self, job_ids: Sequence[str]) -> list[ChangeResult]:
-        """Cancel waiting jobs; a running job's worker is told to stop it."""
-        ids = _job_ids(job_ids)
-        driver = await self.connect()
-        return await driver.job_cancel_many(ids, now=self.clock.now())
-
-    async def purge(
-        self,
-        *,
-        queue: str | None = None,
-        states: Sequence[JobState | str] = (JobState.FAILED,),
-        older_than: timedelta | None = None,
-    ) -> int:
-        """Delete finished jobs (failed by default); returns how many were deleted."""
-        wanted = _states(states)
-        unfinished = [s for s in wanted if not s.is_terminal]
-        if unfinished:
-            raise InvalidArgument(
-                f"only finished jobs can be purged, not {unfinished[0].value!r}; "
-                "cancel waiting jobs first"
-            )
-        now = self.clock.now()
-        before = None
-        if older_than is not None:  # finish times were written with this queue's clock
-            before = (time.time() if now is None else now) - older_than.total_seconds()
-        driver = await self.connect()
-        return await driver.job_purge(PurgeParams(queue, wanted, before), now=now)
-
-    async def queues(self) -> list[QueueInfo]:
-        driver = await self.connect()
-        return await driver.queue_list()
-
-    async def pause(self, queue: str) -> None:
-        driver = await self.connect()
-        await driver.queue_pause(check_queue_name(queue))
-
-    async def resume(self, queue: str) -> None:
-        driver = await self.connect()
-        await driver.queue_resume(check_queue_name(queue))
-
-    async def workers(self) -> list[WorkerInfo]:
-        driver = await self.connect()
-        return await driver.worker_list(now=self.clock.now())
-
-    async def schedules(self) -> list[CronInfo]:
-        """The cron and interval schedules workers declared, with their latest tick."""
-        return await (await self.connect()).cron_list()
 
 
 def _outbox_for_url(url: str) -> TransactionalWriter:
@@ -562,21 +481,3 @@ def _timestamp(run_at: object) -> float:
     if not 0 <= stamp < _validation.MAX_EPOCH:
         raise InvalidArgument(f"run_at must be between 1970 and 2200, got {run_at.isoformat()}")
     return stamp
-
-
-def _states(states: Sequence[JobState | str]) -> tuple[JobState, ...]:
-    try:
-        return tuple(JobState(s) for s in states)
-    except ValueError as exc:
-        known = ", ".join(s.value for s in JobState)
-        raise InvalidArgument(f"{exc}; job states are: {known}") from None
-
-
-def _job_ids(job_ids: Sequence[str]) -> list[str]:
-    # A str is a Sequence[str] too: retry("abc") would act on jobs "a", "b" and "c".
-    if isinstance(job_ids, str | bytes):
-        raise TypeError(
-            f"job_ids must be a list of job ids, not a {type(job_ids).__name__}: "
-            f"pass [{job_ids!r}] for one job"
-        )
-    return list(job_ids)

@@ -42,6 +42,7 @@ from conveyor.drivers.records import (
     ProgressUpdate,
     PurgeParams,
     QueueInfo,
+    QueueStats,
     RateLimit,
     RescueJob,
     Retention,
@@ -235,6 +236,19 @@ class Engine:
 
     async def job_purge(self, params: PurgeParams, *, now: float | None = None) -> int:
         return await self._call("job_purge", self.driver.job_purge(params, now=now))
+
+    async def job_delete_many(self, ids: Sequence[str]) -> list[ChangeResult]:
+        return await self._call("job_delete_many", self.driver.job_delete_many(ids))
+
+    async def stats_add(self, samples: Sequence[QueueStats], *, now: float | None = None) -> None:
+        return await self._call("stats_add", self.driver.stats_add(samples, now=now))
+
+    async def stats_read(
+        self, queues: Sequence[str] | None, *, since_minute: int
+    ) -> list[QueueStats]:
+        return await self._call(
+            "stats_read", self.driver.stats_read(queues, since_minute=since_minute)
+        )
 
     async def job_prune_finished(
         self, retention: Retention, *, limit: int, now: float | None = None

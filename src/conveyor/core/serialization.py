@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from conveyor._errors import PayloadTooLarge, PayloadValidationError
+from conveyor.core.secrets import reveal_secrets
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
@@ -27,7 +28,7 @@ def encode_payload(name: str, model: type[BaseModel], payload: BaseModel, limit:
             name, f"expected an instance of {model.__name__}, got {type(payload).__name__}"
         )
     try:
-        data = payload.model_dump_json(by_alias=True).encode()
+        data = reveal_secrets(payload, payload.model_dump_json(by_alias=True).encode())
     except PydanticSerializationError as exc:
         raise PayloadValidationError(name, f"payload cannot be encoded as JSON: {exc}") from exc
     # Re-validate: a model built with model_construct() or mutated after creation skipped checks.

@@ -30,6 +30,7 @@ from typing import Any, Final, TypeVar, cast
 
 from conveyor import _validation
 from conveyor._errors import InvalidArgument
+from conveyor.core.headers import MAX_HEADERS_BYTES, decode_headers
 from conveyor.drivers.groups import check_group
 from conveyor.drivers.rates import MAX_RATE_COUNT, MAX_RATE_SECONDS
 from conveyor.drivers.records import (
@@ -47,6 +48,7 @@ from conveyor.drivers.records import (
     JobState,
     NewJob,
     ProgressUpdate,
+    QueueStats,
     RateLimit,
     RescueJob,
     TransitionKind,
@@ -73,6 +75,13 @@ HISTORY_ERROR_CHARS: Final = 2000
 
 # A progress message is at most this many characters (``JobContext.progress`` cuts longer ones).
 PROGRESS_MESSAGE_CHARS: Final = 500
+
+# Per-minute throughput buckets (``QueueStats``) are kept this long: the dashboard shows the
+# last hour, and a little more lets a reader compare with the hour before.
+STATS_KEEP_MINUTES: Final = 180
+# The most buckets one ``stats_add`` call may carry (a worker flushes every few seconds, so a
+# handful per queue; the cap keeps one call's work bounded).
+STATS_MAX_SAMPLES: Final = 1000
 
 
 def resolve_now(now: float | None) -> float:
@@ -127,6 +136,62 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
         for keep, what in keeps:
             if keep is not None:
                 _validation.seconds(keep, f"job {job.id!r}: {what}", error=InvalidArgument)
+        if job.headers is not None:
+            check_headers(job.id, job.headers)
+
+
+def check_headers(job_id: str, headers: str) -> None:
+    """Refuse stored headers that are not a JSON object of text within the size limit (the
+    core builds them with ``encode_headers``; this guards a driver's other callers)."""
+    _check_text(headers, f"job {job_id!r}: headers")
+    if len(headers.encode()) > MAX_HEADERS_BYTES:
+        raise InvalidArgument(
+            f"job {job_id!r}: headers take {len(headers.encode())} bytes, over the limit of "
+            f"{MAX_HEADERS_BYTES}"
+        )
+    try:
+        value = json.loads(headers)
+    except ValueError:
+        value = None
+    decoded = decode_headers(headers)
+    if (
+        not isinstance(value, dict)
+        or decoded != value
+        or any("\x00" in k or "\x00" in v for k, v in decoded.items())
+    ):
+        raise InvalidArgument(
+            f"job {job_id!r}: headers must be a JSON object of text to text, without NUL"
+        )
+
+
+def check_stats(samples: Sequence[QueueStats]) -> None:
+    """Refuse a ``stats_add`` batch a backend could not apply exactly, before any write."""
+    if len(samples) > STATS_MAX_SAMPLES:
+        raise InvalidArgument(
+            f"at most {STATS_MAX_SAMPLES} stats buckets per call, got {len(samples)}"
+        )
+    for sample in samples:
+        _check_text(sample.queue, "stats: queue")
+        numbers: tuple[tuple[object, str], ...] = (
+            (sample.minute, "minute"),
+            (sample.completed, "completed"),
+            (sample.retried, "retried"),
+            (sample.failed, "failed"),
+        )
+        for value, what in numbers:
+            if type(value) is not int or not 0 <= value < 2**53:
+                raise InvalidArgument(
+                    f"stats of queue {sample.queue!r}: {what} must be a whole number from 0 "
+                    f"to 2**53, got {value!r}"
+                )
+
+
+def check_ids(ids: Sequence[str]) -> None:
+    """Refuse ids a backend could not look up exactly (before any write)."""
+    for job_id in ids:
+        if not isinstance(job_id, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidArgument(f"a job id must be text, got {job_id!r}")
+        _check_text(job_id, "job id")
 
 
 CRON_ID_PREFIX: Final = "cron:"

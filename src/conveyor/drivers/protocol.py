@@ -30,6 +30,7 @@ from conveyor.drivers.records import (
     ProgressUpdate,
     PurgeParams,
     QueueInfo,
+    QueueStats,
     RateLimit,
     RescueJob,
     Retention,
@@ -192,6 +193,24 @@ class Driver(Protocol):
         ...
 
     async def job_purge(self, params: PurgeParams, *, now: float | None = None) -> int: ...
+
+    async def job_delete_many(self, ids: Sequence[str]) -> list[ChangeResult]:
+        """Delete finished (completed, failed or cancelled) jobs, with everything they left in
+        other structures (dedup keys, indexes), as pruning does. A waiting or active job is
+        ``WRONG_STATE`` (with its state) and left alone; an unknown id is ``NOT_FOUND``."""
+        ...
+
+    async def stats_add(self, samples: Sequence[QueueStats], *, now: float | None = None) -> None:
+        """Add each sample's counts to its (queue, minute) bucket, creating it. Buckets older
+        than ``STATS_KEEP_MINUTES`` before ``now`` go, with bounded work per call."""
+        ...
+
+    async def stats_read(
+        self, queues: Sequence[str] | None, *, since_minute: int
+    ) -> list[QueueStats]:
+        """The buckets of ``queues`` (None: every queue) from ``since_minute`` on, sorted by
+        queue then minute; at most ``STATS_KEEP_MINUTES`` per queue."""
+        ...
 
     async def job_prune_finished(
         self, retention: Retention, *, limit: int, now: float | None = None

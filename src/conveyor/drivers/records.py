@@ -80,6 +80,8 @@ class JobRecord:
     expires_at: float | None = None
     # The group the job belongs to (``NewJob.group``'s key), None for a plain job.
     group: str | None = None
+    # ``NewJob.headers``, as stored.
+    headers: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,11 @@ class NewJob:
     keep_failed: float | None = None
     # The group the job joins (per-key concurrency, rate and fair serving); None: a plain job.
     group: JobGroup | None = None
+    # Metadata that travels with the job from producer to handler (trace context, the paths of
+    # secret payload fields): a JSON object of text to text built by
+    # :func:`conveyor.core.headers.encode_headers`. Drivers store it verbatim and return it on
+    # every read; a debounced enqueue that replaces a waiting job replaces its headers too.
+    headers: str | None = None
 
 
 class DedupMode(enum.StrEnum):
@@ -274,6 +281,20 @@ class Retention:
     completed_max_age: float | None = None
     failed_max_age: float | None = None  # failed jobs stay until purged by default
     cancelled_max_age: float | None = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """How many attempts of ``queue``'s jobs ended in the minute ``minute`` (backend epoch
+    seconds // 60): ``completed``, ``retried`` (failed, to be run again) and ``failed`` (failed
+    for good: the job is in the dead-letter set). Workers add their counts every few seconds
+    (``Driver.stats_add``); a bucket is kept for ``STATS_KEEP_MINUTES``."""
+
+    queue: str
+    minute: int
+    completed: int = 0
+    retried: int = 0
+    failed: int = 0
 
 
 class ChangeStatus(enum.StrEnum):

@@ -63,6 +63,7 @@ class DedupBook:
                 run_at=run_at,
                 state=JobState.SCHEDULED,
                 group=None if new.group is None else new.group.key,
+                headers=new.headers,
             )
         return InsertResult(job.id, decision, job.state)
 

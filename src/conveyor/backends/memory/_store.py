@@ -8,7 +8,7 @@ import threading
 from conveyor.backends.memory._dedup import DedupBook
 from conveyor.backends.memory._groups import GroupBook
 from conveyor.backends.memory._rates import RateLogs
-from conveyor.drivers.records import CronInfo, JobRecord, WorkerInfo
+from conveyor.drivers.records import CronInfo, JobRecord, QueueStats, WorkerInfo
 from conveyor.drivers.wakeup import WakeupBoard
 
 
@@ -29,6 +29,7 @@ class MemoryStore:
         self.crons: dict[str, CronInfo] = {}  # schedule name -> its declaration and last tick
         self.dedup = DedupBook()
         self.groups = GroupBook()
+        self.stats: dict[tuple[str, int], QueueStats] = {}  # (queue, minute) -> counts
 
     def delete(self, job_id: str) -> None:
         del self.jobs[job_id]

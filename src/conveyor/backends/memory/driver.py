@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.memory import _cron
 from conveyor.backends.memory._groups import choose
+from conveyor.backends.memory._inspect import InspectOperations
 from conveyor.backends.memory._registry import RegistryOperations
 from conveyor.backends.memory._store import MemoryStore, store_named
 from conveyor.backends.memory._transitions import (
@@ -70,7 +71,7 @@ from conveyor.drivers.records import (
 from conveyor.drivers.wakeup import Listener
 
 
-class MemoryDriver(RegistryOperations):
+class MemoryDriver(RegistryOperations, InspectOperations):
     capabilities: frozenset[Capability] = frozenset({Capability.FETCH_BY_NAME})
     infrastructure_errors: tuple[type[Exception], ...] = ()
 
@@ -140,6 +141,7 @@ class MemoryDriver(RegistryOperations):
                     keep_completed=new.keep_completed,
                     keep_failed=new.keep_failed,
                     group=None if new.group is None else new.group.key,
+                    headers=new.headers,
                 )
                 if new.group is not None:
                     s.groups.joined(new.id, new.queue, new.name, new.group, at)
