@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.process.app.jobs import Quick, Slow, quick, slow
-from tests.process.harness import Harness, WorkerProcess, wait_for
+from tests.process.harness import APP, Harness, WorkerProcess, wait_for
 
 # Real processes on a loaded 2-core machine: more room than the suite-wide 120 s.
 pytestmark = [pytest.mark.process, pytest.mark.timeout(300)]
@@ -236,3 +237,40 @@ def test_a_child_stopped_by_a_signal_of_its_own_is_replaced(sqlite_harness: Harn
     assert h.wait_state(job.id, "completed").result == 1
     sup.send(signal.SIGTERM)
     assert sup.wait_exit(timeout=30) == 0, sup.log()
+
+
+def test_ctrl_c_at_a_terminal_reaches_the_workers_once(sqlite_harness: Harness) -> None:
+    """A terminal's Ctrl-C is a SIGINT to its whole foreground process group. The workers are
+    outside it, so each gets the one signal the supervisor forwards (finish running jobs), not
+    two (hand them back at once)."""
+    h = sqlite_harness
+    out, err = h.root / "group.out", h.root / "group.err"
+    argv = h.cli_args("worker", f"{APP}:worker", "--processes", "2", "--log-format", "json")
+    argv += ["--concurrency", "1", "--shutdown-grace", "60"]
+    with out.open("wb") as fout, err.open("wb") as ferr:
+        # A session of its own: its process group stands for the terminal's foreground group.
+        popen = subprocess.Popen(
+            argv, cwd=h.root, env=h.env, stdout=fout, stderr=ferr, start_new_session=True
+        )
+    sup = WorkerProcess(popen, out, err)
+    h.processes.append(sup)
+    wait_for(lambda: children_started(sup, 2), timeout=20, what="two worker processes")
+    slow_ids = [
+        h.queue.enqueue(slow, Slow(marker=str(h.marker)), job_id=f"slow-{i}").id for i in (1, 2)
+    ]
+    for job_id in slow_ids:
+        h.wait_started(job_id)
+
+    os.killpg(sup.pid, signal.SIGINT)
+    wait_for(
+        lambda: len([e for e in log_events(sup, "shutdown") if e.get("worker_id")]) >= 2,
+        timeout=15,
+        what="both worker processes to get the forwarded signal",
+    )
+    assert "hand back running jobs now" not in sup.log()
+    assert "handing back running jobs now" not in sup.log()
+    h.marker.touch()  # the running jobs finish within the grace, then the workers exit
+    assert sup.wait_exit(timeout=30) == 0, sup.log()
+    for job_id in slow_ids:
+        assert h.event_kinds(job_id) == ["start", "end"]
+        assert h.job(job_id).state.value == "completed"

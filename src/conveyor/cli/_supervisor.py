@@ -8,10 +8,13 @@ so it stays small and cannot be broken by it), it gets a fresh interpreter inste
 one with threads and an event loop, and its exit status says how it ended. The supervisor only
 starts, signals, reaps and restarts children; it never touches the store.
 
-**Signals.** Each child runs in a process group of its own, so a Ctrl-C at the terminal (a
-SIGINT to the whole foreground group) reaches only the supervisor, which forwards it once: a
-signal that reached a child both directly and forwarded would count twice, and a worker takes
-a second signal as "hand back running jobs now". Every SIGTERM/SIGINT the supervisor receives
+**Signals.** Each child runs in a session of its own (``setsid``), so a Ctrl-C at the terminal
+(a SIGINT to the whole foreground process group) reaches only the supervisor, which forwards it
+once: a signal that reached a child both directly and forwarded would count twice, and a worker
+takes a second signal as "hand back running jobs now". A session rather than just a process
+group: a child is then no background job of the terminal (``stty tostop`` would stop it at its
+first log line), and the kernel's autogroup scheduling gives it a share of the CPU of its own,
+as a worker started on its own would have, instead of splitting the supervisor's. Every SIGTERM/SIGINT the supervisor receives
 is forwarded to every child: the first stops them fetching and lets running jobs finish within
 the shutdown grace; a second one makes them hand running jobs back at once. The supervisor
 waits for every child to exit (each worker bounds its own shutdown by its grace) and exits with
@@ -160,12 +163,12 @@ class ChildProcess:
         return None if self.process is None else self.process.pid
 
     async def start(self, env: Mapping[str, str]) -> None:
-        """Start the child in a process group of its own (see the module docstring)."""
+        """Start the child in a session of its own (see the module docstring)."""
         self.process = await asyncio.create_subprocess_exec(
             *self.argv,
             stdin=subprocess.DEVNULL,
             env={**env, SUPERVISOR_ENV: str(os.getpid())},
-            process_group=0,
+            start_new_session=True,
         )
         self.started_at = time.monotonic()
         log.info(
