@@ -14,12 +14,12 @@ once: a signal that reached a child both directly and forwarded would count twic
 takes a second signal as "hand back running jobs now". A session rather than just a process
 group: a child is then no background job of the terminal (``stty tostop`` would stop it at its
 first log line), and the kernel's autogroup scheduling gives it a share of the CPU of its own,
-as a worker started on its own would have, instead of splitting the supervisor's. Every SIGTERM/SIGINT the supervisor receives
-is forwarded to every child: the first stops them fetching and lets running jobs finish within
-the shutdown grace; a second one makes them hand running jobs back at once. The supervisor
-waits for every child to exit (each worker bounds its own shutdown by its grace) and exits with
-status 0 when all of them stopped cleanly. Under systemd use ``KillMode=mixed``, so that only
-the supervisor gets the SIGTERM.
+as a worker started on its own would have, instead of splitting the supervisor's. Every
+SIGTERM/SIGINT the supervisor receives is forwarded to every child: the first stops them
+fetching and lets running jobs finish within the shutdown grace; a second one makes them hand
+running jobs back at once. The supervisor waits for every child to exit (each worker bounds its
+own shutdown by its grace) and exits with status 0 when all of them stopped cleanly. Under
+systemd use ``KillMode=mixed``, so that only the supervisor gets the SIGTERM.
 
 **Restarts.** A child that exits while the supervisor is not stopping (a crash, SIGKILL, the
 OOM killer) is restarted after a pause: :data:`FIRST_DELAY`, doubled for each further exit
