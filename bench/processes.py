@@ -21,7 +21,11 @@ disturbs far less than the rates. The figures to set beside it in
 ../shared/bench/peers/RESULTS.md are the multi-process peers' drains of the no-op job: huey
 ``-k process -w 2`` (~3.9k/s against ~2.1k/s for ``-k thread -w 8``, 1.85x) and dramatiq
 ``--processes 2 --threads 8`` (~3.9k/s). Only ratios within one run mean anything on this
-shared machine (see README.md, "Noise on this machine").
+shared machine (see README.md, "Noise on this machine"). While other sessions keep both vCPUs
+busy the rates measure the scheduler more than Conveyor: autogroup scheduling gives each
+session a share of the CPU, each worker command runs in a session of its own here, and the
+supervisor starts each worker process in one of its own, so two processes win two shares; the
+CPU ceiling ratio is the figure a loaded machine disturbs least.
 """
 
 from __future__ import annotations
