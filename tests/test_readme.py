@@ -440,6 +440,23 @@ print("ok")
     assert done.stdout.strip().endswith("ok")
 
 
+def test_several_worker_processes(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """``--processes 2 --burst``: two burst workers under a supervisor drain the queue, and
+    the supervisor exits 0 once both have."""
+    cwd, env = app_dir
+    section = README.read_text()[README.read_text().index("**Several processes from one") :]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None
+    [command] = block[1].splitlines()
+    enqueue, _, listing = tour_commands(README.read_text())
+    job_id = run(enqueue, cwd, env).stdout.strip()
+    worked = run(command, cwd, env)
+    assert "sent an invitation to ada@example.com" in worked.stdout
+    assert worked.stderr.count("worker process") >= 4, worked.stderr  # 2 started, 2 exited
+    [line] = [line for line in run(listing, cwd, env).stdout.splitlines() if job_id in line]
+    assert "completed" in line
+
+
 def test_hooks_middleware_and_secrets(app_dir: tuple[Path, dict[str, str]]) -> None:
     """The hooks snippet: a wrong password fails for good, the dead hook gets the payload
     with the password redacted, and the stored payload keeps it for the handler."""

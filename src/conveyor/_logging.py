@@ -34,6 +34,10 @@ FIELDS = (
     "action",
     "user",
     "client",
+    # the --processes supervisor's worker processes
+    "child",
+    "pid",
+    "exit_status",
 )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import click
 
 from conveyor._errors import InvalidJobDefinition, MissingHandlers
 from conveyor._logging import configure_logging
 from conveyor.cli._common import load_worker
+from conveyor.cli._supervisor import child_argv, follow_supervisor, ports_of
 from conveyor.drivers.protocol import Capability
 
 
@@ -33,7 +36,23 @@ from conveyor.drivers.protocol import Capability
     help="Also move the jobs of this outbox (postgresql://... or sqlite:///...) to the "
     "worker's store, as `conveyor relay` does.",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Run this many worker processes under a supervisor that restarts any that dies "
+    "(default: one worker, in this process).",
+)
+@click.option("--reload", is_flag=True, help="Restart the worker when *.py files change (dev).")
+@click.option(
+    "--reload-dir",
+    "reload_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Also watch this directory with --reload (repeatable; the working directory always).",
+)
+@click.pass_context
 def worker(
+    ctx: click.Context,
     target: str,
     concurrency: int | None,
     queues: tuple[str, ...],
@@ -43,13 +62,20 @@ def worker(
     log_format: str,
     log_level: str,
     relay_from: str | None,
+    processes: int | None,
+    reload: bool,
+    reload_dirs: tuple[Path, ...],
 ) -> None:
     """Run the Worker at TARGET (module:attribute) until SIGTERM/SIGINT.
 
     The first signal stops fetching and lets running jobs finish within the shutdown grace;
-    a second one hands them back to the queue at once.
+    a second one hands them back to the queue at once. With --processes N, a supervisor runs
+    N such workers as child processes and forwards the signals to them.
     """
     configure_logging(log_level, log_format)
+    if reload or reload_dirs or processes is not None:
+        sys.exit(_supervise(ctx, processes, reload, reload_dirs))
+    follow_supervisor()
     w = load_worker(target)
     w.queue.driver.require(Capability.SHARED_ACROSS_PROCESSES, "by a worker process")
     changes: dict[str, object] = {}
@@ -78,6 +104,32 @@ def worker(
         w.run_sync()
     except (MissingHandlers, InvalidJobDefinition) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _supervise(
+    ctx: click.Context, processes: int | None, reload: bool, reload_dirs: tuple[Path, ...]
+) -> int:
+    """Run the worker as child processes: ``--processes`` N of them, or one under ``--reload``."""
+    if reload_dirs and not reload:
+        raise click.UsageError("--reload-dir only applies with --reload")
+    if reload:
+        if processes is not None and processes > 1:
+            raise click.UsageError(
+                f"--reload runs one worker process; it cannot be combined with --processes "
+                f"{processes} (drop one of them)"
+            )
+        from conveyor.cli._reload import reload as run_reloading
+
+        return run_reloading(child_argv(ctx, 0), [Path.cwd(), *reload_dirs])
+    from conveyor.cli._supervisor import supervise
+
+    assert processes is not None
+    return supervise(
+        processes,
+        lambda index: child_argv(ctx, index),
+        burst=bool(ctx.params.get("burst")),
+        note_for=lambda index: ports_of(ctx, index),
+    )
 
 
 @click.command()
