@@ -9,6 +9,7 @@ import click
 from conveyor._errors import InvalidJobDefinition, MissingHandlers
 from conveyor._logging import configure_logging
 from conveyor.cli._common import load_worker
+from conveyor.cli._metrics import metrics_options, start_metrics
 from conveyor.drivers.protocol import Capability
 
 
@@ -33,6 +34,7 @@ from conveyor.drivers.protocol import Capability
     help="Also move the jobs of this outbox (postgresql://... or sqlite:///...) to the "
     "worker's store, as `conveyor relay` does.",
 )
+@metrics_options
 def worker(
     target: str,
     concurrency: int | None,
@@ -43,6 +45,8 @@ def worker(
     log_format: str,
     log_level: str,
     relay_from: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the Worker at TARGET (module:attribute) until SIGTERM/SIGINT.
 
@@ -74,6 +78,7 @@ def worker(
         from conveyor.outbox import Relay
 
         w.run_beside("outbox relay", Relay(relay_from, w.queue).run)
+    start_metrics(w, metrics_port, metrics_host)
     try:
         w.run_sync()
     except (MissingHandlers, InvalidJobDefinition) as exc:
