@@ -84,26 +84,32 @@ class Metrics:
 
     async def _run(self, stopping: asyncio.Event) -> None:
         """Beside the worker, under its supervisor: binds the probes to its loop, then polls
-        the depth (if it leads) until the worker stops."""
+        the depth (if it leads) until the worker stops. It never raises: a loop beside the
+        worker that keeps failing stops the worker, and metrics must never do that."""
+        if self.poller.closed:
+            return
         worker, families = self.worker, self.families
-        cfg = worker.config
-        self.poller.clock = cfg.clock  # the config may have been replaced since instrument()
-        self.health.attach(
-            asyncio.get_running_loop(),
-            stopping,
-            lease_seconds=cfg.lease_seconds,
-            renew_interval=cfg.renew_interval,
-        )
-        families.info.clear()
-        families.info.labels(__version__, ",".join(worker.queues)).set(1)
-        families.concurrency.set(cfg.concurrency)
         try:
+            cfg = worker.config
+            self.poller.clock = cfg.clock  # the config may have been replaced since instrument()
+            self.health.attach(
+                asyncio.get_running_loop(),
+                stopping,
+                lease_seconds=cfg.lease_seconds,
+                renew_interval=cfg.renew_interval,
+            )
+            families.info.clear()
+            families.info.labels(__version__, ",".join(worker.queues)).set(1)
+            families.concurrency.set(cfg.concurrency)
             await self.poller.run(stopping)
+        except Exception:
+            log.exception("the metrics loop failed; the queue depth is no longer exported")
         finally:
             self.health.detach()
 
     def close(self) -> None:
         """Stop serving and observing; idempotent."""
+        self.poller.closed = True
         self._unsubscribe()
         if self.observer in self.worker.observers.observers:
             self.worker.observers.observers.remove(self.observer)

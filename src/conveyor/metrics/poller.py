@@ -134,11 +134,12 @@ class DepthPoller:
         self._collector = collector
         self.interval = interval
         self.is_leader = False
+        self.closed = False  # set when the metrics are closed: the loop ends at its next tick
         self._warned = False
 
     async def run(self, stopping: asyncio.Event) -> None:
         try:
-            while not stopping.is_set():
+            while not stopping.is_set() and not self.closed:
                 await self.tick()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.interval):
