@@ -36,6 +36,7 @@ def test_unknown_names_and_queues_share_one_label_value() -> None:
     observer = JobMetrics(
         Families(registry, process=False), HealthMonitor(), lambda: (["metered"], ["known"])
     )
+    observer.register(registry)
     for n in range(50):
         r = record(f"j{n}", f"made.up.{n}", queue="metered" if n % 2 else f"q{n}")
         observer.job_started(r, now=102.5)

@@ -50,6 +50,7 @@ class Metrics:
         self.observer = JobMetrics(
             self.families, self.health, lambda: (worker.queues, worker.registry.names())
         )
+        self.observer.register(self.registry)
         self.collector = LeaderCollector(self.registry)
         self.poller = DepthPoller(
             worker.queue.driver,

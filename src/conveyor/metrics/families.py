@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -64,7 +64,8 @@ OTHER: Final = "other"  # the label value of a job name or queue the worker does
 
 
 class Families:
-    """Every metric family a worker updates itself; the leader-only ones live in
+    """The metric families a worker updates now and then; those of every job are counted by
+    :mod:`conveyor.metrics.observer` (cheaper), the leader-only ones live in
     :mod:`conveyor.metrics.poller`."""
 
     def __init__(self, registry: CollectorRegistry, *, process: bool = True) -> None:
@@ -74,35 +75,6 @@ class Families:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
-        self.jobs = Counter(
-            "conveyor_jobs",
-            "Attempts that ended, by the transition written: completed, retried, failed (for "
-            "good), cancelled, snoozed, requeued (handed back), lease_lost (not written: "
-            "another worker owns the job now).",
-            ["queue", "job", "outcome"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "conveyor_job_duration_seconds",
-            "How long handlers ran, per attempt, whatever its outcome.",
-            ["queue", "job"],
-            buckets=SECONDS_BUCKETS,
-            registry=registry,
-        )
-        self.wait = Histogram(
-            "conveyor_job_wait_seconds",
-            "How long jobs waited to start once due: from enqueue (or the scheduled or retry "
-            "time) to the start of the attempt.",
-            ["queue", "job"],
-            buckets=SECONDS_BUCKETS,
-            registry=registry,
-        )
-        self.running = Gauge(
-            "conveyor_jobs_running",
-            "Attempts running in this worker now.",
-            ["queue"],
-            registry=registry,
-        )
         self.renewals = Counter(
             "conveyor_lease_renewals",
             "Rounds of lease renewal (each renews every lease the worker holds).",
