@@ -66,7 +66,7 @@ async def test_a_workload_is_counted_exactly(backend_url: str) -> None:
 
         status, body = await asyncio.to_thread(probe, f"{metrics.url}/readyz")
         assert status == 503 and body["failing"] == ["worker"], body
-        assert body["checks"]["worker"]["detail"] == "the worker has stopped"
+        assert body["checks"]["worker"]["detail"] == "the worker is stopping or has stopped"
         assert (await asyncio.to_thread(get, f"{metrics.url}/nope"))[0] == 404
     finally:
         metrics.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -9,7 +11,7 @@ from conveyor import InvalidArgument, Queue
 from conveyor.drivers.records import JobRecord, JobState, TransitionKind
 from conveyor.metrics import instrument
 from conveyor.metrics.families import Families
-from conveyor.metrics.health import HealthMonitor
+from conveyor.metrics.health import HealthMonitor, Report
 from conveyor.metrics.observer import JobMetrics
 from tests.metrics.app import make_worker
 
@@ -64,3 +66,26 @@ def test_instrument_checks_its_arguments(tmp_path: object) -> None:
     finally:
         metrics.close()
     instrument(worker, port=0, host="127.0.0.1").close()  # closing lets it be instrumented anew
+
+
+async def test_readiness_fails_when_held_leases_stop_renewing() -> None:
+    health = HealthMonitor()
+    stopping = asyncio.Event()
+    health.attach(asyncio.get_running_loop(), stopping, lease_seconds=1.5, renew_interval=0.5)
+
+    async def ready() -> Report:  # probes come from the server's threads, never the loop
+        return await asyncio.to_thread(health.readiness)
+
+    health.lease_renewal(True)
+    assert (await ready()).ok
+    health.lease_renewal(False)  # a failure is retried soon: not a problem yet
+    assert (await ready()).checks["leases"].ok
+    await asyncio.sleep(0.6)  # over a third of the lease
+    health.lease_renewal(False)
+    report = await ready()
+    assert not report.ok and report.as_json()["failing"] == ["leases"], report
+    health.lease_renewal(True)
+    assert (await ready()).ok
+    stopping.set()
+    assert (await ready()).as_json()["failing"] == ["worker"]
+    assert (await asyncio.to_thread(health.liveness)).ok  # stopping is not dying

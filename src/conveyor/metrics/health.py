@@ -183,10 +183,10 @@ class HealthMonitor:
     def _worker(self) -> Check:
         if self._loop is None:
             return Check(False, "the worker has not started yet")
-        if self._finished:
-            return Check(False, "the worker has stopped")
-        if self._stopping is not None and self._stopping.is_set():
-            return Check(False, "the worker is stopping")
+        # The loop beside the worker ends when it is asked to stop, before it has finished
+        # its jobs: from here, stopping and stopped look alike.
+        if self._finished or (self._stopping is not None and self._stopping.is_set()):
+            return Check(False, "the worker is stopping or has stopped")
         return Check(True, "running")
 
     def _backend(self) -> Check:

@@ -17,7 +17,7 @@ limit.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Final
 
@@ -36,31 +36,33 @@ from conveyor.runtime.observers import Observer
 # few attempts unwinding; the bound only guards against a runtime bug leaking entries.
 MAX_TRACKED: Final = 100_000
 
+_COMPLETE: Final = TransitionKind.COMPLETE
 _LE: Final = [str(float(b)) for b in SECONDS_BUCKETS] + ["+Inf"]  # as prometheus_client writes
 
 
-class _Histogram:
-    """Observations per bucket (not cumulative: one increment each) and their sum."""
+class _Series:
+    """Everything counted for one (queue, job) label pair. Histograms are kept per bucket (not
+    cumulative: one increment per observation) with their sums."""
 
-    __slots__ = ("counts", "total")
+    __slots__ = ("completed", "duration", "duration_sum", "outcomes", "running", "wait", "wait_sum")
 
     def __init__(self) -> None:
-        self.counts = [0] * (len(SECONDS_BUCKETS) + 1)
-        self.total = 0.0
+        self.wait = [0] * (len(SECONDS_BUCKETS) + 1)
+        self.wait_sum = 0.0
+        self.duration = [0] * (len(SECONDS_BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.running = 0
+        self.completed = 0  # the common outcome, counted without hashing its kind
+        self.outcomes: dict[str, int] = {}  # the others, by label value
 
-    def observe(self, value: float) -> None:
-        # bisect_left: a value equal to a bound belongs to that bucket (le: "less or equal").
-        self.counts[bisect.bisect_left(SECONDS_BUCKETS, value)] += 1
-        self.total += value
 
-    def cumulative(self) -> tuple[list[tuple[str, float]], float]:
-        counts, total = list(self.counts), self.total
-        running = 0
-        buckets: list[tuple[str, float]] = []
-        for le, count in zip(_LE, counts, strict=True):
-            running += count
-            buckets.append((le, float(running)))
-        return buckets, total
+def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+    running = 0
+    buckets: list[tuple[str, float]] = []
+    for le, count in zip(_LE, counts, strict=True):
+        running += count
+        buckets.append((le, float(running)))
+    return buckets
 
 
 class JobMetrics(Observer):
@@ -79,47 +81,62 @@ class JobMetrics(Observer):
         self._labels = labels
         self._queues: frozenset[str] | None = None
         self._names: frozenset[str] = frozenset()
-        self._finished: dict[tuple[str, str, str], int] = {}
-        self._durations: dict[tuple[str, str], _Histogram] = {}
-        self._waits: dict[tuple[str, str], _Histogram] = {}
-        self._running: dict[str, int] = {}
-        # (job id, lease token) of a started attempt -> its (queue, job) labels.
-        self._started: dict[tuple[str, str | None], tuple[str, str]] = {}
+        self._series: dict[tuple[str, str], _Series] = {}  # by label values
+        self._by_record: dict[tuple[str, str], _Series] = {}  # by a record's (queue, name)
+        # (job id, lease token) of a started attempt -> its series.
+        self._started: dict[tuple[str, str | None], _Series] = {}
 
     def register(self, registry: CollectorRegistry) -> None:
         registry.register(self)
 
-    def _label(self, record: JobRecord) -> tuple[str, str]:
+    def _series_of(self, record: JobRecord) -> _Series:
+        raw = (record.queue, record.name)
+        series = self._by_record.get(raw)
+        if series is not None:
+            return series
         queues = self._queues
         if queues is None:
             served, names = self._labels()
             queues = self._queues = frozenset(served)
             self._names = frozenset(names)
-        queue = record.queue if record.queue in queues else OTHER
-        return queue, record.name if record.name in self._names else OTHER
+        labels = (
+            record.queue if record.queue in queues else OTHER,
+            record.name if record.name in self._names else OTHER,
+        )
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = _Series()
+        if len(self._by_record) < MAX_TRACKED:  # unknown names are many: bound the shortcut
+            self._by_record[raw] = series
+        return series
 
     # -- the runtime's calls, on the worker's loop -------------------------------------------
 
     def job_started(self, record: JobRecord, now: float) -> None:
-        key = self._label(record)
-        waits = self._waits.get(key)
-        if waits is None:
-            waits = self._waits[key] = _Histogram()
-            self._durations[key] = _Histogram()
-        waits.observe(max(now - record.run_at, 0.0))
-        self._running[key[0]] = self._running.get(key[0], 0) + 1
+        series = self._series_of(record)
+        waited = now - record.run_at
+        if waited < 0.0:  # clocks disagree by a little: the job did not wait
+            waited = 0.0
+        # bisect_left: a value equal to a bound belongs to that bucket (le: "less or equal").
+        series.wait[bisect_left(SECONDS_BUCKETS, waited)] += 1
+        series.wait_sum += waited
+        series.running += 1
         if len(self._started) < MAX_TRACKED:
-            self._started[(record.id, record.lease_token)] = key
+            self._started[(record.id, record.lease_token)] = series
 
     def job_finished(self, record: JobRecord, kind: TransitionKind | None, duration: float) -> None:
-        started = self._started.pop((record.id, record.lease_token), None)
-        key = started or self._label(record)
-        counted = (key[0], key[1], OUTCOMES.get(kind, OTHER))
-        self._finished[counted] = self._finished.get(counted, 0) + 1
-        if started is None:
-            return  # handed back unrun, or could not be started: nothing ran, nothing to time
-        self._running[key[0]] -= 1
-        self._durations[key].observe(duration)
+        series = self._started.pop((record.id, record.lease_token), None)
+        if series is not None:
+            series.running -= 1
+            series.duration[bisect_left(SECONDS_BUCKETS, duration)] += 1
+            series.duration_sum += duration
+        else:  # handed back unrun, or could not be started: nothing ran, nothing to time
+            series = self._series_of(record)
+        if kind is _COMPLETE:
+            series.completed += 1
+        else:
+            outcome = OUTCOMES.get(kind, OTHER)
+            series.outcomes[outcome] = series.outcomes.get(outcome, 0) + 1
 
     def lease_renewal(self, ok: bool, count: int) -> None:
         self._families.renewals.inc()
@@ -139,21 +156,14 @@ class JobMetrics(Observer):
     # -- the scrape, on the server's thread --------------------------------------------------
 
     def describe(self) -> Iterable[Metric]:
-        return self._families_of({}, {}, {}, {})
+        return self._families_of({})
 
     def collect(self) -> Iterable[Metric]:
-        # dict(...) copies in one step under the GIL, so the loop may go on writing meanwhile.
-        return self._families_of(
-            dict(self._finished), dict(self._durations), dict(self._waits), dict(self._running)
-        )
+        # Copies made in one step each under the GIL: the loop may go on writing meanwhile.
+        return self._families_of(dict(self._series))
 
     @staticmethod
-    def _families_of(
-        finished: dict[tuple[str, str, str], int],
-        durations: dict[tuple[str, str], _Histogram],
-        waits: dict[tuple[str, str], _Histogram],
-        running: dict[str, int],
-    ) -> list[Metric]:
+    def _families_of(series: dict[tuple[str, str], _Series]) -> list[Metric]:
         jobs = CounterMetricFamily(
             "conveyor_jobs",
             "Attempts that ended, by the transition written: completed, retried, failed (for "
@@ -161,26 +171,33 @@ class JobMetrics(Observer):
             "another worker owns the job now).",
             labels=["queue", "job", "outcome"],
         )
-        for labels, count in sorted(finished.items()):
-            jobs.add_metric(list(labels), count)
         duration = HistogramMetricFamily(
             "conveyor_job_duration_seconds",
             "How long handlers ran, per attempt, whatever its outcome.",
             labels=["queue", "job"],
         )
-        for pair, histogram in sorted(durations.items()):
-            duration.add_metric(list(pair), *histogram.cumulative())
         wait = HistogramMetricFamily(
             "conveyor_job_wait_seconds",
             "How long jobs waited to start once due: from enqueue (or the scheduled or retry "
             "time) to the start of the attempt.",
             labels=["queue", "job"],
         )
-        for pair, histogram in sorted(waits.items()):
-            wait.add_metric(list(pair), *histogram.cumulative())
+        running: dict[str, int] = {}
+        for (queue, name), one in sorted(series.items()):
+            outcomes = dict(one.outcomes)
+            if one.completed:
+                outcomes["completed"] = one.completed
+            for outcome, count in sorted(outcomes.items()):
+                jobs.add_metric([queue, name, outcome], count)
+            waits, durations = list(one.wait), list(one.duration)
+            if sum(waits):
+                wait.add_metric([queue, name], _cumulative(waits), one.wait_sum)
+            if sum(durations):
+                duration.add_metric([queue, name], _cumulative(durations), one.duration_sum)
+            running[queue] = running.get(queue, 0) + one.running
         gauge = GaugeMetricFamily(
             "conveyor_jobs_running", "Attempts running in this worker now.", labels=["queue"]
         )
-        for queue, count in sorted(running.items()):
+        for queue, count in running.items():
             gauge.add_metric([queue], count)
         return [jobs, duration, wait, gauge]
