@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conveyor import InvalidArgument, Queue
-from conveyor.drivers.records import JobRecord, JobState, TransitionKind
+from conveyor import BackendUnavailable, InvalidArgument, Queue
+from conveyor.drivers.records import JobRecord, JobState, QueueInfo, TransitionKind, WorkerInfo
+from conveyor.engine import OperationEvent
 from conveyor.metrics import instrument
 from conveyor.metrics.families import Families
 from conveyor.metrics.health import HealthMonitor, Report
 from conveyor.metrics.observer import JobMetrics
+from conveyor.metrics.poller import snapshot
 from tests.metrics.app import make_worker
+from tests.test_readme import README
 
 
 def record(job_id: str, name: str, queue: str = "metered") -> JobRecord:
@@ -89,3 +93,35 @@ async def test_readiness_fails_when_held_leases_stop_renewing() -> None:
     stopping.set()
     assert (await ready()).as_json()["failing"] == ["worker"]
     assert (await asyncio.to_thread(health.liveness)).ok  # stopping is not dying
+
+
+def test_the_readme_table_lists_every_metric_exported() -> None:
+    """The table a Grafana user copies names exactly the conveyor_* series, with their types
+    and labels."""
+    rows = re.findall(
+        r"^\| `(conveyor_\w+)` \| (\w+) \|([^|]*)\|", README.read_text(), re.MULTILINE
+    )
+    documented = {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+    worker = make_worker(Queue.from_url("memory://table"))
+    metrics = instrument(worker, port=0, host="127.0.0.1", process_metrics=False)
+    try:
+        # Something in every family, so that each shows its labels.
+        job = record("j", "metered.ok")
+        metrics.observer.job_started(job, now=101.0)
+        metrics.observer.job_finished(job, TransitionKind.COMPLETE, 0.5)
+        metrics.observer.on_operation(OperationEvent("job_fetch", 0.1, BackendUnavailable("x")))
+        metrics.families.info.labels("0", "metered").set(1)
+        metrics.collector.snapshot = snapshot(
+            [QueueInfo("metered", paused=False)],
+            [WorkerInfo("w", "h", 1, ("metered",), 5, 0.0)],
+        )
+        exported: dict[str, tuple[str, set[str]]] = {}
+        for family in metrics.registry.collect():
+            name = family.name + ("_total" if family.type == "counter" else "")
+            labels = {label for sample in family.samples for label in sample.labels}
+            exported[name] = (family.type, labels - {"le"})
+    finally:
+        metrics.close()
+    assert set(documented) == set(exported)
+    for name, (kind, labels) in documented.items():
+        assert exported[name] == (kind, labels), name
