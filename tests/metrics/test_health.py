@@ -89,7 +89,7 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 async def test_a_stuck_event_loop_fails_liveness(backend_url: str) -> None:
     queue = Queue.from_url(backend_url)
     worker: Worker = make_worker(queue)
-    metrics = instrument(worker, port=0, host="127.0.0.1", stall_seconds=0.5)
+    metrics = instrument(worker, port=0, host="127.0.0.1", stall_seconds=1.0)
     task = asyncio.create_task(worker.run())
     try:
         await wait_probe(f"{metrics.url}/readyz", lambda s, _: s == 200, timeout=20, what="ready")
@@ -101,7 +101,7 @@ async def test_a_stuck_event_loop_fails_liveness(backend_url: str) -> None:
             blocked.wait(5)
             # The first probe sends a ping the loop cannot answer, the second finds it unanswered.
             results.append(probe(f"{metrics.url}/healthz"))
-            time.sleep(1.0)
+            time.sleep(2.0)
             results.append(probe(f"{metrics.url}/healthz"))
 
         prober = threading.Thread(target=probe_later)
