@@ -11,6 +11,7 @@ import click
 from conveyor._errors import InvalidJobDefinition, MissingHandlers
 from conveyor._logging import configure_logging
 from conveyor.cli._common import load_worker
+from conveyor.cli._metrics import metrics_options, start_metrics
 from conveyor.cli._supervisor import child_argv, follow_supervisor, ports_of
 from conveyor.drivers.protocol import Capability
 
@@ -50,6 +51,7 @@ from conveyor.drivers.protocol import Capability
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Also watch this directory with --reload (repeatable; the working directory always).",
 )
+@metrics_options
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -65,6 +67,8 @@ def worker(
     processes: int | None,
     reload: bool,
     reload_dirs: tuple[Path, ...],
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the Worker at TARGET (module:attribute) until SIGTERM/SIGINT.
 
@@ -100,6 +104,7 @@ def worker(
         from conveyor.outbox import Relay
 
         w.run_beside("outbox relay", Relay(relay_from, w.queue).run)
+    start_metrics(w, metrics_port, metrics_host)
     try:
         w.run_sync()
     except (MissingHandlers, InvalidJobDefinition) as exc:
