@@ -58,6 +58,19 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 P = TypeVar("P", bound=BaseModel)
 
+# enqueue_by_name's arguments, from name to dedup, as _new_job_by_name takes them.
+_ByName = tuple[
+    str,
+    Mapping[str, Any] | str | bytes,
+    str | None,
+    float | timedelta | None,
+    datetime | None,
+    int,
+    str | None,
+    int,
+    DedupPolicy | None,
+]
+
 _JOB_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}\Z")
 ROUTES_TTL = 30.0  # seconds the routes workers declared are reused by enqueue_by_name
 ROUTES_RETRY = 2.0  # how soon an unknown name makes them read again
@@ -265,7 +278,7 @@ class Queue(QueueInspection):
         ``keep_failed=`` as for :meth:`enqueue` (the default dedup key is the name and the
         payload's canonical JSON, as a typed enqueue's).
         """
-        args = (name, payload, job_id, delay, run_at, priority, queue, attempts, dedup)
+        args: _ByName = (name, payload, job_id, delay, run_at, priority, queue, attempts, dedup)
         keep = (keep_completed, keep_failed)
         if self._producer is None:
             return await self._enqueue_by_name(args, keep, connection, None)
@@ -274,7 +287,7 @@ class Queue(QueueInspection):
 
     async def _enqueue_by_name(
         self,
-        args: tuple[Any, ...],
+        args: _ByName,
         keep: tuple[float | timedelta | None, float | timedelta | None],
         connection: object | None,
         sent: Send | None,
@@ -321,7 +334,7 @@ class Queue(QueueInspection):
         keep_failed: float | timedelta | None = None,
     ) -> PendingEnqueue:
         """:meth:`pending_many` for :meth:`enqueue_by_name`."""
-        args = (name, payload, job_id, delay, run_at, priority, queue, attempts, dedup)
+        args: _ByName = (name, payload, job_id, delay, run_at, priority, queue, attempts, dedup)
         keep = (keep_completed, keep_failed)
         if self._producer is None:
             new = await self._new_job_by_name(*args, keep, None)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from contextvars import Token
 from typing import Final
 
 from opentelemetry import context, propagate, trace
@@ -146,7 +147,7 @@ class Send:
     def __init__(self, queues: Sequence[str] | None) -> None:
         self._queues = queues  # None: not known before the jobs are built (routed by name)
         self._span: Span | None = None
-        self._token: object = None
+        self._token: Token[Context] | None = None
         self.headers: dict[str, str] | None = None
 
     def __enter__(self) -> Send:
@@ -195,7 +196,8 @@ class Send:
         span = self._span
         if span is None:
             return
-        context.detach(self._token)  # pyright: ignore[reportArgumentType]
+        if self._token is not None:
+            context.detach(self._token)
         if exc is not None:
             _failed(span, exc)
         span.end()
@@ -245,7 +247,7 @@ class TracingMiddleware:
             span.set_attribute(JOB_OUTCOME, outcome)
             span.end()
 
-    def _start(self, call: JobCall) -> tuple[Span, object]:
+    def _start(self, call: JobCall) -> tuple[Span, Token[Context]]:
         ctx = call.ctx
         extracted = propagate.extract(call.headers) if _carries_context(call.headers) else None
         producer = trace.get_current_span(extracted).get_span_context() if extracted else None
