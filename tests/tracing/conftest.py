@@ -10,6 +10,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from conveyor.tracing import _otel
+
 _exporter = InMemorySpanExporter()
 
 
@@ -22,6 +24,7 @@ def _install() -> None:
         trace.set_tracer_provider(provider)
         provider = trace.get_tracer_provider()
         assert isinstance(provider, TracerProvider), "another tracer provider was set first"
+    _otel._checked_at = float("-inf")  # look the provider up again at the next call
     if not getattr(provider, "_conveyor_tests", False):
         provider.add_span_processor(SimpleSpanProcessor(_exporter))
         provider._conveyor_tests = True  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]

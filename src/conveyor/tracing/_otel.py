@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from contextvars import Token
 from typing import Final
@@ -83,6 +84,8 @@ JOB_OUTCOME: Final = "conveyor.job.outcome"
 
 _tracer_: Tracer | None = None
 _configured = False
+_checked_at = float("-inf")
+RECHECK_SECONDS: Final = 1.0
 _warned_size = False
 
 
@@ -96,11 +99,18 @@ def _tracer() -> Tracer:
 
 def sdk_configured() -> bool:
     """Whether a real tracer provider is set (not the API's proxy or no-op one). Once true it
-    stays true: the global provider can be set only once."""
-    global _configured
-    if not _configured:
-        provider = trace.get_tracer_provider()
-        _configured = not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    stays true (the global provider can be set only once); while false it is looked up again
+    at most every :data:`RECHECK_SECONDS`, as the lookup reads the environment and would be
+    most of what an untraced enqueue pays."""
+    global _configured, _checked_at
+    if _configured:
+        return True
+    now = time.monotonic()
+    if now - _checked_at < RECHECK_SECONDS:
+        return False
+    _checked_at = now
+    provider = trace.get_tracer_provider()
+    _configured = not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
     return _configured
 
 
