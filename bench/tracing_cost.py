@@ -133,7 +133,7 @@ def main() -> int:
                         url,
                         variant,
                         f"{variant}-{round_}",
-                    ],  # fmt: skip
+                    ],
                     capture_output=True,
                     text=True,
                     check=True,
