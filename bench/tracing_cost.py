@@ -1,9 +1,11 @@
-"""What tracing costs: the same Redis backlog drained by one burst worker with tracing off, with
-the OpenTelemetry API but no SDK, and with an SDK that samples and records every span (a
-batch processor into an exporter that drops them), alternated round by round on a private
-redis-server.
+"""What tracing costs: the same Redis backlog drained by one burst worker with tracing off
+("off"), with the OpenTelemetry API but no SDK ("api"), with an SDK that samples and records
+every span ("sdk": a batch processor into an exporter that drops them) and with the same SDK
+sampling one trace in ten ("sdk10": ``ParentBased(TraceIdRatioBased(0.1))``, a common
+production setting), alternated round by round on a private redis-server.
 
     .venv/bin/python bench/tracing_cost.py [--n 20000] [--rounds 5] [--single 2000]
+        [--variants off,api,sdk,sdk10]
 
 Each variant runs in a process of its own (a process's tracer provider is set once). Figures,
 medians of the rounds:
@@ -37,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CONCURRENCY = 100  # as the async peers of the shared benchmark
 CHUNK = 1000
-VARIANTS = ("off", "api", "sdk")
+VARIANTS = ("off", "api", "sdk", "sdk10")
 
 
 class Noop(BaseModel):
@@ -48,7 +50,7 @@ def configure(variant: str) -> bool | None:
     """Set the variant's tracer provider; the ``tracing=`` to pass to the queue and worker."""
     if variant == "off":
         return False
-    if variant == "sdk":
+    if variant in ("sdk", "sdk10"):
         from opentelemetry import trace
         from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
         from opentelemetry.sdk.trace.export import (
@@ -56,13 +58,14 @@ def configure(variant: str) -> bool | None:
             SpanExporter,
             SpanExportResult,
         )
-        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
         class Dropped(SpanExporter):
             def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
                 return SpanExportResult.SUCCESS
 
-        provider = TracerProvider(sampler=ALWAYS_ON)
+        sampler = ALWAYS_ON if variant == "sdk" else ParentBased(TraceIdRatioBased(0.1))
+        provider = TracerProvider(sampler=sampler)
         provider.add_span_processor(BatchSpanProcessor(Dropped()))
         trace.set_tracer_provider(provider)
     return True
@@ -106,6 +109,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--single", type=int, default=2_000)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--child", nargs=3, metavar=("URL", "VARIANT", "TAG"))
     args = parser.parse_args()
     if args.child:
@@ -115,11 +119,13 @@ def main() -> int:
 
     from run import private_redis
 
+    variants = tuple(args.variants.split(","))
+    assert variants[0] == "off" and set(variants) <= set(VARIANTS), variants
     figures: dict[tuple[str, str], list[float]] = {}
     with private_redis(Path(".bench/tracing").resolve(), None) as port:
         url = f"redis://127.0.0.1:{port}/0"
         for round_ in range(args.rounds):
-            order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
+            order = variants if round_ % 2 == 0 else variants[::-1]
             for variant in order:
                 done = subprocess.run(
                     [
@@ -154,7 +160,7 @@ def main() -> int:
             f"{v} {median[(v, what)]:7.0f} ({100 * (1 - median[(v, what)] / off):+.1f} %)"
             if v != "off"
             else f"off {off:7.0f}"
-            for v in VARIANTS
+            for v in variants
         )
         print(f"  {what:8} jobs/s: {shown}   (cost vs off in parentheses)")
     return 0

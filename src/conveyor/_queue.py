@@ -236,7 +236,7 @@ class Queue(QueueInspection):
         Every payload is validated before anything is written, so a bad one writes nothing.
         ``connection=``: written inside that connection's transaction, see :meth:`enqueue`.
         """
-        if self._producer is None:
+        if self._producer is None or not requests:
             return await self._enqueue_many(requests, connection, None)
         with self._producer.send(_queues_of(requests)) as sent:
             return await self._enqueue_many(requests, connection, sent)
@@ -306,7 +306,7 @@ class Queue(QueueInspection):
         connection=)`` does in two steps, for callers that run the second one elsewhere
         (:class:`SyncQueue` runs it in the caller's thread). Traced, its span covers building
         the jobs (the write comes later)."""
-        if self._producer is None:
+        if self._producer is None or not requests:
             return await self._pending_many(requests, None)
         with self._producer.send(_queues_of(requests)) as sent:
             return await self._pending_many(requests, sent)
