@@ -345,6 +345,7 @@ class Worker:
             interval=cfg.maintenance_every,
             max_stalls=cfg.max_stalls,
             retention=cfg.retention,
+            on_rescued=runner.on_rescued,
         )
         heartbeat = Heartbeat(
             driver,

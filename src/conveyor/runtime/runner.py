@@ -40,6 +40,7 @@ from conveyor.drivers.records import (
     FinishJob,
     JobRecord,
     Lease,
+    RescueJob,
     TransitionKind,
     TransitionResult,
     TransitionStatus,
@@ -346,6 +347,21 @@ class Runner:
             except Exception:  # a logging handler's failure must not lose the outcome
                 pass
         self._submit(record, finish, duration)
+
+    def on_rescued(self, record: JobRecord, rescue: RescueJob) -> None:
+        """The maintenance leader rescued ``record`` (its worker lost it): observers learn of
+        the transition, and a job that failed for good after stalling calls the hooks, as a
+        handler's failure would."""
+        self._observers.job_finished(record, rescue.kind, 0.0)
+        if self._hooks:
+            self._hooks.finished(
+                record,
+                rescue.kind,
+                error=rescue.error,
+                delay=0.0,
+                duration=0.0,
+                definitions=self._definitions,
+            )
 
     def _check_task(self, token: str, task: asyncio.Task[None]) -> None:
         """The last line of defence: a job task that died of a bug releases its lease (the job

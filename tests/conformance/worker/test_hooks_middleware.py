@@ -25,7 +25,7 @@ from conveyor import (
     Queue,
     job,
 )
-from conveyor.drivers.records import JobRecord, TransitionKind
+from conveyor.drivers.records import FetchParams, JobRecord, Lease, TransitionKind
 from tests.conformance.worker.helpers import Harness, Num, wait_for, wait_state
 
 echo = job("hooks.echo", Num, result=int)
@@ -259,3 +259,34 @@ async def test_observers_and_per_minute_counts(
     assert sum(s.retried for s in stats) == 2
     assert sum(s.failed for s in stats) == 1
     assert {s.queue for s in stats} == {flaky.queue}
+
+
+async def test_a_job_that_fails_after_stalling_calls_the_dead_hook(
+    harness: Harness, queue: Queue, clock: FakeClock
+) -> None:
+    # This worker serves another queue, so it only does maintenance for the job's.
+    worker = harness.worker(queues=["elsewhere"], max_stalls=0)
+    dead: list[tuple[str, str | None]] = []
+
+    @worker.on_dead
+    async def page(event: JobEvent[Any]) -> None:
+        dead.append((event.job_id, event.error))
+
+    @worker.handles(echo)
+    async def handle(payload: Num, ctx: JobContext) -> int:
+        return payload.n
+
+    h = await queue.enqueue(echo, Num(n=1))
+    # A worker leases it, starts it alone and dies: with max_stalls=0 the rescue fails it.
+    [record] = await queue.driver.job_fetch(
+        FetchParams((echo.queue,), 1, "dead-worker", 5), now=clock.now()
+    )
+    assert record.id == h.id and record.lease_token is not None
+    lease = Lease(record.id, record.lease_token, record.queue, isolated=True)
+    await queue.driver.job_extend_leases([lease], 5, now=clock.now())
+    harness.start(worker)
+    await harness.registered(worker)
+    clock.advance(6)
+    await wait_state(queue, h.id, JobState.FAILED)
+    await wait_for(lambda: dead, what="the dead hook ran")
+    assert dead[0][0] == h.id and dead[0][1] is not None
