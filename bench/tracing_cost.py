@@ -14,7 +14,10 @@ medians of the rounds:
   were enqueued with the variant's tracing (so with the SDK every job carries a
   ``traceparent`` and every attempt makes a span linked to it): jobs/s;
 * **enqueue**: ``single`` jobs enqueued one call at a time (a span per call with the SDK):
-  jobs/s.
+  jobs/s;
+* **CPU per job** of both, in the process that drains or enqueues (``time.process_time``, all
+  its threads: the span processor's too): on a shared, loaded machine a steadier measure of
+  what tracing adds than the wall clock.
 
 "off" is ``Queue(tracing=False)`` / ``WorkerConfig(tracing=False)``, which takes the same paths
 as an install without OpenTelemetry. The figures only mean something as ratios within one run
@@ -78,10 +81,11 @@ async def child(url: str, variant: str, n: int, single: int, tag: str) -> dict[s
     noop = job("bench.noop", Noop, queue=f"trace-{tag}")
     queue = Queue.from_url(url, tracing=tracing)
     await queue.connect()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(single):
         await queue.enqueue(noop, Noop(n=i))
     enqueue_rate = single / (time.perf_counter() - started)
+    enqueue_cpu = (time.process_time() - cpu) / single * 1e6
     for start in range(single, n, CHUNK):
         count = min(CHUNK, n - start)
         await queue.enqueue_many([noop.request(Noop(n=start + i)) for i in range(count)])
@@ -95,13 +99,19 @@ async def child(url: str, variant: str, n: int, single: int, tag: str) -> dict[s
     async def handle(payload: Noop, ctx: JobContext) -> None:
         return None
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await worker.run()
     drain_rate = n / (time.perf_counter() - started)
+    drain_cpu = (time.process_time() - cpu) / n * 1e6
     counts = await queue.counts(noop.queue)
     await queue.close()
     assert not any(c for state, c in counts.items() if state.value != "completed"), counts
-    return {"drain": drain_rate, "enqueue": enqueue_rate}
+    return {
+        "drain": drain_rate,
+        "enqueue": enqueue_rate,
+        "drain_cpu": drain_cpu,
+        "enqueue_cpu": enqueue_cpu,
+    }
 
 
 def main() -> int:
@@ -148,21 +158,27 @@ def main() -> int:
                 for what, rate in seen.items():
                     figures.setdefault((variant, what), []).append(rate)
                 print(
-                    f"round {round_ + 1} {variant:>3}: drain {seen['drain']:6.0f} jobs/s, "
-                    f"enqueue one at a time {seen['enqueue']:6.0f} jobs/s",
+                    f"round {round_ + 1} {variant:>5}: drain {seen['drain']:6.0f} jobs/s "
+                    f"({seen['drain_cpu']:5.0f} µs CPU/job), enqueue one at a time "
+                    f"{seen['enqueue']:6.0f} jobs/s ({seen['enqueue_cpu']:5.0f} µs CPU/job)",
                     file=sys.stderr,
                 )
     median = {key: statistics.median(values) for key, values in figures.items()}
     print(f"{args.n} jobs drained, {args.single} enqueued one by one; medians of {args.rounds}:")
-    for what in ("drain", "enqueue"):
+    for what, unit in (
+        ("drain", "jobs/s"),
+        ("drain_cpu", "µs CPU/job"),
+        ("enqueue", "jobs/s"),
+        ("enqueue_cpu", "µs CPU/job"),
+    ):
         off = median[("off", what)]
-        shown = "  ".join(
-            f"{v} {median[(v, what)]:7.0f} ({100 * (1 - median[(v, what)] / off):+.1f} %)"
-            if v != "off"
-            else f"off {off:7.0f}"
-            for v in variants
-        )
-        print(f"  {what:8} jobs/s: {shown}   (cost vs off in parentheses)")
+        costs = []
+        for v in variants[1:]:
+            value = median[(v, what)]
+            cost = value / off - 1 if what.endswith("cpu") else 1 - value / off
+            costs.append(f"{v} {value:7.0f} ({100 * cost:+.1f} %)")
+        print(f"  {what:11} {unit:10}: off {off:7.0f}  " + "  ".join(costs))
+    print("  (cost against off in parentheses: throughput lost, or CPU added)")
     return 0
 
 
