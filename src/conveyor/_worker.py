@@ -129,7 +129,8 @@ class Worker:
 
     def use(self, middleware: Middleware) -> Middleware:
         """Run ``middleware`` around every handler (see :mod:`conveyor._middleware`); the first
-        registered is the outermost. Usable as a decorator."""
+        registered is the outermost (inside the tracing span's middleware, when the worker
+        traces: :mod:`conveyor.tracing`). Usable as a decorator."""
         if not callable(middleware):
             raise InvalidArgument(f"middleware must be callable, got {middleware!r}")
         self.middleware.append(middleware)

@@ -21,7 +21,8 @@ whole process the variable OpenTelemetry's own instrumentations obey,
 API is not installed); the default, ``None``, traces when the API can be imported.
 
 Cost: without OpenTelemetry installed nothing of it is imported and the enqueue and handler
-paths do no extra work (the switch is decided once, when a Queue or Worker is built). With the
+paths do no extra work (the switch is decided once, when a Queue is built or a Worker starts,
+and whether the API imports is tried once per process). With the
 API but no SDK (no tracer provider set) enqueues inject nothing unless a valid span context is
 already current (then it is passed on, as the API does), and the worker's middleware only
 passes a stored context on to the handler.
