@@ -55,6 +55,7 @@ async def main():
     await worker.run()
     assert await a.result() == 1 and await b[0].result() == 2
     print("traced", queue.traced)
+    print("middleware", [repr(m) for m in worker._middleware() if m is not mine])
     print("headers", seen)
     print("loaded", sorted(m for m in sys.modules if m.startswith("opentelemetry")))
     print("tracing-module", "conveyor.tracing._otel" in sys.modules)
@@ -79,6 +80,7 @@ def test_without_opentelemetry_nothing_of_it_is_imported() -> None:
     seen = run(BLOCKER + ROUND_TRIP)
     assert seen == {
         "traced": "False",
+        "middleware": "[]",
         "headers": "[{}, {}]",
         "loaded": "[]",
         "tracing-module": "False",
@@ -109,18 +111,20 @@ def test_without_an_sdk_nothing_is_stored_and_no_span_is_made() -> None:
     seen = run(ROUND_TRIP)
     assert seen["traced"] == "True"
     assert seen["headers"] == "[{}, {}]"  # no current context: nothing to carry
+    assert seen["middleware"] == "[]"  # nothing to record: the worker runs without it
 
 
 def test_without_an_sdk_a_current_context_is_passed_on() -> None:
     """The API alone, with a context someone else made current (a framework's incoming
-    request): the job carries it, and the handler runs in it, so its own enqueues do too."""
+    request): the job carries it; with the tracing middleware registered by hand the handler
+    runs in it too, so its own enqueues carry it on."""
     seen = run(
         """
 import asyncio
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pydantic import BaseModel
-from conveyor import JobContext, Queue, Worker, WorkerConfig, job
+from conveyor import JobContext, Queue, Worker, WorkerConfig, job, tracing
 
 class Num(BaseModel):
     n: int
@@ -132,6 +136,7 @@ incoming = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(1)
 async def main():
     queue = Queue.from_url("memory://pass")
     worker = Worker(queue, config=WorkerConfig(poll_interval=0.02, burst=True))
+    worker.use(tracing.middleware())
 
     @worker.handles(first)
     async def run_first(payload: Num, ctx: JobContext) -> None:

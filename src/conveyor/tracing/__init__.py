@@ -24,8 +24,9 @@ Cost: without OpenTelemetry installed nothing of it is imported and the enqueue 
 paths do no extra work (the switch is decided once, when a Queue is built or a Worker starts,
 and whether the API imports is tried once per process). With the
 API but no SDK (no tracer provider set) enqueues inject nothing unless a valid span context is
-already current (then it is passed on, as the API does), and the worker's middleware only
-passes a stored context on to the handler.
+already current (then it is passed on, as the API does), and a worker that starts without an
+SDK installs no middleware at all. (A middleware from :func:`middleware` registered by hand
+still passes a stored context on to the handler when no SDK is set.)
 
 This module never imports OpenTelemetry at import time; :mod:`conveyor.tracing._otel` does.
 """
@@ -96,10 +97,15 @@ def producer(tracing: bool | None) -> Producer | None:
 
 
 def worker_middleware(tracing: bool | None) -> Middleware | None:
-    """The middleware a :class:`~conveyor.Worker` puts outermost (None: it does not trace)."""
+    """The middleware a :class:`~conveyor.Worker` puts outermost when it starts (None: it
+    does not trace). Without an SDK configured by then there is nothing to record, and the
+    worker runs without it: a middleware costs every job a few microseconds, which is all
+    the work a no-op handler does."""
     if not enabled(tracing):
         return None
-    return middleware()
+    from conveyor.tracing._otel import sdk_configured
+
+    return middleware() if sdk_configured(now=True) else None
 
 
 def middleware(*, parent: bool = True) -> Middleware:

@@ -97,18 +97,18 @@ def _tracer() -> Tracer:
     return _tracer_
 
 
-def sdk_configured() -> bool:
+def sdk_configured(*, now: bool = False) -> bool:
     """Whether a real tracer provider is set (not the API's proxy or no-op one). Once true it
     stays true (the global provider can be set only once); while false it is looked up again
-    at most every :data:`RECHECK_SECONDS`, as the lookup reads the environment and would be
-    most of what an untraced enqueue pays."""
+    at most every :data:`RECHECK_SECONDS` (or at once, with ``now``), as the lookup reads the
+    environment and would be most of what an untraced enqueue pays."""
     global _configured, _checked_at
     if _configured:
         return True
-    now = time.monotonic()
-    if now - _checked_at < RECHECK_SECONDS:
+    at = time.monotonic()
+    if not now and at - _checked_at < RECHECK_SECONDS:
         return False
-    _checked_at = now
+    _checked_at = at
     provider = trace.get_tracer_provider()
     _configured = not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
     return _configured
