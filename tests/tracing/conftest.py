@@ -3,16 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 
 from conveyor.tracing import _otel
 
 _exporter = InMemorySpanExporter()
+
+
+class _WhileTesting(Sampler):
+    """Samples only during a tracing test: the provider stays set for the rest of the pytest
+    process, whose other tests must neither fill the exporter nor pay for recording."""
+
+    active = False
+
+    def __init__(self) -> None:
+        self._on = ParentBased(ALWAYS_ON)
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        if not self.active:
+            return SamplingResult(Decision.DROP)
+        return self._on.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return "while a tracing test runs"
+
+
+_sampler = _WhileTesting()
 
 
 def _install() -> None:
@@ -20,7 +49,7 @@ def _install() -> None:
     SDK one; later ones find it there."""
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
+        provider = TracerProvider(sampler=_sampler)
         trace.set_tracer_provider(provider)
         provider = trace.get_tracer_provider()
         assert isinstance(provider, TracerProvider), "another tracer provider was set first"
@@ -52,5 +81,9 @@ class Spans:
 def spans() -> Iterator[Spans]:
     _install()
     _exporter.clear()
-    yield Spans(_exporter)
-    _exporter.clear()
+    _sampler.active = True
+    try:
+        yield Spans(_exporter)
+    finally:
+        _sampler.active = False
+        _exporter.clear()
