@@ -6,6 +6,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -397,3 +398,37 @@ async def test_link_only_middleware(spans: Spans, queue: Queue) -> None:
     assert linked(process) == [ids(send_ctx)]
     assert process.context is not None and process.context.trace_id != send_ctx.trace_id
     await wait_for(lambda: True)
+
+
+async def test_a_broken_propagator_never_fails_an_enqueue_or_a_job(
+    spans: Spans, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry import propagate
+    from opentelemetry.propagators.textmap import TextMapPropagator
+
+    class Broken(TextMapPropagator):
+        def inject(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("inject broke")
+
+        def extract(self, *args: object, **kwargs: object) -> Any:
+            raise RuntimeError("extract broke")
+
+        @property
+        def fields(self) -> set[str]:
+            return set()
+
+    with tracer.start_as_current_span("request"):
+        traced = await queue.enqueue(echo, Num(n=1))  # carries a context, read back below
+    working = propagate.get_global_textmap()
+    propagate.set_global_textmap(Broken())
+    try:
+        with tracer.start_as_current_span("request"):
+            handle = await queue.enqueue(echo, Num(n=2))
+        info = await queue.get(handle.id)
+        assert info is not None and "traceparent" not in info.headers
+        await drain(queue, [traced.id, handle.id])
+    finally:
+        propagate.set_global_textmap(working)
+    assert await traced.result() == 1 and await handle.result() == 2
+    assert "tracing failed starting an enqueue's span" in caplog.text
+    assert "tracing failed starting an attempt's span" in caplog.text

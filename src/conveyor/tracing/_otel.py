@@ -41,7 +41,8 @@ middleware runs: such a job has no ``process`` span.
 
 Nothing here may fail a job or an enqueue: headers a propagator writes are filtered (only text,
 no ``conveyor-`` names) and cut to ``traceparent`` alone if they would take more than
-:data:`MAX_TRACE_HEADER_BYTES`.
+:data:`MAX_TRACE_HEADER_BYTES`; a propagator or SDK that raises while a span starts is logged
+(once per place) and the enqueue or attempt goes on untraced.
 """
 
 from __future__ import annotations
@@ -83,6 +84,22 @@ JOB_MAX_ATTEMPTS: Final = "conveyor.job.max_attempts"
 JOB_OUTCOME: Final = "conveyor.job.outcome"
 
 _tracer_: Tracer | None = None
+_complained: set[str] = set()
+
+
+def _broken(where: str, exc: Exception) -> None:
+    """Log, once per ``where``, that tracing failed there (the work goes on without it)."""
+    if where in _complained:
+        return
+    _complained.add(where)
+    log.error(
+        "tracing failed %s; going on without it (further failures there are not logged): %r",
+        where,
+        exc,
+        exc_info=exc,
+    )
+
+
 _configured = False
 _checked_at = float("-inf")
 RECHECK_SECONDS: Final = 1.0
@@ -161,12 +178,24 @@ class Send:
         self.headers: dict[str, str] | None = None
 
     def __enter__(self) -> Send:
+        try:
+            self._start()
+        except Exception as exc:  # a broken propagator or SDK: enqueue untraced
+            _broken("starting an enqueue's span", exc)
+            if self._token is not None:
+                context.detach(self._token)
+            if self._span is not None:
+                self._span.end()
+            self._span, self._token, self.headers = None, None, None
+        return self
+
+    def _start(self) -> None:
         if not sdk_configured():
             # The API alone: no span to make, but a context someone else made (a framework's
             # incoming request) is passed on, as the API's no-op tracer would.
             if trace.get_current_span().get_span_context().is_valid:
                 self.headers = _carrier()
-            return self
+            return
         queue = None if self._queues is None else _single(self._queues)
         attributes: dict[str, AttributeValue] = {
             MESSAGING_SYSTEM: SYSTEM,
@@ -184,7 +213,6 @@ class Send:
         )
         self._token = context.attach(trace.set_span_in_context(span))
         self.headers = _carrier()
-        return self
 
     def built(self, jobs: Sequence[NewJob]) -> None:
         """Describe the jobs the span sends (their ids, and their queue if it was routed)."""
@@ -245,7 +273,11 @@ class TracingMiddleware:
                 return await call_next()
             finally:
                 context.detach(token)
-        span, token = self._start(call)
+        try:
+            span, token = self._start(call)
+        except Exception as exc:  # a broken propagator or SDK: run the attempt untraced
+            _broken("starting an attempt's span", exc)
+            return await call_next()
         outcome = "returned"
         try:
             return await call_next()
