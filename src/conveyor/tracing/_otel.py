@@ -291,7 +291,7 @@ class TracingMiddleware:
 
     def _start(self, call: JobCall) -> tuple[Span, Token[Context]]:
         ctx = call.ctx
-        extracted = propagate.extract(call.headers) if _carries_context(call.headers) else None
+        extracted = _extract(call.headers) if _carries_context(call.headers) else None
         producer = trace.get_current_span(extracted).get_span_context() if extracted else None
         links: list[Link] = []
         parent: Context | None = None  # None: the current context (an ambient span, if any)
@@ -326,6 +326,24 @@ class TracingMiddleware:
             set_status_on_exception=False,
         )
         return span, context.attach(trace.set_span_in_context(span, parent))
+
+
+# The last headers extracted, and their context: the jobs of one batch carry the same headers,
+# and parsing them is most of what this middleware costs beside the span itself.
+_last_extracted: tuple[object, Mapping[str, str], Context] | None = None
+
+
+def _extract(headers: Mapping[str, str]) -> Context:
+    """The context the configured propagator reads from ``headers`` (contexts are immutable:
+    one read serves consecutive jobs of the same batch)."""
+    global _last_extracted
+    last = _last_extracted
+    propagator = propagate.get_global_textmap()
+    if last is not None and last[0] is propagator and last[1] == headers:
+        return last[2]
+    extracted = propagator.extract(headers)
+    _last_extracted = (propagator, headers, extracted)
+    return extracted
 
 
 def _carries_context(headers: Mapping[str, str]) -> bool:
