@@ -35,6 +35,9 @@ class WorkerConfig:
     lease_keeper: Literal["auto", "thread", "process"] = "auto"
     burst: bool = False  # exit once the served queues have nothing runnable or running
     clock: Clock = field(default_factory=BackendClock)
+    # An OpenTelemetry span per attempt (see conveyor.tracing): None traces when the API is
+    # installed and $OTEL_PYTHON_DISABLED_INSTRUMENTATIONS does not list conveyor.
+    tracing: bool | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -50,6 +53,8 @@ class WorkerConfig:
             value: float | None = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if self.tracing not in (None, True, False):
+            raise ValueError(f"tracing must be True, False or None, got {self.tracing!r}")
         if self.lease_keeper not in ("auto", "thread", "process"):
             raise ValueError(
                 f"lease_keeper must be 'auto', 'thread' or 'process', got {self.lease_keeper!r}"

@@ -14,11 +14,12 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
 from conveyor import _validation
+from conveyor import tracing as _tracing
 from conveyor._dedup import DedupPolicy, dedup_of
 from conveyor._definition import (
     DEFAULT_ATTEMPTS,
@@ -51,8 +52,24 @@ from conveyor.drivers.records import (
 from conveyor.drivers.transactional import TransactionalWriter
 from conveyor.engine import Engine
 
+if TYPE_CHECKING:
+    from conveyor.tracing._otel import Send
+
 R = TypeVar("R")
 P = TypeVar("P", bound=BaseModel)
+
+# enqueue_by_name's arguments, from name to dedup, as _new_job_by_name takes them.
+_ByName = tuple[
+    str,
+    Mapping[str, Any] | str | bytes,
+    str | None,
+    float | timedelta | None,
+    datetime | None,
+    int,
+    str | None,
+    int,
+    DedupPolicy | None,
+]
 
 _JOB_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}\Z")
 ROUTES_TTL = 30.0  # seconds the routes workers declared are reused by enqueue_by_name
@@ -76,6 +93,7 @@ class Queue(QueueInspection):
         clock: Clock | None = None,
         create: bool = True,
         outbox: TransactionalWriter | str | None = None,
+        tracing: bool | None = None,
     ) -> None:
         """``create=False`` (inspection tools) never creates a store that does not exist: the
         first call raises :class:`BackendUnavailable` saying where it looked instead.
@@ -86,6 +104,10 @@ class Queue(QueueInspection):
         Give the outbox's URL (``"postgresql://..."``, resolved on first use) or a
         :class:`~conveyor.drivers.transactional.TransactionalWriter`. A SQL backend (SQLite,
         PostgreSQL) writes such jobs into its own tables and needs none.
+
+        ``tracing``: make an OpenTelemetry span per enqueue and carry its context in the jobs
+        (see :mod:`conveyor.tracing`); by default when ``opentelemetry-api`` is installed and
+        ``$OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` does not list ``conveyor``.
         """
         # Everything below talks to storage through the engine, never to the driver directly.
         self._driver = driver if isinstance(driver, Engine) else Engine(driver)
@@ -96,6 +118,13 @@ class Queue(QueueInspection):
         self.max_payload_bytes = max_payload_bytes
         self.clock: Clock = clock or BackendClock()
         self.outbox: TransactionalWriter | str | None = outbox
+        # Decided once: without OpenTelemetry the enqueue path never looks at tracing again.
+        self._producer = _tracing.producer(tracing)
+
+    @property
+    def traced(self) -> bool:
+        """Whether enqueues here are traced (see :mod:`conveyor.tracing`)."""
+        return self._producer is not None
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> Queue:
@@ -207,9 +236,20 @@ class Queue(QueueInspection):
         Every payload is validated before anything is written, so a bad one writes nothing.
         ``connection=``: written inside that connection's transaction, see :meth:`enqueue`.
         """
+        if self._producer is None or not requests:
+            return await self._enqueue_many(requests, connection, None)
+        with self._producer.send(_queues_of(requests)) as sent:
+            return await self._enqueue_many(requests, connection, sent)
+
+    async def _enqueue_many(
+        self,
+        requests: Sequence[JobRequest[Any, Any]],
+        connection: object | None,
+        sent: Send | None,
+    ) -> list[JobHandle[Any]]:
         if connection is not None:
-            return await (await self.pending_many(requests)).write_async(connection)
-        new_jobs = self._new_jobs(requests)
+            return await (await self._pending_many(requests, sent)).write_async(connection)
+        new_jobs = self._new_jobs(requests, sent)
         return await self._insert(new_jobs, [r.definition for r in requests])
 
     async def enqueue_by_name(
@@ -238,18 +278,21 @@ class Queue(QueueInspection):
         ``keep_failed=`` as for :meth:`enqueue` (the default dedup key is the name and the
         payload's canonical JSON, as a typed enqueue's).
         """
-        new = await self._new_job_by_name(
-            name,
-            payload,
-            job_id,
-            delay,
-            run_at,
-            priority,
-            queue,
-            attempts,
-            dedup,
-            (keep_completed, keep_failed),
-        )
+        args: _ByName = (name, payload, job_id, delay, run_at, priority, queue, attempts, dedup)
+        keep = (keep_completed, keep_failed)
+        if self._producer is None:
+            return await self._enqueue_by_name(args, keep, connection, None)
+        with self._producer.send(None if queue is None else [queue]) as sent:
+            return await self._enqueue_by_name(args, keep, connection, sent)
+
+    async def _enqueue_by_name(
+        self,
+        args: _ByName,
+        keep: tuple[float | timedelta | None, float | timedelta | None],
+        connection: object | None,
+        sent: Send | None,
+    ) -> JobHandle[Any]:
+        new = await self._new_job_by_name(*args, keep, sent)
         if connection is not None:
             pending = PendingEnqueue(self, [new], [None], *await self._writer())
             (handle,) = await pending.write_async(connection)
@@ -261,8 +304,17 @@ class Queue(QueueInspection):
         """The jobs of ``requests`` validated and built, with the writer that will write them
         on a connection of the caller's (see :class:`PendingEnqueue`); what ``enqueue_many(...,
         connection=)`` does in two steps, for callers that run the second one elsewhere
-        (:class:`SyncQueue` runs it in the caller's thread)."""
-        new_jobs = self._new_jobs(requests)
+        (:class:`SyncQueue` runs it in the caller's thread). Traced, its span covers building
+        the jobs (the write comes later)."""
+        if self._producer is None or not requests:
+            return await self._pending_many(requests, None)
+        with self._producer.send(_queues_of(requests)) as sent:
+            return await self._pending_many(requests, sent)
+
+    async def _pending_many(
+        self, requests: Sequence[JobRequest[Any, Any]], sent: Send | None
+    ) -> PendingEnqueue:
+        new_jobs = self._new_jobs(requests, sent)
         writer, target = await self._writer()
         return PendingEnqueue(self, new_jobs, [r.definition for r in requests], writer, target)
 
@@ -282,18 +334,13 @@ class Queue(QueueInspection):
         keep_failed: float | timedelta | None = None,
     ) -> PendingEnqueue:
         """:meth:`pending_many` for :meth:`enqueue_by_name`."""
-        new = await self._new_job_by_name(
-            name,
-            payload,
-            job_id,
-            delay,
-            run_at,
-            priority,
-            queue,
-            attempts,
-            dedup,
-            (keep_completed, keep_failed),
-        )
+        args: _ByName = (name, payload, job_id, delay, run_at, priority, queue, attempts, dedup)
+        keep = (keep_completed, keep_failed)
+        if self._producer is None:
+            new = await self._new_job_by_name(*args, keep, None)
+        else:
+            with self._producer.send(None if queue is None else [queue]) as sent:
+                new = await self._new_job_by_name(*args, keep, sent)
         return PendingEnqueue(self, [new], [None], *await self._writer())
 
     async def _writer(self) -> tuple[TransactionalWriter, str]:
@@ -336,15 +383,29 @@ class Queue(QueueInspection):
         attempts: int,
         dedup: DedupPolicy | None,
         keep: tuple[float | timedelta | None, float | timedelta | None],
+        sent: Send | None,
     ) -> NewJob:
         data = encode_untyped_payload(name, payload, self.max_payload_bytes)
         keyed, delay = dedup_of(dedup, name, data, delay, run_at)
         job_id = new_job_ids(1)[0] if job_id is None else _check_job_id(job_id)
         if queue is None:
             queue = await self._route(name)
-        return self._build(
-            name, data, job_id, delay, run_at, priority, queue, attempts, keyed, keep
+        new = self._build(
+            name,
+            data,
+            job_id,
+            delay,
+            run_at,
+            priority,
+            queue,
+            attempts,
+            keyed,
+            keep,
+            trace=None if sent is None else sent.headers,
         )
+        if sent is not None:
+            sent.built([new])
+        return new
 
     async def _route(self, name: str) -> str:
         """The queue workers declared for job ``name``: read from the backend at most every few
@@ -367,11 +428,22 @@ class Queue(QueueInspection):
             return DEFAULT_QUEUE
         return queue
 
-    def _new_jobs(self, requests: Sequence[JobRequest[Any, Any]]) -> list[NewJob]:
+    def _new_jobs(
+        self, requests: Sequence[JobRequest[Any, Any]], sent: Send | None = None
+    ) -> list[NewJob]:
         ids = iter(new_job_ids(sum(1 for r in requests if r.job_id is None)))
-        return [self._new_job(r, ids) for r in requests]
+        if sent is None:
+            return [self._new_job(r, ids, None) for r in requests]
+        jobs = [self._new_job(r, ids, sent.headers) for r in requests]
+        sent.built(jobs)
+        return jobs
 
-    def _new_job(self, request: JobRequest[Any, Any], ids: Iterator[str]) -> NewJob:
+    def _new_job(
+        self,
+        request: JobRequest[Any, Any],
+        ids: Iterator[str],
+        trace: Mapping[str, str] | None,
+    ) -> NewJob:
         d = request.definition
         data = encode_payload(d.name, d.payload_type, request.payload, self.max_payload_bytes)
         dedup, delay = dedup_of(request.dedup, d.name, data, request.delay, request.run_at)
@@ -392,6 +464,7 @@ class Queue(QueueInspection):
             ),
             d.group_of(request.payload),
             headers,
+            trace,
         )
 
     def _build(
@@ -408,6 +481,7 @@ class Queue(QueueInspection):
         keep: tuple[float | timedelta | None, float | timedelta | None] = (None, None),
         group: JobGroup | None = None,
         headers: Mapping[str, str] | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> NewJob:
         if delay is not None and run_at is not None:
             raise InvalidArgument("pass either delay or run_at, not both")
@@ -430,12 +504,9 @@ class Queue(QueueInspection):
             keep_completed=kept[0],
             keep_failed=kept[1],
             group=group,
-            headers=encode_headers({**self._producer_headers(), **(headers or {})}),
+            # The producer's trace context (conveyor.tracing), under Conveyor's own headers.
+            headers=encode_headers({**trace, **(headers or {})} if trace else headers or {}),
         )
-
-    def _producer_headers(self) -> dict[str, str]:
-        """Headers every job enqueued here gets from the producer's context (none yet)."""
-        return {}
 
     async def _insert(
         self, new_jobs: list[NewJob], definitions: Sequence[JobDef[Any, Any] | None]
@@ -445,6 +516,11 @@ class Queue(QueueInspection):
         driver = await self.connect()
         results = await driver.job_insert_many(new_jobs, now=self.clock.now())
         return handles(self, results, definitions)
+
+
+def _queues_of(requests: Sequence[JobRequest[Any, Any]]) -> list[str]:
+    """The queues ``requests`` go to, for the name of their span."""
+    return [r.definition.queue if r.queue is None else r.queue for r in requests]
 
 
 def _outbox_for_url(url: str) -> TransactionalWriter:

@@ -9,6 +9,7 @@ one per process and :meth:`SyncQueue.close` it at shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import Future
@@ -73,16 +74,24 @@ class SyncQueue:
                     target=self._loop.run_forever, name="conveyor-sync-portal", daemon=True
                 )
                 self._thread.start()
-            future: Future[T] = asyncio.run_coroutine_threadsafe(self._tracked(coro), self._loop)
+            # A traced queue runs the call in the caller's context (its current span).
+            context = contextvars.copy_context() if self.queue.traced else None
+            future: Future[T] = asyncio.run_coroutine_threadsafe(
+                self._tracked(coro, context), self._loop
+            )
         return future.result(timeout)
 
-    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+    async def _tracked(
+        self, coro: Coroutine[Any, Any, T], context: contextvars.Context | None = None
+    ) -> T:
         # Remembered so that close() cancels the callers' calls, never the tasks a backend's
         # client library runs for itself (a connection pool's workers stop when it closes).
         task = asyncio.current_task()
         assert task is not None
         self._calls.add(task)
         try:
+            if context is not None:  # a task of its own in that context; cancelled with this one
+                return await asyncio.get_running_loop().create_task(coro, context=context)
             return await coro
         finally:
             self._calls.discard(task)

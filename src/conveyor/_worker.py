@@ -28,7 +28,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
-from conveyor import _eventloop
+from conveyor import _eventloop, tracing
 from conveyor._config import WorkerConfig
 from conveyor._definition import JobDef
 from conveyor._errors import InvalidArgument, WorkerFailed
@@ -129,7 +129,8 @@ class Worker:
 
     def use(self, middleware: Middleware) -> Middleware:
         """Run ``middleware`` around every handler (see :mod:`conveyor._middleware`); the first
-        registered is the outermost. Usable as a decorator."""
+        registered is the outermost (inside the tracing span's middleware, when the worker
+        traces: :mod:`conveyor.tracing`). Usable as a decorator."""
         if not callable(middleware):
             raise InvalidArgument(f"middleware must be callable, got {middleware!r}")
         self.middleware.append(middleware)
@@ -331,7 +332,7 @@ class Worker:
             stats=self.stats,
             slot_freed=self._slot_freed,
             progress=progress,
-            middleware=self.middleware,
+            middleware=self._middleware(),
             observers=self.observers,
             hooks=self.hooks,
         )
@@ -417,6 +418,12 @@ class Worker:
         if failure is not None:
             name, exc = failure
             raise WorkerFailed(f"the worker's {name} loop kept failing: {exc}") from exc
+
+    def _middleware(self) -> list[Middleware]:
+        """The registered middleware, inside the tracing one when the worker traces (outermost,
+        so the span covers them and what they raise is recorded on it)."""
+        traced = tracing.worker_middleware(self.config.tracing)
+        return self.middleware if traced is None else [traced, *self.middleware]
 
     def _keeper(self, driver: Engine, loop: asyncio.AbstractEventLoop, runner: Runner) -> Keeper:
         cfg = self.config
