@@ -438,3 +438,34 @@ print("ok")
 """
     done = run(f"python -c {shlex.quote(script)}", cwd, env)
     assert done.stdout.strip().endswith("ok")
+
+
+def test_hooks_middleware_and_secrets(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """The hooks snippet: a wrong password fails for good, the dead hook gets the payload
+    with the password redacted, and the stored payload keeps it for the handler."""
+    cwd, env = app_dir
+    script = """
+import asyncio, dataclasses
+from pydantic import SecretStr
+from app import alerts as a
+
+async def main():
+    queue = a.worker.queue
+    login = a.check_login
+    good = await queue.enqueue(login, a.Login(user="ann", password=SecretStr("open sesame")))
+    bad = await queue.enqueue(login, a.Login(user="bob", password=SecretStr("guess")))
+    a.worker.config = dataclasses.replace(a.worker.config, burst=True)
+    await a.worker.run()
+    assert (await queue.get(good.id)).state.value == "completed"
+    info = await queue.get(bad.id)
+    assert info.state.value == "failed" and info.attempt == 1, info
+    assert info.redacted_payload == {"user": "bob", "password": "**********"}
+    assert a.pages == [{"job": "auth.check_login", "id": bad.id,
+                        "payload": {"user": "bob", "password": "**********"}}], a.pages
+    await queue.close()
+
+asyncio.run(main())
+print("ok")
+"""
+    done = run(f"python -c {shlex.quote(script)}", cwd, env)
+    assert done.stdout.strip().endswith("ok")

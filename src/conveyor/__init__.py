@@ -32,7 +32,9 @@ from conveyor._errors import (
     WorkerFailed,
 )
 from conveyor._handle import JobHandle
+from conveyor._hooks import JobEvent
 from conveyor._jobinfo import JobInfo
+from conveyor._middleware import CallNext, JobCall, Middleware
 from conveyor._queue import Queue
 from conveyor._sync import SyncJobHandle, SyncQueue
 from conveyor._worker import Worker
@@ -48,10 +50,12 @@ from conveyor.drivers.records import (
     InsertStatus,
     JobState,
     QueueInfo,
+    QueueStats,
     Retention,
     WorkerInfo,
 )
 from conveyor.runtime.lifecycle import WorkerStats
+from conveyor.runtime.observers import Observer
 
 __version__ = "0.1.0"
 
@@ -60,6 +64,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "Backoff",
+    "CallNext",
     "ChangeResult",
     "ChangeStatus",
     "ConveyorError",
@@ -75,21 +80,26 @@ __all__ = [
     "InsertStatus",
     "InvalidArgument",
     "InvalidJobDefinition",
+    "JobCall",
     "JobContext",
     "JobDef",
+    "JobEvent",
     "JobFailed",
     "JobHandle",
     "JobInfo",
     "JobNotFound",
     "JobRequest",
     "JobState",
+    "Middleware",
     "MigrationRequired",
     "MissingHandlers",
+    "Observer",
     "PayloadTooLarge",
     "PayloadValidationError",
     "Permanent",
     "Queue",
     "QueueInfo",
+    "QueueStats",
     "Rate",
     "RateLimited",
     "ResultTimeout",

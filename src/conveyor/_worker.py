@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -32,6 +32,8 @@ from conveyor import _eventloop
 from conveyor._config import WorkerConfig
 from conveyor._definition import JobDef
 from conveyor._errors import InvalidArgument, WorkerFailed
+from conveyor._hooks import Hook, HookKind, Hooks, TypedHook
+from conveyor._middleware import Middleware
 from conveyor._queue import Queue
 from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.clock import BackendClock
@@ -44,6 +46,7 @@ from conveyor.runtime.fetcher import Fetcher, FetcherHooks
 from conveyor.runtime.lease_keeper import Keeper, LeaseKeeper
 from conveyor.runtime.lifecycle import WorkerStats
 from conveyor.runtime.maintenance import Heartbeat, Maintenance
+from conveyor.runtime.observers import Observer, Observers
 from conveyor.runtime.progress import ProgressBatcher
 from conveyor.runtime.rates import describe, rate_limits
 from conveyor.runtime.registry import Handler, HandlerRegistry
@@ -51,6 +54,7 @@ from conveyor.runtime.renewer import RenewalProcess
 from conveyor.runtime.runner import Runner
 from conveyor.runtime.scheduler import CatchUpName, OverlapName, Scheduled, Scheduler, declare
 from conveyor.runtime.supervisor import Supervisor
+from conveyor.runtime.throughput import ThroughputCounter
 from conveyor.runtime.waiting import first_of
 
 P = TypeVar("P", bound=BaseModel)
@@ -105,6 +109,9 @@ class Worker:
         self._beside: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {}
         self.schedules: dict[str, Scheduled] = {}  # by name: what cron() and every() declared
         self.scheduler: Scheduler | None = None  # while running with schedules
+        self.middleware: list[Middleware] = []
+        self.hooks = Hooks()
+        self.observers = Observers()
 
     # -- registration --------------------------------------------------------------------------
 
@@ -119,6 +126,57 @@ class Worker:
 
     def register(self, definition: JobDef[P, R], handler: Handler[P, R]) -> None:
         self.registry.add(definition, handler)
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Run ``middleware`` around every handler (see :mod:`conveyor._middleware`); the first
+        registered is the outermost. Usable as a decorator."""
+        if not callable(middleware):
+            raise InvalidArgument(f"middleware must be callable, got {middleware!r}")
+        self.middleware.append(middleware)
+        return middleware
+
+    def observe(self, observer: Observer) -> Observer:
+        """Tell ``observer`` what happens to jobs (see :mod:`conveyor.runtime.observers`)."""
+        self.observers.add(observer)
+        return observer
+
+    @overload
+    def on_failed(self, target: Hook) -> Hook: ...
+    @overload
+    def on_failed(self, target: JobDef[P, Any]) -> Callable[[TypedHook[P]], TypedHook[P]]: ...
+    def on_failed(self, target: Hook | JobDef[Any, Any]) -> Any:
+        """Call the decorated hook after every failed attempt, retried or not (see
+        :mod:`conveyor._hooks`); ``@worker.on_failed(definition)`` for that job's only."""
+        return self._hook(HookKind.FAILED, target)
+
+    @overload
+    def on_retry(self, target: Hook) -> Hook: ...
+    @overload
+    def on_retry(self, target: JobDef[P, Any]) -> Callable[[TypedHook[P]], TypedHook[P]]: ...
+    def on_retry(self, target: Hook | JobDef[Any, Any]) -> Any:
+        """Call the decorated hook after a failed attempt that will be retried."""
+        return self._hook(HookKind.RETRY, target)
+
+    @overload
+    def on_dead(self, target: Hook) -> Hook: ...
+    @overload
+    def on_dead(self, target: JobDef[P, Any]) -> Callable[[TypedHook[P]], TypedHook[P]]: ...
+    def on_dead(self, target: Hook | JobDef[Any, Any]) -> Any:
+        """Call the decorated hook when a job fails for good and lands in the failed
+        (dead-letter) set: page someone here."""
+        return self._hook(HookKind.DEAD, target)
+
+    def _hook(self, kind: HookKind, target: Hook | JobDef[Any, Any]) -> Any:
+        if isinstance(target, JobDef):
+            definition: JobDef[Any, Any] = target  # pyright: ignore[reportUnknownVariableType]
+
+            def register(hook: Any) -> Any:
+                self.hooks.add(kind, hook, definition)
+                return hook
+
+            return register
+        self.hooks.add(kind, target, None)
+        return target
 
     def cron(
         self,
@@ -273,7 +331,12 @@ class Worker:
             stats=self.stats,
             slot_freed=self._slot_freed,
             progress=progress,
+            middleware=self.middleware,
+            observers=self.observers,
+            hooks=self.hooks,
         )
+        counter = ThroughputCounter(driver, cfg.clock, self._stopping)
+        self.observers.add(counter)
         keeper = runner.keeper = self._keeper(driver, loop, runner)
         maintenance = Maintenance(
             driver,
@@ -282,6 +345,7 @@ class Worker:
             interval=cfg.maintenance_every,
             max_stalls=cfg.max_stalls,
             retention=cfg.retention,
+            on_rescued=runner.on_rescued,
         )
         heartbeat = Heartbeat(
             driver,
@@ -320,6 +384,7 @@ class Worker:
             supervisor.start("progress", progress.run)
             supervisor.start("maintenance", maintenance.run)
             supervisor.start("heartbeat", heartbeat.run)
+            supervisor.start("throughput", counter.run)
             if driver.has(Capability.CANCEL_NOTIFY):
                 supervisor.start("cancel listener", lambda: self._listen_for_cancels(driver))
             if self.schedules:
@@ -338,7 +403,13 @@ class Worker:
             )
             await fetcher.run()
         finally:
-            await self._shutdown(completer, keeper, maintenance, supervisor)
+            try:
+                await self._shutdown(completer, keeper, maintenance, supervisor)
+            finally:
+                self.observers.observers.remove(counter)
+            with contextlib.suppress(Exception):  # counts written by the last completions
+                async with asyncio.timeout(UNWIND_SECONDS):
+                    await counter.flush()
             if install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -369,6 +440,7 @@ class Worker:
                 loop=loop,
                 on_extended=runner.on_extended,
                 on_failure=self._give_up,
+                on_renewal=self.observers.lease_renewal,
             )
         return LeaseKeeper(
             driver.connect_another(),
@@ -377,6 +449,7 @@ class Worker:
             clock=cfg.clock,
             loop=loop,
             on_extended=runner.on_extended,
+            on_renewal=self.observers.lease_renewal,
         )
 
     async def _prepare(self, driver: Engine) -> None:
@@ -490,6 +563,7 @@ class Worker:
             flushed.cancel()
         await asyncio.gather(flushed, return_exceptions=True)
         await asyncio.to_thread(keeper.stop)
+        await self.hooks.drain(UNWIND_SECONDS)
         await self._stop_beside(supervisor)
         await supervisor.stop()
         with contextlib.suppress(Exception):

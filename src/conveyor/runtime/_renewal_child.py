@@ -161,7 +161,9 @@ class Renewer:
             result = await self.driver.job_extend_leases(leases, self.lease_seconds)
         except Exception as exc:  # retried soon; a lease outlives several failed renewals
             log.warning("extending %d lease(s) failed: %s", len(leases), exc)
+            emit({"renewed": len(leases), "ok": 0})
             return False
+        emit({"renewed": len(leases), "ok": 1})
         tokens = {lease.job_id: lease.token for lease in leases}
         if result.lost or result.cancel_requested:
             emit(

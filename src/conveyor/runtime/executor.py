@@ -9,13 +9,14 @@ import asyncio
 import enum
 import inspect
 import logging
-import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from conveyor._context import JobContext
 from conveyor._errors import PayloadValidationError, Permanent, RateLimited, Retry, Snooze
+from conveyor._middleware import CallNext, JobCall, Middleware, chain
+from conveyor.core.headers import decode_headers
 from conveyor.core.outcome import (
     CancelRequested,
     Errored,
@@ -30,6 +31,7 @@ from conveyor.core.outcome import (
 from conveyor.core.serialization import decode_payload
 from conveyor.drivers.records import JobRecord
 from conveyor.runtime.registry import HandlerRegistry
+from conveyor.runtime.threads import run_in_daemon_thread
 
 log = logging.getLogger("conveyor.worker")
 
@@ -67,6 +69,7 @@ async def execute(
     stop_reason: Callable[[], StopReason | None],
     *,
     max_result_bytes: int,
+    middleware: Sequence[Middleware] = (),
 ) -> Outcome:
     """Validate the payload, run the handler under its timeout, and classify the result.
 
@@ -87,22 +90,29 @@ async def execute(
             permanent=True,
         )
     thread: asyncio.Future[Any] | None = None
+
+    async def handler() -> object:
+        nonlocal thread
+        if registered.is_async:
+            return await registered.handler(payload, ctx)
+        thread = run_in_daemon_thread(registered.handler, payload, ctx)
+        # Shielded: cancelling the wait must not forget the thread, which runs on.
+        value = await asyncio.shield(thread)
+        if inspect.isawaitable(value):
+            _discard(value)
+            raise _AwaitableFromSync(record.name)
+        return value
+
+    run: CallNext = handler
+    if middleware:
+        call = JobCall(ctx, payload, definition, decode_headers(record.headers))
+        run = chain(middleware, call, handler)
     deadline = asyncio.timeout(definition.timeout)
     try:
         async with deadline:
-            if registered.is_async:
-                value = await registered.handler(payload, ctx)
-            else:
-                thread = run_in_daemon_thread(registered.handler, payload, ctx)
-                # Shielded: cancelling the wait must not forget the thread, which runs on.
-                value = await asyncio.shield(thread)
-                if inspect.isawaitable(value):
-                    _discard(value)
-                    return Errored(
-                        f"TypeError: the handler of job {record.name!r} is a plain function that "
-                        "returned an awaitable; declare it `async def` so the worker awaits it",
-                        permanent=True,
-                    )
+            value = await run()
+    except _AwaitableFromSync as exc:
+        return Errored(str(exc), permanent=True)
     except asyncio.CancelledError:
         ctx.cancelled.set()
         reason = stop_reason()
@@ -160,6 +170,14 @@ async def execute(
     return Succeeded(result)
 
 
+class _AwaitableFromSync(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"TypeError: the handler of job {name!r} is a plain function that returned an "
+            "awaitable; declare it `async def` so the worker awaits it"
+        )
+
+
 def _shown(exc: BaseException) -> str:
     try:
         return str(exc)
@@ -196,36 +214,3 @@ async def _outlive(thread: asyncio.Future[Any] | None, record: JobRecord, why: s
     except BaseException:
         pass  # the handler's own error no longer matters: the outcome is already decided
     return True
-
-
-def run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-    """Start a sync handler on a daemon thread; the returned future resolves on the loop.
-
-    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one stuck sync
-    handler would hold a shut-down worker forever. The worker's concurrency bounds how many run.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def deliver(ok: bool, value: Any) -> None:
-        if future.done():
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-    def target() -> None:
-        try:
-            value = fn(*args)
-        except BaseException as exc:
-            outcome: tuple[bool, Any] = (False, exc)
-        else:
-            outcome = (True, value)
-        try:
-            loop.call_soon_threadsafe(deliver, *outcome)
-        except RuntimeError:  # the loop is closed: the worker has gone
-            pass
-
-    threading.Thread(target=target, name="conveyor-sync-handler", daemon=True).start()
-    return future

@@ -28,6 +28,10 @@ log = logging.getLogger("conveyor.worker")
 OnExtended = Callable[[ExtendResult, Mapping[str, str]], None]
 """Called on the worker's loop with the result and the tokens that were sent, by job id."""
 
+OnRenewal = Callable[[bool, int], None]
+"""Called on the worker's loop after each renewal of held leases: whether the call reached the
+backend, and how many leases it carried (for metrics and health checks)."""
+
 
 class Keeper(Protocol):
     """What the worker needs of whatever renews its leases."""
@@ -58,6 +62,7 @@ class LeaseKeeper:
         clock: Clock,
         loop: asyncio.AbstractEventLoop,
         on_extended: OnExtended,
+        on_renewal: OnRenewal | None = None,
     ) -> None:
         self._driver = driver
         self._lease_seconds = lease_seconds
@@ -67,6 +72,7 @@ class LeaseKeeper:
         self._clock = clock
         self._loop = loop
         self._on_extended = on_extended
+        self._on_renewal = on_renewal
         self._leases: dict[str, Lease] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -140,6 +146,7 @@ class LeaseKeeper:
             )
         except Exception as exc:  # retried soon; a lease outlives several failed renewals
             log.warning("extending %d lease(s) failed: %s", len(leases), exc)
+            self._tell_renewal(False, len(leases))
             return False
         if result.lost or result.cancel_requested:
             sent = {lease.job_id: lease.token for lease in leases}
@@ -147,4 +154,13 @@ class LeaseKeeper:
                 self._loop.call_soon_threadsafe(self._on_extended, result, sent)
             except RuntimeError:  # the worker's loop has closed
                 pass
+        self._tell_renewal(True, len(leases))
         return True
+
+    def _tell_renewal(self, ok: bool, count: int) -> None:
+        if self._on_renewal is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._on_renewal, ok, count)
+        except RuntimeError:  # the worker's loop has closed
+            pass

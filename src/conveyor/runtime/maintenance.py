@@ -20,6 +20,7 @@ from conveyor.core.clock import Clock
 from conveyor.core.rescue import decide_rescue
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
+    JobRecord,
     RescueJob,
     Retention,
     TransitionKind,
@@ -40,12 +41,24 @@ async def rescue_expired(
 ) -> list[tuple[RescueJob, TransitionResult]]:
     """Decide about every job whose lease expired (at most ``limit``) and apply the decisions:
     what the maintenance leader does each tick."""
+    rescued = await _rescue(driver, max_stalls=max_stalls, limit=limit, now=now)
+    return [(decision, result) for _, decision, result in rescued]
+
+
+async def _rescue(
+    driver: Driver, *, max_stalls: int, limit: int, now: float | None
+) -> list[tuple[JobRecord, RescueJob, TransitionResult]]:
     expired = await driver.job_expired(limit=limit, now=now)
     if not expired:
         return []
     decisions = [decide_rescue(job, max_stalls) for job in expired]
     results = await driver.job_rescue_many(decisions, now=now)
-    return list(zip(decisions, results, strict=True))
+    return list(zip(expired, decisions, results, strict=True))
+
+
+OnRescued = Callable[[JobRecord, RescueJob], None]
+"""Told of each rescue the maintenance leader wrote (hooks and metrics learn of jobs that
+failed for good after stalling, which no handler's outcome reports)."""
 
 
 class Maintenance:
@@ -58,8 +71,10 @@ class Maintenance:
         interval: float,
         max_stalls: int,
         retention: Retention,
+        on_rescued: OnRescued | None = None,
     ) -> None:
         self._driver = driver
+        self._on_rescued = on_rescued
         self._worker_id = worker_id
         self._clock = clock
         self._interval = interval
@@ -84,11 +99,16 @@ class Maintenance:
         )
         if not self.is_leader:
             return
-        for rescue, result in await rescue_expired(
+        for record, rescue, result in await _rescue(
             d, max_stalls=self._max_stalls, limit=BATCH, now=now()
         ):
             if result.status is TransitionStatus.OK:
                 _log_rescue(rescue)
+                if self._on_rescued is not None:
+                    try:
+                        self._on_rescued(record, rescue)
+                    except Exception:  # telling others must not stop maintenance
+                        log.exception("reporting the rescue of job %s failed", record.id)
         await d.job_promote_due(limit=BATCH, now=now())
         await d.job_prune_finished(self._retention, limit=BATCH, now=now())
 

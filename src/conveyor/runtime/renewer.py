@@ -34,7 +34,7 @@ from collections.abc import Callable, Generator
 from typing import IO, Any, Final, cast
 
 from conveyor.drivers.records import ExtendResult, Lease
-from conveyor.runtime.lease_keeper import OnExtended
+from conveyor.runtime.lease_keeper import OnExtended, OnRenewal
 
 log = logging.getLogger("conveyor.worker")
 
@@ -60,6 +60,7 @@ class RenewalProcess:
         loop: asyncio.AbstractEventLoop,
         on_extended: OnExtended,
         on_failure: Callable[[str, BaseException], None],
+        on_renewal: OnRenewal | None = None,
     ) -> None:
         self._url = source_url
         self._lease_seconds = lease_seconds
@@ -67,6 +68,7 @@ class RenewalProcess:
         self._loop = loop
         self._on_extended = on_extended
         self._on_failure = on_failure
+        self._on_renewal = on_renewal
         self._leases: dict[str, Lease] = {}
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer of the pipe at a time
@@ -284,6 +286,8 @@ class RenewalProcess:
                 self._settled.set()
             elif "lost" in message:
                 self._deliver(message)
+            elif "renewed" in message:
+                self._tell_renewal(bool(message.get("ok")), message.get("renewed"))
         code = process.wait()
         if self._stopping.is_set():
             return
@@ -299,6 +303,14 @@ class RenewalProcess:
         sent = dict(lost + cancel)
         try:
             self._loop.call_soon_threadsafe(self._on_extended, result, sent)
+        except RuntimeError:  # the worker's loop has closed
+            pass
+
+    def _tell_renewal(self, ok: bool, count: object) -> None:
+        if self._on_renewal is None or not isinstance(count, int):
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._on_renewal, ok, count)
         except RuntimeError:  # the worker's loop has closed
             pass
 

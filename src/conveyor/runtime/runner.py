@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from conveyor._config import WorkerConfig
 from conveyor._context import JobContext, JobLogger, epoch_to_datetime
+from conveyor._hooks import Hooks
+from conveyor._middleware import Middleware
 from conveyor.core.backoff import DEFAULT_BACKOFF
 from conveyor.core.outcome import (
     Outcome,
@@ -38,6 +40,7 @@ from conveyor.drivers.records import (
     FinishJob,
     JobRecord,
     Lease,
+    RescueJob,
     TransitionKind,
     TransitionResult,
     TransitionStatus,
@@ -47,6 +50,7 @@ from conveyor.runtime.completer import Completer
 from conveyor.runtime.executor import StopReason, execute
 from conveyor.runtime.lease_keeper import Keeper
 from conveyor.runtime.lifecycle import WorkerStats, finish_for, log_job, log_transition
+from conveyor.runtime.observers import Observers
 from conveyor.runtime.progress import ProgressBatcher
 from conveyor.runtime.registry import HandlerRegistry
 
@@ -75,6 +79,9 @@ class Runner:
         stats: WorkerStats,
         slot_freed: asyncio.Event,
         progress: ProgressBatcher | None = None,
+        middleware: Sequence[Middleware] = (),
+        observers: Observers | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self._driver = driver
         self._progress = progress
@@ -86,6 +93,10 @@ class Runner:
         self._stats = stats
         self._slot_freed = slot_freed
         self.keeper: Keeper | None = None
+        self._middleware = tuple(middleware)
+        self._observers = observers or Observers()
+        self._hooks = hooks or Hooks()
+        self._definitions = {d.name: d for d in registry.definitions()}
         self._filtered = Capability.FETCH_BY_NAME in driver.capabilities
         self.running: dict[str, _Running] = {}
         self.superseded: set[asyncio.Task[None]] = set()  # stale attempts still unwinding
@@ -181,7 +192,7 @@ class Runner:
             finish = FinishJob(
                 record.id, record.lease_token, TransitionKind.REQUEUE, queue=record.queue
             )
-            self._completer.submit(finish, self._on_written)
+            self._submit(record, finish, 0.0)
 
     def start(self, record: JobRecord) -> None:
         assert record.lease_token is not None
@@ -194,9 +205,12 @@ class Runner:
             finish = FinishJob(
                 record.id, record.lease_token, TransitionKind.FAIL, error=error, queue=record.queue
             )
-            self._completer.submit(finish, self._on_written)
+            self._submit(record, finish, 0.0)
             return
         self.hold(record)
+        if self._observers:
+            now = self._config.clock.now()
+            self._observers.job_started(record, time.time() if now is None else now)
         entry = _Running(record, ctx)
         self.running[record.id] = entry
         entry.task = asyncio.create_task(self._process(entry), name=f"conveyor-job-{record.id}")
@@ -238,6 +252,7 @@ class Runner:
                 entry.ctx,
                 lambda: entry.stop_reason,
                 max_result_bytes=self._max_result_bytes,
+                middleware=self._middleware,
             )
         except BaseException:
             # Only an outside cancellation of the worker itself gets here. Stop renewing: the
@@ -259,6 +274,7 @@ class Runner:
                 record,
                 duration=duration,
             )
+            self._observers.job_finished(record, None, duration)
             return
         task = asyncio.current_task()
         if task is not None:
@@ -330,7 +346,22 @@ class Runner:
                 log_transition(record, transition, duration)
             except Exception:  # a logging handler's failure must not lose the outcome
                 pass
-        self._completer.submit(finish, self._on_written)
+        self._submit(record, finish, duration)
+
+    def on_rescued(self, record: JobRecord, rescue: RescueJob) -> None:
+        """The maintenance leader rescued ``record`` (its worker lost it): observers learn of
+        the transition, and a job that failed for good after stalling calls the hooks, as a
+        handler's failure would."""
+        self._observers.job_finished(record, rescue.kind, 0.0)
+        if self._hooks:
+            self._hooks.finished(
+                record,
+                rescue.kind,
+                error=rescue.error,
+                delay=0.0,
+                duration=0.0,
+                definitions=self._definitions,
+            )
 
     def _check_task(self, token: str, task: asyncio.Task[None]) -> None:
         """The last line of defence: a job task that died of a bug releases its lease (the job
@@ -342,10 +373,30 @@ class Runner:
         log.error("the task of job %s failed", job_id, exc_info=task.exception())
         self.forget(job_id, token)
 
-    def _on_written(self, finish: FinishJob, result: TransitionResult | None) -> None:
+    def _submit(self, record: JobRecord, finish: FinishJob, duration: float) -> None:
+        self._completer.submit(finish, functools.partial(self._on_written, record, duration))
+
+    def _on_written(
+        self,
+        record: JobRecord,
+        duration: float,
+        finish: FinishJob,
+        result: TransitionResult | None,
+    ) -> None:
         self.forget(finish.job_id, finish.token)
-        if result is not None and result.status is TransitionStatus.OK:
+        written = result is not None and result.status is TransitionStatus.OK
+        self._observers.job_finished(record, finish.kind if written else None, duration)
+        if written:
             self._stats.count(finish.kind)
+            if self._hooks:
+                self._hooks.finished(
+                    record,
+                    finish.kind,
+                    error=finish.error,
+                    delay=finish.delay,
+                    duration=duration,
+                    definitions=self._definitions,
+                )
             return
         self._stats.lease_lost += 1
         if result is None:

@@ -380,6 +380,7 @@ async def test_the_grouped_statements_read_indexes_and_no_more_jobs_than_they_le
         "group_concurrencies": [1, None],
         "group_rate_counts": [0, None],
         "group_rate_pers": [0.0, None],
+        "headers": [None, None],
     }
     for name, args in (
         ("job_finish_many", finish),

@@ -247,6 +247,7 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
         },
         "job_cancel_many": {"now": None, "ids": [held.id, "j5000"], "channel": "c"},
         "job_retry_many": {"now": None, "ids": [held.id, "j5000"], "channel": "c"},
+        "job_delete_many": {"ids": [held.id, "j5000"]},
         "job_promote_due": {"now": None, "limit": 10, "channel": "c"},
         "job_insert_many": {
             "now": None,
@@ -262,6 +263,7 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
             "delays": [0.0, 0.0],
             "keep_completeds": [None, 60.0],
             "keep_faileds": [None, None],
+            "headers": [None, '{"traceparent": "00-1"}'],
         },
         "job_progress_many": {
             "now": None,
@@ -289,7 +291,13 @@ async def test_hot_queries_read_indexes_in_order_never_the_whole_table(
     assert "conveyor_job_active_idx" in explained["job_expired"]
     assert "conveyor_job_list_idx" in explained["job_list"]
     assert "conveyor_job_expiry_idx" in explained["job_prune_finished__expired"]
-    hot = ("job_extend_leases", "job_finish_many", "job_get_many", "job_rescue_many")
+    hot = (
+        "job_extend_leases",
+        "job_finish_many",
+        "job_get_many",
+        "job_rescue_many",
+        "job_delete_many",
+    )
     for name in (*hot, "job_progress_many"):
         assert "conveyor_job_pkey" in explained[name], explained[name]
         assert "conveyor_job_active_idx" not in explained[name], explained[name]

@@ -97,3 +97,29 @@ async def test_a_corrupt_error_history_starts_afresh_and_wedges_nothing(
     assert [(e.attempt, e.error[:30]) for e in info.errors] == [
         (1, "ValueError: first attempt fail")
     ]
+
+
+@pytest.mark.parametrize("headers", ["{not json", "[1, 2]", '{"n": 1}', b"\xff\xfe"])
+async def test_corrupt_stored_headers_read_as_none_and_the_job_runs(
+    tmp_path: Path, headers: str | bytes
+) -> None:
+    url = f"sqlite:///{tmp_path / 'headers.db'}"
+    queue = Queue.from_url(url)
+    worker = Worker(queue, config=fast_config())
+
+    @worker.handles(count)
+    async def handle(payload: Num, ctx: JobContext) -> int:
+        return payload.n
+
+    handle_ = await queue.enqueue(count, Num(n=5))
+    with sqlite3.connect(tmp_path / "headers.db") as conn:
+        conn.execute("UPDATE conveyor_job SET headers = ? WHERE id = ?", (headers, handle_.id))
+    listed = await queue.get(handle_.id)
+    assert listed is not None and listed.headers == {}
+    task = asyncio.create_task(worker.run())
+    try:
+        assert await handle_.result(timeout=10) == 5
+    finally:
+        worker.stop(grace=0)
+        await asyncio.wait_for(task, 10)
+        await queue.close()

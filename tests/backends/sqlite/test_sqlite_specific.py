@@ -158,6 +158,7 @@ async def test_schema_has_the_tables_indexes_and_state_check(tmp_path: Path) -> 
             "conveyor_job_lease_idx",
             "conveyor_job_finished_idx",
             "conveyor_job_seq_idx",
+            "conveyor_stats",
         } <= names
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         with pytest.raises(sqlite3.IntegrityError):

@@ -81,6 +81,7 @@ class Cron:
             "group_concurrency": None if job.group is None else job.group.concurrency,
             "group_rate_count": None if job.group is None else job.group.rate_count,
             "group_rate_per": None if job.group is None else float(job.group.rate_per),
+            "headers": job.headers,
         }
         (row,) = await connections.rows(self._q["cron_fire"], args)
         if row["status"] is None:

@@ -115,6 +115,7 @@ def _keyed(
             {
                 "id": holder.job_id,
                 "payload": job.payload,
+                "headers": job.headers,
                 "run_at": new_run_at,
                 "now": at,
                 **group_columns(job),

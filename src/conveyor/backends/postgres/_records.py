@@ -50,6 +50,7 @@ def record_of(row: Row) -> JobRecord:
         keep_failed=row["keep_failed"],
         expires_at=row["expires_at"],
         group=row["group_key"],
+        headers=row["headers"],
     )
 
 
@@ -119,6 +120,7 @@ def insert_statement(
             "delay": float(job.delay),
             "keep_completed": _seconds(job.keep_completed),
             "keep_failed": _seconds(job.keep_failed),
+            "headers": job.headers,
         }
     return "job_insert_many", {**common, **_batch(jobs)}
 
@@ -135,6 +137,7 @@ def _batch(jobs: Sequence[NewJob]) -> dict[str, Any]:
         "delays": [float(job.delay) for job in jobs],
         "keep_completeds": [_seconds(job.keep_completed) for job in jobs],
         "keep_faileds": [_seconds(job.keep_failed) for job in jobs],
+        "headers": [job.headers for job in jobs],
     }
 
 

@@ -55,14 +55,15 @@ inserted AS (
     INSERT INTO {schema}.conveyor_job (
         id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq,
         keep_completed, keep_failed, group_key, group_concurrency, group_rate_count,
-        group_rate_per
+        group_rate_per, headers
     )
     SELECT %(id)s, %(queue)s, %(job_name)s, %(payload)s::bytea,
            CASE WHEN r.run_at > t.now THEN 'scheduled' ELSE 'queued' END,
            %(priority)s::int, %(max_attempts)s::int, r.run_at, t.now,
            nextval('{schema}.conveyor_job_seq'),
            %(keep_completed)s::float8, %(keep_failed)s::float8, %(group_key)s::text,
-           %(group_concurrency)s::int, %(group_rate_count)s::int, %(group_rate_per)s::float8
+           %(group_concurrency)s::int, %(group_rate_count)s::int, %(group_rate_per)s::float8,
+           %(headers)s::text
     FROM claimed, t,
          LATERAL (SELECT coalesce(%(run_at)s::float8, t.now + %(delay)s::float8) AS run_at) r
     WHERE claimed.last_status = 'fired'

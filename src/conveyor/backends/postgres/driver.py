@@ -29,6 +29,7 @@ from conveyor.backends.postgres._groups import (
     groups_waiting,
     leased_rows,
 )
+from conveyor.backends.postgres._inspect import InspectOperations
 from conveyor.backends.postgres._migrate import check_current, migrate
 from conveyor.backends.postgres._notify import Notifications
 from conveyor.backends.postgres._pool import Connections, fetch_rows
@@ -89,7 +90,11 @@ T = TypeVar("T")
 
 
 class PostgresDriver(
-    rates.RateLimitOperations, GroupOperations, RegistryOperations, CronOperations
+    rates.RateLimitOperations,
+    GroupOperations,
+    RegistryOperations,
+    CronOperations,
+    InspectOperations,
 ):
     """A pool of connections to one schema of one PostgreSQL database."""
 

@@ -21,15 +21,15 @@ guard AS (
 input AS (
     SELECT i.id, i.queue, i.name, i.payload, i.priority, i.max_attempts, i.ord, t.now,
            coalesce(i.run_at, t.now + i.delay) AS run_at, i.keep_completed, i.keep_failed,
-           i.group_key, i.group_concurrency, i.group_rate_count, i.group_rate_per
+           i.group_key, i.group_concurrency, i.group_rate_count, i.group_rate_per, i.headers
     FROM unnest(%(ids)b::text[], %(queues)b::text[], %(names)b::text[], %(payloads)b::bytea[],
                 %(priorities)b::int[], %(max_attempts)b::int[], %(run_ats)b::float8[],
                 %(delays)b::float8[], %(keep_completeds)b::float8[], %(keep_faileds)b::float8[],
                 %(group_keys)b::text[], %(group_concurrencies)b::int[],
-                %(group_rate_counts)b::int[], %(group_rate_pers)b::float8[])
+                %(group_rate_counts)b::int[], %(group_rate_pers)b::float8[], %(headers)b::text[])
          WITH ORDINALITY AS i(id, queue, name, payload, priority, max_attempts, run_at, delay,
                               keep_completed, keep_failed, group_key, group_concurrency,
-                              group_rate_count, group_rate_per, ord),
+                              group_rate_count, group_rate_per, headers, ord),
          t, guard
     WHERE guard.ok
 ),
@@ -37,13 +37,13 @@ inserted AS (
     INSERT INTO {schema}.conveyor_job (
         id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq,
         keep_completed, keep_failed, group_key, group_concurrency, group_rate_count,
-        group_rate_per
+        group_rate_per, headers
     )
     SELECT id, queue, name, payload,
            CASE WHEN run_at > now THEN 'scheduled' ELSE 'queued' END,
            priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq'),
            keep_completed, keep_failed, group_key, group_concurrency, group_rate_count,
-           group_rate_per
+           group_rate_per, headers
     FROM (SELECT * FROM input ORDER BY ord) ordered
     ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state, name, seq, enqueued_at, group_key, group_concurrency,

@@ -24,24 +24,26 @@ guard AS (
 ),
 input AS (
     SELECT i.id, i.queue, i.name, i.payload, i.priority, i.max_attempts, i.ord, t.now,
-           coalesce(i.run_at, t.now + i.delay) AS run_at, i.keep_completed, i.keep_failed
+           coalesce(i.run_at, t.now + i.delay) AS run_at, i.keep_completed, i.keep_failed,
+           i.headers
     FROM unnest(%(ids)b::text[], %(queues)b::text[], %(names)b::text[], %(payloads)b::bytea[],
                 %(priorities)b::int[], %(max_attempts)b::int[], %(run_ats)b::float8[],
-                %(delays)b::float8[], %(keep_completeds)b::float8[], %(keep_faileds)b::float8[])
+                %(delays)b::float8[], %(keep_completeds)b::float8[], %(keep_faileds)b::float8[],
+                %(headers)b::text[])
          WITH ORDINALITY AS i(id, queue, name, payload, priority, max_attempts, run_at, delay,
-                              keep_completed, keep_failed, ord),
+                              keep_completed, keep_failed, headers, ord),
          t, guard
     WHERE guard.ok
 ),
 inserted AS (
     INSERT INTO {schema}.conveyor_job (
         id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq,
-        keep_completed, keep_failed
+        keep_completed, keep_failed, headers
     )
     SELECT id, queue, name, payload,
            CASE WHEN run_at > now THEN 'scheduled' ELSE 'queued' END,
            priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq'),
-           keep_completed, keep_failed
+           keep_completed, keep_failed, headers
     FROM (SELECT * FROM input ORDER BY ord) ordered
     ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state
@@ -81,19 +83,20 @@ input AS (
            %(payload)s::bytea AS payload, %(priority)s::int AS priority,
            %(max_attempts)s::int AS max_attempts, 1 AS ord, t.now,
            coalesce(%(run_at)s::float8, t.now + %(delay)s::float8) AS run_at,
-           %(keep_completed)s::float8 AS keep_completed, %(keep_failed)s::float8 AS keep_failed
+           %(keep_completed)s::float8 AS keep_completed, %(keep_failed)s::float8 AS keep_failed,
+           %(headers)s::text AS headers
     FROM t, guard
     WHERE guard.ok
 ),
 inserted AS (
     INSERT INTO {schema}.conveyor_job (
         id, queue, name, payload, state, priority, max_attempts, run_at, enqueued_at, seq,
-        keep_completed, keep_failed
+        keep_completed, keep_failed, headers
     )
     SELECT id, queue, name, payload,
            CASE WHEN run_at > now THEN 'scheduled' ELSE 'queued' END,
            priority, max_attempts, run_at, now, nextval('{schema}.conveyor_job_seq'),
-           keep_completed, keep_failed
+           keep_completed, keep_failed, headers
     FROM (SELECT * FROM input ORDER BY ord) ordered
     ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state
@@ -890,6 +893,92 @@ SELECT state, count(*) AS n FROM {schema}.conveyor_job
 WHERE %(queue)s::text IS NULL OR queue = %(queue)s::text
 GROUP BY state;
 
+-- name: job_delete_many
+-- Finished jobs (completed, failed, cancelled) are deleted, with the dedup keys they hold (the
+-- foreign key cascades), as pruning deletes them; no group counts them (groups count queued
+-- and active jobs only). The rows are locked first, so the states reported are those the
+-- delete decided on: a job retried meanwhile is found queued and left alone, one deleted
+-- meanwhile is not found.
+WITH cur AS MATERIALIZED (
+    SELECT j.id, j.state FROM {schema}.conveyor_job j
+    WHERE j.id = ANY(%(ids)b::text[])
+    FOR UPDATE
+),
+gone AS (
+    DELETE FROM {schema}.conveyor_job j
+    USING cur
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.id = cur.id
+      AND cur.state IN ('completed', 'failed', 'cancelled')
+    RETURNING j.id
+)
+SELECT cur.id, cur.state, (SELECT count(*) FROM gone) AS deleted FROM cur;
+
+-- name: stats_add
+-- Adds the samples to their (queue, minute) buckets: summed per bucket first (an upsert may
+-- touch a row once per statement) and written in key order (two adds wait for each other
+-- instead of deadlocking). Buckets older than %(keep)s minutes before now go: those of the
+-- samples are not written, and at most %(limit)s stored ones are deleted, oldest first,
+-- skipping any another add holds (the next add takes them). The two touch disjoint rows.
+WITH t AS (
+    SELECT floor(coalesce(%(now)s::float8, extract(epoch FROM now())::float8))::bigint / 60
+           - %(keep)s::bigint AS oldest
+),
+added AS (
+    INSERT INTO {schema}.conveyor_stats AS s (queue, minute, completed, retried, failed)
+    SELECT a.queue, a.minute, sum(a.completed)::bigint, sum(a.retried)::bigint,
+           sum(a.failed)::bigint
+    FROM unnest(%(queues)s::text[], %(minutes)s::bigint[], %(completed)s::bigint[],
+                %(retried)s::bigint[], %(failed)s::bigint[])
+         AS a(queue, minute, completed, retried, failed)
+    CROSS JOIN t
+    WHERE a.minute >= t.oldest
+    GROUP BY a.queue, a.minute
+    ORDER BY a.queue, a.minute
+    ON CONFLICT (queue, minute) DO UPDATE SET
+        completed = s.completed + excluded.completed,
+        retried = s.retried + excluded.retried,
+        failed = s.failed + excluded.failed
+    RETURNING 1
+),
+dropped AS (
+    DELETE FROM {schema}.conveyor_stats
+    WHERE (queue, minute) IN (
+        SELECT o.queue, o.minute FROM {schema}.conveyor_stats o CROSS JOIN t
+        WHERE o.minute < t.oldest
+        ORDER BY o.minute
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM dropped) AS dropped;
+
+-- name: stats_read
+-- The newest %(keep)s buckets from minute %(since)s on of each of %(queues)s (NULL: every queue
+-- with buckets, found by skipping through the primary key a queue at a time), each queue's a
+-- range of the primary key; in (queue, minute) order, queues by code point as Python sorts.
+WITH RECURSIVE every AS (
+    (SELECT s.queue FROM {schema}.conveyor_stats s ORDER BY s.queue LIMIT 1)
+    UNION ALL
+    SELECT (
+        SELECT s.queue FROM {schema}.conveyor_stats s
+        WHERE s.queue > every.queue ORDER BY s.queue LIMIT 1
+    )
+    FROM every WHERE every.queue IS NOT NULL
+)
+SELECT b.queue, b.minute, b.completed, b.retried, b.failed
+FROM unnest(coalesce(
+    %(queues)s::text[], ARRAY(SELECT e.queue FROM every e WHERE e.queue IS NOT NULL)
+)) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT s.queue, s.minute, s.completed, s.retried, s.failed
+    FROM {schema}.conveyor_stats s
+    WHERE s.queue = q.name AND s.minute >= %(since)s::bigint
+    ORDER BY s.minute DESC
+    LIMIT %(keep)s
+) b
+ORDER BY b.queue COLLATE "C", b.minute;
+
 -- name: queue_list
 SELECT q.name, q.paused, c.state, coalesce(c.n, 0) AS n
 FROM {schema}.conveyor_queue q
@@ -1030,13 +1119,13 @@ VALUES (%(queue)s::text, %(key)s::text, %(id)s::text, %(mode)s::text, %(expires_
 ON CONFLICT (queue, key) DO UPDATE SET
     job_id = excluded.job_id, mode = excluded.mode, expires_at = excluded.expires_at;
 
--- A debounce: the waiting holder takes the new payload and run time, if it still waits for a
--- run time to come (else the key is free after all), and the new job's group: it joins that
--- group as an insert does (it waits for its run time, so no group counts it yet).
+-- A debounce: the waiting holder takes the new payload, headers and run time, if it still
+-- waits for a run time to come (else the key is free after all), and the new job's group: it
+-- joins that group as an insert does (it waits for its run time, so no group counts it yet).
 -- name: job_insert_many__dedup_replace
 WITH replaced AS (
     UPDATE {schema}.conveyor_job
-    SET payload = %(payload)s::bytea, run_at = %(run_at)s::float8,
+    SET payload = %(payload)s::bytea, headers = %(headers)s::text, run_at = %(run_at)s::float8,
         group_key = %(group_key)s::text, group_concurrency = %(group_concurrency)s::int,
         group_rate_count = %(group_rate_count)s::int, group_rate_per = %(group_rate_per)s::float8
     WHERE id = %(id)s::text AND state = 'scheduled' AND started_at IS NULL

@@ -80,6 +80,7 @@ CREATE TABLE {schema}.conveyor_job (
     group_concurrency integer,
     group_rate_count integer,
     group_rate_per double precision,
+    headers text,
     CONSTRAINT conveyor_job_pkey PRIMARY KEY (id),
     CONSTRAINT conveyor_job_state_check CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'active'::text, 'retrying'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
 ) WITH (fillfactor=85);
@@ -123,6 +124,15 @@ CREATE TABLE {schema}.conveyor_route (
     CONSTRAINT conveyor_route_pkey PRIMARY KEY (name)
 );
 
+CREATE TABLE {schema}.conveyor_stats (
+    queue text NOT NULL,
+    minute bigint NOT NULL,
+    completed bigint NOT NULL DEFAULT 0,
+    retried bigint NOT NULL DEFAULT 0,
+    failed bigint NOT NULL DEFAULT 0,
+    CONSTRAINT conveyor_stats_pkey PRIMARY KEY (queue, minute)
+);
+
 CREATE TABLE {schema}.conveyor_worker (
     id text NOT NULL,
     hostname text NOT NULL,
@@ -162,6 +172,8 @@ CREATE INDEX conveyor_job_group_ready_idx ON {schema}.conveyor_job USING btree (
 CREATE INDEX conveyor_job_list_idx ON {schema}.conveyor_job USING btree (queue, state, seq);
 
 CREATE INDEX conveyor_job_ready_idx ON {schema}.conveyor_job USING btree (queue, priority, run_at, seq) WHERE ((state = 'queued'::text) AND (group_key IS NULL));
+
+CREATE INDEX conveyor_stats_minute_idx ON {schema}.conveyor_stats USING btree (minute);
 
 CREATE SEQUENCE {schema}.conveyor_job_seq;
 

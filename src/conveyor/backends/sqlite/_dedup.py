@@ -42,7 +42,13 @@ def dedup_step(new: NewJob, run_at: float, at: float) -> Plan[InsertResult | Non
     if decision is InsertStatus.REPLACED:
         replaced = yield Statement(
             Q["job_insert_many__dedup_replace"],
-            {"id": job_id, "payload": new.payload, "run_at": run_at, **group_args(new)},
+            {
+                "id": job_id,
+                "payload": new.payload,
+                "headers": new.headers,
+                "run_at": run_at,
+                **group_args(new),
+            },
         )
         if replaced:
             return InsertResult(job_id, decision, JobState.SCHEDULED)

@@ -51,6 +51,7 @@ def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResu
                 "seq": seq,
                 "keep_completed": new.keep_completed,
                 "keep_failed": new.keep_failed,
+                "headers": new.headers,
                 **group_args(new),
             },
         )

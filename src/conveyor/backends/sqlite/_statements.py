@@ -201,6 +201,12 @@ def blob_of(value: bytes | str | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
 
 
+def text_or_none(value: str | bytes | None) -> str | None:
+    # A foreign producer may have written a BLOB where we write TEXT; the core decodes headers
+    # leniently, so undecodable bytes become replacement characters rather than a failed read.
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
 def record_of(row: sqlite3.Row) -> JobRecord:
     payload = blob_of(row["payload"])
     return JobRecord(
@@ -233,4 +239,5 @@ def record_of(row: sqlite3.Row) -> JobRecord:
         keep_failed=float_or_none(row["keep_failed"]),
         expires_at=float_or_none(row["expires_at"]),
         group=row["group_key"],
+        headers=text_or_none(row["headers"]),
     )

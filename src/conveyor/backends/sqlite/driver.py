@@ -23,6 +23,7 @@ from conveyor.backends.sqlite import _rates as rates
 from conveyor.backends.sqlite._connection import Connection, migrate
 from conveyor.backends.sqlite._fetch import fetch_step
 from conveyor.backends.sqlite._insert import insert_statements, on_connection
+from conveyor.backends.sqlite._inspect import InspectOperations
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import (
     data_version,
@@ -84,7 +85,9 @@ from conveyor.drivers.transactional import Dialect, Plan, run_plan
 from conveyor.drivers.wakeup import Listener
 
 
-class SQLiteDriver(rates.RateLimitOperations, groups.GroupOperations, RegistryOperations):
+class SQLiteDriver(
+    rates.RateLimitOperations, groups.GroupOperations, RegistryOperations, InspectOperations
+):
     """A connection to one SQLite file. Not shared between threads: use :meth:`connect_another`."""
 
     capabilities: frozenset[Capability] = frozenset(

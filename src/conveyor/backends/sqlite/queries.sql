@@ -22,11 +22,12 @@ UPDATE conveyor_sequence SET value = value + :count WHERE name = 'job_seq' RETUR
 -- name: job_insert_many
 INSERT INTO conveyor_job (
     id, queue, name, payload, state, priority, attempt, max_attempts, run_at, enqueued_at, seq,
-    keep_completed, keep_failed, group_key, group_concurrency, group_rate_count, group_rate_per
+    keep_completed, keep_failed, group_key, group_concurrency, group_rate_count, group_rate_per,
+    headers
 ) VALUES (
     :id, :queue, :name, :payload, :state, :priority, 0, :max_attempts, :run_at, :now, :seq,
     :keep_completed, :keep_failed, :group_key, :group_concurrency, :group_rate_count,
-    :group_rate_per
+    :group_rate_per, :headers
 )
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
@@ -382,12 +383,12 @@ VALUES (:queue, :key, :id, :mode, :expires_at)
 ON CONFLICT (queue, key) DO UPDATE SET
     job_id = excluded.job_id, mode = excluded.mode, expires_at = excluded.expires_at;
 
--- A debounce: the waiting holder takes the new payload and run time.
+-- A debounce: the waiting holder takes the new payload, headers and run time.
 -- The new payload may belong to another group: the job moves with it (see the trigger
 -- conveyor_group_join of migrations/0007_groups.sql).
 -- name: job_insert_many__dedup_replace
 UPDATE conveyor_job
-SET payload = :payload, run_at = :run_at, group_key = :group_key,
+SET payload = :payload, headers = :headers, run_at = :run_at, group_key = :group_key,
     group_concurrency = :group_concurrency, group_rate_count = :group_rate_count,
     group_rate_per = :group_rate_per
 WHERE id = :id AND state = 'scheduled'
