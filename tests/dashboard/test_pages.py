@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from starlette.routing import Mount
 from conveyor import Queue, Worker
 from conveyor.dashboard import conveyor_dashboard
 from conveyor.dashboard.app import CSP
+from conveyor.drivers.records import QueueStats
 from tests.conformance.worker.helpers import fast_config
 from tests.dashboard.conftest import (
     Login,
@@ -262,3 +264,36 @@ def test_the_failed_count_reaches_the_overview_soon(serve: ServeFn, sqlite_url: 
         lambda: 'data-state="failed">1<' in dash.client.get("/?partial=1").text,
         "the failed job counted",
     )
+
+
+def test_the_last_hour_of_throughput_from_the_memory_backend(serve: ServeFn) -> None:
+    """Per-minute counters, written here as workers write them, shown as totals, a failure rate
+    and a bar chart drawn by the server (the memory backend keeps them already)."""
+    url = "memory://dashboard-stats"
+
+    async def seed() -> None:
+        queue = Queue.from_url(url)
+        await queue.connect()
+        await enqueue_notes(url, ["so that the queue exists"])
+        minute = int(time.time() // 60)
+        await queue.driver.stats_add(
+            [
+                QueueStats("emails", minute - 5, completed=6, retried=2, failed=1),
+                QueueStats("emails", minute - 1, completed=3, failed=0),
+                QueueStats("emails", minute - 90, completed=1000),  # older than an hour
+            ]
+        )
+
+    run(seed())
+    dash = serve(url)
+    page = dash.client.get("/").text
+    row = re.search(r'data-queue="emails".*?</tr>', page, re.S)
+    assert row is not None
+    assert 'data-testid="completed-hour">9<' in row[0]
+    assert 'data-testid="failed-hour">1<' in row[0]
+    assert 'data-testid="failure-rate">10.0%<' in row[0]
+    assert row[0].count("<rect") == 120  # a completed and a failed bar per minute
+    assert "6 completed, 1 failed" in row[0]  # the bar's tooltip
+    assert "Last hour: 9 completed, 2 retried, 1 failed." in page
+    queue_page = dash.client.get("/queues/emails").text
+    assert 'data-testid="throughput-chart"' in queue_page and "failure rate 10.0%" in queue_page

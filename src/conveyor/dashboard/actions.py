@@ -20,35 +20,15 @@ from starlette.responses import PlainTextResponse, Response
 from conveyor._definition import check_queue_name
 from conveyor._errors import ConveyorError, InvalidArgument
 from conveyor.dashboard._compat import can_delete
-from conveyor.dashboard.auth import Identity, Role
+from conveyor.dashboard.auth import Identity
 from conveyor.dashboard.cache import OverviewCache
+from conveyor.dashboard.csrf import Refused, checked_form
 from conveyor.dashboard.pages import path_for, queue_of, render
 from conveyor.drivers.records import ChangeResult, ChangeStatus, JobState
 
 log = logging.getLogger("conveyor.dashboard")
 
 LIST_PAGE = 500  # failed jobs read per list call of "retry all failed"
-MAX_FIELD = 1024  # characters of a form field (a job id is at most 255)
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-async def _checked_form(request: Request) -> FormData:
-    identity: Identity = request.state.identity
-    if identity.role is not Role.FULL:
-        raise Refused(403, "403: this login may only read")
-    form = await request.form(max_files=0, max_fields=16)
-    given = form.get("csrf") or request.headers.get("x-csrf-token")
-    if not isinstance(given, str) or not request.app.state.auth.check_csrf(identity.session, given):
-        raise Refused(403, "403: missing or wrong CSRF token; reload the page and try again")
-    for key, value in form.multi_items():
-        if not isinstance(value, str) or len(value) > MAX_FIELD:
-            raise Refused(400, f"400: form field {key!r} is too long")
-    return form
 
 
 def _field(form: FormData, name: str) -> str:
@@ -95,7 +75,7 @@ def _done(request: Request, message: str, back: str, *, ok: bool = True) -> Resp
 
 async def _job_action(request: Request, action: str) -> Response:
     try:
-        form = await _checked_form(request)
+        form = await checked_form(request)
     except Refused as exc:
         return PlainTextResponse(str(exc), exc.status)
     job_id = _field(form, "job_id")
@@ -156,7 +136,7 @@ async def retry_failed(request: Request) -> Response:
     """Retry the newest ``retry_cap`` failed jobs of a queue (or every queue), of one job name
     if given: a bounded amount of work per click, whatever the backlog."""
     try:
-        form = await _checked_form(request)
+        form = await checked_form(request)
         name = _field(form, "queue")
         queue_name = check_queue_name(name, error=InvalidArgument) if name else None
     except Refused as exc:
@@ -208,7 +188,7 @@ async def retry_failed(request: Request) -> Response:
 
 async def _queue_action(request: Request, action: str) -> Response:
     try:
-        form = await _checked_form(request)
+        form = await checked_form(request)
         name = check_queue_name(_field(form, "queue"), error=InvalidArgument)
     except Refused as exc:
         return PlainTextResponse(str(exc), exc.status)

@@ -127,9 +127,11 @@ class Guard:
         self.cache = cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await self.app(scope, receive, send)
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # the dashboard has no websockets
+            await send({"type": "websocket.close", "code": 1008})
             return
         self.cache.start()  # a mounted app's only chance to start its background task
         request = Request(scope)
@@ -178,7 +180,17 @@ class Guard:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         token = request.query_params.get("token")
-        if header:
+        if not auth.auth.configured:
+            # Decided by the address alone: not even a session cookie serves anyone else.
+            client = request.client.host if request.client else None
+            if not is_loopback(client):
+                return self.refuse(
+                    request,
+                    "this dashboard has no credentials configured, so it serves loopback "
+                    "clients only",
+                )
+            claimed = ("local", Role.FULL)
+        elif header:
             if scheme.lower() == "basic" and auth.uses_basic:
                 claimed = auth.basic(value.strip())
             elif scheme.lower() == "bearer":
@@ -191,15 +203,6 @@ class Guard:
                 return self.refuse(request, "the token is not valid")
         elif cookie is not None:
             return cookie, False
-        elif not auth.auth.configured:
-            client = request.client.host if request.client else None
-            if not is_loopback(client):
-                return self.refuse(
-                    request,
-                    "this dashboard has no credentials configured, so it serves loopback "
-                    "clients only",
-                )
-            claimed = ("local", Role.FULL)
         else:
             return self.refuse(request, "log in first")
         who, role = claimed
