@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -53,7 +54,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1536, "height": 900}
 
 # Runs before any script of every page, outside the page's CSP: reports each Content-Security-
 # Policy violation to the test, and marks the document so a test can tell it was not reloaded.
@@ -144,6 +145,13 @@ class Browse:
         value = self.page.evaluate("window.__document_id")
         assert isinstance(value, float)
         return value
+
+    def wait_until(self, check: Callable[[], bool], what: str, timeout_ms: int = 10_000) -> None:
+        """Poll ``check`` while letting the page's events through; fail after ``timeout_ms``."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while not check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self.page.wait_for_timeout(20)  # dispatches the browser's events meanwhile
 
     def screenshot(self, name: str) -> Path:
         """``test-artifacts/dashboard/<name>.png``, rewritten on every run."""

@@ -181,3 +181,25 @@ def test_a_queue_is_paused_and_resumed_from_the_overview(
         expect(row.get_by_test_id("queue-status")).to_have_text(shown, timeout=SHOWN_MS)
     assert len(b.dialogs) == 2
     b.assert_clean()
+
+
+def test_the_watch_sees_a_script_the_policy_blocks(
+    sqlite_url: str, serve: ServeFn, browse: BrowseFn
+) -> None:
+    """What the other tests' ``assert_clean`` relies on: an inline script put into one of our
+    pages is blocked by the dashboard's CSP, and the block is reported."""
+    b = browse(serve(sqlite_url).base)
+    page = b.open("/")
+    blocked = "Content Security Policy"
+    with page.expect_console_message(lambda m: blocked in m.text, timeout=SHOWN_MS):
+        page.evaluate(
+            """() => {
+            const s = document.createElement("script");
+            s.textContent = "window.__pwned = 'inline'";
+            document.body.appendChild(s);
+        }"""
+        )
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    # The violation event comes back through a binding: wait (bounded) until it has.
+    b.wait_until(lambda: any(p.startswith("CSP violation") for p in b.problems), "the report")
+    assert any(blocked in p for p in b.problems), b.problems
