@@ -28,6 +28,7 @@ from playwright.sync_api import (
     Page,
     Playwright,
     ViewportSize,
+    expect,
     sync_playwright,
 )
 
@@ -101,6 +102,7 @@ def playwright_driver() -> Iterator[Playwright]:
 @pytest.fixture(scope="session")
 def browser(chromium_path: str, playwright_driver: Playwright) -> Iterator[Browser]:
     """One headless Chromium per test process; every test gets a context of its own."""
+    expect.set_options(timeout=ACTION_TIMEOUT_MS)  # the default 5 s is short on a busy machine
     launched = playwright_driver.chromium.launch(
         executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS, timeout=60_000
     )
@@ -129,6 +131,9 @@ class Browse:
         self.problems.append(f"CSP violation: {json.loads(report)}")
 
     def _console(self, message: ConsoleMessage) -> None:
+        # The browser's own request for /favicon.ico (the pages name no icon) is not the page's.
+        if message.location.get("url", "").endswith("/favicon.ico"):
+            return
         if message.type == "error":
             self.problems.append(f"console error at {message.location}: {message.text}")
 
@@ -161,8 +166,9 @@ class Browse:
         return path
 
     def assert_clean(self) -> None:
-        own = [p for p in self.problems if "favicon.ico" not in p]
-        assert not own, "the dashboard's pages reported problems:\n" + "\n".join(own)
+        assert not self.problems, "the dashboard's pages reported problems:\n" + "\n".join(
+            self.problems
+        )
 
 
 BrowseFn = Callable[[str], Browse]
