@@ -69,7 +69,12 @@ def test_a_failed_job_is_retried_from_the_browser_and_completes(
     # and the state badge turns completed by polling, without a reload.
     marker.touch()
     loaded = b.document_id()
-    page.get_by_test_id("retry-button").click()
+    token = page.locator('#job-actions input[name="csrf"]').first.get_attribute("value")
+    assert token
+    with page.expect_response(lambda r: r.url.endswith("/actions/retry")) as answer:
+        page.get_by_test_id("retry-button").click()
+    assert answer.value.status == 200
+    assert f"csrf={token}" in (answer.value.request.post_data or "")
     expect(page.get_by_test_id("notice")).to_have_text(f"job {job_id} is queued again")
     assert b.dialogs == [f"Retry job {job_id}?"]
     expect(page.get_by_test_id("job-state")).to_have_text("completed", timeout=SHOWN_MS)
