@@ -101,7 +101,8 @@ async def _job_action(request: Request, action: str) -> Response:
     message = _change_message(action, results)
     _log(request, action, message, job_id=job_id, outcome=results[0].status.value)
     _refresh(request)
-    return _done(request, message, back, ok=results[0].status is not ChangeStatus.NOT_FOUND)
+    changed = results[0].status in (ChangeStatus.OK, ChangeStatus.CANCEL_REQUESTED)
+    return _done(request, message, back, ok=changed)
 
 
 def _change_message(action: str, results: Sequence[ChangeResult]) -> str:
