@@ -93,15 +93,18 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while the sync Playwright runs, its event loop counts as running
+# in this thread, so asyncio.run() fails in it. Pytest ends a module's fixtures before the next
+# module's tests (under xdist too), so the other tests of a test process never see that loop.
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str, playwright_driver: Playwright) -> Iterator[Browser]:
-    """One headless Chromium per test process; every test gets a context of its own."""
+    """One headless Chromium per test module and process; every test gets its own context."""
     expect.set_options(timeout=ACTION_TIMEOUT_MS)  # the default 5 s is short on a busy machine
     launched = playwright_driver.chromium.launch(
         executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS, timeout=60_000
