@@ -11,7 +11,6 @@ import pytest
 
 from conveyor import Queue
 from conveyor.dashboard import DashboardAuth
-from conveyor.dashboard._compat import can_delete
 from conveyor.drivers.records import JobState
 from tests.dashboard.conftest import ServeFn, enqueue_notes, make_failed, run, wait_for
 
@@ -62,9 +61,6 @@ def test_cancel_cancels_a_waiting_job(serve: ServeFn, sqlite_url: str) -> None:
 
 def test_delete_deletes_a_finished_job(serve: ServeFn, sqlite_url: str) -> None:
     (job_id,) = run(make_failed(sqlite_url, 1))
-    queue = Queue.from_url(sqlite_url)
-    if not can_delete(queue):
-        pytest.skip("this backend cannot delete single jobs yet")
     dash = serve(sqlite_url)
     assert 'data-testid="delete-button"' in dash.client.get(f"/jobs/{job_id}").text
     done = dash.act("delete", {"job_id": job_id})
@@ -73,7 +69,7 @@ def test_delete_deletes_a_finished_job(serve: ServeFn, sqlite_url: str) -> None:
 
 
 def test_delete_on_memory_deletes_and_refuses_a_waiting_job(serve: ServeFn) -> None:
-    """The memory backend can delete already (the server shares this process's store)."""
+    """On the memory backend too (the server runs in this process, so it shares the store)."""
     url = "memory://dashboard-delete"
 
     async def seed() -> tuple[str, list[str]]:
@@ -122,6 +118,10 @@ def test_pause_and_resume_really_pause_the_queue(serve: ServeFn, sqlite_url: str
     done = dash.act("pause", {"queue": "emails"})
     assert "queue emails is paused" in done.text
     assert run(paused(sqlite_url, "emails"))
+    # The answer carries the new status and button for htmx to swap in by id.
+    assert '<span id="queue-status-badge" hx-swap-oob="true">' in done.text
+    assert '<div class="inline" id="pause-resume" hx-swap-oob="true">' in done.text
+    assert 'data-testid="resume-button"' in done.text
     wait_for(
         lambda: 'data-testid="resume-button"' in dash.client.get("/queues/emails").text,
         "the resume button",

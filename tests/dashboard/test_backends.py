@@ -9,7 +9,7 @@ import pytest
 from conveyor import Queue
 from conveyor.drivers.records import JobState
 from tests.conftest import drop_test_schema, postgres_test_url, redis_test_url
-from tests.dashboard.conftest import ServeFn, enqueue_notes, make_failed, run
+from tests.dashboard.conftest import Login, ServeFn, enqueue_notes, login, make_failed, run
 
 
 @pytest.fixture(params=["redis", "postgres"])
@@ -48,4 +48,14 @@ def test_pages_and_a_retry(serve: ServeFn, server_url: str) -> None:
 
     assert run(state()) is JobState.QUEUED
     assert "is paused" in dash.act("pause", {"queue": "emails"}).text
-    assert "retried 2 failed jobs" in dash.act("retry-failed", {"queue": "emails"}).text
+    assert "is deleted" in dash.act("delete", {"job_id": failed[1]}).text
+    assert "was not changed: it is queued" in dash.act("delete", {"job_id": waiting[0]}).text
+    assert "retried 1 failed jobs" in dash.act("retry-failed", {"queue": "emails"}).text
+    # A secret field is shown redacted.
+
+    async def secret() -> str:
+        async with Queue.from_url(server_url) as queue:
+            return (await queue.enqueue(login, Login(user="ada", password="hunter2-pw"))).id
+
+    page = dash.client.get(f"/jobs/{run(secret())}").text
+    assert "hunter2-pw" not in page and "**********" in page

@@ -8,7 +8,6 @@ import threading
 import time
 
 import httpx
-import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -154,8 +153,7 @@ def test_a_secret_field_is_shown_redacted(serve: ServeFn, sqlite_url: str) -> No
             return handle.id, info.headers
 
     job_id, headers = run(enqueue())
-    if "conveyor-secrets" not in headers:
-        pytest.skip("this backend does not keep job headers yet")
+    assert "conveyor-secrets" in headers
     dash = serve(sqlite_url)
     page = dash.client.get(f"/jobs/{job_id}").text
     assert "hunter2-secret" not in page
@@ -164,8 +162,7 @@ def test_a_secret_field_is_shown_redacted(serve: ServeFn, sqlite_url: str) -> No
 
 
 def test_a_secret_field_is_shown_redacted_from_memory(serve: ServeFn) -> None:
-    """The memory backend keeps headers already; the server runs in this process, so it
-    sees the same in-process store."""
+    """The server runs in this process, so it sees the same in-process store."""
     url = "memory://dashboard-secrets"
 
     async def enqueue() -> str:
@@ -268,7 +265,7 @@ def test_the_failed_count_reaches_the_overview_soon(serve: ServeFn, sqlite_url: 
 
 def test_the_last_hour_of_throughput_from_the_memory_backend(serve: ServeFn) -> None:
     """Per-minute counters, written here as workers write them, shown as totals, a failure rate
-    and a bar chart drawn by the server (the memory backend keeps them already)."""
+    and a bar chart drawn by the server."""
     url = "memory://dashboard-stats"
 
     async def seed() -> None:

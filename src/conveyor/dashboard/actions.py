@@ -19,7 +19,6 @@ from starlette.responses import PlainTextResponse, Response
 
 from conveyor._definition import check_queue_name
 from conveyor._errors import ConveyorError, InvalidArgument
-from conveyor.dashboard._compat import can_delete
 from conveyor.dashboard.auth import Identity
 from conveyor.dashboard.cache import OverviewCache
 from conveyor.dashboard.csrf import Refused, checked_form
@@ -67,10 +66,18 @@ def _log(request: Request, action: str, summary: str, **fields: object) -> None:
     )
 
 
-def _done(request: Request, message: str, back: str, *, ok: bool = True) -> Response:
+def _done(
+    request: Request,
+    message: str,
+    back: str,
+    *,
+    ok: bool = True,
+    fragment: str = "_notice.html",
+    **context: object,
+) -> Response:
     """The outcome: a notice fragment for htmx (swapped into the page), else a page."""
-    template = "_notice.html" if request.headers.get("hx-request") == "true" else "done.html"
-    return render(request, template, {"message": message, "ok": ok, "back": back})
+    template = fragment if request.headers.get("hx-request") == "true" else "done.html"
+    return render(request, template, {"message": message, "ok": ok, "back": back, **context})
 
 
 async def _job_action(request: Request, action: str) -> Response:
@@ -90,11 +97,9 @@ async def _job_action(request: Request, action: str) -> Response:
             results = await queue.retry([job_id])
         elif action == "cancel":
             results = await queue.cancel([job_id])
-        elif can_delete(queue):
+        else:
             results = await queue.delete([job_id])
             back = path_for(request, "overview")
-        else:
-            return _done(request, "this backend cannot delete single jobs yet", back, ok=False)
     except ConveyorError as exc:
         _log(request, action, f"job {job_id} failed: {exc}", job_id=job_id, error=str(exc))
         return _done(request, f"{action} of job {job_id} failed: {exc}", back, ok=False)
@@ -207,7 +212,10 @@ async def _queue_action(request: Request, action: str) -> Response:
     message = f"queue {name} is {'paused' if action == 'pause' else 'running'}"
     _log(request, action, message, queue=name)
     _refresh(request)
-    return _done(request, message, back)
+    # With the notice, htmx swaps in the queue's new status and button (out of band): the
+    # page's counts catch up with the next background read.
+    paused = action == "pause"
+    return _done(request, message, back, fragment="_queue_done.html", name=name, paused=paused)
 
 
 async def pause(request: Request) -> Response:

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 
 from conveyor._queue import Queue
-from conveyor.dashboard._compat import has_stats
 from conveyor.drivers.records import QueueInfo, QueueStats, WorkerInfo
 
 log = logging.getLogger("conveyor.dashboard")
@@ -118,8 +117,7 @@ class OverviewCache:
         queues = await self.queue.queues()
         workers = await self.queue.workers()
         per_queue: dict[str, list[QueueStats]] = {}
-        samples = await self.queue.stats(minutes=HOUR_MINUTES) if has_stats(self.queue) else []
-        for sample in samples:
+        for sample in await self.queue.stats(minutes=HOUR_MINUTES):
             per_queue.setdefault(sample.queue, []).append(sample)
         return Snapshot(
             tuple(queues),

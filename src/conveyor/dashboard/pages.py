@@ -17,7 +17,6 @@ from conveyor._definition import check_queue_name
 from conveyor._errors import InvalidArgument
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import Queue
-from conveyor.dashboard._compat import can_delete, has_stats
 from conveyor.dashboard.auth import Identity, Role
 from conveyor.dashboard.cache import OverviewCache, Snapshot
 from conveyor.dashboard.render import (
@@ -50,7 +49,6 @@ def render(
         csrf=state.auth.csrf_token(identity.session),
         title=state.title,
         retry_cap=state.retry_cap,
-        can_delete=can_delete(state.queue),
         u=_paths(request),
         STATES=STATES,
     )
@@ -98,7 +96,6 @@ async def overview(request: Request) -> Response:
         "snapshot": snapshot,
         "rows": rows,
         "hour": throughput(samples),
-        "has_stats": has_stats(queue_of(request)),
         "live_workers": len(snapshot.workers),
     }
     if partial(request):
@@ -160,7 +157,6 @@ async def queue_page(request: Request) -> Response:
         "next_before": jobs[-1].seq if more and jobs else None,
         "workers": serving(name, snapshot.workers),
         "hour": throughput(snapshot.stats.get(name, ())),
-        "has_stats": has_stats(queue),
         "snapshot": snapshot,
     }
     if partial(request):

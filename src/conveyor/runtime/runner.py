@@ -94,7 +94,9 @@ class Runner:
         self._slot_freed = slot_freed
         self.keeper: Keeper | None = None
         self._middleware = tuple(middleware)
-        self._observers = observers or Observers()
+        # Not `observers or ...`: an empty Observers is falsy, and the worker adds its own
+        # (the throughput counter) to the very object it passed after this is built.
+        self._observers = observers if observers is not None else Observers()
         self._hooks = hooks or Hooks()
         self._definitions = {d.name: d for d in registry.definitions()}
         self._filtered = Capability.FETCH_BY_NAME in driver.capabilities

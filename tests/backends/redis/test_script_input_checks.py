@@ -95,10 +95,10 @@ def token(store: Store, n: int) -> str:
 def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
     a, b = token(store, 0), token(store, 1)
     good_finish = ("a", a, "complete", "=1", "", 0)
-    good_job = ("n1", "t", "{}", 0, 3, "", 0, "", "", "", "")
-    grouped = ("g1", "t", "{}", 0, 3, "", 0, "", "", "t:acme", "2,5,1.0")
-    cron_job = ("n1", "t", "{}", 0, 3, "", 0, "", "", "", "")
-    keyed = ("k1", "t", "{}", 0, 3, "", 0, "until_started", "key", 0, "", "", "", "")
+    good_job = ("n1", "t", "{}", 0, 3, "", 0, "", "", "", "", "")  # ..., group, limits, headers
+    grouped = ("g1", "t", "{}", 0, 3, "", 0, "", "", "t:acme", "2,5,1.0", "")
+    cron_job = ("n1", "t", "{}", 0, 3, "", 0, "", "", "", "", "")
+    keyed = ("k1", "t", "{}", 0, 3, "", 0, "until_started", "key", 0, "", "", "", "", "")
     k2 = ("k2", "t", "{}", 0, 3, "", 0)  # a second job, before its dedup and retention
     return [
         ("job_finish_many", (T0, "", "cancelled", 2, *good_finish, "b", b, "retry", "", "", "nan"),
@@ -111,32 +111,33 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
          "the finish count must say how many finishes of 6 arguments follow"),
         ("job_finish_many", ("yesterday", "", "cancelled", 1, *good_finish),
          "now must be epoch seconds from 0 to 7258118400, got 'yesterday'"),
-        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", "urgent", 3, "", 0, "", "", "", ""),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", "urgent", 3, "", 0, "", "", "", "",
+                             ""),
          "job 'n2': priority must be a whole number from -1000000 to 1000000"),
-        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 0, "", 0, "", "", "", ""),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 0, "", 0, "", "", "", "", ""),
          "job 'n2': max_attempts must be a whole number from 1 to 1000, in digits"),
-        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "inf", 0, "", "", "", ""),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "inf", 0, "", "", "", "", ""),
          "job 'n2': run_at must be epoch seconds from 0 to 7258118400, got 'inf'"),
-        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", -5, "", "", "", ""),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", -5, "", "", "", "", ""),
          "job 'n2': delay must be seconds from 0 to 3153600000, got '-5'"),
-        ("job_insert_dedup", (T0, 2, *keyed, *k2, "often", "key", 0, "", "", "", ""),
+        ("job_insert_dedup", (T0, 2, *keyed, *k2, "often", "key", 0, "", "", "", "", ""),
          "job 'k2': mode must be until_started, until_finished, throttle, debounce or ''"),
-        ("job_insert_dedup", (T0, 2, *keyed, *k2, "throttle", "key", 0, "", "", "", ""),
+        ("job_insert_dedup", (T0, 2, *keyed, *k2, "throttle", "key", 0, "", "", "", "", ""),
          "job 'k2': a throttle ttl must be more than 0 seconds"),
-        ("job_insert_dedup", (T0, 2, *keyed, *k2, "until_started", "", 0, "", "", "", ""),
+        ("job_insert_dedup", (T0, 2, *keyed, *k2, "until_started", "", 0, "", "", "", "", ""),
          "job 'k2': the dedup key must not be empty"),
-        ("job_insert_dedup", (T0, 2, *keyed, *k2, "debounce", "key", 0, "", "", "", ""),
+        ("job_insert_dedup", (T0, 2, *keyed, *k2, "debounce", "key", 0, "", "", "", "", ""),
          "job 'k2': a debounced job needs a delay greater than 0 and no run_at"),
-        ("job_insert_dedup", (T0, 2, *keyed, *k2, "debounce", "k", 5, "", "", "", ""),
+        ("job_insert_dedup", (T0, 2, *keyed, *k2, "debounce", "k", 5, "", "", "", "", ""),
          "job 'k2': only a throttle has a ttl"),
         ("job_insert_dedup", (T0, 2, *keyed, "k2", "t", "{}", 0, 0, "", 0, "", "", 0, "", "",
-                              "", ""),
+                              "", "", ""),
          "job 'k2': max_attempts must be a whole number from 1 to 1000, in digits"),
-        ("job_insert_dedup", (T0, 2, *keyed, *k2, "", "", 0, "-1", "", "", ""),
+        ("job_insert_dedup", (T0, 2, *keyed, *k2, "", "", 0, "-1", "", "", "", ""),
          "job 'k2': a retention must be seconds from 0 to 3153600000, got '-1'"),
-        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", 0, "-1", "", "", ""),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", 0, "-1", "", "", "", ""),
          "job 'n2': a retention must be seconds from 0 to 3153600000, got '-1'"),
-        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", 0, "", "nan", "", ""),
+        ("job_insert_many", (T0, 2, *good_job, "n2", "t", "{}", 0, 3, "", 0, "", "nan", "", "", ""),
          "job 'n2': a retention must be seconds from 0 to 3153600000, got 'nan'"),
         ("job_progress_many", (T0, 2, "a", a, 0.5, "", "b", b, 1.5, ""),
          "job 'b': progress must be a number from 0 to 1, got '1.5'"),
@@ -186,23 +187,24 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
          "ttl must be seconds from 0 to 3153600000, got 'forever'"),
         ("leader_acquire", (T0, -1, "me"), "ttl must be seconds from 0 to 3153600000, got '-1'"),
         ("cron_fire", (T0, 1.5, "0", *cron_job), "tick must be whole epoch seconds, got '1.5'"),
-        ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, "", -5, "", "", "", ""),
+        ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, "", -5, "", "", "", "", ""),
          "job 'n1': delay must be seconds from 0 to 3153600000, got '-5'"),
-        ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, ""), "expected 14 arguments"),
-        ("cron_fire", (T0, 60, "0", *cron_job[:7], "", "-1", "", ""),
+        ("cron_fire", (T0, 60, "0", "n1", "t", "{}", 0, 3, ""), "expected 15 arguments"),
+        ("cron_fire", (T0, 60, "0", *cron_job[:7], "", "-1", "", "", ""),
          "a retention must be seconds from 0 to 3153600000, got '-1'"),
-        ("cron_fire", (T0, 60, "0", *cron_job[:9], "", "1,0,0.0"),
+        ("cron_fire", (T0, 60, "0", *cron_job[:9], "", "1,0,0.0", ""),
          "job 'n1': a job without a group has no group limits, got '1,0,0.0'"),
-        ("job_insert_many", (T0, 2, *grouped, "n2", "t", "{}", 0, 3, "", 0, "", "", "k", "1,5,0"),
+        ("job_insert_many", (T0, 2, *grouped, "n2", "t", "{}", 0, 3, "", 0, "", "", "k", "1,5,0",
+                             ""),
          "job 'n2': group limits must be <concurrency 0-10000>,<rate count 0-1000>,"),
-        ("job_insert_many", (T0, 2, *grouped, "n2", "t", "{}", 0, 3, "", 0, "", "", "k", "x"),
+        ("job_insert_many", (T0, 2, *grouped, "n2", "t", "{}", 0, 3, "", 0, "", "", "k", "x", ""),
          "job 'n2': group limits must be"),
         ("job_insert_many", (T0, 2, *grouped, "n2", "t", "{}", 0, 3, "", 0, "", "", "k",
-                             "10001,0,0.0"), "job 'n2': group limits must be"),
+                             "10001,0,0.0", ""), "job 'n2': group limits must be"),
         ("job_insert_many", (T0, 2, *grouped, "n2", "t", "{}", 0, 3, "", 0, "", "", "a\x00b",
-                             "1,0,0.0"), "job 'n2': the group key must be 1 to 512 characters"),
-        ("job_insert_dedup", (T0, 2, *keyed[:-2], *grouped[-2:], "k2", "t", "{}", 0, 3, "", 0,
-                              "", "", 0, "", "", "k", "1,1001,1.0"),
+                             "1,0,0.0", ""), "job 'n2': the group key must be 1 to 512 characters"),
+        ("job_insert_dedup", (T0, 2, *keyed[:-3], *grouped[-3:], "k2", "t", "{}", 0, 3, "", 0,
+                              "", "", 0, "", "", "k", "1,1001,1.0", ""),
          "job 'k2': group limits must be"),
         ("group_block", (T0, "", 5), "the group key must be 1 to 512 characters without NUL"),
         ("group_block", (T0, "t:acme", -1), "seconds must be from 0 to 86400, got '-1'"),
@@ -211,6 +213,14 @@ def bad_calls(store: Store) -> list[tuple[str, Sequence[Any], str]]:
         ("group_wait", (T0, "t", ""), "a name must not be empty"),
         ("group_prune", (T0, -1), "limit must be a whole number from 0, got '-1'"),
         ("group_prune", (T0,), "expected 2 arguments"),
+        ("job_delete_many", (3, "a", "b"), "the id count must say how many ids follow"),
+        ("job_delete_many", ("all", "a"), "the id count must be a whole number from 0"),
+        ("stats_add", (T0, 180, 2, 28_333_333, 1, 0, 0, 28_333_333, -1, 0, 0),
+         "a count must be a whole number from 0, below 2**53, got '-1'"),
+        ("stats_add", (T0, 180, 1, 1.5, 1, 0, 0), "a minute must be a whole number from 0"),
+        ("stats_add", (T0, 180, 2, 28_333_333, 1, 0, 0),
+         "the sample count must say how many samples of 4 arguments follow"),
+        ("stats_add", ("soon", 180, 0), "now must be epoch seconds"),
     ]  # fmt: skip
 
 
@@ -234,7 +244,8 @@ def test_every_script_with_arguments_is_exercised() -> None:
         "job_rescue_many", "job_cancel_many", "job_retry_many", "job_promote_due", "job_fetch",
         "job_purge", "job_prune_finished", "job_list", "worker_heartbeat", "leader_acquire",
         "cron_fire", "job_progress_many", "job_prune_expired", "rate_limit_block",
-        "rate_limit_wait", "group_block", "group_wait", "group_prune",
+        "rate_limit_wait", "group_block", "group_wait", "group_prune", "job_delete_many",
+        "stats_add",
     }  # fmt: skip
     assert set(SCRIPT_KEYS) - covered == {"leader_release", "queue_notify", "queue_resume"}
 

@@ -1,6 +1,6 @@
 """Typed stubs over the Lua scripts that coordinate rather than move jobs: resuming and waking
-queues, worker heartbeats, leaderships, schedule ticks and rate limits (the job scripts' stubs,
-and what every stub shares, are in :mod:`._stubs`)."""
+queues, worker heartbeats, leaderships, schedule ticks, rate limits, groups and throughput
+counters (the job scripts' stubs, and what every stub shares, are in :mod:`._stubs`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from conveyor.backends.redis._connection import Client
 from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._lua import load
 from conveyor.backends.redis._stubs import group_args, now_arg, run, script_keys_of
-from conveyor.drivers.records import CronFire, CronFireStatus
+from conveyor.drivers.records import CronFire, CronFireStatus, QueueStats
 
 _RESUME = load("queue_resume")
 _NOTIFY = load("queue_notify")
@@ -84,6 +84,7 @@ async def cron_fire(
         "" if job.keep_completed is None else float(job.keep_completed),
         "" if job.keep_failed is None else float(job.keep_failed),
         *group_args(job),
+        job.headers or "",
     )
     status, tick = await run(client, _CRON_FIRE, script_keys, args)
     text = status.decode() if isinstance(status, bytes) else str(status)
@@ -142,3 +143,19 @@ async def group_prune(client: Client, keys: QueueKeys, limit: int, now: float | 
         client, _GROUP_PRUNE, script_keys_of(keys, _GROUP_PRUNE), (now_arg(now), limit)
     )
     return deleted
+
+
+# -- throughput counters -------------------------------------------------------------------------
+
+_STATS_ADD = load("stats_add")
+
+
+async def stats_add(
+    client: Client, keys: QueueKeys, samples: Sequence[QueueStats], keep: int, now: float | None
+) -> None:
+    """Add ``samples`` (all of ``keys``' queue, at most STATS_MAX_SAMPLES: one atomic call) to
+    its buckets, dropping those older than ``keep`` minutes before ``now``."""
+    args: list[object] = [now_arg(now), keep, len(samples)]
+    for s in samples:
+        args += (s.minute, s.completed, s.retried, s.failed)
+    await run(client, _STATS_ADD, script_keys_of(keys, _STATS_ADD), args)

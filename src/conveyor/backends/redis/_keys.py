@@ -61,6 +61,7 @@ class QueueKeys:
         "scheduled",
         "scheduled_by_seq",
         "scripts",
+        "stats",
         "tag",
         "wake",
     )
@@ -96,6 +97,8 @@ class QueueKeys:
         self.group_records = tag + ":group-records"
         self.ring = tag + ":ring"
         self.group_idle = tag + ":group-idle"
+        # Per-minute throughput counters (see lua/stats_add.lua), in the queue's slot.
+        self.stats = tag + ":stats"
         self.scheduled_by_seq = tag + ":by-seq:scheduled"
         self.queued_by_seq = tag + ":by-seq:queued"
         self.active_by_seq = tag + ":by-seq:active"  # never written: see BY_SEQ
@@ -134,9 +137,18 @@ class QueueKeys:
 
 class Namespace:
     """The keys shared by every queue of a prefix (registry of queues, workers, leaderships,
-    routes, cancel notifications)."""
+    routes, cancel notifications, the queues with throughput counters)."""
 
-    __slots__ = ("crons", "queues", "routes", "tag", "worker_info", "worker_order", "workers")
+    __slots__ = (
+        "crons",
+        "queues",
+        "routes",
+        "stats_queues",
+        "tag",
+        "worker_info",
+        "worker_order",
+        "workers",
+    )
 
     def __init__(self, prefix: str) -> None:
         self.tag = "{" + prefix + "}"
@@ -146,6 +158,7 @@ class Namespace:
         self.worker_order = self.tag + ":worker-order"
         self.routes = self.tag + ":routes"
         self.crons = self.tag + ":crons"  # schedule name -> the queue its hash lives in
+        self.stats_queues = self.tag + ":stats-queues"  # the queues with throughput counters
 
     def leader(self, name: str) -> str:
         return self.tag + ":leader:" + name

@@ -12,7 +12,7 @@ from conveyor.drivers.records import JobRecord, JobState
 # The job hash fields in the order scripts return them (lua/includes/fields.lua, JOB_FIELDS).
 JOB_FIELDS: Final = (
     "n", "d", "s", "p", "a", "m", "r", "e", "q", "b", "f", "t", "x", "w", "k", "c", "res", "err",
-    "h", "i", "pg", "pm", "pa", "kc", "kf", "ex", "g",
+    "h", "i", "pg", "pm", "pa", "kc", "kf", "ex", "g", "hd",
 )  # fmt: skip
 
 
@@ -56,7 +56,7 @@ def seconds(text: bytes) -> float:
 
 def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
     (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err, h, iso, *more) = row
-    pg, pm, pa, kc, kf, ex, g = more
+    pg, pm, pa, kc, kf, ex, g, hd = more
     run_at = seconds(r)
     return JobRecord(
         id=i.decode(),
@@ -88,6 +88,7 @@ def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
         keep_failed=None if kf is None else float(kf),
         expires_at=None if ex is None else float(ex),
         group=None if g is None else g.decode(),
+        headers=None if hd is None else hd.decode(),
     )
 
 
@@ -150,4 +151,5 @@ def _decode_carefully(queue: str, row: Sequence[Any], strict: bool) -> JobRecord
         keep_failed=read("keep_failed", v["kf"], float, None),
         expires_at=read("expires_at", v["ex"], float, None),
         group=read("group", v["g"], text, None),
+        headers=read("headers", v["hd"], text, None),
     )

@@ -134,6 +134,14 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
         ),
         False,
     ),
+    "job_delete_many": (
+        (
+            *("jobs", "completed", "failed", "cancelled"),
+            *("completed_by_seq", "failed_by_seq", "cancelled_by_seq"),
+            *("expiring", "dedup", "dedup_jobs"),
+        ),
+        False,
+    ),
     "job_progress_many": (("jobs",), False),
     "job_list": (("jobs", "active", *_BY_SEQ, "ready", "dead"), False),
     "queue_resume": (("meta", "wake"), False),
@@ -153,6 +161,7 @@ SCRIPT_KEYS: Final[dict[str, tuple[tuple[str, ...], bool]]] = {
     "group_block": ((*_GROUPS, "meta"), False),
     "group_wait": (("ring", "meta", "group_records"), False),
     "group_prune": ((*_GROUPS, "meta"), False),
+    "stats_add": (("stats",), False),
 }
 
 
@@ -214,6 +223,7 @@ _PRUNE = load("job_prune_finished")
 _LIST = load("job_list")
 _PRUNE_EXPIRED = load("job_prune_expired")
 _PROGRESS = load("job_progress_many")
+_DELETE = load("job_delete_many")
 
 
 async def insert(
@@ -243,6 +253,7 @@ async def insert(
                     "" if job.keep_completed is None else float(job.keep_completed),
                     "" if job.keep_failed is None else float(job.keep_failed),
                     *group_args(job),
+                    job.headers or "",
                 )
             )
         reply: list[bytes] = await run(client, _INSERT, script_keys, args)
@@ -272,6 +283,7 @@ async def insert_dedup(
                 "" if job.keep_completed is None else float(job.keep_completed),
                 "" if job.keep_failed is None else float(job.keep_failed),
                 *group_args(job),
+                job.headers or "",
             )
         reply: list[list[bytes]] = await run(client, _INSERT_DEDUP, script_keys, args)
         results += [
@@ -531,6 +543,15 @@ async def prune_expired(
             client, _PRUNE_EXPIRED, script_keys_of(keys, _PRUNE_EXPIRED), (now_arg(now), *batch)
         )
     return deleted
+
+
+async def delete(client: Client, keys: QueueKeys, ids: Sequence[str]) -> list[ChangeResult]:
+    """Delete the finished jobs of ``ids`` (all of ``keys``' queue); a result each."""
+    results: list[ChangeResult] = []
+    for batch in chunks(ids):
+        reply = await run(client, _DELETE, script_keys_of(keys, _DELETE), (len(batch), *batch))
+        results += [change for change, _ in _changes(batch, reply)]
+    return results
 
 
 async def progress(

@@ -4,12 +4,12 @@ hosts, standalone or Redis Cluster.
 Every state change of a queue is one Lua script over that queue's keys (one hash tag, so one
 Cluster slot); see ``lua/`` for each script's guarantee, :mod:`._stubs` and
 :mod:`._coordination` for the only code that knows script arguments and replies, :mod:`._keys`
-for key names. The driver is split by
-responsibility: :mod:`._fetching` leases jobs, :mod:`._maintenance` rescues, promotes, prunes
-and purges across queues, :mod:`._listing` reads jobs for people, :mod:`._wakeups` wakes idle
-workers and :mod:`._cancels` tells workers of cancelled jobs. ``now=None`` means the server's
-clock (``TIME``). Every input is checked in Python before anything is sent, and again by each
-script before its first write.
+for key names. The driver is split by responsibility: :mod:`._fetching` leases jobs,
+:mod:`._maintenance` rescues, promotes, prunes and purges across queues, :mod:`._listing` reads
+jobs for people, :mod:`._inspect` deletes finished jobs and keeps the per-minute throughput
+counters, :mod:`._wakeups` wakes idle workers and :mod:`._cancels` tells workers of cancelled
+jobs. ``now=None`` means the server's clock (``TIME``). Every input is checked in Python before
+anything is sent, and again by each script before its first write.
 
 Job ids are unique per store, as in every backend: within a queue atomically, and across queues
 by checking the other queues this process knows of (the list is refreshed every few seconds),
@@ -43,6 +43,7 @@ from conveyor.backends.redis._connection import (
 )
 from conveyor.backends.redis._cron import Schedules
 from conveyor.backends.redis._fetching import Fetcher
+from conveyor.backends.redis._inspect import Inspection
 from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._store import Store
 from conveyor.backends.redis._wakeups import Wakeups
@@ -51,12 +52,14 @@ from conveyor.drivers.common import (
     check_cron_fire,
     check_cron_schedules,
     check_finishes,
+    check_ids,
     check_new_jobs,
     check_now,
     check_progress,
     check_rate_limits,
     check_rate_seconds,
     check_rescues,
+    check_stats,
 )
 from conveyor.drivers.groups import GROUP_KEY_CHARS
 from conveyor.drivers.protocol import Capability
@@ -80,6 +83,7 @@ from conveyor.drivers.records import (
     ProgressUpdate,
     PurgeParams,
     QueueInfo,
+    QueueStats,
     RateLimit,
     RescueJob,
     Retention,
@@ -122,6 +126,7 @@ class RedisDriver:
         self._fetcher = Fetcher(self._store, self._wakeups)
         self._cancels = CancelNotices(self._store)
         self._schedules = Schedules(self._store)
+        self._inspection = Inspection(self._store)
 
     def __repr__(self) -> str:
         return f"RedisDriver({self.url!r})"
@@ -295,6 +300,10 @@ class RedisDriver:
 
     # -- operators ---------------------------------------------------------------------------
 
+    async def job_delete_many(self, ids: Sequence[str]) -> list[ChangeResult]:
+        check_ids(ids)
+        return await self._inspection.delete_many(ids)
+
     async def job_cancel_many(
         self, ids: Sequence[str], *, now: float | None = None
     ) -> list[ChangeResult]:
@@ -338,6 +347,18 @@ class RedisDriver:
 
     async def job_count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
         return await _listing.job_count_by_state(self._store, queue)
+
+    # -- throughput counters (see ._inspect) ---------------------------------------------------
+
+    async def stats_add(self, samples: Sequence[QueueStats], *, now: float | None = None) -> None:
+        check_now(now)
+        check_stats(samples)
+        await self._inspection.stats_add(samples, now)
+
+    async def stats_read(
+        self, queues: Sequence[str] | None, *, since_minute: int
+    ) -> list[QueueStats]:
+        return await self._inspection.stats_read(queues, since_minute)
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -405,6 +426,7 @@ class RedisDriver:
     async def cron_fire(self, fire: CronFire, *, now: float | None = None) -> CronFireResult:
         check_now(now)
         check_cron_fire(fire)
+        check_new_jobs([fire.job])  # as an insert checks its jobs (the headers too)
         return await self._schedules.fire(fire, now)
 
     async def cron_list(self) -> list[CronInfo]:

@@ -19,9 +19,10 @@
 -- ARGV[1] now: epoch seconds, or '' for the server clock
 -- ARGV[2] tick: epoch seconds, a whole number
 -- ARGV[3] skip_if_running: '1' to skip the tick while the last fired tick's job is unfinished
--- ARGV[4..14] the tick's job: id, name, payload, priority, max_attempts, run_at ('' = now +
+-- ARGV[4..15] the tick's job: id, name, payload, priority, max_attempts, run_at ('' = now +
 --             delay), delay, keep_completed, keep_failed (its own retention in seconds, '' =
---             none), group (its key, '' = none), group limits (see groups.lua)
+--             none), group (its key, '' = none), group limits (see groups.lua), headers (JSON
+--             text stored as sent, '' = none)
 -- Returns: {status, latest tick}: status 'fired' (recorded, job inserted), 'skipped'
 -- (recorded, no job) or 'already' (this tick or a later one was recorded: nothing written);
 -- or an error reply, having written nothing, when an argument is invalid.
@@ -53,8 +54,8 @@ local K_CRON = KEYS[14]
 --!include new_job.lua
 
 local given_now = now_arg(1)
-if #ARGV ~= 14 then
-    refuse(#ARGV, 'expected 14 arguments')
+if #ARGV ~= 15 then
+    refuse(#ARGV, 'expected 15 arguments')
 end
 local tick = number_arg(2, 0, MAX_EPOCH, true, 'tick must be whole epoch seconds')
 checked_item = 4
@@ -73,7 +74,7 @@ for k = 11, 12 do
         number_arg(k, 0, MAX_SECONDS, false, 'a retention must be seconds from 0 to 3153600000')
     end
 end
-if #ARGV == 14 then
+if #ARGV == 15 then
     group_args(13)
 end
 checked_item = nil
@@ -105,7 +106,7 @@ if status == 'fired' and not redis.call('HGET', K_JOBS .. id, 's') then
         run_at = now + delay
     end
     local state = new_job(id, ARGV[5], ARGV[6], priority, ARGV[8], run_at, when(run_at), seq,
-        now, ARGV[11], ARGV[12], ARGV[13], ARGV[14])
+        now, ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15])
     if state == 'queued' then
         save_tail()
         wake()

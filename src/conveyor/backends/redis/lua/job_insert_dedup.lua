@@ -1,7 +1,7 @@
 -- job_insert_dedup: job_insert_many for jobs with a dedup key, into one queue: each job is a
 -- duplicate of the job holding its key while that holds it, or replaces a debounced holder's
--- payload, run time and group, or (its key free) a duplicate of an existing id, or is inserted and
--- takes its key.
+-- payload, run time, group and headers, or (its key free) a duplicate of an existing id, or is
+-- inserted and takes its key.
 --
 -- KEYS[1] jobs: prefix of the queue's job hashes (job key = prefix .. id)
 -- KEYS[2] meta: the queue's meta hash (sequence numbers, the ready list's tail)
@@ -21,13 +21,15 @@
 -- KEYS[16..] others: job key prefixes of the other queues an id must not exist in (standalone
 --            Redis only, as for job_insert_many)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
--- ARGV[2] n: number of jobs; then 14 arguments per job:
+-- ARGV[2] n: number of jobs; then 15 arguments per job:
 --         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay,
 --         mode (until_started|until_finished|throttle|debounce, or '' for a job without a
 --         key, inserted as job_insert_many would), key, ttl (throttle seconds, else 0),
 --         keep_completed, keep_failed (the job's own retention in seconds, '' = none; a
 --         debounce that replaces a waiting job keeps that job's), group (its key, '' =
---         none), group limits ('<concurrency>,<rate count>,<rate per>', see groups.lua)
+--         none), group limits ('<concurrency>,<rate count>,<rate per>', see groups.lua),
+--         headers (JSON text stored as sent, '' = none; a debounce that replaces a waiting
+--         job replaces its headers, or removes them)
 -- Returns: per job, in order, {outcome, state, id}: outcome 'inserted', 'duplicate' or
 -- 'replaced', the id of the job returned (the new one, or the existing one) and its state; or
 -- an error reply, having written nothing, when an argument is invalid or a job key holds
@@ -52,7 +54,7 @@ local K_RING = KEYS[13]
 local K_GROUP_IDLE = KEYS[14]
 local K_GROUP_RECORDS = KEYS[15]
 local FIRST_OTHER = 16
-local PER_JOB = 14
+local PER_JOB = 15
 
 --!include common.lua
 --!include args.lua
@@ -71,7 +73,7 @@ local MODES = {until_started = 's', until_finished = 'f', throttle = 't', deboun
 local given_now = now_arg(1)
 local n = tonumber(ARGV[2])
 if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + PER_JOB * n) then
-    refuse(2, 'the job count must say how many jobs of 14 arguments follow')
+    refuse(2, 'the job count must say how many jobs of 15 arguments follow')
     n = 0
 end
 for i = 0, n - 1 do
@@ -166,7 +168,7 @@ for i = 0, n - 1 do
             local v = redis.call('HMGET', hkey, 'n', 's', 'b', 'r', 'e', 'q')
             if v[2] and held(held_mode, expiry, v) then
                 if held_mode == 'd' and mode == 'd' and v[1] == name then
-                    local fields = {'d', ARGV[base + 2]}
+                    local fields, gone = {'d', ARGV[base + 2]}, {}
                     move_run_at(fields, v[4], v[5], when(run_at))
                     -- The group of its new payload: it is scheduled, in no group's set yet.
                     if ARGV[base + 12] ~= '' then
@@ -175,7 +177,16 @@ for i = 0, n - 1 do
                         fields[#fields + 1] = 'gl'
                         fields[#fields + 1] = ARGV[base + 13]
                     else
-                        redis.call('HDEL', hkey, 'g', 'gl')
+                        gone[1], gone[2] = 'g', 'gl'
+                    end
+                    if ARGV[base + 14] ~= '' then
+                        fields[#fields + 1] = 'hd'
+                        fields[#fields + 1] = ARGV[base + 14]
+                    else
+                        gone[#gone + 1] = 'hd'
+                    end
+                    if #gone > 0 then
+                        redis.call('HDEL', hkey, unpack(gone))
                     end
                     redis.call('HSET', hkey, unpack(fields))
                     redis.call('ZADD', K_SCHEDULED, num(run_at), smember(tonumber(v[6]), holder))
@@ -195,7 +206,7 @@ for i = 0, n - 1 do
         local priority = tonumber(ARGV[base + 3])
         local state = new_job(id, name, ARGV[base + 2], priority, ARGV[base + 4], run_at,
             when(run_at), seq, now, ARGV[base + 10], ARGV[base + 11], ARGV[base + 12],
-            ARGV[base + 13])
+            ARGV[base + 13], ARGV[base + 14])
         if state == 'queued' then
             woken = true
         end

@@ -16,10 +16,11 @@
 -- KEYS[14..] others: job key prefixes of the other queues an id must not exist in (standalone
 --            Redis only; on a cluster they live on other nodes and are checked beforehand)
 -- ARGV[1] now: epoch seconds, or '' for the server clock
--- ARGV[2] n: number of jobs; then 11 arguments per job:
+-- ARGV[2] n: number of jobs; then 12 arguments per job:
 --         id, name, payload, priority, max_attempts, run_at ('' = now + delay), delay,
 --         keep_completed, keep_failed (the job's own retention in seconds, '' = none),
---         group (its key, '' = none), group limits ('<concurrency>,<rate count>,<rate per>')
+--         group (its key, '' = none), group limits ('<concurrency>,<rate count>,<rate per>'),
+--         headers (JSON text stored as sent, '' = none)
 -- Returns: per job, in order, its state, after a '!' when it is a duplicate (not inserted); or
 -- an error reply, having written nothing, when an argument is invalid or a job key holds
 -- something other than a job hash.
@@ -41,6 +42,7 @@ local K_RING = KEYS[11]
 local K_GROUP_IDLE = KEYS[12]
 local K_GROUP_RECORDS = KEYS[13]
 local FIRST_OTHER = 14
+local PER_JOB = 12
 
 --!include common.lua
 --!include args.lua
@@ -54,12 +56,12 @@ local FIRST_OTHER = 14
 
 local given_now = now_arg(1)
 local n = tonumber(ARGV[2])
-if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + 11 * n) then
-    refuse(2, 'the job count must say how many jobs of 11 arguments follow')
+if not (n and n % 1 == 0 and n >= 0 and n <= MAX_BATCH and #ARGV == 2 + PER_JOB * n) then
+    refuse(2, 'the job count must say how many jobs of 12 arguments follow')
     n = 0
 end
 for i = 0, n - 1 do
-    local base = 3 + i * 11
+    local base = 3 + i * PER_JOB
     local p, m, r, d = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
     for k = base + 7, base + 8 do
         if ARGV[k] ~= '' then
@@ -101,14 +103,14 @@ local seq = nil
 local woken = false
 local last_run_at, last_text = nil, nil  -- jobs of one batch mostly share their run time
 
-local found = existing_states('job_insert_many', n, 11)
+local found = existing_states('job_insert_many', n, PER_JOB)
 if found.err then
     return found  -- the error, before anything was written
 end
 
 local inserted = {}  -- ids inserted by this call (a later duplicate in the batch sees them)
 for i = 0, n - 1 do
-    local base = 3 + i * 11
+    local base = 3 + i * PER_JOB
     local id = ARGV[base]
     local existing = found[i] or inserted[id]
     if existing then
@@ -135,7 +137,7 @@ for i = 0, n - 1 do
         end
         local state = new_job(id, ARGV[base + 1], ARGV[base + 2], priority, ARGV[base + 4],
             run_at, last_text, seq, now, ARGV[base + 7], ARGV[base + 8], ARGV[base + 9],
-            ARGV[base + 10])
+            ARGV[base + 10], ARGV[base + 11])
         if state == 'queued' then
             woken = true
         end

@@ -4,11 +4,12 @@
 --
 -- ``run_text`` is when(run_at), which a batch may compute once for jobs sharing a run time;
 -- ``keep_completed`` and ``keep_failed`` are the retention arguments as sent ('' = none), and
--- ``group`` and ``limits`` the group arguments (see group_args in groups.lua; '' = none). The
+-- ``group`` and ``limits`` the group arguments (see group_args in groups.lua; '' = none),
+-- ``headers`` the job's headers as sent ('' = none: no field is written). The
 -- caller saves the ready list's tail (save_tail) and wakes a worker when a job was queued.
 -- Returns the job's state, 'queued' or 'scheduled'.
 local function new_job(id, name, payload, priority, max_attempts, run_at, run_text, seq, now,
-        keep_completed, keep_failed, group, limits)
+        keep_completed, keep_failed, group, limits, headers)
     local state = 'queued'
     if run_at > now then
         state = 'scheduled'
@@ -31,6 +32,10 @@ local function new_job(id, name, payload, priority, max_attempts, run_at, run_te
     if keep_failed ~= '' then
         fields[#fields + 1] = 'kf'
         fields[#fields + 1] = keep_failed
+    end
+    if headers ~= '' then
+        fields[#fields + 1] = 'hd'
+        fields[#fields + 1] = headers
     end
     if group ~= '' then
         fields[#fields + 1] = 'g'
