@@ -175,11 +175,15 @@ def test_a_queue_is_paused_and_resumed_from_the_overview(
     row = queue_row(page, "emails")
     expect(row.get_by_test_id("queue-status")).to_have_text("running", timeout=SHOWN_MS)
 
-    for action, shown in (("pause", "paused"), ("resume", "running")):
+    for action, shown, other in (("pause", "paused", "resume"), ("resume", "running", "pause")):
         row.get_by_test_id("queue-link").click()
         expect(page.get_by_test_id("queue-name")).to_have_text("emails")
         page.get_by_test_id(f"{action}-button").click()
         expect(page.get_by_test_id("notice")).to_have_text(f"queue emails is {shown}")
+        # The queue page swaps in the new status and the opposite button at once.
+        expect(page.get_by_test_id("queue-status")).to_have_text(shown)
+        expect(page.get_by_test_id(f"{other}-button")).to_be_visible()
+        expect(page.get_by_test_id(f"{action}-button")).to_have_count(0)
         assert b.dialogs[-1].startswith(f"{action.capitalize()} queue emails?")
         assert {q.name: q.paused for q in queue.queues()}["emails"] is (action == "pause")
         page.get_by_test_id("nav-overview").click()
