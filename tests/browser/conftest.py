@@ -32,8 +32,9 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-# The dashboard on a real uvicorn, and a SQLite queue URL of the test's own.
 from conveyor import SyncQueue
+
+# The dashboard on a real uvicorn, and a SQLite queue URL of the test's own.
 from tests.dashboard.conftest import serve as serve
 from tests.dashboard.conftest import sqlite_url as sqlite_url
 from tests.process.harness import REPO, Harness
@@ -60,7 +61,7 @@ VIEWPORT: ViewportSize = {"width": 1536, "height": 900}
 # Runs before any script of every page, outside the page's CSP: reports each Content-Security-
 # Policy violation to the test, and marks the document so a test can tell it was not reloaded.
 _WATCH_SCRIPT = """
-window.__document_id = Math.random();
+window.__document_id = `${Date.now()}-${Math.random()}`;
 document.addEventListener("securitypolicyviolation", (e) => {
     window.__report_csp(JSON.stringify({
         directive: e.violatedDirective, blocked: e.blockedURI, source: e.sourceFile,
@@ -148,10 +149,10 @@ class Browse:
         self.page.goto(self.base + path)
         return self.page
 
-    def document_id(self) -> float:
+    def document_id(self) -> str:
         """Changes whenever the page is loaded anew: equal values mean no reload happened."""
         value = self.page.evaluate("window.__document_id")
-        assert isinstance(value, float)
+        assert isinstance(value, str)
         return value
 
     def wait_until(self, check: Callable[[], bool], what: str, timeout_ms: int = 10_000) -> None:

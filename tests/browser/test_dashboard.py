@@ -107,6 +107,8 @@ def test_hostile_payloads_and_errors_are_text_and_secrets_are_hidden(
     job_row = page.locator(f'[data-testid="job-row"][data-job-id="{hostile}"]')
     expect(job_row).to_contain_text("mail server refused 'bounce <script>window.__pwned")
     expect(job_row).to_contain_text("</script><img src=x onerror=")
+    assert page.locator("main script, main img").count() == 0
+    assert page.evaluate("typeof window.__pwned") == "undefined"
 
     page = b.open(f"/jobs/{hostile}")
     payload = page.get_by_test_id("job-payload")
