@@ -3,16 +3,27 @@ its CSRF token or by a read-only login, asks for confirmation without htmx, and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 
 import httpx
 import pytest
 
-from conveyor import Queue
+from conveyor import JobContext, Queue, Worker
 from conveyor.dashboard import DashboardAuth
 from conveyor.drivers.records import JobState
-from tests.dashboard.conftest import ServeFn, enqueue_notes, make_failed, run, wait_for
+from tests.conformance.worker.helpers import fast_config
+from tests.dashboard.conftest import (
+    Note,
+    ServeFn,
+    enqueue_notes,
+    make_failed,
+    note,
+    run,
+    wait_for,
+)
 
 
 async def state_of(url: str, job_id: str) -> JobState | None:
@@ -196,3 +207,54 @@ def test_only_post_changes_anything(serve: ServeFn, sqlite_url: str) -> None:
     dash = serve(sqlite_url)
     assert dash.client.get(f"/actions/retry?job_id={job_id}").status_code == 405
     assert run(state_of(sqlite_url, job_id)) is JobState.FAILED
+
+
+def test_a_running_job_shows_its_progress_and_is_told_to_stop(
+    serve: ServeFn, sqlite_url: str
+) -> None:
+    """A real worker runs a job that reports progress and waits: the job page shows the
+    progress live, and cancel asks its worker to stop it."""
+    (job_id,) = run(enqueue_notes(sqlite_url, ["long"]))
+    box: dict[str, object] = {}
+    started = threading.Event()
+
+    def work() -> None:
+        async def main() -> None:
+            async with Queue.from_url(sqlite_url) as queue:
+                worker = Worker(queue, jobs=[note], queues=["emails"], config=fast_config())
+
+                @worker.handles(note)
+                async def slow(payload: Note, ctx: JobContext) -> str:
+                    ctx.progress(0.5, "halfway <there>")
+                    await asyncio.Event().wait()  # until the cancel interrupts it
+                    return "never"
+
+                box["worker"], box["loop"] = worker, asyncio.get_running_loop()
+                started.set()
+                await worker.run()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        assert started.wait(10)
+        dash = serve(sqlite_url)
+        wait_for(
+            lambda: 'data-testid="job-progress"' in dash.client.get(f"/jobs/{job_id}").text,
+            "the progress on the job page",
+        )
+        live = dash.client.get(f"/jobs/{job_id}?partial=1").text
+        assert 'data-testid="job-state">active<' in live
+        assert '<progress max="1" value="0.5">' in live and "halfway &lt;there&gt;" in live
+        done = dash.act("cancel", {"job_id": job_id})
+        assert "its worker was told to stop it" in done.text
+        wait_for(
+            lambda: run(state_of(sqlite_url, job_id)) is JobState.CANCELLED, "the job cancelled"
+        )
+    finally:
+        loop, worker = box.get("loop"), box.get("worker")
+        if isinstance(loop, asyncio.AbstractEventLoop) and isinstance(worker, Worker):
+            loop.call_soon_threadsafe(worker.stop)
+        thread.join(30)
+    assert not thread.is_alive()

@@ -40,6 +40,26 @@ def test_without_credentials_only_loopback_clients_are_served(
     assert local.client.get("/").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"x-forwarded-for": "203.0.113.7"},
+        {"forwarded": "for=203.0.113.7"},
+        {"x-real-ip": "203.0.113.7"},
+    ],
+)
+def test_without_credentials_a_request_through_a_proxy_is_refused(
+    serve: ServeFn, sqlite_url: str, header: dict[str, str]
+) -> None:
+    """A reverse proxy on the same host connects from loopback for every client it forwards.
+    (uvicorn itself reads X-Forwarded-For from a loopback peer: the client it then reports is
+    not loopback, and refused for that; the other headers reach the app's own check.)"""
+    local = serve(sqlite_url)
+    refused = local.client.get("/", headers=header)
+    assert refused.status_code == 401
+    assert local.client.get("/").status_code == 200
+
+
 def test_with_credentials_a_remote_client_logs_in(serve: ServeFn, sqlite_url: str) -> None:
     address = non_loopback_address()
     if address is None:

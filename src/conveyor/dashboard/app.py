@@ -117,6 +117,10 @@ def conveyor_dashboard(
     return Guard(app, authenticator=authenticator, cache=cache)
 
 
+# Headers a reverse proxy adds to what it forwards.
+_PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
 class Guard:
     """Authenticates every request, refuses what its role may not do, keeps the session cookie
     and adds the security headers (pure ASGI, so streamed and error responses get them too)."""
@@ -188,6 +192,14 @@ class Guard:
                     request,
                     "this dashboard has no credentials configured, so it serves loopback "
                     "clients only",
+                )
+            if any(name in request.headers for name in _PROXY_HEADERS):
+                # A reverse proxy on the same host makes every client look local: a request
+                # it forwarded is not known to come from this machine.
+                return self.refuse(
+                    request,
+                    "this dashboard has no credentials configured, and a request forwarded by "
+                    "a proxy is not known to come from this machine: configure credentials",
                 )
             claimed = ("local", Role.FULL)
         elif header:

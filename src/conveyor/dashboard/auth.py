@@ -4,7 +4,8 @@ Two roles: ``full`` (every page and action) and ``read`` (pages only; a POST is 
 proves its role with, in this order: HTTP basic auth (``users`` / ``read_users``), a bearer token
 (``Authorization: Bearer`` or ``?token=``, which also logs the browser in), or the session
 cookie a login set. Without any credentials configured the dashboard serves loopback clients
-only, as ``full``: whoever can reach 127.0.0.1 can run the CLI anyway.
+only, as ``full`` (whoever can reach 127.0.0.1 can run the CLI anyway), and not a request a
+proxy forwarded (see :class:`conveyor.dashboard.app.Guard`).
 
 The session cookie is ``<who>|<role>|<session id>|<expiry>|<mac>``: an HMAC-SHA256 of the rest
 under a key derived from the app's secret *and* every configured credential, so changing a

@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     import psycopg
 
 _JOB_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,255}\Z")
-# Jobs per SQLite statement: 9 parameters a job stays under the 999 variables that SQLite
-# allowed before 3.32.
-SQLITE_ROWS_PER_STATEMENT: Final = 100
+# Jobs per SQLite statement: 10 parameters a job (and one :now) stay under the 999 variables
+# that SQLite allowed before 3.32.
+SQLITE_ROWS_PER_STATEMENT: Final = 90
 POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
 
 
@@ -77,23 +77,35 @@ class Outbox:
         :class:`InvalidArgument` before the first statement if a job is invalid, and after the
         check if the connection is not to the outbox's database (nothing written then).
 
-        The table must exist (:meth:`ensure_schema`, ``conveyor migrate --outbox URL``, or a
-        relay started once): on SQLite its absence is an :class:`InvalidArgument` before the
-        insert; on PostgreSQL, whose check rides on the insert itself to cost no round trip,
-        it is PostgreSQL's own error (``relation ... does not exist``), which aborts the
+        The table must exist and be up to date (:meth:`ensure_schema`, ``conveyor migrate
+        --outbox URL``, or a relay started once): on SQLite its absence, or a table made before
+        jobs had headers, is an :class:`InvalidArgument` before the insert; on PostgreSQL, whose
+        check rides on the insert itself to cost no round trip, a missing table is PostgreSQL's
+        own error (``relation ... does not exist``), and a table without the ``headers``
+        column an :class:`InvalidArgument` raised from PostgreSQL's; both abort the
         transaction.
+
+        Each job's ``headers`` (see :mod:`conveyor.core.headers`) are written with it, and the
+        relay passes them on to the job it inserts.
 
         ``now`` (epoch seconds) is the jobs' creation time, from which a ``delay`` counts; the
         database's clock when ``None``."""
         raise NotImplementedError
 
     def ensure_schema(self) -> None:
-        """Create the outbox table if it is missing (idempotent; safe to run concurrently)."""
+        """Create the outbox table if it is missing, or upgrade one made by an older Conveyor
+        (idempotent; safe to run concurrently)."""
         raise NotImplementedError
 
 
 def check_job(job: NewJob) -> None:
     """Raise :class:`InvalidArgument` if a backend would refuse ``job``."""
+    headers = cast(object, job.headers)  # rows read back from a table can hold anything
+    if headers is not None and not isinstance(headers, str):
+        raise InvalidArgument(
+            f"job {job.id!r}: headers must be the text of a JSON object, got "
+            f"{type(headers).__name__}"
+        )
     check_new_jobs([job])
     job_id = cast(object, job.id)  # rows read back from a table can hold anything
     if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
@@ -190,22 +202,31 @@ class PostgresOutbox(Outbox):
     ) -> Plan[list[InsertResult]]:
         if not jobs:
             return results
-        rows = yield Statement(
-            self.queries["outbox_insert_many"],
-            {
-                "database": self.database,
-                "now": now,
-                "ids": [j.id for j in jobs],
-                "queues": [j.queue for j in jobs],
-                "names": [j.name for j in jobs],
-                "payloads": [j.payload for j in jobs],
-                "priorities": [j.priority for j in jobs],
-                "max_attempts": [j.max_attempts for j in jobs],
-                "run_ats": [j.run_at for j in jobs],
-                "delays": [float(j.delay) for j in jobs],
-                "channel": self.channel,
-            },
-        )
+        params = {
+            "database": self.database,
+            "now": now,
+            "ids": [j.id for j in jobs],
+            "queues": [j.queue for j in jobs],
+            "names": [j.name for j in jobs],
+            "payloads": [j.payload for j in jobs],
+            "priorities": [j.priority for j in jobs],
+            "max_attempts": [j.max_attempts for j in jobs],
+            "run_ats": [j.run_at for j in jobs],
+            "delays": [float(j.delay) for j in jobs],
+            "headers": [j.headers for j in jobs],
+            "channel": self.channel,
+        }
+        try:
+            rows = yield Statement(self.queries["outbox_insert_many"], params)
+        except Exception as exc:
+            if _lacks_headers_column(exc):
+                raise InvalidArgument(
+                    f"the outbox table in {self.url} was made by an older Conveyor and has no "
+                    f"headers column: upgrade it with `conveyor migrate --outbox {self.url}` "
+                    "(or start a relay of this version once); nothing was written, and "
+                    "PostgreSQL has aborted the transaction"
+                ) from exc
+            raise
         reached = bool(rows and rows[0][0])
         if not reached:
             raise InvalidArgument(
@@ -215,12 +236,14 @@ class PostgresOutbox(Outbox):
         return results
 
     def schema_statements(self) -> list[LiteralString]:
-        """The statements that create the outbox (for an application's own migrations)."""
+        """The statements that create the outbox, or upgrade a table made by an older Conveyor
+        (for an application's own migrations; each one does nothing when its work is done)."""
         q = self.queries
         return [
             q["outbox__create_schema"],
             q["outbox__create_table"],
             q["outbox__create_pending_index"],
+            q["outbox__add_headers"],
         ]
 
     def ensure_schema(self) -> None:
@@ -307,11 +330,12 @@ class SQLiteOutbox(Outbox):
                 params[f"max_attempts_{n}"] = job.max_attempts
                 params[f"run_at_{n}"] = job.run_at
                 params[f"delay_{n}"] = float(job.delay)
+                params[f"headers_{n}"] = job.headers
             yield Statement(_insert_text(len(chunk)), params)
         return results
 
     def _check_reached(self, rows: list[Row]) -> None:
-        file, has_table = rows[0] if rows else ("", 0)
+        file, has_table, has_headers = rows[0] if rows else ("", 0, 0)
         if not file or os.path.realpath(str(file)) != self.realpath:
             raise InvalidArgument(
                 f"the connection is not to the outbox's database {self.realpath!r} (its main "
@@ -322,10 +346,23 @@ class SQLiteOutbox(Outbox):
                 f"{self.realpath!r} has no outbox table yet: run `conveyor migrate --outbox "
                 f"{self.url}` or start the relay once (or call ensure_schema())"
             )
+        if not has_headers:
+            raise InvalidArgument(
+                f"the outbox table in {self.realpath!r} was made by an older Conveyor and has no "
+                f"headers column: upgrade it with `conveyor migrate --outbox {self.url}` (or "
+                "start a relay of this version once, or call ensure_schema()); nothing was written"
+            )
 
     def schema_statements(self) -> list[str]:
-        """The statements that create the outbox (for an application's own migrations)."""
+        """The statements that create the outbox (for an application's own migrations). A table
+        made before jobs had headers also needs ``upgrade_statements`` (SQLite cannot add a
+        column only if it is missing: the caller checks, or runs them once)."""
         return [self.queries["outbox__create_table"], self.queries["outbox__create_pending_index"]]
+
+    def upgrade_statements(self) -> list[str]:
+        """The statements that bring a table made by an older Conveyor up to date (once: they
+        fail on a table that has what they add)."""
+        return [self.queries["outbox__add_headers"]]
 
     def ensure_schema(self) -> None:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -335,15 +372,29 @@ class SQLiteOutbox(Outbox):
             conn.close()
 
     def create_with(self, conn: sqlite3.Connection) -> None:
-        """Create the outbox through ``conn`` (in autocommit mode) in one write transaction."""
+        """Create the outbox through ``conn`` (in autocommit mode), or upgrade a table made by an
+        older Conveyor, in one write transaction (which serializes concurrent starters)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in self.schema_statements():
                 conn.execute(statement)
+            found = conn.execute(self.queries["outbox__has_headers"]).fetchone()
+            if not (found and found[0]):
+                for statement in self.upgrade_statements():
+                    conn.execute(statement)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def _lacks_headers_column(exc: Exception) -> bool:
+    """Whether ``exc`` (psycopg's, or a SQLAlchemy error wrapping it) is PostgreSQL saying that
+    the outbox table has no ``headers`` column: a table not upgraded yet."""
+    for error in (exc, getattr(exc, "orig", None)):
+        if getattr(error, "sqlstate", None) == "42703" and '"headers"' in str(error):
+            return True
+    return False
 
 
 @lru_cache(maxsize=SQLITE_ROWS_PER_STATEMENT)

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from conveyor._errors import BackendUnavailable
 from conveyor.drivers.records import NewJob
@@ -40,6 +40,9 @@ class OutboxRow:
     run_at: float | None
     delay: float
     created_at: float
+    # As written (NULL in rows written before the column existed: no headers); a value that is
+    # not text is refused by ``check_job`` and the row set aside, like any other bad column.
+    headers: str | None = None
 
     def job(self, now: float) -> NewJob:
         """The job to insert at database time ``now``: a delay counts from the row's creation,
@@ -54,6 +57,7 @@ class OutboxRow:
             max_attempts=self.max_attempts,
             run_at=self.run_at,
             delay=delay if delay > 0 else 0.0,
+            headers=self.headers,
         )
 
 
@@ -100,8 +104,14 @@ class Source(Protocol):
     async def close(self) -> None: ...
 
 
+# Columns of ``relay__take`` before the database's clock.
+_COLUMNS: Final = 11
+
+
 def _row(values: Sequence[Any]) -> OutboxRow:
-    seq, id_, queue, name, payload, priority, max_attempts, run_at, delay, created_at = values
+    (seq, id_, queue, name, payload, priority, max_attempts, run_at, delay, created_at, headers) = (
+        values
+    )
     return OutboxRow(
         int(seq),
         str(id_),
@@ -113,6 +123,7 @@ def _row(values: Sequence[Any]) -> OutboxRow:
         None if run_at is None else float(run_at),
         float(delay),
         float(created_at),
+        headers,
     )
 
 
@@ -188,7 +199,7 @@ class PostgresSource:
         if not rows:
             await conn.rollback()
             return Taken([], 0.0)
-        return Taken([_row(r[:10]) for r in rows], float(rows[0][10]))
+        return Taken([_row(r[:_COLUMNS]) for r in rows], float(rows[0][_COLUMNS]))
 
     async def finish(self, moved: Sequence[int], refused: dict[int, str]) -> None:
         q = self.outbox.queries
@@ -298,7 +309,7 @@ class SQLiteSource:
             found = rows.fetchall()
             if not found:
                 return Taken([], 0.0)
-            return Taken([_row(r[:10]) for r in found], float(found[0][10]))
+            return Taken([_row(r[:_COLUMNS]) for r in found], float(found[0][_COLUMNS]))
 
         taken: Taken = await self._run("read", read)
         return taken

@@ -5,10 +5,15 @@
 -- name: outbox__create_schema
 CREATE SCHEMA IF NOT EXISTS {schema};
 
--- Whether the outbox is complete already: checked before any DDL, because CREATE INDEX (even
--- IF NOT EXISTS) locks the table against inserts until the transactions writing to it end.
+-- Whether the outbox is complete already (the table, its index, and the columns added since it
+-- was first made): checked before any DDL, because CREATE INDEX (even IF NOT EXISTS) and ALTER
+-- TABLE lock the table against inserts until the transactions writing to it end.
 -- name: outbox__exists
-SELECT to_regclass(%(table)s) IS NOT NULL AND to_regclass(%(index)s) IS NOT NULL;
+SELECT to_regclass(%(table)s) IS NOT NULL AND to_regclass(%(index)s) IS NOT NULL
+    AND EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = to_regclass(%(table)s) AND attname = 'headers' AND NOT attisdropped
+    );
 
 -- Serializes concurrent starters (relays, migrations) of one schema's outbox until commit.
 -- name: outbox__lock
@@ -16,7 +21,9 @@ SELECT pg_advisory_xact_lock(hashtext('conveyor_outbox'), hashtext(%(schema)s));
 
 -- One row per job written and not yet moved. seq orders the rows (identity values are never
 -- reused, so a relay deleting by seq can only ever delete the rows it read). A row Redis
--- refuses gets failed_at and error, and the relay skips it from then on.
+-- refuses gets failed_at and error, and the relay skips it from then on. headers is the job's
+-- NewJob.headers (JSON object text, NULL for none); it comes last, where outbox__add_headers
+-- puts it in a table made before it, so that old and new tables have the same columns.
 -- name: outbox__create_table
 CREATE TABLE IF NOT EXISTS {schema}.conveyor_outbox (
     seq          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -30,8 +37,14 @@ CREATE TABLE IF NOT EXISTS {schema}.conveyor_outbox (
     delay        double precision NOT NULL,
     created_at   double precision NOT NULL,
     failed_at    double precision,
-    error        text
+    error        text,
+    headers      text
 );
+
+-- The upgrade of a table made before jobs had headers: its rows read as jobs without headers.
+-- A nullable column without a default changes the catalog only (no rewrite of the rows).
+-- name: outbox__add_headers
+ALTER TABLE {schema}.conveyor_outbox ADD COLUMN IF NOT EXISTS headers text;
 
 -- name: outbox__create_pending_index
 CREATE INDEX IF NOT EXISTS conveyor_outbox_pending_idx
@@ -47,15 +60,16 @@ WITH reached AS (
     SELECT %(database)s::text IS NULL OR current_database() = %(database)s::text AS ok
 ), written AS (
     INSERT INTO {schema}.conveyor_outbox (
-        id, queue, name, payload, priority, max_attempts, run_at, delay, created_at
+        id, queue, name, payload, priority, max_attempts, run_at, delay, created_at, headers
     )
     SELECT u.id, u.queue, u.name, u.payload, u.priority, u.max_attempts, u.run_at, u.delay,
-        coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp()))
+        coalesce(%(now)s::float8, extract(epoch FROM clock_timestamp())), u.headers
     FROM unnest(
         %(ids)s::text[], %(queues)s::text[], %(names)s::text[], %(payloads)s::bytea[],
         %(priorities)s::int4[], %(max_attempts)s::int4[], %(run_ats)s::float8[],
-        %(delays)s::float8[]
-    ) WITH ORDINALITY AS u(id, queue, name, payload, priority, max_attempts, run_at, delay, n)
+        %(delays)s::float8[], %(headers)s::text[]
+    ) WITH ORDINALITY
+        AS u(id, queue, name, payload, priority, max_attempts, run_at, delay, headers, n)
     WHERE (SELECT ok FROM reached)
     ORDER BY u.n
     RETURNING 1
@@ -71,7 +85,7 @@ LISTEN {channel};
 -- relay needs for what is left of each job's delay and for the lag.
 -- name: relay__take
 SELECT seq, id, queue, name, payload, priority, max_attempts, run_at, delay, created_at,
-    extract(epoch FROM clock_timestamp())
+    headers, extract(epoch FROM clock_timestamp())
 FROM {schema}.conveyor_outbox
 WHERE failed_at IS NULL
 ORDER BY seq

@@ -2,10 +2,11 @@
 
 Each batch: read the oldest committed rows (at most ``batch_size``; on PostgreSQL locked with
 ``FOR UPDATE SKIP LOCKED``, so relays can run side by side), insert them into the target with
-``job_insert_many`` under their own job ids, then delete them (one transaction with the read on
-PostgreSQL). A relay killed at any point loses nothing, and creates no second job: the rows it
-had not deleted are moved again, and the target reports each job it already has as a duplicate
-and writes nothing. That holds while the target still has the job, i.e. as long as its
+``job_insert_many`` under their own job ids and with the headers they were written with (the
+payload's secret fields, a producer's trace context), then delete them (one transaction with
+the read on PostgreSQL). A relay killed at any point loses nothing, and creates no second job:
+the rows it had not deleted are moved again, and the target reports each job it already has as
+a duplicate and writes nothing. That holds while the target still has the job, i.e. as long as its
 retention keeps finished jobs longer than a relay takes to be restarted (the default keeps the
 last 1,000 completed jobs of each queue).
 
