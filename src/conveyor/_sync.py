@@ -23,7 +23,14 @@ from conveyor._definition import DEFAULT_ATTEMPTS, JobDef, JobRequest
 from conveyor._handle import JobHandle
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import Queue
-from conveyor.drivers.records import ChangeResult, CronInfo, JobState, QueueInfo, WorkerInfo
+from conveyor.drivers.records import (
+    ChangeResult,
+    CronInfo,
+    JobState,
+    QueueInfo,
+    QueueStats,
+    WorkerInfo,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -266,6 +273,12 @@ class SyncQueue:
         older_than: timedelta | None = None,
     ) -> int:
         return self.call(self.queue.purge(queue=queue, states=states, older_than=older_than))
+
+    def delete(self, job_ids: Sequence[str]) -> list[ChangeResult]:
+        return self.call(self.queue.delete(job_ids))
+
+    def stats(self, *, minutes: int = 60, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        return self.call(self.queue.stats(minutes=minutes, queues=queues))
 
     def queues(self) -> list[QueueInfo]:
         return self.call(self.queue.queues())

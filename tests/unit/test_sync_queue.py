@@ -101,6 +101,13 @@ def test_cancel_retry_and_purge(sync_queue: SyncQueue) -> None:
     with pytest.raises(TypeError, match="a list of job ids"):
         sync_queue.retry("a")  # type: ignore[arg-type]
 
+    sync_queue.cancel(["a"])
+    sync_queue.enqueue(ping, Ping(n=3), job_id="c")
+    deleted, waiting = sync_queue.delete(["a", "c"])
+    assert deleted.status is ChangeStatus.OK and sync_queue.get("a") is None
+    assert waiting.status is ChangeStatus.WRONG_STATE and waiting.state is JobState.QUEUED
+    assert sync_queue.stats(minutes=5) == []
+
 
 def test_pause_resume_and_workers(sync_queue: SyncQueue) -> None:
     sync_queue.enqueue(ping, Ping(n=1))
