@@ -8,10 +8,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -71,11 +74,42 @@ def test_the_commands_run_as_written(env: dict[str, str], tmp_path: Path) -> Non
             assert proc.wait(timeout=10) == 0
             proc.stdout.close()
             continue
+        if command == "conveyor dashboard":  # serves until Ctrl-C: one page, then Ctrl-C
+            _serve_one_page(env, tmp_path)
+            continue
         done = shell(command, env, tmp_path)
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
     unserved, frame = (shell(c, env, tmp_path) for c in commands(BLOCKS[1]))
     assert unserved.returncode == 0 and unserved.stdout.strip() == "['emails']", unserved.stderr
     assert frame.returncode == 0 and json.loads(frame.stdout)["queues"][0]["name"] == "emails"
+
+
+def _serve_one_page(env: dict[str, str], cwd: Path) -> None:
+    """``conveyor dashboard`` as written (on a free port, so parallel tests do not meet)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        ["conveyor", "dashboard", "--port", str(port)], env=env, cwd=cwd, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "no dashboard"
+                time.sleep(0.05)
+        assert page.status_code == 200 and 'data-queue="emails"' in page.text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
 
 
 def documented_keys() -> dict[str, list[str]]:
