@@ -221,3 +221,12 @@ async def test_the_limit_holds_when_a_fetch_also_offers_long_waiting_unknown_nam
         ("lim",), 10, "w1", LEASE, ("x",), 5.0, rate_limits=(RateLimit("lim", 2, 100.0),)
     )
     assert len(await driver.job_fetch(params, now=T0 + 60)) == 2
+
+
+async def test_a_fetch_the_limit_allows_nothing_still_promotes_due_jobs(driver: Driver) -> None:
+    await fill(driver, 1)
+    await insert(driver, "later", queue=LIMITED, delay=5, now=T0)
+    await driver.rate_limit_block(LIMITED, 60, now=T0)
+    assert await fetch_limited(driver, now=T0 + 10) == []
+    # Promotion is the fetch's first step, whatever it then leases.
+    assert (await get(driver, "later")).state is JobState.QUEUED

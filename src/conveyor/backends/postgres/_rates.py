@@ -40,8 +40,8 @@ async def fetch_limited(
             )
             for r in limits
         }
-        if not any(caps.get(queue, limit) > 0 for queue in queues):
-            return []
+        # Run even when the limits allow no start: the fetch promotes the served queues' due
+        # jobs first, whatever it then leases (the contract of job_fetch).
         rows = await run(
             conn,
             "job_fetch__rate_limited",
