@@ -1,4 +1,4 @@
-"""Serial per key across real worker processes: three processes of four slots each run the jobs
+"""Serial per key across real worker processes: three processes of two slots each run the jobs
 of four accounts with ``group_concurrency=1``. From the ledger of handler starts and ends, no
 two jobs of one account ever overlapped, whichever processes ran them; jobs of different
 accounts did run side by side; and each account's jobs ran in the order they were enqueued."""
@@ -22,8 +22,11 @@ PROCESSES = 3
 
 def test_one_account_runs_one_job_at_a_time_across_processes(harness: Harness) -> None:
     h = harness
+    # Two slots each: no process can hold all four accounts at once, so the others get their
+    # turns however the processes are scheduled (with four, one fast process could run it all).
     workers = [
-        h.start_worker(target="tests.process.app.group_worker:worker") for _ in range(PROCESSES)
+        h.start_worker("-c", "2", target="tests.process.app.group_worker:worker")
+        for _ in range(PROCESSES)
     ]
     for w in workers:
         w.wait_log("worker started", timeout=60)

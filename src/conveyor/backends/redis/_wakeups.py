@@ -128,10 +128,9 @@ class Wakeups:
             wait = max(min(remaining, longest), MIN_BLOCK)
             client = self._client()
             if isinstance(client, RedisCluster):
-                if len(keys) > 1:
-                    woken = await _first_woken(client, keys, wait)
-                else:
-                    woken = await commands.pop_wake(client, None, keys, wait)
+                # One key too: awaited in a task of its own, so a cancel of this wait is never
+                # swallowed by the cluster client (see _first_woken).
+                woken = await _first_woken(client, keys, wait)
             else:
                 woken = await commands.pop_wake(client, self.blocking(client), keys, wait)
             if woken:
