@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,8 +69,6 @@ class JobEvent(Generic[P]):
     def redacted_payload(self) -> Any:
         """The payload as JSON data with secret fields shown as ``**********`` (for logs and
         alerts: never send the raw payload of a job with secrets to a pager)."""
-        import json
-
         return redact(json.loads(self.payload_json), self.headers)
 
 

@@ -4,7 +4,7 @@ and moving jobs by hand (retry, cancel, delete, purge, pause)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -60,6 +60,35 @@ class QueueInspection:
         driver = await self.connect()
         records = await driver.job_list(ListParams(queue, states, name, before_seq, limit))
         return [JobInfo.from_record(r) for r in records]
+
+    async def list_pages(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | str | Sequence[JobState | str] | None = None,
+        name: str | None = None,
+        page_size: int = 500,
+        limit: int | None = None,
+    ) -> AsyncIterator[list[JobInfo]]:
+        """The matching jobs page by page, newest first (``list_jobs`` with the keyset cursor
+        moved along), until they run out or ``limit`` jobs were listed. The cursor, not the
+        state, moves the scan on, so a caller may change the jobs of a page (retry, delete)
+        before asking for the next."""
+        if isinstance(page_size, bool) or page_size < 1:
+            raise InvalidArgument(f"page_size must be at least 1, got {page_size!r}")
+        listed = 0
+        before: int | None = None
+        while limit is None or listed < limit:
+            want = page_size if limit is None else min(page_size, limit - listed)
+            page = await self.list_jobs(
+                queue=queue, state=state, name=name, before_seq=before, limit=want
+            )
+            if page:
+                yield page
+            listed += len(page)
+            if len(page) < want:
+                return
+            before = page[-1].seq
 
     async def counts(self, queue: str | None = None) -> dict[JobState, int]:
         driver = await self.connect()

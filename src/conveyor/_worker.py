@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from types import ModuleType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -32,9 +32,10 @@ from conveyor import _eventloop, tracing
 from conveyor._config import WorkerConfig
 from conveyor._definition import JobDef
 from conveyor._errors import InvalidArgument, WorkerFailed
-from conveyor._hooks import Hook, HookKind, Hooks, TypedHook
+from conveyor._hooks import Hooks
 from conveyor._middleware import Middleware
 from conveyor._queue import Queue
+from conveyor._worker_extensions import WorkerExtensions
 from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.clock import BackendClock
 from conveyor.core.schedule import CatchUp, Overlap, Timetable
@@ -46,7 +47,7 @@ from conveyor.runtime.fetcher import Fetcher, FetcherHooks
 from conveyor.runtime.lease_keeper import Keeper, LeaseKeeper
 from conveyor.runtime.lifecycle import WorkerStats
 from conveyor.runtime.maintenance import Heartbeat, Maintenance
-from conveyor.runtime.observers import Observer, Observers
+from conveyor.runtime.observers import Observers
 from conveyor.runtime.progress import ProgressBatcher
 from conveyor.runtime.rates import describe, rate_limits
 from conveyor.runtime.registry import Handler, HandlerRegistry
@@ -68,7 +69,7 @@ log = logging.getLogger("conveyor.worker")
 UNWIND_SECONDS = 5.0
 
 
-class Worker:
+class Worker(WorkerExtensions):
     """Serve job definitions with handlers: ``@worker.handles(defn)`` then ``await worker.run()``.
 
     ``jobs`` names the definitions this worker must serve (a module or an iterable); the worker
@@ -126,58 +127,6 @@ class Worker:
 
     def register(self, definition: JobDef[P, R], handler: Handler[P, R]) -> None:
         self.registry.add(definition, handler)
-
-    def use(self, middleware: Middleware) -> Middleware:
-        """Run ``middleware`` around every handler (see :mod:`conveyor._middleware`); the first
-        registered is the outermost (inside the tracing span's middleware, when the worker
-        traces: :mod:`conveyor.tracing`). Usable as a decorator."""
-        if not callable(middleware):
-            raise InvalidArgument(f"middleware must be callable, got {middleware!r}")
-        self.middleware.append(middleware)
-        return middleware
-
-    def observe(self, observer: Observer) -> Observer:
-        """Tell ``observer`` what happens to jobs (see :mod:`conveyor.runtime.observers`)."""
-        self.observers.add(observer)
-        return observer
-
-    @overload
-    def on_failed(self, target: Hook) -> Hook: ...
-    @overload
-    def on_failed(self, target: JobDef[P, Any]) -> Callable[[TypedHook[P]], TypedHook[P]]: ...
-    def on_failed(self, target: Hook | JobDef[Any, Any]) -> Any:
-        """Call the decorated hook after every failed attempt, retried or not (see
-        :mod:`conveyor._hooks`); ``@worker.on_failed(definition)`` for that job's only."""
-        return self._hook(HookKind.FAILED, target)
-
-    @overload
-    def on_retry(self, target: Hook) -> Hook: ...
-    @overload
-    def on_retry(self, target: JobDef[P, Any]) -> Callable[[TypedHook[P]], TypedHook[P]]: ...
-    def on_retry(self, target: Hook | JobDef[Any, Any]) -> Any:
-        """Call the decorated hook after a failed attempt that will be retried."""
-        return self._hook(HookKind.RETRY, target)
-
-    @overload
-    def on_dead(self, target: Hook) -> Hook: ...
-    @overload
-    def on_dead(self, target: JobDef[P, Any]) -> Callable[[TypedHook[P]], TypedHook[P]]: ...
-    def on_dead(self, target: Hook | JobDef[Any, Any]) -> Any:
-        """Call the decorated hook when a job fails for good and lands in the failed
-        (dead-letter) set: page someone here."""
-        return self._hook(HookKind.DEAD, target)
-
-    def _hook(self, kind: HookKind, target: Hook | JobDef[Any, Any]) -> Any:
-        if isinstance(target, JobDef):
-            definition: JobDef[Any, Any] = target  # pyright: ignore[reportUnknownVariableType]
-
-            def register(hook: Any) -> Any:
-                self.hooks.add(kind, hook, definition)
-                return hook
-
-            return register
-        self.hooks.add(kind, target, None)
-        return target
 
     def cron(
         self,

@@ -237,28 +237,20 @@ async def _retry_all_failed(
     total: int | None = None
     if name is None:  # the counts are per queue and state only
         total = min(limit, (await q.counts(queue)).get(JobState.FAILED, 0))
-    before: int | None = None
     with (
         progress("retrying failed jobs", total) as advance,
         stop_on_interrupt("this batch") as stopped,
     ):
-        while not stopped():
-            room = limit - len(run.results)
-            if room <= 0:
-                run.limit_reached = True
-                break
-            want = min(batch_size, room)
-            page = await q.list_jobs(
-                queue=queue, state=JobState.FAILED, name=name, before_seq=before, limit=want
-            )
-            if not page:
+        pages = q.list_pages(
+            queue=queue, state=JobState.FAILED, name=name, page_size=batch_size, limit=limit
+        )
+        async for page in pages:
+            if stopped():
                 break
             run.results += await q.retry([info.id for info in page])
             advance(len(page))
-            if len(page) < want:
-                break
-            before = page[-1].seq
         run.interrupted = stopped()
+        run.limit_reached = not run.interrupted and len(run.results) >= limit
     return run
 
 
@@ -363,12 +355,10 @@ async def _purge(
     counts = await q.counts(queue)
     total = sum(counts.get(state, 0) for state in states)
     deleted = 0
-    before: int | None = None
     what = f"deleting {'/'.join(s.value for s in states)} jobs"
     with progress(what, total) as advance, stop_on_interrupt("this batch") as stopped:
-        while not stopped():
-            page = await q.list_jobs(queue=queue, state=states, before_seq=before, limit=batch)
-            if not page:
+        async for page in q.list_pages(queue=queue, state=states, page_size=batch):
+            if stopped():
                 break
             ids = [
                 info.id
@@ -379,7 +369,4 @@ async def _purge(
                 results = await q.delete(ids)
                 deleted += sum(r.status is ChangeStatus.OK for r in results)
             advance(len(page))
-            if len(page) < batch:
-                break
-            before = page[-1].seq
         return deleted, stopped()

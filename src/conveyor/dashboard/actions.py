@@ -162,21 +162,11 @@ async def retry_failed(request: Request) -> Response:
         return _confirm_page(request, form, f"Retry up to {cap} {what}?")
     queue = queue_of(request)
     ids: list[str] = []
-    before: int | None = None
     try:
-        while len(ids) < cap:
-            limit = min(LIST_PAGE, cap - len(ids))
-            page = await queue.list_jobs(
-                queue=queue_name,
-                state=JobState.FAILED,
-                name=job_name,
-                before_seq=before,
-                limit=limit,
-            )
+        async for page in queue.list_pages(
+            queue=queue_name, state=JobState.FAILED, name=job_name, page_size=LIST_PAGE, limit=cap
+        ):
             ids += [job.id for job in page]
-            if len(page) < limit:
-                break
-            before = page[-1].seq
         retried = 0
         for start in range(0, len(ids), LIST_PAGE):
             results = await queue.retry(ids[start : start + LIST_PAGE])
