@@ -78,8 +78,15 @@ def secret_paths(model: type[BaseModel]) -> list[list[str]]:
 
 def secrets_header(model: type[BaseModel]) -> dict[str, str]:
     """The ``conveyor-secrets`` header for a job of ``model`` (empty when it has no secret)."""
+    text = _secrets_text(model)
+    return {} if text is None else {SECRETS_HEADER: text}
+
+
+@functools.cache
+def _secrets_text(model: type[BaseModel]) -> str | None:
+    # Once per model: every enqueue of it carries the same header.
     paths = secret_paths(model)
-    return {SECRETS_HEADER: json.dumps(paths, separators=(",", ":"))} if paths else {}
+    return json.dumps(paths, separators=(",", ":")) if paths else None
 
 
 def reveal_secrets(payload: BaseModel, data: bytes) -> bytes:

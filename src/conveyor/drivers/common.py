@@ -30,7 +30,7 @@ from typing import Any, Final, TypeVar, cast
 
 from conveyor import _validation
 from conveyor._errors import InvalidArgument
-from conveyor.core.headers import MAX_HEADERS_BYTES, decode_headers
+from conveyor.core.headers import MAX_HEADERS_BYTES
 from conveyor.drivers.groups import check_group
 from conveyor.drivers.rates import MAX_RATE_COUNT, MAX_RATE_SECONDS
 from conveyor.drivers.records import (
@@ -144,20 +144,19 @@ def check_headers(job_id: str, headers: str) -> None:
     """Refuse stored headers that are not a JSON object of text within the size limit (the
     core builds them with ``encode_headers``; this guards a driver's other callers)."""
     _check_text(headers, f"job {job_id!r}: headers")
-    if len(headers.encode()) > MAX_HEADERS_BYTES:
+    size = len(headers.encode())
+    if size > MAX_HEADERS_BYTES:
         raise InvalidArgument(
-            f"job {job_id!r}: headers take {len(headers.encode())} bytes, over the limit of "
-            f"{MAX_HEADERS_BYTES}"
+            f"job {job_id!r}: headers take {size} bytes, over the limit of {MAX_HEADERS_BYTES}"
         )
     try:
-        value = json.loads(headers)
+        value: object = json.loads(headers)
     except ValueError:
         value = None
-    decoded = decode_headers(headers)
-    if (
-        not isinstance(value, dict)
-        or decoded != value
-        or any("\x00" in k or "\x00" in v for k, v in decoded.items())
+    pairs = cast(dict[object, object], value).items() if isinstance(value, dict) else None
+    if pairs is None or not all(
+        isinstance(k, str) and isinstance(v, str) and "\x00" not in k and "\x00" not in v
+        for k, v in pairs
     ):
         raise InvalidArgument(
             f"job {job_id!r}: headers must be a JSON object of text to text, without NUL"
