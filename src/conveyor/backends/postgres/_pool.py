@@ -44,12 +44,35 @@ class Connections:
             name=name,
         )
         self._check: asyncio.Task[None] | None = None
+        self._guard: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def open(self) -> None:
         await self._pool.open(wait=False)
+        self._closed = False
+        self._guard = asyncio.get_running_loop().create_task(
+            self._close_at_loop_end(), name="conveyor-postgres-pool-guard"
+        )
 
     async def close(self) -> None:
+        self._closed = True
         await self._pool.close()
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+
+    async def _close_at_loop_end(self) -> None:
+        """Close the pool when this task is cancelled without ``close()``: that is how
+        ``asyncio.run`` ends a program that never closed its queue. The pool's maintenance
+        tasks swallow a cancellation that arrives while they connect (they retry instead), so
+        without a close the loop's final wait for its cancelled tasks could never end."""
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if not self._closed:
+                self._closed = True
+                await self._pool.close(timeout=POOL_TIMEOUT_SECONDS)
+            raise
 
     def connection(self) -> Any:
         return self._pool.connection()
