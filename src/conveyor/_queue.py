@@ -37,7 +37,6 @@ from conveyor._queue_inspection import QueueInspection
 from conveyor.backends.registry import configured_url, driver_for_url, shown_url
 from conveyor.core.clock import BackendClock, Clock
 from conveyor.core.headers import encode_headers
-from conveyor.core.secrets import secrets_header
 from conveyor.core.serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     encode_payload,
@@ -447,7 +446,6 @@ class Queue(QueueInspection):
         d = request.definition
         data = encode_payload(d.name, d.payload_type, request.payload, self.max_payload_bytes)
         dedup, delay = dedup_of(request.dedup, d.name, data, request.delay, request.run_at)
-        headers = secrets_header(d.payload_type)
         return self._build(
             d.name,
             data,
@@ -463,7 +461,7 @@ class Queue(QueueInspection):
                 d.keep_failed if request.keep_failed is None else request.keep_failed,
             ),
             d.group_of(request.payload),
-            headers,
+            d.headers,
             trace,
         )
 
