@@ -22,7 +22,7 @@ from conveyor._errors import InvalidArgument, InvalidJobDefinition
 from conveyor.core.backoff import DEFAULT_BACKOFF, Backoff
 from conveyor.core.rate import Rate
 from conveyor.core.secrets import secrets_header
-from conveyor.core.versions import MAX_VERSION, Upgrade, version_header
+from conveyor.core.versions import Upgrade, check_version, version_header
 from conveyor.drivers.groups import MAX_GROUP_CONCURRENCY, MAX_GROUP_RATE_COUNT
 from conveyor.drivers.records import JobGroup
 
@@ -318,10 +318,7 @@ def job(
 
 
 def _check_version(version: object, upgrade: object, name: str) -> None:
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MAX_VERSION:
-        raise InvalidJobDefinition(
-            f"job {name!r}: version must be a whole number from 1 to {MAX_VERSION}, got {version!r}"
-        )
+    check_version(version, f"job {name!r}: version", error=InvalidJobDefinition)
     if upgrade is not None and not callable(upgrade):
         raise InvalidJobDefinition(
             f"job {name!r}: upgrade must be a function (from_version, data) -> data, "

@@ -21,7 +21,7 @@ from typing import Any, Final, TypeVar, cast
 
 from pydantic import BaseModel
 
-from conveyor._errors import PayloadValidationError
+from conveyor._errors import InvalidArgument, PayloadValidationError
 from conveyor.core.serialization import decode_payload
 
 VERSION_HEADER: Final = "conveyor-version"
@@ -38,6 +38,15 @@ Upgrade = Callable[[int, dict[str, Any]], dict[str, Any]]
 
 class PayloadUpgradeError(PayloadValidationError):
     """A definition's ``upgrade`` function raised, or did not return a JSON object."""
+
+
+def check_version(
+    version: object, what: str, *, error: type[InvalidArgument] = InvalidArgument
+) -> int:
+    """``version`` if it is a whole number from 1 to :data:`MAX_VERSION` (not a bool)."""
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MAX_VERSION:
+        raise error(f"{what} must be a whole number from 1 to {MAX_VERSION}, got {version!r}")
+    return version
 
 
 def version_header(version: int) -> dict[str, str]:
