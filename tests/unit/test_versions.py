@@ -233,3 +233,38 @@ async def test_an_upgrade_that_fails_fails_only_its_job_for_good() -> None:
     assert "ValueError: no name" in outcome.error and "version 1 to version 2" in outcome.error
     transition = decide(outcome, active({}), backoff=DEFAULT_BACKOFF, rng=random.Random(1))
     assert isinstance(transition, Fail)
+
+
+def test_a_cron_fire_records_the_version_that_encoded_its_payload() -> None:
+    """A schedule's payload is encoded once by the worker's definition: its jobs carry that
+    version, so a later worker with a newer definition upgrades them, and this one does not."""
+    from conveyor.core.schedule import Timetable
+    from conveyor.runtime.scheduler import declare
+
+    v2 = job("crm.contact", Contact, version=2, upgrade=split_name)
+    schedule = declare(
+        Timetable.every(60),
+        v2,
+        Contact(first_name="Ada", last_name="Lovelace"),
+        name=None,
+        catch_up="skip",
+        overlap="allow",
+        max_payload_bytes=1000,
+        taken=(),
+    )
+    fired = schedule.fire(NOW_TICK).job
+    assert fired.headers == encode_headers({VERSION_HEADER: "2"})
+    plain = declare(
+        Timetable.every(60),
+        job("crm.plain", Contact),
+        Contact(first_name="A", last_name="B"),
+        name=None,
+        catch_up="skip",
+        overlap="allow",
+        max_payload_bytes=1000,
+        taken=(),
+    )
+    assert plain.fire(NOW_TICK).job.headers is None  # version 1, no secret: nothing stored
+
+
+NOW_TICK = int(NOW)

@@ -148,3 +148,27 @@ async def test_a_newer_job_no_worker_can_read_fails_only_after_the_grace_period(
 async def _history_length(queue: Queue, job_id: str, n: int) -> bool:
     info = await queue.get(job_id)
     return info is not None and len(info.errors) >= n
+
+
+async def test_a_hook_gets_the_upgraded_payload_of_an_old_job(
+    harness: Harness, queue: Queue
+) -> None:
+    from conveyor import JobEvent, Permanent
+
+    events: list[JobEvent[ContactV2]] = []
+    worker = harness.worker()
+
+    @worker.handles(greet_v2)
+    async def greet(payload: ContactV2, ctx: JobContext) -> str:
+        raise Permanent(f"no greeting for {payload.first_name}")
+
+    @worker.on_dead(greet_v2)
+    async def dead(event: JobEvent[ContactV2]) -> None:
+        events.append(event)
+
+    harness.start(worker)
+    old = await queue.enqueue(greet_v1, ContactV1(name="Ada Lovelace"))
+    await wait_state(queue, old.id, JobState.FAILED)
+    [event] = await wait_for(lambda: events, what="the dead hook")
+    assert event.payload == ContactV2(first_name="Ada", last_name="Lovelace")
+    assert event.payload_json == b'{"name":"Ada Lovelace"}'  # as stored
