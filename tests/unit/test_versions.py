@@ -7,13 +7,21 @@ import dataclasses
 import json
 import logging
 import random
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from conveyor import InvalidJobDefinition, JobContext, PayloadValidationError, job
+from conveyor import (
+    InvalidArgument,
+    InvalidJobDefinition,
+    JobContext,
+    PayloadValidationError,
+    Queue,
+    job,
+)
 from conveyor.core.backoff import DEFAULT_BACKOFF
 from conveyor.core.headers import SECRETS_HEADER, encode_headers
 from conveyor.core.outcome import Errored, Fail, NewerVersion, SnoozeFor, Succeeded, decide
@@ -268,3 +276,26 @@ def test_a_cron_fire_records_the_version_that_encoded_its_payload() -> None:
 
 
 NOW_TICK = int(NOW)
+
+
+@pytest.mark.parametrize("version", [0, True, "2", MAX_VERSION + 1])
+async def test_enqueue_by_name_refuses_a_version_out_of_range(version: Any) -> None:
+    queue = Queue.from_url(f"memory://{uuid.uuid4().hex}")
+    try:
+        with pytest.raises(InvalidArgument, match="version must be a whole number"):
+            await queue.enqueue_by_name("crm.contact", {}, queue="default", version=version)
+        assert sum((await queue.counts()).values()) == 0
+    finally:
+        await queue.close()
+
+
+async def test_enqueue_by_name_records_the_version_it_is_given() -> None:
+    queue = Queue.from_url(f"memory://{uuid.uuid4().hex}")
+    try:
+        plain = await queue.enqueue_by_name("crm.contact", {"name": "A"}, queue="default")
+        newer = await queue.enqueue_by_name("crm.contact", {}, queue="default", version=3)
+        plain_info, newer_info = await queue.get(plain.id), await queue.get(newer.id)
+        assert plain_info is not None and VERSION_HEADER not in plain_info.headers
+        assert newer_info is not None and newer_info.headers[VERSION_HEADER] == "3"
+    finally:
+        await queue.close()
