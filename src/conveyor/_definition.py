@@ -7,6 +7,7 @@ The type parameters ``P`` (payload model) and ``R`` (result) flow to ``Queue.enq
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -271,8 +272,9 @@ def job(
 
     ``version`` (default 1) is recorded with each job enqueued; raise it when the payload changes
     shape in a way the model cannot read by itself, and give ``upgrade(from_version, data)``,
-    which returns the JSON object ``data`` enqueued by an older version in the current shape. A
-    worker with an older version hands a newer job back for a worker that has the newer one.
+    which returns the JSON object ``data`` enqueued by an older version in the current shape (a
+    plain function, called by the worker before validation: reshape data, do no I/O). A worker
+    with an older version hands a newer job back for a worker that has the newer one.
     """
     if not _NAME.match(name):
         raise InvalidJobDefinition(
@@ -323,6 +325,11 @@ def _check_version(version: object, upgrade: object, name: str) -> None:
         raise InvalidJobDefinition(
             f"job {name!r}: upgrade must be a function (from_version, data) -> data, "
             f"got {upgrade!r}"
+        )
+    if inspect.iscoroutinefunction(upgrade):
+        raise InvalidJobDefinition(
+            f"job {name!r}: upgrade must be a plain function, not `async def`: it reshapes the "
+            "payload's data, without I/O, before the payload is validated"
         )
     if upgrade is not None and version == 1:
         raise InvalidJobDefinition(

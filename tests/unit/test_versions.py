@@ -9,7 +9,7 @@ import logging
 import random
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import BaseModel, SecretStr
@@ -81,6 +81,12 @@ def test_a_version_that_is_not_a_whole_number_in_range_is_refused(version: Any) 
 def test_an_upgrade_must_be_a_function_and_needs_a_version_above_one() -> None:
     with pytest.raises(InvalidJobDefinition, match="upgrade must be a function"):
         job("crm.contact", Contact, version=2, upgrade="split")  # type: ignore[call-overload]
+
+    async def in_a_coroutine(from_version: int, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    with pytest.raises(InvalidJobDefinition, match="not `async def`"):
+        job("crm.contact", Contact, version=2, upgrade=cast(Any, in_a_coroutine))
     with pytest.raises(InvalidJobDefinition, match="version is 1"):
         job("crm.contact", Contact, upgrade=split_name)
     definition = job("crm.contact", Contact, version=MAX_VERSION, upgrade=split_name)

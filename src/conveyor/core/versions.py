@@ -15,6 +15,7 @@ that has the newer definition, as a job of an unknown name is (:mod:`conveyor.co
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar, cast
@@ -96,6 +97,7 @@ def decode_versioned(
             name, f"its upgrade function raised {type(exc).__name__}: {exc} ({where})"
         ) from exc
     if not isinstance(upgraded, dict):
+        _discard(upgraded)
         raise PayloadUpgradeError(
             name,
             f"its upgrade function returned {type(upgraded).__name__}, not a dict ({where})",
@@ -111,3 +113,10 @@ def decode_versioned(
         return decode_payload(name, model, text)
     except PayloadValidationError as exc:
         raise PayloadValidationError(name, f"{exc.detail} (after {where})") from exc
+
+
+def _discard(value: object) -> None:
+    """Close a coroutine an upgrade returned (nobody will await it), so Python does not warn."""
+    close = getattr(value, "close", None)
+    if inspect.iscoroutine(value) and callable(close):
+        close()
