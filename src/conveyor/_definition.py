@@ -7,10 +7,12 @@ The type parameters ``P`` (payload model) and ``R`` (result) flow to ``Queue.enq
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar, cast, overload
 
 from pydantic import BaseModel, TypeAdapter
@@ -20,6 +22,8 @@ from conveyor._dedup import DedupPolicy
 from conveyor._errors import InvalidArgument, InvalidJobDefinition
 from conveyor.core.backoff import DEFAULT_BACKOFF, Backoff
 from conveyor.core.rate import Rate
+from conveyor.core.secrets import secrets_header
+from conveyor.core.versions import Upgrade, check_version, version_header
 from conveyor.drivers.groups import MAX_GROUP_CONCURRENCY, MAX_GROUP_RATE_COUNT
 from conveyor.drivers.records import JobGroup
 
@@ -61,10 +65,22 @@ class JobDef(Generic[P, R]):
     group_key: Callable[[P], str] | None = None
     group_concurrency: int | None = None
     group_rate: Rate | None = None
+    # Payload evolution: see ``job`` and :mod:`conveyor.core.versions`.
+    version: int = 1
+    upgrade: Upgrade | None = None
     _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
+    _headers: Mapping[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_result_adapter", TypeAdapter(self.result_type))
+        headers = {**secrets_header(self.payload_type), **version_header(self.version)}
+        object.__setattr__(self, "_headers", MappingProxyType(headers))
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Conveyor's own headers for each job of this definition: where its payload holds
+        secrets, and the version that enqueued it (see :mod:`conveyor.core.versions`)."""
+        return self._headers
 
     def encode_result(self, value: R) -> bytes:
         # By alias, as decode_result (and the payload encoding) reads it.
@@ -165,6 +181,8 @@ def job(
     group_key: Callable[[P], str] | None = ...,
     group_concurrency: int | None = ...,
     group_rate: Rate | None = ...,
+    version: int = ...,
+    upgrade: Upgrade | None = ...,
 ) -> JobDef[P, None]: ...
 
 
@@ -186,6 +204,8 @@ def job(
     group_key: Callable[[P], str] | None = ...,
     group_concurrency: int | None = ...,
     group_rate: Rate | None = ...,
+    version: int = ...,
+    upgrade: Upgrade | None = ...,
 ) -> JobDef[P, R]: ...
 
 
@@ -207,6 +227,8 @@ def job(
     group_key: Callable[[P], str] | None = ...,
     group_concurrency: int | None = ...,
     group_rate: Rate | None = ...,
+    version: int = ...,
+    upgrade: Upgrade | None = ...,
 ) -> JobDef[P, Any]:
     """A result type a checker cannot express as ``type[R]`` (``int | None``, ``Literal[...]``):
     annotate the variable to keep results typed, ``x: JobDef[M, int | None] = job(...)``."""
@@ -230,6 +252,8 @@ def job(
     group_key: Callable[[Any], str] | None = None,
     group_concurrency: int | None = None,
     group_rate: Rate | None = None,
+    version: int = 1,
+    upgrade: Upgrade | None = None,
 ) -> JobDef[Any, Any]:
     """Declare a job: ``send = job("email.send", SendEmail, result=str, attempts=5)``.
 
@@ -245,6 +269,12 @@ def job(
     groups of a queue are served round-robin, so a key with 100,000 waiting jobs cannot starve
     a key with one. ``group_concurrency`` runs at most that many jobs of one key at once (1:
     one at a time per key) and ``group_rate`` caps each key's starts, across every worker.
+
+    ``version`` (default 1) is recorded with each job enqueued; raise it when the payload changes
+    shape in a way the model cannot read by itself, and give ``upgrade(from_version, data)``,
+    which returns the JSON object ``data`` enqueued by an older version in the current shape (a
+    plain function, called by the worker before validation: reshape data, do no I/O). A worker
+    with an older version hands a newer job back for a worker that has the newer one.
     """
     if not _NAME.match(name):
         raise InvalidJobDefinition(
@@ -267,6 +297,7 @@ def job(
         for keep, what in ((keep_completed, "keep_completed"), (keep_failed, "keep_failed"))
     ]
     _check_group(group_key, group_concurrency, group_rate, name)
+    _check_version(version, upgrade, name)
     return JobDef(
         name=name,
         payload_type=payload,
@@ -283,7 +314,28 @@ def job(
         group_key=group_key,
         group_concurrency=group_concurrency,
         group_rate=_group_rate(group_rate, name),
+        version=version,
+        upgrade=upgrade,
     )
+
+
+def _check_version(version: object, upgrade: object, name: str) -> None:
+    check_version(version, f"job {name!r}: version", error=InvalidJobDefinition)
+    if upgrade is not None and not callable(upgrade):
+        raise InvalidJobDefinition(
+            f"job {name!r}: upgrade must be a function (from_version, data) -> data, "
+            f"got {upgrade!r}"
+        )
+    if inspect.iscoroutinefunction(upgrade):
+        raise InvalidJobDefinition(
+            f"job {name!r}: upgrade must be a plain function, not `async def`: it reshapes the "
+            "payload's data, without I/O, before the payload is validated"
+        )
+    if upgrade is not None and version == 1:
+        raise InvalidJobDefinition(
+            f"job {name!r}: upgrade turns payloads of older versions into the current one, but "
+            "version is 1: raise version= when the payload's shape changes"
+        )
 
 
 def _rate_limit(value: object, name: str, what: str) -> Rate | None:

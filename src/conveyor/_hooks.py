@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from conveyor._definition import JobDef
 from conveyor.core.headers import decode_headers
 from conveyor.core.secrets import redact
-from conveyor.core.serialization import decode_payload
+from conveyor.core.versions import decode_versioned, stored_version
 from conveyor.drivers.records import JobRecord, TransitionKind
 from conveyor.runtime.threads import run_in_daemon_thread
 
@@ -124,13 +124,22 @@ class Hooks:
         if not wanted:
             return
         definition = definitions.get(record.name)
+        headers = decode_headers(record.headers)
+        stored = stored_version(headers)
         payload: BaseModel | None = None
-        if definition is not None:
+        # A payload of a newer version than this worker's definition cannot be read here.
+        if definition is not None and stored is not None and stored <= definition.version:
             try:
-                payload = decode_payload(record.name, definition.payload_type, record.payload)
+                payload = decode_versioned(
+                    record.name,
+                    definition.payload_type,
+                    record.payload,
+                    stored=stored,
+                    current=definition.version,
+                    upgrade=definition.upgrade,
+                )
             except Exception:  # the hook still learns of the failure, without the payload
                 payload = None
-        headers = decode_headers(record.headers)
         for hook_kind, registered in wanted:
             event: JobEvent[Any] = JobEvent(
                 kind=hook_kind,

@@ -37,12 +37,12 @@ from conveyor._queue_inspection import QueueInspection
 from conveyor.backends.registry import configured_url, driver_for_url, shown_url
 from conveyor.core.clock import BackendClock, Clock
 from conveyor.core.headers import encode_headers
-from conveyor.core.secrets import secrets_header
 from conveyor.core.serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     encode_payload,
     encode_untyped_payload,
 )
+from conveyor.core.versions import check_version, version_header
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
     Dedup,
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 P = TypeVar("P", bound=BaseModel)
 
-# enqueue_by_name's arguments, from name to dedup, as _new_job_by_name takes them.
+# enqueue_by_name's arguments, from name to version, as _new_job_by_name takes them.
 _ByName = tuple[
     str,
     Mapping[str, Any] | str | bytes,
@@ -69,6 +69,7 @@ _ByName = tuple[
     str | None,
     int,
     DedupPolicy | None,
+    int,
 ]
 
 _JOB_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}\Z")
@@ -267,6 +268,7 @@ class Queue(QueueInspection):
         dedup: DedupPolicy | None = None,
         keep_completed: float | timedelta | None = None,
         keep_failed: float | timedelta | None = None,
+        version: int = 1,
     ) -> JobHandle[Any]:
         """Enqueue without the definition (another service, another language's producer).
 
@@ -276,9 +278,21 @@ class Queue(QueueInspection):
         ``default``, with a warning in the log. ``connection=``: written inside that
         connection's transaction, see :meth:`enqueue`; ``dedup=``, ``keep_completed=`` and
         ``keep_failed=`` as for :meth:`enqueue` (the default dedup key is the name and the
-        payload's canonical JSON, as a typed enqueue's).
+        payload's canonical JSON, as a typed enqueue's). ``version``: the version of the
+        definition whose shape the payload has; a worker with a newer one upgrades it first.
         """
-        args: _ByName = (name, payload, job_id, delay, run_at, priority, queue, attempts, dedup)
+        args: _ByName = (
+            name,
+            payload,
+            job_id,
+            delay,
+            run_at,
+            priority,
+            queue,
+            attempts,
+            dedup,
+            version,
+        )
         keep = (keep_completed, keep_failed)
         if self._producer is None:
             return await self._enqueue_by_name(args, keep, connection, None)
@@ -332,9 +346,21 @@ class Queue(QueueInspection):
         dedup: DedupPolicy | None = None,
         keep_completed: float | timedelta | None = None,
         keep_failed: float | timedelta | None = None,
+        version: int = 1,
     ) -> PendingEnqueue:
         """:meth:`pending_many` for :meth:`enqueue_by_name`."""
-        args: _ByName = (name, payload, job_id, delay, run_at, priority, queue, attempts, dedup)
+        args: _ByName = (
+            name,
+            payload,
+            job_id,
+            delay,
+            run_at,
+            priority,
+            queue,
+            attempts,
+            dedup,
+            version,
+        )
         keep = (keep_completed, keep_failed)
         if self._producer is None:
             new = await self._new_job_by_name(*args, keep, None)
@@ -382,9 +408,11 @@ class Queue(QueueInspection):
         queue: str | None,
         attempts: int,
         dedup: DedupPolicy | None,
+        version: int,
         keep: tuple[float | timedelta | None, float | timedelta | None],
         sent: Send | None,
     ) -> NewJob:
+        headers = version_header(check_version(version, "version", error=InvalidArgument))
         data = encode_untyped_payload(name, payload, self.max_payload_bytes)
         keyed, delay = dedup_of(dedup, name, data, delay, run_at)
         job_id = new_job_ids(1)[0] if job_id is None else _check_job_id(job_id)
@@ -401,6 +429,7 @@ class Queue(QueueInspection):
             attempts,
             keyed,
             keep,
+            headers=headers,
             trace=None if sent is None else sent.headers,
         )
         if sent is not None:
@@ -447,7 +476,6 @@ class Queue(QueueInspection):
         d = request.definition
         data = encode_payload(d.name, d.payload_type, request.payload, self.max_payload_bytes)
         dedup, delay = dedup_of(request.dedup, d.name, data, request.delay, request.run_at)
-        headers = secrets_header(d.payload_type)
         return self._build(
             d.name,
             data,
@@ -463,7 +491,7 @@ class Queue(QueueInspection):
                 d.keep_failed if request.keep_failed is None else request.keep_failed,
             ),
             d.group_of(request.payload),
-            headers,
+            d.headers,
             trace,
         )
 

@@ -197,6 +197,7 @@ class SyncQueue:
         dedup: DedupPolicy | None = None,
         keep_completed: float | timedelta | None = None,
         keep_failed: float | timedelta | None = None,
+        version: int = 1,
     ) -> SyncJobHandle[Any]:
         if connection is not None:
             pending = self.call(
@@ -212,6 +213,7 @@ class SyncQueue:
                     dedup=dedup,
                     keep_completed=keep_completed,
                     keep_failed=keep_failed,
+                    version=version,
                 )
             )
             (written,) = pending.write(connection)
@@ -229,6 +231,7 @@ class SyncQueue:
                 dedup=dedup,
                 keep_completed=keep_completed,
                 keep_failed=keep_failed,
+                version=version,
             )
         )
         return SyncJobHandle(self, handle)

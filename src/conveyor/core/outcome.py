@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from conveyor import _validation
 from conveyor.core.backoff import Backoff
-from conveyor.core.unknown import decide_unknown
+from conveyor.core.unknown import decide_newer, decide_unknown
 from conveyor.drivers.records import JobRecord
 
 
@@ -74,8 +74,25 @@ class Unhandled:
     known_elsewhere: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class NewerVersion:
+    """The job was enqueued by version ``stored`` of its definition, newer than the worker's
+    ``current``: the worker cannot read its payload yet."""
+
+    stored: int
+    current: int
+
+
 Outcome = (
-    Succeeded | Errored | TimedOut | Snoozed | CancelRequested | Interrupted | Unhandled | Throttled
+    Succeeded
+    | Errored
+    | TimedOut
+    | Snoozed
+    | CancelRequested
+    | Interrupted
+    | Unhandled
+    | NewerVersion
+    | Throttled
 )
 
 
@@ -177,6 +194,8 @@ def decide(
             return Requeue()
         case Unhandled(known=known, filtered=filtered, known_elsewhere=elsewhere):
             return decide_unknown(record, known, filtered=filtered, known_elsewhere=elsewhere)
+        case NewerVersion(stored=stored, current=current):
+            return decide_newer(record, stored, current)
         case TimedOut(timeout=timeout):
             error = f"TimeoutError: job exceeded its timeout of {timeout:g}s"
             return _retry_or_fail(error, None, record, backoff, rng)

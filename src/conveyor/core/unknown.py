@@ -18,10 +18,16 @@ that then gets it knows no worker that could run it came for it in all that time
 Workers publish the names they serve in their heartbeats. A job whose name a live worker of its
 queue knows is never failed as unknown, however long it waited: that worker is only behind (a
 second fleet sharing the queue, with a backlog), and the job is handed back for it.
+
+A job enqueued by a newer version of its definition than the worker's (see
+:mod:`conveyor.core.versions`) is handed back by the same rule (:func:`decide_newer`): the
+worker knows the name but cannot read the payload yet. Both kinds of hand-back make one streak:
+either way, no worker that fetched the job since its first entry could run it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from conveyor.drivers.records import AttemptError, JobRecord
@@ -33,6 +39,8 @@ UNKNOWN_GRACE: Final = 3600.0
 FIRST_DELAY: Final = 10.0
 MAX_DELAY: Final = 600.0
 PREFIX: Final = "UnknownJob: "
+NEWER_PREFIX: Final = "NewerJobVersion: "
+_HANDBACKS: Final = (PREFIX, NEWER_PREFIX)
 
 
 def handback_delay(handbacks: int) -> float:
@@ -41,10 +49,10 @@ def handback_delay(handbacks: int) -> float:
 
 
 def unknown_streak(record: JobRecord) -> list[AttemptError]:
-    """The hand-backs of this attempt for an unknown name, oldest first."""
+    """The hand-backs of this attempt (for an unknown name or a newer version), oldest first."""
     streak: list[AttemptError] = []
     for entry in reversed(record.errors):
-        if entry.attempt != record.attempt or not entry.error.startswith(PREFIX):
+        if entry.attempt != record.attempt or not entry.error.startswith(_HANDBACKS):
             break
         streak.append(entry)
     streak.reverse()
@@ -61,29 +69,66 @@ def decide_unknown(
     """``filtered``: the backend fetches by name, so this job waited unfetched since it became
     runnable (``run_at``) for want of a worker that knows it. ``known_elsewhere``: a live worker
     of the job's queue has a handler for it, so it is never failed here."""
+    names = ", ".join(sorted(known)) or "none"
+    if known_elsewhere:
+        return _hand_back(
+            record,
+            lambda delay: (
+                f"{PREFIX}no handler for job {record.name!r} in worker {record.worker_id}, but a "
+                f"live worker of queue {record.queue!r} has one; handed back for it without "
+                f"using an attempt, next try in {delay:g}s"
+            ),
+        )
+    return _hand_back(
+        record,
+        lambda delay: (
+            f"{PREFIX}no handler for job {record.name!r} in worker {record.worker_id} (it knows: "
+            f"{names}); handed back without using an attempt, next try in {delay:g}s"
+        ),
+        fail=lambda handbacks: (
+            f"{PREFIX}no handler is registered for job {record.name!r}: no worker that fetched it "
+            f"in the last {UNKNOWN_GRACE / 60:g} minutes knew it ({handbacks} hand-backs; the "
+            f"last worker knew: {names}). Deploy a worker with a handler for it, then retry it"
+        ),
+        filtered=filtered,
+    )
+
+
+def decide_newer(record: JobRecord, stored: int, current: int) -> Transition:
+    """The job was enqueued by version ``stored`` of its definition and this worker has version
+    ``current`` (older): handed back without spending an attempt, as an unknown name is, and
+    failed only when no worker that fetched it for :data:`UNKNOWN_GRACE` seconds could read it."""
+    what = f"job {record.name!r} was enqueued by version {stored} of its definition"
+    return _hand_back(
+        record,
+        lambda delay: (
+            f"{NEWER_PREFIX}{what}, worker {record.worker_id} has version {current}; handed back "
+            f"without using an attempt, next try in {delay:g}s"
+        ),
+        fail=lambda handbacks: (
+            f"{NEWER_PREFIX}{what}: no worker that fetched it in the last "
+            f"{UNKNOWN_GRACE / 60:g} minutes had that version ({handbacks} hand-backs; the last "
+            f"had version {current}). Deploy workers with version {stored} or later, then retry it"
+        ),
+    )
+
+
+def _hand_back(
+    record: JobRecord,
+    handed_back: Callable[[float], str],
+    *,
+    fail: Callable[[int], str] | None = None,
+    filtered: bool = False,
+) -> Transition:
+    """The one rule: hand the job back with a growing delay, or, given ``fail`` (the error for
+    a count of hand-backs), fail it once no worker could run it for :data:`UNKNOWN_GRACE`."""
     from conveyor.core.outcome import Fail, SnoozeFor
 
     streak = unknown_streak(record)
-    now = record.started_at if record.started_at is not None else record.run_at
-    since = streak[0].at if streak else (min(record.run_at, now) if filtered else now)
-    names = ", ".join(sorted(known)) or "none"
-    if known_elsewhere:
-        delay = handback_delay(len(streak) + 1)
-        return SnoozeFor(
-            delay,
-            f"{PREFIX}no handler for job {record.name!r} in worker {record.worker_id}, but a live "
-            f"worker of queue {record.queue!r} has one; handed back for it without using an "
-            f"attempt, next try in {delay:g}s",
-        )
-    if now - since >= UNKNOWN_GRACE:
-        return Fail(
-            f"{PREFIX}no handler is registered for job {record.name!r}: no worker that fetched it "
-            f"in the last {UNKNOWN_GRACE / 60:g} minutes knew it ({len(streak)} hand-backs; the "
-            f"last worker knew: {names}). Deploy a worker with a handler for it, then retry it"
-        )
+    if fail is not None:
+        now = record.started_at if record.started_at is not None else record.run_at
+        since = streak[0].at if streak else (min(record.run_at, now) if filtered else now)
+        if now - since >= UNKNOWN_GRACE:
+            return Fail(fail(len(streak)))
     delay = handback_delay(len(streak) + 1)
-    return SnoozeFor(
-        delay,
-        f"{PREFIX}no handler for job {record.name!r} in worker {record.worker_id} (it knows: "
-        f"{names}); handed back without using an attempt, next try in {delay:g}s",
-    )
+    return SnoozeFor(delay, handed_back(delay))

@@ -21,6 +21,7 @@ from conveyor.core.outcome import (
     CancelRequested,
     Errored,
     Interrupted,
+    NewerVersion,
     Outcome,
     Snoozed,
     Succeeded,
@@ -28,7 +29,7 @@ from conveyor.core.outcome import (
     TimedOut,
     Unhandled,
 )
-from conveyor.core.serialization import decode_payload
+from conveyor.core.versions import VERSION_HEADER, decode_versioned, stored_version
 from conveyor.drivers.records import JobRecord
 from conveyor.runtime.registry import HandlerRegistry
 from conveyor.runtime.threads import run_in_daemon_thread
@@ -79,8 +80,25 @@ async def execute(
     if registered is None:
         return Unhandled(tuple(registry.names()))
     definition = registered.definition
+    headers = decode_headers(record.headers)
+    stored = stored_version(headers)
+    if stored is None:
+        return Errored(
+            f"PayloadValidationError: job {record.name!r} has an unreadable version header "
+            f"{headers.get(VERSION_HEADER)!r}",
+            permanent=True,
+        )
+    if stored > definition.version:  # enqueued by newer code than this worker runs
+        return NewerVersion(stored, definition.version)
     try:
-        payload = decode_payload(record.name, definition.payload_type, record.payload)
+        payload = decode_versioned(
+            record.name,
+            definition.payload_type,
+            record.payload,
+            stored=stored,
+            current=definition.version,
+            upgrade=definition.upgrade,
+        )
     except PayloadValidationError as exc:
         return Errored(f"PayloadValidationError: {exc}", permanent=True)
     except Exception as exc:  # e.g. a stored payload nested deeper than the parser allows
@@ -105,7 +123,7 @@ async def execute(
 
     run: CallNext = handler
     if middleware:
-        call = JobCall(ctx, payload, definition, decode_headers(record.headers))
+        call = JobCall(ctx, payload, definition, headers)
         run = chain(middleware, call, handler)
     deadline = asyncio.timeout(definition.timeout)
     try:

@@ -24,6 +24,7 @@ from conveyor._definition import JobDef
 from conveyor._errors import InvalidArgument
 from conveyor.core.cancellation import stop_if_cancelled
 from conveyor.core.clock import BackendClock, Clock
+from conveyor.core.headers import encode_headers
 from conveyor.core.schedule import (
     LATE_AFTER,
     CatchUp,
@@ -82,6 +83,8 @@ class Scheduled:
             keep_completed=d.keep_completed,
             keep_failed=d.keep_failed,
             group=self.group,
+            # The version that encoded the payload, so a later worker upgrades it, not this one.
+            headers=encode_headers(d.headers),
         )
         return CronFire(self.name, tick, job, skip_if_running=self.overlap is Overlap.SKIP)
 
