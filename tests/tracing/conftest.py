@@ -87,3 +87,8 @@ def spans() -> Iterator[Spans]:
     finally:
         _sampler.active = False
         _exporter.clear()
+        # The provider stays set for the rest of the process: make Conveyor look for it again
+        # only at the next tracing test, so the tests after this one (which check the exact
+        # headers a job carries) see no tracing, as they would in a process without an SDK.
+        _otel._configured = False
+        _otel._checked_at = float("inf")
