@@ -21,6 +21,7 @@ class Settings:
     mail_from: str
     # How often expired login sessions are deleted; the example runs it every second.
     session_cleanup_every: timedelta
+    dashboard_token: str | None  # None: the dashboard at /jobs/ serves loopback clients only
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -32,6 +33,7 @@ class Settings:
             session_cleanup_every=timedelta(
                 seconds=int(os.environ.get("SHOP_SESSION_CLEANUP_SECONDS", "900"))
             ),
+            dashboard_token=os.environ.get("SHOP_DASHBOARD_TOKEN") or None,
         )
 
     @property

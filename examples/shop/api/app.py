@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor import Queue
+from conveyor.dashboard import DashboardAuth, conveyor_dashboard
 from conveyor.fastapi import QueueDep, conveyor_lifespan
 from examples.shop import jobs
 from examples.shop.api import schemas
@@ -52,6 +53,14 @@ async def lifespan(app: FastAPI) -> AsyncGenerator[None]:
 
 
 app = FastAPI(title="shop", lifespan=conveyor_lifespan(queue, lifespan))
+# The dashboard beside the API. Without a token it serves loopback clients only.
+app.mount(
+    "/jobs",
+    conveyor_dashboard(
+        queue,
+        auth=DashboardAuth(token=settings.dashboard_token) if settings.dashboard_token else None,
+    ),
+)
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:
@@ -173,7 +182,9 @@ async def place_order(
         connection=session,
     )
     job_ids = [confirmation.id]
-    endpoints = await session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.active))
+    endpoints = await session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.active).order_by(WebhookEndpoint.id)
+    )
     deliveries = [
         WebhookDelivery(
             id=uuid.uuid4(),

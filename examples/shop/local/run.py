@@ -12,12 +12,13 @@ import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 from conveyor import Queue
 from examples.shop.local.scenario import problems, report, run_scenario
 from examples.shop.local.stack import ROOT, ShopStack
 
-WORKDIR = ROOT / ".shop"
+WORKDIR = Path(os.environ.get("SHOP_WORKDIR", ROOT / ".shop"))
 
 
 def exit_status(code: int) -> str:
