@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ class ClosingQueue(Queue):
 
 def invitations_app(queue: Queue, events: list[str]) -> FastAPI:
     @asynccontextmanager
-    async def inner(app: FastAPI) -> AsyncIterator[None]:
+    async def inner(app: FastAPI) -> AsyncGenerator[None]:
         # The queue is open before the app's own startup, which may therefore enqueue.
         events.append(f"inner start, queue is app.state's: {app.state.conveyor_queue is queue}")
         yield
@@ -128,7 +128,7 @@ async def test_the_queue_is_closed_when_the_inner_lifespan_fails_at_startup(
     queue = ClosingQueue(f"sqlite:///{tmp_path / 'q.db'}")
 
     @asynccontextmanager
-    async def broken(app: Starlette) -> AsyncIterator[None]:
+    async def broken(app: Starlette) -> AsyncGenerator[None]:
         raise RuntimeError("the database is down")
         yield
 
@@ -145,7 +145,7 @@ async def test_the_queue_is_closed_when_the_inner_lifespan_fails_at_shutdown(
     queue = ClosingQueue(f"sqlite:///{tmp_path / 'q.db'}")
 
     @asynccontextmanager
-    async def broken(app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
+    async def broken(app: Starlette) -> AsyncGenerator[Mapping[str, Any]]:
         yield {"ready": True}
         raise RuntimeError("flushing failed")
 
