@@ -42,6 +42,8 @@ async def test_the_scenario_runs_end_to_end(database_url: str, tmp_path: Path) -
     assert_webhooks(out)
     assert_rolled_back_requests_left_no_job(out, audit_jobs_completed=len(audit_jobs))
     assert out.expired_sessions_gone and out.valid_session_kept
+    cleaned = [subject for _, action, subject in out.audit if action == "sessions.cleaned"]
+    assert sum(int(subject.split()[0]) for subject in cleaned) == 2, cleaned
     # The worker handed nothing back and exited 0 on SIGTERM; uvicorn ends with the signal it
     # shut down on once it has shut down cleanly.
     assert shop.exit_codes["worker"] == 0, shop.log("worker")
