@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 
-.PHONY: venv demo test lint format clean bench bench-pg bench-churn
+.PHONY: venv demo example test lint format clean bench bench-pg bench-churn
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Conveyor needs Python 3.11+")'
@@ -20,6 +20,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo.run
 
+# The complete example service (examples/shop): API, worker, SMTP sink and webhook receiver on
+# free ports, a scripted scenario over HTTP, and what came of it.
+example: $(STAMP)
+	$(BIN)/python -m examples.shop.local.run
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
@@ -27,7 +32,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy src
+	$(BIN)/mypy examples/shop
 	$(BIN)/pyright --project pyproject.toml
+	$(BIN)/pyright --project pyproject.toml examples/shop
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples
@@ -49,4 +56,4 @@ bench-churn: $(STAMP)
 	@$(BIN)/python bench/run_pg.py --churn
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .shop .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,10 @@ from conveyor.drivers.protocol import Driver
 from tests.servers.postgres_server import PostgresServer
 from tests.servers.redis_server import RedisClusterServers, RedisServer
 
+# pytester runs pytest on a test file written out by a test: how conveyor.testing, a pytest
+# plugin, is tested as its users use it.
+pytest_plugins = ["pytester"]
+
 BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
 

@@ -7,9 +7,10 @@ coroutine, inside the caller's transaction. Supported:
 * ``sqlite3.Connection`` (sync);
 * psycopg 3 ``psycopg.Connection`` (sync) and ``psycopg.AsyncConnection`` (async);
 * SQLAlchemy 2 ``Session``, ``Connection``, ``scoped_session`` (sync) and ``AsyncSession``,
-  ``AsyncConnection``, ``async_scoped_session`` (async), on the sqlite3 (pysqlite) or psycopg
-  driver: the statements run on the DBAPI connection of the current transaction, which is
-  begun first if it is not yet.
+  ``AsyncConnection``, ``async_scoped_session`` (async), on the sqlite3 (pysqlite), aiosqlite
+  or psycopg driver: the statements run on the DBAPI connection of the current transaction,
+  which is begun first if it is not yet;
+* ``aiosqlite.Connection`` (async), whose statements run in its own thread, as all of its do.
 
 Types are recognised without importing optional packages: a psycopg connection can only exist
 if ``psycopg`` was imported already, so the classes are looked up in :data:`sys.modules`.
@@ -30,8 +31,9 @@ from conveyor._errors import InvalidArgument
 from conveyor.drivers.transactional import Dialect, Row, Statement
 
 SUPPORTED = (
-    "sqlite3.Connection, psycopg.Connection, psycopg.AsyncConnection, and SQLAlchemy Session, "
-    "Connection, AsyncSession or AsyncConnection on sqlite3 or psycopg"
+    "sqlite3.Connection, aiosqlite.Connection, psycopg.Connection, psycopg.AsyncConnection, and "
+    "SQLAlchemy Session, Connection, AsyncSession or AsyncConnection on sqlite3, aiosqlite or "
+    "psycopg"
 )
 
 
@@ -85,6 +87,8 @@ async def adapt(connection: object, dialect: Dialect, target: str) -> SyncAdapte
         return await _sqlalchemy_async(conn, "a SQLAlchemy AsyncConnection", dialect, target)
     if _is_instance(conn, "psycopg", "AsyncConnection"):
         return _psycopg_async(conn, "a psycopg AsyncConnection", dialect, target)
+    if _is_instance(conn, "aiosqlite", "Connection"):
+        return _aiosqlite(conn, "an aiosqlite connection", dialect, target)
     return adapt_sync(conn, dialect, target)
 
 
@@ -146,6 +150,29 @@ def _psycopg_async(connection: Any, what: str, dialect: Dialect, target: str) ->
     return AsyncAdapter("postgresql", execute)
 
 
+def _aiosqlite(connection: Any, what: str, dialect: Dialect, target: str) -> AsyncAdapter:
+    _check_dialect(what, "sqlite", dialect, target)
+    # aiosqlite has no autocommit attribute of its own: isolation_level None is autocommit.
+    if not connection.in_transaction and connection.isolation_level is None:
+        raise InvalidArgument(
+            f"connection= is {what} in autocommit mode outside a transaction, so the job "
+            "would be committed at once, not with your transaction: open one first (await "
+            'conn.execute("BEGIN") ... await conn.commit()), or use a connection in the default '
+            "transaction mode"
+        )
+
+    async def execute(statement: Statement) -> list[Row]:
+        cursor = await connection.cursor()
+        try:
+            cursor.row_factory = None  # plain tuples, whatever the caller's row factory is
+            await cursor.execute(statement.sql, statement.params)
+            return list(await cursor.fetchall())
+        finally:
+            await cursor.close()
+
+    return AsyncAdapter("sqlite", execute)
+
+
 # -- SQLAlchemy ----------------------------------------------------------------------------
 
 
@@ -163,13 +190,17 @@ async def _sqlalchemy_async(
 ) -> AsyncAdapter:
     raw = await sa_connection.get_raw_connection()
     driver = raw.driver_connection
-    if not _is_instance(driver, "psycopg", "AsyncConnection"):
+    adapter: AsyncAdapter
+    if _is_instance(driver, "psycopg", "AsyncConnection"):
+        adapter = _psycopg_async(driver, f"{what} on a psycopg connection", dialect, target)
+    elif _is_instance(driver, "aiosqlite", "Connection"):
+        adapter = _aiosqlite(driver, f"{what} on an aiosqlite connection", dialect, target)
+    else:
         raise InvalidArgument(
             f"connection= is {what} whose database driver is {_type_name(driver)}, which "
             "Conveyor cannot write with; async SQLAlchemy engines must use psycopg 3 "
-            "(postgresql+psycopg://)"
+            "(postgresql+psycopg://) or aiosqlite (sqlite+aiosqlite://)"
         )
-    adapter = _psycopg_async(driver, f"{what} on a psycopg connection", dialect, target)
     if not sa_connection.in_transaction():
         await sa_connection.begin()
     return adapter
@@ -214,6 +245,8 @@ def _check_psycopg_transaction(connection: Any, what: str, how: str) -> None:
 def _async_kind(connection: object) -> str | None:
     if _is_instance(connection, "psycopg", "AsyncConnection"):
         return "a psycopg AsyncConnection"
+    if _is_instance(connection, "aiosqlite", "Connection"):
+        return "an aiosqlite connection"
     for name in ("AsyncSession", "AsyncConnection", "async_scoped_session"):
         if _is_instance(connection, "sqlalchemy.ext.asyncio", name):
             return f"a SQLAlchemy {name}"

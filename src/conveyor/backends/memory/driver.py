@@ -82,6 +82,12 @@ class MemoryDriver(RegistryOperations, InspectOperations):
         self._store = store if store is not None else store_named(self._name)
         self._listener = Listener(self._store.wakeups)
 
+    @property
+    def store(self) -> MemoryStore:
+        """The state this driver works on (shared with the drivers ``connect_another`` makes):
+        what :mod:`conveyor.testing` reads synchronously, under its lock."""
+        return self._store
+
     async def open(self, *, create: bool = True) -> None:
         if not create and not self._store.known_queues and not self._store.jobs:
             raise BackendUnavailable(f"{self.url} holds no jobs or queues yet")

@@ -1,0 +1,1 @@
+"""The API service: ``uvicorn examples.shop.api.app:app``."""

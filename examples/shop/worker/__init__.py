@@ -1,0 +1,1 @@
+"""The worker service: handlers for every definition of ``examples.shop.jobs``."""
