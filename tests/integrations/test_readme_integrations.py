@@ -142,7 +142,7 @@ def test_the_fastapi_app_runs_as_written(served: ServerStarter) -> None:
 
 
 def test_the_flask_app_runs_as_written(served: ServerStarter, tmp_path: Path) -> None:
-    serve, _ = commands("Flask")
+    [serve] = commands("Flask")
     assert serve == "flask --app app.flask_app run"
     served.env["FLASK_CONVEYOR_URL"] = served.env.pop("CONVEYOR_URL")
     served.env["CONVEYOR_URL"] = "memory://not-this-one"  # the app's config comes first

@@ -49,6 +49,9 @@ send_invite = job("t.send_invite", Invite, result=str, attempts=3, backoff=Fixed
 reminder = job("t.reminder", Invite)
 chained = job("t.chained", Invite)
 limited = job("t.limited", Invite, queue="limited", rate_limit=Rate(1, per=60))
+grouped = job(
+    "t.grouped", Invite, queue="grouped", group_key=lambda p: p.to_email, group_rate=Rate(1, per=60)
+)
 
 
 def app_worker() -> tuple[Worker, list[str]]:
@@ -199,6 +202,26 @@ async def test_a_rate_limited_job_waits_for_the_clock(
     conveyor_clock.advance(60)
     await run_until_idle(conveyor_queue, worker)
     assert done == ["a@b.c", "b@b.c"]
+
+
+async def test_a_group_held_by_its_rate_waits_for_the_clock(
+    conveyor_queue: Queue, conveyor_clock: FakeClock
+) -> None:
+    worker = Worker(conveyor_queue)
+    done: list[int] = []
+
+    @worker.handles(grouped)
+    async def call(payload: Invite, ctx: JobContext) -> None:
+        done.append(payload.tries)
+
+    for tries in range(3):
+        await conveyor_queue.enqueue(grouped, Invite(to_email="one@b.c", tries=tries))
+    await conveyor_queue.enqueue(grouped, Invite(to_email="two@b.c", tries=9))
+    report = await run_until_idle(conveyor_queue, worker)
+    assert sorted(done) == [0, 9] and len(report.waiting) == 2
+    conveyor_clock.advance(60)
+    await run_until_idle(conveyor_queue, worker)
+    assert sorted(done) == [0, 1, 9]
 
 
 async def test_the_applications_worker_and_queue_are_left_alone(conveyor_queue: Queue) -> None:

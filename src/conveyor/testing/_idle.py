@@ -24,15 +24,18 @@ from conveyor._sync import SyncQueue
 from conveyor._worker import Worker
 from conveyor.backends.memory import MemoryDriver, MemoryStore
 from conveyor.drivers.records import WAITING_STATES, JobRecord, JobState, TransitionKind
+from conveyor.engine import OperationEvent
 from conveyor.runtime.observers import Observer, Observers
 from conveyor.runtime.waiting import first_of
 from conveyor.testing._queues import as_queue, memory_store
 
 # How often the store is looked at between the worker's own signs of progress.
 _LOOK_EVERY = 0.005
-# Due jobs that no fetch takes for this long (real seconds) while nothing runs are held by
-# something only the clock releases (a group's turn, a limit): the run is idle then.
-_HELD_FOR = 1.0
+# Due jobs that this many fetches in a row leave where they are, while nothing runs, are held by
+# something only the clock releases (a group's turn): the run is idle then. Should the worker
+# stop fetching meanwhile, the same after this many real seconds.
+_HELD_FETCHES = 3
+_HELD_FOR = 5.0
 # How fast the test worker looks for work when idle: it is woken by enqueues anyway.
 _POLL_INTERVAL = 0.05
 
@@ -103,6 +106,7 @@ class IdleReport:
 
 class _Recorder(Observer):
     def __init__(self) -> None:
+        self.fetches = 0
         self.started = 0
         self.started_ids: dict[str, None] = {}  # in the order they first started
         self.attempts: list[Attempt] = []
@@ -116,6 +120,13 @@ class _Recorder(Observer):
     def job_finished(self, record: JobRecord, kind: TransitionKind | None, duration: float) -> None:
         self.attempts.append(Attempt(record.id, record.name, record.attempt, kind))
         self.progress.set()
+
+    def operation(self, event: OperationEvent) -> None:
+        # Engine subscribers hear the lease keeper's thread too; only fetches (made on the
+        # worker's event loop) are counted.
+        if event.operation == "job_fetch":
+            self.fetches += 1
+            self.progress.set()
 
 
 def _test_worker(worker: Worker, queue: Queue, store: MemoryStore, recorder: _Recorder) -> Worker:
@@ -207,6 +218,7 @@ _Ended = Literal["idle", "held", "max_jobs", "stopped"]
 
 async def _round(runner: Worker, store: MemoryStore, recorder: _Recorder, max_jobs: int) -> _Ended:
     """Run ``runner`` until it is idle or started ``max_jobs`` attempts, then stop it."""
+    unsubscribe = runner.queue.driver.subscribe(recorder.operation)
     task = asyncio.create_task(runner.run(), name="conveyor-testing-worker")
     try:
         ended = await _until_idle(task, store, runner, recorder, max_jobs)
@@ -216,6 +228,7 @@ async def _round(runner: Worker, store: MemoryStore, recorder: _Recorder, max_jo
         if not task.done():  # cancelled (a timeout): hand running jobs back at once
             runner.stop(grace=0)
             await asyncio.wait([task], timeout=10)
+        unsubscribe()
     return ended
 
 
@@ -232,7 +245,7 @@ async def _until_idle(
     max_jobs: int,
 ) -> _Ended:
     """Wait until the worker has nothing to run, or started ``max_jobs`` attempts."""
-    held: tuple[tuple[tuple[str, JobState, int], ...], float] | None = None
+    held: tuple[tuple[tuple[str, JobState, int], ...], int, float] | None = None
     loop = asyncio.get_running_loop()
     while not task.done():
         if recorder.started >= max_jobs:
@@ -246,8 +259,8 @@ async def _until_idle(
             # changing for a while, with the worker fetching all along, says so.
             seen = _signature(due)
             if held is None or held[0] != seen:
-                held = (seen, loop.time())
-            elif loop.time() - held[1] >= _HELD_FOR:
+                held = (seen, recorder.fetches, loop.time())
+            elif recorder.fetches - held[1] >= _HELD_FETCHES or loop.time() - held[2] >= _HELD_FOR:
                 return "held"
         else:
             held = None
