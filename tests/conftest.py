@@ -17,7 +17,7 @@ from tests.servers.redis_server import RedisClusterServers, RedisServer
 
 # pytester runs pytest on a test file written out by a test: how conveyor.testing, a pytest
 # plugin, is tested as its users use it.
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "conveyor.testing"]
 
 BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
