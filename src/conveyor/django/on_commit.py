@@ -14,9 +14,11 @@ from typing import Any, overload
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.tasks import Task, task_backends
+from django.utils.json import normalize_json
 
 from conveyor import JobDef, SyncQueue
 from conveyor._queue import new_job_ids
+from conveyor.core.serialization import encode_payload
 from conveyor.django.backend import ConveyorBackend
 from conveyor.django.urls import shares_database
 
@@ -72,7 +74,10 @@ def _task_on_commit(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], u
     if backend.joined_connection(using) is not None:
         # Written now, in the transaction: it is the commit that makes it exist.
         return _enqueue_task_in(backend, task, args, kwargs, using)
-    backend.validate_task(task)  # refuse a bad task now, not after the commit
+    # Refuse a bad task or arguments now, not after the commit.
+    backend.validate_task(task)
+    normalize_json(list(args))
+    normalize_json(kwargs)
     job_id = new_job_ids(1)[0]
     transaction.on_commit(
         lambda: backend.enqueue_with_id(task, args, kwargs, job_id=job_id, joined=False),
@@ -111,11 +116,8 @@ def _job_on_commit(
         connection.ensure_connection()
         handle = queue.enqueue(definition, payload, connection=connection.connection, **options)
         return handle.id
-    if not isinstance(payload, definition.payload_type):  # fail here, not after the commit
-        raise TypeError(
-            f"the payload of {definition.name!r} must be a {definition.payload_type.__name__}, "
-            f"got {type(payload).__name__}"
-        )
+    # Validated (and measured) now, so a bad payload fails here rather than after the commit.
+    encode_payload(definition.name, definition.payload_type, payload, queue.queue.max_payload_bytes)
     job_id: str = options.pop("job_id", None) or new_job_ids(1)[0]
     transaction.on_commit(
         lambda: queue.enqueue(definition, payload, job_id=job_id, **options), using=using
