@@ -75,7 +75,11 @@ class SuiteRun:
     failures: int
     errors: int
     skipped: int
-    passed_names: list[str]
+    test_names: list[str]  # every test the runner started, as module.Class.method
+
+    @property
+    def passed(self) -> int:
+        return self.ran - self.failures - self.errors - self.skipped
 
 
 def run_suite(database: str, conveyor_url: str, *, timeout: float = 600) -> SuiteRun:
@@ -115,7 +119,7 @@ def run_suite(database: str, conveyor_url: str, *, timeout: float = 600) -> Suit
         (key, int(value))
         for key, value in re.findall(r"(\w+)=(\d+)", summary.group(2) or "" if summary else "")
     )
-    passed = re.findall(r"^(test\w+) \((\S+)\)\S* \.\.\. ok$", output, re.MULTILINE)
+    started = re.findall(r"^(test\w+) \((\S+?)\.test\w+\) \.\.\. ", output, re.MULTILINE)
     return SuiteRun(
         returncode=completed.returncode,
         output=output,
@@ -123,7 +127,7 @@ def run_suite(database: str, conveyor_url: str, *, timeout: float = 600) -> Suit
         failures=details.get("failures", 0),
         errors=details.get("errors", 0),
         skipped=details.get("skipped", 0),
-        passed_names=[f"{cls}.{name}" for name, cls in passed],
+        test_names=[f"{cls}.{name}" for name, cls in started],
     )
 
 
