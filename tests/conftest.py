@@ -18,7 +18,7 @@ from tests.servers.redis_server import RedisClusterServers, RedisServer
 
 # The Django integration needs Django 6, so Python 3.12+: its tests run in a virtualenv of
 # their own (make test), and are not collected where Django is not installed.
-collect_ignore = [] if importlib.util.find_spec("django") else ["django"]
+collect_ignore = [] if importlib.util.find_spec("django") else ["with_django"]
 
 BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 

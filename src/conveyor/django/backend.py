@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
@@ -39,6 +39,12 @@ from conveyor._definition import check_queue_name
 from conveyor.django.jobs import JOB_NAME, DjangoTask, django_task
 from conveyor.django.results import task_result
 from conveyor.django.urls import database_url, shares_database
+
+if TYPE_CHECKING:
+    from conveyor.django.jobs import AnyTask, AnyTaskResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _queues: dict[str, SyncQueue] = {}
 _queues_lock = threading.Lock()
@@ -82,7 +88,7 @@ class ConveyorBackend(BaseTaskBackend):
     supports_get_result = True  # from any process, while Conveyor keeps the job
     supports_priority = True  # Django's higher-first priority, as Conveyor's lower-first
 
-    def __init__(self, alias: str, params: Mapping[str, Any]) -> None:
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         options: Mapping[str, Any] = self.options
         self.database: str = options.get("database") or DEFAULT_DB_ALIAS
@@ -108,7 +114,7 @@ class ConveyorBackend(BaseTaskBackend):
 
     # -- validation ---------------------------------------------------------------------------
 
-    def validate_task(self, task: Task) -> None:
+    def validate_task(self, task: AnyTask) -> None:
         super().validate_task(task)
         try:
             check_queue_name(task.queue_name)
@@ -118,27 +124,28 @@ class ConveyorBackend(BaseTaskBackend):
     # -- enqueue ------------------------------------------------------------------------------
 
     def enqueue(
-        self, task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]
-    ) -> TaskResult:
-        return self.enqueue_with_id(task, args, kwargs, job_id=None, joined=True)
+        self, task: Task[P, R], args: list[Any], kwargs: dict[str, Any]
+    ) -> TaskResult[P, R]:
+        result = self.enqueue_with_id(task, args, kwargs, job_id=None, joined=True)
+        return cast("TaskResult[P, R]", result)
 
     async def aenqueue(
-        self, task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]
-    ) -> TaskResult:
+        self, task: Task[P, R], args: list[Any], kwargs: dict[str, Any]
+    ) -> TaskResult[P, R]:
         # In the thread Django's ORM calls of this request run in, so that an enqueue inside
         # an atomic block joins it as the sync one does.
-        enqueue = sync_to_async(self.enqueue, thread_sensitive=True)
-        return await enqueue(task, args, kwargs)
+        enqueue: Any = sync_to_async(self.enqueue, thread_sensitive=True)
+        return cast("TaskResult[P, R]", await enqueue(task, args, kwargs))
 
     def enqueue_with_id(
         self,
-        task: Task,
+        task: AnyTask,
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         *,
         job_id: str | None,
         joined: bool,
-    ) -> TaskResult:
+    ) -> AnyTaskResult:
         """Enqueue ``task``; with ``joined``, inside the current transaction of the backend's
         database when the queue lives there (see :func:`joined_connection`)."""
         self.validate_task(task)
@@ -204,13 +211,13 @@ class ConveyorBackend(BaseTaskBackend):
 
     # -- results ------------------------------------------------------------------------------
 
-    def get_result(self, result_id: str) -> TaskResult:
+    def get_result(self, result_id: str) -> AnyTaskResult:
         info = self.queue.get(str(result_id))
         if info is None or info.name != JOB_NAME:
             raise TaskResultDoesNotExist(str(result_id))
         return task_result(info)
 
-    async def aget_result(self, result_id: str) -> TaskResult:
+    async def aget_result(self, result_id: str) -> AnyTaskResult:
         get = sync_to_async(self.get_result, thread_sensitive=False)
         return await get(result_id)
 

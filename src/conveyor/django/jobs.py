@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import traceback
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
 from django.tasks.signals import task_finished, task_started
@@ -21,6 +21,10 @@ from django.utils.module_loading import import_string
 from pydantic import BaseModel, JsonValue
 
 from conveyor import JobContext, job
+
+if TYPE_CHECKING:  # django-stubs makes them generic; Django's own classes are not subscriptable
+    AnyTask: TypeAlias = Task[..., Any]
+    AnyTaskResult: TypeAlias = TaskResult[..., Any]
 
 JOB_NAME = "django.task"
 # A task's error travels in the job's error text as one line of JSON after this marker, so
@@ -54,11 +58,12 @@ class TaskFailed(Exception):
     exception class path and traceback, as JSON."""
 
 
-def load_task(payload: DjangoTask) -> Task:
+def load_task(payload: DjangoTask) -> AnyTask:
     """The ``Task`` a payload names, with the settings it was enqueued with."""
     found: Any = import_string(payload.task)
+    task: AnyTask
     if isinstance(found, Task):
-        task = found
+        task = cast("AnyTask", found)
     else:  # a plain function (the module kept the undecorated name)
         task = Task(
             priority=payload.priority,
@@ -68,13 +73,12 @@ def load_task(payload: DjangoTask) -> Task:
             run_after=payload.run_after,
             takes_context=payload.takes_context,
         )
-    changed = task.using(
+    return task.using(
         priority=payload.priority,
         queue_name=payload.queue_name,
         run_after=payload.run_after,
         backend=payload.backend,
     )
-    return changed
 
 
 def run_django_task(payload: DjangoTask, ctx: JobContext) -> JsonValue:
@@ -93,7 +97,7 @@ def run_django_task(payload: DjangoTask, ctx: JobContext) -> JsonValue:
             task=task,
             id=ctx.job_id,
             status=TaskResultStatus.RUNNING,
-            enqueued_at=_local(ctx.enqueued_at),
+            enqueued_at=as_django_time(ctx.enqueued_at),
             started_at=started,
             last_attempted_at=started,
             finished_at=None,
@@ -145,7 +149,7 @@ def _task_error(exc: BaseException) -> Any:
     return TaskError(exception_class_path=f"{kind.__module__}.{kind.__qualname__}", traceback=text)
 
 
-def _local(moment: datetime) -> datetime:
+def as_django_time(moment: datetime) -> datetime:
     """An aware UTC time from Conveyor, as Django's settings want it (naive local time when
     ``USE_TZ`` is off)."""
     from django.conf import settings

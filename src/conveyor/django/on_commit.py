@@ -10,7 +10,7 @@ inside the ORM's transaction: it exists if and only if the transaction commits. 
 
 from __future__ import annotations
 
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.tasks import Task, task_backends
@@ -22,10 +22,13 @@ from conveyor.core.serialization import encode_payload
 from conveyor.django.backend import ConveyorBackend
 from conveyor.django.urls import shares_database
 
+if TYPE_CHECKING:
+    from conveyor.django.jobs import AnyTask
+
 
 @overload
 def enqueue_on_commit(
-    target: Task, /, *args: Any, using: str | None = None, **kwargs: Any
+    target: AnyTask, /, *args: Any, using: str | None = None, **kwargs: Any
 ) -> str: ...
 
 
@@ -53,18 +56,21 @@ def enqueue_on_commit(target: Any, /, *args: Any, using: str | None = None, **kw
     """
     alias = using or DEFAULT_DB_ALIAS
     if isinstance(target, Task):
-        return _task_on_commit(target, args, kwargs, alias)
+        return _task_on_commit(cast("AnyTask", target), args, kwargs, alias)
     if isinstance(target, JobDef):
         if len(args) != 1:
             raise TypeError("enqueue_on_commit(definition, payload, ...) takes one payload")
         queue = kwargs.pop("queue", None)
-        return _job_on_commit(target, args[0], queue, kwargs, alias)
+        definition = cast("JobDef[Any, Any]", target)  # type: ignore[redundant-cast]  # pyright: Unknown
+        return _job_on_commit(definition, args[0], queue, kwargs, alias)
     raise TypeError(
         f"enqueue_on_commit takes a Django @task or a Conveyor job definition, not {target!r}"
     )
 
 
-def _task_on_commit(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], using: str) -> str:
+def _task_on_commit(
+    task: AnyTask, args: tuple[Any, ...], kwargs: dict[str, Any], using: str
+) -> str:
     backend = task_backends[task.backend]
     if not isinstance(backend, ConveyorBackend):
         raise TypeError(
@@ -87,12 +93,18 @@ def _task_on_commit(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], u
 
 
 def _enqueue_task_in(
-    backend: ConveyorBackend, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], using: str
+    backend: ConveyorBackend,
+    task: AnyTask,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    using: str,
 ) -> str:
     if using == backend.database:
         return backend.enqueue_with_id(task, args, kwargs, job_id=None, joined=True).id
-    joined = ConveyorBackend(backend.alias, {"QUEUES": list(backend.queues), "OPTIONS": {
-        **backend.options, "database": using}})
+    joined = ConveyorBackend(
+        backend.alias,
+        {"QUEUES": list(backend.queues), "OPTIONS": {**backend.options, "database": using}},
+    )
     return joined.enqueue_with_id(task, args, kwargs, job_id=None, joined=True).id
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import builtins
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.base import TaskError
 
 import conveyor
 from conveyor import JobInfo, JobState
-from conveyor.django.jobs import ERROR_MARKER, DjangoTask, _local, load_task
+from conveyor.django.jobs import ERROR_MARKER, DjangoTask, as_django_time, load_task
+
+if TYPE_CHECKING:
+    from conveyor.django.jobs import AnyTaskResult
 
 # Conveyor's states as Django's: a job waiting for its time, in the queue or waiting to be
 # retried is READY ("ready to be executed again"); cancelled is a failure to Django.
@@ -26,19 +29,19 @@ STATUS: dict[JobState, TaskResultStatus] = {
 }
 
 
-def task_result(info: JobInfo) -> TaskResult:
+def task_result(info: JobInfo) -> AnyTaskResult:
     """The ``TaskResult`` of a stored ``django.task`` job."""
     payload = DjangoTask.model_validate_json(info.payload_json)
     status = STATUS[info.state]
-    started = None if info.started_at is None else _local(info.started_at)
+    started = None if info.started_at is None else as_django_time(info.started_at)
     result = TaskResult(
         task=load_task(payload),
         id=info.id,
         status=status,
-        enqueued_at=_local(info.enqueued_at),
+        enqueued_at=as_django_time(info.enqueued_at),
         started_at=started,
         last_attempted_at=started,
-        finished_at=None if info.finished_at is None else _local(info.finished_at),
+        finished_at=None if info.finished_at is None else as_django_time(info.finished_at),
         args=payload.args,
         kwargs=payload.kwargs,
         backend=payload.backend,

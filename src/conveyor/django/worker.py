@@ -36,6 +36,8 @@ def django_worker(
     """A worker for ``backend``'s tasks, on ``queues`` (by default the backend's ``QUEUES``,
     or ``default`` when they are not listed)."""
     chosen = sorted(set(queues) or backend.queues or {DEFAULT_TASK_QUEUE_NAME})
-    worker = DjangoWorker(Queue.from_url(backend.url), queues=chosen, jobs=[django_task], config=config)
+    worker = DjangoWorker(
+        Queue.from_url(backend.url), queues=chosen, jobs=[django_task], config=config
+    )
     worker.register(django_task, run_django_task)
     return worker

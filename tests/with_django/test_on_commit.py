@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from conveyor import JobState, PayloadValidationError, job
-from tests.django.conftest import drain
+from tests.with_django.conftest import drain
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,5 +1,5 @@
 """Settings for Django's test suite with the tasks on Conveyor (copied into the sdist's
-``tests/`` directory by ``tests/django/run_suite.py``).
+``tests/`` directory by ``tests/with_django/run_suite.py``).
 
 ``$CONVEYOR_SUITE_DATABASE``: ``sqlite`` (Django's databases in memory, as its own
 ``test_sqlite`` settings; the queue in a SQLite file) or a PostgreSQL URL (Django's databases

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from conveyor import JobState
-from tests.django.conftest import drain
+from tests.with_django.conftest import drain
 
 pytestmark = pytest.mark.timeout(120)
 

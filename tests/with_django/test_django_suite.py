@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import drop_test_schema, postgres_test_url
-from tests.django.django_suite import SuiteRun, run_suite
+from tests.with_django.django_suite import SuiteRun, run_suite
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -22,8 +22,9 @@ DRAIN_TIMEOUT = 60.0
 def django_setup(
     postgres_base_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    import django
     from django.conf import settings
+
+    import django
 
     root: Path = tmp_path_factory.mktemp("django")
     sqlite_file = root / "app.db"
@@ -87,7 +88,7 @@ def tasks(django_setup: dict[str, Any]) -> Iterator[Any]:
     """The test project's tasks module, its ``ran`` list emptied, every queue empty."""
     from django.tasks import task_backends
 
-    from tests.django.project import tasks as module
+    from tests.with_django.project import tasks as module
 
     for alias in ("default", "pg", "elsewhere"):
         empty(task_backends[alias].queue)

@@ -5,7 +5,7 @@ into ``<venv>/django-src/``; its ``tests/`` directory is extracted beside it, th
 (``suite/conveyor_tasks_adapter.py``) is copied in as ``tasks/test_conveyor_backend.py`` with
 its settings module, and Django's ``tests/runtests.py`` runs it.
 
-``python -m tests.django.django_suite [sqlite|postgresql://...]`` runs it by hand.
+``python -m tests.with_django.django_suite [sqlite|postgresql://...]`` runs it by hand.
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ def run_suite(database: str, conveyor_url: str, *, timeout: float = 600) -> Suit
     """Run the adapter with Django's runner: ``database`` is ``sqlite`` or a PostgreSQL URL
     (see ``suite/conveyor_settings.py``), ``conveyor_url`` the queue's URL."""
     tests = django_tests_dir()
-    shutil.copy(HERE / "suite" / "conveyor_tasks_adapter.py", tests / "tasks" / "test_conveyor_backend.py")
+    shutil.copy(
+        HERE / "suite" / "conveyor_tasks_adapter.py", tests / "tasks" / "test_conveyor_backend.py"
+    )
     shutil.copy(HERE / "suite" / "conveyor_settings.py", tests / "conveyor_settings.py")
     env = {
         **os.environ,

@@ -1,7 +1,7 @@
 """Django's own ``tests/tasks`` suite, run against ``conveyor.django.ConveyorBackend``.
 
 Copied into the ``tests/tasks/`` package of the Django sdist as ``test_conveyor_backend.py``
-and run by Django's ``tests/runtests.py`` (see ``tests/django/run_suite.py``). Each class below
+and run by Django's ``tests/runtests.py`` (see ``tests/with_django/run_suite.py``). Each class below
 is one of Django's test classes with ``TASKS`` pointing at Conveyor instead of Django's
 backends:
 
@@ -106,7 +106,7 @@ def substituted(tasks: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class substituting_override_settings(override_settings):  # noqa: N801 (as Django's name)
+class substituting_override_settings(override_settings):
     """``override_settings`` whose TASKS run on Conveyor: replaces the name in the test
     modules, for the ``with override_settings(TASKS=...)`` blocks inside test bodies."""
 
