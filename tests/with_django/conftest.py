@@ -22,9 +22,8 @@ DRAIN_TIMEOUT = 60.0
 def django_setup(
     postgres_base_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    from django.conf import settings
-
     import django
+    from django.conf import settings
 
     root: Path = tmp_path_factory.mktemp("django")
     sqlite_file = root / "app.db"
