@@ -100,6 +100,20 @@ class ConveyorBackend(BaseTaskBackend):
                 f"TASKS[{alias!r}]: ConveyorBackend needs OPTIONS 'url' (a Conveyor URL) or "
                 "'database' (a Django database alias the queue lives in), or $CONVEYOR_URL"
             )
+        self._open_sqlite_queue()
+
+    def _open_sqlite_queue(self) -> None:
+        """Open a SQLite queue now, before any transaction that enqueues: every first open of
+        a SQLite queue in a process takes the file's write lock, which a Django transaction
+        on the same file would hold once it has written (the enqueue would then wait for
+        it). Other backends open on first use."""
+        try:
+            url = self.url
+        except ImproperlyConfigured:
+            return  # an in-memory Django database: no queue can live there
+        if url.partition("://")[0].lower() == "sqlite":
+            queue = shared_queue(url)
+            queue.call(queue.queue.connect())
 
     @property
     def url(self) -> str:
