@@ -140,7 +140,7 @@ class ConveyorBackend(BaseTaskBackend):
     def enqueue(
         self, task: Task[P, R], args: list[Any], kwargs: dict[str, Any]
     ) -> TaskResult[P, R]:
-        result = self.enqueue_with_id(task, args, kwargs, job_id=None, joined=True)
+        result = self.enqueue_with_id(task, args, kwargs, job_id=None, using=self.database)
         return cast("TaskResult[P, R]", result)
 
     async def aenqueue(
@@ -158,10 +158,10 @@ class ConveyorBackend(BaseTaskBackend):
         kwargs: Mapping[str, Any],
         *,
         job_id: str | None,
-        joined: bool,
+        using: str | None,
     ) -> AnyTaskResult:
-        """Enqueue ``task``; with ``joined``, inside the current transaction of the backend's
-        database when the queue lives there (see :func:`joined_connection`)."""
+        """Enqueue ``task``; with ``using`` (a Django database alias), inside that database's
+        current transaction when the queue lives there (see :meth:`joined_connection`)."""
         self.validate_task(task)
         # Normalizes the arguments to JSON, raising TypeError for what JSON cannot hold, as
         # Django's own backends do, before anything is written.
@@ -190,7 +190,7 @@ class ConveyorBackend(BaseTaskBackend):
             takes_context=task.takes_context,
         )
         queue = self.queue
-        connection = self.joined_connection(self.database) if joined else None
+        connection = None if using is None else self.joined_connection(using)
         handle = queue.enqueue(
             django_task,
             payload,

@@ -79,33 +79,17 @@ def _task_on_commit(
         )
     if backend.joined_connection(using) is not None:
         # Written now, in the transaction: it is the commit that makes it exist.
-        return _enqueue_task_in(backend, task, args, kwargs, using)
+        return backend.enqueue_with_id(task, args, kwargs, job_id=None, using=using).id
     # Refuse a bad task or arguments now, not after the commit.
     backend.validate_task(task)
     normalize_json(list(args))
     normalize_json(kwargs)
     job_id = new_job_ids(1)[0]
     transaction.on_commit(
-        lambda: backend.enqueue_with_id(task, args, kwargs, job_id=job_id, joined=False),
+        lambda: backend.enqueue_with_id(task, args, kwargs, job_id=job_id, using=None),
         using=using,
     )
     return job_id
-
-
-def _enqueue_task_in(
-    backend: ConveyorBackend,
-    task: AnyTask,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    using: str,
-) -> str:
-    if using == backend.database:
-        return backend.enqueue_with_id(task, args, kwargs, job_id=None, joined=True).id
-    joined = ConveyorBackend(
-        backend.alias,
-        {"QUEUES": list(backend.queues), "OPTIONS": {**backend.options, "database": using}},
-    )
-    return joined.enqueue_with_id(task, args, kwargs, job_id=None, joined=True).id
 
 
 def _job_on_commit(
