@@ -187,3 +187,24 @@ def test_arguments_must_be_json(tasks: Any) -> None:
     with pytest.raises(TypeError, match="Unsupported type"):
         tasks.add.enqueue(timezone.now(), 1)
     assert default_task_backend.queue.list_jobs() == []
+
+
+def test_tasks_use_the_orm_in_the_worker(tasks: Any) -> None:
+    from django.db import connection, connections
+
+    before = _count_signups(connection)
+    results = [tasks.store.enqueue(f"orm-{n}@example.com") for n in range(3)]
+    drain()
+    assert [r.task.get_result(r.id).return_value for r in results] == [
+        before + 1,
+        before + 2,
+        before + 3,
+    ]
+    assert _count_signups(connections["default"]) == before + 3
+
+
+def _count_signups(connection: Any) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM signup")
+        (count,) = cursor.fetchone()
+    return int(count)

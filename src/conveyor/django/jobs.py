@@ -85,11 +85,10 @@ def run_django_task(payload: DjangoTask, ctx: JobContext) -> JsonValue:
     """The handler of ``django.task``: call the task, sending Django's ``task_started`` and
     ``task_finished`` signals around it. Runs in a worker thread (a plain ``def`` handler),
     so async tasks run on an event loop of their own via ``Task.call``."""
-    from django.db import close_old_connections
+    from django.db import connections
 
     from conveyor.django.backend import ConveyorBackend
 
-    close_old_connections()
     try:
         task = load_task(payload)
         started = timezone.now()
@@ -135,7 +134,9 @@ def run_django_task(payload: DjangoTask, ctx: JobContext) -> JsonValue:
         task_finished.send(sender=ConveyorBackend, task_result=result)
         return returned
     finally:
-        close_old_connections()
+        # Each job runs in a thread of its own, which ends with it: its database connections
+        # are closed here rather than left to the garbage collector.
+        connections.close_all()
 
 
 def _task_error(exc: BaseException) -> Any:

@@ -44,6 +44,18 @@ def whoami(context: TaskContext) -> dict[str, object]:
     return {"id": context.task_result.id, "attempt": context.attempt}
 
 
+@task
+def store(email: str) -> int:
+    """Writes with Django's ORM connection from the worker, to the file that holds the queue."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO signup (email) VALUES (%s)", [email])
+        cursor.execute("SELECT count(*) FROM signup")
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
 @task(backend="pg")
 def pg_add(a: int, b: int) -> int:
     return a + b
