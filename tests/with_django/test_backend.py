@@ -208,3 +208,30 @@ def _count_signups(connection: Any) -> int:
         cursor.execute("SELECT count(*) FROM signup")
         (count,) = cursor.fetchone()
     return int(count)
+
+
+def test_where_the_queue_is(
+    django_setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+    from django.tasks import task_backends
+
+    from conveyor.django import ConveyorBackend
+    from conveyor.django.urls import database_url, shares_database
+
+    with pytest.raises(ImproperlyConfigured, match="needs OPTIONS 'url'"):
+        ConveyorBackend("nowhere", {"OPTIONS": {}})
+    env_url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("CONVEYOR_URL", env_url)
+    assert ConveyorBackend("env", {"OPTIONS": {}}).url == env_url
+    # The database named by OPTIONS wins over the environment; OPTIONS "url" over both.
+    in_db = ConveyorBackend("db", {"OPTIONS": {"database": "default"}})
+    assert in_db.url == f"sqlite:///{django_setup['sqlite_file']}"
+    assert ConveyorBackend("url", {"OPTIONS": {"url": "redis://x:6379/0"}}).url.startswith("redis")
+    pg_url = database_url("pg")
+    assert pg_url.startswith("postgresql://") and "?" not in pg_url
+    assert shares_database(task_backends["pg"].url, "pg")  # the same database, its own schema
+    assert not shares_database(task_backends["pg"].url, "default")
+    assert shares_database(task_backends["default"].url, "default")
+    assert not shares_database(task_backends["elsewhere"].url, "default")
+    assert not shares_database("redis://localhost:6379/0", "default")

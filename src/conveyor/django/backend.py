@@ -10,10 +10,10 @@
         }
     }
 
-``OPTIONS``: ``url``, the Conveyor URL (else ``$CONVEYOR_URL``, ``$REDIS_URL``, else the URL of
-the Django database named by ``database``); ``database``, the Django database alias whose
-transactions a task enqueued inside ``transaction.atomic()`` joins when the queue lives in
-that database (``"default"`` unless given).
+``OPTIONS``: ``url``, the Conveyor URL (else the URL of the Django database named by
+``database``, else ``$CONVEYOR_URL``, else ``$REDIS_URL``); ``database``, the Django database
+alias whose transactions a task enqueued inside ``transaction.atomic()`` joins when the queue
+lives in that database (``"default"`` unless given).
 """
 
 from __future__ import annotations
@@ -92,14 +92,16 @@ class ConveyorBackend(BaseTaskBackend):
         super().__init__(alias, params)
         options: Mapping[str, Any] = self.options
         self.database: str = options.get("database") or DEFAULT_DB_ALIAS
-        self._url: str | None = options.get("url") or os.environ.get("CONVEYOR_URL") or None
-        if self._url is None and not options.get("database") and os.environ.get("REDIS_URL"):
-            self._url = os.environ["REDIS_URL"]
+        # OPTIONS "url", else the database named by OPTIONS "database", else the environment.
+        self._url: str | None = options.get("url") or None
         if self._url is None and not options.get("database"):
-            raise ImproperlyConfigured(
-                f"TASKS[{alias!r}]: ConveyorBackend needs OPTIONS 'url' (a Conveyor URL) or "
-                "'database' (a Django database alias the queue lives in), or $CONVEYOR_URL"
-            )
+            self._url = os.environ.get("CONVEYOR_URL") or os.environ.get("REDIS_URL") or None
+            if self._url is None:
+                raise ImproperlyConfigured(
+                    f"TASKS[{alias!r}]: ConveyorBackend needs OPTIONS 'url' (a Conveyor URL) "
+                    "or 'database' (the Django database alias the queue lives in), or "
+                    "$CONVEYOR_URL"
+                )
         self._open_sqlite_queue()
 
     def _open_sqlite_queue(self) -> None:
