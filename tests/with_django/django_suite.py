@@ -10,6 +10,7 @@ its settings module, and Django's ``tests/runtests.py`` runs it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -31,7 +32,29 @@ def cache_dir() -> Path:
 
 
 def django_tests_dir() -> Path:
-    """The sdist's ``tests/`` directory for the installed Django, fetched the first time."""
+    """The sdist's ``tests/`` directory for the installed Django, fetched the first time (by
+    one process: test workers running in parallel wait for it)."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tests = _fetch_tests_dir()
+        adapter = tests / "tasks" / "test_conveyor_backend.py"
+        _install(HERE / "suite" / "conveyor_tasks_adapter.py", adapter)
+        _install(HERE / "suite" / "conveyor_settings.py", tests / "conveyor_settings.py")
+        return tests
+
+
+def _install(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` unless it is there already (another test worker may be
+    running Django's suite from that very file)."""
+    text = source.read_text()
+    if not target.exists() or target.read_text() != text:
+        staged = target.with_suffix(f".{os.getpid()}.tmp")
+        staged.write_text(text)
+        staged.replace(target)
+
+
+def _fetch_tests_dir() -> Path:
     version = django.get_version()
     root = cache_dir() / f"django-{version}"
     tests = root / "tests"
@@ -86,10 +109,6 @@ def run_suite(database: str, conveyor_url: str, *, timeout: float = 600) -> Suit
     """Run the adapter with Django's runner: ``database`` is ``sqlite`` or a PostgreSQL URL
     (see ``suite/conveyor_settings.py``), ``conveyor_url`` the queue's URL."""
     tests = django_tests_dir()
-    shutil.copy(
-        HERE / "suite" / "conveyor_tasks_adapter.py", tests / "tasks" / "test_conveyor_backend.py"
-    )
-    shutil.copy(HERE / "suite" / "conveyor_settings.py", tests / "conveyor_settings.py")
     env = {
         **os.environ,
         "CONVEYOR_SUITE_DATABASE": database,
