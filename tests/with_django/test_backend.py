@@ -235,3 +235,36 @@ def test_where_the_queue_is(
     assert shares_database(task_backends["default"].url, "default")
     assert not shares_database(task_backends["elsewhere"].url, "default")
     assert not shares_database("redis://localhost:6379/0", "default")
+
+
+def test_migrate_makes_the_tables_of_queues_in_the_migrated_database(
+    django_setup: dict[str, Any], postgres_base_url: str
+) -> None:
+    import psycopg
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    from tests.conftest import drop_test_schema, postgres_test_url
+
+    url = postgres_test_url(postgres_base_url)
+    schema = url.rsplit("schema=", 1)[1]
+    tasks_setting = {
+        "fresh": {"BACKEND": "conveyor.django.ConveyorBackend", "OPTIONS": {"url": url}},
+        "broken": {"BACKEND": "does.not.exist"},  # left to fail where it is used
+    }
+    try:
+        with override_settings(TASKS=tasks_setting):
+            call_command("migrate", database="default", verbosity=0)  # not where it lives
+            assert not _schema_exists(psycopg, postgres_base_url, schema)
+            call_command("migrate", database="pg", verbosity=0)
+            assert _schema_exists(psycopg, postgres_base_url, schema)
+    finally:
+        drop_test_schema(url)
+
+
+def _schema_exists(psycopg: Any, base: str, schema: str) -> bool:
+    with psycopg.connect(base) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", [schema]
+        ).fetchone()
+    return bool(row[0])

@@ -36,4 +36,5 @@ def open_queues_in_database(using: str = "default", **kwargs: Any) -> None:
         except InvalidTaskBackend:
             continue  # reported where the backend is used, not by migrate
         if isinstance(backend, ConveyorBackend) and shares_database(backend.url, using):
-            backend.queue.counts()
+            queue = backend.queue
+            queue.call(queue.queue.connect())
