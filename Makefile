@@ -35,7 +35,7 @@ $(DJANGO_STAMP): pyproject.toml
 	fi; \
 	test -x $(DJANGO_BIN)/python || $$py -m venv $(DJANGO_VENV) || exit 1; \
 	$(DJANGO_BIN)/python -m pip install --quiet --upgrade pip && \
-	$(DJANGO_BIN)/python -m pip install --quiet -e '.[dev,django]' 'django-stubs>=6.0,<6.1' && \
+	$(DJANGO_BIN)/python -m pip install --quiet -e '.[dev]' && \
 	touch $@
 
 venv-django: $(DJANGO_STAMP)
