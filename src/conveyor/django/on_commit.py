@@ -10,11 +10,12 @@ inside the ORM's transaction: it exists if and only if the transaction commits. 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.tasks import Task, task_backends
 from django.utils.json import normalize_json
+from pydantic import BaseModel
 
 from conveyor import JobDef, SyncQueue
 from conveyor._queue import new_job_ids
@@ -25,6 +26,8 @@ from conveyor.django.urls import shares_database
 if TYPE_CHECKING:
     from conveyor.django.jobs import AnyTask
 
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
+
 
 @overload
 def enqueue_on_commit(
@@ -34,8 +37,8 @@ def enqueue_on_commit(
 
 @overload
 def enqueue_on_commit(
-    target: JobDef[Any, Any],
-    payload: Any,
+    target: JobDef[PayloadT, Any],
+    payload: PayloadT,
     /,
     *,
     using: str | None = None,
