@@ -5,7 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 
-.PHONY: venv demo example test lint format clean bench bench-pg bench-churn
+# The Django integration (conveyor.django) needs Django 6, so Python 3.12+: its tests and type
+# checks run in a second virtualenv. Without such a Python they are skipped with a notice,
+# unless CONVEYOR_REQUIRE_DJANGO=1 (CI), which makes that an error.
+DJANGO_VENV := .venv-django
+DJANGO_BIN := $(DJANGO_VENV)/bin
+DJANGO_STAMP := $(DJANGO_VENV)/.installed
+
+.PHONY: venv demo example test lint format clean bench bench-pg bench-churn venv-django test-django lint-django
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Conveyor needs Python 3.11+")'
@@ -17,6 +24,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(DJANGO_STAMP): pyproject.toml
+	@py=$$(tests/with_django/find_python.sh); \
+	if [ -z "$$py" ]; then \
+		if [ "$${CONVEYOR_REQUIRE_DJANGO:-0}" = 1 ]; then \
+			echo "CONVEYOR_REQUIRE_DJANGO=1 but no Python 3.12+ was found for the Django tests"; exit 1; \
+		fi; \
+		echo "NOTICE: no Python 3.12+ found: the Django integration (Django 6) is not tested"; \
+		exit 0; \
+	fi; \
+	test -x $(DJANGO_BIN)/python || $$py -m venv $(DJANGO_VENV) || exit 1; \
+	$(DJANGO_BIN)/python -m pip install --quiet --upgrade pip && \
+	$(DJANGO_BIN)/python -m pip install --quiet -e '.[dev]' && \
+	touch $@
+
+venv-django: $(DJANGO_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo.run
 
@@ -27,6 +50,14 @@ example: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	@$(MAKE) --no-print-directory test-django
+
+# Our tests of conveyor.django, and Django's own tests/tasks suite (from the Django sdist)
+# against ConveyorBackend on SQLite and PostgreSQL (tests/with_django/test_django_suite.py).
+test-django: $(DJANGO_STAMP)
+	@if [ -f $(DJANGO_STAMP) ]; then \
+		$(DJANGO_BIN)/python -m pytest -n $(PYTEST_WORKERS) tests/with_django; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples
@@ -35,6 +66,13 @@ lint: $(STAMP)
 	$(BIN)/mypy examples/shop
 	$(BIN)/pyright --project pyproject.toml
 	$(BIN)/pyright --project pyproject.toml examples/shop
+	@$(MAKE) --no-print-directory lint-django
+
+lint-django: $(DJANGO_STAMP)
+	@if [ -f $(DJANGO_STAMP) ]; then \
+		$(DJANGO_BIN)/mypy --config-file tests/with_django/mypy.ini && \
+		$(DJANGO_BIN)/pyright --project tests/with_django/pyrightconfig.json; \
+	fi
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests examples
@@ -56,4 +94,4 @@ bench-churn: $(STAMP)
 	@$(BIN)/python bench/run_pg.py --churn
 
 clean:
-	rm -rf $(VENV) .demo .shop .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DJANGO_VENV) .demo .shop .pytest_cache .mypy_cache .ruff_cache
