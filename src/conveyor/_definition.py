@@ -23,7 +23,7 @@ from conveyor._errors import InvalidArgument, InvalidJobDefinition
 from conveyor.core.backoff import DEFAULT_BACKOFF, Backoff
 from conveyor.core.rate import Rate
 from conveyor.core.secrets import secrets_header
-from conveyor.core.versions import Upgrade, check_version, version_header
+from conveyor.core.versions import Upgrade, check_version, decode_versioned, version_header
 from conveyor.drivers.groups import MAX_GROUP_CONCURRENCY, MAX_GROUP_RATE_COUNT
 from conveyor.drivers.records import JobGroup
 
@@ -117,6 +117,20 @@ class JobDef(Generic[P, R]):
             dedup,
             keep_completed,
             keep_failed,
+        )
+
+    def decode_stored(self, data: bytes, stored_version: int) -> P:
+        """A stored payload that version ``stored_version`` of this definition enqueued, as
+        this version's model: upgraded first when it is older (never call it with a newer
+        one). Raises ``PayloadValidationError`` (``PayloadUpgradeError`` when the upgrade
+        fails)."""
+        return decode_versioned(
+            self.name,
+            self.payload_type,
+            data,
+            stored=stored_version,
+            current=self.version,
+            upgrade=self.upgrade,
         )
 
     def group_of(self, payload: P) -> JobGroup | None:

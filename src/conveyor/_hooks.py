@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from conveyor._definition import JobDef
 from conveyor.core.headers import decode_headers
 from conveyor.core.secrets import redact
-from conveyor.core.versions import decode_versioned, stored_version
+from conveyor.core.versions import stored_version
 from conveyor.drivers.records import JobRecord, TransitionKind
 from conveyor.runtime.threads import run_in_daemon_thread
 
@@ -130,14 +130,7 @@ class Hooks:
         # A payload of a newer version than this worker's definition cannot be read here.
         if definition is not None and stored is not None and stored <= definition.version:
             try:
-                payload = decode_versioned(
-                    record.name,
-                    definition.payload_type,
-                    record.payload,
-                    stored=stored,
-                    current=definition.version,
-                    upgrade=definition.upgrade,
-                )
+                payload = definition.decode_stored(record.payload, stored)
             except Exception:  # the hook still learns of the failure, without the payload
                 payload = None
         for hook_kind, registered in wanted:

@@ -29,7 +29,7 @@ from conveyor.core.outcome import (
     TimedOut,
     Unhandled,
 )
-from conveyor.core.versions import VERSION_HEADER, decode_versioned, stored_version
+from conveyor.core.versions import VERSION_HEADER, stored_version
 from conveyor.drivers.records import JobRecord
 from conveyor.runtime.registry import HandlerRegistry
 from conveyor.runtime.threads import run_in_daemon_thread
@@ -91,14 +91,7 @@ async def execute(
     if stored > definition.version:  # enqueued by newer code than this worker runs
         return NewerVersion(stored, definition.version)
     try:
-        payload = decode_versioned(
-            record.name,
-            definition.payload_type,
-            record.payload,
-            stored=stored,
-            current=definition.version,
-            upgrade=definition.upgrade,
-        )
+        payload = definition.decode_stored(record.payload, stored)
     except PayloadValidationError as exc:
         return Errored(f"PayloadValidationError: {exc}", permanent=True)
     except Exception as exc:  # e.g. a stored payload nested deeper than the parser allows
