@@ -215,10 +215,17 @@ def ensure_node(peers: Path) -> str | None:
         return f"npm ci could not start: {exc}"
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
-        tail = [x for x in done.stderr.splitlines() if x.strip()][-1:] or [""]
-        return f"npm ci failed (rc={done.returncode}): {tail[0].strip()[:200]}"
+        return f"npm ci failed (rc={done.returncode}): {npm_reason(done.stderr)}"
     stamp.write_bytes(lock.read_bytes())
     return None
+
+
+def npm_reason(stderr: str) -> str:
+    """npm's first message line: past `npm error code X` and blank `npm error` lines."""
+    lines = [x.removeprefix("npm error").removeprefix("npm ERR!").strip() for x in
+             stderr.splitlines()]  # fmt: skip
+    said = [x for x in lines if x and not x.startswith("code ")]
+    return (said[0] if said else "no message")[:200]
 
 
 def check_call(argv: Sequence[str], cwd: Path) -> None:
