@@ -593,7 +593,8 @@ def comparison(data: Data) -> list[str]:
         *md_table(headers, rows, right={2, 3, 4, 5, 6}),
         "",
         f"Ratios are Conveyor {chr(0xF7)} theirs: above 1 is better for rates, below 1 for "
-        "latency and CPU. No-op rows: Conveyor's no-op variant against BullMQ-Node's "
+        "latency and CPU. Best Python peer: any layout (multi-process ones included) unless the "
+        "row says otherwise. No-op rows: Conveyor's no-op variant against BullMQ-Node's "
         "(`BENCH_VARIANT=noop`: the handler counts in memory, totals flushed every 5 ms); the "
         "Python peers have no such variant. BullMQ-Node's column in the `--processes 2` and "
         "SyncQueue rows is its one-process Node worker and its async producer.",
@@ -740,16 +741,17 @@ def checks(data: Data) -> list[Check]:
 
 
 def check_row(c: Check, on: bool) -> list[str]:
-    op = "≥" if c.higher_is_better else "<" if c.strict else "≤"
+    ops = (">", "≥") if c.higher_is_better else ("<", "≤")
+    op = ops[0] if c.strict else ops[1]
     ref = f"{fmt(c.theirs, c.digits)}" + ("" if c.absolute else f" ({c.ref})")
+    needed = f"{op} {fmt(c.theirs, c.digits)}" if c.absolute else f"{op} {c.factor:g}{TIMES}"
     if c.ours is None or c.theirs is None or c.theirs == 0:
-        return [c.label, fmt(c.ours, c.digits), ref, DASH, DASH, "no data"]
+        return [c.label, fmt(c.ours, c.digits), ref, DASH, needed, "no data"]
     ratio = c.ratio if c.ratio is not None else c.ours / c.theirs
     if c.higher_is_better:
         met = ratio > c.factor if c.strict else ratio >= c.factor
     else:
         met = ratio < c.factor if c.strict else ratio <= c.factor
-    needed = f"{op} {fmt(c.theirs, c.digits)}" if c.absolute else f"{op} {c.factor:g}{TIMES}"
     shown = f"{ratio:.2f}{TIMES}"
     verdict = ("met" if met else "NOT MET") + ("" if on else " (not Redis)")
     if c.note:
