@@ -155,13 +155,21 @@ def drain(
         proc = subprocess.Popen(argv, cwd=BENCH, env=env, start_new_session=True)
         first_seen: tuple[int, float, float] | None = None  # count, worker CPU, Redis CPU
         last_seen: tuple[int, float, float] | None = None
+        read_at = 0.0
         try:
             while proc.poll() is None and time.monotonic() - started < 600:
                 count = int(stats.get("bench:count") or 0)
                 if count and first_seen is None:
                     first_seen = (count, live_tree_cpu(proc.pid), redis_cpu(stats))
-                if count >= n:
+                    read_at = time.monotonic()
+                elif count >= n or (
+                    # a reading every 0.1 s too, in case the last jobs are only counted as the
+                    # command exits (the no-op handler's final flush)
+                    first_seen and count > first_seen[0] and time.monotonic() - read_at > 0.1
+                ):
                     last_seen = (count, live_tree_cpu(proc.pid), redis_cpu(stats))
+                    read_at = time.monotonic()
+                if count >= n:
                     break
                 time.sleep(0.01)
             returncode = proc.wait(600)

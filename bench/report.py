@@ -566,8 +566,6 @@ def figure_digits(f: Figure, *xs: float | None) -> int:
 
 def comparison_row(data: Data, f: Figure) -> list[str]:
     ours_ = med(data, f.us, f.get)
-    if f.us in (US_P2, US_NOOP_P2) and "CPU" in f.label:
-        ours_ = None
     theirs = med(data, f.node, f.get) if f.node else None
     pid, best = best_python(data, f)
     d = figure_digits(f, ours_, theirs, best)
