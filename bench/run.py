@@ -190,9 +190,6 @@ def ensure_node(peers: Path) -> str | None:
     node = os.environ.get("BENCH_NODE") or shutil.which("node")
     if not node:
         return "node is not installed (or set BENCH_NODE)"
-    npm = shutil.which("npm")
-    if not npm:
-        return "npm is not installed"
     try:
         version = subprocess.run(
             [node, "--version"], capture_output=True, text=True, timeout=30, check=True
@@ -202,7 +199,10 @@ def ensure_node(peers: Path) -> str | None:
     lock = folder / "package-lock.json"
     stamp = folder / "node_modules" / ".bench-package-lock.json"
     if stamp.is_file() and lock.is_file() and stamp.read_bytes() == lock.read_bytes():
-        return None
+        return None  # installed from this lock file already: npm is not needed
+    npm = shutil.which("npm")
+    if not npm:
+        return "npm is not installed (needed once, for npm ci)"
     log(f"npm ci in {folder} (node {version})")
     try:
         done = subprocess.run(
