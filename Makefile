@@ -78,8 +78,10 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests examples
 	$(BIN)/ruff check --fix src tests examples
 
-# Conveyor beside the shared peer benchmark on a private redis-server, then (unless
-# BENCH_PG=0) beside the PostgreSQL peers; see bench/README.md.
+# Conveyor (with its no-op, --processes 2 and SyncQueue variants) beside the shared peer
+# benchmark and BullMQ on Node (npm ci; left out with the reason when node/npm fail) on a
+# private redis-server, a 1-vs-2-process scaling step, then (unless BENCH_PG=0) beside the
+# PostgreSQL peers; see bench/README.md.
 BENCH_PG ?= 1
 bench: $(STAMP)
 	@$(BIN)/python bench/run.py

@@ -37,6 +37,13 @@ SAME_PRODUCER = {
     "huey-process": "huey",
     "rq-simple": "rq",
     "arq-fastpoll": "arq",
+    # ours (bench/run.py): the same jobs; conveyor-sync's SyncQueue.enqueue_many writes what
+    # queue.enqueue_many does
+    "conveyor-noop": "conveyor",
+    "conveyor-p2": "conveyor",
+    "conveyor-noop-p2": "conveyor",
+    "conveyor-sync": "conveyor",
+    "bullmq-node-noop": "bullmq-node",
 }
 ENQUEUE_TIMEOUT_S = 3600  # 1M jobs through a slow producer is minutes, not hours
 

@@ -2,7 +2,7 @@
 results JSON files (one per suite run) and bench/memory.py's JSON.
 
     python bench/report.py                                  # the last `make bench`
-    python bench/report.py --results a.json b.json --memory m.json --out REPORT.md
+    python bench/report.py --results a.json b.json --memory m.json --scaling s.json --out R.md
 
 Cells follow the shared report.py's convention: with 3 or more runs, median (min-max) over
 the runs that have the figure; with fewer, the values themselves, separated by " / ".
@@ -16,13 +16,27 @@ import json
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / ".bench" / "last-run.json"
 US = "conveyor"
+NODE = "bullmq-node"  # BullMQ on Node.js
+NODE_NOOP = "bullmq-node-noop"
+# Conveyor's variant rows (bench/run.py, BENCH_CONVEYOR_VARIANTS)
+US_NOOP, US_P2, US_NOOP_P2, US_SYNC = (
+    "conveyor-noop",
+    "conveyor-p2",
+    "conveyor-noop-p2",
+    "conveyor-sync",
+)
+# The Python peers whose worker command runs two worker processes (the shared README):
+# celery prefork -c 2, dramatiq --processes 2, huey -k process -w 2.
+MULTI_PROCESS = ("celery", "dramatiq", "huey-process")
+MEMORY_BOUND = 150.0  # bytes per queued small job
+HANDLER_CEILING_TARGET = "one process within 10 % of the handler-only ceiling"
 # Typographic signs of the shared report, spelled as escapes (ruff flags them as ambiguous).
 DASH = "\u2013"  # en dash: a missing figure, and the "min-max" ranges
 TIMES = "\u00d7"  # multiplication sign, for ratios
@@ -32,19 +46,39 @@ Getter = Callable[[Json], float | None]
 
 
 # ------------------------------------------------------------------ loading
+def ours(pid: str) -> bool:
+    """Conveyor's row or one of its variants."""
+    return pid == US or pid.startswith(US + "-")
+
+
+def node(pid: str) -> bool:
+    return pid == NODE or pid.startswith(NODE + "-")
+
+
+def python_peer(pid: str) -> bool:
+    return not ours(pid) and not node(pid)
+
+
 @dataclass(frozen=True)
 class Data:
     runs: list[Json]  # runner results, one per suite run
     memory: Json  # bench/memory.py output ({} if none)
+    scaling: Json = field(default_factory=dict)  # bench/processes.py --json ({} if none)
+    skipped: dict[str, str] = field(default_factory=dict)  # peer id -> why it did not run
 
     def peer_ids(self) -> list[str]:
-        """Conveyor first, then the peers in the runner's order."""
+        """Conveyor and its variants first, then BullMQ on Node, then the runner's order;
+        the peers that were left out (bench/run.py says why) where they would have been."""
         seen: list[str] = []
         for run in self.runs:
             for p in run["peers"]:
                 if p["id"] not in seen:
                     seen.append(p["id"])
-        return sorted(seen, key=lambda pid: pid != US)
+        seen += [pid for pid in self.skipped if pid not in seen]
+        return sorted(seen, key=lambda pid: (not ours(pid), pid != US, not node(pid)))
+
+    def ran(self, pid: str) -> bool:
+        return any(p is not None for p in self.rows(pid))
 
     def rows(self, pid: str) -> list[Json | None]:
         """The peer's result in each run (None where that run did not have it)."""
@@ -64,9 +98,19 @@ def read_json(path: Path) -> Json:
     return data
 
 
-def load(results: Sequence[Path], memory: Path | None) -> Data:
+def load(
+    results: Sequence[Path],
+    memory: Path | None,
+    scaling: Path | None = None,
+    skipped: dict[str, str] | None = None,
+) -> Data:
     runs = [read_json(p) for p in results]
-    return Data(runs, read_json(memory) if memory and memory.exists() else {})
+    return Data(
+        runs,
+        read_json(memory) if memory and memory.exists() else {},
+        read_json(scaling) if scaling and scaling.exists() else {},
+        skipped or {},
+    )
 
 
 # ------------------------------------------------------------------ figures
@@ -174,9 +218,25 @@ def memory_cell(data: Data, pid: str) -> str:
     return text + (f" (= {borrowed})" if borrowed else "")
 
 
+def supervised(data: Data, pid: str) -> bool:
+    """A `conveyor worker --processes N` row: its worker processes run in sessions of their
+    own, outside the process group whose CPU the runner reads (it sees the supervisor only)."""
+    n = number((data.info(pid) or {}).get("processes"))
+    return ours(pid) and n is not None and n > 1
+
+
+NOT_MEASURED = "n/m"
+
+
 def main_row(data: Data, pid: str) -> list[str]:
+    if not data.ran(pid):
+        return [f"{pid} (not run)", *([DASH] * (len(MAIN_HEADERS) - 1))]
     p50 = values(data, pid, path("latency", "p50_ms"))
     p99 = values(data, pid, path("latency", "p99_ms"))
+    worker_cpu = cell(values(data, pid, path("drain", "worker_cpu_us_per_job")))
+    both_cpu = cell(values(data, pid, cpu_sum))
+    if supervised(data, pid):
+        worker_cpu = both_cpu = NOT_MEASURED
     return [
         pid,
         enqueue_cell(data, pid, "single", None),
@@ -185,9 +245,9 @@ def main_row(data: Data, pid: str) -> list[str]:
         cell(values(data, pid, path("drain", "rate"))),
         cell(p50, latency_digits(p50)),
         cell(p99, latency_digits(p99)),
-        cell(values(data, pid, path("drain", "worker_cpu_us_per_job"))),
+        worker_cpu,
         cell(values(data, pid, path("drain", "redis_cpu_us_per_job"))),
-        cell(values(data, pid, cpu_sum)),
+        both_cpu,
         memory_cell(data, pid),
     ]
 
@@ -243,7 +303,12 @@ TARGETS = [
 
 
 def best_peer(data: Data, t: Target) -> tuple[str | None, float | None]:
-    candidates = [t.only_peer] if t.only_peer else [p for p in data.peer_ids() if p != US]
+    # our own variants and the Node no-op row (a different handler) are no peers here
+    candidates = (
+        [t.only_peer]
+        if t.only_peer
+        else [p for p in data.peer_ids() if not ours(p) and p != NODE_NOOP]
+    )
     scored = []
     for pid in candidates:
         if t.needs_api and not (data.info(pid) or {}).get(t.needs_api):
@@ -315,6 +380,12 @@ def header(data: Data) -> list[str]:
         )
         + ".",
     ]
+    if node_info := data.info(NODE):
+        lines.append(
+            f"BullMQ on Node: bullmq {node_info.get('version')}, ioredis "
+            f"{node_info.get('ioredis')}, Node.js {node_info.get('node')} (one process, "
+            "concurrency 100)."
+        )
     scheme = info.get("url_scheme")
     if scheme and scheme not in ("redis", "rediss"):
         lines.append(
@@ -387,33 +458,372 @@ def memory_keys_line(data: Data) -> list[str]:
     return ["", "Redis keys (DBSIZE) after enqueueing N jobs: " + ", ".join(parts) + "."]
 
 
+# ------------------------------------------------------------------ against Node and Python
+RATE, LOW = True, False  # higher is better / lower is better
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    get: Getter
+    higher_is_better: bool
+    us: str = US  # our row
+    node: str | None = NODE  # the Node row it is set against (None: none)
+    python: Callable[[str], bool] = python_peer  # which Python peers compete
+    needs_api: str | None = None
+    digits: int | None = 0  # None: latency digits
+
+
+def rate_of(*keys: str) -> Getter:
+    return path(*keys)
+
+
+FIGURES = [
+    Figure("enqueue single jobs/s", rate_of("enqueue", "single", "rate"), RATE),
+    Figure(
+        "enqueue concurrent jobs/s",
+        rate_of("enqueue", "concurrent", "rate"),
+        RATE,
+        needs_api="concurrent_api",
+    ),
+    Figure("enqueue bulk jobs/s", rate_of("enqueue", "bulk", "rate"), RATE, needs_api="bulk_api"),
+    Figure(
+        "SyncQueue single enqueue jobs/s (Python: any)",
+        rate_of("enqueue", "single", "rate"),
+        RATE,
+        us=US_SYNC,
+    ),
+    Figure("drain jobs/s, one process", rate_of("drain", "rate"), RATE),
+    Figure(
+        "drain jobs/s, --processes 2 (Python: multi-process)",
+        rate_of("drain", "rate"),
+        RATE,
+        us=US_P2,
+        python=lambda pid: pid in MULTI_PROCESS,
+    ),
+    Figure("latency p50 ms", path("latency", "p50_ms"), LOW, digits=None),
+    Figure("latency p99 ms", path("latency", "p99_ms"), LOW, digits=None),
+    Figure("worker CPU µs/job", path("drain", "worker_cpu_us_per_job"), LOW),
+    Figure("Redis CPU µs/job", path("drain", "redis_cpu_us_per_job"), LOW),
+    Figure(
+        "no-op drain jobs/s, one process",
+        rate_of("drain", "rate"),
+        RATE,
+        us=US_NOOP,
+        node=NODE_NOOP,
+        python=lambda pid: False,
+    ),
+    Figure(
+        "no-op worker CPU µs/job",
+        path("drain", "worker_cpu_us_per_job"),
+        LOW,
+        us=US_NOOP,
+        node=NODE_NOOP,
+        python=lambda pid: False,
+    ),
+    Figure(
+        "no-op Redis CPU µs/job",
+        path("drain", "redis_cpu_us_per_job"),
+        LOW,
+        us=US_NOOP,
+        node=NODE_NOOP,
+        python=lambda pid: False,
+    ),
+]
+
+
+def med(data: Data, pid: str, get: Getter) -> float | None:
+    """A row's figure across runs: the median (with 2 runs, their mean)."""
+    return middle(values(data, pid, get))
+
+
+def best_python(data: Data, f: Figure) -> tuple[str | None, float | None]:
+    scored = []
+    for pid in data.peer_ids():
+        if not f.python(pid) or not data.ran(pid):
+            continue
+        if f.needs_api and not (data.info(pid) or {}).get(f.needs_api):
+            continue
+        if (v := med(data, pid, f.get)) is not None:
+            scored.append((v, pid))
+    if not scored:
+        return None, None
+    v, pid = max(scored) if f.higher_is_better else min(scored)
+    return pid, v
+
+
+def ratio_text(ours_: float | None, theirs: float | None) -> str:
+    if ours_ is None or theirs is None or theirs == 0:
+        return DASH
+    return f"{ours_ / theirs:.2f}{TIMES}"
+
+
+def figure_digits(f: Figure, *xs: float | None) -> int:
+    if f.digits is not None:
+        return f.digits
+    return latency_digits([x for x in xs if x is not None])
+
+
+def comparison_row(data: Data, f: Figure) -> list[str]:
+    ours_ = med(data, f.us, f.get)
+    theirs = med(data, f.node, f.get) if f.node else None
+    pid, best = best_python(data, f)
+    d = figure_digits(f, ours_, theirs, best)
+    return [
+        f.label,
+        f.us,
+        fmt(ours_, d),
+        f"{fmt(theirs, d)}" if f.node else DASH,
+        ratio_text(ours_, theirs),
+        f"{fmt(best, d)} ({pid})" if pid else DASH,
+        ratio_text(ours_, best),
+    ]
+
+
+def comparison(data: Data) -> list[str]:
+    headers = ["figure", "our row", "Conveyor", "BullMQ-Node", "÷ Node", "best Python peer",
+               "÷ Python"]  # fmt: skip
+    rows = [comparison_row(data, f) for f in FIGURES]
+    return [
+        "",
+        "## Conveyor against BullMQ on Node and the best Python peer (medians, same run)",
+        "",
+        *md_table(headers, rows, right={2, 3, 4, 5, 6}),
+        "",
+        f"Ratios are Conveyor {chr(0xF7)} theirs: above 1 is better for rates, below 1 for "
+        "latency and CPU. Best Python peer: any layout (multi-process ones included) unless the "
+        "row says otherwise. No-op rows: Conveyor's no-op variant against BullMQ-Node's "
+        "(`BENCH_VARIANT=noop`: the handler counts in memory, totals flushed every 5 ms); the "
+        "Python peers have no such variant. BullMQ-Node's column in the `--processes 2` and "
+        "SyncQueue rows is its one-process Node worker and its async producer.",
+    ]
+
+
+# ------------------------------------------------------------------ scaling
+SUITE_ROW = {("0", 1): US, ("0", 2): US_P2, ("noop", 1): US_NOOP, ("noop", 2): US_NOOP_P2}
+
+
+def scaling_rows(data: Data) -> list[Json]:
+    rows: Any = data.scaling.get("rows")
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def scaling_row(data: Data, r: Json) -> list[str]:
+    rates = [float(x) for x in r.get("rates", [])]
+    ratio = DASH
+    if "ratio" in r:
+        ratios = [float(x) for x in r.get("ratios", [])]
+        ratio = f"{r['ratio']:.2f}{TIMES}"
+        if len(ratios) > 1:
+            ratio += f" ({min(ratios):.2f}{DASH}{max(ratios):.2f})"
+    suite = SUITE_ROW.get((str(r.get("work")), int(r.get("processes", 0))))
+    suite_rate = cell(values(data, suite, path("drain", "rate"))) if suite else DASH
+    return [
+        "shared accounting" if r.get("work") == "0" else str(r.get("handler")),
+        str(r.get("processes")),
+        cell(rates),
+        ratio,
+        fmt(number(r.get("worker_cpu_us_per_job"))),
+        fmt(number(r.get("redis_cpu_us_per_job"))),
+        fmt(number(r.get("ceiling"))),
+        f"{suite_rate} ({suite})" if suite and data.ran(suite) else DASH,
+    ]
+
+
+def scaling(data: Data) -> list[str]:
+    rows = scaling_rows(data)
+    if not rows:
+        return [
+            "",
+            "## Scaling: worker processes 1 and 2",
+            "",
+            "Not measured (BENCH_SCALING_ROUNDS=0 or the step failed).",
+        ]
+    headers = ["handler", "processes", "drain jobs/s", f"{TIMES} 1 process", "worker CPU µs/job",
+               "Redis CPU µs/job", "CPU ceiling jobs/s", "suite drain jobs/s (row)"]  # fmt: skip
+    n, rounds = data.scaling.get("n"), data.scaling.get("rounds")
+    return [
+        "",
+        "## Scaling: worker processes 1 and 2 (Conveyor, bench/processes.py)",
+        "",
+        *md_table(headers, [scaling_row(data, r) for r in rows], right=set(range(1, 8))),
+        "",
+        f"Each round drains the same backlog of {n:,} jobs once with `conveyor worker --burst` and "
+        f"once with `--processes 2 --burst`, alternating which goes first; {rounds} round(s). "
+        f"Drain cells as above; {TIMES} 1 process: the median of the per-round ratios (range). "
+        "CPU per job: the worker command's whole process tree (supervisor and worker "
+        "processes, which run in sessions of their own) and redis-server, from the first to "
+        "the last job counted. CPU ceiling: the drain that CPU allows on 2 vCPUs (each worker "
+        "process at most one core, workers and Redis together at most two); the figure a "
+        "loaded machine disturbs least. Suite drain: the same layout's row in the main table "
+        "(a worker started with N jobs queued, not --burst), for comparison.",
+    ]
+
+
+# ------------------------------------------------------------------ issue 12 checklist
+@dataclass(frozen=True)
+class Check:
+    label: str
+    ours: float | None
+    theirs: float | None
+    ref: str  # what `theirs` is
+    factor: float
+    higher_is_better: bool
+    strict: bool = False
+    absolute: bool = False  # `theirs` is a fixed bound, not a peer's figure
+    ratio: float | None = None  # when the ratio is not ours / theirs (per-round ratios)
+    digits: int = 0
+    note: str = ""
+
+
+def best_of(data: Data, ids: Sequence[str], get: Getter, high: bool, api: str | None = None
+            ) -> tuple[str | None, float | None]:  # fmt: skip
+    scored = []
+    for pid in ids:
+        if api and not (data.info(pid) or {}).get(api):
+            continue
+        if (v := med(data, pid, get)) is not None:
+            scored.append((v, pid))
+    if not scored:
+        return None, None
+    v, pid = max(scored) if high else min(scored)
+    return pid, v
+
+
+def checks(data: Data) -> list[Check]:
+    others = [p for p in data.peer_ids() if not ours(p) and p != NODE_NOOP and data.ran(p)]
+    single, conc = path("enqueue", "single", "rate"), path("enqueue", "concurrent", "rate")
+    drain, wcpu = path("drain", "rate"), path("drain", "worker_cpu_us_per_job")
+    rcpu = path("drain", "redis_cpu_us_per_job")
+    out = [
+        Check("concurrent enqueue ≥ BullMQ-Node's", med(data, US, conc), med(data, NODE, conc),
+              NODE, 1.0, True),
+        Check("single enqueue ≥ BullMQ-Node's", med(data, US, single), med(data, NODE, single),
+              NODE, 1.0, True),
+        Check("SyncQueue single enqueue ≥ huey's", med(data, US_SYNC, single),
+              med(data, "huey", single), "huey", 1.0, True),
+        Check(f"no-op drain ≥ 1.5{TIMES} BullMQ-Node's no-op drain", med(data, US_NOOP, drain),
+              med(data, NODE_NOOP, drain), NODE_NOOP, 1.5, True),
+        Check(f"no-op worker CPU/job ≤ 0.5{TIMES} Node's", med(data, US_NOOP, wcpu),
+              med(data, NODE_NOOP, wcpu), NODE_NOOP, 0.5, False),
+        Check(f"no-op Redis CPU/job ≤ 0.5{TIMES} Node's", med(data, US_NOOP, rcpu),
+              med(data, NODE_NOOP, rcpu), NODE_NOOP, 0.5, False),
+    ]  # fmt: skip
+    shared = next((r for r in scaling_rows(data) if r.get("work") == "0" and "ratio" in r), None)
+    if shared is not None:
+        one = next(r for r in scaling_rows(data) if r.get("work") == "0" and r["processes"] == 1)
+        out.append(Check(f"--processes 2 ≥ 1.6{TIMES} one process (shared handler)",
+                         number(shared.get("rate")), number(one.get("rate")),
+                         "1 process, scaling", 1.6, True, ratio=number(shared.get("ratio")),
+                         note="median of per-round ratios"))  # fmt: skip
+    else:  # no scaling step: the suite's rows
+        out.append(Check(f"--processes 2 ≥ 1.6{TIMES} one process (shared handler)",
+                         med(data, US_P2, drain), med(data, US, drain), US, 1.6, True,
+                         note="suite rows"))  # fmt: skip
+    mp, mp_rate = best_of(data, [p for p in MULTI_PROCESS if data.ran(p)], drain, True)
+    out.append(Check("--processes 2 ahead of every multi-process Python peer",
+                     med(data, US_P2, drain), mp_rate, mp or "none ran", 1.0, True,
+                     strict=True))  # fmt: skip
+    for key in ("p50_ms", "p99_ms"):
+        get = path("latency", key)
+        pid, v = best_of(data, others, get, False)
+        out.append(Check(f"latency {key[:3]} ≤ every peer's", med(data, US, get), v,
+                         pid or DASH, 1.0, False, digits=2))  # fmt: skip
+    bulk = path("enqueue", "bulk", "rate")
+    pid, v = best_of(data, others, bulk, True, api="bulk_api")
+    out.append(Check(f"bulk enqueue ≥ 2{TIMES} every peer's", med(data, US, bulk), v, pid or DASH,
+                     2.0, True))  # fmt: skip
+    out.append(Check("Redis bytes per queued small job ≤ 150", bytes_per_job(data, US),
+                     MEMORY_BOUND, "bound", 1.0, False, absolute=True))  # fmt: skip
+    return out
+
+
+def check_row(c: Check, on: bool) -> list[str]:
+    ops = (">", "≥") if c.higher_is_better else ("<", "≤")
+    op = ops[0] if c.strict else ops[1]
+    ref = f"{fmt(c.theirs, c.digits)}" + ("" if c.absolute else f" ({c.ref})")
+    needed = f"{op} {fmt(c.theirs, c.digits)}" if c.absolute else f"{op} {c.factor:g}{TIMES}"
+    if c.ours is None or c.theirs is None or c.theirs == 0:
+        return [c.label, fmt(c.ours, c.digits), ref, DASH, needed, "no data"]
+    ratio = c.ratio if c.ratio is not None else c.ours / c.theirs
+    if c.higher_is_better:
+        met = ratio > c.factor if c.strict else ratio >= c.factor
+    else:
+        met = ratio < c.factor if c.strict else ratio <= c.factor
+    shown = f"{ratio:.2f}{TIMES}"
+    verdict = ("met" if met else "NOT MET") + ("" if on else " (not Redis)")
+    if c.note:
+        shown += f" ({c.note})"
+    return [c.label, fmt(c.ours, c.digits), ref, shown, needed, verdict]
+
+
+def checklist(data: Data) -> list[str]:
+    rows = [check_row(c, on_redis(data)) for c in checks(data)]
+    rows.append([HANDLER_CEILING_TARGET, DASH, DASH, DASH, f"≥ 0.9{TIMES}", "not measured"])
+    headers = ["target", "Conveyor", "reference", "ratio", "needed", "verdict"]
+    return [
+        "",
+        "## Issue 12 targets",
+        "",
+        *md_table(headers, rows, right={1, 2, 3, 4}),
+        "",
+        "Conveyor's medians against the reference's in the same run. Rows: enqueue and latency "
+        f"`{US}`, SyncQueue `{US_SYNC}`, no-op `{US_NOOP}` against `{NODE_NOOP}`, "
+        f'`--processes 2` `{US_P2}` (against one process: the scaling step). "Every peer": '
+        f"every other row that ran, BullMQ-Node included, but not `{NODE_NOOP}` (another "
+        "handler). The handler-only ceiling (the accounting call alone, 100 coroutines, no "
+        "queue) is not part of this suite: `BENCH_RAW=1` keeps the shared runner's raw Redis "
+        "floor in the results JSON.",
+    ]
+
+
+def not_run(data: Data) -> list[str]:
+    lines = [f"- {pid}: {why}" for pid, why in data.skipped.items() if not data.ran(pid)]
+    return ["", "Not run:", *lines] if lines else []
+
+
 def render(data: Data) -> str:
     lines = header(data)
     rows = [main_row(data, pid) for pid in data.peer_ids()]
     lines += md_table(MAIN_HEADERS, rows, right=set(range(1, len(MAIN_HEADERS))))
-    lines += legend(data) + memory_keys_line(data) + notes(data)
-    lines += ["", "## Targets (Conveyor's median vs the best peer's median)", ""]
+    lines += legend(data) + not_run(data) + memory_keys_line(data) + notes(data)
+    lines += comparison(data) + scaling(data) + checklist(data)
+    lines += ["", "## Earlier targets (Conveyor's median vs the best peer's median)", ""]
     target_headers = ["target", "Conveyor", "best peer", "ratio", "needed", "met"]
     lines += md_table(target_headers, [target_row(data, t) for t in TARGETS], right={1, 2, 3, 4})
     return "\n".join(lines) + "\n"
 
 
-def from_manifest(path: Path) -> tuple[list[Path], Path | None]:
+@dataclass(frozen=True)
+class Inputs:
+    results: list[Path]
+    memory: Path | None
+    scaling: Path | None
+    skipped: dict[str, str]
+
+
+def from_manifest(path: Path) -> Inputs:
     if not path.exists():
         sys.exit(f"{path} not found: run `make bench` first, or pass --results")
     m = read_json(path)
-    return [Path(p) for p in m["results"]], Path(m["memory"]) if m.get("memory") else None
+
+    def opt(key: str) -> Path | None:
+        return Path(m[key]) if m.get(key) else None
+
+    skipped = m.get("skipped") or {}
+    return Inputs([Path(p) for p in m["results"]], opt("memory"), opt("scaling"), dict(skipped))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, nargs="*", help="runner results JSON files")
     ap.add_argument("--memory", type=Path, help="bench/memory.py JSON")
+    ap.add_argument("--scaling", type=Path, help="bench/processes.py --json output")
     ap.add_argument("--manifest", type=Path, default=MANIFEST, help="written by bench/run.py")
     ap.add_argument("--out", type=Path, help="also write the report to this file")
     a = ap.parse_args()
-    results, memory = (a.results, a.memory) if a.results else from_manifest(a.manifest)
-    data = load(results, a.memory or memory)
+    got = Inputs(a.results, a.memory, a.scaling, {}) if a.results else from_manifest(a.manifest)
+    data = load(got.results, a.memory or got.memory, a.scaling or got.scaling, got.skipped)
     if not data.runs:
         sys.exit("no results")
     text = render(data)
