@@ -1,0 +1,150 @@
+"""Coalesced inserts: concurrent one-job enqueues of one process share round trips.
+
+A web server enqueues from many requests at once, each an awaited ``queue.enqueue``. Written
+one by one, each pays a round trip of its own; here, calls that arrive while a write is in
+flight wait for it and then go together in the next ``job_insert_many`` (the backend's bulk
+path, which acts as if its jobs were inserted one after another). A call that finds nothing in
+flight is written at once, so a lone call waits for no timer and no other call.
+
+Every caller keeps its own outcome. A job is checked on its own before it joins a batch, so a
+job the backend would refuse fails its caller only; if a batch is refused anyway
+(``InvalidArgument``: the contract says such a batch wrote nothing) each of its jobs is written
+alone, to find the one at fault. Any other failure of a batch write (the connection dropped, the
+server away) is every one of its callers' error, exactly as each would have seen it alone: it is
+not retried here. The drivers' own retries are what they are on the single path: the lean Redis
+client and the PostgreSQL pool send a write again after a dropped connection, which is safe
+because an insert is deduplicated by job id (a job that was written before the drop is reported
+as a duplicate, never written twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable, Sequence
+
+from conveyor._errors import InvalidArgument
+from conveyor.drivers.common import check_new_jobs, check_now
+from conveyor.drivers.records import InsertResult, NewJob
+
+# Jobs per write: large enough that a busy process needs few round trips, small enough that
+# one write (a Lua script, a statement) never holds the server for long.
+MAX_BATCH = 256
+# Callers waiting for a write; past this a caller is written on its own (as without
+# coalescing), so a burst cannot grow the list without bound.
+MAX_WAITING = 4096
+
+InsertMany = Callable[[Sequence[NewJob], float | None], Awaitable[list[InsertResult]]]
+
+
+class _Waiter:
+    __slots__ = ("future", "job", "now")
+
+    def __init__(self, job: NewJob, now: float | None, future: asyncio.Future[InsertResult]):
+        self.job = job
+        self.now = now
+        self.future = future
+
+
+class Coalescer:
+    """Batches the one-job inserts made on one event loop (a queue used from another loop
+    writes directly: its connections belong to that loop)."""
+
+    def __init__(
+        self, insert_many: InsertMany, *, max_batch: int = MAX_BATCH, max_waiting: int = MAX_WAITING
+    ) -> None:
+        self._insert_many = insert_many
+        self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: collections.deque[_Waiter] = collections.deque()
+        self._busy = False  # a write of this coalescer is in flight
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def insert(self, job: NewJob, now: float | None) -> InsertResult:
+        # Refused here, for this caller alone, before it can share a batch with others.
+        check_now(now)
+        check_new_jobs([job])
+        loop = asyncio.get_running_loop()
+        if self._loop is None or (self._loop.is_closed() and not self._busy):
+            self._loop, self._waiting, self._busy = loop, collections.deque(), False
+        elif loop is not self._loop:
+            (result,) = await self._insert_many([job], now)
+            return result
+        if not self._busy:
+            # Nothing in flight: this call goes at once; calls that come meanwhile queue up.
+            self._busy = True
+            try:
+                (result,) = await self._insert_many([job], now)
+            finally:
+                self._busy = False
+                self._start_drain()
+            return result
+        if len(self._waiting) >= self.max_waiting:
+            (result,) = await self._insert_many([job], now)
+            return result
+        future: asyncio.Future[InsertResult] = loop.create_future()
+        self._waiting.append(_Waiter(job, now, future))
+        return await future
+
+    def _start_drain(self) -> None:
+        if self._waiting and not self._busy:
+            self._busy = True
+            assert self._loop is not None
+            self._drainer = self._loop.create_task(self._drain(), name="conveyor-enqueue-batch")
+
+    async def _drain(self) -> None:
+        try:
+            while batch := self._next_batch():
+                await self._write(batch)
+        finally:
+            self._busy = False
+            self._drainer = None
+            # Left behind by a cancelled drain (the loop is shutting down): their callers are
+            # cancelled with it rather than left waiting for ever.
+            for waiter in self._waiting:
+                waiter.future.cancel()
+            self._waiting.clear()
+
+    def _next_batch(self) -> list[_Waiter]:
+        """Up to ``max_batch`` waiting calls with the same ``now`` (one write takes one), in
+        the order they came; callers that gave up (cancelled) are dropped."""
+        batch: list[_Waiter] = []
+        waiting = self._waiting
+        while waiting and len(batch) < self.max_batch:
+            waiter = waiting[0]
+            if waiter.future.done():
+                waiting.popleft()
+                continue
+            if batch and waiter.now != batch[0].now:
+                break
+            batch.append(waiting.popleft())
+        return batch
+
+    async def _write(self, batch: list[_Waiter]) -> None:
+        try:
+            results = await self._insert_many([w.job for w in batch], batch[0].now)
+        except InvalidArgument as exc:
+            if len(batch) == 1:
+                _fail(batch[0], exc)
+                return
+            # Refused whole, so nothing of it was written: each job alone finds the one at fault.
+            for waiter in batch:
+                await self._write([waiter])
+            return
+        except asyncio.CancelledError:
+            for waiter in batch:
+                waiter.future.cancel()
+            raise
+        except Exception as exc:
+            for waiter in batch:
+                _fail(waiter, exc)
+            return
+        for waiter, result in zip(batch, results, strict=True):
+            if not waiter.future.done():
+                waiter.future.set_result(result)
+
+
+def _fail(waiter: _Waiter, error: BaseException) -> None:
+    if not waiter.future.done():
+        waiter.future.set_exception(error)
