@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 
 from conveyor._errors import InvalidArgument
@@ -148,3 +149,111 @@ class Coalescer:
 def _fail(waiter: _Waiter, error: BaseException) -> None:
     if not waiter.future.done():
         waiter.future.set_exception(error)
+
+
+BlockingInsertMany = Callable[[Sequence[NewJob], float | None], list[InsertResult]]
+
+
+class _ThreadWaiter:
+    __slots__ = ("batch", "done", "error", "job", "now", "result")
+
+    def __init__(self, job: NewJob, now: float | None) -> None:
+        self.job = job
+        self.now = now
+        self.done = threading.Event()
+        self.result: InsertResult | None = None
+        self.error: BaseException | None = None
+        self.batch: list[_ThreadWaiter] | None = None  # set when this thread writes next
+
+    def outcome(self) -> InsertResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class ThreadCoalescer:
+    """:class:`Coalescer` for threads that block (``SyncQueue``): one write in flight at a time,
+    and the threads that call meanwhile go together in the next one. No thread of its own:
+    the next batch is written by the first thread in it, woken when the write before is done,
+    so each thread writes at most one batch and a lone call is written by its own thread at
+    once."""
+
+    def __init__(
+        self,
+        insert_many: BlockingInsertMany,
+        *,
+        max_batch: int = MAX_BATCH,
+        max_waiting: int = MAX_WAITING,
+    ) -> None:
+        self._insert_many = insert_many
+        self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[_ThreadWaiter] = collections.deque()
+        self._busy = False
+
+    def insert(self, job: NewJob, now: float | None) -> InsertResult:
+        check_now(now)
+        check_new_jobs([job])
+        me = _ThreadWaiter(job, now)
+        with self._lock:
+            if not self._busy:
+                self._busy = True
+                me.batch = [me]
+            elif len(self._waiting) < self.max_waiting:
+                self._waiting.append(me)
+            else:
+                me.batch = []  # too many waiting: written alone, beside the batches
+        if me.batch == []:
+            (result,) = self._insert_many([job], now)
+            return result
+        if me.batch is None:
+            me.done.wait()
+        if me.batch is not None:
+            try:
+                self._write(me.batch)
+            finally:
+                self._hand_over()
+        return me.outcome()
+
+    def _hand_over(self) -> None:
+        """Wake the first waiting thread to write the next batch, or mark nothing in flight."""
+        with self._lock:
+            batch: list[_ThreadWaiter] = []
+            while self._waiting and len(batch) < self.max_batch:
+                if batch and self._waiting[0].now != batch[0].now:
+                    break
+                batch.append(self._waiting.popleft())
+            if not batch:
+                self._busy = False
+                return
+        batch[0].batch = batch
+        batch[0].done.set()
+
+    def _write(self, batch: list[_ThreadWaiter]) -> None:
+        try:
+            results = self._insert_many([w.job for w in batch], batch[0].now)
+        except InvalidArgument as exc:
+            if len(batch) == 1:
+                _settle(batch[0], None, exc)
+                return
+            # Refused whole, so nothing of it was written: each job alone finds the one at fault.
+            for waiter in batch:
+                self._write([waiter])
+            return
+        except BaseException as exc:
+            for waiter in batch:
+                _settle(waiter, None, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for waiter, result in zip(batch, results, strict=True):
+            _settle(waiter, result, None)
+
+
+def _settle(
+    waiter: _ThreadWaiter, result: InsertResult | None, error: BaseException | None
+) -> None:
+    waiter.result, waiter.error = result, error
+    waiter.done.set()

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -248,6 +249,24 @@ class Queue(QueueInspection):
             return await self._enqueue_many(requests, connection, None)
         with self._producer.send(_queues_of(requests)) as sent:
             return await self._enqueue_many(requests, connection, sent)
+
+    @contextlib.contextmanager
+    def building(
+        self, requests: Sequence[JobRequest[Any, Any]]
+    ) -> Generator[list[NewJob], None, None]:
+        """The jobs of ``requests``, validated and built as :meth:`enqueue_many` builds them,
+        for :class:`SyncQueue` to write from its caller's thread; traced, the span covers the
+        block (the write inside it)."""
+        if self._producer is None or not requests:
+            yield self._new_jobs(requests)
+            return
+        with self._producer.send(_queues_of(requests)) as sent:
+            yield self._new_jobs(requests, sent)
+
+    @property
+    def coalesces(self) -> bool:
+        """Whether concurrent one-job enqueues share round trips (``coalesce=``)."""
+        return self._coalescer is not None
 
     async def _enqueue_many(
         self,

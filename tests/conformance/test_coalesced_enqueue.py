@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -221,6 +221,9 @@ class _RefusingProxy(CutProxy):  # type: ignore[misc]
         await super()._handle(cr, cw)
 
 
+CUT: Call = (Note(text="cut-me"), {"job_id": "cut-me"})
+
+
 def _through(url: str, port: int) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit(":", 1)[0] + f":{port}"
@@ -230,7 +233,7 @@ def _through(url: str, port: int) -> str:
 async def _cut_batch(
     backend_url: str,
     backend_name: str,
-    run: Callable[[Queue, list[Call]], Awaitable[list[Outcome]]],
+    mode: str,
     *,
     refuse_after_cut: bool,
 ) -> tuple[list[Call], list[Outcome], _RefusingProxy]:
@@ -243,21 +246,18 @@ async def _cut_batch(
     async with Queue(driver_for_url(url)) as q:
         await q.enqueue(note, Note(text="warm"), job_id="warm")  # connected, scripts loaded
         calls: list[Call] = [(Note(text=f"b{i}"), {"job_id": f"b{i}"}) for i in range(30)]
-        calls[17] = (Note(text="cut-me"), {"job_id": "cut-me"})
+        calls[17] = CUT
         proxy.armed = True
-        outcomes = await run(q, calls)
+        outcomes = await enqueue_all(q, calls, mode, url)
     proxy.server.close()
     return calls, outcomes, proxy
 
 
 async def test_a_connection_dropped_mid_batch_loses_and_doubles_nothing(
-    queue: Queue, backend_url: str, backend_name: str
+    queue: Queue, mode: str, backend_url: str, backend_name: str
 ) -> None:
-    async def run(q: Queue, calls: list[Call]) -> list[Outcome]:
-        return await enqueue_all(q, calls, "async", backend_url)
-
     calls, outcomes, proxy = await _cut_batch(
-        backend_url, backend_name, run, refuse_after_cut=False
+        backend_url, backend_name, mode, refuse_after_cut=False
     )
     assert proxy.cuts == 1
     # The driver sent the batch again on a new connection; the jobs the cut write had stored
@@ -270,12 +270,11 @@ async def test_a_connection_dropped_mid_batch_loses_and_doubles_nothing(
 
 
 async def test_a_batch_whose_server_stays_away_fails_each_caller_and_claims_nothing(
-    queue: Queue, backend_url: str, backend_name: str
+    queue: Queue, mode: str, backend_url: str, backend_name: str
 ) -> None:
-    async def run(q: Queue, calls: list[Call]) -> list[Outcome]:
-        return await enqueue_all(q, calls, "async", backend_url)
-
-    calls, outcomes, proxy = await _cut_batch(backend_url, backend_name, run, refuse_after_cut=True)
+    calls, outcomes, proxy = await _cut_batch(
+        backend_url, backend_name, mode, refuse_after_cut=True
+    )
     assert proxy.cuts == 1
     jobs = await stored(queue)
     failed = 0
@@ -290,5 +289,5 @@ async def test_a_batch_whose_server_stays_away_fails_each_caller_and_claims_noth
             assert outcome[0] == options["job_id"]
     if backend_name == "redis":  # one connection; the PostgreSQL pool has others, uncut
         assert failed >= 1
-        assert isinstance(outcomes[17], BackendUnavailable)
+        assert isinstance(outcomes[calls.index(CUT)], BackendUnavailable)
     assert set(jobs) <= {"warm", *(o["job_id"] for _, o in calls)}
