@@ -63,11 +63,8 @@ class Coalescer:
         self._drainer: asyncio.Task[None] | None = None
 
     async def insert(self, job: NewJob, now: float | None) -> InsertResult:
-        # Refused here, for this caller alone, before it can share a batch with others.
-        check_now(now)
-        check_new_jobs([job])
         loop = asyncio.get_running_loop()
-        if self._loop is None or (self._loop.is_closed() and not self._busy):
+        if self._loop is None or self._loop.is_closed():
             self._loop, self._waiting, self._busy = loop, collections.deque(), False
         elif loop is not self._loop:
             (result,) = await self._insert_many([job], now)
@@ -84,6 +81,10 @@ class Coalescer:
         if len(self._waiting) >= self.max_waiting:
             (result,) = await self._insert_many([job], now)
             return result
+        # Refused here, for this caller alone, before it can share a batch with others (a lone
+        # call above is checked by the driver, and its error is its own already).
+        check_now(now)
+        check_new_jobs([job])
         future: asyncio.Future[InsertResult] = loop.create_future()
         self._waiting.append(_Waiter(job, now, future))
         return await future
@@ -194,11 +195,21 @@ class ThreadCoalescer:
         self._busy = False
 
     def insert(self, job: NewJob, now: float | None) -> InsertResult:
+        with self._lock:
+            lone = not self._busy
+            self._busy = True
+        if lone:  # nothing in flight: written at once, by this thread
+            try:
+                (result,) = self._insert_many([job], now)
+            finally:
+                self._hand_over()
+            return result
+        # Refused here, for this caller alone, before it can share a batch with others.
         check_now(now)
         check_new_jobs([job])
         me = _ThreadWaiter(job, now)
         with self._lock:
-            if not self._busy:
+            if not self._busy:  # the write in flight ended meanwhile: this one leads
                 self._busy = True
                 me.batch = [me]
             elif len(self._waiting) < self.max_waiting:
