@@ -291,3 +291,60 @@ async def test_a_batch_whose_server_stays_away_fails_each_caller_and_claims_noth
         assert failed >= 1
         assert isinstance(outcomes[calls.index(CUT)], BackendUnavailable)
     assert set(jobs) <= {"warm", *(o["job_id"] for _, o in calls)}
+
+
+async def test_clients_killed_under_a_batch_on_a_cluster_lose_and_double_nothing(
+    queue: Queue, mode: str, backend_url: str, backend_name: str
+) -> None:
+    """A cluster's connections are redis-py's, to every node: instead of a proxy, writes are
+    paused on every primary while the batch is sent, and the clients waiting on them are
+    killed (``CLIENT KILL``, on the servers this suite started), so the batch meets dropped
+    connections before any node ran it."""
+    if backend_name != "redis-cluster":
+        pytest.skip("the cluster's variant of the dropped connection")
+    import redis
+
+    parts = urlsplit(backend_url)
+    seed = redis.Redis(host=parts.hostname or "127.0.0.1", port=parts.port or 6379)
+    ports = {
+        int(line.split()[1].split(":")[1].split("@")[0])
+        for line in seed.execute_command("CLUSTER", "NODES").decode().splitlines()
+        if "master" in line
+    }
+    primaries = [redis.Redis(host=parts.hostname or "127.0.0.1", port=p) for p in ports]
+    await queue.enqueue(note, Note(text="warm"), job_id="warm")
+    calls: list[Call] = [(Note(text=f"k{i}"), {"job_id": f"k{i}"}) for i in range(30)]
+
+    async def kill_when_blocked() -> int:
+        killed = 0
+        for _ in range(200):  # until a client of this test waits on a paused node
+            await asyncio.sleep(0.01)
+            blocked = [p for p in primaries if p.info("clients").get("blocked_clients", 0)]
+            if blocked:
+                await asyncio.sleep(0.05)  # the rest of the batch too
+                for p in primaries:
+                    killed += int(
+                        p.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+                    )
+                break
+        for p in primaries:
+            p.execute_command("CLIENT", "UNPAUSE")
+        return killed
+
+    for p in primaries:
+        p.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+    try:
+        outcomes, killed = await asyncio.gather(
+            enqueue_all(queue, calls, mode, backend_url), kill_when_blocked()
+        )
+    finally:
+        for p in primaries:
+            p.execute_command("CLIENT", "UNPAUSE")
+            p.close()
+        seed.close()
+    assert killed >= 1
+    for (payload, options), outcome in zip(calls, outcomes, strict=True):
+        assert not isinstance(outcome, BaseException), outcome
+        assert outcome[0] == options["job_id"], payload
+    jobs = await stored(queue)
+    assert jobs == {"warm": "warm", **{o["job_id"]: p.text for p, o in calls}}
