@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 
 from conveyor._errors import InvalidArgument
@@ -190,6 +192,10 @@ class ThreadCoalescer:
         self._insert_many = insert_many
         self.max_batch = max_batch
         self.max_waiting = max_waiting
+        self._reset()
+        _THREAD_COALESCERS.add(self)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._waiting: collections.deque[_ThreadWaiter] = collections.deque()
         self._busy = False
@@ -261,6 +267,20 @@ class ThreadCoalescer:
             return
         for waiter, result in zip(batch, results, strict=True):
             _settle(waiter, result, None)
+
+
+# A forked child has only the thread that forked: a write another thread had in flight, and
+# the threads waiting for it, are not in the child, so it starts with nothing in flight.
+_THREAD_COALESCERS: weakref.WeakSet[ThreadCoalescer] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for coalescer in list(_THREAD_COALESCERS):
+        coalescer._reset()  # pyright: ignore[reportPrivateUsage]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _settle(

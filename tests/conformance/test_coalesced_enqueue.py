@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -348,3 +349,26 @@ async def test_clients_killed_under_a_batch_on_a_cluster_lose_and_double_nothing
         assert outcome[0] == options["job_id"], payload
     jobs = await stored(queue)
     assert jobs == {"warm": "warm", **{o["job_id"]: p.text for p, o in calls}}
+
+
+def test_a_forked_child_enqueues_on_its_own_connection(backend_url: str, backend_name: str) -> None:
+    """A preloading web server forks workers after the parent enqueued: the child must not
+    write on the parent's blocking connection (their commands would interleave on it)."""
+    if backend_name not in ("sqlite", "redis"):
+        pytest.skip("the blocking path is Redis' and SQLite's")
+    import multiprocessing
+
+    with SyncQueue(Queue(driver_for_url(backend_url))) as sync:
+        sync.enqueue(note, Note(text="parent"), job_id="parent")
+
+        def child() -> None:
+            handle = sync.enqueue(note, Note(text="child"), job_id="child")
+            os._exit(0 if not handle.duplicate else 3)
+
+        process = multiprocessing.get_context("fork").Process(target=child)
+        process.start()
+        process.join(30)
+        assert process.exitcode == 0
+        again = sync.enqueue(note, Note(text="parent-again"), job_id="parent-again")
+        assert not again.duplicate
+        assert {j.id for j in sync.list_jobs()} == {"parent", "child", "parent-again"}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import random
 import socket
 import ssl
@@ -434,6 +435,7 @@ class BlockingClient(Client):
         self._socket: socket.socket | None = None
         self._reader = hiredis.Reader()
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     async def execute_command(self, *args: Any) -> Any:
         (reply,) = self._with_retries(pack(*args), 1, raise_on_error=True)
@@ -466,6 +468,11 @@ class BlockingClient(Client):
         where = self.endpoint.describe()
         if self._closed:
             raise ConnectionLost("client closed")
+        if self._pid != os.getpid():
+            # A forked child (a preloading web server's worker) shares the parent's socket: a
+            # command from both would interleave on it. The child drops it unclosed and dials
+            # its own (closing it here would not disturb the parent, but nothing needs it).
+            self._socket, self._pid = None, os.getpid()
         sock = self._socket if self._socket is not None else self._connect()
         reader = self._reader
         replies: list[Any] = []

@@ -35,6 +35,7 @@ class Connection:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._here: threading.Lock | None = None  # set when callers' threads use it
+        self._here_pid = 0
 
     @property
     def is_open(self) -> bool:
@@ -85,7 +86,12 @@ class Connection:
                 if self._here is None:
                     self._here = threading.Lock()
         with self._here:
+            if self._conn is not None and self._here_pid != os.getpid():
+                # SQLite must not use a connection across fork(): a forked child (a preloading
+                # web server's worker) leaves the parent's alone and opens its own.
+                self._conn = None
             if self._conn is None:
+                self._here_pid = os.getpid()
                 conn = self._open_connection(any_thread=True)
                 try:
                     self._configure(conn)
