@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -193,15 +194,33 @@ async def test_concurrent_enqueues_share_round_trips(
 ) -> None:
     queue.driver.subscribe(count_inserts(queue))
     calls: list[Call] = [(Note(text=f"n{i}"), {}) for i in range(100)]
-    outcomes = await enqueue_all(queue, calls, mode, backend_url)
+    hold: sqlite3.Connection | None = None
+    if backend_name == "sqlite":
+        # Another connection holds the file's write lock for a moment: the first write waits
+        # for it while every other caller (threads too) piles up behind it, so the count below
+        # does not hang on how fast threads start.
+        hold = sqlite3.connect(
+            backend_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+        )
+        hold.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.5, hold.execute, ("COMMIT",)).start()
+    try:
+        outcomes = await enqueue_all(queue, calls, mode, backend_url)
+    finally:
+        if hold is not None:
+            hold.close()
     assert all(not isinstance(o, BaseException) and not o[1] for o in outcomes)
     assert len(set(await stored(queue))) == 100
     inserts: int = queue.inserts  # type: ignore[attr-defined]
     if backend_name == "memory":
         # Its insert never waits, so every call is done before the next one starts.
         assert inserts == 100
+    elif mode == "async" or backend_name == "sqlite":
+        # The first call alone, the others behind it (in at most 256 a write).
+        assert inserts <= 3, inserts
     else:
-        assert inserts <= 50, inserts
+        # Threads start as the scheduler lets them: some batching, however loaded the host.
+        assert inserts < 100, inserts
     # A lone call is written at once, on its own.
     before = inserts
     await queue.enqueue(note, Note(text="lone"))
