@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 from conveyor import _validation
 from conveyor import tracing as _tracing
+from conveyor._coalesce import Coalescer
 from conveyor._dedup import DedupPolicy, dedup_of
 from conveyor._definition import (
     DEFAULT_ATTEMPTS,
@@ -46,6 +48,7 @@ from conveyor.core.versions import check_version, version_header
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
     Dedup,
+    InsertResult,
     JobGroup,
     NewJob,
 )
@@ -95,6 +98,7 @@ class Queue(QueueInspection):
         create: bool = True,
         outbox: TransactionalWriter | str | None = None,
         tracing: bool | None = None,
+        coalesce: bool = True,
     ) -> None:
         """``create=False`` (inspection tools) never creates a store that does not exist: the
         first call raises :class:`BackendUnavailable` saying where it looked instead.
@@ -109,6 +113,9 @@ class Queue(QueueInspection):
         ``tracing``: make an OpenTelemetry span per enqueue and carry its context in the jobs
         (see :mod:`conveyor.tracing`); by default when ``opentelemetry-api`` is installed and
         ``$OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` does not list ``conveyor``.
+
+        ``coalesce``: concurrent one-job enqueues of this process share round trips (see
+        :mod:`conveyor._coalesce`); each caller still gets its own handle and its own error.
         """
         # Everything below talks to storage through the engine, never to the driver directly.
         self._driver = driver if isinstance(driver, Engine) else Engine(driver)
@@ -121,6 +128,7 @@ class Queue(QueueInspection):
         self.outbox: TransactionalWriter | str | None = outbox
         # Decided once: without OpenTelemetry the enqueue path never looks at tracing again.
         self._producer = _tracing.producer(tracing)
+        self._coalescer = Coalescer(self._insert_many) if coalesce else None
 
     @property
     def traced(self) -> bool:
@@ -241,6 +249,24 @@ class Queue(QueueInspection):
             return await self._enqueue_many(requests, connection, None)
         with self._producer.send(_queues_of(requests)) as sent:
             return await self._enqueue_many(requests, connection, sent)
+
+    @contextlib.contextmanager
+    def building(
+        self, requests: Sequence[JobRequest[Any, Any]]
+    ) -> Generator[list[NewJob], None, None]:
+        """The jobs of ``requests``, validated and built as :meth:`enqueue_many` builds them,
+        for :class:`SyncQueue` to write from its caller's thread; traced, the span covers the
+        block (the write inside it)."""
+        if self._producer is None or not requests:
+            yield self._new_jobs(requests)
+            return
+        with self._producer.send(_queues_of(requests)) as sent:
+            yield self._new_jobs(requests, sent)
+
+    @property
+    def coalesces(self) -> bool:
+        """Whether concurrent one-job enqueues share round trips (``coalesce=``)."""
+        return self._coalescer is not None
 
     async def _enqueue_many(
         self,
@@ -541,9 +567,18 @@ class Queue(QueueInspection):
     ) -> list[JobHandle[Any]]:
         if not new_jobs:
             return []
-        driver = await self.connect()
-        results = await driver.job_insert_many(new_jobs, now=self.clock.now())
+        now = self.clock.now()
+        if len(new_jobs) == 1 and self._coalescer is not None:
+            if not self._opened:
+                await self.connect()
+            results = [await self._coalescer.insert(new_jobs[0], now)]
+        else:
+            driver = await self.connect()
+            results = await driver.job_insert_many(new_jobs, now=now)
         return handles(self, results, definitions)
+
+    async def _insert_many(self, jobs: Sequence[NewJob], now: float | None) -> list[InsertResult]:
+        return await self._driver.job_insert_many(jobs, now=now)
 
 
 def _queues_of(requests: Sequence[JobRequest[Any, Any]]) -> list[str]:

@@ -1,9 +1,12 @@
 """A blocking portal for sync callers (Django views, Flask, scripts).
 
 The async :class:`Queue` runs on a private event loop in a daemon thread; each sync call submits
-a coroutine there and waits. One portal serves any number of threads. The thread starts on the
-first call, not in the constructor, so creating a ``SyncQueue`` at import time is cheap; create
-one per process and :meth:`SyncQueue.close` it at shutdown.
+a coroutine there and waits. One portal serves any number of threads. Enqueues skip that hop
+where the driver can write from any thread (Redis, SQLite; see :mod:`conveyor.drivers.blocking`):
+the job is built and written in the caller's thread, one blocking round trip, and threads that
+enqueue at the same time share writes (:class:`conveyor._coalesce.ThreadCoalescer`). The
+thread starts on the first call, not in the constructor, so creating a ``SyncQueue`` at import
+time is cheap; create one per process and :meth:`SyncQueue.close` it at shutdown.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ import contextvars
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from conveyor._coalesce import ThreadCoalescer
 from conveyor._dedup import DedupPolicy
 from conveyor._definition import DEFAULT_ATTEMPTS, JobDef, JobRequest
-from conveyor._handle import JobHandle
+from conveyor._handle import JobHandle, handles
 from conveyor._jobinfo import JobInfo
 from conveyor._queue import Queue
 from conveyor.drivers.records import (
@@ -31,6 +36,7 @@ from conveyor.drivers.records import (
     QueueStats,
     WorkerInfo,
 )
+from conveyor.engine import BlockingInserts
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,7 +48,9 @@ class SyncQueue:
 
     Create one per process (e.g. ``sync_queue = SyncQueue.from_url()`` at module level) and
     reuse it from any thread; each instance owns one event-loop thread and one connection, both
-    opened by the first call and released by :meth:`close` (or leaving a ``with`` block).
+    opened by the first call, and on Redis and SQLite one blocking connection its enqueues are
+    written on, from the callers' threads; :meth:`close` (or leaving a ``with`` block) releases
+    them.
     """
 
     def __init__(self, queue: Queue) -> None:
@@ -52,6 +60,10 @@ class SyncQueue:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._calls: set[asyncio.Task[Any]] = set()
+        # The blocking writer of enqueues made in the callers' threads (see _blocking_writer).
+        self._writer: _BlockingWriter | None = None
+        self._writer_known = False
+        self._writer_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> SyncQueue:
@@ -103,6 +115,37 @@ class SyncQueue:
         finally:
             self._calls.discard(task)
 
+    def _blocking_writer(self) -> _BlockingWriter | None:
+        """The writer of enqueues in the caller's thread, made on first use: the driver's
+        blocking inserter (one round trip, no hop to the portal's thread) behind a
+        :class:`ThreadCoalescer`, or None when the driver has none (the portal writes)."""
+        if self._writer_known:
+            return self._writer
+        engine = self.call(self.queue.connect())  # the schema exists before a thread writes
+        with self._writer_lock:
+            if not self._writer_known:
+                inserts = engine.blocking_inserter()
+                if inserts is not None:
+                    coalescer = ThreadCoalescer(
+                        lambda jobs, now: inserts.job_insert_many(jobs, now=now)
+                    )
+                    self._writer = _BlockingWriter(inserts, coalescer)
+                self._writer_known = True
+        return self._writer
+
+    def _enqueue_here(
+        self, writer: _BlockingWriter, requests: Sequence[JobRequest[Any, Any]]
+    ) -> list[SyncJobHandle[Any]]:
+        queue = self.queue
+        with queue.building(requests) as new_jobs:
+            now = queue.clock.now()
+            if len(new_jobs) == 1 and queue.coalesces:
+                results = [writer.coalescer.insert(new_jobs[0], now)]
+            else:
+                results = writer.inserts.job_insert_many(new_jobs, now=now)
+        written = handles(queue, results, [r.definition for r in requests])
+        return [SyncJobHandle(self, h) for h in written]
+
     def close(self) -> None:
         """Cancel calls still running, close the connection and stop the thread. Idempotent."""
         with self._lock:
@@ -111,6 +154,10 @@ class SyncQueue:
             self._closed = True
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.inserts.close()
         if loop is None or thread is None:
             return  # never used: no thread, no connection
         try:
@@ -177,10 +224,15 @@ class SyncQueue:
         if connection is not None:
             # The portal's thread builds the jobs and opens the queue (so its schema exists);
             # the caller's connection writes them here, in the thread that owns it.
-            handles = self.call(self.queue.pending_many(requests)).write(connection)
+            written = self.call(self.queue.pending_many(requests)).write(connection)
+        elif not requests or self._closed:
+            written = self.call(self.queue.enqueue_many(requests))
         else:
-            handles = self.call(self.queue.enqueue_many(requests))
-        return [SyncJobHandle(self, h) for h in handles]
+            writer = self._blocking_writer()
+            if writer is not None:
+                return self._enqueue_here(writer, requests)
+            written = self.call(self.queue.enqueue_many(requests))
+        return [SyncJobHandle(self, h) for h in written]
 
     def enqueue_by_name(
         self,
@@ -297,6 +349,12 @@ class SyncQueue:
 
     def schedules(self) -> list[CronInfo]:
         return self.call(self.queue.schedules())
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockingWriter:
+    inserts: BlockingInserts
+    coalescer: ThreadCoalescer
 
 
 class SyncJobHandle(Generic[R]):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from conveyor._errors import BackendError, BackendUnavailable, ConveyorError
+from conveyor.drivers.blocking import BlockingInserter, HasBlockingInserter
 from conveyor.drivers.protocol import Capability, Driver
 from conveyor.drivers.records import (
     ChangeResult,
@@ -130,20 +131,36 @@ class Engine:
         error: BaseException | None = None
         try:
             return await pending
-        except ConveyorError as exc:
-            error = exc
-            raise
-        except self.infrastructure_errors as exc:
-            error = BackendUnavailable(f"{operation} on {self.url} failed: {exc}")
+        except BaseException as exc:
+            error = self._mapped(operation, exc)
+            if error is exc:
+                raise
             raise error from exc
-        except Exception as exc:
-            error = BackendError(f"{operation} on {self.url} failed: {type(exc).__name__}: {exc}")
-            raise error from exc
-        except BaseException as exc:  # cancelled: reported, never mapped
-            error = exc
-            raise
         finally:
             self._emit(OperationEvent(operation, time.perf_counter() - started, error))
+
+    def call_blocking(self, operation: str, call: Callable[[], T]) -> T:
+        """:meth:`_call` for a driver call that blocks this thread (:meth:`blocking_inserter`)."""
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return call()
+        except BaseException as exc:
+            error = self._mapped(operation, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._emit(OperationEvent(operation, time.perf_counter() - started, error))
+
+    def _mapped(self, operation: str, exc: BaseException) -> BaseException:
+        """What a caller sees of ``exc``: Conveyor's own errors and cancellations unchanged, the
+        backend's infrastructure errors as BackendUnavailable, anything else as BackendError."""
+        if isinstance(exc, ConveyorError) or not isinstance(exc, Exception):
+            return exc
+        if isinstance(exc, self.infrastructure_errors):
+            return BackendUnavailable(f"{operation} on {self.url} failed: {exc}")
+        return BackendError(f"{operation} on {self.url} failed: {type(exc).__name__}: {exc}")
 
     def _emit(self, event: OperationEvent) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -184,6 +201,15 @@ class Engine:
         them, and its errors reach the caller unchanged (they belong to the caller's own
         transaction), so they are neither mapped nor reported here."""
         return self.driver if isinstance(self.driver, TransactionalWriter) else None
+
+    def blocking_inserter(self) -> BlockingInserts | None:
+        """Inserts made from the calling thread, blocking it (see
+        :mod:`conveyor.drivers.blocking`), or None when the driver cannot make them. Each call
+        opens connections of its own; close it when done."""
+        if not isinstance(self.driver, HasBlockingInserter):
+            return None
+        inserter = self.driver.blocking_inserter()
+        return None if inserter is None else BlockingInserts(self, inserter)
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -356,3 +382,22 @@ class Engine:
         now: float | None = None,
     ) -> float | None:
         return await self._call("group_wait", self.driver.group_wait(queues, names=names, now=now))
+
+
+class BlockingInserts:
+    """A driver's blocking inserter behind the engine: errors mapped and operations reported
+    as for ``Engine.job_insert_many``."""
+
+    def __init__(self, engine: Engine, inserter: BlockingInserter) -> None:
+        self._engine = engine
+        self._inserter = inserter
+
+    def job_insert_many(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> list[InsertResult]:
+        return self._engine.call_blocking(
+            "job_insert_many", lambda: self._inserter.job_insert_many(jobs, now=now)
+        )
+
+    def close(self) -> None:
+        self._inserter.close()

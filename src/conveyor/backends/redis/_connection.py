@@ -164,6 +164,14 @@ def make_client(target: Target) -> Client:
     return _resp.Client(endpoint(target.client_url, options))
 
 
+def make_blocking_client(target: Target) -> _resp.BlockingClient | None:
+    """A blocking client for ``target`` (no I/O yet), or None for a cluster: its slot routing
+    is redis-py's asyncio client's alone."""
+    if target.cluster:
+        return None
+    return _resp.BlockingClient(endpoint(target.client_url, dict(target.options)))
+
+
 def endpoint(client_url: str, options: dict[str, str]) -> _resp.Endpoint:
     parts = urlsplit(client_url)
     tls = parts.scheme == "rediss"

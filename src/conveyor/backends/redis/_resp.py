@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import random
+import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
@@ -232,6 +236,20 @@ async def _open(endpoint: Endpoint) -> _Protocol:
         raise ConnectionLost(f"TLS with {endpoint.describe()} failed: {exc}") from exc
     except OSError as exc:
         raise ConnectionLost(f"cannot connect to {endpoint.describe()}: {exc}") from exc
+    setup = _setup_commands(endpoint)
+    if setup:
+        replies = await asyncio.gather(
+            *protocol.send(b"".join(setup), len(setup)), return_exceptions=True
+        )
+        for reply in replies:
+            if isinstance(reply, ReplyError) and not _is_setname_refusal(reply):
+                protocol.close()
+                raise ServerUnavailable(f"{endpoint.describe()} refused the connection: {reply}")
+    return protocol
+
+
+def _setup_commands(endpoint: Endpoint) -> list[bytes]:
+    """What a new connection sends first: its credentials, database and name."""
     setup: list[bytes] = []
     if endpoint.password is not None:
         if endpoint.username:
@@ -242,15 +260,7 @@ async def _open(endpoint: Endpoint) -> _Protocol:
         setup.append(pack("SELECT", endpoint.db))
     if endpoint.client_name:
         setup.append(pack("CLIENT", "SETNAME", endpoint.client_name))
-    if setup:
-        replies = await asyncio.gather(
-            *protocol.send(b"".join(setup), len(setup)), return_exceptions=True
-        )
-        for reply in replies:
-            if isinstance(reply, ReplyError) and not _is_setname_refusal(reply):
-                protocol.close()
-                raise ServerUnavailable(f"{endpoint.describe()} refused the connection: {reply}")
-    return protocol
+    return setup
 
 
 def _is_setname_refusal(error: ReplyError) -> bool:
@@ -408,3 +418,132 @@ class BlockingConnection:
         if self._protocol is not None:
             self._protocol.close()
             self._protocol = None
+
+
+class BlockingClient(Client):
+    """The same client over a blocking socket, for a caller's own thread (``SyncQueue``).
+
+    Its coroutines never suspend: each does its I/O before returning, so code written for
+    :class:`Client` runs unchanged when a thread drives it with :func:`drive` instead of an
+    event loop, at the cost of one blocking round trip and no hop to a loop's thread. The same
+    retries as the asyncio client (a dropped connection, a loading server), slept in the
+    caller's thread. One command at a time: a lock orders the threads that share it.
+    """
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(endpoint)
+        self._socket: socket.socket | None = None
+        self._reader = hiredis.Reader()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    async def execute_command(self, *args: Any) -> Any:
+        (reply,) = self._with_retries(pack(*args), 1, raise_on_error=True)
+        return reply
+
+    async def execute_many(
+        self, commands: Sequence[tuple[Any, ...]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        packed = b"".join(pack(*args) for args in commands)
+        return self._with_retries(packed, len(commands), raise_on_error=raise_on_error)
+
+    def _with_retries(self, packed: bytes, count: int, *, raise_on_error: bool) -> list[Any]:
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                with self._lock:
+                    replies = self._round_trip(packed, count)
+                for reply in replies:
+                    if isinstance(reply, ReplyError) and raise_on_error:
+                        raise reply
+                return replies
+            except RespError as exc:
+                if delay is None or not _worth_retrying(exc):
+                    raise
+                if isinstance(exc, ServerUnavailable) and exc.code == "READONLY":
+                    self.close()  # a demoted primary: only a new connection finds the new one
+            time.sleep(delay * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def _round_trip(self, packed: bytes, count: int) -> list[Any]:
+        where = self.endpoint.describe()
+        if self._closed:
+            raise ConnectionLost("client closed")
+        if self._pid != os.getpid():
+            # A forked child (a preloading web server's worker) shares the parent's socket: a
+            # command from both would interleave on it. The child drops it unclosed and dials
+            # its own (closing it here would not disturb the parent, but nothing needs it).
+            self._socket, self._pid = None, os.getpid()
+        sock = self._socket if self._socket is not None else self._connect()
+        reader = self._reader
+        replies: list[Any] = []
+        try:
+            sock.sendall(packed)
+            while len(replies) < count:
+                reply = reader.gets()
+                if reply is False:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise ConnectionLost(f"connection to {where} lost")
+                    reader.feed(data)
+                elif isinstance(reply, hiredis.ReplyError):
+                    replies.append(_reply_error(reply))
+                else:
+                    replies.append(reply)
+        except ConnectionLost:
+            self.close()
+            raise
+        except (OSError, hiredis.ProtocolError) as exc:
+            # A timeout too: the reply may still come, out of step with the next command.
+            self.close()
+            raise ConnectionLost(f"connection to {where} lost: {exc}") from exc
+        return replies
+
+    def _connect(self) -> socket.socket:
+        endpoint = self.endpoint
+        try:
+            if endpoint.unix_path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(endpoint.connect_timeout)
+                sock.connect(endpoint.unix_path)
+            else:
+                host = endpoint.host or "127.0.0.1"
+                sock = socket.create_connection((host, endpoint.port), endpoint.connect_timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if endpoint.ssl_context is not None:
+                    sock = endpoint.ssl_context.wrap_socket(
+                        sock, server_hostname=endpoint.server_hostname
+                    )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectionLost(f"cannot connect to {endpoint.describe()}: {exc}") from exc
+        sock.settimeout(endpoint.reply_timeout)
+        self._socket, self._reader = sock, hiredis.Reader()
+        setup = _setup_commands(endpoint)
+        if setup:
+            for reply in self._round_trip(b"".join(setup), len(setup)):
+                if isinstance(reply, ReplyError) and not _is_setname_refusal(reply):
+                    self.close()
+                    raise ServerUnavailable(
+                        f"{endpoint.describe()} refused the connection: {reply}"
+                    )
+        return sock
+
+    def close(self) -> None:
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self.close()
+
+
+def drive(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end in this thread, without an event loop: it must never
+    suspend (it awaits only :class:`BlockingClient`'s calls and other such coroutines)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coroutine.close()
+    raise RuntimeError("a blocking Redis call waited for an event loop")

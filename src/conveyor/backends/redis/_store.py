@@ -34,6 +34,10 @@ class Store:
         if self._client is None:
             self._client = make_client(self.target)
 
+    def use(self, client: Client) -> None:
+        """Talk through ``client`` (a :class:`~._resp.BlockingClient`) instead of making one."""
+        self._client = client
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:

@@ -38,6 +38,7 @@ from conveyor.backends.redis._cancels import CancelNotices
 from conveyor.backends.redis._connection import (
     INFRASTRUCTURE_ERRORS,
     Client,
+    make_blocking_client,
     parse_url,
     setup_warnings,
 )
@@ -45,8 +46,10 @@ from conveyor.backends.redis._cron import Schedules
 from conveyor.backends.redis._fetching import Fetcher
 from conveyor.backends.redis._inspect import Inspection
 from conveyor.backends.redis._keys import QueueKeys
+from conveyor.backends.redis._resp import BlockingClient, drive
 from conveyor.backends.redis._store import Store
 from conveyor.backends.redis._wakeups import Wakeups
+from conveyor.drivers.blocking import BlockingInserter
 from conveyor.drivers.common import (
     CANCELLED_ERROR,
     check_cron_fire,
@@ -164,6 +167,16 @@ class RedisDriver:
 
     def _q(self, queue: str) -> QueueKeys:
         return self._store.keys(queue)
+
+    def blocking_inserter(self) -> BlockingInserter | None:
+        """This driver's insert, run by the caller's thread over a blocking connection of its
+        own (see :class:`~._resp.BlockingClient`); None on a cluster."""
+        client = make_blocking_client(self._target)
+        if client is None:
+            return None
+        twin = RedisDriver(self.source_url)
+        twin._store.use(client)
+        return _BlockingInserter(twin, twin._store)
 
     # -- inserting ---------------------------------------------------------------------------
 
@@ -487,3 +500,22 @@ class RedisDriver:
         )
         found = [w for w in waits if w is not None]
         return min(found) if found else None
+
+
+class _BlockingInserter:
+    """:meth:`RedisDriver.job_insert_many` of a driver whose client blocks: the same code,
+    driven by the calling thread (its coroutines never suspend)."""
+
+    def __init__(self, driver: RedisDriver, store: Store) -> None:
+        self._driver = driver
+        self._store = store
+
+    def job_insert_many(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> list[InsertResult]:
+        return drive(self._driver.job_insert_many(jobs, now=now))
+
+    def close(self) -> None:
+        client = self._store.client
+        if isinstance(client, BlockingClient):
+            client.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from conveyor.backends.sqlite._sql import MIGRATIONS, QUERIES, split_statements
 T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS: Final = 10.0
+_HERE_LOCK: Final = threading.Lock()
 
 
 class Connection:
@@ -32,6 +34,8 @@ class Connection:
         self.synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._here: threading.Lock | None = None  # set when callers' threads use it
+        self._here_pid = 0
 
     @property
     def is_open(self) -> bool:
@@ -73,6 +77,36 @@ class Connection:
         """Run ``step`` in one read transaction, so its statements see one snapshot."""
         return await self.run(lambda conn: transaction(conn, step, begin="BEGIN"))
 
+    def write_here(self, step: Callable[[sqlite3.Connection], T]) -> T:
+        """:meth:`write` in the calling thread, blocking it: for a Connection used only this way
+        (never opened), whose sqlite3 connection the calling threads share one at a time. The
+        schema must exist already (an opened driver on the same file made it)."""
+        if self._here is None:
+            with _HERE_LOCK:
+                if self._here is None:
+                    self._here = threading.Lock()
+        with self._here:
+            if self._conn is not None and self._here_pid != os.getpid():
+                # SQLite must not use a connection across fork(): a forked child (a preloading
+                # web server's worker) leaves the parent's alone and opens its own.
+                self._conn = None
+            if self._conn is None:
+                self._here_pid = os.getpid()
+                conn = self._open_connection(any_thread=True)
+                try:
+                    self._configure(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                self._conn = conn
+            return self._guarded(lambda conn: transaction(conn, step))
+
+    def close_here(self) -> None:
+        """Close what :meth:`write_here` opened."""
+        if self._here is not None:
+            with self._here:
+                self._disconnect()
+
     def _guarded(self, step: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
             self._conn = self._open_connection()
@@ -93,7 +127,7 @@ class Connection:
             hint = f" (another process held the write lock for over {BUSY_TIMEOUT_SECONDS:g}s)"
         return BackendUnavailable(f"SQLite database {self.path}: {exc}{hint}")
 
-    def _open_connection(self) -> sqlite3.Connection:
+    def _open_connection(self, *, any_thread: bool = False) -> sqlite3.Connection:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
             raise BackendUnavailable(
@@ -102,13 +136,22 @@ class Connection:
             )
         try:
             # isolation_level=None: the driver issues BEGIN/COMMIT itself, sqlite3 adds none.
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=not any_thread,
+            )
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
         return conn
 
     def _connect(self, conn: sqlite3.Connection) -> list[str]:
+        self._configure(conn)
+        return migrate(conn, self.path)
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
         _enable_wal(conn)
         # NORMAL (the default) is durable in WAL mode except for the last commits before a power
@@ -118,7 +161,6 @@ class Connection:
             if self.synchronous == "full"
             else "PRAGMA synchronous = NORMAL"
         )
-        return migrate(conn, self.path)
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None

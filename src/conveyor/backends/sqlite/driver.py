@@ -39,6 +39,7 @@ from conveyor.backends.sqlite._statements import (
 from conveyor.backends.sqlite._url import path_from_url, synchronous_from_url
 from conveyor.backends.sqlite._wakeup import POLL_MAX_SECONDS, POLL_MIN_SECONDS, wakeups_for
 from conveyor.backends.sqlite._workers import RegistryOperations
+from conveyor.drivers.blocking import BlockingInserter
 from conveyor.drivers.common import (
     LOST_WHILE_CANCELLING,
     RETRYABLE_STATES,
@@ -157,6 +158,10 @@ class SQLiteDriver(
         for queue in {job.queue for job in jobs}:
             self.notify(queue)
         return results
+
+    def blocking_inserter(self) -> BlockingInserter:
+        """:meth:`job_insert_many` from the caller's thread, on a connection of its own."""
+        return _BlockingInserter(Connection(self.path, synchronous=self._db.synchronous), self)
 
     # -- TransactionalWriter: the same insert on the caller's own connection ---------------------
 
@@ -535,3 +540,31 @@ def _refuse_missing(path: str, url: str) -> None:
             f"no SQLite database at {os.path.abspath(path)} (from {url!r}); nothing was ever "
             "enqueued there: check --url, $CONVEYOR_URL or the working directory"
         )
+
+
+class _BlockingInserter:
+    """The insert of :meth:`SQLiteDriver.job_insert_many`, written by the calling thread."""
+
+    def __init__(self, db: Connection, driver: SQLiteDriver) -> None:
+        self._db = db
+        self._driver = driver
+
+    def job_insert_many(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> list[InsertResult]:
+        check_now(now)
+        check_new_jobs(jobs)
+        if not jobs:
+            return []
+        plan = insert_statements(jobs, resolve_now(now))
+
+        def step(conn: sqlite3.Connection) -> list[InsertResult]:
+            return run_plan(plan, lambda s: conn.execute(s.sql, s.params).fetchall())
+
+        results = self._db.write_here(step)
+        for queue in {job.queue for job in jobs}:
+            self._driver.notify(queue)  # thread-safe: wakes this process's workers at once
+        return results
+
+    def close(self) -> None:
+        self._db.close_here()

@@ -1,0 +1,290 @@
+"""Coalesced inserts: concurrent one-job enqueues of one process share round trips.
+
+A web server enqueues from many requests at once, each an awaited ``queue.enqueue``. Written
+one by one, each pays a round trip of its own; here, calls that arrive while a write is in
+flight wait for it and then go together in the next ``job_insert_many`` (the backend's bulk
+path, which acts as if its jobs were inserted one after another). A call that finds nothing in
+flight is written at once, so a lone call waits for no timer and no other call.
+
+Every caller keeps its own outcome. A job is checked on its own before it joins a batch, so a
+job the backend would refuse fails its caller only; if a batch is refused anyway
+(``InvalidArgument``: the contract says such a batch wrote nothing) each of its jobs is written
+alone, to find the one at fault. Any other failure of a batch write (the connection dropped, the
+server away) is every one of its callers' error, exactly as each would have seen it alone: it is
+not retried here. The drivers' own retries are what they are on the single path: the lean Redis
+client and the PostgreSQL pool send a write again after a dropped connection, which is safe
+because an insert is deduplicated by job id (a job that was written before the drop is reported
+as a duplicate, never written twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+
+from conveyor._errors import InvalidArgument
+from conveyor.drivers.common import check_new_jobs, check_now
+from conveyor.drivers.records import InsertResult, NewJob
+
+# Jobs per write: large enough that a busy process needs few round trips, small enough that
+# one write (a Lua script, a statement) never holds the server for long.
+MAX_BATCH = 256
+# Callers waiting for a write; past this a caller is written on its own (as without
+# coalescing), so a burst cannot grow the list without bound.
+MAX_WAITING = 4096
+
+InsertMany = Callable[[Sequence[NewJob], float | None], Awaitable[list[InsertResult]]]
+
+
+class _Waiter:
+    __slots__ = ("future", "job", "now")
+
+    def __init__(self, job: NewJob, now: float | None, future: asyncio.Future[InsertResult]):
+        self.job = job
+        self.now = now
+        self.future = future
+
+
+class Coalescer:
+    """Batches the one-job inserts made on one event loop (a queue used from another loop
+    writes directly: its connections belong to that loop)."""
+
+    def __init__(
+        self, insert_many: InsertMany, *, max_batch: int = MAX_BATCH, max_waiting: int = MAX_WAITING
+    ) -> None:
+        self._insert_many = insert_many
+        self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: collections.deque[_Waiter] = collections.deque()
+        self._busy = False  # a write of this coalescer is in flight
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def insert(self, job: NewJob, now: float | None) -> InsertResult:
+        loop = asyncio.get_running_loop()
+        if self._loop is None or self._loop.is_closed():
+            self._loop, self._waiting, self._busy = loop, collections.deque(), False
+        elif loop is not self._loop:
+            (result,) = await self._insert_many([job], now)
+            return result
+        if not self._busy:
+            # Nothing in flight: this call goes at once; calls that come meanwhile queue up.
+            self._busy = True
+            try:
+                (result,) = await self._insert_many([job], now)
+            finally:
+                self._busy = False
+                self._start_drain()
+            return result
+        if len(self._waiting) >= self.max_waiting:
+            (result,) = await self._insert_many([job], now)
+            return result
+        # Refused here, for this caller alone, before it can share a batch with others (a lone
+        # call above is checked by the driver, and its error is its own already).
+        check_now(now)
+        check_new_jobs([job])
+        future: asyncio.Future[InsertResult] = loop.create_future()
+        self._waiting.append(_Waiter(job, now, future))
+        return await future
+
+    def _start_drain(self) -> None:
+        if self._waiting and not self._busy:
+            self._busy = True
+            assert self._loop is not None
+            self._drainer = self._loop.create_task(self._drain(), name="conveyor-enqueue-batch")
+
+    async def _drain(self) -> None:
+        try:
+            while batch := self._next_batch():
+                await self._write(batch)
+        finally:
+            self._busy = False
+            self._drainer = None
+            # Left behind by a cancelled drain (the loop is shutting down): their callers are
+            # cancelled with it rather than left waiting for ever.
+            for waiter in self._waiting:
+                waiter.future.cancel()
+            self._waiting.clear()
+
+    def _next_batch(self) -> list[_Waiter]:
+        """Up to ``max_batch`` waiting calls with the same ``now`` (one write takes one), in
+        the order they came; callers that gave up (cancelled) are dropped."""
+        batch: list[_Waiter] = []
+        waiting = self._waiting
+        while waiting and len(batch) < self.max_batch:
+            waiter = waiting[0]
+            if waiter.future.done():
+                waiting.popleft()
+                continue
+            if batch and waiter.now != batch[0].now:
+                break
+            batch.append(waiting.popleft())
+        return batch
+
+    async def _write(self, batch: list[_Waiter]) -> None:
+        try:
+            results = await self._insert_many([w.job for w in batch], batch[0].now)
+        except InvalidArgument as exc:
+            if len(batch) == 1:
+                _fail(batch[0], exc)
+                return
+            # Refused whole, so nothing of it was written: each job alone finds the one at fault.
+            for waiter in batch:
+                await self._write([waiter])
+            return
+        except asyncio.CancelledError:
+            for waiter in batch:
+                waiter.future.cancel()
+            raise
+        except Exception as exc:
+            for waiter in batch:
+                _fail(waiter, exc)
+            return
+        for waiter, result in zip(batch, results, strict=True):
+            if not waiter.future.done():
+                waiter.future.set_result(result)
+
+
+def _fail(waiter: _Waiter, error: BaseException) -> None:
+    if not waiter.future.done():
+        waiter.future.set_exception(error)
+
+
+BlockingInsertMany = Callable[[Sequence[NewJob], float | None], list[InsertResult]]
+
+
+class _ThreadWaiter:
+    __slots__ = ("batch", "done", "error", "job", "now", "result")
+
+    def __init__(self, job: NewJob, now: float | None) -> None:
+        self.job = job
+        self.now = now
+        self.done = threading.Event()
+        self.result: InsertResult | None = None
+        self.error: BaseException | None = None
+        self.batch: list[_ThreadWaiter] | None = None  # set when this thread writes next
+
+    def outcome(self) -> InsertResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class ThreadCoalescer:
+    """:class:`Coalescer` for threads that block (``SyncQueue``): one write in flight at a time,
+    and the threads that call meanwhile go together in the next one. No thread of its own:
+    the next batch is written by the first thread in it, woken when the write before is done,
+    so each thread writes at most one batch and a lone call is written by its own thread at
+    once."""
+
+    def __init__(
+        self,
+        insert_many: BlockingInsertMany,
+        *,
+        max_batch: int = MAX_BATCH,
+        max_waiting: int = MAX_WAITING,
+    ) -> None:
+        self._insert_many = insert_many
+        self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        self._reset()
+        _THREAD_COALESCERS.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[_ThreadWaiter] = collections.deque()
+        self._busy = False
+
+    def insert(self, job: NewJob, now: float | None) -> InsertResult:
+        with self._lock:
+            lone = not self._busy
+            self._busy = True
+        if lone:  # nothing in flight: written at once, by this thread
+            try:
+                (result,) = self._insert_many([job], now)
+            finally:
+                self._hand_over()
+            return result
+        # Refused here, for this caller alone, before it can share a batch with others.
+        check_now(now)
+        check_new_jobs([job])
+        me = _ThreadWaiter(job, now)
+        with self._lock:
+            if not self._busy:  # the write in flight ended meanwhile: this one leads
+                self._busy = True
+                me.batch = [me]
+            elif len(self._waiting) < self.max_waiting:
+                self._waiting.append(me)
+            else:
+                me.batch = []  # too many waiting: written alone, beside the batches
+        if me.batch == []:
+            (result,) = self._insert_many([job], now)
+            return result
+        if me.batch is None:
+            me.done.wait()
+        if me.batch is not None:
+            try:
+                self._write(me.batch)
+            finally:
+                self._hand_over()
+        return me.outcome()
+
+    def _hand_over(self) -> None:
+        """Wake the first waiting thread to write the next batch, or mark nothing in flight."""
+        with self._lock:
+            batch: list[_ThreadWaiter] = []
+            while self._waiting and len(batch) < self.max_batch:
+                if batch and self._waiting[0].now != batch[0].now:
+                    break
+                batch.append(self._waiting.popleft())
+            if not batch:
+                self._busy = False
+                return
+        batch[0].batch = batch
+        batch[0].done.set()
+
+    def _write(self, batch: list[_ThreadWaiter]) -> None:
+        try:
+            results = self._insert_many([w.job for w in batch], batch[0].now)
+        except InvalidArgument as exc:
+            if len(batch) == 1:
+                _settle(batch[0], None, exc)
+                return
+            # Refused whole, so nothing of it was written: each job alone finds the one at fault.
+            for waiter in batch:
+                self._write([waiter])
+            return
+        except BaseException as exc:
+            for waiter in batch:
+                _settle(waiter, None, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for waiter, result in zip(batch, results, strict=True):
+            _settle(waiter, result, None)
+
+
+# A forked child has only the thread that forked: a write another thread had in flight, and
+# the threads waiting for it, are not in the child, so it starts with nothing in flight.
+_THREAD_COALESCERS: weakref.WeakSet[ThreadCoalescer] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for coalescer in list(_THREAD_COALESCERS):
+        coalescer._reset()  # pyright: ignore[reportPrivateUsage]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _settle(
+    waiter: _ThreadWaiter, result: InsertResult | None, error: BaseException | None
+) -> None:
+    waiter.result, waiter.error = result, error
+    waiter.done.set()
