@@ -26,7 +26,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 
-from conveyor._errors import InvalidArgument
+from conveyor._errors import BackendUnavailable, InvalidArgument
 from conveyor.drivers.common import check_new_jobs, check_now
 from conveyor.drivers.records import InsertResult, NewJob
 
@@ -226,7 +226,7 @@ class ThreadCoalescer:
             (result,) = self._insert_many([job], now)
             return result
         if me.batch is None:
-            me.done.wait()
+            self._wait(me)
         if me.batch is not None:
             try:
                 self._write(me.batch)
@@ -245,8 +245,32 @@ class ThreadCoalescer:
             if not batch:
                 self._busy = False
                 return
-        batch[0].batch = batch
+            # Set under the lock: a waiter interrupted meanwhile (``_wait``) must see whether
+            # it was handed a batch.
+            batch[0].batch = batch
         batch[0].done.set()
+
+    def _wait(self, me: _ThreadWaiter) -> None:
+        """Wait to be settled or handed the next batch. Interrupted (``KeyboardInterrupt`` in
+        the main thread), the caller leaves the waiting list; if it had just been handed the
+        next batch, it writes the others' jobs first, so no thread is left waiting for a writer
+        that is gone."""
+        try:
+            me.done.wait()
+        except BaseException:
+            with self._lock:
+                if me in self._waiting:  # not in a batch yet: it simply leaves
+                    self._waiting.remove(me)
+                    raise
+                handed = me.batch
+            if handed is not None:
+                others = [waiter for waiter in handed if waiter is not me]
+                try:
+                    if others:
+                        self._write(others)
+                finally:
+                    self._hand_over()
+            raise
 
     def _write(self, batch: list[_ThreadWaiter]) -> None:
         try:
@@ -259,12 +283,20 @@ class ThreadCoalescer:
             for waiter in batch:
                 self._write([waiter])
             return
-        except BaseException as exc:
+        except Exception as exc:
             for waiter in batch:
                 _settle(waiter, None, exc)
-            if not isinstance(exc, Exception):
-                raise
             return
+        except BaseException:
+            # The writing thread was interrupted mid-write: the others were not, and learn that
+            # their jobs may or may not have been written (as after a dropped connection).
+            interrupted = BackendUnavailable(
+                "the thread writing this enqueue's batch was interrupted before the write "
+                "was confirmed: the job may or may not have been written"
+            )
+            for waiter in batch:
+                _settle(waiter, None, interrupted)
+            raise
         for waiter, result in zip(batch, results, strict=True):
             _settle(waiter, result, None)
 

@@ -257,8 +257,6 @@ async def _cut_batch(
     *,
     refuse_after_cut: bool,
 ) -> tuple[list[Call], list[Outcome], _RefusingProxy]:
-    if backend_name not in ("redis", "postgres"):
-        pytest.skip("no single connection to cut (in-process, a file, or a cluster's many)")
     parts = urlsplit(backend_url)
     proxy = await _RefusingProxy(parts.hostname, parts.port, b"cut-me").start()
     proxy.refuse_after_cut = refuse_after_cut
@@ -273,6 +271,12 @@ async def _cut_batch(
     return calls, outcomes, proxy
 
 
+# A connection to cut between client and server: one socket on Redis, a pool on PostgreSQL
+# (the memory store is in-process, SQLite a file; the cluster's variant is the next test).
+CUTTABLE = pytest.mark.parametrize("backend_name", ["redis", "postgres"])
+
+
+@CUTTABLE
 async def test_a_connection_dropped_mid_batch_loses_and_doubles_nothing(
     queue: Queue, mode: str, backend_url: str, backend_name: str
 ) -> None:
@@ -289,6 +293,7 @@ async def test_a_connection_dropped_mid_batch_loses_and_doubles_nothing(
     assert jobs == {"warm": "warm", **{o["job_id"]: p.text for p, o in calls}}
 
 
+@CUTTABLE
 async def test_a_batch_whose_server_stays_away_fails_each_caller_and_claims_nothing(
     queue: Queue, mode: str, backend_url: str, backend_name: str
 ) -> None:
@@ -313,6 +318,7 @@ async def test_a_batch_whose_server_stays_away_fails_each_caller_and_claims_noth
     assert set(jobs) <= {"warm", *(o["job_id"] for _, o in calls)}
 
 
+@pytest.mark.parametrize("backend_name", ["redis-cluster"])
 async def test_clients_killed_under_a_batch_on_a_cluster_lose_and_double_nothing(
     queue: Queue, mode: str, backend_url: str, backend_name: str
 ) -> None:
@@ -320,8 +326,6 @@ async def test_clients_killed_under_a_batch_on_a_cluster_lose_and_double_nothing
     paused on every primary while the batch is sent, and the clients waiting on them are
     killed (``CLIENT KILL``, on the servers this suite started), so the batch meets dropped
     connections before any node ran it."""
-    if backend_name != "redis-cluster":
-        pytest.skip("the cluster's variant of the dropped connection")
     import redis
 
     parts = urlsplit(backend_url)
@@ -370,11 +374,11 @@ async def test_clients_killed_under_a_batch_on_a_cluster_lose_and_double_nothing
     assert jobs == {"warm": "warm", **{o["job_id"]: p.text for p, o in calls}}
 
 
+# The backends whose SyncQueue writes from the caller's thread, on a connection of its own.
+@pytest.mark.parametrize("backend_name", ["sqlite", "redis"])
 def test_a_forked_child_enqueues_on_its_own_connection(backend_url: str, backend_name: str) -> None:
     """A preloading web server forks workers after the parent enqueued: the child must not
     write on the parent's blocking connection (their commands would interleave on it)."""
-    if backend_name not in ("sqlite", "redis"):
-        pytest.skip("the blocking path is Redis' and SQLite's")
     import multiprocessing
 
     with SyncQueue(Queue(driver_for_url(backend_url))) as sync:

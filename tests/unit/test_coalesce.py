@@ -5,8 +5,10 @@ gets when a batch is refused or fails."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -137,3 +139,69 @@ def test_a_failed_thread_batch_fails_each_caller(count: int) -> None:
         with pytest.raises(BackendUnavailable):
             coalescer.insert(new(f"j{i}"), None)
     assert not coalescer._busy  # pyright: ignore[reportPrivateUsage]
+
+
+class _Interrupted(BaseException):
+    """What a signal handler raises in the main thread, as KeyboardInterrupt would."""
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
+
+
+def test_a_waiting_caller_interrupted_leaves_and_the_others_are_still_written() -> None:
+    """A thread waiting for the write before its own is interrupted (the main thread on ^C):
+    it leaves the waiting list, and the thread behind it leads the next batch instead of
+    waiting for a writer that is gone."""
+    assert threading.current_thread() is threading.main_thread()
+    store = Store()
+    gate = threading.Event()
+
+    def insert_many(jobs: Sequence[NewJob], now: float | None) -> list[InsertResult]:
+        assert gate.wait(timeout=10), "the test never let the write finish"
+        return store.write(jobs)
+
+    coalescer = ThreadCoalescer(insert_many)
+    waiting = coalescer._waiting  # pyright: ignore[reportPrivateUsage]
+    results: dict[str, InsertResult] = {}
+
+    def call(job_id: str) -> None:
+        results[job_id] = coalescer.insert(new(job_id), None)
+
+    def interrupt_the_main_thread() -> None:
+        _until(lambda: len(waiting) == 1, "the main thread to wait")
+        later.start()
+        _until(lambda: len(waiting) == 2, "a second caller to wait behind it")
+        main = threading.main_thread().ident
+        assert main is not None
+        signal.pthread_kill(main, signal.SIGUSR1)  # the main thread lets the write end then
+
+    def raise_interrupted(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    first = threading.Thread(target=call, args=("a",))
+    later = threading.Thread(target=call, args=("c",))
+    helper = threading.Thread(target=interrupt_the_main_thread)
+    previous = signal.signal(signal.SIGUSR1, raise_interrupted)
+    try:
+        first.start()
+        _until(lambda: coalescer._busy, "the first write")  # pyright: ignore[reportPrivateUsage]
+        helper.start()
+        with pytest.raises(_Interrupted):
+            coalescer.insert(new("b"), None)
+        assert list(waiting) and waiting[0].job.id == "c", "the interrupted caller left"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        gate.set()
+        for t in (first, later, helper):
+            if t.ident is not None:
+                t.join(timeout=10)
+    assert not later.is_alive(), "the caller behind the interrupted one was left waiting"
+    assert store.batches == [["a"], ["c"]]
+    assert {k: v.status for k, v in results.items()} == {
+        "a": InsertStatus.INSERTED,
+        "c": InsertStatus.INSERTED,
+    }
