@@ -69,7 +69,8 @@ def test_two_processes_share_the_work_and_stop_on_signals_losing_nothing(
 
     # With one job at a time each, the two slow jobs must run in the two children at once.
     slow_ids = [
-        h.queue.enqueue(slow, Slow(marker=str(h.marker)), job_id=f"slow-{i}").id for i in (1, 2)
+        h.queue.enqueue(slow, Slow(marker=str(h.marker), max_seconds=120), job_id=f"slow-{i}").id
+        for i in (1, 2)
     ]
     running = {h.wait_started(job_id)["pid"] for job_id in slow_ids}
     assert running == child_pids, "each worker process runs one of the two slow jobs"
@@ -119,7 +120,8 @@ def test_a_child_killed_with_sigkill_is_restarted_and_work_goes_on(harness: Harn
     sup = start_supervisor(h, "--concurrency", "1")
     wait_for(lambda: children_started(sup, 2), timeout=20, what="two worker processes")
     slow_ids = [
-        h.queue.enqueue(slow, Slow(marker=str(h.marker)), job_id=f"slow-{i}").id for i in (1, 2)
+        h.queue.enqueue(slow, Slow(marker=str(h.marker), max_seconds=120), job_id=f"slow-{i}").id
+        for i in (1, 2)
     ]
     starts = {job_id: h.wait_started(job_id)["pid"] for job_id in slow_ids}
     victim, survivor = starts["slow-1"], starts["slow-2"]
@@ -196,7 +198,7 @@ def test_children_of_a_supervisor_killed_with_sigkill_stop_gracefully(
     h = sqlite_harness
     sup = start_supervisor(h, "--shutdown-grace", "0.5")
     children = wait_for(lambda: children_started(sup, 2), timeout=20, what="two children")
-    job = h.queue.enqueue(slow, Slow(marker=str(h.marker)), job_id="slow-1")
+    job = h.queue.enqueue(slow, Slow(marker=str(h.marker), max_seconds=120), job_id="slow-1")
     h.wait_started(job.id)
     sup.send(signal.SIGKILL)
     assert sup.wait_exit(timeout=10) == -signal.SIGKILL
@@ -256,7 +258,8 @@ def test_ctrl_c_at_a_terminal_reaches_the_workers_once(sqlite_harness: Harness) 
     h.processes.append(sup)
     wait_for(lambda: children_started(sup, 2), timeout=20, what="two worker processes")
     slow_ids = [
-        h.queue.enqueue(slow, Slow(marker=str(h.marker)), job_id=f"slow-{i}").id for i in (1, 2)
+        h.queue.enqueue(slow, Slow(marker=str(h.marker), max_seconds=120), job_id=f"slow-{i}").id
+        for i in (1, 2)
     ]
     for job_id in slow_ids:
         h.wait_started(job_id)
