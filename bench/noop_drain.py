@@ -34,10 +34,10 @@ import redis
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.servers.redis_server import RedisServer  # noqa: E402
+from tests.servers.redis_server import RedisServer
 
-from conveyor import JobContext, Queue, Worker, WorkerConfig, _eventloop, job  # noqa: E402
-from conveyor.backends.redis import _lua  # noqa: E402
+from conveyor import JobContext, Queue, Worker, WorkerConfig, _eventloop, job
+from conveyor.backends.redis import _lua
 
 
 class Noop(BaseModel):
@@ -102,9 +102,7 @@ async def _one(url: str, r: redis.Redis, jobs: int, concurrency: int, hold: bool
     if hold:
         print(f"pid {os.getpid()}: enqueued {jobs}; press enter to drain", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    worker = Worker(
-        Queue.from_url(url), concurrency=concurrency, config=WorkerConfig(burst=True)
-    )
+    worker = Worker(Queue.from_url(url), concurrency=concurrency, config=WorkerConfig(burst=True))
     worker.register(noop, handle)
     r.config_resetstat()
     r.slowlog_reset()
@@ -185,7 +183,10 @@ def main() -> None:
     med = {
         k: statistics.median(r[k] for r in results)
         for k in (
-            "drain_per_s", "wall_per_s", "worker_us_per_job", "renewer_us_per_job",
+            "drain_per_s",
+            "wall_per_s",
+            "worker_us_per_job",
+            "renewer_us_per_job",
             "redis_us_per_job",
         )
     }

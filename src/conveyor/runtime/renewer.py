@@ -75,7 +75,7 @@ class RenewalProcess:
         self._queued = 0  # messages in the outbox, which must reach the pipe before new ones
         self._queued_lock = threading.Lock()  # guards ``_queued``; never held while writing
         self._stdin_fd: int | None = None
-        self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._outbox: queue.Queue[bytes | None] = queue.Queue()  # lines, each with its \\n
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._settled = threading.Event()  # ready, or given up: what start() waits for
@@ -128,25 +128,26 @@ class RenewalProcess:
     def _flush(self) -> None:
         self._flush_scheduled = False
         changes, self._changes = self._changes, []
-        line: list[list[str | None]] = []
-        size = 0
+        # Each change is encoded once and the line joined from the pieces: the bytes that
+        # json.dumps({"changes": [...]}) would give, at half the encoding per change.
+        line: list[bytes] = []
+        size = len(_LINE_START) + len(_LINE_END)
         for change in changes:
-            cost = len(json.dumps(change).encode()) + 2
-            if line and size + cost > MESSAGE_BYTES:
-                self._send_now({"changes": line})
-                line, size = [], 0
-            line.append(change)
-            size += cost
+            piece = _encode(change).encode()
+            if line and size + len(piece) + 2 > MESSAGE_BYTES:
+                self._send_now(_LINE_START + b", ".join(line) + _LINE_END)
+                line, size = [], len(_LINE_START) + len(_LINE_END)
+            line.append(piece)
+            size += len(piece) + 2
         if line:
-            self._send_now({"changes": line})
+            self._send_now(_LINE_START + b", ".join(line) + _LINE_END)
 
-    def _send_now(self, message: dict[str, Any]) -> None:
+    def _send_now(self, data: bytes) -> None:
         """Write ``message`` from the calling thread, before the handler starts: a handler that
         takes the GIL at once and keeps it would otherwise hold back the writer thread, and the
         renewal process would never hear of the lease. A line is shorter than ``PIPE_BUF``, so
         the write is all or nothing; if the pipe is full (or earlier lines still wait), the
         writer thread sends it in order."""
-        data = json.dumps(message).encode() + b"\n"
         # Never wait for the lock: the writer thread holds it while the pipe is full (a stopped
         # renewal process), and the event loop must not stall behind it.
         if self._write_lock.acquire(blocking=False):
@@ -160,16 +161,16 @@ class RenewalProcess:
                         return
                     except OSError:  # full (BlockingIOError) or gone: the writer sends it
                         pass
-                self._enqueue(message)
+                self._enqueue(data)
             finally:
                 self._write_lock.release()
         else:
-            self._enqueue(message)
+            self._enqueue(data)
 
-    def _enqueue(self, message: dict[str, Any]) -> None:
+    def _enqueue(self, data: bytes) -> None:
         with self._queued_lock:
             self._queued += 1
-            self._outbox.put(message)
+            self._outbox.put(data)
 
     async def start(self) -> None:
         """Start the process and wait until it is connected and renewing."""
@@ -223,7 +224,7 @@ class RenewalProcess:
         }
         with self._lock:
             held = list(self._leases.values())
-        first = [config] + [{"hold": [le.job_id, le.token, le.queue]} for le in held]
+        first = [_line(config)] + [_line({"hold": [le.job_id, le.token, le.queue]}) for le in held]
         writer = threading.Thread(
             target=self._write,
             args=(process.stdin, self._outbox, first),
@@ -240,8 +241,8 @@ class RenewalProcess:
     def _write(
         self,
         stdin: IO[bytes],
-        outbox: queue.Queue[dict[str, Any] | None],
-        first: list[dict[str, Any]],
+        outbox: queue.Queue[bytes | None],
+        first: list[bytes],
     ) -> None:
         """Feed one renewal process: its own outbox, so a writer left over from a dead process
         never takes (and loses) a message meant for the next one."""
@@ -256,12 +257,12 @@ class RenewalProcess:
                 try:
                     next_message = outbox.get(timeout=ping_every)
                 except queue.Empty:
-                    next_message = {"ping": 1}
+                    next_message = _PING
                 if next_message is None:
                     break
                 with self._write_lock:
                     _send(stdin, next_message)
-                    if "ping" not in next_message:
+                    if next_message is not _PING:
                         with self._queued_lock:
                             self._queued = max(self._queued - 1, 0)
         except (BrokenPipeError, OSError, ValueError):
@@ -332,9 +333,21 @@ class RenewalProcess:
         self._spawn()
 
 
-def _send(stdin: IO[bytes], message: dict[str, Any]) -> None:
+_encode = json.JSONEncoder().encode  # json.dumps's output, without its per-call dispatch
+_LINE_START: Final = b'{"changes": ['
+_LINE_END: Final = b"]}\n"
+
+
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+_PING: Final = _line({"ping": 1})
+
+
+def _send(stdin: IO[bytes], line: bytes) -> None:
     """Write one line to the non-blocking pipe, waiting while it is full."""
-    data = memoryview(json.dumps(message).encode() + b"\n")
+    data = memoryview(line)
     while data:
         try:
             data = data[os.write(stdin.fileno(), data) :]
