@@ -81,5 +81,36 @@ class JobContext:
         return self._progress[0][0] if self._progress else None
 
 
+def new_context(
+    job_id: str,
+    job_name: str,
+    queue: str,
+    attempt: int,
+    max_attempts: int,
+    enqueued_at: datetime,
+    worker_id: str,
+    logger: logging.LoggerAdapter[logging.Logger],
+    sink: ProgressSink | None,
+) -> JobContext:
+    """``JobContext(...)`` for the worker, one per job: the frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__``, twice the cost of filling ``__dict__``.
+    The same object either way (no ``__post_init__``; a test compares the two)."""
+    ctx = object.__new__(JobContext)
+    ctx.__dict__.update(
+        job_id=job_id,
+        job_name=job_name,
+        queue=queue,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        enqueued_at=enqueued_at,
+        worker_id=worker_id,
+        logger=logger,
+        cancelled=threading.Event(),
+        _progress=[],
+        _sink=sink,
+    )
+    return ctx
+
+
 def epoch_to_datetime(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)

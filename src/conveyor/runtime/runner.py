@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from conveyor._config import WorkerConfig
-from conveyor._context import JobContext, JobLogger, epoch_to_datetime
+from conveyor._context import JobContext, JobLogger, epoch_to_datetime, new_context
 from conveyor._hooks import Hooks
 from conveyor._middleware import Middleware
 from conveyor.core.backoff import DEFAULT_BACKOFF
@@ -223,15 +223,15 @@ class Runner:
         )
 
     def _context(self, record: JobRecord) -> JobContext:
-        return JobContext(
-            job_id=record.id,
-            job_name=record.name,
-            queue=record.queue,
-            attempt=record.attempt,
-            max_attempts=record.max_attempts,
-            enqueued_at=epoch_to_datetime(record.enqueued_at),
-            worker_id=self._worker_id,
-            logger=JobLogger(
+        return new_context(
+            record.id,
+            record.name,
+            record.queue,
+            record.attempt,
+            record.max_attempts,
+            epoch_to_datetime(record.enqueued_at),
+            self._worker_id,
+            JobLogger(
                 self._loggers.get(record.name, _job_log),
                 {
                     "job_id": record.id,
@@ -240,7 +240,7 @@ class Runner:
                     "attempt": record.attempt,
                 },
             ),
-            _sink=None
+            None
             if self._progress is None or record.lease_token is None
             else functools.partial(
                 self._progress.report, record.id, record.lease_token, record.queue
