@@ -111,15 +111,21 @@ async def _one(url: str, r: redis.Redis, jobs: int, concurrency: int, hold: bool
     children: dict[int, float] = {}
 
     async def watch_children() -> None:
-        # The lease renewal process's CPU counts as the worker's; read it until it exits.
+        # The lease renewal process's CPU counts as the worker's; read it until it exits. The
+        # list of children is cheap to keep but costly to scan (all of /proc): twice a second.
+        known: dict[int, psutil.Process] = {}
+        tick = 0
         while True:
-            for child in me.children(recursive=True):
-                if child.pid == redis_pid:
-                    continue
+            if tick % 5 == 0:
+                for child in me.children():
+                    if child.pid != redis_pid:
+                        known.setdefault(child.pid, child)
+            tick += 1
+            for pid, child in known.items():
                 with contextlib.suppress(psutil.Error):
                     t = child.cpu_times()
-                    children[child.pid] = t.user + t.system
-            await asyncio.sleep(0.05)
+                    children[pid] = t.user + t.system
+            await asyncio.sleep(0.1)
 
     watcher = asyncio.create_task(watch_children())
     rcpu0, cpu0, t0 = _redis_cpu(r), _cpu(), time.perf_counter()
