@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import IO, Any, Final, cast
 
-from conveyor.drivers.records import ExtendResult, Lease
+from conveyor.drivers.records import ExtendResult
 from conveyor.runtime.lease_keeper import OnExtended, OnRenewal
 
 log = logging.getLogger("conveyor.worker")
@@ -69,7 +69,8 @@ class RenewalProcess:
         self._on_extended = on_extended
         self._on_failure = on_failure
         self._on_renewal = on_renewal
-        self._leases: dict[str, Lease] = {}
+        # job id -> (token, queue): a tuple, not a Lease, since a drain makes one per job.
+        self._leases: dict[str, tuple[str, str | None]] = {}
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer of the pipe at a time
         self._queued = 0  # messages in the outbox, which must reach the pipe before new ones
@@ -93,7 +94,7 @@ class RenewalProcess:
 
     def hold(self, job_id: str, token: str, queue: str | None = None) -> None:
         with self._lock:
-            self._leases[job_id] = Lease(job_id, token, queue)
+            self._leases[job_id] = (token, queue)
         self._changes.append(["hold", job_id, token, queue])
         if not self._batching:
             self._flush()
@@ -105,10 +106,10 @@ class RenewalProcess:
         batch of jobs rather than two per job."""
         with self._lock:
             held = self._leases.get(job_id)
-            if held is None or (token is not None and held.token != token):
+            if held is None or (token is not None and held[0] != token):
                 return
             del self._leases[job_id]
-        self._changes.append(["release", job_id, held.token])
+        self._changes.append(["release", job_id, held[0]])
         if len(self._changes) >= CHANGES_PER_MESSAGE:
             self._flush()
         elif not self._flush_scheduled:
@@ -223,8 +224,8 @@ class RenewalProcess:
             "level": logging.getLogger("conveyor").getEffectiveLevel(),
         }
         with self._lock:
-            held = list(self._leases.values())
-        first = [_line(config)] + [_line({"hold": [le.job_id, le.token, le.queue]}) for le in held]
+            held = list(self._leases.items())
+        first = [_line(config)] + [_line({"hold": [i, t, q]}) for i, (t, q) in held]
         writer = threading.Thread(
             target=self._write,
             args=(process.stdin, self._outbox, first),
