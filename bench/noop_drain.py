@@ -52,6 +52,16 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _children_cpu(me: psutil.Process, skip: int) -> float:
+    total = 0.0
+    for child in me.children():
+        if child.pid != skip:
+            with contextlib.suppress(psutil.Error):
+                t = child.cpu_times()
+                total += t.user + t.system
+    return total
+
+
 def _redis_cpu(r: redis.Redis) -> float:
     info: dict[str, Any] = r.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
@@ -86,13 +96,19 @@ async def _one(url: str, r: redis.Redis, jobs: int, concurrency: int, hold: bool
     queue = Queue.from_url(url)
     done = 0
     first = last = 0.0
+    # CPU (worker, renewal process) at the first and the last handler call: per job in the
+    # steady drain, without the worker's start (the renewal process's imports) and exit.
+    cpu_first = cpu_last = (0.0, 0.0)
 
     async def handle(payload: Noop, ctx: JobContext) -> None:
-        nonlocal done, first, last
+        nonlocal done, first, last, cpu_first, cpu_last
         done += 1
         last = time.perf_counter()
         if not first:
             first = last
+            cpu_first = (_cpu(), _children_cpu(me, redis_pid))
+        elif done == jobs:
+            cpu_last = (_cpu(), _children_cpu(me, redis_pid))
 
     async with queue:
         for start in range(0, jobs, 1000):
@@ -148,6 +164,8 @@ async def _one(url: str, r: redis.Redis, jobs: int, concurrency: int, hold: bool
         "wall_per_s": jobs / (t1 - t0),
         "worker_us_per_job": (cpu1 - cpu0) / jobs * 1e6,
         "renewer_us_per_job": sum(children.values()) / jobs * 1e6,
+        "steady_worker_us_per_job": (cpu_last[0] - cpu_first[0]) / (jobs - 1) * 1e6,
+        "steady_renewer_us_per_job": (cpu_last[1] - cpu_first[1]) / (jobs - 1) * 1e6,
         "redis_us_per_job": (rcpu1 - rcpu0) / jobs * 1e6,
         "commands": scripts,
         "scripts": per_script,
@@ -176,7 +194,9 @@ def main() -> None:
             print(
                 f"run {i + 1}: {res['drain_per_s']:,.0f} jobs/s ({res['wall_per_s']:,.0f}/s with "
                 f"start and exit), worker {res['worker_us_per_job']:.1f} µs/job + renewal process "
-                f"{res['renewer_us_per_job']:.1f}, redis {res['redis_us_per_job']:.1f} µs/job",
+                f"{res['renewer_us_per_job']:.1f}, redis {res['redis_us_per_job']:.1f} µs/job; "
+                f"steady drain: worker {res['steady_worker_us_per_job']:.1f} + renewal process "
+                f"{res['steady_renewer_us_per_job']:.1f} µs/job",
                 flush=True,
             )
             rows = [*res["scripts"].items(), *res["commands"].items()]
@@ -199,7 +219,9 @@ def main() -> None:
     print(
         f"median of {args.runs}: {med['drain_per_s']:,.0f} jobs/s ({med['wall_per_s']:,.0f}/s "
         f"with start and exit), worker {med['worker_us_per_job']:.1f} µs/job + renewal "
-        f"process {med['renewer_us_per_job']:.1f}, redis {med['redis_us_per_job']:.1f} µs/job"
+        f"process {med['renewer_us_per_job']:.1f}, redis {med['redis_us_per_job']:.1f} µs/job; "
+        f"steady drain: worker {med['steady_worker_us_per_job']:.1f} + renewal process "
+        f"{med['steady_renewer_us_per_job']:.1f} µs/job"
     )
     if args.json:
         print(json.dumps({"median": med, "runs": results}))
