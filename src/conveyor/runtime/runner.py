@@ -215,12 +215,8 @@ class Runner:
             self._observers.job_started(record, time.time() if now is None else now)
         entry = _Running(record, ctx)
         self.running[record.id] = entry
-        # Unnamed: naming a task costs more than the rest of creating it; the job id travels in
-        # the callback instead.
+        # Unnamed: naming a task costs more than the rest of creating it.
         entry.task = asyncio.create_task(self._process(entry))
-        entry.task.add_done_callback(
-            functools.partial(self._check_task, record.id, record.lease_token)
-        )
 
     def _context(self, record: JobRecord) -> JobContext:
         return new_context(
@@ -248,6 +244,24 @@ class Runner:
         )
 
     async def _process(self, entry: _Running) -> None:
+        """The last line of defence around a job's attempt: one that died of a bug releases
+        its lease (the job is rescued) instead of leaving it renewed for as long as the worker
+        lives. Only this attempt's lease: a newer attempt of the same job may hold the job by
+        now. (Caught here rather than in a done callback: that was one more loop callback per
+        job.)"""
+        try:
+            await self._attempt(entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("the task of job %s failed", entry.record.id, exc_info=exc)
+            self.forget(entry.record.id, entry.record.lease_token)
+        except BaseException:
+            log.error("the task of job %s failed", entry.record.id, exc_info=True)
+            self.forget(entry.record.id, entry.record.lease_token)
+            raise
+
+    async def _attempt(self, entry: _Running) -> None:
         record = entry.record
         log_job(logging.INFO, "job processing", "processing", record)
         started = time.monotonic()
@@ -368,15 +382,6 @@ class Runner:
                 duration=0.0,
                 definitions=self._definitions,
             )
-
-    def _check_task(self, job_id: str, token: str, task: asyncio.Task[None]) -> None:
-        """The last line of defence: a job task that died of a bug releases its lease (the job
-        is rescued) instead of leaving it renewed for as long as the worker lives. Only this
-        attempt's lease: a newer attempt of the same job may hold the job by now."""
-        if task.cancelled() or task.exception() is None:
-            return
-        log.error("the task of job %s failed", job_id, exc_info=task.exception())
-        self.forget(job_id, token)
 
     def _submit(self, record: JobRecord, finish: FinishJob, duration: float) -> None:
         self._completer.submit(finish, functools.partial(self._on_written, record, duration))
