@@ -214,6 +214,8 @@ def main() -> None:
             "worker_us_per_job",
             "renewer_us_per_job",
             "redis_us_per_job",
+            "steady_worker_us_per_job",
+            "steady_renewer_us_per_job",
         )
     }
     print(
