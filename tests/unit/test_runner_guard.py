@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import pytest
 
@@ -30,7 +30,7 @@ class _Keeper:
         self.released.append((job_id, token))
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> Generator[None]:
         yield
 
     async def start(self) -> None:
