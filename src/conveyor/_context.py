@@ -27,6 +27,53 @@ class JobLogger(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+_MAKING_CONDITION = threading.Lock()
+
+
+class CancelFlag(threading.Event):
+    """A ``threading.Event`` whose lock and condition are made on the first ``set``, ``clear``
+    or ``wait``, not when the job starts: most jobs end without anyone touching their flag, and
+    making them cost as much as the rest of a job's context. Behaves as the stdlib's event."""
+
+    def __init__(self) -> None:  # not super().__init__(): it would make the condition now
+        self._flag = False
+        self._condition: threading.Condition | None = None
+
+    def _made(self) -> threading.Condition:
+        condition = self._condition
+        if condition is None:
+            with _MAKING_CONDITION:  # two threads must never make one each
+                condition = self._condition
+                if condition is None:
+                    condition = self._condition = threading.Condition(threading.Lock())
+        return condition
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        condition = self._made()
+        with condition:
+            self._flag = True
+            condition.notify_all()
+
+    def clear(self) -> None:
+        with self._made():
+            self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        condition = self._made()
+        with condition:
+            signaled = self._flag
+            if not signaled:
+                signaled = condition.wait(timeout)
+            return signaled
+
+    def _at_fork_reinit(self) -> None:  # what threading calls on its events in a forked child
+        if self._condition is not None:
+            self._condition._at_fork_reinit()  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True, eq=False)
 class JobContext:
     """Passed to every handler next to its payload.
@@ -46,7 +93,7 @@ class JobContext:
     enqueued_at: datetime
     worker_id: str
     logger: logging.LoggerAdapter[logging.Logger]
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=CancelFlag)
     _progress: list[tuple[float, str | None]] = field(
         default_factory=list[tuple[float, str | None]], repr=False
     )
@@ -79,6 +126,37 @@ class JobContext:
     def last_progress(self) -> float | None:
         """The fraction this attempt reported last (None before the first report)."""
         return self._progress[0][0] if self._progress else None
+
+
+def new_context(
+    job_id: str,
+    job_name: str,
+    queue: str,
+    attempt: int,
+    max_attempts: int,
+    enqueued_at: datetime,
+    worker_id: str,
+    logger: logging.LoggerAdapter[logging.Logger],
+    sink: ProgressSink | None,
+) -> JobContext:
+    """``JobContext(...)`` for the worker, one per job: the frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__``, twice the cost of filling ``__dict__``.
+    The same object either way (no ``__post_init__``; a test compares the two)."""
+    ctx = object.__new__(JobContext)
+    ctx.__dict__.update(
+        job_id=job_id,
+        job_name=job_name,
+        queue=queue,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        enqueued_at=enqueued_at,
+        worker_id=worker_id,
+        logger=logger,
+        cancelled=CancelFlag(),
+        _progress=[],
+        _sink=sink,
+    )
+    return ctx
 
 
 def epoch_to_datetime(value: float) -> datetime:

@@ -4,13 +4,16 @@ raised."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 
 from conveyor import BackendUnavailable, InvalidArgument, JobContext
+from conveyor._context import epoch_to_datetime, new_context
 from conveyor.backends.memory import MemoryDriver
 from conveyor.core.clock import BackendClock
 from conveyor.drivers.records import (
@@ -130,3 +133,26 @@ async def test_the_backlog_is_bounded() -> None:
         batcher.report(job_id, "t", "q", 0.5, None)
     batcher.report("a", "t", "q", 0.7, None)  # a job already pending is updated
     assert batcher.pending == 2
+
+
+def test_the_workers_context_constructor_equals_the_dataclass_constructor() -> None:
+    logger = logging.LoggerAdapter(logging.getLogger("t"))
+    at = epoch_to_datetime(1700000000.0)
+    fast = new_context("j", "n", "q", 2, 5, at, "w", logger, None)
+    slow = JobContext(
+        job_id="j",
+        job_name="n",
+        queue="q",
+        attempt=2,
+        max_attempts=5,
+        enqueued_at=at,
+        worker_id="w",
+        logger=logger,
+    )
+    names = {f.name for f in dataclasses.fields(JobContext)}
+    assert set(vars(fast)) == names == set(vars(slow))
+    for f in dataclasses.fields(JobContext):
+        if f.name != "cancelled":
+            assert getattr(fast, f.name) == getattr(slow, f.name), f.name
+    assert isinstance(fast.cancelled, threading.Event) and not fast.cancelled.is_set()
+    assert fast.cancelled is not new_context("j", "n", "q", 2, 5, at, "w", logger, None).cancelled

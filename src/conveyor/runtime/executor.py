@@ -6,6 +6,7 @@ Nothing here writes to the backend: the caller turns the outcome into a transiti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 import logging
@@ -15,7 +16,7 @@ from typing import Any
 
 from conveyor._context import JobContext
 from conveyor._errors import PayloadValidationError, Permanent, RateLimited, Retry, Snooze
-from conveyor._middleware import CallNext, JobCall, Middleware, chain
+from conveyor._middleware import JobCall, Middleware, chain
 from conveyor.core.headers import decode_headers
 from conveyor.core.outcome import (
     CancelRequested,
@@ -37,6 +38,8 @@ from conveyor.runtime.threads import run_in_daemon_thread
 log = logging.getLogger("conveyor.worker")
 
 MAX_ERROR_CHARS = 8000
+# Entered instead of a Timeout by jobs without one; stateless, so one serves every job.
+_NO_DEADLINE = contextlib.nullcontext()
 
 
 class StopReason(enum.StrEnum):
@@ -114,14 +117,17 @@ async def execute(
             raise _AwaitableFromSync(record.name)
         return value
 
-    run: CallNext = handler
-    if middleware:
-        call = JobCall(ctx, payload, definition, headers)
-        run = chain(middleware, call, handler)
-    deadline = asyncio.timeout(definition.timeout)
+    # A job without a timeout enters no Timeout (an object and a loop timer per job otherwise).
+    deadline = None if definition.timeout is None else asyncio.timeout(definition.timeout)
     try:
-        async with deadline:
-            value = await run()
+        async with deadline or _NO_DEADLINE:
+            if middleware:
+                call = JobCall(ctx, payload, definition, headers)
+                value = await chain(middleware, call, handler)()
+            elif registered.is_async:  # the common case, without the closure's extra frame
+                value = await registered.handler(payload, ctx)
+            else:
+                value = await handler()
     except _AwaitableFromSync as exc:
         return Errored(str(exc), permanent=True)
     except asyncio.CancelledError:
@@ -139,7 +145,7 @@ async def execute(
             return Interrupted()
         return Interrupted()  # shutdown hands the job back; a lost lease writes nothing
     except TimeoutError as exc:
-        if not deadline.expired() or definition.timeout is None:
+        if deadline is None or definition.timeout is None or not deadline.expired():
             return Errored(format_error(exc))  # the handler's own TimeoutError: an ordinary error
         ctx.cancelled.set()
         if not await _outlive(thread, record, "timed out"):

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from conveyor._config import WorkerConfig
-from conveyor._context import JobContext, JobLogger, epoch_to_datetime
+from conveyor._context import JobContext, JobLogger, epoch_to_datetime, new_context
 from conveyor._hooks import Hooks
 from conveyor._middleware import Middleware
 from conveyor.core.backoff import DEFAULT_BACKOFF
@@ -215,19 +215,19 @@ class Runner:
             self._observers.job_started(record, time.time() if now is None else now)
         entry = _Running(record, ctx)
         self.running[record.id] = entry
-        entry.task = asyncio.create_task(self._process(entry), name=f"conveyor-job-{record.id}")
-        entry.task.add_done_callback(functools.partial(self._check_task, record.lease_token))
+        # Unnamed: naming a task costs more than the rest of creating it.
+        entry.task = asyncio.create_task(self._process(entry))
 
     def _context(self, record: JobRecord) -> JobContext:
-        return JobContext(
-            job_id=record.id,
-            job_name=record.name,
-            queue=record.queue,
-            attempt=record.attempt,
-            max_attempts=record.max_attempts,
-            enqueued_at=epoch_to_datetime(record.enqueued_at),
-            worker_id=self._worker_id,
-            logger=JobLogger(
+        return new_context(
+            record.id,
+            record.name,
+            record.queue,
+            record.attempt,
+            record.max_attempts,
+            epoch_to_datetime(record.enqueued_at),
+            self._worker_id,
+            JobLogger(
                 self._loggers.get(record.name, _job_log),
                 {
                     "job_id": record.id,
@@ -236,7 +236,7 @@ class Runner:
                     "attempt": record.attempt,
                 },
             ),
-            _sink=None
+            None
             if self._progress is None or record.lease_token is None
             else functools.partial(
                 self._progress.report, record.id, record.lease_token, record.queue
@@ -244,6 +244,24 @@ class Runner:
         )
 
     async def _process(self, entry: _Running) -> None:
+        """The last line of defence around a job's attempt: one that died of a bug releases
+        its lease (the job is rescued) instead of leaving it renewed for as long as the worker
+        lives. Only this attempt's lease: a newer attempt of the same job may hold the job by
+        now. (Caught here rather than in a done callback: that was one more loop callback per
+        job.)"""
+        try:
+            await self._attempt(entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("the task of job %s failed", entry.record.id, exc_info=exc)
+            self.forget(entry.record.id, entry.record.lease_token)
+        except BaseException:
+            log.error("the task of job %s failed", entry.record.id, exc_info=True)
+            self.forget(entry.record.id, entry.record.lease_token)
+            raise
+
+    async def _attempt(self, entry: _Running) -> None:
         record = entry.record
         log_job(logging.INFO, "job processing", "processing", record)
         started = time.monotonic()
@@ -278,7 +296,7 @@ class Runner:
             )
             self._observers.job_finished(record, None, duration)
             return
-        task = asyncio.current_task()
+        task = entry.task  # this very task (start() set it before the task first ran)
         if task is not None:
             self.finishing.add(task)
         try:
@@ -364,16 +382,6 @@ class Runner:
                 duration=0.0,
                 definitions=self._definitions,
             )
-
-    def _check_task(self, token: str, task: asyncio.Task[None]) -> None:
-        """The last line of defence: a job task that died of a bug releases its lease (the job
-        is rescued) instead of leaving it renewed for as long as the worker lives. Only this
-        attempt's lease: a newer attempt of the same job may hold the job by now."""
-        if task.cancelled() or task.exception() is None:
-            return
-        job_id = task.get_name().removeprefix("conveyor-job-")
-        log.error("the task of job %s failed", job_id, exc_info=task.exception())
-        self.forget(job_id, token)
 
     def _submit(self, record: JobRecord, finish: FinishJob, duration: float) -> None:
         self._completer.submit(finish, functools.partial(self._on_written, record, duration))

@@ -3,7 +3,8 @@ them reads back as a :class:`JobRecord` (or why it cannot)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from conveyor.drivers.common import history_from_json
@@ -54,41 +55,62 @@ def seconds(text: bytes) -> float:
     return float(text)
 
 
+def _record_maker() -> Callable[..., JobRecord]:
+    """A constructor of ``JobRecord`` that takes every field in order and stores them through
+    the slots' own setters: the frozen dataclass's ``__init__`` goes through
+    ``object.__setattr__`` once per field, which made it half the cost of reading a fetched job.
+    Same object either way (there is no ``__post_init__`` to skip; a test compares the two)."""
+    assert not hasattr(JobRecord, "__post_init__")
+    names = [f.name for f in dataclasses.fields(JobRecord)]
+    lines = [f"    _set_{name}(self, {name})" for name in names]
+    code = f"def make({', '.join(names)}):\n    self = _new(JobRecord)\n"
+    code += "\n".join(lines) + "\n    return self\n"
+    scope: dict[str, Any] = {"_new": object.__new__, "JobRecord": JobRecord}
+    scope.update({f"_set_{name}": getattr(JobRecord, name).__set__ for name in names})
+    exec(code, scope)  # the text is built from the dataclass's own field names, nothing else
+    maker: Callable[..., JobRecord] = scope["make"]
+    return maker
+
+
+new_record: Final = _record_maker()
+
+
 def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
     (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err, h, iso, *more) = row
     pg, pm, pa, kc, kf, ex, g, hd = more
     run_at = seconds(r)
-    return JobRecord(
-        id=i.decode(),
-        queue=queue,
-        name=n.decode(),
-        payload=b"" if d is None else d,
-        state=JobState(s.decode()),
-        priority=0 if p is None else int(p),
-        attempt=0 if a is None else int(a),
-        max_attempts=int(m),
-        run_at=run_at,
-        enqueued_at=run_at if e is None else seconds(e),
-        seq=int(q),
-        started_at=None if b is None else float(b),
-        finished_at=None if f is None else float(f),
-        lease_token=None if t is None else t.decode(),
-        lease_expires_at=None if x is None else float(x),
-        worker_id=None if w is None else w.decode(),
-        stalls=0 if k is None else int(k),
-        cancel_requested=c is not None,
-        result=res,
-        error=None if err is None else err.decode(errors="replace"),
-        errors=() if h is None else history_from_json(h),
-        isolated=iso is not None,
-        progress=None if pg is None else float(pg),
-        progress_message=None if pm is None else pm.decode(errors="replace"),
-        progress_at=None if pa is None else float(pa),
-        keep_completed=None if kc is None else float(kc),
-        keep_failed=None if kf is None else float(kf),
-        expires_at=None if ex is None else float(ex),
-        group=None if g is None else g.decode(),
-        headers=None if hd is None else hd.decode(),
+    # Every field, in the dataclass's order (see _record_maker).
+    return new_record(
+        i.decode(),  # id
+        queue,
+        n.decode(),  # name
+        b"" if d is None else d,  # payload
+        JobState(s.decode()),
+        0 if p is None else int(p),  # priority
+        0 if a is None else int(a),  # attempt
+        int(m),  # max_attempts
+        run_at,
+        run_at if e is None else seconds(e),  # enqueued_at
+        int(q),  # seq
+        None if b is None else float(b),  # started_at
+        None if f is None else float(f),  # finished_at
+        None if t is None else t.decode(),  # lease_token
+        None if x is None else float(x),  # lease_expires_at
+        None if w is None else w.decode(),  # worker_id
+        0 if k is None else int(k),  # stalls
+        c is not None,  # cancel_requested
+        res,  # result
+        None if err is None else err.decode(errors="replace"),  # error
+        () if h is None else history_from_json(h),  # errors
+        iso is not None,  # isolated
+        None if pg is None else float(pg),  # progress
+        None if pm is None else pm.decode(errors="replace"),  # progress_message
+        None if pa is None else float(pa),  # progress_at
+        None if kc is None else float(kc),  # keep_completed
+        None if kf is None else float(kf),  # keep_failed
+        None if ex is None else float(ex),  # expires_at
+        None if g is None else g.decode(),  # group
+        None if hd is None else hd.decode(),  # headers
     )
 
 

@@ -415,8 +415,12 @@ async def finish(
                 item.delay,
             )
         reply = await run(client, _FINISH, script_keys_of(keys, _FINISH), args)
-        statuses += [TransitionStatus(status.decode()) for status in reply]
+        statuses += [_STATUSES.get(status) or TransitionStatus(status.decode()) for status in reply]
     return statuses
+
+
+# A status by its bytes: a lookup per job, not an enum call (the enum still refuses others).
+_STATUSES: Final = {status.value.encode(): status for status in TransitionStatus}
 
 
 async def rescue(

@@ -1,0 +1,88 @@
+"""A job task that dies of a bug of ours releases its lease, so the job is rescued."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+
+import pytest
+
+from conveyor._config import WorkerConfig
+from conveyor.backends.memory import MemoryDriver
+from conveyor.drivers.records import JobRecord, JobState, Retention
+from conveyor.runtime.completer import Completer
+from conveyor.runtime.lifecycle import WorkerStats
+from conveyor.runtime.registry import HandlerRegistry
+from conveyor.runtime.runner import Runner
+
+
+class _Keeper:
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}
+        self.released: list[tuple[str, str | None]] = []
+
+    def hold(self, job_id: str, token: str, queue: str | None = None) -> None:
+        self.held[job_id] = token
+
+    def release(self, job_id: str, token: str | None = None) -> None:
+        self.released.append((job_id, token))
+
+    @contextlib.contextmanager
+    def batch(self) -> Generator[None]:
+        yield
+
+    async def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def _record() -> JobRecord:
+    return JobRecord(
+        id="j1",
+        queue="default",
+        name="unknown.job",
+        payload=b"{}",
+        state=JobState.ACTIVE,
+        priority=0,
+        attempt=1,
+        max_attempts=3,
+        run_at=0.0,
+        enqueued_at=0.0,
+        seq=1,
+        lease_token="tok-1",
+    )
+
+
+async def test_a_job_task_that_fails_releases_its_lease_and_logs_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver = MemoryDriver()
+    config = WorkerConfig()
+    runner = Runner(
+        driver=driver,
+        registry=HandlerRegistry(),
+        completer=Completer(driver, retention=Retention(), clock=config.clock),
+        config=config,
+        worker_id="w",
+        max_result_bytes=1000,
+        stats=WorkerStats(),
+        slot_freed=asyncio.Event(),
+    )
+    keeper = _Keeper()
+    runner.keeper = keeper
+
+    async def broken(entry: object) -> None:
+        raise RuntimeError("a bug")
+
+    runner._attempt = broken  # type: ignore[method-assign]  # pyright: ignore[reportPrivateUsage]
+    caplog.set_level(logging.ERROR, "conveyor.worker")
+    runner.start(_record())
+    task = runner.running["j1"].task
+    assert task is not None
+    await task
+    assert keeper.released == [("j1", "tok-1")]
+    assert "the task of job j1 failed" in caplog.text
