@@ -68,6 +68,7 @@ def test_a_failed_job_is_retried_from_the_browser_and_completes(
     # Retry it once it can succeed: the confirm is accepted, the page's own CSRF token is sent,
     # and the state badge turns completed by polling, without a reload.
     marker.touch()
+    page.wait_for_load_state("load")  # htmx has bound the buttons
     loaded = b.document_id()
     token = page.locator('#job-actions input[name="csrf"]').first.get_attribute("value")
     assert token
@@ -180,6 +181,9 @@ def test_a_queue_is_paused_and_resumed_from_the_overview(
     for action, shown, other in (("pause", "paused", "resume"), ("resume", "running", "pause")):
         row.get_by_test_id("queue-link").click()
         expect(page.get_by_test_id("queue-name")).to_have_text("emails")
+        # htmx binds the buttons when the page has loaded; a click before that submits the
+        # form without it, which shows the no-script confirmation page instead.
+        page.wait_for_load_state("load")
         page.get_by_test_id(f"{action}-button").click()
         expect(page.get_by_test_id("notice")).to_have_text(f"queue emails is {shown}")
         # The queue page swaps in the new status and the opposite button at once.
