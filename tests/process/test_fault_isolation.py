@@ -82,7 +82,10 @@ def test_a_frozen_worker_loses_its_jobs_to_a_live_one(harness: Harness) -> None:
     """Renewals stop while the worker shows no sign of life (no pings, no CPU), so a worker
     frozen by SIGSTOP has its jobs rescued, and when it wakes its stale attempt cannot write."""
     h = harness
-    frozen = h.start_worker("--lease", "1")
+    # One slot: with its job running, the worker stops fetching, so it writes only now and
+    # then (heartbeat, maintenance). On SQLite a process stopped inside a write transaction
+    # would hold the file's one write lock until it resumes, and nothing could be rescued.
+    frozen = h.start_worker("--lease", "1", "--concurrency", "1")
     job = h.queue.enqueue(slow, Slow(marker=str(h.marker), max_seconds=60), job_id="slow-1")
     assert h.wait_started(job.id)["pid"] == frozen.pid
     frozen.send(signal.SIGSTOP)
