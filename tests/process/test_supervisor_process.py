@@ -78,7 +78,9 @@ def test_two_processes_share_the_work_and_stop_on_signals_losing_nothing(
 
     sup.send(signals[0])
     wait_for(
-        lambda: len([e for e in log_events(sup, "shutdown") if e.get("worker_id")]) >= 2,
+        lambda: (
+            len({e["worker_id"] for e in log_events(sup, "shutdown") if e.get("worker_id")}) >= 2
+        ),
         timeout=15,
         what="both worker processes to get the forwarded signal",
     )
@@ -266,7 +268,9 @@ def test_ctrl_c_at_a_terminal_reaches_the_workers_once(sqlite_harness: Harness) 
 
     os.killpg(sup.pid, signal.SIGINT)
     wait_for(
-        lambda: len([e for e in log_events(sup, "shutdown") if e.get("worker_id")]) >= 2,
+        lambda: (
+            len({e["worker_id"] for e in log_events(sup, "shutdown") if e.get("worker_id")}) >= 2
+        ),
         timeout=15,
         what="both worker processes to get the forwarded signal",
     )

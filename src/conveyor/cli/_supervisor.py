@@ -237,11 +237,18 @@ class Signals:
             else "forwarded; the worker processes finish running jobs, then exit",
             extra={"event": "shutdown"},
         )
+        forwarded = sig
+        if again and self.received and sig == self.received[0]:
+            # Two of one signal that reach a child before it handled the first merge into one
+            # (standard signals are not queued), and a busy machine can hold a child off the
+            # CPU that long: the second goes as the other stop signal, which a worker takes
+            # as "hand back now" all the same.
+            forwarded = signal.SIGINT if sig == signal.SIGTERM else signal.SIGTERM
         if len(self.received) < 2:  # all a child started late needs (see catch_up)
-            self.received.append(sig)
+            self.received.append(forwarded)
         self.stopping.set()
         for child in self.children():
-            child.send(sig)
+            child.send(forwarded)
 
     def stop(self) -> None:
         """Stop the children as one SIGTERM would (used when giving up)."""
