@@ -27,10 +27,6 @@ tracer = trace.get_tracer("tests.tracing")
 @pytest.fixture(params=["sqlite", "redis"])
 def harness(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Harness]:
     if request.param == "redis":
-        from conveyor.backends.redis import RedisDriver
-
-        if not hasattr(RedisDriver, "stats_add"):  # the Redis driver of issue 10 stores headers
-            pytest.skip("this Redis driver does not store job headers yet")
         url = redis_test_url(request.getfixturevalue("redis_base_url"))
     else:
         url = f"sqlite:///{tmp_path / 'queue.db'}"
