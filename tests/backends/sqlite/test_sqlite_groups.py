@@ -13,7 +13,7 @@ import pytest
 from conveyor._errors import InvalidArgument
 from conveyor.backends.sqlite import SQLiteDriver
 from conveyor.backends.sqlite._connection import transaction
-from conveyor.backends.sqlite._fetch import fetch_step
+from conveyor.backends.sqlite._fetch import fetch, fetch_step, leased_rows
 from conveyor.backends.sqlite._groups import Q as GROUP_QUERIES
 from conveyor.backends.sqlite._sql import MIGRATIONS, QUERIES, split_statements
 from conveyor.backends.sqlite._statements import finish_one
@@ -185,7 +185,7 @@ def _fetch_steps(path: Path, params: FetchParams, now: float) -> tuple[int, list
         conn.row_factory = sqlite3.Row
         steps = itertools.count()
         conn.set_progress_handler(lambda: next(steps) * 0, 50)
-        rows = transaction(conn, lambda c: fetch_step(c, params, [], now))
+        rows = fetch(conn, params, [], now)
         conn.set_progress_handler(None, 0)
     return next(steps), [row["id"] for row in rows]
 
@@ -225,8 +225,9 @@ async def test_a_plain_fetch_and_finish_touch_groups_only_by_one_probe(tmp_path:
         conn.row_factory = sqlite3.Row
         statements: list[str] = []
         conn.set_trace_callback(statements.append)
-        rows = transaction(conn, lambda c: fetch_step(c, _params(limit=5), [], T0))
+        leased = transaction(conn, lambda c: fetch_step(c, _params(limit=5), [], T0))
         fetched = list(statements)
+        rows = leased_rows(conn, leased)
         statements.clear()
         finishes = [FinishJob(r["id"], r["lease_token"], TransitionKind.COMPLETE) for r in rows]
         transaction(conn, lambda c: [finish_one(c, finish, T0) for finish in finishes])

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar
 
 from conveyor._errors import BackendError, BackendUnavailable, MigrationRequired
+from conveyor.backends.sqlite import _lockstats
 from conveyor.backends.sqlite._sql import MIGRATIONS, QUERIES, split_statements
 
 T = TypeVar("T")
@@ -56,6 +57,7 @@ class Connection:
         executor, self._executor = self._executor, None
         if executor is None:
             return
+        _lockstats.dump()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(executor, self._disconnect)
@@ -69,9 +71,10 @@ class Connection:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._guarded, step)
 
-    async def write(self, step: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``step`` as one ``BEGIN IMMEDIATE`` transaction: all of it or nothing."""
-        return await self.run(lambda conn: transaction(conn, step))
+    async def write(self, step: Callable[[sqlite3.Connection], T], *, kind: str = "write") -> T:
+        """Run ``step`` as one ``BEGIN IMMEDIATE`` transaction: all of it or nothing. ``kind``
+        names the write in the lock statistics (see :mod:`._lockstats`)."""
+        return await self.run(lambda conn: transaction(conn, step, kind=kind))
 
     async def read(self, step: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``step`` in one read transaction, so its statements see one snapshot."""
@@ -99,13 +102,14 @@ class Connection:
                     conn.close()
                     raise
                 self._conn = conn
-            return self._guarded(lambda conn: transaction(conn, step))
+            return self._guarded(lambda conn: transaction(conn, step, kind="insert"))
 
     def close_here(self) -> None:
         """Close what :meth:`write_here` opened."""
         if self._here is not None:
             with self._here:
                 self._disconnect()
+        _lockstats.dump()
 
     def _guarded(self, step: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
@@ -198,8 +202,12 @@ def transaction(
     step: Callable[[sqlite3.Connection], T],
     *,
     begin: str = "BEGIN IMMEDIATE",
+    kind: str = "write",
 ) -> T:
+    timed = _lockstats.enabled() and begin != "BEGIN"
+    asked = time.perf_counter() if timed else 0.0
     conn.execute(begin)
+    held = time.perf_counter() if timed else 0.0
     try:
         result = step(conn)
         conn.execute("COMMIT")
@@ -207,6 +215,8 @@ def transaction(
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    if timed:
+        _lockstats.record(kind, held - asked, time.perf_counter() - held)
     return result
 
 

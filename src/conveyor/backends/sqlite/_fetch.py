@@ -1,6 +1,15 @@
 """The SQLite fetch: one write transaction that promotes due jobs, picks what to lease among
 plain and grouped jobs, and leases it. The write lock serializes fetchers, so two connections
-can never lease the same job."""
+can never lease the same job.
+
+The write lock is SQLite's one lock for the whole file: while a fetch holds it, every producer
+waits. So the fetch holds it for as few statements as it can. A read without the lock first
+tells whether anything may be taken at all (an idle worker polling never takes the lock to find
+nothing); the write transaction then leases with one statement that returns no rows, the tokens
+made here; the leased rows are read after the commit, outside the lock. Each statement is one
+round of releasing and taking back the GIL on this thread: under a busy event loop each costs
+up to the interpreter's switch interval, with the lock held.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +17,11 @@ import heapq
 import json
 import secrets
 import sqlite3
+from collections.abc import Iterator, Sequence
 
 from conveyor.backends.sqlite import _groups as groups
 from conveyor.backends.sqlite import _rates as rates
+from conveyor.backends.sqlite._connection import transaction
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import Candidate, fetch_candidates, rows_of
 from conveyor.drivers.common import first_in_run_order, resolve_now
@@ -18,13 +29,45 @@ from conveyor.drivers.groups import split_limit
 from conveyor.drivers.records import FetchParams, RateLimit
 
 
-def fetch_step(
+def fetch(
     conn: sqlite3.Connection,
     params: FetchParams,
     limits: list[RateLimit],
     now: float | None,
 ) -> list[sqlite3.Row]:
-    """Lease up to ``params.limit`` jobs of the served queues; return their rows."""
+    """Lease up to ``params.limit`` jobs of the served queues; return their rows. Three steps
+    on the connection's thread, one executor call: the read-only check, the write, the read."""
+    if not anything_due(conn, params.queues, resolve_now(now)):
+        return []
+    leased = transaction(conn, lambda c: fetch_step(c, params, limits, now), kind="fetch")
+    return leased_rows(conn, leased) if leased else []
+
+
+def anything_due(conn: sqlite3.Connection, queues: Sequence[str], now: float) -> bool:
+    """Whether a fetch of ``queues`` may find something to lease at ``now``: a queued plain
+    job, a group whose turn has come, or a scheduled or retrying job now due, in a queue that
+    is not paused. Read without the write lock; a true answer may still lease nothing (names,
+    rate limits), a false one is certain for that snapshot (what commits later wakes the
+    listener, which fetches again)."""
+    paused = {row["name"] for row in rows_of(conn, "job_fetch__paused", {})}
+    return any(
+        rows_of(conn, "job_fetch__probe", {"queue": queue, "now": now})
+        for queue in dict.fromkeys(queues)
+        if queue not in paused
+    )
+
+
+Leased = list[tuple[str, str]]  # (job id, lease token) in the order chosen
+
+
+def fetch_step(
+    conn: sqlite3.Connection,
+    params: FetchParams,
+    limits: list[RateLimit],
+    now: float | None,
+) -> Leased:
+    """Lease up to ``params.limit`` jobs of the served queues; return their ids and tokens in
+    the order chosen (read :func:`leased_rows` after the commit)."""
     # The clock is read once the write lock is held: the starts a rate limit logs are then in
     # the order the fetches ran.
     at = resolve_now(now)
@@ -52,24 +95,33 @@ def fetch_step(
         offered: list[Candidate] = fetch_candidates(conn, queue, room, params.names, unknown_before)
         plain += [(order, (job_id, queue)) for order, job_id in heapq.nsmallest(room, offered)]
     if eligible:
-        ids = _share(eligible, plain, rooms, params.limit, set(caps), conn, at)
+        chosen = _share(eligible, plain, rooms, params.limit, set(caps), conn, at)
     else:
-        ids = [job_id for job_id, _ in first_in_run_order(plain, params.limit)]
-    if not ids:
+        chosen = first_in_run_order(plain, params.limit)
+    if not chosen:
         return []
+    # Every candidate was read under this lock, so each is queued and the update leases all.
+    tokens = {job_id: secrets.token_hex(16) for job_id, _ in chosen}
     args = {
-        "ids": json.dumps(ids),
+        "tokens": json.dumps(tokens),
         "now": at,
         "lease_seconds": params.lease_seconds,
         "worker_id": params.worker_id,
     }
-    leased = rows_of(conn, "job_fetch", args)
+    conn.execute(Q["job_fetch"], args)
     if limits:
-        rates.record(conn, logs, limits, (row["queue"] for row in leased), at)
-    # RETURNING yields rows in no promised order; they go back in the order chosen (plain jobs
-    # in run order, grouped ones round by round).
-    position = {job_id: i for i, job_id in enumerate(ids)}
-    return sorted(leased, key=lambda row: position[row["id"]])
+        rates.record(conn, logs, limits, (queue for _, queue in chosen), at)
+    return [(job_id, tokens[job_id]) for job_id, _ in chosen]
+
+
+def leased_rows(conn: sqlite3.Connection, leased: Leased) -> list[sqlite3.Row]:
+    """The rows of the jobs a committed :func:`fetch_step` leased, in its order. A job whose
+    token is no longer the one written (deleted or taken away in the moment since) is left
+    out: it is not this worker's to run."""
+    token_of = dict(leased)
+    rows = rows_of(conn, "job_get_many", {"ids": json.dumps(list(token_of))})
+    found = {row["id"]: row for row in rows if row["lease_token"] == token_of[row["id"]]}
+    return [found[job_id] for job_id, _ in leased if job_id in found]
 
 
 def _share(
@@ -80,7 +132,7 @@ def _share(
     capped: set[str],
     conn: sqlite3.Connection,
     at: float,
-) -> list[str]:
+) -> list[tuple[str, str]]:
     """Grouped jobs round-robin up to their share (``split_limit``), then plain jobs in run
     order, then grouped jobs again for what the plain ones left; each queue starts no more than
     its ``rooms``."""
@@ -94,16 +146,23 @@ def _share(
     coin = budget == 1 and bool(plain) and secrets.randbits(1) == 1
     dealer = groups.Dealer(eligible, rooms)
     first = dealer.deal(split_limit(budget, True, bool(plain), coin) if budget > 0 else 0)
-    ids: list[str] = []
+    ids: list[tuple[str, str]] = []
     for _, (job_id, queue) in sorted(plain, key=lambda c: c[0]):
         if len(first) + len(ids) >= limit:
             break
         if rooms[queue] > 0:
             rooms[queue] -= 1
-            ids.append(job_id)
+            ids.append((job_id, queue))
     then = dealer.deal(limit - len(first) - len(ids))
     jobs = {gid: iter(found) for gid, found in groups.serve(conn, eligible, at).items()}
     # In the order they were chosen: each round of groups in turn order, plain jobs between.
-    dealt = [next(jobs[(g.queue, g.key)], None) for g in first]
-    dealt_then = [next(jobs[(g.queue, g.key)], None) for g in then]
-    return [job_id for job_id in (*dealt, *ids, *dealt_then) if job_id is not None]
+    dealt = [_dealt(jobs, g) for g in first]
+    dealt_then = [_dealt(jobs, g) for g in then]
+    return [chosen for chosen in (*dealt, *ids, *dealt_then) if chosen is not None]
+
+
+def _dealt(
+    jobs: dict[tuple[str, str], Iterator[str]], group: groups.Group
+) -> tuple[str, str] | None:
+    job_id = next(jobs[(group.queue, group.key)], None)
+    return None if job_id is None else (job_id, group.queue)

@@ -100,7 +100,7 @@ class RegistryOperations:
             conn.execute(Q["worker_heartbeat__prune"], {"now": at})
             conn.execute(Q["worker_heartbeat"], args)
 
-        await self._db.write(step)
+        await self._db.write(step, kind="heartbeat")
 
     async def worker_deregister(self, worker_id: str) -> None:
         await self._db.write(lambda conn: conn.execute(Q["worker_deregister"], {"id": worker_id}))
@@ -125,7 +125,9 @@ class RegistryOperations:
     ) -> bool:
         at = resolve_now(now)
         args = {"name": name, "holder": holder, "expires_at": at + ttl, "now": at}
-        rows = await self._db.write(lambda conn: rows_of(conn, "leader_acquire", args))
+        rows = await self._db.write(
+            lambda conn: rows_of(conn, "leader_acquire", args), kind="leader"
+        )
         return bool(rows)
 
     async def leader_release(self, name: str, holder: str) -> None:

@@ -18,17 +18,16 @@ from collections.abc import Sequence
 
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.sqlite import _cron
+from conveyor.backends.sqlite import _finish as finish
 from conveyor.backends.sqlite import _groups as groups
 from conveyor.backends.sqlite import _rates as rates
 from conveyor.backends.sqlite._connection import Connection, migrate
-from conveyor.backends.sqlite._fetch import fetch_step
+from conveyor.backends.sqlite._fetch import fetch
 from conveyor.backends.sqlite._insert import insert_statements, on_connection
 from conveyor.backends.sqlite._inspect import InspectOperations
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import (
     data_version,
-    finish_one,
-    not_finished,
     note_error,
     progress_many,
     record_of,
@@ -193,7 +192,7 @@ class SQLiteDriver(
         if not params.queues or params.limit <= 0:
             return []
         limits = [limit for limit in params.rate_limits if limit.queue in params.queues]
-        rows = await self._db.write(lambda conn: fetch_step(conn, params, limits, now))
+        rows = await self._db.run(lambda conn: fetch(conn, params, limits, now))
         return [record_of(row) for row in rows]
 
     async def job_extend_leases(
@@ -221,7 +220,7 @@ class SQLiteDriver(
                     cancel.append(lease.job_id)
             return ExtendResult(tuple(lost), tuple(cancel))
 
-        return await self._db.write(step)
+        return await self._db.write(step, kind="extend")
 
     async def job_finish_many(
         self,
@@ -235,34 +234,33 @@ class SQLiteDriver(
         at = resolve_now(now)
         if not finishes:
             return []
-        woken: set[str] = set()
-
-        def step(conn: sqlite3.Connection) -> list[TransitionResult]:
-            results: list[TransitionResult] = []
-            completed_queues: set[str] = set()
-            for finish in finishes:
-                rows = finish_one(conn, finish, at)
-                if rows:
-                    results.append(TransitionResult(finish.job_id, TransitionStatus.OK))
-                    state = JobState(rows[0]["state"])
-                    if state is JobState.COMPLETED:
-                        completed_queues.add(rows[0]["queue"])
-                    if state is JobState.QUEUED or groups.freed(conn, rows[0], at):
-                        woken.add(rows[0]["queue"])
-                else:
-                    results.append(TransitionResult(finish.job_id, not_finished(conn, finish)))
-            if retention.completed_max_count is not None:
-                for queue in sorted(completed_queues):
-                    conn.execute(
-                        Q["job_finish_many__trim_completed"],
-                        {"queue": queue, "keep": retention.completed_max_count},
-                    )
-            return results
-
-        results = await self._db.write(step)
-        for queue in woken:
+        # One short transaction per chunk, each its own executor call: between two, producers
+        # (and other workers) take the write lock (see _finish).
+        known = await self._db.run(lambda conn: finish.facts(conn, finishes))
+        written = finish.Written()
+        for fast, slow in finish.chunks(finishes, known):
+            left = await self._finish_chunk(fast, slow, known, at, written)
+            while left:  # what the chunk's time cap kept out
+                left = await self._finish_chunk([], left, known, at, written)
+        if written.completed and retention.completed_max_count is not None:
+            await self._db.write(
+                lambda conn: finish.trim(conn, written.completed, retention), kind="trim"
+            )
+        for queue in written.woken:
             self.notify(queue)
-        return results
+        return [written.results[i] for i in range(len(finishes))]
+
+    async def _finish_chunk(
+        self,
+        fast: list[tuple[int, FinishJob, str | None]],
+        slow: list[tuple[int, FinishJob]],
+        known: dict[str, tuple[str, bool]],
+        at: float,
+        written: finish.Written,
+    ) -> list[tuple[int, FinishJob]]:
+        return await self._db.write(
+            lambda conn: finish.write_chunk(conn, fast, slow, known, at, written), kind="finish"
+        )
 
     async def job_expired(self, *, limit: int, now: float | None = None) -> list[JobRecord]:
         check_now(now)
@@ -310,7 +308,7 @@ class SQLiteDriver(
                 results.append(TransitionResult(rescue.job_id, TransitionStatus.OK))
             return results, queues
 
-        results, queues = await self._db.write(step)
+        results, queues = await self._db.write(step, kind="rescue")
         for queue in queues:
             self.notify(queue)
         return results
@@ -320,7 +318,9 @@ class SQLiteDriver(
         if limit <= 0:
             return 0
         args = {"now": at, "limit": limit}
-        rows = await self._db.write(lambda conn: rows_of(conn, "job_promote_due", args))
+        rows = await self._db.write(
+            lambda conn: rows_of(conn, "job_promote_due", args), kind="promote"
+        )
         for queue in {row["queue"] for row in rows}:
             self.notify(queue)
         return len(rows)
@@ -424,7 +424,7 @@ class SQLiteDriver(
             groups.prune(conn, at, limit)
             return removed
 
-        return await self._db.write(step)
+        return await self._db.write(step, kind="prune")
 
     async def job_progress_many(
         self, updates: Sequence[ProgressUpdate], *, now: float | None = None
@@ -434,7 +434,7 @@ class SQLiteDriver(
         at = resolve_now(now)
         if not updates:
             return []
-        return await self._db.write(lambda conn: progress_many(conn, updates, at))
+        return await self._db.write(lambda conn: progress_many(conn, updates, at), kind="progress")
 
     async def job_get_many(self, ids: Sequence[str]) -> list[JobRecord | None]:
         if not ids:

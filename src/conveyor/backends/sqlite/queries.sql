@@ -89,18 +89,37 @@ WHERE queue = :queue AND state = 'queued' AND group_key IS NULL AND priority = :
 ORDER BY priority, run_at, seq
 LIMIT :limit;
 
+-- Is there anything a fetch of :queue may take? Read without the write lock, so that an idle
+-- worker never takes it to find nothing: a queued plain job, a group whose turn has come, or a
+-- due scheduled or retrying job (each one probe of the index the fetch itself reads).
+-- name: job_fetch__probe
+SELECT 1
+WHERE EXISTS (
+    SELECT 1 FROM conveyor_job INDEXED BY conveyor_job_ready_idx
+    WHERE queue = :queue AND state = 'queued' AND group_key IS NULL
+) OR EXISTS (
+    SELECT 1 FROM conveyor_group INDEXED BY conveyor_group_ready_idx
+    WHERE queue = :queue AND queued > 0 AND (concurrency = 0 OR active < concurrency)
+      AND turn <= :now
+) OR EXISTS (
+    SELECT 1 FROM conveyor_job INDEXED BY conveyor_job_due_idx
+    WHERE state IN ('scheduled', 'retrying') AND run_at <= :now AND queue = :queue
+);
+
+-- Leases the jobs of :tokens (a JSON object, job id to its new lease token) in one statement
+-- that returns nothing: the rows are read after the commit, outside the write lock.
 -- name: job_fetch
 UPDATE conveyor_job
 SET state = 'active',
     attempt = attempt + 1,
     started_at = :now,
-    lease_token = lower(hex(randomblob(16))),
+    lease_token = t.value,
     lease_expires_at = :now + :lease_seconds,
     worker_id = :worker_id,
     cancel_requested = 0,
     isolated = 0
-WHERE id IN (SELECT value FROM json_each(:ids))
-RETURNING *;
+FROM json_each(:tokens) AS t
+WHERE conveyor_job.id = t.key;
 
 -- name: job_extend_leases
 UPDATE conveyor_job
@@ -118,6 +137,22 @@ SET state = 'completed', finished_at = :now, result = :result, error = NULL,
     lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
 WHERE id = :id AND state = 'active' AND lease_token = :token
 RETURNING queue, state, group_key;
+
+-- Plain completions in one statement: :batch is a JSON array of [id, token, result as text or
+-- null], the result cast back to the BLOB the one-job statement above stores. It returns
+-- nothing: when it changed fewer rows than it was given, the caller reads why, job by job.
+-- name: job_finish_many__complete_all
+UPDATE conveyor_job
+SET state = 'completed', finished_at = :now, result = CAST(json_extract(b.value, '$[2]') AS BLOB),
+    error = NULL, expires_at = :now + keep_completed,
+    lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
+FROM json_each(:batch) AS b
+WHERE conveyor_job.id = json_extract(b.value, '$[0]') AND conveyor_job.state = 'active'
+  AND conveyor_job.lease_token = json_extract(b.value, '$[1]');
+
+-- Read outside the write lock before a batch of finishes: the queue and group of each job.
+-- name: job_finish_many__facts
+SELECT id, queue, group_key FROM conveyor_job WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- Terminal failure or cancellation; :state is 'failed' or 'cancelled'.
 -- name: job_finish_many__end
