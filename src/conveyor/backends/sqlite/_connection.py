@@ -157,6 +157,12 @@ class Connection:
 
     def _configure(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        if conn.execute("PRAGMA page_count").fetchall()[0][0] == 0:
+            # A new file: pages freed by deleted jobs can then be handed back to the file system
+            # (maintenance does it a bounded step at a time, see vacuum_step), so a file that
+            # churns jobs stays near the size of its largest backlog. Only takes effect before
+            # the first table, and before the switch to WAL, which writes the file's header.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         _enable_wal(conn)
         # NORMAL (the default) is durable in WAL mode except for the last commits before a power
         # loss or OS crash, and avoids an fsync per job transition; FULL fsyncs every commit.
@@ -218,6 +224,31 @@ def transaction(
     if timed:
         _lockstats.record(kind, held - asked, time.perf_counter() - held)
     return result
+
+
+# Free pages a file keeps for reuse before maintenance gives any back: the larger of this and a
+# quarter of the pages in use. Giving back moves pages from the end of the file into free
+# slots, so each step is bounded: at most VACUUM_STEP_PAGES pages per maintenance tick.
+VACUUM_KEEP_FREE_PAGES: Final = 256
+VACUUM_STEP_PAGES: Final = 128
+
+
+def vacuum_surplus(conn: sqlite3.Connection) -> int:
+    """How many free pages the next bounded step should give back to the file system: those
+    beyond what the file keeps for reuse, at most :data:`VACUUM_STEP_PAGES`. Read without the
+    write lock (three header fields). A file made before auto-vacuum was turned on (``PRAGMA
+    auto_vacuum`` is 0) reuses its free pages but cannot give them back: always 0."""
+    if conn.execute("PRAGMA auto_vacuum").fetchall()[0][0] != 2:
+        return 0
+    free: int = conn.execute("PRAGMA freelist_count").fetchall()[0][0]
+    used: int = conn.execute("PRAGMA page_count").fetchall()[0][0] - free
+    surplus = free - max(VACUUM_KEEP_FREE_PAGES, used // 4)
+    return max(0, min(surplus, VACUUM_STEP_PAGES))
+
+
+def vacuum_step(conn: sqlite3.Connection, pages: int) -> None:
+    """Give ``pages`` free pages back (fewer if fewer are free); run in a write transaction."""
+    conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

@@ -21,7 +21,12 @@ from conveyor.backends.sqlite import _cron
 from conveyor.backends.sqlite import _finish as finish
 from conveyor.backends.sqlite import _groups as groups
 from conveyor.backends.sqlite import _rates as rates
-from conveyor.backends.sqlite._connection import Connection, migrate
+from conveyor.backends.sqlite._connection import (
+    Connection,
+    migrate,
+    vacuum_step,
+    vacuum_surplus,
+)
 from conveyor.backends.sqlite._fetch import fetch
 from conveyor.backends.sqlite._insert import insert_statements, on_connection
 from conveyor.backends.sqlite._inspect import InspectOperations
@@ -424,7 +429,13 @@ class SQLiteDriver(
             groups.prune(conn, at, limit)
             return removed
 
-        return await self._db.write(step, kind="prune")
+        removed = await self._db.write(step, kind="prune")
+        # Pages freed by deleted jobs go back to the file system a bounded step per call (see
+        # vacuum_surplus); the check reads the file's header without the write lock.
+        pages = await self._db.run(vacuum_surplus)
+        if pages:
+            await self._db.write(lambda conn: vacuum_step(conn, pages), kind="vacuum")
+        return removed
 
     async def job_progress_many(
         self, updates: Sequence[ProgressUpdate], *, now: float | None = None
