@@ -8,7 +8,8 @@ tells whether anything may be taken at all (an idle worker polling never takes t
 nothing); the write transaction then leases with one statement that returns no rows, the tokens
 made here; the leased rows are read after the commit, outside the lock. Each statement is one
 round of releasing and taking back the GIL on this thread: under a busy event loop each costs
-up to the interpreter's switch interval, with the lock held.
+up to the interpreter's switch interval, with the lock held. Lease extension follows the same
+pattern: one statement under the lock, the outcome read after the commit.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import Candidate, fetch_candidates, rows_of
 from conveyor.drivers.common import first_in_run_order, resolve_now
 from conveyor.drivers.groups import split_limit
-from conveyor.drivers.records import FetchParams, RateLimit
+from conveyor.drivers.records import ExtendResult, FetchParams, Lease, RateLimit
 
 
 def fetch(
@@ -166,3 +167,27 @@ def _dealt(
 ) -> tuple[str, str] | None:
     job_id = next(jobs[(group.queue, group.key)], None)
     return None if job_id is None else (job_id, group.queue)
+
+
+def extend_leases(
+    conn: sqlite3.Connection, leases: Sequence[Lease], expires_at: float
+) -> ExtendResult:
+    """Extend the leases still held, in one statement under the write lock; then read, after
+    the commit, which are held and which of those are asked to cancel. A job active with the
+    token after the commit was so at the update (a token is written once, by the fetch that
+    leases, and taken away for good), so it was extended; any other was lost, before or just
+    after."""
+    batch = json.dumps([[lease.job_id, lease.token, int(lease.isolated)] for lease in leases])
+    args = {"leases": batch, "expires_at": expires_at}
+    transaction(conn, lambda c: c.execute(Q["job_extend_leases"], args), kind="extend")
+    ids = json.dumps([lease.job_id for lease in leases])
+    now = {row["id"]: row for row in rows_of(conn, "job_extend_leases__held", {"ids": ids})}
+    lost: list[str] = []
+    cancel: list[str] = []
+    for lease in leases:
+        row = now.get(lease.job_id)
+        if row is None or row["state"] != "active" or row["lease_token"] != lease.token:
+            lost.append(lease.job_id)
+        elif row["cancel_requested"]:
+            cancel.append(lease.job_id)
+    return ExtendResult(tuple(lost), tuple(cancel))

@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
 
 from conveyor._errors import BackendUnavailable
 from conveyor.backends.sqlite import _cron
@@ -27,7 +28,7 @@ from conveyor.backends.sqlite._connection import (
     vacuum_step,
     vacuum_surplus,
 )
-from conveyor.backends.sqlite._fetch import fetch
+from conveyor.backends.sqlite._fetch import extend_leases, fetch
 from conveyor.backends.sqlite._insert import insert_statements, on_connection
 from conveyor.backends.sqlite._inspect import InspectOperations
 from conveyor.backends.sqlite._sql import QUERIES as Q
@@ -88,6 +89,9 @@ from conveyor.drivers.records import (
 )
 from conveyor.drivers.transactional import Dialect, Plan, run_plan
 from conveyor.drivers.wakeup import Listener
+
+# Rows a maintenance step (promote, prune) changes per write transaction.
+MAINTENANCE_CHUNK = 200
 
 
 class SQLiteDriver(
@@ -208,24 +212,9 @@ class SQLiteDriver(
         if not leases:
             return ExtendResult((), ())
 
-        def step(conn: sqlite3.Connection) -> ExtendResult:
-            lost: list[str] = []
-            cancel: list[str] = []
-            for lease in leases:
-                args = {
-                    "id": lease.job_id,
-                    "token": lease.token,
-                    "expires_at": at + lease_seconds,
-                    "isolated": int(lease.isolated),
-                }
-                rows = rows_of(conn, "job_extend_leases", args)
-                if not rows:
-                    lost.append(lease.job_id)
-                elif rows[0]["cancel_requested"]:
-                    cancel.append(lease.job_id)
-            return ExtendResult(tuple(lost), tuple(cancel))
-
-        return await self._db.write(step, kind="extend")
+        # One statement under the write lock, the outcome read after the commit (see
+        # extend_leases); one executor call.
+        return await self._db.run(lambda conn: extend_leases(conn, leases, at + lease_seconds))
 
     async def job_finish_many(
         self,
@@ -322,13 +311,20 @@ class SQLiteDriver(
         at = resolve_now(now)
         if limit <= 0:
             return 0
-        args = {"now": at, "limit": limit}
-        rows = await self._db.write(
-            lambda conn: rows_of(conn, "job_promote_due", args), kind="promote"
-        )
-        for queue in {row["queue"] for row in rows}:
+        promoted = 0
+        queues: set[str] = set()
+        while promoted < limit:  # in chunks, each its own transaction: producers get in between
+            args: dict[str, float] = {"now": at, "limit": min(limit - promoted, MAINTENANCE_CHUNK)}
+            rows = await self._db.write(
+                partial(rows_of, query="job_promote_due", args=args), kind="promote"
+            )
+            promoted += len(rows)
+            queues.update(row["queue"] for row in rows)
+            if len(rows) < args["limit"]:
+                break
+        for queue in queues:
             self.notify(queue)
-        return len(rows)
+        return promoted
 
     async def job_cancel_many(
         self, ids: Sequence[str], *, now: float | None = None
@@ -406,7 +402,7 @@ class SQLiteDriver(
             (JobState.CANCELLED, retention.cancelled_max_age),
         )
 
-        def step(conn: sqlite3.Connection) -> int:
+        def step(conn: sqlite3.Connection, limit: int) -> int:
             expired = {"now": at, "limit": limit}
             removed: int = conn.execute(Q["job_prune_finished__expired"], expired).rowcount
             for state, max_age in ages:
@@ -429,7 +425,13 @@ class SQLiteDriver(
             groups.prune(conn, at, limit)
             return removed
 
-        removed = await self._db.write(step, kind="prune")
+        removed = 0
+        while removed < limit:  # in chunks, each its own transaction: producers get in between
+            chunk = min(limit - removed, MAINTENANCE_CHUNK)
+            done = await self._db.write(partial(step, limit=chunk), kind="prune")
+            removed += done
+            if done < chunk:
+                break
         # Pages freed by deleted jobs go back to the file system a bounded step per call (see
         # vacuum_surplus); the check reads the file's header without the write lock.
         pages = await self._db.run(vacuum_surplus)

@@ -121,11 +121,19 @@ SET state = 'active',
 FROM json_each(:tokens) AS t
 WHERE conveyor_job.id = t.key;
 
+-- :leases is a JSON array of [id, token, isolated]: one statement that returns nothing, so the
+-- write lock is held for it alone; job_extend_leases__held reads the outcome after the commit.
 -- name: job_extend_leases
 UPDATE conveyor_job
-SET lease_expires_at = :expires_at, isolated = max(isolated, :isolated)
-WHERE id = :id AND state = 'active' AND lease_token = :token
-RETURNING cancel_requested;
+SET lease_expires_at = :expires_at,
+    isolated = max(isolated, json_extract(l.value, '$[2]'))
+FROM json_each(:leases) AS l
+WHERE conveyor_job.id = json_extract(l.value, '$[0]') AND conveyor_job.state = 'active'
+  AND conveyor_job.lease_token = json_extract(l.value, '$[1]');
+
+-- name: job_extend_leases__held
+SELECT id, state, lease_token, cancel_requested FROM conveyor_job
+WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- Every finish is fenced on (state 'active', lease_token); it keeps the token, so that the same
 -- finish sent again finds its work done (job__finished_with). Errors join the history first
