@@ -92,6 +92,8 @@ from conveyor.drivers.wakeup import Listener
 
 # Rows a maintenance step (promote, prune) changes per write transaction.
 MAINTENANCE_CHUNK = 200
+# Rescues (two to four statements each) per write transaction.
+RESCUE_CHUNK = 32
 
 
 class SQLiteDriver(
@@ -275,7 +277,9 @@ class SQLiteDriver(
         if not rescues:
             return []
 
-        def step(conn: sqlite3.Connection) -> tuple[list[TransitionResult], set[str]]:
+        def step(
+            conn: sqlite3.Connection, rescues: Sequence[RescueJob]
+        ) -> tuple[list[TransitionResult], set[str]]:
             results: list[TransitionResult] = []
             queues: set[str] = set()
             for rescue in rescues:
@@ -302,7 +306,15 @@ class SQLiteDriver(
                 results.append(TransitionResult(rescue.job_id, TransitionStatus.OK))
             return results, queues
 
-        results, queues = await self._db.write(step, kind="rescue")
+        # Each rescue is a few statements: a transaction takes RESCUE_CHUNK of them, so after
+        # a crash that lost many jobs producers still get the lock in between.
+        results: list[TransitionResult] = []
+        queues: set[str] = set()
+        for first in range(0, len(rescues), RESCUE_CHUNK):
+            chunk = rescues[first : first + RESCUE_CHUNK]
+            done, woken = await self._db.write(partial(step, rescues=chunk), kind="rescue")
+            results += done
+            queues |= woken
         for queue in queues:
             self.notify(queue)
         return results
