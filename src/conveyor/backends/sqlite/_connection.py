@@ -251,6 +251,24 @@ def vacuum_step(conn: sqlite3.Connection, pages: int) -> None:
     conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
 
 
+def one_statement(
+    conn: sqlite3.Connection, step: Callable[[sqlite3.Connection], T], kind: str
+) -> T:
+    """Run ``step``, which executes exactly one write statement that returns no rows, as its
+    own transaction (autocommit): SQLite takes the write lock, changes and commits inside that
+    one statement's step, during which this thread does not hold the GIL. In a ``BEGIN
+    IMMEDIATE`` transaction the lock is also held while the thread takes the GIL back after
+    BEGIN and after the statement, each up to the interpreter's switch interval when other
+    threads of the process (the event loop running handlers) hold it. Waiting for the lock is
+    the same: the statement waits in the busy handler, as ``BEGIN IMMEDIATE`` does."""
+    asked = time.perf_counter() if _lockstats.enabled() else 0.0
+    result = step(conn)
+    if asked:
+        # Waiting and holding are one step here: the whole of it is recorded as held.
+        _lockstats.record(kind, 0.0, time.perf_counter() - asked)
+    return result
+
+
 def _enable_wal(conn: sqlite3.Connection) -> None:
     # Reading the mode takes no lock that a writer holds, so a file already in WAL opens while
     # another connection is inside a write transaction (an app's own, enqueueing in it).

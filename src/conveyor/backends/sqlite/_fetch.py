@@ -8,8 +8,8 @@ tells whether anything may be taken at all (an idle worker polling never takes t
 nothing); the write transaction then leases with one statement that returns no rows, the tokens
 made here; the leased rows are read after the commit, outside the lock. Each statement is one
 round of releasing and taking back the GIL on this thread: under a busy event loop each costs
-up to the interpreter's switch interval, with the lock held. Lease extension follows the same
-pattern: one statement under the lock, the outcome read after the commit.
+up to the interpreter's switch interval, with the lock held. Lease extension is one statement,
+its own transaction (see ``_connection.one_statement``), the outcome read after the commit.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 
 from conveyor.backends.sqlite import _groups as groups
 from conveyor.backends.sqlite import _rates as rates
-from conveyor.backends.sqlite._connection import transaction
+from conveyor.backends.sqlite._connection import one_statement, transaction
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import Candidate, fetch_candidates, rows_of
 from conveyor.drivers.common import first_in_run_order, resolve_now
@@ -179,7 +179,7 @@ def extend_leases(
     after."""
     batch = json.dumps([[lease.job_id, lease.token, int(lease.isolated)] for lease in leases])
     args = {"leases": batch, "expires_at": expires_at}
-    transaction(conn, lambda c: c.execute(Q["job_extend_leases"], args), kind="extend")
+    one_statement(conn, lambda c: c.execute(Q["job_extend_leases"], args), "extend")
     ids = json.dumps([lease.job_id for lease in leases])
     now = {row["id"]: row for row in rows_of(conn, "job_extend_leases__held", {"ids": ids})}
     lost: list[str] = []

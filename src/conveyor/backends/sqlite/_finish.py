@@ -12,7 +12,9 @@ given, why, which is read inside the chunk's transaction (the rare path).
 Each chunk is atomic; a crash between two chunks leaves the earlier written and the later
 still active with their leases, which expire and are rescued like any other lost attempt's.
 Trimming the completed jobs beyond the retention count is a transaction of its own after the
-chunks (maintenance trims too, should a crash come first).
+chunks (maintenance trims too, should a crash come first). A chunk of plain completions alone,
+and the trim, are single statements run as their own transactions (:func:`one_statement`):
+the lock is then held only inside SQLite, never while this thread waits for the GIL.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final
 
 from conveyor.backends.sqlite import _groups as groups
+from conveyor.backends.sqlite._connection import one_statement
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import finish_one, not_finished, rows_of
 from conveyor.drivers.records import (
@@ -108,6 +112,44 @@ def _fast_result(finish: FinishJob, known: dict[str, tuple[str, bool]]) -> tuple
     return "\x00" not in text, text
 
 
+def write_fast(
+    conn: sqlite3.Connection,
+    fast: list[tuple[int, FinishJob, str | None]],
+    known: dict[str, tuple[str, bool]],
+    at: float,
+    written: Written,
+) -> None:
+    """Write a chunk of plain completions alone: one statement, its own transaction (see
+    :func:`one_statement`). When it changed fewer jobs than it was given, why is read after
+    its commit; what that read finds is what a read inside would have found, but for a change
+    made since by someone else (then that is what the caller is told)."""
+    batch = json.dumps([[finish.job_id, finish.token, text] for _, finish, text in fast])
+    args = {"batch": batch, "now": at}
+    changed: int = one_statement(
+        conn, lambda c: c.execute(Q["job_finish_many__complete_all"], args).rowcount, "finish"
+    )
+    _complete_results(conn, fast, changed, known, written)
+
+
+def _complete_results(
+    conn: sqlite3.Connection,
+    fast: list[tuple[int, FinishJob, str | None]],
+    changed: int,
+    known: dict[str, tuple[str, bool]],
+    written: Written,
+) -> None:
+    everyone = changed == len(fast)
+    for position, finish, _ in fast:
+        status = TransitionStatus.OK if everyone else not_finished(conn, finish)
+        written.results[position] = TransitionResult(finish.job_id, status)
+        if status is TransitionStatus.OK and finish.job_id in known:
+            written.completed.add(known[finish.job_id][0])
+
+
+def _execute(conn: sqlite3.Connection, query: str, args: dict[str, object]) -> None:
+    conn.execute(Q[query], args)
+
+
 def write_chunk(
     conn: sqlite3.Connection,
     fast: list[tuple[int, FinishJob, str | None]],
@@ -121,12 +163,7 @@ def write_chunk(
     if fast:
         batch = json.dumps([[finish.job_id, finish.token, text] for _, finish, text in fast])
         changed = conn.execute(Q["job_finish_many__complete_all"], {"batch": batch, "now": at})
-        everyone = changed.rowcount == len(fast)
-        for position, finish, _ in fast:
-            status = TransitionStatus.OK if everyone else not_finished(conn, finish)
-            written.results[position] = TransitionResult(finish.job_id, status)
-            if status is TransitionStatus.OK and finish.job_id in known:
-                written.completed.add(known[finish.job_id][0])
+        _complete_results(conn, fast, changed.rowcount, known, written)
     started = time.perf_counter()
     for i, (position, finish) in enumerate(slow):
         if i and time.perf_counter() - started > SLOW_SECONDS:
@@ -145,9 +182,12 @@ def write_chunk(
 
 
 def trim(conn: sqlite3.Connection, queues: set[str], retention: Retention) -> None:
-    """Delete the completed jobs of ``queues`` beyond the newest ``completed_max_count``."""
+    """Delete the completed jobs of ``queues`` beyond the newest ``completed_max_count``: one
+    statement per queue, each its own transaction (see :func:`one_statement`)."""
     if retention.completed_max_count is None:
         return
     for queue in sorted(queues):
-        args = {"queue": queue, "keep": retention.completed_max_count}
-        conn.execute(Q["job_finish_many__trim_completed"], args)
+        args: dict[str, object] = {"queue": queue, "keep": retention.completed_max_count}
+        one_statement(
+            conn, partial(_execute, query="job_finish_many__trim_completed", args=args), "trim"
+        )

@@ -239,9 +239,7 @@ class SQLiteDriver(
             while left:  # what the chunk's time cap kept out
                 left = await self._finish_chunk([], left, known, at, written)
         if written.completed and retention.completed_max_count is not None:
-            await self._db.write(
-                lambda conn: finish.trim(conn, written.completed, retention), kind="trim"
-            )
+            await self._db.run(lambda conn: finish.trim(conn, written.completed, retention))
         for queue in written.woken:
             self.notify(queue)
         return [written.results[i] for i in range(len(finishes))]
@@ -254,6 +252,9 @@ class SQLiteDriver(
         at: float,
         written: finish.Written,
     ) -> list[tuple[int, FinishJob]]:
+        if not slow:
+            await self._db.run(lambda conn: finish.write_fast(conn, fast, known, at, written))
+            return []
         return await self._db.write(
             lambda conn: finish.write_chunk(conn, fast, slow, known, at, written), kind="finish"
         )
