@@ -37,25 +37,61 @@ def fetch(
     now: float | None,
 ) -> list[sqlite3.Row]:
     """Lease up to ``params.limit`` jobs of the served queues; return their rows. Three steps
-    on the connection's thread, one executor call: the read-only check, the write, the read."""
-    if not anything_due(conn, params.queues, resolve_now(now)):
+    on the connection's thread, one executor call: the read-only check, the write, the read.
+
+    The common case, one queue holding only plain queued jobs for a worker that serves every
+    name, under no rate limit, with nothing due to promote, leases with one statement run as its
+    own transaction (see ``_connection.one_statement``); anything else takes the full step."""
+    at = resolve_now(now)
+    found = probe(conn, params.queues, at)
+    if not any(found.values()):
         return []
+    if (
+        len(found) == 1
+        and params.names is None
+        and not limits
+        and next(iter(found.values())) == (True, False, False)
+    ):
+        return _fetch_plain(conn, next(iter(found)), params, at)
     leased = transaction(conn, lambda c: fetch_step(c, params, limits, now), kind="fetch")
     return leased_rows(conn, leased) if leased else []
 
 
-def anything_due(conn: sqlite3.Connection, queues: Sequence[str], now: float) -> bool:
-    """Whether a fetch of ``queues`` may find something to lease at ``now``: a queued plain
-    job, a group whose turn has come, or a scheduled or retrying job now due, in a queue that
-    is not paused. Read without the write lock; a true answer may still lease nothing (names,
-    rate limits), a false one is certain for that snapshot (what commits later wakes the
-    listener, which fetches again)."""
+def probe(
+    conn: sqlite3.Connection, queues: Sequence[str], now: float
+) -> dict[str, tuple[bool, bool, bool]]:
+    """For each served queue that is not paused: whether it holds a queued plain job, a group
+    whose turn has come, a scheduled or retrying job due at ``now``. Read without the write
+    lock: an idle worker polling never takes it to find nothing. A true answer may still lease
+    nothing (names, rate limits); a false one is certain for that snapshot (what commits later
+    wakes the listener, which fetches again)."""
     paused = {row["name"] for row in rows_of(conn, "job_fetch__paused", {})}
-    return any(
-        rows_of(conn, "job_fetch__probe", {"queue": queue, "now": now})
-        for queue in dict.fromkeys(queues)
-        if queue not in paused
-    )
+    found: dict[str, tuple[bool, bool, bool]] = {}
+    for queue in dict.fromkeys(queues):
+        if queue not in paused:
+            row = rows_of(conn, "job_fetch__probe", {"queue": queue, "now": now})[0]
+            found[queue] = (bool(row["plain"]), bool(row["grouped"]), bool(row["due"]))
+    return found
+
+
+def _fetch_plain(
+    conn: sqlite3.Connection, queue: str, params: FetchParams, at: float
+) -> list[sqlite3.Row]:
+    """Lease the first ``params.limit`` queued plain jobs of ``queue`` in one statement, then
+    read them back: their tokens begin with a prefix made for this fetch, and their lease ends
+    at a time only this fetch wrote, so the read is one range of the lease index."""
+    prefix = secrets.token_hex(8)
+    args = {
+        "queue": queue,
+        "limit": params.limit,
+        "now": at,
+        "expires_at": at + params.lease_seconds,
+        "worker_id": params.worker_id,
+        "prefix": prefix,
+    }
+    one_statement(conn, lambda c: c.execute(Q["job_fetch__plain"], args), "fetch")
+    rows = rows_of(conn, "job_fetch__plain_leased", args)
+    return sorted(rows, key=lambda row: (row["priority"], row["run_at"], row["seq"]))
 
 
 Leased = list[tuple[str, str]]  # (job id, lease token) in the order chosen

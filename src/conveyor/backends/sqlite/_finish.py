@@ -28,7 +28,7 @@ from functools import partial
 from typing import Final
 
 from conveyor.backends.sqlite import _groups as groups
-from conveyor.backends.sqlite._connection import one_statement
+from conveyor.backends.sqlite._connection import one_statement, transaction
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import finish_one, not_finished, rows_of
 from conveyor.drivers.records import (
@@ -56,6 +56,33 @@ class Written:
     results: dict[int, TransitionResult] = field(default_factory=dict[int, TransitionResult])
     woken: set[str] = field(default_factory=set[str])
     completed: set[str] = field(default_factory=set[str])
+
+
+def finish_many(
+    conn: sqlite3.Connection, finishes: Sequence[FinishJob], retention: Retention, at: float
+) -> Written:
+    """Write ``finishes``: the facts read first, then each chunk its own transaction (a chunk
+    of completions alone as one statement), then the trim."""
+    known = facts(conn, finishes)
+    written = Written()
+    for fast, slow in chunks(finishes, known):
+        if not slow:
+            write_fast(conn, fast, known, at, written)
+            continue
+        left = transaction(
+            conn,
+            partial(write_chunk, fast=fast, slow=slow, known=known, at=at, written=written),
+            kind="finish",
+        )
+        while left:  # what the chunk's time cap kept out
+            left = transaction(
+                conn,
+                partial(write_chunk, fast=[], slow=left, known=known, at=at, written=written),
+                kind="finish",
+            )
+    if written.completed:
+        trim(conn, written.completed, retention)
+    return written
 
 
 def facts(conn: sqlite3.Connection, finishes: Sequence[FinishJob]) -> dict[str, tuple[str, bool]]:

@@ -230,34 +230,12 @@ class SQLiteDriver(
         at = resolve_now(now)
         if not finishes:
             return []
-        # One short transaction per chunk, each its own executor call: between two, producers
-        # (and other workers) take the write lock (see _finish).
-        known = await self._db.run(lambda conn: finish.facts(conn, finishes))
-        written = finish.Written()
-        for fast, slow in finish.chunks(finishes, known):
-            left = await self._finish_chunk(fast, slow, known, at, written)
-            while left:  # what the chunk's time cap kept out
-                left = await self._finish_chunk([], left, known, at, written)
-        if written.completed and retention.completed_max_count is not None:
-            await self._db.run(lambda conn: finish.trim(conn, written.completed, retention))
+        # One short transaction per chunk: between two, producers (and other workers) take the
+        # write lock (see _finish); all in one executor call.
+        written = await self._db.run(lambda conn: finish.finish_many(conn, finishes, retention, at))
         for queue in written.woken:
             self.notify(queue)
         return [written.results[i] for i in range(len(finishes))]
-
-    async def _finish_chunk(
-        self,
-        fast: list[tuple[int, FinishJob, str | None]],
-        slow: list[tuple[int, FinishJob]],
-        known: dict[str, tuple[str, bool]],
-        at: float,
-        written: finish.Written,
-    ) -> list[tuple[int, FinishJob]]:
-        if not slow:
-            await self._db.run(lambda conn: finish.write_fast(conn, fast, known, at, written))
-            return []
-        return await self._db.write(
-            lambda conn: finish.write_chunk(conn, fast, slow, known, at, written), kind="finish"
-        )
 
     async def job_expired(self, *, limit: int, now: float | None = None) -> list[JobRecord]:
         check_now(now)

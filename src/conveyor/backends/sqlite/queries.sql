@@ -89,22 +89,47 @@ WHERE queue = :queue AND state = 'queued' AND group_key IS NULL AND priority = :
 ORDER BY priority, run_at, seq
 LIMIT :limit;
 
--- Is there anything a fetch of :queue may take? Read without the write lock, so that an idle
--- worker never takes it to find nothing: a queued plain job, a group whose turn has come, or a
--- due scheduled or retrying job (each one probe of the index the fetch itself reads).
+-- What a fetch of :queue may take, read without the write lock (so that an idle worker never
+-- takes it to find nothing): a queued plain job, a group whose turn has come, a due scheduled
+-- or retrying job; each one probe of the index the fetch itself reads.
 -- name: job_fetch__probe
-SELECT 1
-WHERE EXISTS (
+SELECT EXISTS (
     SELECT 1 FROM conveyor_job INDEXED BY conveyor_job_ready_idx
     WHERE queue = :queue AND state = 'queued' AND group_key IS NULL
-) OR EXISTS (
+) AS plain, EXISTS (
     SELECT 1 FROM conveyor_group INDEXED BY conveyor_group_ready_idx
     WHERE queue = :queue AND queued > 0 AND (concurrency = 0 OR active < concurrency)
       AND turn <= :now
-) OR EXISTS (
+) AS grouped, EXISTS (
     SELECT 1 FROM conveyor_job INDEXED BY conveyor_job_due_idx
     WHERE state IN ('scheduled', 'retrying') AND run_at <= :now AND queue = :queue
-);
+) AS due;
+
+-- The common fetch in one statement (its own transaction): the first :limit queued plain jobs
+-- of a queue that is not paused, leased with tokens that begin with :prefix.
+-- name: job_fetch__plain
+UPDATE conveyor_job
+SET state = 'active',
+    attempt = attempt + 1,
+    started_at = :now,
+    lease_token = :prefix || lower(hex(randomblob(8))),
+    lease_expires_at = :expires_at,
+    worker_id = :worker_id,
+    cancel_requested = 0,
+    isolated = 0
+WHERE id IN (
+    SELECT id FROM conveyor_job INDEXED BY conveyor_job_ready_idx
+    WHERE queue = :queue AND state = 'queued' AND group_key IS NULL
+    ORDER BY priority, run_at, seq
+    LIMIT :limit
+) AND NOT EXISTS (SELECT 1 FROM conveyor_queue WHERE name = :queue AND paused = 1);
+
+-- What job_fetch__plain leased, read after its commit: one range of the lease index (no other
+-- fetch wrote this lease end with this worker, time and token prefix).
+-- name: job_fetch__plain_leased
+SELECT * FROM conveyor_job INDEXED BY conveyor_job_lease_idx
+WHERE state = 'active' AND lease_expires_at = :expires_at AND worker_id = :worker_id
+  AND started_at = :now AND substr(lease_token, 1, 16) = :prefix;
 
 -- Leases the jobs of :tokens (a JSON object, job id to its new lease token) in one statement
 -- that returns nothing: the rows are read after the commit, outside the write lock.
