@@ -4,6 +4,7 @@ with SIGKILL in the middle of its fetches and finishes leaves no job half writte
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,6 +14,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from conveyor.backends.sqlite import SQLiteDriver
+from conveyor.drivers.records import FetchParams, NewJob
 from tests.backends.sqlite import contention_app
 from tests.process.harness import CONVEYOR, REPO, wait_for
 
@@ -143,3 +146,27 @@ def _registered(db: Path) -> int:
         return 0
     finally:
         conn.close()
+
+
+async def test_an_idle_fetch_does_not_take_the_write_lock(tmp_path: Path) -> None:
+    """A worker polling a file with nothing to take reads, and never waits for the lock that
+    producers need: here another connection holds it for the whole fetch."""
+    db = tmp_path / "idle.db"
+    driver = SQLiteDriver(f"sqlite:///{db}")
+    await driver.open()
+    try:
+        # Nothing runnable: one job scheduled for later, so every index the probe reads exists.
+        later = NewJob(id="later", queue="q", name="n", payload=b"{}", delay=3600)
+        await driver.job_insert_many([later])
+        holder = sqlite3.connect(db, isolation_level=None, timeout=0)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            fetched = await asyncio.wait_for(
+                driver.job_fetch(FetchParams(("q",), 10, "w", 30.0)), timeout=5.0
+            )
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert fetched == []
+    finally:
+        await driver.close()

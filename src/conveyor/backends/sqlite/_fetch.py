@@ -44,7 +44,7 @@ def fetch(
     own transaction (see ``_connection.one_statement``); anything else takes the full step."""
     at = resolve_now(now)
     found = probe(conn, params.queues, at)
-    if not any(found.values()):
+    if not any(any(flags) for flags in found.values()):
         return []
     if (
         len(found) == 1
