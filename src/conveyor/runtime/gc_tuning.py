@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Final
 
 # What `conveyor worker` uses: collections stay short (a young generation of at most this many
@@ -29,7 +29,7 @@ WORKER_GC_THRESHOLD: Final = 20_000
 MAX_GC_THRESHOLD: Final = 10_000_000
 
 
-def check_gc_threshold(value: int | None) -> None:
+def check_gc_threshold(value: object) -> None:
     """Refuse a threshold the collector could not use, naming it."""
     if value is None:
         return
@@ -41,7 +41,7 @@ def check_gc_threshold(value: int | None) -> None:
 
 
 @contextlib.contextmanager
-def worker_gc(threshold: int | None) -> Iterator[None]:
+def worker_gc(threshold: int | None) -> Generator[None, None, None]:
     """While the block runs: the first-generation threshold raised to ``threshold`` (never
     lowered) and the objects that exist now frozen, unless the process froze some itself
     (it then manages freezing); afterwards, the previous threshold back and what was frozen
