@@ -17,7 +17,12 @@ from typing import Final
 from redis.asyncio.cluster import RedisCluster
 
 from conveyor.backends.redis import _stubs as stubs
-from conveyor.backends.redis._records import JOB_FIELDS, CorruptJob, decode_job
+from conveyor.backends.redis._records import (
+    JOB_FIELDS,
+    CorruptJob,
+    decode_job,
+    row_of_fields,
+)
 from conveyor.backends.redis._resp import NoScript
 from conveyor.backends.redis._store import Store
 from conveyor.backends.redis._wakeups import MIN_BLOCK, Wakeups
@@ -147,7 +152,8 @@ class Fetcher:
                 extra={"event": "dropped", "job_id": job_id, "queue": queue, "error": why},
             )
         jobs: list[JobRecord] = []
-        for row in fetched.rows:
+        for job_id, fields in fetched.rows:
+            row = row_of_fields(job_id, fields)
             try:
                 jobs.append(decode_job(queue, row))
             except CorruptJob as exc:

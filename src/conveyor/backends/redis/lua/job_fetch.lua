@@ -35,8 +35,9 @@
 -- ARGV[9] forget_previous: '1' to delete KEYS[22], '' when there is none
 -- ARGV[10] rate_count: most starts in any window of ARGV[11] seconds, '' for no rate limit
 -- ARGV[11] rate_per: the window of the rate limit, seconds ('' without one)
--- Returns: {now, next_due or '', jobs, dropped}. Lease mode: jobs are {id, field values in
--- JOB_FIELDS order}. Peek mode: jobs are {priority, run at µs, seq, id}, nothing is changed but
+-- Returns: {now, next_due or '', jobs, dropped}. Lease mode: jobs are {id, fields}, fields
+-- the job hash as flat name, value pairs (HGETALL order, as leased; a value may be nil for a
+-- field the lease cleared: read it as absent). Peek mode: jobs are {priority, run at µs, seq, id}, nothing is changed but
 -- promotion. Release mode: jobs is empty. dropped: {id, why} of each queue entry that was
 -- taken but named no queued job (its key gone or not a hash, or the job in another state),
 -- removed so that it cannot block the queue. An error reply, having written nothing, when an
@@ -202,9 +203,9 @@ if mode == 'lease' then
     if receipt then  -- a repeated call: the jobs the first one leased, if they are still its
         local jobs = {}
         for _, id in ipairs(cjson.decode(receipt)) do
-            local v = fields_of(K_JOBS .. id)
-            if still_ours(v) then
-                jobs[#jobs + 1] = {id, unpack(v)}
+            local key = K_JOBS .. id
+            if still_ours(fields_of(key)) then
+                jobs[#jobs + 1] = {id, redis.call('HGETALL', key)}
             end
         end
         return {num(now), due_text(), jobs, {}}
@@ -286,32 +287,74 @@ if grouped then
 else
     taken = take(limit)
 end
+-- Field ``name`` of flat pairs ``h`` set to ``value``: at position ``at`` (its value's), or
+-- appended when the job had no such field.
+local function lease_field(h, at, name, value)
+    if at then
+        h[at] = value
+    else
+        h[#h + 1] = name
+        h[#h + 1] = value
+    end
+end
+
+-- Each taken job is read whole (HGETALL: one pass over its few stored fields, where an HMGET
+-- of every field looked up each of them, mostly absent, and made a Lua string of each name),
+-- and its pairs are returned as leased: the lease's fields overwritten in place or appended.
 for _, id in ipairs(taken) do
     local key = K_JOBS .. id
-    local v = fields_of(key)
-    if not v or v[F_STATE] ~= 'queued' then
-        if not v then
+    local h = redis.pcall('HGETALL', key)
+    local state, seq, attempt_at, flagged = nil, nil, nil, false
+    local started_at, token_at, expires_at, worker_at = nil, nil, nil, nil
+    if not h.err then
+        for k = 1, #h, 2 do
+            local f = h[k]
+            if f == 's' then
+                state = h[k + 1]
+                h[k + 1] = 'active'
+            elseif f == 'q' then
+                seq = h[k + 1]
+            elseif f == 'a' then
+                attempt_at = k + 1
+            elseif f == 'b' then
+                started_at = k + 1
+            elseif f == 't' then
+                token_at = k + 1
+            elseif f == 'x' then
+                expires_at = k + 1
+            elseif f == 'w' then
+                worker_at = k + 1
+            elseif f == 'c' or f == 'i' then
+                flagged = true
+                h[k + 1] = false  -- cleared below: the reply reads it as absent
+            end
+        end
+    end
+    if state ~= 'queued' then
+        if not state then
             dropped[#dropped + 1] = {id, 'its key is gone or holds no job hash'}
         else
-            dropped[#dropped + 1] = {id, 'the job is ' .. tostring(v[F_STATE]) .. ', not queued'}
+            dropped[#dropped + 1] = {id, 'the job is ' .. state .. ', not queued'}
         end
         if group_of[id] then
             group_leave(group_of[id])  -- counted active by serve_groups: not after all
         end
     else
         local token = base .. string.format('%x', #jobs)
-        local attempt = int(tonum(v[F_ATTEMPT], 0) + 1)
+        local attempt = int(tonum(attempt_at and h[attempt_at], 0) + 1)
         redis.call('HSET', key, 's', 'active', 'a', attempt, 'b', started, 't', token,
             'x', expires, 'w', worker)
-        if v[F_CANCEL] or v[F_ISOLATED] then
+        if flagged then
             redis.call('HDEL', key, 'c', 'i')
         end
         active[#active + 1] = expires
-        active[#active + 1] = smember(tonum(v[F_SEQ], 0), id)
-        v[F_STATE], v[F_ATTEMPT], v[F_STARTED], v[F_TOKEN], v[F_EXPIRES], v[F_WORKER] =
-            'active', attempt, started, token, expires, worker
-        v[F_CANCEL], v[F_ISOLATED] = false, false
-        jobs[#jobs + 1] = {id, unpack(v)}
+        active[#active + 1] = smember(tonum(seq, 0), id)
+        lease_field(h, attempt_at, 'a', attempt)
+        lease_field(h, started_at, 'b', started)
+        lease_field(h, token_at, 't', token)
+        lease_field(h, expires_at, 'x', expires)
+        lease_field(h, worker_at, 'w', worker)
+        jobs[#jobs + 1] = {id, h}
         leased[#leased + 1] = id
     end
 end
