@@ -1,0 +1,135 @@
+"""The fetch script returns each leased job as its hash's field pairs, rewritten as leased: what
+a worker receives must be the job as stored after the lease, whatever fields the job held
+before (a previous attempt's start and token, a cancel request or isolated mark left behind, a
+group's limits that are not part of a record). The finish script reads the fields a completion
+needs first and the others only for the other transitions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from conveyor.backends.redis import RedisDriver
+from conveyor.backends.redis._records import JOB_FIELDS, row_of_fields
+from conveyor.drivers.records import (
+    FetchParams,
+    FinishJob,
+    JobRecord,
+    JobState,
+    NewJob,
+    Retention,
+    TransitionKind,
+    TransitionStatus,
+)
+from tests.backends.redis.consistency import problems
+from tests.conftest import redis_test_url
+
+T0 = 1_700_000_000.0
+KEEP_ALL = Retention(completed_max_count=None, cancelled_max_age=None)
+
+
+@pytest.fixture
+async def driver(redis_base_url: str) -> AsyncIterator[RedisDriver]:
+    d = RedisDriver(redis_test_url(redis_base_url))
+    await d.open()
+    try:
+        yield d
+    finally:
+        await d.close()
+
+
+def test_field_pairs_land_in_the_row_by_name() -> None:
+    row = row_of_fields(b"j1", [b"s", b"active", b"gl", b"2,,", b"n", b"email", b"c", None])
+    assert row[0] == b"j1"
+    assert len(row) == 1 + len(JOB_FIELDS)
+    named = dict(zip(JOB_FIELDS, row[1:], strict=True))
+    assert named["s"] == b"active" and named["n"] == b"email"
+    assert named["c"] is None, "a field the lease cleared reads as absent"
+    assert [v for k, v in named.items() if k not in ("s", "n")] == [None] * (len(JOB_FIELDS) - 2)
+    with pytest.raises(ValueError):
+        row_of_fields(b"j1", [b"s", b"active", b"n"])  # pairs, or the reply is not understood
+
+
+async def _fetch_one(d: RedisDriver, now: float) -> JobRecord:
+    [job] = await d.job_fetch(FetchParams(("q",), 10, "w2", 30.0), now=now)
+    return job
+
+
+async def test_a_leased_job_is_returned_as_stored_after_its_lease(driver: RedisDriver) -> None:
+    d = driver
+    await d.job_insert_many([NewJob("a", "q", "n", b'{"x": 1}', max_attempts=5)], now=T0)
+    key = d._store.keys("q").job("a")
+    # What an earlier attempt and a crash could leave on a queued job: its start, token,
+    # lease, worker, a cancel request and an isolated mark.
+    await d._store.client.execute_command(
+        "HSET", key, "b", "1699999990.5", "t", "old", "x", "1699999999.5", "w", "w1",
+        "c", "1", "i", "1", "a", "2",
+    )  # fmt: skip
+    job = await _fetch_one(d, T0 + 1)
+    assert job.state is JobState.ACTIVE
+    assert job.attempt == 3
+    assert job.started_at == T0 + 1
+    assert job.lease_expires_at == T0 + 31
+    assert job.worker_id == "w2"
+    assert job.lease_token not in (None, "old")
+    assert not job.cancel_requested and not job.isolated
+    assert job.payload == b'{"x": 1}' and job.max_attempts == 5
+    [stored] = await d.job_get_many(["a"])
+    assert stored == job
+    assert problems(d.source_url) == []
+
+
+async def test_a_fresh_job_gets_every_lease_field(driver: RedisDriver) -> None:
+    d = driver
+    await d.job_insert_many([NewJob("a", "q", "n", b"{}", priority=0)], now=T0)
+    job = await _fetch_one(d, T0)
+    assert (job.state, job.attempt, job.started_at, job.worker_id) == (
+        JobState.ACTIVE, 1, T0, "w2",
+    )  # fmt: skip
+    assert job.lease_token and job.lease_expires_at == T0 + 30
+    [stored] = await d.job_get_many(["a"])
+    assert stored == job
+
+
+async def test_retried_jobs_come_back_with_their_history(driver: RedisDriver) -> None:
+    d = driver
+    await d.job_insert_many([NewJob("a", "q", "n", b"{}", max_attempts=3)], now=T0)
+    first = await _fetch_one(d, T0)
+    [status] = await d.job_finish_many(
+        [FinishJob("a", first.lease_token or "", TransitionKind.RETRY, error="boom")],
+        retention=KEEP_ALL,
+        now=T0,
+    )
+    assert status.status is TransitionStatus.OK
+    again = await _fetch_one(d, T0 + 1)
+    assert (again.attempt, again.error, len(again.errors)) == (2, "boom", 1)
+    assert again.lease_token != first.lease_token
+    [stored] = await d.job_get_many(["a"])
+    assert stored == again
+    # The retry moved its run time and kept its enqueue time: read only by that transition.
+    assert (again.run_at, again.enqueued_at) == (T0, T0)
+    assert problems(d.source_url) == []
+
+
+async def test_a_requeue_gives_back_the_attempt_and_keeps_the_place(driver: RedisDriver) -> None:
+    d = driver
+    await d.job_insert_many(
+        [NewJob("a", "q", "n", b"{}", priority=5), NewJob("b", "q", "n", b"{}", priority=5)],
+        now=T0,
+    )
+    [a, b] = await d.job_fetch(FetchParams(("q",), 2, "w", 30.0), now=T0)
+    statuses = await d.job_finish_many(
+        [
+            FinishJob(a.id, a.lease_token or "", TransitionKind.REQUEUE),
+            FinishJob(b.id, b.lease_token or "", TransitionKind.FAIL, error="bad"),
+        ],
+        retention=KEEP_ALL,
+        now=T0 + 1,
+    )
+    assert [s.status for s in statuses] == [TransitionStatus.OK, TransitionStatus.OK]
+    [ra, rb] = await d.job_get_many([a.id, b.id])
+    assert ra is not None and rb is not None
+    assert (ra.state, ra.attempt, ra.priority) == (JobState.QUEUED, 0, 5)
+    assert (rb.state, rb.error, rb.finished_at) == (JobState.FAILED, "bad", T0 + 1)
+    assert problems(d.source_url) == []
