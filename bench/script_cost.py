@@ -36,13 +36,13 @@ from typing import Any
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pydantic import BaseModel
 from tests.servers.redis_server import RedisServer
 
 from conveyor import Queue, job
 from conveyor.backends.redis import _lua, _stubs
 from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._records import JOB_FIELDS
-from pydantic import BaseModel
 
 QUEUE = "cost"
 TOKEN_AT = 1 + JOB_FIELDS.index("t")
