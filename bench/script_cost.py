@@ -16,9 +16,10 @@ not move, count the server's instructions: start a private redis-server under ca
 --appendonly no``) and pass ``--url redis://127.0.0.1:P/0 --callgrind DIR``: each drain is
 bracketed by ``callgrind_control -z`` and ``-d``, and its instructions per job are printed.
 
-``--baseline`` is a ``src`` directory of another checkout (``git archive <rev> src | tar -x``).
-Both trees must take the same KEYS and ARGV (the rows are read either way: as a JOB_FIELDS row,
-or as the flat field pairs of the current fetch).
+``--baseline`` is a ``src`` directory of another checkout (``git archive <rev> src | tar -x``),
+``--this`` another one to measure in place of this checkout's. Both trees' scripts must take
+the same KEYS and ARGV (rows are read as ``{id, JOB_FIELDS values}``, or as ``{id, flat field
+pairs}``).
 """
 
 from __future__ import annotations
@@ -146,13 +147,15 @@ def one(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", type=Path, required=True, help="src dir of the other tree")
+    ap.add_argument("--this", type=Path, help="src dir to measure against it (default: this one)")
     ap.add_argument("--jobs", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--url", help="a private server of your own to use (it is FLUSHDBed)")
     ap.add_argument("--callgrind", type=Path, help="dump directory of a server under callgrind")
     args = ap.parse_args()
-    trees = {"baseline": args.baseline.resolve(), "this": Path(_lua.LUA_DIR).parents[3]}
+    this = args.this or _lua.LUA_DIR.parents[3]
+    trees = {"baseline": args.baseline.resolve(), "this": this.resolve()}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     with contextlib.ExitStack() as stack:
         url = args.url or stack.enter_context(RedisServer()).url

@@ -1,7 +1,7 @@
-"""The fetch script returns each leased job as its hash's field pairs, rewritten as leased: what
-a worker receives must be the job as stored after the lease, whatever fields the job held
-before (a previous attempt's start and token, a cancel request or isolated mark left behind, a
-group's limits that are not part of a record). The finish script reads the fields a completion
+"""The fetch script reads each leased job whole and fills its reply row by field name: what a
+worker receives must be the job as stored after the lease, whatever fields the job held before
+(a previous attempt's start and token, a cancel request or isolated mark left behind, a group's
+limits that are not part of a record). The finish script reads the fields a completion
 needs first and the others only for the other transitions."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from conveyor.backends.redis import RedisDriver
-from conveyor.backends.redis._records import JOB_FIELDS, row_of_fields
 from conveyor.drivers.records import (
     FetchParams,
     FinishJob,
@@ -37,18 +36,6 @@ async def driver(redis_base_url: str) -> AsyncIterator[RedisDriver]:
         yield d
     finally:
         await d.close()
-
-
-def test_field_pairs_land_in_the_row_by_name() -> None:
-    row = row_of_fields(b"j1", [b"s", b"active", b"gl", b"2,,", b"n", b"email", b"c", None])
-    assert row[0] == b"j1"
-    assert len(row) == 1 + len(JOB_FIELDS)
-    named = dict(zip(JOB_FIELDS, row[1:], strict=True))
-    assert named["s"] == b"active" and named["n"] == b"email"
-    assert named["c"] is None, "a field the lease cleared reads as absent"
-    assert [v for k, v in named.items() if k not in ("s", "n")] == [None] * (len(JOB_FIELDS) - 2)
-    with pytest.raises(ValueError):
-        row_of_fields(b"j1", [b"s", b"active", b"n"])  # pairs, or the reply is not understood
 
 
 async def _fetch_one(d: RedisDriver, now: float) -> JobRecord:

@@ -17,12 +17,7 @@ from typing import Final
 from redis.asyncio.cluster import RedisCluster
 
 from conveyor.backends.redis import _stubs as stubs
-from conveyor.backends.redis._records import (
-    JOB_FIELDS,
-    CorruptJob,
-    decode_job,
-    row_of_fields,
-)
+from conveyor.backends.redis._records import JOB_FIELDS, CorruptJob, decode_job
 from conveyor.backends.redis._resp import NoScript
 from conveyor.backends.redis._store import Store
 from conveyor.backends.redis._wakeups import MIN_BLOCK, Wakeups
@@ -152,8 +147,7 @@ class Fetcher:
                 extra={"event": "dropped", "job_id": job_id, "queue": queue, "error": why},
             )
         jobs: list[JobRecord] = []
-        for job_id, fields in fetched.rows:
-            row = row_of_fields(job_id, fields)
+        for row in fetched.rows:
             try:
                 jobs.append(decode_job(queue, row))
             except CorruptJob as exc:

@@ -17,27 +17,6 @@ JOB_FIELDS: Final = (
 )  # fmt: skip
 
 
-# Where each field's value goes in a row for decode_job: 1 + its place in JOB_FIELDS.
-_ROW_INDEX: Final = {name.encode(): i for i, name in enumerate(JOB_FIELDS, 1)}
-_ROW_LENGTH: Final = 1 + len(JOB_FIELDS)
-
-
-def row_of_fields(job_id: bytes, fields: Sequence[Any]) -> list[Any]:
-    """The ``{id, fields in JOB_FIELDS order}`` row of a job the fetch script returned as its
-    hash's flat name, value pairs (see lua/job_fetch.lua); a field it does not name is absent,
-    as is one whose value is nil, and a name outside JOB_FIELDS (such as the group's limits) is
-    not part of a row."""
-    row: list[Any] = [None] * _ROW_LENGTH
-    row[0] = job_id
-    index = _ROW_INDEX.get
-    it = iter(fields)
-    for name, value in zip(it, it, strict=True):
-        i = index(name)
-        if i is not None:
-            row[i] = value
-    return row
-
-
 class CorruptJob(Exception):
     """A stored job that cannot be read back (written by a foreign or broken producer)."""
 

@@ -297,7 +297,7 @@ async def insert_dedup(
 class Fetched:
     now: float  # the time the script used (the server's when none was passed)
     next_due: float | None  # the earliest run time of a scheduled or retrying job
-    rows: list[Any]  # lease mode: (id, flat field pairs) for row_of_fields; peek: order keys
+    rows: list[Any]  # lease mode: raw job rows for decode_job; peek mode: order keys
     dropped: list[tuple[str, str]]  # (id, why) of queue entries that named no queued job
 
 
