@@ -2,7 +2,8 @@
 worker receives must be the job as stored after the lease, whatever fields the job held before
 (a previous attempt's start and token, a cancel request or isolated mark left behind, a group's
 limits that are not part of a record). The finish script reads the fields a completion
-needs first and the others only for the other transitions."""
+needs first and the others only for the other transitions. The active set stays a skiplist
+(its sentinel), which no count, listing, rescue or purge takes for a job."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from conveyor.backends.redis import RedisDriver
+from conveyor.backends.redis._keys import ACTIVE_SENTINEL
 from conveyor.drivers.records import (
     FetchParams,
     FinishJob,
     JobRecord,
     JobState,
+    ListParams,
     NewJob,
+    PurgeParams,
     Retention,
     TransitionKind,
     TransitionStatus,
@@ -119,4 +123,36 @@ async def test_a_requeue_gives_back_the_attempt_and_keeps_the_place(driver: Redi
     assert ra is not None and rb is not None
     assert (ra.state, ra.attempt, ra.priority) == (JobState.QUEUED, 0, 5)
     assert (rb.state, rb.error, rb.finished_at) == (JobState.FAILED, "bad", T0 + 1)
+    assert problems(d.source_url) == []
+
+
+async def test_the_active_set_stays_a_skiplist_and_its_sentinel_is_no_job(
+    driver: RedisDriver,
+) -> None:
+    d = driver
+    client = d._store.client
+    active = d._store.keys("q").active
+    await d.job_insert_many([NewJob(f"j{i}", "q", "n", b"{}") for i in range(3)], now=T0)
+    leased = await d.job_fetch(FetchParams(("q",), 2, "w", 30.0), now=T0)
+    assert await client.execute_command("OBJECT", "ENCODING", active) == b"skiplist"
+    assert await client.execute_command("ZSCORE", active, ACTIVE_SENTINEL) == b"inf"
+    assert (await d.job_count_by_state("q"))[JobState.ACTIVE] == 2
+    [info] = await d.queue_list()
+    assert info.counts[JobState.ACTIVE] == 2
+    listed = await d.job_list(ListParams("q", (JobState.ACTIVE,), limit=10))
+    assert sorted(j.id for j in listed) == sorted(j.id for j in leased)
+    assert problems(d.source_url) == []
+    # Every job finished: the set holds its sentinel alone, and stays a skiplist.
+    await d.job_finish_many(
+        [FinishJob(j.id, j.lease_token or "", TransitionKind.COMPLETE) for j in leased],
+        retention=KEEP_ALL,
+        now=T0 + 1,
+    )
+    assert await client.execute_command("ZRANGE", active, 0, -1) == [ACTIVE_SENTINEL]
+    assert (await d.job_count_by_state("q"))[JobState.ACTIVE] == 0
+    # Rescue passes over it (its lease never expires), and purging active jobs leaves it.
+    assert await d.job_expired(limit=10, now=T0 + 10**9) == []
+    [third] = await d.job_fetch(FetchParams(("q",), 5, "w", 30.0), now=T0 + 2)
+    assert await d.job_purge(PurgeParams("q", (JobState.ACTIVE,)), now=T0 + 2) == 1
+    assert await d.job_get_many([third.id]) == [None]
     assert problems(d.source_url) == []

@@ -7,7 +7,8 @@
 -- KEYS[5] dead: hash of id -> stale ready-list entries of that job (see take.lua)
 -- KEYS[6] scheduled: zset of jobs waiting for their run time
 -- KEYS[7] retrying: zset of jobs waiting to be retried
--- KEYS[8] active: zset of leased jobs, score the lease expiry
+-- KEYS[8] active: zset of leased jobs, score the lease expiry (and ACTIVE_SENTINEL, see
+--         members.lua)
 -- KEYS[9] cancelled: zset of cancelled jobs (a release may cancel)
 -- KEYS[10] wake: list idle workers block on
 -- KEYS[11] queued_by_seq: listing index of the queued set's jobs (the ready list needs none)
@@ -341,7 +342,12 @@ for i = 1, #taken, 500 do  -- unpack() is limited by Lua's stack: 500 at a time
     redis.call('ZREM', K_QUEUED_BY_SEQ, unpack(taken, i, math.min(i + 499, #taken)))
 end
 for i = 1, #active, 1000 do
-    redis.call('ZADD', K_ACTIVE, unpack(active, i, math.min(i + 999, #active)))
+    if i == 1 then  -- the sentinel first, so that the set is made a skiplist at once
+        redis.call('ZADD', K_ACTIVE, '+inf', ACTIVE_SENTINEL,
+            unpack(active, i, math.min(i + 999, #active)))
+    else
+        redis.call('ZADD', K_ACTIVE, unpack(active, i, math.min(i + 999, #active)))
+    end
 end
 
 save_tail()
