@@ -156,3 +156,31 @@ async def test_the_active_set_stays_a_skiplist_and_its_sentinel_is_no_job(
     assert await d.job_purge(PurgeParams("q", (JobState.ACTIVE,)), now=T0 + 2) == 1
     assert await d.job_get_many([third.id]) == [None]
     assert problems(d.source_url) == []
+
+
+async def test_an_active_set_of_the_previous_layout_gets_its_sentinel(
+    driver: RedisDriver,
+) -> None:
+    d = driver
+    client = d._store.client
+    active = d._store.keys("q").active
+    await d.job_insert_many([NewJob(f"j{i}", "q", "n", b"{}") for i in range(3)], now=T0)
+    [first] = await d.job_fetch(FetchParams(("q",), 1, "w", 30.0), now=T0)
+    # As a worker of the previous layout leaves it: its leases only, a listpack.
+    member, score = await client.execute_command("ZRANGE", active, 0, 0, "WITHSCORES")
+    await client.execute_command("DEL", active)
+    await client.execute_command("ZADD", active, score, member)
+    assert await client.execute_command("OBJECT", "ENCODING", active) == b"listpack"
+    assert (await d.job_count_by_state("q"))[JobState.ACTIVE] == 1
+    [second] = await d.job_fetch(FetchParams(("q",), 1, "w", 30.0), now=T0)
+    assert await client.execute_command("OBJECT", "ENCODING", active) == b"skiplist"
+    assert (await d.job_count_by_state("q"))[JobState.ACTIVE] == 2
+    # The job leased before the upgrade finishes, and is rescued once its lease is gone.
+    [done] = await d.job_finish_many(
+        [FinishJob(first.id, first.lease_token or "", TransitionKind.COMPLETE)],
+        retention=KEEP_ALL,
+        now=T0 + 1,
+    )
+    assert done.status is TransitionStatus.OK
+    assert [j.id for j in await d.job_expired(limit=10, now=T0 + 31)] == [second.id]
+    assert problems(d.source_url) == []
