@@ -402,17 +402,19 @@ class BlockingConnection:
                 self._protocol = await _open(self._endpoint)
             futures = self._protocol.send(packed, len(commands))
             try:
-                # Gathered, not awaited one by one: when the connection drops, every future
-                # fails, and each failure must be retrieved (asyncio reports those that are not).
-                replies = await asyncio.gather(*futures, return_exceptions=True)
+                # Replies are settled in order, and a dropped connection fails every future
+                # still waiting: once the last one is settled, all are. Waiting on it alone
+                # (not gathering them all) resumes this call one pass of the event loop
+                # sooner, between a worker's wake-up and the start of the job it fetched.
+                await futures[-1]
             except asyncio.CancelledError:
                 # The blocked command's reply would arrive later and out of step.
                 self.close()
+                _retrieve(futures)
                 raise
-            for reply in replies:
-                if isinstance(reply, BaseException):
-                    raise reply
-            return replies
+            except Exception:
+                pass  # raised below, with the first failure of the batch
+            return [future.result() for future in _retrieve(futures)]
 
         return await _with_retries(attempt, lambda exc: isinstance(exc, ConnectionLost))
 
@@ -420,6 +422,14 @@ class BlockingConnection:
         if self._protocol is not None:
             self._protocol.close()
             self._protocol = None
+
+
+def _retrieve(futures: list[asyncio.Future[Any]]) -> list[asyncio.Future[Any]]:
+    """``futures``, every failure among them retrieved (asyncio reports those that are not)."""
+    for future in futures:
+        if future.done() and not future.cancelled():
+            future.exception()
+    return futures
 
 
 class BlockingClient(Client):
