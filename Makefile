@@ -12,7 +12,7 @@ DJANGO_VENV := .venv-django
 DJANGO_BIN := $(DJANGO_VENV)/bin
 DJANGO_STAMP := $(DJANGO_VENV)/.installed
 
-.PHONY: venv demo example test lint format clean bench bench-pg bench-churn venv-django test-django lint-django
+.PHONY: venv demo example test lint format clean bench bench-pg bench-sqlite bench-churn venv-django test-django lint-django
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Conveyor needs Python 3.11+")'
@@ -86,11 +86,17 @@ BENCH_PG ?= 1
 bench: $(STAMP)
 	@$(BIN)/python bench/run.py
 	@if [ "$(BENCH_PG)" != "0" ]; then $(BIN)/python bench/run_pg.py; fi
+	@if [ "$(BENCH_SQLITE)" != "0" ]; then $(BIN)/python bench/run_sqlite.py; fi
 
 # Conveyor on PostgreSQL beside procrastinate and pgqueuer, on a private PostgreSQL cluster;
 # bench-churn: drain on a fresh table and after 1,000,000 jobs. See bench/README.md.
 bench-pg: $(STAMP)
 	@$(BIN)/python bench/run_pg.py
+
+# bench-sqlite: Conveyor on SQLite beside huey's SqliteHuey, with the contention scenario and
+# the SQLite targets as a checklist. See bench/README.md.
+bench-sqlite: $(STAMP)
+	@$(BIN)/python bench/run_sqlite.py
 
 bench-churn: $(STAMP)
 	@$(BIN)/python bench/run_pg.py --churn

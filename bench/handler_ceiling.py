@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from tests.servers.redis_server import RedisServer  # noqa: E402  (after the path is set)
 
 from conveyor import JobContext, Queue, Worker, WorkerConfig, _eventloop, job  # noqa: E402
+from conveyor.runtime.gc_tuning import WORKER_GC_THRESHOLD  # noqa: E402
 
 
 class Account(BaseModel):
@@ -65,15 +66,17 @@ async def _handler_alone(bench: ModuleType, jobs: int, concurrency: int) -> None
     await asyncio.gather(*(caller() for _ in range(concurrency)))
 
 
-async def _one_worker(bench: ModuleType, url: str, jobs: int, concurrency: int) -> None:
+async def _one_worker(
+    bench: ModuleType, url: str, jobs: int, concurrency: int, gc_threshold: int | None
+) -> None:
     async with Queue.from_url(url) as queue:
         for start in range(0, jobs, 1000):
             await queue.enqueue_many(
                 [account.request(Account(n=i)) for i in range(start, min(start + 1000, jobs))]
             )
-        worker = Worker(
-            queue, concurrency=concurrency, config=WorkerConfig(burst=True, queues=("ceiling",))
-        )
+        # As `conveyor worker` runs it (its --gc-threshold default), unless told otherwise.
+        config = WorkerConfig(burst=True, queues=("ceiling",), gc_threshold=gc_threshold)
+        worker = Worker(queue, concurrency=concurrency, config=config)
 
         @worker.handles(account)
         async def run(payload: Account, ctx: JobContext) -> None:
@@ -87,6 +90,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=WORKER_GC_THRESHOLD,
+        help="the worker's WorkerConfig(gc_threshold=), as `conveyor worker --gc-threshold`; "
+        "0 leaves the collector alone",
+    )
     parser.add_argument(
         "--peers-dir", type=Path, default=ROOT.parent / "shared" / "bench" / "peers"
     )
@@ -108,7 +118,15 @@ def main() -> None:
                     _eventloop.run(_handler_alone(bench, args.jobs, args.concurrency))
                 else:
                     redis.Redis.from_url(server.url).flushdb()
-                    _eventloop.run(_one_worker(bench, server.url, args.jobs, args.concurrency))
+                    _eventloop.run(
+                        _one_worker(
+                            bench,
+                            server.url,
+                            args.jobs,
+                            args.concurrency,
+                            args.gc_threshold or None,
+                        )
+                    )
                 rates[kind] = _rate(stats)
             ratios.append(rates["worker"] / rates["alone"])
             print(

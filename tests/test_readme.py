@@ -205,6 +205,33 @@ asyncio.run(main())
     )
 
 
+@pytest.mark.parametrize("app_dir", ["sqlite"], indirect=True)
+def test_the_sqlite_durability_settings(app_dir: tuple[Path, dict[str, str]]) -> None:
+    """The SQLite section's two queues: both enqueue into the same file, and the connection of
+    the second really flushes every commit (PRAGMA synchronous 2 = FULL, 1 = NORMAL)."""
+    cwd, env = app_dir
+    script = """
+import asyncio, sqlite3, uuid
+from app.durable import durable, queue
+from app.jobs import SendInvite, send_invite
+
+async def main():
+    for q in (queue, durable):
+        async with q:
+            await q.enqueue(send_invite, SendInvite(invitation_id=uuid.uuid4(), to_email="a@b.c"))
+            modes = await q.driver.driver._db.run(
+                lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]
+            )
+            print(modes)
+    with sqlite3.connect("app.db") as conn:
+        print(conn.execute("SELECT count(*) FROM conveyor_job").fetchone()[0])
+
+asyncio.run(main())
+"""
+    out = run(f"python -c {shlex.quote(script)}", cwd, env).stdout.split()
+    assert out == ["1", "2", "2"]
+
+
 @pytest.fixture
 def app_database(postgres_base_url: str) -> Iterator[str]:
     """A database of its own for the PostgreSQL snippets (they keep the queue in schema public

@@ -10,6 +10,7 @@ from typing import Literal
 from conveyor.core.clock import BackendClock, Clock
 from conveyor.core.rescue import MAX_STALLS
 from conveyor.drivers.records import Retention
+from conveyor.runtime.gc_tuning import check_gc_threshold
 
 log = logging.getLogger("conveyor.worker")
 
@@ -38,6 +39,11 @@ class WorkerConfig:
     # An OpenTelemetry span per attempt (see conveyor.tracing): None traces when the API is
     # installed and $OTEL_PYTHON_DISABLED_INSTRUMENTATIONS does not list conveyor.
     tracing: bool | None = None
+    # The garbage collector's first-generation threshold while the worker runs, with what
+    # exists at start frozen (see runtime/gc_tuning.py): None leaves the process's collector
+    # as it is (the default for a worker embedded in an application); `conveyor worker` sets
+    # WORKER_GC_THRESHOLD unless told --gc-threshold 0.
+    gc_threshold: int | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -53,6 +59,7 @@ class WorkerConfig:
             value: float | None = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        check_gc_threshold(self.gc_threshold)
         if self.tracing not in (None, True, False):
             raise ValueError(f"tracing must be True, False or None, got {self.tracing!r}")
         if self.lease_keeper not in ("auto", "thread", "process"):

@@ -7,28 +7,25 @@ Use it as an async context manager (or call :meth:`Queue.close`) to release the 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
-import re
-import secrets
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
-from conveyor import _validation
+from conveyor import _building as building
 from conveyor import tracing as _tracing
+from conveyor._building import ByName, Keep
 from conveyor._coalesce import Coalescer
-from conveyor._dedup import DedupPolicy, dedup_of
+from conveyor._dedup import DedupPolicy
 from conveyor._definition import (
     DEFAULT_ATTEMPTS,
     DEFAULT_QUEUE,
     JobDef,
     JobRequest,
-    check_queue_name,
 )
 from conveyor._errors import (
     BackendUnavailable,
@@ -38,18 +35,12 @@ from conveyor._handle import JobHandle, PendingEnqueue, handles
 from conveyor._queue_inspection import QueueInspection
 from conveyor.backends.registry import configured_url, driver_for_url, shown_url
 from conveyor.core.clock import BackendClock, Clock
-from conveyor.core.headers import encode_headers
 from conveyor.core.serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
-    encode_payload,
-    encode_untyped_payload,
 )
-from conveyor.core.versions import check_version, version_header
 from conveyor.drivers.protocol import Driver
 from conveyor.drivers.records import (
-    Dedup,
     InsertResult,
-    JobGroup,
     NewJob,
 )
 from conveyor.drivers.transactional import TransactionalWriter
@@ -61,21 +52,6 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 P = TypeVar("P", bound=BaseModel)
 
-# enqueue_by_name's arguments, from name to version, as _new_job_by_name takes them.
-_ByName = tuple[
-    str,
-    Mapping[str, Any] | str | bytes,
-    str | None,
-    float | timedelta | None,
-    datetime | None,
-    int,
-    str | None,
-    int,
-    DedupPolicy | None,
-    int,
-]
-
-_JOB_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}\Z")
 ROUTES_TTL = 30.0  # seconds the routes workers declared are reused by enqueue_by_name
 ROUTES_RETRY = 2.0  # how soon an unknown name makes them read again
 
@@ -258,10 +234,10 @@ class Queue(QueueInspection):
         for :class:`SyncQueue` to write from its caller's thread; traced, the span covers the
         block (the write inside it)."""
         if self._producer is None or not requests:
-            yield self._new_jobs(requests)
+            yield building.new_jobs(requests, self.max_payload_bytes)
             return
         with self._producer.send(_queues_of(requests)) as sent:
-            yield self._new_jobs(requests, sent)
+            yield building.new_jobs(requests, self.max_payload_bytes, sent)
 
     @property
     def coalesces(self) -> bool:
@@ -276,7 +252,7 @@ class Queue(QueueInspection):
     ) -> list[JobHandle[Any]]:
         if connection is not None:
             return await (await self._pending_many(requests, sent)).write_async(connection)
-        new_jobs = self._new_jobs(requests, sent)
+        new_jobs = building.new_jobs(requests, self.max_payload_bytes, sent)
         return await self._insert(new_jobs, [r.definition for r in requests])
 
     async def enqueue_by_name(
@@ -307,7 +283,7 @@ class Queue(QueueInspection):
         payload's canonical JSON, as a typed enqueue's). ``version``: the version of the
         definition whose shape the payload has; a worker with a newer one upgrades it first.
         """
-        args: _ByName = (
+        args: ByName = (
             name,
             payload,
             job_id,
@@ -327,12 +303,12 @@ class Queue(QueueInspection):
 
     async def _enqueue_by_name(
         self,
-        args: _ByName,
-        keep: tuple[float | timedelta | None, float | timedelta | None],
+        args: ByName,
+        keep: Keep,
         connection: object | None,
         sent: Send | None,
     ) -> JobHandle[Any]:
-        new = await self._new_job_by_name(*args, keep, sent)
+        new = await self._new_job_by_name(args, keep, sent)
         if connection is not None:
             pending = PendingEnqueue(self, [new], [None], *await self._writer())
             (handle,) = await pending.write_async(connection)
@@ -354,7 +330,7 @@ class Queue(QueueInspection):
     async def _pending_many(
         self, requests: Sequence[JobRequest[Any, Any]], sent: Send | None
     ) -> PendingEnqueue:
-        new_jobs = self._new_jobs(requests, sent)
+        new_jobs = building.new_jobs(requests, self.max_payload_bytes, sent)
         writer, target = await self._writer()
         return PendingEnqueue(self, new_jobs, [r.definition for r in requests], writer, target)
 
@@ -375,7 +351,7 @@ class Queue(QueueInspection):
         version: int = 1,
     ) -> PendingEnqueue:
         """:meth:`pending_many` for :meth:`enqueue_by_name`."""
-        args: _ByName = (
+        args: ByName = (
             name,
             payload,
             job_id,
@@ -389,10 +365,10 @@ class Queue(QueueInspection):
         )
         keep = (keep_completed, keep_failed)
         if self._producer is None:
-            new = await self._new_job_by_name(*args, keep, None)
+            new = await self._new_job_by_name(args, keep, None)
         else:
             with self._producer.send(None if queue is None else [queue]) as sent:
-                new = await self._new_job_by_name(*args, keep, sent)
+                new = await self._new_job_by_name(args, keep, sent)
         return PendingEnqueue(self, [new], [None], *await self._writer())
 
     async def _writer(self) -> tuple[TransactionalWriter, str]:
@@ -423,44 +399,8 @@ class Queue(QueueInspection):
             outbox = self.outbox = _outbox_for_url(outbox)
         return outbox, f"the outbox ({outbox!r})"
 
-    async def _new_job_by_name(
-        self,
-        name: str,
-        payload: Mapping[str, Any] | str | bytes,
-        job_id: str | None,
-        delay: float | timedelta | None,
-        run_at: datetime | None,
-        priority: int,
-        queue: str | None,
-        attempts: int,
-        dedup: DedupPolicy | None,
-        version: int,
-        keep: tuple[float | timedelta | None, float | timedelta | None],
-        sent: Send | None,
-    ) -> NewJob:
-        headers = version_header(check_version(version, "version", error=InvalidArgument))
-        data = encode_untyped_payload(name, payload, self.max_payload_bytes)
-        keyed, delay = dedup_of(dedup, name, data, delay, run_at)
-        job_id = new_job_ids(1)[0] if job_id is None else _check_job_id(job_id)
-        if queue is None:
-            queue = await self._route(name)
-        new = self._build(
-            name,
-            data,
-            job_id,
-            delay,
-            run_at,
-            priority,
-            queue,
-            attempts,
-            keyed,
-            keep,
-            headers=headers,
-            trace=None if sent is None else sent.headers,
-        )
-        if sent is not None:
-            sent.built([new])
-        return new
+    async def _new_job_by_name(self, args: ByName, keep: Keep, sent: Send | None) -> NewJob:
+        return await building.new_job_by_name(args, keep, self.max_payload_bytes, sent, self._route)
 
     async def _route(self, name: str) -> str:
         """The queue workers declared for job ``name``: read from the backend at most every few
@@ -482,85 +422,6 @@ class Queue(QueueInspection):
             )
             return DEFAULT_QUEUE
         return queue
-
-    def _new_jobs(
-        self, requests: Sequence[JobRequest[Any, Any]], sent: Send | None = None
-    ) -> list[NewJob]:
-        ids = iter(new_job_ids(sum(1 for r in requests if r.job_id is None)))
-        if sent is None:
-            return [self._new_job(r, ids, None) for r in requests]
-        jobs = [self._new_job(r, ids, sent.headers) for r in requests]
-        sent.built(jobs)
-        return jobs
-
-    def _new_job(
-        self,
-        request: JobRequest[Any, Any],
-        ids: Iterator[str],
-        trace: Mapping[str, str] | None,
-    ) -> NewJob:
-        d = request.definition
-        data = encode_payload(d.name, d.payload_type, request.payload, self.max_payload_bytes)
-        dedup, delay = dedup_of(request.dedup, d.name, data, request.delay, request.run_at)
-        return self._build(
-            d.name,
-            data,
-            next(ids) if request.job_id is None else _check_job_id(request.job_id),
-            delay,
-            request.run_at,
-            d.priority if request.priority is None else request.priority,
-            d.queue if request.queue is None else request.queue,
-            d.attempts if request.attempts is None else request.attempts,
-            dedup,
-            (
-                d.keep_completed if request.keep_completed is None else request.keep_completed,
-                d.keep_failed if request.keep_failed is None else request.keep_failed,
-            ),
-            d.group_of(request.payload),
-            d.headers,
-            trace,
-        )
-
-    def _build(
-        self,
-        name: str,
-        data: bytes,
-        job_id: str,
-        delay: float | timedelta | None,
-        run_at: datetime | None,
-        priority: int,
-        queue: str,
-        attempts: int,
-        dedup: Dedup | None = None,
-        keep: tuple[float | timedelta | None, float | timedelta | None] = (None, None),
-        group: JobGroup | None = None,
-        headers: Mapping[str, str] | None = None,
-        trace: Mapping[str, str] | None = None,
-    ) -> NewJob:
-        if delay is not None and run_at is not None:
-            raise InvalidArgument("pass either delay or run_at, not both")
-        kept = [
-            None if k is None else _validation.seconds(k, what, error=InvalidArgument)
-            for k, what in zip(keep, ("keep_completed", "keep_failed"), strict=True)
-        ]
-        return NewJob(
-            id=job_id,
-            queue=check_queue_name(queue),
-            name=name,
-            payload=data,
-            priority=_validation.priority(priority, error=InvalidArgument),
-            max_attempts=_validation.attempts(attempts, error=InvalidArgument),
-            run_at=None if run_at is None else _timestamp(run_at),
-            delay=0.0
-            if delay is None
-            else _validation.seconds(delay, "delay", error=InvalidArgument),
-            dedup=dedup,
-            keep_completed=kept[0],
-            keep_failed=kept[1],
-            group=group,
-            # The producer's trace context (conveyor.tracing), under Conveyor's own headers.
-            headers=encode_headers({**trace, **(headers or {})} if trace else headers or {}),
-        )
 
     async def _insert(
         self, new_jobs: list[NewJob], definitions: Sequence[JobDef[Any, Any] | None]
@@ -592,31 +453,3 @@ def _outbox_for_url(url: str) -> TransactionalWriter:
     from conveyor.outbox import outbox_for_url
 
     return outbox_for_url(url)
-
-
-def new_job_ids(count: int) -> list[str]:
-    """``count`` random job ids: 96 bits each, in 16 URL-safe characters. Short, because a store
-    keeps every id in more than one place (a backlog of a million jobs pays for each byte twice
-    over), and random enough that ids never collide in practice (a collision would make a new
-    job look like a duplicate of an old one). One read of the OS's random source for them all:
-    bulk enqueues make thousands at a time."""
-    text = base64.urlsafe_b64encode(secrets.token_bytes(12 * count)).decode()
-    return [text[i : i + 16] for i in range(0, 16 * count, 16)]
-
-
-def _check_job_id(job_id: object) -> str:
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
-        raise InvalidArgument(f"invalid job_id {job_id!r}: 1-255 characters, no control characters")
-    return job_id
-
-
-def _timestamp(run_at: object) -> float:
-    if not isinstance(run_at, datetime) or run_at.tzinfo is None:
-        raise InvalidArgument(
-            f"run_at must be a timezone-aware datetime, got {run_at!r}; "
-            "e.g. datetime.now(UTC) + timedelta(hours=1)"
-        )
-    stamp = run_at.timestamp()
-    if not 0 <= stamp < _validation.MAX_EPOCH:
-        raise InvalidArgument(f"run_at must be between 1970 and 2200, got {run_at.isoformat()}")
-    return stamp

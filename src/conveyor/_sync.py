@@ -31,6 +31,7 @@ from conveyor._queue import Queue
 from conveyor.drivers.records import (
     ChangeResult,
     CronInfo,
+    InsertStatus,
     JobState,
     QueueInfo,
     QueueStats,
@@ -215,8 +216,30 @@ class SyncQueue:
             keep_completed=keep_completed,
             keep_failed=keep_failed,
         )
+        if connection is None and not self._closed:
+            writer = self._writer if self._writer_known else self._blocking_writer()
+            if writer is not None:
+                return self._enqueue_one(writer, request)
         (handle,) = self.enqueue_many([request], connection=connection)
         return handle
+
+    def _enqueue_one(
+        self, writer: _BlockingWriter, request: JobRequest[Any, R]
+    ) -> SyncJobHandle[R]:
+        """One job written from this thread: :meth:`_enqueue_here` without the lists, as a
+        web request enqueues (one call costs about its round trip, so every step counts)."""
+        queue = self.queue
+        with queue.building((request,)) as (new_job,):
+            now = queue.clock.now()
+            if queue.coalesces:
+                result = writer.coalescer.insert(new_job, now)
+            else:
+                (result,) = writer.inserts.job_insert_many((new_job,), now=now)
+        status = result.status
+        handle = JobHandle(
+            queue, result.id, request.definition, status is not InsertStatus.INSERTED, status
+        )
+        return SyncJobHandle(self, handle)
 
     def enqueue_many(
         self, requests: Sequence[JobRequest[Any, Any]], *, connection: object | None = None

@@ -44,6 +44,7 @@ from conveyor.drivers.records import RateLimit, WorkerInfo
 from conveyor.engine import Engine
 from conveyor.runtime.completer import Completer
 from conveyor.runtime.fetcher import Fetcher, FetcherHooks
+from conveyor.runtime.gc_tuning import worker_gc
 from conveyor.runtime.lease_keeper import Keeper, LeaseKeeper
 from conveyor.runtime.lifecycle import WorkerStats
 from conveyor.runtime.maintenance import Heartbeat, Maintenance
@@ -328,41 +329,51 @@ class Worker(WorkerExtensions):
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
-        try:
-            await keeper.start()
-            supervisor.start("completer", completer.run)
-            supervisor.start("progress", progress.run)
-            supervisor.start("maintenance", maintenance.run)
-            supervisor.start("heartbeat", heartbeat.run)
-            supervisor.start("throughput", counter.run)
-            if driver.has(Capability.CANCEL_NOTIFY):
-                supervisor.start("cancel listener", lambda: self._listen_for_cancels(driver))
-            if self.schedules:
-                self._warn_unhandled_schedules()
-                scheduler = self.scheduler = Scheduler(
-                    driver, list(self.schedules.values()), clock=cfg.clock, nap=cfg.poll_interval
-                )
-                supervisor.start("scheduler", scheduler.run)
-            for name, beside in self._beside.items():
-                supervisor.start(name, functools.partial(beside, self._stopping))
-            limits = self.rate_limits()
-            log.info(
-                "worker started%s",
-                f"; rate limits: {describe(limits)}" if limits else "",
-                extra={"event": "started", "worker_id": self.id, "queue": ",".join(self.queues)},
-            )
-            await fetcher.run()
-        finally:
+        # Objects made until now (the application, its models, the worker's own) stay alive
+        # for the whole run: see runtime/gc_tuning.py for why they are frozen.
+        with worker_gc(cfg.gc_threshold):
             try:
-                await self._shutdown(completer, keeper, maintenance, supervisor)
+                await keeper.start()
+                supervisor.start("completer", completer.run)
+                supervisor.start("progress", progress.run)
+                supervisor.start("maintenance", maintenance.run)
+                supervisor.start("heartbeat", heartbeat.run)
+                supervisor.start("throughput", counter.run)
+                if driver.has(Capability.CANCEL_NOTIFY):
+                    supervisor.start("cancel listener", lambda: self._listen_for_cancels(driver))
+                if self.schedules:
+                    self._warn_unhandled_schedules()
+                    scheduler = self.scheduler = Scheduler(
+                        driver,
+                        list(self.schedules.values()),
+                        clock=cfg.clock,
+                        nap=cfg.poll_interval,
+                    )
+                    supervisor.start("scheduler", scheduler.run)
+                for name, beside in self._beside.items():
+                    supervisor.start(name, functools.partial(beside, self._stopping))
+                limits = self.rate_limits()
+                log.info(
+                    "worker started%s",
+                    f"; rate limits: {describe(limits)}" if limits else "",
+                    extra={
+                        "event": "started",
+                        "worker_id": self.id,
+                        "queue": ",".join(self.queues),
+                    },
+                )
+                await fetcher.run()
             finally:
-                self.observers.observers.remove(counter)
-            with contextlib.suppress(Exception):  # counts written by the last completions
-                async with asyncio.timeout(UNWIND_SECONDS):
-                    await counter.flush()
-            if install_signal_handlers:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+                try:
+                    await self._shutdown(completer, keeper, maintenance, supervisor)
+                finally:
+                    self.observers.observers.remove(counter)
+                with contextlib.suppress(Exception):  # counts written by the last completions
+                    async with asyncio.timeout(UNWIND_SECONDS):
+                        await counter.flush()
+                if install_signal_handlers:
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        loop.remove_signal_handler(sig)
         failure = self.failure
         if failure is not None:
             name, exc = failure

@@ -79,3 +79,64 @@ def test_a_queue_none_of_the_definitions_use_is_warned_about(
         "queue 'webhook' is served by this worker but none of its job definitions use it "
         "(they use: webhooks); is it misspelt?"
     ) in out.output
+
+
+GC_APP = """
+import gc
+from pydantic import BaseModel
+from conveyor import JobContext, Queue, Worker, WorkerConfig, job
+
+class Num(BaseModel):
+    n: int
+
+probe = job("cli.gc_probe", Num, result=int)
+seen = []
+worker = Worker(Queue.from_url(), config=WorkerConfig(poll_interval=0.05{config}))
+
+@worker.handles(probe)
+async def handle(payload: Num, ctx: JobContext) -> int:
+    seen.append((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+    return payload.n
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "config", "flags", "expected"),
+    [
+        ("gcdefault", "", [], (20_000, True)),
+        ("gcoff", "", ["--gc-threshold", "0"], None),
+        ("gcflag", "", ["--gc-threshold", "5000"], (5_000, True)),
+        ("gcapp", ", gc_threshold=9000", [], (9_000, True)),
+    ],
+)
+def test_the_worker_command_tunes_the_collector_while_it_runs(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    config: str,
+    flags: list[str],
+    expected: tuple[int, bool] | None,
+) -> None:
+    """By default the collector's first threshold is raised and the objects that exist at start
+    are frozen while the worker runs; ``--gc-threshold 0`` leaves it alone; an application's own
+    ``WorkerConfig(gc_threshold=)`` wins over the command's default. Afterwards the process's
+    settings are back."""
+    import gc
+
+    (tmp_path / f"{module}.py").write_text(GC_APP.format(config=config))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = __import__(module)
+    url = f"sqlite:///{tmp_path / 'gc.db'}"
+
+    async def seed() -> None:
+        async with Queue.from_url(url) as q:
+            await q.enqueue(app.probe, app.Num(n=1))
+
+    asyncio.run(seed())
+    app.worker.queue = Queue.from_url(url)
+    before = gc.get_threshold()
+    out = CliRunner().invoke(cli, ["worker", f"{module}:worker", "--burst", *flags])
+    assert out.exit_code == 0, out.output
+    assert app.seen == [expected or (before[0], False)]
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

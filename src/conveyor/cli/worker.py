@@ -14,6 +14,7 @@ from conveyor.cli._common import load_worker
 from conveyor.cli._metrics import metrics_options, start_metrics
 from conveyor.cli._supervisor import child_argv, follow_supervisor, ports_of
 from conveyor.drivers.protocol import Capability
+from conveyor.runtime.gc_tuning import MAX_GC_THRESHOLD, WORKER_GC_THRESHOLD
 
 
 @click.command()
@@ -43,6 +44,14 @@ from conveyor.drivers.protocol import Capability
     help="Run this many worker processes under a supervisor that restarts any that dies "
     "(default: one worker, in this process).",
 )
+@click.option(
+    "--gc-threshold",
+    type=click.IntRange(min=0, max=MAX_GC_THRESHOLD),
+    default=WORKER_GC_THRESHOLD,
+    show_default=True,
+    help="The garbage collector's first-generation threshold while the worker runs (objects "
+    "that exist at start are frozen); 0 leaves Python's collector as it is.",
+)
 @click.option("--reload", is_flag=True, help="Restart the worker when *.py files change (dev).")
 @click.option(
     "--reload-dir",
@@ -65,6 +74,7 @@ def worker(
     log_level: str,
     relay_from: str | None,
     processes: int | None,
+    gc_threshold: int,
     reload: bool,
     reload_dirs: tuple[Path, ...],
     metrics_port: int | None,
@@ -91,6 +101,8 @@ def worker(
         changes["burst"] = True
     if shutdown_grace is not None:
         changes["shutdown_grace"] = shutdown_grace
+    if gc_threshold and w.config.gc_threshold is None:  # an app's own setting wins
+        changes["gc_threshold"] = gc_threshold
     if lease is not None:
         changes["lease_seconds"] = lease
         renew = w.config.lease_renew_interval

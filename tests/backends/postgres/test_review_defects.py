@@ -13,8 +13,8 @@ import pytest
 from pydantic import BaseModel
 
 from conveyor import BackendUnavailable, InvalidArgument, Queue, UnsupportedURL, job
+from conveyor._building import check_job_id as _check_job_id
 from conveyor._definition import check_queue_name
-from conveyor._queue import _check_job_id
 from conveyor.backends.postgres import PostgresDriver
 from conveyor.backends.postgres._url import parse_url
 from conveyor.backends.registry import driver_for_url

@@ -21,7 +21,13 @@ from collections import Counter
 import redis
 
 from conveyor.backends.redis._connection import parse_url
-from conveyor.backends.redis._keys import INDEXED_STATES, STATE_SETS, Namespace, QueueKeys
+from conveyor.backends.redis._keys import (
+    ACTIVE_SENTINEL,
+    INDEXED_STATES,
+    STATE_SETS,
+    Namespace,
+    QueueKeys,
+)
 from conveyor.drivers.records import JobState
 
 SEQ = 16
@@ -87,6 +93,8 @@ def _queue_problems(client: redis.Redis | redis.RedisCluster, keys: QueueKeys) -
                 issues.append(f"{keys.queue}: {job_id} waits in group {key!r}, not its own")
     for state in STATE_SETS:
         for member in client.zrange(keys.set_of(state), 0, -1):
+            if state is JobState.ACTIVE and member == ACTIVE_SENTINEL:
+                continue
             job_id = member[SEQ:].decode()
             placed[job_id] += 1
             where[job_id] = state.value

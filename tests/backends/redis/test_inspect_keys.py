@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from conveyor.backends.redis import RedisDriver
+from conveyor.backends.redis._keys import ACTIVE_SENTINEL
 from conveyor.core.headers import encode_headers
 from conveyor.drivers.common import STATS_KEEP_MINUTES
 from conveyor.drivers.records import (
@@ -104,9 +105,12 @@ async def test_a_deleted_job_leaves_nothing_behind(driver: RedisDriver, raw: red
     results = await driver.job_delete_many(["a", "b", "c", "seed"])
     assert [r.status for r in results] == [ChangeStatus.OK] * 4
     # What is left is what the seed job had left, less the job itself and the ready list: the
-    # queue's registration and meta hash (and the fetch's receipt, which expires on its own).
+    # queue's registration and meta hash (and the fetch's receipt, which expires on its own),
+    # and the active set's sentinel, which keeps that set a skiplist for the queue's life.
     keys = driver._store.keys("q")
     after = {k for k in snapshot(raw, prefix_of(driver)) if b":receipt:" not in k}
+    assert raw.zrange(keys.active, 0, -1) == [ACTIVE_SENTINEL]
+    after.discard(keys.active.encode())
     assert after <= set(before) - {keys.job("seed").encode(), keys.ready.encode()}
     assert problems(driver.source_url) == []
 

@@ -81,7 +81,8 @@ async def test_jobs_stored_before_headers_read_with_none(tmp_path: Path) -> None
         )
     driver = await _opened(path)
     try:
-        assert await driver.migrate() == ["0008_headers_stats"]
+        applied = await driver.migrate()
+        assert applied == [name for name, _ in MIGRATIONS if name >= "0008"]
         [job] = await driver.job_fetch(_params(), now=T0)
         assert job.id == "old" and job.headers is None
         assert await driver.stats_read(None, since_minute=0) == []

@@ -84,6 +84,11 @@ class Connection:
         """:meth:`write` in the calling thread, blocking it: for a Connection used only this way
         (never opened), whose sqlite3 connection the calling threads share one at a time. The
         schema must exist already (an opened driver on the same file made it)."""
+        return self.run_here(lambda conn: transaction(conn, step, kind="insert"))
+
+    def run_here(self, step: Callable[[sqlite3.Connection], T]) -> T:
+        """:meth:`write_here` without the ``BEGIN IMMEDIATE``: for one statement, which is a
+        transaction of its own."""
         if self._here is None:
             with _HERE_LOCK:
                 if self._here is None:
@@ -102,7 +107,7 @@ class Connection:
                     conn.close()
                     raise
                 self._conn = conn
-            return self._guarded(lambda conn: transaction(conn, step, kind="insert"))
+            return self._guarded(step)
 
     def close_here(self) -> None:
         """Close what :meth:`write_here` opened."""

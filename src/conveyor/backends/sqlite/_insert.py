@@ -9,7 +9,9 @@ the queue's file). Parameters are named (``:name``), as sqlite3 takes them.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from conveyor._errors import InvalidArgument
 from conveyor.backends.sqlite._dedup import dedup_step, take_step
@@ -28,33 +30,14 @@ def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResu
     seq = int(reserved[0]) - len(jobs)
     results: list[InsertResult] = []
     for new in jobs:
-        run_at = new.run_at if new.run_at is not None else at + new.delay
-        state = JobState.SCHEDULED if run_at > at else JobState.QUEUED
+        run_at, state = placement(new, at)
         seq += 1
         if new.dedup is not None:
             deduplicated = yield from dedup_step(new, run_at, at)
             if deduplicated is not None:
                 results.append(deduplicated)
                 continue
-        inserted = yield Statement(
-            Q["job_insert_many"],
-            {
-                "id": new.id,
-                "queue": new.queue,
-                "name": new.name,
-                "payload": new.payload,
-                "state": state.value,
-                "priority": new.priority,
-                "max_attempts": new.max_attempts,
-                "run_at": run_at,
-                "now": at,
-                "seq": seq,
-                "keep_completed": new.keep_completed,
-                "keep_failed": new.keep_failed,
-                "headers": new.headers,
-                **group_args(new),
-            },
-        )
+        inserted = yield Statement(Q["job_insert_many"], {**job_args(new, at), "seq": seq})
         if inserted:
             if new.dedup is not None:
                 yield from take_step(new, at)
@@ -66,6 +49,49 @@ def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResu
     for queue in sorted({new.queue for new in jobs}):
         yield Statement(Q["job_insert_many__register_queue"], {"queue": queue})
     return results
+
+
+def placement(new: NewJob, at: float) -> tuple[float, JobState]:
+    """When ``new`` runs and the state it starts in: scheduled if that is later than ``at``."""
+    run_at = new.run_at if new.run_at is not None else at + new.delay
+    return run_at, JobState.SCHEDULED if run_at > at else JobState.QUEUED
+
+
+def job_args(new: NewJob, at: float) -> dict[str, object]:
+    """The parameters of ``job_insert_many`` and ``job_insert_one`` but ``seq``."""
+    run_at, state = placement(new, at)
+    return {
+        "id": new.id,
+        "queue": new.queue,
+        "name": new.name,
+        "payload": new.payload,
+        "state": state.value,
+        "priority": new.priority,
+        "max_attempts": new.max_attempts,
+        "run_at": run_at,
+        "now": at,
+        "keep_completed": new.keep_completed,
+        "keep_failed": new.keep_failed,
+        "headers": new.headers,
+        **group_args(new),
+    }
+
+
+def can_insert_alone(jobs: Sequence[NewJob], known_queues: AbstractSet[str]) -> bool:
+    """Whether :func:`insert_alone` may write ``jobs``: one job, without a dedup key (whose
+    check reads the key's holder first), into a queue this connection has registered before
+    (queues are never unregistered, so the registration is not repeated)."""
+    return len(jobs) == 1 and jobs[0].dedup is None and jobs[0].queue in known_queues
+
+
+def insert_alone(conn: sqlite3.Connection, new: NewJob, at: float) -> InsertResult | None:
+    """Insert ``new`` with one statement, outside any transaction (the statement is one, and
+    waits for the write lock in the busy handler); None when its id is taken: the caller then
+    runs :func:`insert_statements`, which reports the duplicate with the existing job's state
+    read in the same transaction."""
+    if conn.execute(Q["job_insert_one"], job_args(new, at)).fetchall():
+        return InsertResult(new.id, InsertStatus.INSERTED, placement(new, at)[1])
+    return None
 
 
 def on_connection(jobs: Sequence[NewJob], at: float, path: str) -> Plan[list[InsertResult]]:

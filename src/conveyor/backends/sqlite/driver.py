@@ -29,7 +29,12 @@ from conveyor.backends.sqlite._connection import (
     vacuum_surplus,
 )
 from conveyor.backends.sqlite._fetch import extend_leases, fetch
-from conveyor.backends.sqlite._insert import insert_statements, on_connection
+from conveyor.backends.sqlite._insert import (
+    can_insert_alone,
+    insert_alone,
+    insert_statements,
+    on_connection,
+)
 from conveyor.backends.sqlite._inspect import InspectOperations
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.backends.sqlite._statements import (
@@ -121,6 +126,9 @@ class SQLiteDriver(
         self._unreported: list[str] = []
         self._data_version = 0
         self._poll = POLL_MIN_SECONDS
+        # Queues whose row this driver's own commits made sure of: a single enqueue into one of
+        # them is one statement (queue rows are never deleted). Shared with blocking inserters.
+        self.known_queues: set[str] = set()
 
     def __repr__(self) -> str:
         return f"SQLiteDriver({self.url!r})"
@@ -159,6 +167,11 @@ class SQLiteDriver(
         at = resolve_now(now)
         if not jobs:
             return []
+        if can_insert_alone(jobs, self.known_queues):
+            alone = await self._db.run(lambda conn: insert_alone(conn, jobs[0], at))
+            if alone is not None:
+                self.notify(jobs[0].queue)
+                return [alone]
         plan = insert_statements(jobs, at)
 
         def step(conn: sqlite3.Connection) -> list[InsertResult]:
@@ -166,6 +179,7 @@ class SQLiteDriver(
 
         results = await self._db.write(step)
         for queue in {job.queue for job in jobs}:
+            self.known_queues.add(queue)  # committed: registered for good
             self.notify(queue)
         return results
 
@@ -560,13 +574,21 @@ class _BlockingInserter:
         check_new_jobs(jobs)
         if not jobs:
             return []
-        plan = insert_statements(jobs, resolve_now(now))
+        at = resolve_now(now)
+        known = self._driver.known_queues
+        if can_insert_alone(jobs, known):
+            alone = self._db.run_here(lambda conn: insert_alone(conn, jobs[0], at))
+            if alone is not None:
+                self._driver.notify(jobs[0].queue)
+                return [alone]
+        plan = insert_statements(jobs, at)
 
         def step(conn: sqlite3.Connection) -> list[InsertResult]:
             return run_plan(plan, lambda s: conn.execute(s.sql, s.params).fetchall())
 
         results = self._db.write_here(step)
         for queue in {job.queue for job in jobs}:
+            known.add(queue)
             self._driver.notify(queue)  # thread-safe: wakes this process's workers at once
         return results
 

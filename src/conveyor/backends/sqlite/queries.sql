@@ -14,9 +14,14 @@ SELECT name FROM conveyor_migration ORDER BY name;
 -- name: migration__record
 INSERT INTO conveyor_migration (name, applied_at) VALUES (:name, :now);
 
--- Reserves a block of :count sequence numbers; returns the last one of the block.
+-- Reserves a block of :count sequence numbers; returns the last one of the block. The block
+-- starts above both the counter and the largest seq in the table (job_insert_one takes the next
+-- seq without advancing the counter; migration 0010 says why).
 -- name: sequence__reserve
-UPDATE conveyor_sequence SET value = value + :count WHERE name = 'job_seq' RETURNING value;
+UPDATE conveyor_sequence
+SET value = max(value, coalesce((SELECT max(seq) FROM conveyor_job), 0)) + :count
+WHERE name = 'job_seq'
+RETURNING value;
 
 -- Returns the id when the job was inserted, nothing when one with its id exists.
 -- name: job_insert_many
@@ -26,6 +31,27 @@ INSERT INTO conveyor_job (
     headers
 ) VALUES (
     :id, :queue, :name, :payload, :state, :priority, 0, :max_attempts, :run_at, :now, :seq,
+    :keep_completed, :keep_failed, :group_key, :group_concurrency, :group_rate_count,
+    :group_rate_per, :headers
+)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- A single enqueue as one statement, run without BEGIN (the statement is its own transaction
+-- and takes the write lock as it starts, waiting in the busy handler like BEGIN IMMEDIATE): its
+-- seq is the next after the table's largest and the counter's, read under that lock. Returns
+-- nothing when a job with its id exists; the caller then runs the whole insert plan.
+-- name: job_insert_one
+INSERT INTO conveyor_job (
+    id, queue, name, payload, state, priority, attempt, max_attempts, run_at, enqueued_at, seq,
+    keep_completed, keep_failed, group_key, group_concurrency, group_rate_count, group_rate_per,
+    headers
+) VALUES (
+    :id, :queue, :name, :payload, :state, :priority, 0, :max_attempts, :run_at, :now,
+    (
+        SELECT max(coalesce((SELECT max(seq) FROM conveyor_job), 0), value) + 1
+        FROM conveyor_sequence WHERE name = 'job_seq'
+    ),
     :keep_completed, :keep_failed, :group_key, :group_concurrency, :group_rate_count,
     :group_rate_per, :headers
 )

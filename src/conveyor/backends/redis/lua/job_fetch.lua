@@ -7,7 +7,8 @@
 -- KEYS[5] dead: hash of id -> stale ready-list entries of that job (see take.lua)
 -- KEYS[6] scheduled: zset of jobs waiting for their run time
 -- KEYS[7] retrying: zset of jobs waiting to be retried
--- KEYS[8] active: zset of leased jobs, score the lease expiry
+-- KEYS[8] active: zset of leased jobs, score the lease expiry (and ACTIVE_SENTINEL, see
+--         members.lua)
 -- KEYS[9] cancelled: zset of cancelled jobs (a release may cancel)
 -- KEYS[10] wake: list idle workers block on
 -- KEYS[11] queued_by_seq: listing index of the queued set's jobs (the ready list needs none)
@@ -286,32 +287,54 @@ if grouped then
 else
     taken = take(limit)
 end
+-- Each taken job is read whole (HGETALL: one pass over the few fields it stores) and its reply
+-- row filled by field name, where an HMGET of all 28 fields looked each one up, mostly absent,
+-- and the row was copied from its reply: 11 % fewer server instructions per drained job with
+-- the finish's lighter read (bench/script_cost.py under callgrind, PROFILE-drain.md).
+local ROW_AT = {}  -- field name -> its place in a reply row ({id, JOB_FIELDS values})
+for i, name in ipairs(JOB_FIELDS) do
+    ROW_AT[name] = i + 1
+end
+local S_AT, A_AT, Q_AT, C_AT, I_AT = 1 + F_STATE, 1 + F_ATTEMPT, 1 + F_SEQ, 1 + F_CANCEL,
+    1 + F_ISOLATED
 for _, id in ipairs(taken) do
     local key = K_JOBS .. id
-    local v = fields_of(key)
-    if not v or v[F_STATE] ~= 'queued' then
-        if not v then
+    local h = redis.pcall('HGETALL', key)
+    local row = {id, false, false, false, false, false, false, false, false, false, false,
+        false, false, false, false, false, false, false, false, false, false, false, false,
+        false, false, false, false, false, false}
+    if not h.err then  -- a key holding something else reads as a job without fields
+        for k = 1, #h, 2 do
+            local at = ROW_AT[h[k]]
+            if at then
+                row[at] = h[k + 1]
+            end
+        end
+    end
+    local state = row[S_AT]
+    if state ~= 'queued' then
+        if not state then
             dropped[#dropped + 1] = {id, 'its key is gone or holds no job hash'}
         else
-            dropped[#dropped + 1] = {id, 'the job is ' .. tostring(v[F_STATE]) .. ', not queued'}
+            dropped[#dropped + 1] = {id, 'the job is ' .. state .. ', not queued'}
         end
         if group_of[id] then
             group_leave(group_of[id])  -- counted active by serve_groups: not after all
         end
     else
         local token = base .. string.format('%x', #jobs)
-        local attempt = int(tonum(v[F_ATTEMPT], 0) + 1)
+        local attempt = int(tonum(row[A_AT], 0) + 1)
         redis.call('HSET', key, 's', 'active', 'a', attempt, 'b', started, 't', token,
             'x', expires, 'w', worker)
-        if v[F_CANCEL] or v[F_ISOLATED] then
+        if row[C_AT] or row[I_AT] then
             redis.call('HDEL', key, 'c', 'i')
         end
         active[#active + 1] = expires
-        active[#active + 1] = smember(tonum(v[F_SEQ], 0), id)
-        v[F_STATE], v[F_ATTEMPT], v[F_STARTED], v[F_TOKEN], v[F_EXPIRES], v[F_WORKER] =
-            'active', attempt, started, token, expires, worker
-        v[F_CANCEL], v[F_ISOLATED] = false, false
-        jobs[#jobs + 1] = {id, unpack(v)}
+        active[#active + 1] = smember(tonum(row[Q_AT], 0), id)
+        row[S_AT], row[A_AT], row[1 + F_STARTED], row[1 + F_TOKEN], row[1 + F_EXPIRES],
+            row[1 + F_WORKER] = 'active', attempt, started, token, expires, worker
+        row[C_AT], row[I_AT] = false, false
+        jobs[#jobs + 1] = row
         leased[#leased + 1] = id
     end
 end
@@ -319,7 +342,12 @@ for i = 1, #taken, 500 do  -- unpack() is limited by Lua's stack: 500 at a time
     redis.call('ZREM', K_QUEUED_BY_SEQ, unpack(taken, i, math.min(i + 499, #taken)))
 end
 for i = 1, #active, 1000 do
-    redis.call('ZADD', K_ACTIVE, unpack(active, i, math.min(i + 999, #active)))
+    if i == 1 then  -- the sentinel first, so that the set is made a skiplist at once
+        redis.call('ZADD', K_ACTIVE, '+inf', ACTIVE_SENTINEL,
+            unpack(active, i, math.min(i + 999, #active)))
+    else
+        redis.call('ZADD', K_ACTIVE, unpack(active, i, math.min(i + 999, #active)))
+    end
 end
 
 save_tail()

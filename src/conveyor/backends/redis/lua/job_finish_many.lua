@@ -162,10 +162,12 @@ for i = 0, n - 1 do
     local id = ARGV[base]
     local kind = ARGV[base + 2]
     local key = K_JOBS .. id
-    -- state, token, seq, cancel requested, attempt, priority, run at, enqueued at, retention
-    -- once completed, once failed, group, group limits
-    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'a', 'p', 'r', 'e', 'kc', 'kf', 'g',
-        'gl')
+    -- state, token, seq, cancel requested, retention once completed, group: what a completion
+    -- (almost every finish) reads; each field named costs a lookup in the job's hash.
+    local v = redis.call('HMGET', key, 's', 't', 'q', 'c', 'kc', 'g')
+    -- attempt, priority, run at, enqueued at, retention once failed, group limits: read by the
+    -- other transitions only
+    local a, p, r, e, kf, gl
     if not v[1] then
         out[#out + 1] = 'not_found'
     elseif v[2] ~= ARGV[base + 1] then
@@ -174,14 +176,18 @@ for i = 0, n - 1 do
         out[#out + 1] = 'ok'  -- applied already by this finish's first call
     else
         local seq = tonum(v[3], 0)
+        if kind ~= 'complete' then
+            local w = redis.call('HMGET', key, 'a', 'p', 'r', 'e', 'kf', 'gl')
+            a, p, r, e, kf, gl = w[1], w[2], w[3], w[4], w[5], w[6]
+        end
         local member = smember(seq, id)
         local err = opt(ARGV[base + 4])
         if v[4] and (kind == 'retry' or kind == 'snooze' or kind == 'requeue') then
             kind, err = 'cancel', cancelled_error(err)  -- cancel wins
         end
         zrem_later(K_ACTIVE, member)
-        if v[11] then
-            group_leave(v[11])
+        if v[6] then
+            group_leave(v[6])
         end
         -- The lease goes (x, w, c, i), the token stays: a repeated finish recognises its own
         -- work by it.
@@ -197,38 +203,38 @@ for i = 0, n - 1 do
             zadd_later(K_COMPLETED, now_text, member)
             zadd_later(K_COMPLETED_BY_SEQ, int(seq), id)
             completed = true
-            expire(key, member, v[9])
+            expire(key, member, v[5])
         elseif kind == 'fail' or kind == 'cancel' then
             local state, set, by_seq = 'failed', K_FAILED, K_FAILED_BY_SEQ
             if kind == 'cancel' then
                 state, set, by_seq = 'cancelled', K_CANCELLED, K_CANCELLED_BY_SEQ
             end
             local fields = {'s', state, 'f', now_text}
-            note_error(fields, key, v[5], now, err)
+            note_error(fields, key, a, now, err)
             redis.call('HDEL', key, 'x', 'w', 'c', 'i', 'res')
             redis.call('HSET', key, unpack(fields))
             if kind == 'fail' then
-                expire(key, member, v[10])
+                expire(key, member, kf)
             end
             zadd_later(set, now_text, member)
             zadd_later(by_seq, int(seq), id)
         else
             local fields = {}
-            note_error(fields, key, v[5], now, err)
-            if kind ~= 'retry' and tonum(v[5], 0) <= 1 then
+            note_error(fields, key, a, now, err)
+            if kind ~= 'retry' and tonum(a, 0) <= 1 then
                 redis.call('HDEL', key, 'x', 'w', 'c', 'i', 'a')  -- attempt given back: 0
             else
                 redis.call('HDEL', key, 'x', 'w', 'c', 'i')
                 if kind ~= 'retry' then  -- attempt given back
                     fields[#fields + 1] = 'a'
-                    fields[#fields + 1] = int(tonum(v[5], 0) - 1)
+                    fields[#fields + 1] = int(tonum(a, 0) - 1)
                 end
             end
             if kind == 'requeue' then  -- runnable now, in its old place in the run order
                 fields[#fields + 1] = 's'
                 fields[#fields + 1] = 'queued'
                 redis.call('HSET', key, unpack(fields))
-                place(id, tonum(v[6], 0), seconds(v[7]) or 0, seq, v[11], v[12])
+                place(id, tonum(p, 0), seconds(r) or 0, seq, v[6], gl)
                 woken = true
             else
                 local run_at = now + tonumber(ARGV[base + 5])
@@ -238,7 +244,7 @@ for i = 0, n - 1 do
                 end
                 fields[#fields + 1] = 's'
                 fields[#fields + 1] = state
-                move_run_at(fields, v[7], v[8], when(run_at))
+                move_run_at(fields, r, e, when(run_at))
                 redis.call('HSET', key, unpack(fields))
                 zadd_later(set, num(run_at), member)
                 zadd_later(by_seq, int(seq), id)

@@ -154,8 +154,8 @@ if state == 'queued' then
 end
 
 local members
-if ARGV[2] == '' then
-    members = redis.call('ZRANGE', K_SET, 0, chunk - 1)
+if ARGV[2] == '' then  -- below +inf: the active set's sentinel is no job (see members.lua)
+    members = redis.call('ZRANGEBYSCORE', K_SET, '-inf', '(+inf', 'LIMIT', 0, chunk)
 else
     members = redis.call('ZRANGEBYSCORE', K_SET, '-inf', '(' .. ARGV[2], 'LIMIT', 0, chunk)
 end
