@@ -3,8 +3,10 @@
 Off unless ``$CONVEYOR_SQLITE_LOCK_STATS`` names a directory: then every process records, per
 kind of write (``fetch``, ``finish``, ``extend``...), the time from ``BEGIN IMMEDIATE`` to its
 return (waiting for the lock) and from there to ``COMMIT`` (holding it), and writes them to
-``<dir>/<pid>.json`` when its connections close (and at exit). ``bench/sqlite_contention.py``
-reads them; a user can set it to see which writes keep producers waiting.
+``<dir>/<pid>.json`` when its connections close (and at exit); a write that is one statement
+run as its own transaction is recorded whole as held (its wait and hold are one step).
+``bench/sqlite_lock_contention.py`` reads them; a user can set it to see which writes keep
+producers waiting.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Producers enqueueing one job per call while `conveyor worker` processes drain the same SQLite
 file: what the producers wait for SQLite's write lock, and what each kind of write holds it for.
+Conveyor alone, no Redis (`make bench-sqlite` runs the shared sqlite_contention.py beside huey).
 
-    .venv/bin/python bench/sqlite_contention.py --dir "$(mktemp -d)" [--producers 4] [--n 5000]
+    .venv/bin/python bench/sqlite_lock_contention.py --dir "$(mktemp -d)" [--producers 4] [--n 5000]
         [--workers 2] [--rounds 1]
 
 Each round runs two scenarios on fresh files, idle first: the same producers on a file no
@@ -12,7 +13,7 @@ searched for "locked"/"busy". With $CONVEYOR_SQLITE_LOCK_STATS pointed at a dire
 script, every process (producers and workers) reports how long each kind of write transaction
 waited for the lock and then held it (see conveyor.backends.sqlite._lockstats).
 
-This module is also the workers' app: `conveyor worker sqlite_contention:worker`, with
+This module is also the workers' app: `conveyor worker sqlite_lock_contention:worker`, with
 $CONTENTION_LEDGER naming the ledger file. No Redis, no network: only the SQLite file.
 """
 
@@ -109,7 +110,7 @@ def scenario(root: Path, producers: int, n: int, workers: int) -> dict[str, Any]
         log = root / f"worker{i}.log"
         logs.append(log)
         with log.open("wb") as fh:
-            argv = [str(CONVEYOR), "--url", url, "worker", "sqlite_contention:worker",
+            argv = [str(CONVEYOR), "--url", url, "worker", "sqlite_lock_contention:worker",
                     "--log-level", "WARNING"]  # fmt: skip
             procs.append(
                 subprocess.Popen(argv, cwd=BENCH, env=env, stdout=fh, stderr=subprocess.STDOUT)
