@@ -47,11 +47,16 @@ def test_jobs_running_beside_a_poison_pill_are_not_failed_with_it(harness: Harne
 
 
 def _spin_size(seconds: float) -> int:
-    """How many numbers ``sum(range(n))`` adds in about ``seconds`` on this machine now."""
+    """How many numbers ``sum(range(n))`` adds in about ``seconds`` on this machine at its
+    fastest: the quickest of three timings, so that a moment of load while timing does not
+    shrink the job to less than it must last when the load is gone."""
     n = 5_000_000
-    started = time.perf_counter()
-    sum(range(n))
-    return int(n * seconds / max(time.perf_counter() - started, 1e-6))
+    fastest = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        sum(range(n))
+        fastest = min(fastest, time.perf_counter() - started)
+    return int(n * seconds / max(fastest, 1e-6))
 
 
 def test_a_sync_handler_holding_the_gil_past_its_lease_runs_once(harness: Harness) -> None:
@@ -66,7 +71,7 @@ def test_a_sync_handler_holding_the_gil_past_its_lease_runs_once(harness: Harnes
     rescuer = h.start_worker("--lease", "2")  # its maintenance rescues any lapsed lease
     # Aimed at 12 s: measured here while other tests may share the CPUs, it can run half that.
     job = h.queue.enqueue(spin, Spin(n=_spin_size(12.0)), job_id="spin-1")
-    info = h.wait_state(job.id, "completed", "failed", timeout=60)
+    info = h.wait_state(job.id, "completed", "failed", timeout=120)
     assert info.state.value == "completed", info.error
     assert info.stalls == 0
     starts = h.events(job.id, "start")
