@@ -379,6 +379,28 @@ def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end the run through its `finally` blocks; an ignored one stays
+    ignored (keeps `nohup make bench` working)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, raise_on_sigterm)
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        sys.exit(f"{name} must be a number, got {raw!r}")
+
+
+def run_report(script: str, manifest: Path, out: Path) -> int:
+    """Run ``bench/<script>`` on a step's manifest, writing the report to ``out``."""
+    argv = [str(PYTHON), str(BENCH / script), "--manifest", str(manifest), "--out", str(out)]
+    return subprocess.run(argv, cwd=REPO).returncode
+
+
 # ------------------------------------------------------------------ steps
 def run_suite(cfg: Config, kids: Children, env: dict[str, str], stamp: str) -> list[Path]:
     results: list[Path] = []
@@ -468,24 +490,30 @@ def measure(
     return results, memory_ok and scaling_ok and len(results) == cfg.runs
 
 
-def conveyor_errors(results: list[Path]) -> list[str]:
-    """What went wrong with Conveyor's row in these runs (a missing row counts)."""
+def conveyor_errors(results: Sequence[Path], *, variants: bool = False) -> list[str]:
+    """What went wrong with Conveyor's row in these runs (a missing row counts); with
+    ``variants``, with every row whose id starts with ``conveyor``."""
     errors: list[str] = []
     for path in results:
-        rows = [p for p in json.loads(path.read_text())["peers"] if p["id"] == "conveyor"]
+        rows = [
+            p
+            for p in json.loads(path.read_text())["peers"]
+            if p["id"] == "conveyor" or (variants and p["id"].startswith("conveyor"))
+        ]
         if not rows:
             errors.append(f"{path.name}: no conveyor row")
             continue
         # the runner keeps a traceback's tail; its last line is the exception
-        errors += [f"{path.name}: {e.strip().splitlines()[-1]}" for e in rows[0]["errors"]]
+        for row in rows:
+            errors += [
+                f"{path.name} {row['id']}: {e.strip().splitlines()[-1]}" for e in row["errors"]
+            ]
     return errors
 
 
 def main(argv: Sequence[str]) -> int:
     cfg = Config.from_env()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:  # keep `nohup make bench` working
-            signal.signal(sig, raise_on_sigterm)
+    stop_on_signals()
     WORK.mkdir(exist_ok=True)
     written = sync_peers(cfg.peers_src, cfg.peers)
     if written:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -46,14 +45,6 @@ TXN_SKIPPED = 3  # txn_pg.py's exit status when Conveyor cannot run it yet
 
 def log(msg: str) -> None:
     print(f"[bench-pg] {msg}", file=sys.stderr, flush=True)
-
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        sys.exit(f"{name} must be a number, got {raw!r}")
 
 
 def id_list(name: str, default: str) -> tuple[str, ...]:
@@ -99,8 +90,8 @@ class PgConfig:
             runs=base.runs,
             n=base.n,
             only=tuple(p for p in only if p != "conveyor"),
-            wait_load=env_float("BENCH_WAIT_LOAD", 1.2),
-            wait_load_max=env_float("BENCH_WAIT_LOAD_MAX", 90),
+            wait_load=R.env_float("BENCH_WAIT_LOAD", 1.2),
+            wait_load_max=R.env_float("BENCH_WAIT_LOAD_MAX", 90),
             txn=os.environ.get("BENCH_TXN", "1") != "0",
             txn_n=R.env_int("BENCH_TXN_N", 5000),
             txn_rounds=R.env_int("BENCH_TXN_ROUNDS", 3),
@@ -280,29 +271,11 @@ def read_manifest() -> dict[str, object]:
         return {}
 
 
-def report() -> int:
-    argv = [
-        str(R.PYTHON),
-        str(R.BENCH / "report_pg.py"),
-        "--manifest",
-        str(MANIFEST),
-        "--out",
-        str(R.WORK / "REPORT-pg.md"),
-    ]
-    return subprocess.run(argv, cwd=R.REPO).returncode
-
-
-def conveyor_errors(results: Sequence[Path]) -> list[str]:
-    return R.conveyor_errors(list(results))
-
-
 def main(argv: Sequence[str]) -> int:
     churn = "--churn" in argv
     txn_only = "--txn-only" in argv  # the transactional step alone, the suite's entries kept
     cfg = PgConfig.from_env()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            signal.signal(sig, R.raise_on_sigterm)
+    R.stop_on_signals()
     prepare(cfg)
     if "--setup-only" in argv:
         return 0
@@ -344,9 +317,9 @@ def main(argv: Sequence[str]) -> int:
                 standin.unlink()  # BENCH_PG_CONVEYOR_URL=sqlite files; their databases are gone
     manifest["written"] = time.strftime("%Y-%m-%d %H:%M:%S")
     MANIFEST.write_text(json.dumps(manifest, indent=1))
-    if report() != 0:
+    if R.run_report("report_pg.py", MANIFEST, R.WORK / "REPORT-pg.md") != 0:
         return 1
-    if errors := conveyor_errors(results):
+    if errors := R.conveyor_errors(results):
         log("Conveyor's row has errors: " + "; ".join(errors[:3]))
         return 1
     return 0 if ok else 1

@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,14 +49,6 @@ OWN_CONTENTION = R.BENCH / "sqlite_contention.py"
 
 def log(msg: str) -> None:
     print(f"[bench-sqlite] {msg}", file=sys.stderr, flush=True)
-
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        sys.exit(f"{name} must be a number, got {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -89,8 +79,8 @@ class SqliteConfig:
             runs=base.runs,
             n=base.n,
             only=only,
-            wait_load=env_float("BENCH_WAIT_LOAD", 1.2),
-            wait_load_max=env_float("BENCH_WAIT_LOAD_MAX", 90),
+            wait_load=R.env_float("BENCH_WAIT_LOAD", 1.2),
+            wait_load_max=R.env_float("BENCH_WAIT_LOAD_MAX", 90),
             contention=os.environ.get("BENCH_SQLITE_CONTENTION", "1") != "0",
             contention_n=R.env_int("BENCH_CONTENTION_N", 5000),
             contention_script=Path(script).resolve() if script else contention_script(base.peers),
@@ -197,33 +187,9 @@ def run_contention(
     return path if path.exists() else None
 
 
-def report() -> int:
-    argv = [
-        str(R.PYTHON),
-        str(R.BENCH / "report_sqlite.py"),
-        "--manifest",
-        str(MANIFEST),
-        "--out",
-        str(R.WORK / "REPORT-sqlite.md"),
-    ]
-    return subprocess.run(argv, cwd=R.REPO).returncode
-
-
-def conveyor_errors(results: Sequence[Path]) -> list[str]:
-    errors: list[str] = []
-    for path in results:
-        for row in json.loads(path.read_text())["peers"]:
-            if row["id"].startswith("conveyor"):
-                errors += [f"{path.name} {row['id']}: {e.strip().splitlines()[-1]}"
-                           for e in row["errors"]]  # fmt: skip
-    return errors
-
-
 def main(argv: Sequence[str]) -> int:
     cfg = SqliteConfig.from_env()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            signal.signal(sig, R.raise_on_sigterm)
+    R.stop_on_signals()
     prepare(cfg)
     if "--setup-only" in argv:
         return 0
@@ -246,9 +212,9 @@ def main(argv: Sequence[str]) -> int:
             kids.stop_all()
     manifest["written"] = time.strftime("%Y-%m-%d %H:%M:%S")
     MANIFEST.write_text(json.dumps(manifest, indent=1))
-    if report() != 0:
+    if R.run_report("report_sqlite.py", MANIFEST, R.WORK / "REPORT-sqlite.md") != 0:
         return 1
-    if errors := conveyor_errors(results):
+    if errors := R.conveyor_errors(results, variants=True):
         log("Conveyor's rows have errors: " + "; ".join(errors[:3]))
         return 1
     return 0 if ok else 1
