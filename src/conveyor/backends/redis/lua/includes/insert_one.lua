@@ -42,7 +42,8 @@ do
         -- As next_seq (seq.lua), clock (common.lua) and when (common.lua) compute them.
         local v = redis.call('HMGET', K_META, 'seq', 'tr', 'tq')
         local t = redis.call('TIME')
-        local s, us = tonumber(t[1]), tonumber(t[2])  -- each tonumber is a strtod
+        -- TIME's digits as numbers: arithmetic parses a string once, tonumber twice.
+        local s, us = t[1] + 0, t[2] + 0
         local now = given or s + us / 1000000
         local seq = math.max((tonumber(v[1]) or 0) + 1, s * 1000000 + us)
         local seq_text = string.format('%d', seq)
