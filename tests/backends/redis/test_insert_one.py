@@ -9,7 +9,7 @@ sequence number above the clock's, so that both runs hand out the same sequence 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -60,7 +60,10 @@ def state(client: redis.Redis) -> list[tuple[bytes, bytes, Any]]:
     return out
 
 
-def run(client: redis.Redis, source: str, calls: list[list[Any]], setup: Any) -> Any:
+Setup = Callable[[redis.Redis], object]
+
+
+def run(client: redis.Redis, source: str, calls: list[list[Any]], setup: Setup) -> Any:
     client.flushdb()
     client.hset(KEYS.meta, "seq", str(SEQ))
     setup(client)
@@ -77,7 +80,7 @@ def nothing(client: redis.Redis) -> None:
     pass
 
 
-CASES: dict[str, tuple[list[list[Any]], Any]] = {
+CASES: dict[str, tuple[list[list[Any]], Setup]] = {
     "first job": ([args()], nothing),
     "jobs in order": ([args("a"), args("b", T0 + 1), args("c", T0 + 1)], nothing),
     "a run time not in whole microseconds": ([args(now=T0 + 0.123456789)], nothing),
