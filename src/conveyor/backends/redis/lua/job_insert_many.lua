@@ -44,6 +44,7 @@ local K_GROUP_RECORDS = KEYS[13]
 local FIRST_OTHER = 14
 local PER_JOB = 12
 
+--!include insert_one.lua
 --!include common.lua
 --!include args.lua
 --!include members.lua

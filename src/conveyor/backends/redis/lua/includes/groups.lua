@@ -28,7 +28,9 @@ local group_leaving = {}  -- key -> jobs of the group that left ``active``, not 
 -- 128 short members gets: a fetch moves every group it serves, and in a listpack each move
 -- scans the whole set (several microseconds a group). A member longer than a listpack holds
 -- (64 bytes) does that; this one, scored +inf, is never read as a group (no key holds a NUL).
-local RING_SENTINEL = '\0' .. string.rep('-', 64)
+-- A NUL and 64 dashes, written out: a literal costs nothing per call, where building it
+-- (string.rep, a concatenation) ran on every call of every script that includes this.
+local RING_SENTINEL = '\0----------------------------------------------------------------'
 
 -- A time as the ring scores it: whole microseconds (the record's turn stays exact).
 local function ring_score(at)
