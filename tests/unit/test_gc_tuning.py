@@ -48,9 +48,11 @@ def test_a_process_that_froze_objects_itself_keeps_them_frozen() -> None:
     freezes more nor unfreezes what the application froze."""
     gc.freeze()
     frozen = gc.get_freeze_count()
+    # Frozen objects can still be freed by reference counting, so the count may only fall: a
+    # freeze here would add every object made since, an unfreeze would bring it to 0.
     with worker_gc(20_000):
-        assert gc.get_freeze_count() == frozen
-    assert gc.get_freeze_count() == frozen
+        assert 0 < gc.get_freeze_count() <= frozen
+    assert 0 < gc.get_freeze_count() <= frozen
 
 
 def test_the_settings_are_put_back_when_the_block_raises() -> None:
