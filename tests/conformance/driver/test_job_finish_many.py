@@ -207,6 +207,17 @@ async def test_completed_max_count_none_keeps_everything(driver: Driver) -> None
     assert counts[JobState.COMPLETED] == 3
 
 
+async def test_a_completion_sent_again_trims_nothing(driver: Driver) -> None:
+    """Trimming follows completions written now: a completion sent again (its reply lost)
+    wrote nothing, so it trims nothing, whatever retention it carries."""
+    await insert(driver, "a", now=T0)
+    job = await fetch_one(driver)
+    assert (await finish(driver, job, now=T0 + 1)).status is OK
+    again = await finish(driver, job, now=T0 + 1, retention=Retention(completed_max_count=0))
+    assert again.status is OK
+    assert (await get(driver, "a")).state is JobState.COMPLETED
+
+
 async def test_count_retention_does_not_touch_failed_jobs(driver: Driver) -> None:
     await insert(driver, "f", "a", "b", now=T0)
     f, a, b = await fetch(driver)

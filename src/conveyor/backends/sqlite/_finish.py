@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final
+from typing import Final, NamedTuple
 
 from conveyor.backends.sqlite import _groups as groups
 from conveyor.backends.sqlite._connection import one_statement, transaction
@@ -85,17 +85,31 @@ def finish_many(
     return written
 
 
-def facts(conn: sqlite3.Connection, finishes: Sequence[FinishJob]) -> dict[str, tuple[str, bool]]:
-    """Each existing job's queue and whether it is grouped; read outside the write lock."""
+class Facts(NamedTuple):
+    """What is known of a job before its finish is written, read outside the write lock."""
+
+    queue: str
+    grouped: bool
+    # The token of the attempt that last ended, when the job is not active: a finish sent
+    # again with it was already applied (a new lease always brings a new token).
+    ended_token: str | None
+
+
+def facts(conn: sqlite3.Connection, finishes: Sequence[FinishJob]) -> dict[str, Facts]:
+    """Each existing job's queue, whether it is grouped, and its ended attempt's token."""
     ids = json.dumps([finish.job_id for finish in finishes])
     return {
-        row["id"]: (row["queue"], row["group_key"] is not None)
+        row["id"]: Facts(
+            row["queue"],
+            row["group_key"] is not None,
+            None if row["state"] == JobState.ACTIVE.value else row["lease_token"],
+        )
         for row in rows_of(conn, "job_finish_many__facts", {"ids": ids})
     }
 
 
 def chunks(
-    finishes: Sequence[FinishJob], known: dict[str, tuple[str, bool]]
+    finishes: Sequence[FinishJob], known: dict[str, Facts]
 ) -> list[tuple[list[tuple[int, FinishJob, str | None]], list[tuple[int, FinishJob]]]]:
     """The batch cut into transactions, in its order: each up to :data:`FAST_PER_CHUNK` plain
     completions (with their result as text) and :data:`SLOW_PER_CHUNK` other transitions, and
@@ -124,11 +138,12 @@ def chunks(
     return cut
 
 
-def _fast_result(finish: FinishJob, known: dict[str, tuple[str, bool]]) -> tuple[bool, str | None]:
+def _fast_result(finish: FinishJob, known: dict[str, Facts]) -> tuple[bool, str | None]:
     """Whether the finish can take the one-statement path, and its result as text: not for
     other transitions, a grouped job (its group may be freed), or a result that is not text the
     statement can carry (it travels in JSON and is cast back to a BLOB)."""
-    if finish.kind is not TransitionKind.COMPLETE or known.get(finish.job_id, ("", False))[1]:
+    fact = known.get(finish.job_id)
+    if finish.kind is not TransitionKind.COMPLETE or (fact is not None and fact.grouped):
         return False, None
     if finish.result is None:
         return True, None
@@ -142,7 +157,7 @@ def _fast_result(finish: FinishJob, known: dict[str, tuple[str, bool]]) -> tuple
 def write_fast(
     conn: sqlite3.Connection,
     fast: list[tuple[int, FinishJob, str | None]],
-    known: dict[str, tuple[str, bool]],
+    known: dict[str, Facts],
     at: float,
     written: Written,
 ) -> None:
@@ -162,15 +177,18 @@ def _complete_results(
     conn: sqlite3.Connection,
     fast: list[tuple[int, FinishJob, str | None]],
     changed: int,
-    known: dict[str, tuple[str, bool]],
+    known: dict[str, Facts],
     written: Written,
 ) -> None:
     everyone = changed == len(fast)
     for position, finish, _ in fast:
         status = TransitionStatus.OK if everyone else not_finished(conn, finish)
         written.results[position] = TransitionResult(finish.job_id, status)
-        if status is TransitionStatus.OK and finish.job_id in known:
-            written.completed.add(known[finish.job_id][0])
+        fact = known.get(finish.job_id)
+        # Only a completion written now adds to the queue's completed jobs; one written by an
+        # earlier call (its reply lost) was trimmed for then.
+        if status is TransitionStatus.OK and fact and fact.ended_token != finish.token:
+            written.completed.add(fact.queue)
 
 
 def _execute(conn: sqlite3.Connection, query: str, args: dict[str, object]) -> None:
@@ -181,7 +199,7 @@ def write_chunk(
     conn: sqlite3.Connection,
     fast: list[tuple[int, FinishJob, str | None]],
     slow: list[tuple[int, FinishJob]],
-    known: dict[str, tuple[str, bool]],
+    known: dict[str, Facts],
     at: float,
     written: Written,
 ) -> list[tuple[int, FinishJob]]:

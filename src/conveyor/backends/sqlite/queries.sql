@@ -209,9 +209,10 @@ FROM json_each(:batch) AS b
 WHERE conveyor_job.id = json_extract(b.value, '$[0]') AND conveyor_job.state = 'active'
   AND conveyor_job.lease_token = json_extract(b.value, '$[1]');
 
--- Read outside the write lock before a batch of finishes: the queue and group of each job.
+-- Read outside the write lock before a batch of finishes: the queue and group of each job, and
+-- its state and token (a finish already applied by an earlier call is not a new completion).
 -- name: job_finish_many__facts
-SELECT id, queue, group_key FROM conveyor_job WHERE id IN (SELECT value FROM json_each(:ids));
+SELECT id, queue, group_key, state, lease_token FROM conveyor_job WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- Terminal failure or cancellation; :state is 'failed' or 'cancelled'.
 -- name: job_finish_many__end
