@@ -51,8 +51,12 @@ def _statements(trace: list[str]) -> list[str]:
 
 
 async def _traced(driver: SQLiteDriver, trace: list[str]) -> None:
-    # The driver's connection lives on its own thread: set the callback there.
+    # The driver's connection lives on its own thread: set the callback there; a single insert
+    # is tried first on this (the event loop's) thread, on a connection of its own.
     await driver._db.run(lambda conn: conn.set_trace_callback(trace.append))
+    inline = driver._inline.connection()
+    assert inline is not None
+    inline.set_trace_callback(trace.append)
 
 
 async def _seq(driver: SQLiteDriver, job_id: str) -> int:

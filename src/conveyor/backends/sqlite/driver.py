@@ -29,6 +29,7 @@ from conveyor.backends.sqlite._connection import (
     vacuum_surplus,
 )
 from conveyor.backends.sqlite._fetch import extend_leases, fetch
+from conveyor.backends.sqlite._inline import InlineInserter, ThreadInserter
 from conveyor.backends.sqlite._insert import (
     can_insert_alone,
     insert_alone,
@@ -129,6 +130,7 @@ class SQLiteDriver(
         # Queues whose row this driver's own commits made sure of: a single enqueue into one of
         # them is one statement (queue rows are never deleted). Shared with blocking inserters.
         self.known_queues: set[str] = set()
+        self._inline = InlineInserter(self.path, self._db.synchronous)
 
     def __repr__(self) -> str:
         return f"SQLiteDriver({self.url!r})"
@@ -142,6 +144,7 @@ class SQLiteDriver(
         self._data_version = await self._db.run(data_version)
 
     async def close(self) -> None:
+        self._inline.close()
         await self._db.close()
 
     def connect_another(self) -> SQLiteDriver:
@@ -168,7 +171,9 @@ class SQLiteDriver(
         if not jobs:
             return []
         if can_insert_alone(jobs, self.known_queues):
-            alone = await self._db.run(lambda conn: insert_alone(conn, jobs[0], at))
+            alone = self._inline.insert(jobs[0], at)  # on this thread when that costs no wait
+            if alone is None:
+                alone = await self._db.run(lambda conn: insert_alone(conn, jobs[0], at))
             if alone is not None:
                 self.notify(jobs[0].queue)
                 return [alone]
@@ -185,7 +190,7 @@ class SQLiteDriver(
 
     def blocking_inserter(self) -> BlockingInserter:
         """:meth:`job_insert_many` from the caller's thread, on a connection of its own."""
-        return _BlockingInserter(Connection(self.path, synchronous=self._db.synchronous), self)
+        return ThreadInserter(Connection(self.path, synchronous=self._db.synchronous), self)
 
     # -- TransactionalWriter: the same insert on the caller's own connection ---------------------
 
@@ -558,39 +563,3 @@ def _refuse_missing(path: str, url: str) -> None:
             f"no SQLite database at {os.path.abspath(path)} (from {url!r}); nothing was ever "
             "enqueued there: check --url, $CONVEYOR_URL or the working directory"
         )
-
-
-class _BlockingInserter:
-    """The insert of :meth:`SQLiteDriver.job_insert_many`, written by the calling thread."""
-
-    def __init__(self, db: Connection, driver: SQLiteDriver) -> None:
-        self._db = db
-        self._driver = driver
-
-    def job_insert_many(
-        self, jobs: Sequence[NewJob], *, now: float | None = None
-    ) -> list[InsertResult]:
-        check_now(now)
-        check_new_jobs(jobs)
-        if not jobs:
-            return []
-        at = resolve_now(now)
-        known = self._driver.known_queues
-        if can_insert_alone(jobs, known):
-            alone = self._db.run_here(lambda conn: insert_alone(conn, jobs[0], at))
-            if alone is not None:
-                self._driver.notify(jobs[0].queue)
-                return [alone]
-        plan = insert_statements(jobs, at)
-
-        def step(conn: sqlite3.Connection) -> list[InsertResult]:
-            return run_plan(plan, lambda s: conn.execute(s.sql, s.params).fetchall())
-
-        results = self._db.write_here(step)
-        for queue in {job.queue for job in jobs}:
-            known.add(queue)
-            self._driver.notify(queue)  # thread-safe: wakes this process's workers at once
-        return results
-
-    def close(self) -> None:
-        self._db.close_here()
