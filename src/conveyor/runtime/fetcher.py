@@ -88,6 +88,9 @@ class Fetcher:
         self._grouped = grouped  # some served definition puts its jobs in groups
         # Seconds until a held rate limit lets a job start: the next wait for work ends then.
         self._rate_wait: float | None = None
+        # A group's turn may be still to come: the last question about held groups named one,
+        # or jobs of a group were leased since (see _group_held).
+        self._turn_awaited = False
 
     @property
     def waiting(self) -> int:
@@ -209,6 +212,8 @@ class Fetcher:
         if self._rate_limits and len(records) < free and await self._rate_held():
             self._idle = False
             return False
+        if self._grouped and any(record.group is not None for record in records):
+            self._turn_awaited = True  # a start may hold its group until a turn to come
         if self._grouped and len(records) < free:
             await self._group_held()
         if records:
@@ -244,6 +249,15 @@ class Fetcher:
         wait for work ends when the first such group's turn comes."""
         cfg = self._config
         pause = await self._driver.group_wait(self._queues, names=self._names, now=cfg.clock.now())
+        if pause is None and self._turn_awaited:
+            # A turn awaited has come, but it may have come after the fetch that found nothing
+            # (a fetch just before the turn, or a stall between the two calls): group_wait only
+            # names turns still to come. Look once more at once rather than wait for a
+            # notification that a turn never sends.
+            pause = 0.0
+            self._turn_awaited = False
+        else:
+            self._turn_awaited = pause is not None
         if pause is not None:
             self._rate_wait = pause if self._rate_wait is None else min(self._rate_wait, pause)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -213,3 +214,54 @@ async def test_a_worker_wakes_when_a_held_groups_turn_comes(
     finally:
         await harness.stop(worker)
         await real.close()
+
+
+class _TurnPassesMeanwhile:
+    """The queue's own driver, but the clock moves on between a fetch and the question about
+    held groups that follows it, once armed: the race of a turn that comes in between."""
+
+    def __init__(self, driver: object, clock: FakeClock, step: float) -> None:
+        self._driver = driver
+        self._clock = clock
+        self._step = step
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+    async def group_wait(self, queues: Any, *, names: Any = None, now: Any = None) -> Any:
+        if self.armed:
+            self.armed = False
+            now = self._clock.advance(self._step)
+        return await self._driver.group_wait(queues, names=names, now=now)  # type: ignore[attr-defined]
+
+
+async def test_a_turn_that_comes_between_a_fetch_and_the_question_is_not_missed(
+    harness: Harness, backend_url: str
+) -> None:
+    """A fetch finds the group held; its turn comes before the worker asks when the next one
+    is (which names only turns still to come): the worker must look again at once, not wait
+    for a notification that a turn never sends."""
+    clock = harness.clock
+    engine = harness.queue.driver
+    racing = _TurnPassesMeanwhile(engine.driver, clock, step=1.0)
+    queue = Queue(racing, clock=clock)  # type: ignore[arg-type]
+    await queue.connect()
+    worker = harness.worker(queue, poll_interval=30.0, concurrency=4)
+
+    @worker.handles(fast_paced)
+    async def handle(payload: Account, ctx: JobContext) -> int:
+        if payload.n == 1:
+            racing.armed = True  # the group's turn comes during the next question about it
+        return payload.n
+
+    try:
+        harness.start(worker)
+        await harness.registered(worker)
+        first = await queue.enqueue(fast_paced, Account(account="x", n=1))
+        second = await queue.enqueue(fast_paced, Account(account="x", n=2))
+        assert await first.result(timeout=10) == 1
+        assert await second.result(timeout=10) == 2  # not after the 30 s poll
+    finally:
+        await harness.stop(worker)
+        await queue.close()

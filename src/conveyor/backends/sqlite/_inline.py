@@ -12,8 +12,11 @@ own that never waits:
   once with "database is locked" and the job goes to the driver's thread, which waits in
   SQLite's busy handler as before;
 * it never checkpoints (``wal_autocheckpoint = 0``), so a commit never copies the WAL into the
-  file while the loop waits; every :data:`THREAD_EVERY`-th single insert takes the driver's
-  thread, whose commits checkpoint as usual, which bounds the WAL this connection grows;
+  file and waits for the disk while the loop waits; every :data:`THREAD_EVERY`-th single insert
+  takes the driver's thread instead, whose commit checkpoints as usual once the WAL holds 1,000
+  pages, which bounds the WAL this connection grows. (A checkpoint run beside the inserts
+  would not: the WAL starts over only when a writer finds every frame copied, which a steady
+  stream of inserts never lets happen.)
 * only at ``synchronous=NORMAL`` (the default), where a WAL commit does not fsync: at ``full``
   every commit waits for the disk, and the loop would wait with it.
 
@@ -36,7 +39,8 @@ from conveyor.drivers.common import check_new_jobs, check_now, resolve_now
 from conveyor.drivers.records import InsertResult, NewJob
 from conveyor.drivers.transactional import run_plan
 
-# One single insert in this many goes through the driver's thread (see the module docstring).
+# One single insert in this many goes through the driver's thread (see the module docstring):
+# a single insert appends ~8 pages to the WAL, and the automatic checkpoint starts at 1,000.
 THREAD_EVERY: Final = 64
 
 

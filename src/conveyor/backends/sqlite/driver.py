@@ -172,7 +172,9 @@ class SQLiteDriver(
             return []
         if can_insert_alone(jobs, self.known_queues):
             alone = self._inline.insert(jobs[0], at)  # on this thread when that costs no wait
-            if alone is None:
+            if alone is not None:
+                await asyncio.sleep(0)  # an await that wrote lets other tasks run, as any does
+            else:
                 alone = await self._db.run(lambda conn: insert_alone(conn, jobs[0], at))
             if alone is not None:
                 self.notify(jobs[0].queue)
