@@ -31,8 +31,9 @@ import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -47,6 +48,7 @@ from conveyor.backends.redis._records import JOB_FIELDS
 
 QUEUE = "cost"
 TOKEN_AT = 1 + JOB_FIELDS.index("t")
+T = TypeVar("T")
 
 
 class Noop(BaseModel):
@@ -114,6 +116,49 @@ def instructions(dump_dir: Path, pid: int, before: set[Path]) -> int:
     return int(match[1])
 
 
+def measured(
+    r: redis.Redis, callgrind: Path | None, run: Callable[[], int]
+) -> tuple[int, dict[str, Any], float | None]:
+    """Call ``run`` (it returns how many units, jobs or calls, it did) between a reset of the
+    server's statistics and, under callgrind, a zeroed count: the units, ``INFO commandstats``
+    after it, and the server's instructions per unit (None without callgrind)."""
+    pid = int(r.info("server")["process_id"])
+    before: set[Path] = set()
+    if callgrind is not None:
+        before = set(callgrind.glob("*"))
+        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+    r.config_resetstat()
+    units = run()
+    stats = r.info("commandstats")
+    per_unit = None
+    if callgrind is not None:
+        per_unit = instructions(callgrind, pid, before) / units
+    return units, stats, per_unit
+
+
+def alternate(
+    trees: dict[str, T], rounds: int, measure: Callable[[T], dict[str, float]], unit: str
+) -> None:
+    """Measure each tree once a round, in alternating order round by round, printing each
+    result, then the medians and the ratio of each round's "this" to its "baseline"."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    for i in range(rounds):
+        order = list(trees) if i % 2 == 0 else list(reversed(trees))
+        for name in order:
+            res = measure(trees[name])
+            results[name].append(res)
+            print(f"round {i + 1} {name:8} " + "  ".join(
+                f"{k} {v:.2f}" for k, v in res.items()), flush=True)  # fmt: skip
+    print(f"medians of {rounds} rounds, per {unit}:")
+    for name in trees:
+        med = {k: statistics.median(x[k] for x in results[name]) for k in results[name][0]}
+        print(f"  {name:8} " + "  ".join(f"{k} {v:.2f}" for k, v in med.items()))
+    for k in results["this"][0]:
+        ratios = [t[k] / b[k] for t, b in zip(results["this"], results["baseline"], strict=True)]
+        print(f"  this / baseline {k}: median {statistics.median(ratios):.3f} "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")  # fmt: skip
+
+
 def one(
     r: redis.Redis, url: str, src: Path, jobs: int, batch: int, callgrind: Path | None
 ) -> dict[str, float]:
@@ -122,25 +167,24 @@ def one(
     fetch_sha = r.script_load(source(src, "job_fetch"))
     finish_src = source(src, "job_finish_many")
     r.eval(finish_src, 0, "", "", "", 0)  # compiled once before the count (an empty batch)
-    pid = int(r.info("server")["process_id"])
-    before: set[Path] = set()
-    if callgrind is not None:
-        before = set(callgrind.glob("*"))
-        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-    r.config_resetstat()
-    cpu0 = r.info("cpu")
-    done = drain(r, fetch_sha, finish_src, batch)
-    cpu1 = r.info("cpu")
+    cpu: list[float] = []
+
+    def run() -> int:
+        cpu0 = r.info("cpu")
+        done = drain(r, fetch_sha, finish_src, batch)
+        cpu1 = r.info("cpu")
+        cpu.append(sum(cpu1[k] - cpu0[k] for k in ("used_cpu_user", "used_cpu_sys")))
+        return done
+
+    done, stats, per_job = measured(r, callgrind, run)
     assert done == jobs, (done, jobs)
-    stats = r.info("commandstats")
-    cpu = sum(cpu1[k] - cpu0[k] for k in ("used_cpu_user", "used_cpu_sys"))
     res = {
         "fetch_us": stats["cmdstat_evalsha"]["usec"] / jobs,
         "finish_us": stats["cmdstat_eval"]["usec"] / jobs,
-        "redis_cpu_us": cpu * 1e6 / jobs,
+        "redis_cpu_us": cpu[0] * 1e6 / jobs,
     }
-    if callgrind is not None:
-        res["k_instr"] = instructions(callgrind, pid, before) / jobs / 1000
+    if per_job is not None:
+        res["k_instr"] = per_job / 1000
     return res
 
 
@@ -156,25 +200,15 @@ def main() -> None:
     args = ap.parse_args()
     this = args.this or _lua.LUA_DIR.parents[3]
     trees = {"baseline": args.baseline.resolve(), "this": this.resolve()}
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     with contextlib.ExitStack() as stack:
         url = args.url or stack.enter_context(RedisServer()).url
         r = redis.Redis.from_url(url)
-        for i in range(args.rounds):
-            order = list(trees) if i % 2 == 0 else list(reversed(trees))
-            for name in order:
-                res = one(r, url, trees[name], args.jobs, args.batch, args.callgrind)
-                results[name].append(res)
-                print(f"round {i + 1} {name:8} " + "  ".join(
-                    f"{k} {v:.2f}" for k, v in res.items()), flush=True)  # fmt: skip
-    print(f"medians of {args.rounds} rounds, µs per job:")
-    for name in trees:
-        med = {k: statistics.median(x[k] for x in results[name]) for k in results[name][0]}
-        print(f"  {name:8} " + "  ".join(f"{k} {v:.2f}" for k, v in med.items()))
-    for k in results["this"][0]:
-        ratios = [t[k] / b[k] for t, b in zip(results["this"], results["baseline"], strict=True)]
-        print(f"  this / baseline {k}: median {statistics.median(ratios):.3f} "
-              f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")  # fmt: skip
+        alternate(
+            trees,
+            args.rounds,
+            lambda src: one(r, url, src, args.jobs, args.batch, args.callgrind),
+            "job, µs",
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ sequence number above the clock's, so that both runs hand out the same sequence 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +17,8 @@ import redis
 
 from conveyor.backends.redis import _lua, _stubs
 from conveyor.backends.redis._keys import QueueKeys
+from tests.backends.redis import compare
+from tests.backends.redis.compare import Setup
 from tests.servers.redis_server import RedisServer
 
 T0 = 1_700_000_000.0
@@ -26,7 +28,7 @@ SCRIPT = _lua.load("job_insert_many")
 SCRIPT_KEYS = _stubs.script_keys_of(KEYS, SCRIPT)
 FAST = "--!include insert_one.lua\n"
 # Only the single-job path has its own include: without it, the script is the general code.
-GENERAL = SCRIPT.source.replace(_lua._splice(FAST), "", 1)
+GENERAL = compare.without(SCRIPT, "insert_one.lua")
 
 
 @pytest.fixture(scope="module")
@@ -43,37 +45,12 @@ def args(
     return [now, 1, job_id, "n", b'{"x":1}', "0", max_attempts, "", delay, "", "", "", "", ""]
 
 
-def state(client: redis.Redis) -> list[tuple[bytes, bytes, Any]]:
-    """Every key with its type and contents, hash fields in their stored order."""
-    out: list[tuple[bytes, bytes, Any]] = []
-    for key in sorted(client.scan_iter(count=1000)):
-        kind = client.type(key)
-        if kind == b"hash":
-            value: Any = list(client.hgetall(key).items())
-        elif kind == b"list":
-            value = client.lrange(key, 0, -1)
-        elif kind == b"zset":
-            value = client.zrange(key, 0, -1, withscores=True)
-        else:
-            value = client.get(key)
-        out.append((key, kind, value))
-    return out
-
-
-Setup = Callable[[redis.Redis], object]
-
-
 def run(client: redis.Redis, source: str, calls: list[list[Any]], setup: Setup) -> Any:
-    client.flushdb()
-    client.hset(KEYS.meta, "seq", str(SEQ))
-    setup(client)
-    replies: list[Any] = []
-    for call in calls:
-        try:
-            replies.append(client.eval(source, len(SCRIPT_KEYS), *SCRIPT_KEYS, *call))
-        except redis.ResponseError as error:
-            replies.append(("error", str(error)))
-    return replies, state(client)
+    def prepare(client: redis.Redis) -> None:
+        client.hset(KEYS.meta, "seq", str(SEQ))
+        setup(client)
+
+    return compare.run(client, source, [(SCRIPT_KEYS, call) for call in calls], prepare)
 
 
 def nothing(client: redis.Redis) -> None:

@@ -126,7 +126,7 @@ async def queue_states(client: Client, queues: Sequence[QueueKeys]) -> list[Queu
     pipe = client.pipeline(transaction=False)
     for keys in queues:
         pipe.execute_command("HMGET", keys.meta, "paused", "gq")
-        # Below +inf: the active set's sentinel is no job (see lua/includes/members.lua).
+        # Below +inf: the active set's sentinel is no job (see lua/includes/active.lua).
         pipe.execute_command("ZCOUNT", keys.active, "-inf", "(+inf")
         pipe.execute_command("LLEN", keys.ready)
         pipe.execute_command("HLEN", keys.dead)

@@ -26,7 +26,7 @@ BY_SEQ: Final = {state: state.value + "_by_seq" for state in JobState}
 INDEXED_STATES: Final = tuple(state for state in JobState if state is not JobState.ACTIVE)
 SEQ_DIGITS: Final = 16  # state set members start with the sequence number, zero-padded
 # The active set's member that keeps it in the skiplist encoding, scored +inf: no job (see
-# ACTIVE_SENTINEL in lua/includes/members.lua).
+# ACTIVE_SENTINEL in lua/includes/active.lua).
 ACTIVE_SENTINEL: Final = b"\0" + b"-" * 64
 
 

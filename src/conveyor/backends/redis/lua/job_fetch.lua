@@ -82,10 +82,13 @@ local K_GROUP_RECORDS = KEYS[20]
 local K_RECEIPT = KEYS[21]
 local K_PREVIOUS_RECEIPT = KEYS[22]
 
+--!include fields.lua
+--!include active.lua
+--!include fetch_early.lua
 --!include common.lua
 --!include args.lua
 --!include members.lua
---!include fields.lua
+--!include field_edits.lua
 --!include wake.lua
 --!include groups.lua
 --!include place.lua

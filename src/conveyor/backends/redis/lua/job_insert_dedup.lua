@@ -66,6 +66,7 @@ local PER_JOB = 15
 --!include new_job.lua
 --!include existing.lua
 --!include fields.lua
+--!include field_edits.lua
 --!include dedup.lua
 
 local MODES = {until_started = 's', until_finished = 'f', throttle = 't', debounce = 'd'}

@@ -56,6 +56,7 @@ local K_GROUP_RECORDS = KEYS[17]
 --!include args.lua
 --!include members.lua
 --!include fields.lua
+--!include field_edits.lua
 --!include history.lua
 --!include wake.lua
 --!include groups.lua

@@ -46,6 +46,7 @@ local K_GROUP_RECORDS = KEYS[16]
 --!include args.lua
 --!include members.lua
 --!include fields.lua
+--!include field_edits.lua
 --!include wake.lua
 --!include groups.lua
 --!include place.lua

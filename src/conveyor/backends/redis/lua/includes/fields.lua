@@ -1,5 +1,7 @@
 -- Every job field, in the order scripts return them (the Python decoder reads them by
--- position), and the positions of the ones scripts read or change.
+-- position), and the positions of the ones scripts read or change. Only constants, so that a
+-- script may include this before the code that runs ahead of its helpers (fetch_early.lua);
+-- the helpers that edit fields are in field_edits.lua.
 --
 -- A job hash stores short field names and omits fields at their default, so that a queued job
 -- costs as little memory as possible: n name, d payload, s state, p priority (0), a attempt (0),
@@ -17,27 +19,3 @@ local JOB_FIELDS = {'n', 'd', 's', 'p', 'a', 'm', 'r', 'e', 'q', 'b', 'f', 't', 
 local F_STATE, F_PRIORITY, F_ATTEMPT, F_RUN_AT, F_SEQ, F_STARTED = 3, 4, 5, 7, 9, 10
 local F_TOKEN, F_EXPIRES, F_WORKER, F_CANCEL, F_ISOLATED = 12, 13, 14, 16, 20
 local F_GROUP = 27
-
--- The fields that give a job a new run time: its enqueue time is stored only while it equals
--- its run time, so the first move writes it down. ``run_at``/``enqueued_at`` are the stored
--- texts (or false), ``new_run_at`` the new time's text; appended to the HSET list ``fields``.
-local function move_run_at(fields, run_at, enqueued_at, new_run_at)
-    fields[#fields + 1] = 'r'
-    fields[#fields + 1] = new_run_at
-    if run_at and not enqueued_at then
-        fields[#fields + 1] = 'e'
-        fields[#fields + 1] = run_at
-    end
-end
-
--- The attempt field given back: an HSET pair appended to ``fields`` or, at 0, a field to HDEL
--- appended to ``gone``.
-local function give_back_attempt(fields, gone, attempt)
-    attempt = math.max((tonumber(attempt) or 0) - 1, 0)
-    if attempt == 0 then
-        gone[#gone + 1] = 'a'
-    else
-        fields[#fields + 1] = 'a'
-        fields[#fields + 1] = string.format('%d', attempt)
-    end
-end

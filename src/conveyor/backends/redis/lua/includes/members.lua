@@ -20,15 +20,3 @@ end
 local function qmember(run_at, seq, id)
     return string.format('%016d%016d', micros_of(run_at), seq) .. id
 end
-
--- The active set is kept in Redis's skiplist encoding, as the ring is (see groups.lua): a fetch
--- adds its whole batch to it and a finish takes the batch out, so the set of a busy queue keeps
--- emptying and would be made anew as a listpack of up to 128 members, where each insert scans
--- the set and parses every member's score (17-digit lease deadlines, on libc's slow path):
--- profiled under callgrind, those inserts were a quarter of the server's instructions per
--- drained job. A member longer than a listpack holds does that; this one, scored +inf, is never
--- read as a job (rescue reads finite scores, listing skips a member without a seq) and never
--- counted (counts read the finite scores).
--- A NUL and 64 dashes, written out: a literal costs nothing per call, where building it
--- (string.rep, a concatenation) ran on every call of every script that includes this.
-local ACTIVE_SENTINEL = '\0----------------------------------------------------------------'
