@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from conveyor.backends.sqlite import SQLiteDriver
 from conveyor.backends.sqlite._inline import THREAD_EVERY
 from conveyor.drivers.records import InsertStatus, JobState, NewJob
@@ -126,3 +128,13 @@ async def test_a_duplicate_id_is_still_reported(tmp_path: Path) -> None:
     async with _opened(f"sqlite:///{tmp_path / 'db.sqlite'}") as driver:
         [again] = await driver.job_insert_many([_job("first")], now=T0)
         assert (again.status, again.state) == (InsertStatus.DUPLICATE, JobState.QUEUED)
+
+
+async def test_a_closed_driver_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    async with _opened(f"sqlite:///{path}") as driver:
+        pass
+    with pytest.raises(RuntimeError, match="not open"):
+        await driver.job_insert_many([_job("late")], now=T0)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM conveyor_job").fetchone() == (1,)

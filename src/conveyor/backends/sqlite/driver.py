@@ -171,7 +171,8 @@ class SQLiteDriver(
         if not jobs:
             return []
         if can_insert_alone(jobs, self.known_queues):
-            alone = self._inline.insert(jobs[0], at)  # on this thread when that costs no wait
+            # On this thread when that costs no wait; a closed driver writes nothing here.
+            alone = self._inline.insert(jobs[0], at) if self._db.is_open else None
             if alone is not None:
                 await asyncio.sleep(0)  # an await that wrote lets other tasks run, as any does
             else:
