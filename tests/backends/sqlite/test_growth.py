@@ -18,7 +18,7 @@ from conveyor.drivers.records import (
 )
 
 T0 = 1_000_000.0
-ROUND = 4_000  # jobs per round: a backlog of several MiB, far beyond the kept reserve
+ROUND = 5_000  # jobs per round: a backlog of several MiB, far beyond the kept reserve
 BATCH = 500
 PAYLOAD = b'{"text": "' + b"x" * 300 + b'"}'
 
