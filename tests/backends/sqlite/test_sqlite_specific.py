@@ -225,6 +225,17 @@ async def test_fetch_reads_the_ready_index_in_order_without_sorting(tmp_path: Pa
             {"queue": "q", "keep": 5, "limit": 10},
             "conveyor_job_finished_idx (queue=? AND state=?)",
         ),
+        # A batch is looked up by id, job by job: not every active job against the batch.
+        (
+            "job_finish_many__complete_all",
+            {"batch": "[]", "now": 0},
+            "SEARCH conveyor_job USING INDEX sqlite_autoindex_conveyor_job_1 (id=?)",
+        ),
+        (
+            "job_extend_leases",
+            {"leases": "[]", "expires_at": 0},
+            "SEARCH conveyor_job USING INDEX sqlite_autoindex_conveyor_job_1 (id=?)",
+        ),
     ],
 )
 async def test_listing_and_retention_read_an_index_range_not_the_table(

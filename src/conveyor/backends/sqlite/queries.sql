@@ -174,8 +174,11 @@ WHERE conveyor_job.id = t.key;
 
 -- :leases is a JSON array of [id, token, isolated]: one statement that returns nothing, so the
 -- write lock is held for it alone; job_extend_leases__held reads the outcome after the commit.
+-- INDEXED BY the primary key (here and in job_finish_many__complete_all): with the state term
+-- the planner would otherwise walk every active job and scan the batch for each, work that
+-- grows with the number of running jobs, under the write lock.
 -- name: job_extend_leases
-UPDATE conveyor_job
+UPDATE conveyor_job INDEXED BY sqlite_autoindex_conveyor_job_1
 SET lease_expires_at = :expires_at,
     isolated = max(isolated, json_extract(l.value, '$[2]'))
 FROM json_each(:leases) AS l
@@ -201,7 +204,7 @@ RETURNING queue, state, group_key;
 -- null], the result cast back to the BLOB the one-job statement above stores. It returns
 -- nothing: when it changed fewer rows than it was given, the caller reads why, job by job.
 -- name: job_finish_many__complete_all
-UPDATE conveyor_job
+UPDATE conveyor_job INDEXED BY sqlite_autoindex_conveyor_job_1
 SET state = 'completed', finished_at = :now, result = CAST(json_extract(b.value, '$[2]') AS BLOB),
     error = NULL, expires_at = :now + keep_completed,
     lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0, isolated = 0
