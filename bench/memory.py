@@ -81,7 +81,13 @@ def parse_extra(spec: str) -> Peer:
 
 
 def select_peers(runner: ModuleType, only: set[str], extra: list[str]) -> list[Peer]:
-    table = [Peer(p[0], p[1], p[2], p[3]) for p in runner.PEERS]
+    # Redis memory: the PostgreSQL and SQLite peers of the shared table store nothing there.
+    elsewhere = {*getattr(runner, "PG_PEER_IDS", ()), *getattr(runner, "SQLITE_PEER_IDS", ())}
+    table = [
+        Peer(p[0], p[1], p[2], p[3])
+        for p in runner.PEERS
+        if p[0] not in elsewhere and p[1] not in {runner.PY_PG, runner.PY_SQLITE}
+    ]
     table += [parse_extra(s) for s in extra]
     wanted = [p for p in table if not only or p.id in only or p.id in LARGE_N_PEERS]
     # conveyor first: if the run is cut short, the figure we care most about is in
