@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.servers.redis_server import RedisServer
 
 from conveyor import Queue, SyncQueue, job
-from conveyor.backends.redis._resp import BlockingClient
+from conveyor.backends.redis._blocking import BlockingClient
 
 ROOT = Path(__file__).resolve().parent.parent
 HUEY_PRODUCER = """

@@ -15,15 +15,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from conveyor.backends.redis._resp import (
-    BlockingClient,
-    Client,
-    ConnectionLost,
-    Endpoint,
-    NoScript,
-    drive,
-    pack,
-)
+from conveyor.backends.redis._blocking import BlockingClient, drive
+from conveyor.backends.redis._resp import Client, ConnectionLost, Endpoint, NoScript, pack
 from tests.servers.redis_server import RedisServer
 
 

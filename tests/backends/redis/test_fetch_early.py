@@ -19,6 +19,7 @@ import redis
 
 from conveyor.backends.redis import _lua, _stubs
 from conveyor.backends.redis._keys import QueueKeys
+from conveyor.backends.redis._script_keys import SCRIPT_KEYS
 from tests.backends.redis import compare
 from tests.backends.redis.compare import Call, Setup
 from tests.servers.redis_server import RedisServer
@@ -31,7 +32,7 @@ SCRIPT = _lua.load("job_fetch")
 EARLY = "fetch_early.lua"
 GENERAL = compare.without(SCRIPT, EARLY)
 EARLY_ONLY = compare.only(SCRIPT, EARLY)
-QUEUE_KEYS = KEYS.named("job_fetch", _stubs.SCRIPT_KEYS["job_fetch"][0][:-2])
+QUEUE_KEYS = KEYS.named("job_fetch", SCRIPT_KEYS["job_fetch"][0][:-2])
 INSERT = _lua.load("job_insert_many")
 INSERT_KEYS = _stubs.script_keys_of(KEYS, INSERT)
 

@@ -12,7 +12,7 @@ from conveyor.backends.redis import RedisDriver
 from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._lua import LUA_DIR, header_keys, load, script_names
 from conveyor.backends.redis._records import JOB_FIELDS
-from conveyor.backends.redis._stubs import SCRIPT_KEYS
+from conveyor.backends.redis._script_keys import SCRIPT_KEYS
 from conveyor.drivers.records import FetchParams, NewJob
 from tests.conftest import redis_test_url
 from tests.servers.redis_server import RedisServer

@@ -19,7 +19,8 @@ from conveyor.backends.redis import RedisDriver
 from conveyor.backends.redis._keys import Namespace, QueueKeys
 from conveyor.backends.redis._lua import load
 from conveyor.backends.redis._resp import ReplyError
-from conveyor.backends.redis._stubs import SCRIPT_KEYS, run
+from conveyor.backends.redis._script_keys import SCRIPT_KEYS
+from conveyor.backends.redis._stubs import run
 from conveyor.drivers.records import FetchParams, JobRecord, NewJob
 from tests.backends.redis.consistency import problems
 from tests.backends.redis.snapshot import snapshot

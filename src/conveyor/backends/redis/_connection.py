@@ -39,6 +39,7 @@ from redis.exceptions import (
 
 from conveyor._errors import UnsupportedURL
 from conveyor.backends.redis import _resp
+from conveyor.backends.redis._blocking import BlockingClient
 
 Client = _resp.Client | RedisCluster
 
@@ -164,12 +165,12 @@ def make_client(target: Target) -> Client:
     return _resp.Client(endpoint(target.client_url, options))
 
 
-def make_blocking_client(target: Target) -> _resp.BlockingClient | None:
+def make_blocking_client(target: Target) -> BlockingClient | None:
     """A blocking client for ``target`` (no I/O yet), or None for a cluster: its slot routing
     is redis-py's asyncio client's alone."""
     if target.cluster:
         return None
-    return _resp.BlockingClient(endpoint(target.client_url, dict(target.options)))
+    return BlockingClient(endpoint(target.client_url, dict(target.options)))
 
 
 def endpoint(client_url: str, options: dict[str, str]) -> _resp.Endpoint:

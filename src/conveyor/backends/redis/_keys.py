@@ -32,7 +32,7 @@ ACTIVE_SENTINEL: Final = b"\0" + b"-" * 64
 
 class QueueKeys:
     """The keys of one queue; every one carries the hash tag ``{<prefix>:<queue>}``. Attribute
-    names are the names scripts' headers give their KEYS (see ``_stubs.SCRIPT_KEYS``)."""
+    names are the names scripts' headers give their KEYS (see ``_script_keys.SCRIPT_KEYS``)."""
 
     __slots__ = (
         "active",

@@ -35,7 +35,7 @@ class Store:
             self._client = make_client(self.target)
 
     def use(self, client: Client) -> None:
-        """Talk through ``client`` (a :class:`~._resp.BlockingClient`) instead of making one."""
+        """Talk through ``client`` (a :class:`~._blocking.BlockingClient`) instead of making one."""
         self._client = client
 
     async def close(self) -> None:

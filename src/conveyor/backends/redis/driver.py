@@ -34,6 +34,7 @@ from conveyor.backends.redis import _commands as commands
 from conveyor.backends.redis import _coordination as coord
 from conveyor.backends.redis import _listing, _maintenance
 from conveyor.backends.redis import _stubs as stubs
+from conveyor.backends.redis._blocking import BlockingClient, drive
 from conveyor.backends.redis._cancels import CancelNotices
 from conveyor.backends.redis._connection import (
     INFRASTRUCTURE_ERRORS,
@@ -46,7 +47,6 @@ from conveyor.backends.redis._cron import Schedules
 from conveyor.backends.redis._fetching import Fetcher
 from conveyor.backends.redis._inspect import Inspection
 from conveyor.backends.redis._keys import QueueKeys
-from conveyor.backends.redis._resp import BlockingClient, drive
 from conveyor.backends.redis._store import Store
 from conveyor.backends.redis._wakeups import Wakeups
 from conveyor.drivers.blocking import BlockingInserter
@@ -170,7 +170,7 @@ class RedisDriver:
 
     def blocking_inserter(self) -> BlockingInserter | None:
         """This driver's insert, run by the caller's thread over a blocking connection of its
-        own (see :class:`~._resp.BlockingClient`); None on a cluster."""
+        own (see :class:`~._blocking.BlockingClient`); None on a cluster."""
         client = make_blocking_client(self._target)
         if client is None:
             return None
