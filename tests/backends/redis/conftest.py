@@ -29,3 +29,13 @@ def restricted_url() -> Iterator[Callable[[Sequence[str]], str]]:
             return server.url.replace("redis://", "redis://jobs:s3cret@") + "?prefix=acl"
 
         yield url_for
+
+
+@pytest.fixture(scope="module")
+def raw() -> Iterator[redis.Redis]:
+    """A private server for one test module, through a plain redis-py client: for tests that
+    run scripts by hand and read every key they wrote (nothing else shares the server)."""
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+        yield client
+        client.close()

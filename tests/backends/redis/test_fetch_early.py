@@ -11,7 +11,7 @@ it must answer it, or leave it to the general code having written nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +22,6 @@ from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._script_keys import SCRIPT_KEYS
 from tests.backends.redis import compare
 from tests.backends.redis.compare import Call, Setup
-from tests.servers.redis_server import RedisServer
 
 T0 = 1_700_000_000.0
 NOW = T0 + 10
@@ -35,14 +34,6 @@ EARLY_ONLY = compare.only(SCRIPT, EARLY)
 QUEUE_KEYS = KEYS.named("job_fetch", SCRIPT_KEYS["job_fetch"][0][:-2])
 INSERT = _lua.load("job_insert_many")
 INSERT_KEYS = _stubs.script_keys_of(KEYS, INSERT)
-
-
-@pytest.fixture(scope="module")
-def raw() -> Iterator[redis.Redis]:
-    with RedisServer() as server:
-        client = redis.Redis.from_url(server.url)
-        yield client
-        client.close()
 
 
 def fetch(

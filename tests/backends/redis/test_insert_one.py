@@ -9,7 +9,6 @@ sequence number above the clock's, so that both runs hand out the same sequence 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ from conveyor.backends.redis import _lua, _stubs
 from conveyor.backends.redis._keys import QueueKeys
 from tests.backends.redis import compare
 from tests.backends.redis.compare import Setup
-from tests.servers.redis_server import RedisServer
 
 T0 = 1_700_000_000.0
 SEQ = 9_000_000_000_000_000  # above the server clock in µs: seq = this + 1, + 2, ...
@@ -29,14 +27,6 @@ SCRIPT_KEYS = _stubs.script_keys_of(KEYS, SCRIPT)
 FAST = "--!include insert_one.lua\n"
 # Only the single-job path has its own include: without it, the script is the general code.
 GENERAL = compare.without(SCRIPT, "insert_one.lua")
-
-
-@pytest.fixture(scope="module")
-def raw() -> Iterator[redis.Redis]:
-    with RedisServer() as server:
-        client = redis.Redis.from_url(server.url)
-        yield client
-        client.close()
 
 
 def args(
