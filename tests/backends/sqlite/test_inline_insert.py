@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.backends.sqlite import SQLiteDriver
-from conveyor.backends.sqlite._inline import THREAD_EVERY
+from conveyor.backends.sqlite._inline import THREAD_EVERY, InlineInserter
 from conveyor.drivers.records import InsertStatus, JobState, NewJob
 
 T0 = 1_700_000_000.0
@@ -138,3 +138,35 @@ async def test_a_closed_driver_writes_nothing(tmp_path: Path) -> None:
         await driver.job_insert_many([_job("late")], now=T0)
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM conveyor_job").fetchone() == (1,)
+
+
+def _count(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM conveyor_job").fetchone()[0])
+
+
+async def test_another_thread_or_a_forked_child_never_shares_the_connection(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite"
+    async with _opened(f"sqlite:///{path}"):
+        pass  # the schema exists, and queue "q" with it
+    inline = InlineInserter(str(path), "normal")
+    try:
+        assert inline.insert(_job("here"), T0) is not None
+        # Another thread of this process: the caller writes the job the usual way instead.
+        elsewhere: list[object] = []
+        thread = threading.Thread(target=lambda: elsewhere.append(inline.insert(_job("t"), T0)))
+        thread.start()
+        thread.join()
+        assert elsewhere == [None]
+        # A forked child opens a connection of its own, and the parent's still works after.
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child's outcome is its exit status)
+            os._exit(0 if inline.insert(_job("child"), T0) is not None else 1)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert inline.insert(_job("after"), T0) is not None
+    finally:
+        inline.close()
+    assert _count(path) == 4  # first, here, child, after

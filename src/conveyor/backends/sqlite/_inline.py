@@ -34,10 +34,9 @@ from collections.abc import Sequence
 from typing import Final, Protocol
 
 from conveyor.backends.sqlite._connection import Connection
-from conveyor.backends.sqlite._insert import can_insert_alone, insert_alone, insert_statements
+from conveyor.backends.sqlite._insert import can_insert_alone, insert_alone, write_all
 from conveyor.drivers.common import check_new_jobs, check_now, resolve_now
 from conveyor.drivers.records import InsertResult, NewJob
-from conveyor.drivers.transactional import run_plan
 
 # One single insert in this many goes through the driver's thread (see the module docstring):
 # a single insert appends ~8 pages to the WAL, and the automatic checkpoint starts at 1,000.
@@ -104,12 +103,14 @@ class InlineInserter:
 
 
 class _Registry(Protocol):
-    """What an inserter shares with its driver: the queues known to be registered, and the
-    wake-up of this process's workers."""
+    """What an inserter shares with its driver: the queues known to be registered, the wake-up
+    of this process's workers, and both after a committed insert."""
 
     known_queues: set[str]
 
     def notify(self, queue: str) -> None: ...
+
+    def registered(self, jobs: Sequence[NewJob]) -> None: ...
 
 
 class ThreadInserter:
@@ -128,21 +129,13 @@ class ThreadInserter:
         if not jobs:
             return []
         at = resolve_now(now)
-        known = self._driver.known_queues
-        if can_insert_alone(jobs, known):
+        if can_insert_alone(jobs, self._driver.known_queues):
             alone = self._db.run_here(lambda conn: insert_alone(conn, jobs[0], at))
             if alone is not None:
                 self._driver.notify(jobs[0].queue)
                 return [alone]
-        plan = insert_statements(jobs, at)
-
-        def step(conn: sqlite3.Connection) -> list[InsertResult]:
-            return run_plan(plan, lambda s: conn.execute(s.sql, s.params).fetchall())
-
-        results = self._db.write_here(step)
-        for queue in {job.queue for job in jobs}:
-            known.add(queue)
-            self._driver.notify(queue)  # thread-safe: wakes this process's workers at once
+        results = self._db.write_here(lambda conn: write_all(conn, jobs, at))
+        self._driver.registered(jobs)
         return results
 
     def close(self) -> None:

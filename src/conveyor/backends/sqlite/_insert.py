@@ -18,7 +18,7 @@ from conveyor.backends.sqlite._dedup import dedup_step, take_step
 from conveyor.backends.sqlite._groups import group_args
 from conveyor.backends.sqlite._sql import QUERIES as Q
 from conveyor.drivers.records import InsertResult, InsertStatus, JobState, NewJob
-from conveyor.drivers.transactional import Plan, Row, Statement
+from conveyor.drivers.transactional import Plan, Row, Statement, run_plan
 
 
 def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResult]]:
@@ -49,6 +49,11 @@ def insert_statements(jobs: Sequence[NewJob], at: float) -> Plan[list[InsertResu
     for queue in sorted({new.queue for new in jobs}):
         yield Statement(Q["job_insert_many__register_queue"], {"queue": queue})
     return results
+
+
+def write_all(conn: sqlite3.Connection, jobs: Sequence[NewJob], at: float) -> list[InsertResult]:
+    """Run :func:`insert_statements` on ``conn``, in the caller's write transaction."""
+    return run_plan(insert_statements(jobs, at), lambda s: conn.execute(s.sql, s.params).fetchall())
 
 
 def placement(new: NewJob, at: float) -> tuple[float, JobState]:

@@ -33,8 +33,8 @@ from conveyor.backends.sqlite._inline import InlineInserter, ThreadInserter
 from conveyor.backends.sqlite._insert import (
     can_insert_alone,
     insert_alone,
-    insert_statements,
     on_connection,
+    write_all,
 )
 from conveyor.backends.sqlite._inspect import InspectOperations
 from conveyor.backends.sqlite._sql import QUERIES as Q
@@ -93,7 +93,7 @@ from conveyor.drivers.records import (
     TransitionResult,
     TransitionStatus,
 )
-from conveyor.drivers.transactional import Dialect, Plan, run_plan
+from conveyor.drivers.transactional import Dialect, Plan
 from conveyor.drivers.wakeup import Listener
 
 # Rows a maintenance step (promote, prune) changes per write transaction.
@@ -180,16 +180,16 @@ class SQLiteDriver(
             if alone is not None:
                 self.notify(jobs[0].queue)
                 return [alone]
-        plan = insert_statements(jobs, at)
-
-        def step(conn: sqlite3.Connection) -> list[InsertResult]:
-            return run_plan(plan, lambda s: conn.execute(s.sql, s.params).fetchall())
-
-        results = await self._db.write(step)
-        for queue in {job.queue for job in jobs}:
-            self.known_queues.add(queue)  # committed: registered for good
-            self.notify(queue)
+        results = await self._db.write(lambda conn: write_all(conn, jobs, at))
+        self.registered(jobs)
         return results
+
+    def registered(self, jobs: Sequence[NewJob]) -> None:
+        """After a committed insert of ``jobs``: their queues are registered for good (a later
+        single insert into one is one statement), and this process's workers are woken."""
+        for queue in {job.queue for job in jobs}:
+            self.known_queues.add(queue)
+            self.notify(queue)  # thread-safe: wakes this process's workers at once
 
     def blocking_inserter(self) -> BlockingInserter:
         """:meth:`job_insert_many` from the caller's thread, on a connection of its own."""
