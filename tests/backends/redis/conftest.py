@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import pytest
 import redis
 
+from conveyor.backends.redis import RedisDriver
+from tests.conftest import redis_test_url
 from tests.servers.redis_server import RedisServer
 
 
@@ -39,3 +41,14 @@ def raw() -> Iterator[redis.Redis]:
         client = redis.Redis.from_url(server.url)
         yield client
         client.close()
+
+
+@pytest.fixture
+async def redis_driver(redis_base_url: str) -> AsyncIterator[RedisDriver]:
+    """An opened Redis driver under a key prefix of its own, for tests that read its keys."""
+    d = RedisDriver(redis_test_url(redis_base_url))
+    await d.open()
+    try:
+        yield d
+    finally:
+        await d.close()

@@ -3,10 +3,6 @@ that expiry, through completion, failure, retry, purge and both kinds of prune."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from conveyor.backends.redis import RedisDriver
 from conveyor.drivers.records import (
     FetchParams,
@@ -18,20 +14,9 @@ from conveyor.drivers.records import (
     TransitionKind,
 )
 from tests.backends.redis.consistency import problems
-from tests.conftest import redis_test_url
 
 T0 = 1_700_000_000.0
 KEEP_ALL = Retention(completed_max_count=None, cancelled_max_age=None)
-
-
-@pytest.fixture
-async def driver(redis_base_url: str) -> AsyncIterator[RedisDriver]:
-    d = RedisDriver(redis_test_url(redis_base_url))
-    await d.open()
-    try:
-        yield d
-    finally:
-        await d.close()
 
 
 async def _finish(
@@ -46,8 +31,8 @@ async def _finish(
     await d.job_finish_many(finishes, retention=retention, now=now)
 
 
-async def test_entries_follow_their_jobs(driver: RedisDriver) -> None:
-    d = driver
+async def test_entries_follow_their_jobs(redis_driver: RedisDriver) -> None:
+    d = redis_driver
     jobs = [NewJob(i, "q", "n", b"{}", keep_completed=10.0, keep_failed=20.0) for i in "abcd"]
     await d.job_insert_many(jobs, now=T0)
     await _finish(d, ["a", "b"], TransitionKind.COMPLETE, T0, KEEP_ALL)
@@ -73,9 +58,9 @@ async def test_entries_follow_their_jobs(driver: RedisDriver) -> None:
 
 
 async def test_completing_beyond_the_count_takes_the_entries_of_the_trimmed(
-    driver: RedisDriver,
+    redis_driver: RedisDriver,
 ) -> None:
-    d = driver
+    d = redis_driver
     await d.job_insert_many(
         [NewJob(i, "q", "n", b"{}", keep_completed=60.0) for i in "abc"], now=T0
     )

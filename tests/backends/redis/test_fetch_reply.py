@@ -7,10 +7,6 @@ needs first and the others only for the other transitions. The active set stays 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from conveyor.backends.redis import RedisDriver
 from conveyor.backends.redis._keys import ACTIVE_SENTINEL
 from conveyor.drivers.records import (
@@ -26,20 +22,9 @@ from conveyor.drivers.records import (
     TransitionStatus,
 )
 from tests.backends.redis.consistency import problems
-from tests.conftest import redis_test_url
 
 T0 = 1_700_000_000.0
 KEEP_ALL = Retention(completed_max_count=None, cancelled_max_age=None)
-
-
-@pytest.fixture
-async def driver(redis_base_url: str) -> AsyncIterator[RedisDriver]:
-    d = RedisDriver(redis_test_url(redis_base_url))
-    await d.open()
-    try:
-        yield d
-    finally:
-        await d.close()
 
 
 async def _fetch_one(d: RedisDriver, now: float) -> JobRecord:
@@ -47,8 +32,10 @@ async def _fetch_one(d: RedisDriver, now: float) -> JobRecord:
     return job
 
 
-async def test_a_leased_job_is_returned_as_stored_after_its_lease(driver: RedisDriver) -> None:
-    d = driver
+async def test_a_leased_job_is_returned_as_stored_after_its_lease(
+    redis_driver: RedisDriver,
+) -> None:
+    d = redis_driver
     await d.job_insert_many([NewJob("a", "q", "n", b'{"x": 1}', max_attempts=5)], now=T0)
     key = d._store.keys("q").job("a")
     # What an earlier attempt and a crash could leave on a queued job: its start, token,
@@ -71,8 +58,8 @@ async def test_a_leased_job_is_returned_as_stored_after_its_lease(driver: RedisD
     assert problems(d.source_url) == []
 
 
-async def test_a_fresh_job_gets_every_lease_field(driver: RedisDriver) -> None:
-    d = driver
+async def test_a_fresh_job_gets_every_lease_field(redis_driver: RedisDriver) -> None:
+    d = redis_driver
     await d.job_insert_many([NewJob("a", "q", "n", b"{}", priority=0)], now=T0)
     job = await _fetch_one(d, T0)
     assert (job.state, job.attempt, job.started_at, job.worker_id) == (
@@ -83,8 +70,8 @@ async def test_a_fresh_job_gets_every_lease_field(driver: RedisDriver) -> None:
     assert stored == job
 
 
-async def test_retried_jobs_come_back_with_their_history(driver: RedisDriver) -> None:
-    d = driver
+async def test_retried_jobs_come_back_with_their_history(redis_driver: RedisDriver) -> None:
+    d = redis_driver
     await d.job_insert_many([NewJob("a", "q", "n", b"{}", max_attempts=3)], now=T0)
     first = await _fetch_one(d, T0)
     [status] = await d.job_finish_many(
@@ -103,8 +90,10 @@ async def test_retried_jobs_come_back_with_their_history(driver: RedisDriver) ->
     assert problems(d.source_url) == []
 
 
-async def test_a_requeue_gives_back_the_attempt_and_keeps_the_place(driver: RedisDriver) -> None:
-    d = driver
+async def test_a_requeue_gives_back_the_attempt_and_keeps_the_place(
+    redis_driver: RedisDriver,
+) -> None:
+    d = redis_driver
     await d.job_insert_many(
         [NewJob("a", "q", "n", b"{}", priority=5), NewJob("b", "q", "n", b"{}", priority=5)],
         now=T0,
@@ -127,9 +116,9 @@ async def test_a_requeue_gives_back_the_attempt_and_keeps_the_place(driver: Redi
 
 
 async def test_the_active_set_stays_a_skiplist_and_its_sentinel_is_no_job(
-    driver: RedisDriver,
+    redis_driver: RedisDriver,
 ) -> None:
-    d = driver
+    d = redis_driver
     client = d._store.client
     active = d._store.keys("q").active
     await d.job_insert_many([NewJob(f"j{i}", "q", "n", b"{}") for i in range(3)], now=T0)
@@ -159,9 +148,9 @@ async def test_the_active_set_stays_a_skiplist_and_its_sentinel_is_no_job(
 
 
 async def test_an_active_set_of_the_previous_layout_gets_its_sentinel(
-    driver: RedisDriver,
+    redis_driver: RedisDriver,
 ) -> None:
-    d = driver
+    d = redis_driver
     client = d._store.client
     active = d._store.keys("q").active
     await d.job_insert_many([NewJob(f"j{i}", "q", "n", b"{}") for i in range(3)], now=T0)
