@@ -411,6 +411,24 @@ async def test_a_commit_wakes_a_listening_worker_and_a_rollback_does_not(
         await asyncio.wait_for(listening, 5)
 
 
+async def test_a_job_committed_before_listening_began_wakes_a_listen_at_once(
+    pg: PostgresDriver,
+) -> None:
+    """Whichever call starts the listening connection (a worker's cancel listener usually does,
+    before its fetch loop first waits), a job committed before LISTEN ran was never announced:
+    the first wait for work after listening began must find it, not wait for its timeout."""
+    await pg.job_insert_many([NewJob("early", "default", "n", b"{}")])
+    await pg.cancel_listen("worker-1", 0.01)  # starts listening, after the job's notification
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await pg.listen(["default"], 10)
+    assert loop.time() - started < 5
+    # Answered once: with nothing new, the next wait lasts its timeout.
+    started = loop.time()
+    await pg.listen(["default"], 0.3)
+    assert loop.time() - started >= 0.25
+
+
 async def test_a_plan_refuses_a_connection_to_another_store(
     pg: PostgresDriver, postgres_base_url: str
 ) -> None:

@@ -60,18 +60,19 @@ class Notifications:
         self._closed = False
         self.epoch = 0  # how many times listening (re)started
         self._epoch_seen: dict[str, int] = {}  # by worker id, for cancel_listen
+        self._queues_epoch: dict[tuple[str, ...], int] = {}  # by queues listened to, for listen
 
     async def start(self) -> None:
         """Make sure the listening connection runs (from the first wait on: a producer that
-        never waits holds no second connection)."""
-        if self._task is not None:
-            return
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="conveyor-listen")
+        never waits holds no second connection), and wait until it listens."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="conveyor-listen")
         # Bounded: when the server is down, listen() still returns after its timeout and the
         # caller's next operation reports the outage.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5.0):
-                await self._ready.wait()
+        if not self._ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self._ready.wait()
 
     async def close(self) -> None:
         self._closed = True
@@ -137,10 +138,13 @@ class Notifications:
         timeout: float,
         runnable: Callable[[Sequence[str]], Awaitable[bool]],
     ) -> None:
-        """Wait for a notification of ``queues``. The first wait starts listening, and what
-        committed before that was not heard: it returns at once if ``runnable`` finds work."""
-        if self._task is None:
-            await self.start()
+        """Wait for a notification of ``queues``. What committed before listening began was
+        never heard: the first wait of ``queues`` since then (whichever call, this one or a
+        cancel listener's, started listening) returns at once if ``runnable`` finds work."""
+        await self.start()
+        key = tuple(queues)
+        if self._ready.is_set() and self._queues_epoch.get(key) != self.epoch:
+            self._queues_epoch[key] = self.epoch
             if await runnable(queues):
                 self.listener.catch_up(queues)
                 return
