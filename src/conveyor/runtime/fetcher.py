@@ -42,6 +42,17 @@ log = logging.getLogger("conveyor.worker")
 
 # How long a free slot may wait for others to free up, so that they are filled by one fetch.
 PREFETCH_WAIT = 0.005
+# The first delay of a look again after a group's turn came and a fetch found nothing; each
+# later one doubles, up to the poll interval (see Fetcher._group_held).
+TURN_RECHECK_FIRST = 0.05
+
+
+def next_recheck(delay: float, poll_interval: float) -> float | None:
+    """The delay of the look after one ``delay`` after a group's turn that found nothing:
+    double it (from :data:`TURN_RECHECK_FIRST`), or None once it would reach the poll
+    interval, where polling takes over. So the looks after a turn are at most a few."""
+    later = max(2 * delay, TURN_RECHECK_FIRST)
+    return later if later < poll_interval else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +99,10 @@ class Fetcher:
         self._grouped = grouped  # some served definition puts its jobs in groups
         # Seconds until a held rate limit lets a job start: the next wait for work ends then.
         self._rate_wait: float | None = None
-        # A group's turn may be still to come: the last question about held groups named one,
-        # or jobs of a group were leased since (see _group_held).
-        self._turn_awaited = False
+        # Set while a group's turn may be still to come (the last question about held groups
+        # named one, or jobs of a group were leased since): the delay of the next look should
+        # the question name none (see _group_held). None: no turn is awaited.
+        self._recheck: float | None = None
 
     @property
     def waiting(self) -> int:
@@ -213,7 +225,7 @@ class Fetcher:
             self._idle = False
             return False
         if self._grouped and any(record.group is not None for record in records):
-            self._turn_awaited = True  # a start may hold its group until a turn to come
+            self._recheck = 0.0  # a start may hold its group until a turn to come
         if self._grouped and len(records) < free:
             await self._group_held()
         if records:
@@ -246,18 +258,22 @@ class Fetcher:
     async def _group_held(self) -> None:
         """After a short fetch of a worker that serves grouped jobs: a group whose rate window
         is full or that a handler blocked becomes runnable with no notification, so the next
-        wait for work ends when the first such group's turn comes."""
+        wait for work ends when the first such group's turn comes.
+
+        The question names only turns still to come. When a turn was awaited and it names none,
+        the turn has come, but the fetch may not have seen it: it came after the fetch (or
+        during a stall between the two calls), or the fetch passed over the group because
+        another transaction held its record (PostgreSQL's ``SKIP LOCKED``: a finish, a retry,
+        another worker's fetch), and what lets go of it sends no notification. So the worker
+        looks again at once, then after delays that double from :data:`TURN_RECHECK_FIRST`
+        until one reaches the poll interval, where polling takes over: a few looks, not a wait
+        of a whole poll interval for a job whose turn has come."""
         cfg = self._config
         pause = await self._driver.group_wait(self._queues, names=self._names, now=cfg.clock.now())
-        if pause is None and self._turn_awaited:
-            # A turn awaited has come, but it may have come after the fetch that found nothing
-            # (a fetch just before the turn, or a stall between the two calls): group_wait only
-            # names turns still to come. Look once more at once rather than wait for a
-            # notification that a turn never sends.
-            pause = 0.0
-            self._turn_awaited = False
-        else:
-            self._turn_awaited = pause is not None
+        if pause is not None:
+            self._recheck = 0.0
+        elif self._recheck is not None:
+            pause, self._recheck = self._recheck, next_recheck(self._recheck, cfg.poll_interval)
         if pause is not None:
             self._rate_wait = pause if self._rate_wait is None else min(self._rate_wait, pause)
 

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from pydantic import BaseModel
 
+from conveyor import JobContext, Queue, Rate
+from conveyor import job as job_definition
 from conveyor.backends.postgres import PostgresDriver
 from conveyor.backends.postgres._url import parse_url
+from conveyor.core.clock import FakeClock
 from conveyor.drivers.records import (
     Dedup,
     DedupMode,
@@ -30,6 +35,7 @@ from conveyor.drivers.records import (
     TransitionKind,
 )
 from conveyor.drivers.transactional import Row, Statement, run_plan
+from tests.conformance.worker.helpers import WAIT_TIMEOUT, Harness
 from tests.conftest import drop_test_schema, postgres_test_url
 
 T0 = 1_700_000_000.0
@@ -409,3 +415,54 @@ async def test_a_job_with_a_looser_rate_frees_its_held_group_at_once(pg: Postgre
     # A deploy drops the rate: the next job's limits hold from now on, as the reference does.
     await pg.job_insert_many([NewJob("r2", Q, "n", b"{}", group=JobGroup("k:r"))], now=T0 + 2)
     assert [j.id for j in await fetch(pg, T0 + 2)] == ["r1", "r2"]
+
+
+class Account(BaseModel):
+    account: str
+    n: int
+
+
+paced = job_definition(
+    "test.group.paced_pg", Account, result=int, group_key=lambda p: p.account,
+    group_rate=Rate(1, per=0.5),
+)  # fmt: skip
+
+
+async def test_a_turn_that_comes_while_another_transaction_holds_the_group_is_not_missed(
+    pg_url: str,
+) -> None:
+    """A fetch skips a group record another transaction holds (FOR UPDATE SKIP LOCKED), and
+    the question about held groups then names no turn still to come: the worker must look
+    again once the holder lets go, not sleep until its poll interval (30 s here)."""
+    queue = Queue.from_url(pg_url)
+    await queue.connect()
+    harness = Harness(queue, FakeClock())
+    started: dict[int, float] = {}
+    worker = harness.worker(clock=None, poll_interval=30.0, concurrency=4)
+
+    @worker.handles(paced)
+    async def handle(payload: Account, ctx: JobContext) -> int:
+        started[payload.n] = time.monotonic()
+        return payload.n
+
+    holder = await psycopg.AsyncConnection.connect(parse_url(pg_url).conninfo, autocommit=True)
+    try:
+        harness.start(worker)
+        await harness.registered(worker)
+        first = await queue.enqueue(paced, Account(account="x", n=0))
+        await first.result(timeout=WAIT_TIMEOUT)
+        second = await queue.enqueue(paced, Account(account="x", n=1))  # its turn: 0.5 s on
+        # Hold the group's record across that turn, then let go.
+        async with holder.transaction():
+            cur = await holder.execute(
+                f"SELECT key FROM {_schema(pg_url)}.conveyor_group FOR UPDATE".encode()
+            )
+            assert len(await cur.fetchall()) == 1
+            await asyncio.sleep(1.0)
+        released = time.monotonic()
+        assert await second.result(timeout=WAIT_TIMEOUT) == 1
+        assert started[1] - released < 5.0
+    finally:
+        await holder.close()
+        await harness.aclose()
+        await queue.close()
