@@ -162,9 +162,16 @@ def new_job_ids(count: int) -> list[str]:
     keeps every id in more than one place (a backlog of a million jobs pays for each byte twice
     over), and random enough that ids never collide in practice (a collision would make a new
     job look like a duplicate of an old one). One read of the OS's random source for them all:
-    bulk enqueues make thousands at a time."""
+    bulk enqueues make thousands at a time.
+
+    An id never begins with ``-``: on a command line (``conveyor jobs show <id>``) it would read
+    as an option. A leading ``-`` becomes ``_``, which leaves ~95.98 random bits."""
     text = base64.urlsafe_b64encode(secrets.token_bytes(12 * count)).decode()
-    return [text[i : i + 16] for i in range(0, 16 * count, 16)]
+    return [_no_leading_dash(text[i : i + 16]) for i in range(0, 16 * count, 16)]
+
+
+def _no_leading_dash(job_id: str) -> str:
+    return "_" + job_id[1:] if job_id.startswith("-") else job_id
 
 
 def check_job_id(job_id: object) -> str:

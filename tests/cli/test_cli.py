@@ -80,6 +80,26 @@ def test_jobs_ls_filters_by_state_and_prints_json(url: str) -> None:
     assert [d["id"] for d in data] == ["elsewhere", "waiting", "will-fail"]  # newest first
 
 
+def test_made_ids_never_read_as_options_and_an_own_one_that_would_goes_after_dashes(
+    url: str,
+) -> None:
+    """One made id in 64 would begin with "-" (URL-safe base64); none does. An id of one's own
+    that does is shown after "--"."""
+
+    async def go() -> list[str]:
+        async with Queue.from_url(url) as q:
+            await q.enqueue(ping, Ping(n=1), job_id="-own")
+            handles = await q.enqueue_many([ping.request(Ping(n=n)) for n in range(2000)])
+            return [h.id for h in handles]
+
+    made = asyncio.run(go())
+    assert not [job_id for job_id in made if job_id.startswith("-")]
+    out = run(url, "jobs", "show", made[0])
+    assert out.exit_code == 0 and made[0] in out.output
+    own = run(url, "jobs", "show", "--", "-own")
+    assert own.exit_code == 0 and "-own" in own.output
+
+
 def test_jobs_ls_paginates_with_before(url: str) -> None:
     seed(url)
     first = json.loads(run(url, "jobs", "ls", "--json", "--limit", "2").output)

@@ -28,7 +28,11 @@ _STATES = click.Choice([s.value for s in JobState])
 
 @click.group()
 def jobs() -> None:
-    """Inspect and repair jobs."""
+    """Inspect and repair jobs.
+
+    A job id of your own that begins with "-" goes after "--", or it reads as an option:
+    conveyor jobs show -- -my-id (ids Conveyor makes never begin with "-").
+    """
 
 
 @jobs.command("ls")
