@@ -5,9 +5,7 @@ one fails its caller and writes nothing."""
 
 from __future__ import annotations
 
-import base64
 import re
-import secrets
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,6 +14,7 @@ from conveyor import _validation
 from conveyor._dedup import DedupPolicy, dedup_of
 from conveyor._definition import JobRequest, check_queue_name
 from conveyor._errors import InvalidArgument
+from conveyor._ids import new_job_ids
 from conveyor.core.headers import encode_headers
 from conveyor.core.serialization import encode_payload, encode_untyped_payload
 from conveyor.core.versions import check_version, version_header
@@ -155,23 +154,6 @@ def build(
         # The producer's trace context (conveyor.tracing), under Conveyor's own headers.
         headers=encode_headers({**trace, **(headers or {})} if trace else headers or {}),
     )
-
-
-def new_job_ids(count: int) -> list[str]:
-    """``count`` random job ids: 96 bits each, in 16 URL-safe characters. Short, because a store
-    keeps every id in more than one place (a backlog of a million jobs pays for each byte twice
-    over), and random enough that ids never collide in practice (a collision would make a new
-    job look like a duplicate of an old one). One read of the OS's random source for them all:
-    bulk enqueues make thousands at a time.
-
-    An id never begins with ``-``: on a command line (``conveyor jobs show <id>``) it would read
-    as an option. A leading ``-`` becomes ``_``, which leaves ~95.98 random bits."""
-    text = base64.urlsafe_b64encode(secrets.token_bytes(12 * count)).decode()
-    return [_no_leading_dash(text[i : i + 16]) for i in range(0, 16 * count, 16)]
-
-
-def _no_leading_dash(job_id: str) -> str:
-    return "_" + job_id[1:] if job_id.startswith("-") else job_id
 
 
 def check_job_id(job_id: object) -> str:

@@ -18,7 +18,7 @@ from django.utils.json import normalize_json
 from pydantic import BaseModel
 
 from conveyor import JobDef, SyncQueue
-from conveyor._building import new_job_ids
+from conveyor._ids import new_job_ids
 from conveyor.core.serialization import encode_payload
 from conveyor.django.backend import ConveyorBackend
 from conveyor.django.urls import shares_database

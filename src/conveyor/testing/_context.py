@@ -7,9 +7,9 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from conveyor._building import new_job_ids
 from conveyor._context import JobContext, JobLogger
 from conveyor._definition import JobDef
+from conveyor._ids import new_job_ids
 
 
 def make_context(
