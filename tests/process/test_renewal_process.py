@@ -151,3 +151,75 @@ def test_a_line_that_is_not_a_message_is_ignored_not_fatal() -> None:
 
     assert read_message(b'{"ready": 1}\n') == {"ready": 1}
     assert [read_message(line) for line in (b"42\n", b"[1, 2]\n", b"hello\n", b"")] == [None] * 4
+
+
+def _context_switches(pid: int) -> int:
+    """Times any thread of process ``pid`` gave up its CPU to wait (woken again each time)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as status:
+            for line in status:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_holds_sent_one_at_a_time_do_not_wake_the_renewal_process_each(
+    store: tuple[str, Driver],
+) -> None:
+    """Before: its reader waited in a read of stdin, so every hold (one before each job starts)
+    woke it, and woke its loop, at the moment the worker's job should start. It looks every
+    READ_EVERY seconds now: 400 holds over ~0.4 s wake it a few dozen times, not ~800."""
+    url, driver = store
+    record = await _leased(driver)
+    assert record.lease_token is not None
+    failures: list[BaseException] = []
+    renewal = RenewalProcess(
+        url,
+        lease_seconds=30.0,
+        interval=10.0,
+        loop=asyncio.get_running_loop(),
+        on_extended=lambda result, sent: None,
+        on_failure=lambda name, exc: failures.append(exc),
+    )
+    await renewal.start()
+    try:
+        process = renewal._process  # pyright: ignore[reportPrivateUsage]
+        assert process is not None
+        before = _context_switches(process.pid)
+        for n in range(400):
+            renewal.hold(f"other-{n}", "token", "default")
+            await asyncio.sleep(0.001)  # one job start at a time, as a worker makes them
+        woken = _context_switches(process.pid) - before
+        assert woken < 200, woken
+        # And what it read is used: a lease held this way is renewed.
+        renewal.hold(record.id, record.lease_token, record.queue)
+    finally:
+        await asyncio.to_thread(renewal.stop)
+    assert failures == []
+
+
+def test_stdin_lines_hands_out_whole_lines_only_and_sees_the_pipe_close() -> None:
+    from conveyor.runtime._renewal_child import READ_EVERY, StdinLines, read_every
+
+    read, write = os.pipe()
+    try:
+        lines = StdinLines(read)
+        os.write(write, b'{"url": "x"}\n{"hold": [1]}\n{"ping"')
+        assert lines.first() == b'{"url": "x"}'
+        os.set_blocking(read, False)
+        assert lines.available() == ([b'{"hold": [1]}'], False)
+        assert lines.available() == ([], False)  # nothing more yet, and no wait for it
+        os.write(write, b": 1}\n")
+        assert lines.available() == ([b'{"ping": 1}'], False)
+        os.write(write, b'{"release": [1]}\n')
+        os.close(write)
+        write = -1
+        assert lines.available() == ([b'{"release": [1]}'], True)
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+    assert read_every(10.0) == READ_EVERY
+    assert read_every(0.08) == 0.01  # the worker's pings come four an interval

@@ -4,9 +4,10 @@ conveyor.runtime._renewal_child``, started by a worker, fed JSON lines on stdin.
 The first line is its configuration (store URL, lease length, renewal interval, log level);
 then come ``hold``, ``release`` and ``ping`` messages. Every interval it renews the leases it
 holds, if the worker showed a sign of life since the previous renewal, and reports leases lost
-and cancels requested on stdout. It exits when stdin closes. It ignores SIGINT and SIGTERM: a
-Ctrl-C or a signal to the worker's process group must not end renewals while the worker is
-still finishing its jobs; the worker closes stdin when it is done.
+and cancels requested on stdout. It reads stdin every few tens of milliseconds rather than
+waiting in a read (see _read_stdin), and exits once it finds stdin closed. It ignores SIGINT
+and SIGTERM: a Ctrl-C or a signal to the worker's process group must not end renewals while
+the worker is still finishing its jobs; the worker closes stdin when it is done.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Final
 
 from conveyor._logging import configure_logging
 from conveyor.backends.registry import driver_for_url
@@ -27,6 +28,9 @@ from conveyor.drivers.records import Lease
 from conveyor.runtime.renewer import read_message
 
 log = logging.getLogger("conveyor.worker")
+
+# How long the stdin reader sleeps between looks at most (see _read_stdin).
+READ_EVERY: Final = 0.05
 
 
 def parent_cpu_seconds(pid: int) -> float | None:
@@ -54,6 +58,10 @@ class Renewer:
         self.first_hold = asyncio.Event()
         self._cpu = parent_cpu_seconds(parent)
         self._warned = False
+
+    def receive_all(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            self.receive(message)
 
     def receive(self, message: dict[str, Any]) -> None:
         self.last_sign = time.monotonic()
@@ -180,18 +188,72 @@ def emit(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _read_stdin(loop: asyncio.AbstractEventLoop, renewer: Renewer) -> None:
-    for line in sys.stdin:
-        message = read_message(line)
-        if message is not None:
-            loop.call_soon_threadsafe(renewer.receive, message)
-    loop.call_soon_threadsafe(renewer.closed.set)
+class StdinLines:
+    """The lines of the worker's messages, read from stdin's file descriptor itself (no
+    buffer of Python's in between, so nothing read is hidden from a later read)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._rest = b""  # the start of a line not complete yet: at most one message
+
+    def first(self) -> bytes | None:
+        """The first line, waiting for it; None if stdin closed before it came."""
+        while b"\n" not in self._rest:
+            data = os.read(self.fd, 65536)
+            if not data:
+                return None
+            self._rest += data
+        line, _, self._rest = self._rest.partition(b"\n")
+        return line
+
+    def available(self) -> tuple[list[bytes], bool]:
+        """The complete lines that can be read now without waiting (stdin must be
+        non-blocking), and whether stdin has closed."""
+        closed = False
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            if not data:
+                closed = True
+                break
+            self._rest += data
+        *lines, self._rest = self._rest.split(b"\n")
+        return lines, closed
 
 
-async def _main(config: dict[str, Any], parent: int) -> None:
+def read_every(interval: float) -> float:
+    """How long the reader sleeps between looks at stdin: short beside the renewal interval
+    (the worker's pings, four an interval, must be seen before the next renewal)."""
+    return min(READ_EVERY, interval / 8)
+
+
+def _read_stdin(
+    loop: asyncio.AbstractEventLoop, renewer: Renewer, lines: StdinLines, every: float
+) -> None:
+    """Hand the worker's messages to the loop, looking at stdin every ``every`` seconds rather
+    than waiting in a read: a write to a pipe that a reader waits on wakes that reader, and the
+    worker writes a hold just before each job starts, so a waiting reader would be scheduled
+    (and take a CPU from the worker) at the moment a job should start. A message is only needed
+    by the next renewal, an interval away."""
+    os.set_blocking(lines.fd, False)
+    while True:
+        got, closed = lines.available()
+        messages = [m for m in map(read_message, got) if m is not None]
+        if messages:
+            loop.call_soon_threadsafe(renewer.receive_all, messages)
+        if closed:
+            loop.call_soon_threadsafe(renewer.closed.set)
+            return
+        time.sleep(every)
+
+
+async def _main(config: dict[str, Any], parent: int, lines: StdinLines) -> None:
     renewer = Renewer(config, parent)
     loop = asyncio.get_running_loop()
-    threading.Thread(target=_read_stdin, args=(loop, renewer), daemon=True).start()
+    every = read_every(renewer.interval)
+    threading.Thread(target=_read_stdin, args=(loop, renewer, lines, every), daemon=True).start()
     await renewer.run()
 
 
@@ -199,14 +261,15 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
-    first = sys.stdin.readline()
-    if not first:
+    lines = StdinLines(sys.stdin.fileno())
+    first = lines.first()
+    if first is None:
         return
     config = json.loads(first)
     configure_logging()
     # A number, not a name: custom levels (5, 25) have no name configure_logging would accept.
     logging.getLogger("conveyor").setLevel(int(config.get("level", logging.WARNING)))
-    asyncio.run(_main(config, parent))
+    asyncio.run(_main(config, parent, lines))
 
 
 if __name__ == "__main__":

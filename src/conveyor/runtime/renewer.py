@@ -7,10 +7,11 @@ So a worker on a store shared between processes hands its leases to a **renewal 
 which renews them on its own connection whatever the worker's interpreter is doing.
 
 The process must still stop renewing once the worker is gone or frozen, so that its jobs are
-rescued: it exits as soon as its stdin closes (the worker exited or was killed), and it renews
-only while the worker shows signs of life since the last renewal: a ping, which a thread of the
-worker sends a few times per interval, or, when the pings stop because a C call holds the GIL,
-CPU time the worker has used (read from ``/proc``; a stopped or deadlocked worker uses none).
+rescued: it exits once its stdin closes (the worker exited or was killed; it looks every 50 ms
+at most), and it renews only while the worker shows signs of life since the last renewal: a
+ping, which a thread of the worker sends a few times per interval, or, when the pings stop
+because a C call holds the GIL, CPU time the worker has used (read from ``/proc``; a stopped or
+deadlocked worker uses none).
 
 Messages are JSON lines: holds, releases and pings go to the process's stdin; what it learns
 (leases lost, cancels requested) comes back on its stdout and is handed to the worker's loop. If
