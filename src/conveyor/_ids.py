@@ -8,9 +8,8 @@ source, as :mod:`secrets` reads it, so an id cannot be guessed from others.
 A single enqueue needs one id, and reading that source for it (a system call, and the
 encoding of 12 bytes) cost ~1.3 µs of a coalesced enqueue's ~34 µs of CPU. So one read serves
 :data:`POOL_IDS` ids, kept as text and handed out in order; a bulk enqueue of more reads its
-own. A forked child forgets the pool it
-inherited (its parent hands out the same ids), and every id is taken under a lock, so two
-threads never get the same one.
+own. A forked child forgets the pool it inherited (its parent hands out the same ids), and
+every id is taken under a lock, so two threads never get the same one.
 """
 
 from __future__ import annotations
@@ -66,7 +65,5 @@ os.register_at_fork(after_in_child=_POOL.forget)
 
 def new_job_ids(count: int) -> list[str]:
     """``count`` random job ids, none beginning with ``-``."""
-    if count == 1:
-        return [_no_leading_dash(_POOL.take(1))]
     text = _POOL.take(count)
     return [_no_leading_dash(text[i : i + ID_CHARS]) for i in range(0, ID_CHARS * count, ID_CHARS)]

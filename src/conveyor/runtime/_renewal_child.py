@@ -60,8 +60,12 @@ class Renewer:
         self._warned = False
 
     def receive_all(self, messages: list[dict[str, Any]]) -> None:
+        """Each message on its own: one that cannot be read costs only itself."""
         for message in messages:
-            self.receive(message)
+            try:
+                self.receive(message)
+            except (ValueError, TypeError, KeyError):
+                log.exception("lease renewal ignored a message it cannot read: %.200r", message)
 
     def receive(self, message: dict[str, Any]) -> None:
         self.last_sign = time.monotonic()
@@ -214,6 +218,9 @@ class StdinLines:
             try:
                 data = os.read(self.fd, 65536)
             except BlockingIOError:
+                break
+            except OSError:  # stdin broken: as good as closed (the worker starts another)
+                closed = True
                 break
             if not data:
                 closed = True

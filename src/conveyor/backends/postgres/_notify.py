@@ -142,10 +142,12 @@ class Notifications:
         never heard: the first wait of ``queues`` since then (whichever call, this one or a
         cancel listener's, started listening) returns at once if ``runnable`` finds work."""
         await self.start()
-        key = tuple(queues)
-        if self._ready.is_set() and self._queues_epoch.get(key) != self.epoch:
-            self._queues_epoch[key] = self.epoch
-            if await runnable(queues):
+        key, epoch = tuple(queues), self.epoch
+        if self._ready.is_set() and self._queues_epoch.get(key) != epoch:
+            found = await runnable(queues)
+            # Only once answered: a check that failed (the connection dropped) is made again.
+            self._queues_epoch[key] = epoch
+            if found:
                 self.listener.catch_up(queues)
                 return
         await self.listener.listen(queues, timeout)
