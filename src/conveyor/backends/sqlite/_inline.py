@@ -27,13 +27,14 @@ which reports what it finds; a failed single statement wrote nothing.
 
 from __future__ import annotations
 
+import enum
 import os
 import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-from conveyor.backends.sqlite._connection import Connection
+from conveyor.backends.sqlite._connection import Connection, in_short_waits
 from conveyor.backends.sqlite._insert import can_insert_alone, insert_alone, write_all
 from conveyor.drivers.common import check_new_jobs, check_now, resolve_now
 from conveyor.drivers.records import InsertResult, NewJob
@@ -41,6 +42,17 @@ from conveyor.drivers.records import InsertResult, NewJob
 # One single insert in this many goes through the driver's thread (see the module docstring):
 # a single insert appends ~8 pages to the WAL, and the automatic checkpoint starts at 1,000.
 THREAD_EVERY: Final = 64
+
+
+class Taken(enum.Enum):
+    """What :meth:`InlineInserter.insert` returns for a job whose id is in use: trying the one
+    statement again elsewhere would find the same, so the caller writes the whole plan, which
+    reports the duplicate with the existing job's state."""
+
+    TAKEN = "taken"
+
+
+TAKEN: Final = Taken.TAKEN
 
 
 class InlineInserter:
@@ -53,8 +65,9 @@ class InlineInserter:
         self._owner = (0, 0)  # (pid, thread id) of the thread that opened the connection
         self._count = 0
 
-    def insert(self, new: NewJob, at: float) -> InsertResult | None:
-        """Write ``new`` now and return its result, or None when the caller is to write it."""
+    def insert(self, new: NewJob, at: float) -> InsertResult | Taken | None:
+        """Write ``new`` now and return its result; :data:`TAKEN` when its id is in use (the
+        caller reports the duplicate); None when the caller is to write it."""
         if not self.enabled:
             return None
         self._count += 1
@@ -64,9 +77,10 @@ class InlineInserter:
         if conn is None:
             return None
         try:
-            return insert_alone(conn, new, at)
+            written = insert_alone(conn, new, at)
         except sqlite3.Error:
             return None
+        return TAKEN if written is None else written
 
     def _connection(self) -> sqlite3.Connection | None:
         here = (os.getpid(), threading.get_ident())
@@ -130,7 +144,11 @@ class ThreadInserter:
             return []
         at = resolve_now(now)
         if can_insert_alone(jobs, self._driver.known_queues):
-            alone = self._db.run_here(lambda conn: insert_alone(conn, jobs[0], at))
+            alone = self._db.run_here(
+                lambda conn: in_short_waits(
+                    conn, lambda c: insert_alone(c, jobs[0], at), busy_timeout_ms=0
+                )
+            )
             if alone is not None:
                 self._driver.notify(jobs[0].queue)
                 return [alone]

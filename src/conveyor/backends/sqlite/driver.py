@@ -24,6 +24,7 @@ from conveyor.backends.sqlite import _groups as groups
 from conveyor.backends.sqlite import _rates as rates
 from conveyor.backends.sqlite._connection import (
     Connection,
+    in_short_waits,
     migrate,
     vacuum_step,
     vacuum_surplus,
@@ -172,11 +173,15 @@ class SQLiteDriver(
             return []
         if can_insert_alone(jobs, self.known_queues):
             # On this thread when that costs no wait; a closed driver writes nothing here.
-            alone = self._inline.insert(jobs[0], at) if self._db.is_open else None
-            if alone is not None:
+            inline = self._inline.insert(jobs[0], at) if self._db.is_open else None
+            alone: InsertResult | None = None
+            if isinstance(inline, InsertResult):
+                alone = inline
                 await asyncio.sleep(0)  # an await that wrote lets other tasks run, as any does
-            else:
-                alone = await self._db.run(lambda conn: insert_alone(conn, jobs[0], at))
+            elif inline is None:
+                alone = await self._db.run(
+                    lambda conn: in_short_waits(conn, lambda c: insert_alone(c, jobs[0], at))
+                )
             if alone is not None:
                 self.notify(jobs[0].queue)
                 return [alone]
