@@ -115,6 +115,10 @@ def check(label: str, values: Sequence[float], target: float, *, at_most: bool) 
     return f"- [{'x' if met else ' '}] {label}: {shown}x (target {sign} {target:g}x)"
 
 
+def latencies(lat: dict[str, float] | None) -> str:
+    return " / ".join(fmt((lat or {}).get(k)) for k in ("p50", "p99", "p999", "max"))
+
+
 def contention_lines(data: dict[str, Any] | None) -> tuple[list[str], list[str]]:
     """(the table, the checklist items) of the contention scenario."""
     if data is None:
@@ -122,18 +126,26 @@ def contention_lines(data: dict[str, Any] | None) -> tuple[list[str], list[str]]
     head = ["lib", "enqueued ok", "errors / retries", "locked in worker log", "lost",
             "ran twice", "enqueue p50 / p99 / p99.9 / max ms", "producers' rate",
             "all drained after"]  # fmt: skip
-    out = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     libs = {lib["id"]: lib for lib in data.get("libs", [])}
+    # A contention script that also runs the producers on an idle file adds two columns.
+    with_idle = any(lib.get("idle_enqueue_lat_ms") for lib in libs.values())
+    if with_idle:
+        head += ["same producers on an idle file: p50 / p99 / p99.9 / max ms", "their rate"]
+    out = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for lib in libs.values():
-        lat = lib.get("enqueue_lat_ms") or {}
         errors = sum((lib.get("producer_errors") or {}).values())
-        latency = " / ".join(fmt(lat.get(k)) for k in ("p50", "p99", "p999", "max"))
-        out.append(
+        row = (
             f"| {lib['id']} | {lib.get('enqueued_ok')} | {errors} / {lib.get('producer_retries')}"
             f" | {lib.get('worker_log_locked_or_busy')} | {lib.get('lost')} | {lib.get('twice')}"
-            f" | {latency} | {fmt(lib.get('enqueue_rate_total'))}/s"
+            f" | {latencies(lib.get('enqueue_lat_ms'))} | {fmt(lib.get('enqueue_rate_total'))}/s"
             f" | {fmt(lib.get('all_done_wall_s'))} s |"
         )
+        if with_idle:
+            row += (
+                f" {latencies(lib.get('idle_enqueue_lat_ms'))} |"
+                f" {fmt(lib.get('idle_enqueue_rate_total'))}/s |"
+            )
+        out.append(row)
     load = data.get("loadavg_start") or [0.0]
     out += ["", f"{data.get('producers')} producers x {data.get('n_per_producer')} jobs; "
             f"load average at the start {load[0]:.2f}"]  # fmt: skip
