@@ -84,7 +84,7 @@ class ServerStarter:
         self.process = subprocess.Popen(
             args,
             cwd=self.cwd,
-            env=self.env,
+            env={**self.env, "PYTHONFAULTHANDLER": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -103,13 +103,23 @@ class ServerStarter:
             time.sleep(0.05)
 
     def stop(self) -> str:
-        """Stop the server with Ctrl-C, as a reader would; its output."""
-        if self.process is None:
+        """Stop the server with Ctrl-C, as a reader would; its output. One that does not stop
+        is made to print every thread's stack (faulthandler, on SIGABRT) and fails the test."""
+        process, self.process = self.process, None
+        if process is None:
             return ""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        out, _ = self.process.communicate(timeout=START_TIMEOUT)
-        self.process = None
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            out, _ = process.communicate(timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            try:
+                out, _ = process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                out, _ = process.communicate()
+            raise AssertionError(f"the server did not stop on Ctrl-C; its output:\n{out}") from None
         return out
 
     def work(self) -> str:
