@@ -34,7 +34,7 @@ import threading
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-from conveyor.backends.sqlite._connection import Connection, in_short_waits
+from conveyor.backends.sqlite._connection import CALLER_WAITS, Connection, in_short_waits
 from conveyor.backends.sqlite._insert import can_insert_alone, insert_alone, write_all
 from conveyor.drivers.common import check_new_jobs, check_now, resolve_now
 from conveyor.drivers.records import InsertResult, NewJob
@@ -146,7 +146,10 @@ class ThreadInserter:
         if can_insert_alone(jobs, self._driver.known_queues):
             alone = self._db.run_here(
                 lambda conn: in_short_waits(
-                    conn, lambda c: insert_alone(c, jobs[0], at), busy_timeout_ms=0
+                    conn,
+                    lambda c: insert_alone(c, jobs[0], at),
+                    busy_timeout_ms=0,
+                    pauses=CALLER_WAITS,
                 )
             )
             if alone is not None:
