@@ -374,8 +374,8 @@ class SQLiteOutbox(Outbox):
     def create_with(self, conn: sqlite3.Connection) -> None:
         """Create the outbox through ``conn`` (in autocommit mode), or upgrade a table made by an
         older Conveyor, in one write transaction (which serializes concurrent starters)."""
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")  # inside: an exception as it returns rolls it back
             for statement in self.schema_statements():
                 conn.execute(statement)
             found = conn.execute(self.queries["outbox__has_headers"]).fetchone()
@@ -383,7 +383,8 @@ class SQLiteOutbox(Outbox):
                 for statement in self.upgrade_statements():
                     conn.execute(statement)
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 

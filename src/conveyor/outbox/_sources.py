@@ -319,14 +319,15 @@ class SQLiteSource:
 
         def write() -> None:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")  # inside: an exception as it returns rolls it back
                 if moved:
                     conn.execute(q["relay__delete"], {"seqs": json.dumps(list(moved))})
                 for seq, error in refused.items():
                     conn.execute(q["relay__set_aside"], {"seq": seq, "error": error})
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 

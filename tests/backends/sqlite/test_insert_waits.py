@@ -10,11 +10,18 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conveyor.backends.sqlite import SQLiteDriver
-from conveyor.backends.sqlite._connection import BUSY_TIMEOUT_MS, SHORT_WAITS, in_short_waits
+from conveyor.backends.sqlite._connection import (
+    BUSY_TIMEOUT_MS,
+    SHORT_WAITS,
+    in_short_waits,
+    transaction,
+    with_busy_timeout,
+)
 from conveyor.drivers.records import InsertStatus, JobState, NewJob
 
 T0 = 1_700_000_000.0
@@ -199,3 +206,78 @@ async def test_a_sync_callers_transaction_still_waits_in_the_busy_handler(tmp_pa
         await asyncio.to_thread(inserter.close)
         holder.close()
         await driver.close()
+
+
+class _Interrupted(Exception):
+    """Stands for what a signal handler raises the moment a statement returns."""
+
+
+class _InterruptingConnection(sqlite3.Connection):
+    """Raises :class:`_Interrupted` right after running the statement named ``after``."""
+
+    after = ""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        cursor = super().execute(sql, *args)
+        if self.after and sql == self.after:
+            self.after = ""
+            raise _Interrupted(sql)
+        return cursor
+
+
+def _interrupting(tmp_path: Path) -> _InterruptingConnection:
+    conn = sqlite3.connect(
+        tmp_path / "db.sqlite", isolation_level=None, factory=_InterruptingConnection
+    )
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    return conn
+
+
+def test_an_exception_right_after_begin_leaves_no_transaction_open(tmp_path: Path) -> None:
+    conn = _interrupting(tmp_path)
+    try:
+        conn.after = "BEGIN IMMEDIATE"
+        with pytest.raises(_Interrupted):
+            transaction(conn, lambda c: c.execute("INSERT INTO t VALUES (1)"))
+        assert not conn.in_transaction  # the write lock is free for everyone else
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("kept", [BUSY_TIMEOUT_MS, 0])
+def test_an_exception_right_after_a_timeout_change_still_sets_it_back(
+    tmp_path: Path, kept: int
+) -> None:
+    conn = _interrupting(tmp_path)
+    holder = _connect(tmp_path / "db.sqlite")
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {kept}")
+        # The first change when the connection waits by default, the last one otherwise.
+        conn.after = (
+            "PRAGMA busy_timeout = 0" if kept else f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+        )
+        holder.execute("BEGIN IMMEDIATE")  # every try finds the lock taken
+        with pytest.raises(_Interrupted):
+            in_short_waits(
+                conn, lambda c: c.execute("INSERT INTO t VALUES (1)"), busy_timeout_ms=kept
+            )
+        assert _busy_timeout(conn) == kept
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        conn.close()
+
+
+def test_an_exception_right_after_raising_the_timeout_for_a_transaction_sets_it_back(
+    tmp_path: Path,
+) -> None:
+    conn = _interrupting(tmp_path)
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.after = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+        with pytest.raises(_Interrupted):
+            with_busy_timeout(conn, lambda c: c.execute("INSERT INTO t VALUES (1)"))
+        assert _busy_timeout(conn) == 0
+    finally:
+        conn.close()

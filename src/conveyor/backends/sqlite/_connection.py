@@ -223,9 +223,11 @@ def transaction(
 ) -> T:
     timed = _lockstats.enabled() and begin != "BEGIN"
     asked = time.perf_counter() if timed else 0.0
-    conn.execute(begin)
-    held = time.perf_counter() if timed else 0.0
     try:
+        # BEGIN inside the try: an exception raised the moment it returns (a signal handler's,
+        # KeyboardInterrupt) must not leave the transaction, and the write lock, open.
+        conn.execute(begin)
+        held = time.perf_counter() if timed else 0.0
         result = step(conn)
         conn.execute("COMMIT")
     except BaseException:
@@ -311,10 +313,14 @@ def in_short_waits(
     timeout when called, and it is that again on return; a connection kept at 0 runs no
     statement to change it unless the lock is taken. ``time.sleep`` lets the GIL go, so the
     process's other threads run meanwhile. Any other error is raised at once."""
-    if busy_timeout_ms:
-        conn.execute("PRAGMA busy_timeout = 0")
-    changed = busy_timeout_ms != 0
+    # ``changed`` is set before each PRAGMA that changes the timeout: an exception raised the
+    # moment one returns (a signal handler's) still sets it back. Setting it back twice is
+    # harmless; a caller's connection left at 10 s would make its next 28 tries wait each.
+    changed = False
     try:
+        if busy_timeout_ms:
+            changed = True
+            conn.execute("PRAGMA busy_timeout = 0")
         for pause in pauses:
             try:
                 return statement(conn)
@@ -322,8 +328,8 @@ def in_short_waits(
                 if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
             time.sleep(pause)
+        changed = True
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        changed = busy_timeout_ms != BUSY_TIMEOUT_MS
         return statement(conn)
     finally:
         if changed:
@@ -333,8 +339,8 @@ def in_short_waits(
 def with_busy_timeout(conn: sqlite3.Connection, step: Callable[[sqlite3.Connection], T]) -> T:
     """Run ``step`` on a connection kept at busy timeout 0 (see :meth:`Connection.run_here`)
     with the usual busy timeout, and set it back to 0 afterwards."""
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return step(conn)
     finally:
         conn.execute("PRAGMA busy_timeout = 0")
