@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +26,16 @@ pytest_plugins = ["pytester", "conveyor.testing"]
 collect_ignore = [] if importlib.util.find_spec("django") else ["with_django"]
 
 BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
+
+# A suite started in the background by a shell without job control (`make test &`, CI runners)
+# inherits SIGINT ignored, and every process a test starts would inherit that too: Python then
+# installs no KeyboardInterrupt handler, and a server a test stops with Ctrl-C never stops. The
+# processes tests start are to behave as from a terminal.
+if (
+    signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    and threading.current_thread() is threading.main_thread()
+):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ from conveyor.backends.sqlite._connection import (
     transaction,
     with_busy_timeout,
 )
-from conveyor.drivers.records import InsertStatus, JobState, NewJob
+from conveyor.backends.sqlite._inline import ThreadInserter
+from conveyor.drivers.records import InsertResult, InsertStatus, JobState, NewJob
 
 T0 = 1_700_000_000.0
 
@@ -117,95 +118,95 @@ def _inserts_traced(conn: sqlite3.Connection, seen: list[str]) -> None:
     conn.set_trace_callback(lambda sql: seen.append(sql) if "INSERT" in sql else None)
 
 
-async def test_the_drivers_thread_tries_a_single_insert_again_while_the_lock_is_held(
+@asynccontextmanager
+async def _driver_and_holder(
     tmp_path: Path,
-) -> None:
+) -> AsyncIterator[tuple[SQLiteDriver, sqlite3.Connection]]:
+    """An open driver whose queue "q" is known, and a connection to hold the write lock."""
     path = tmp_path / "db.sqlite"
     driver = SQLiteDriver(f"sqlite:///{path}")
     await driver.open()
     holder = _connect(path)
     try:
-        await driver.job_insert_many([_job("first")], now=T0)  # the queue is known
+        await driver.job_insert_many([_job("first")], now=T0)
+        yield driver, holder
+    finally:
+        holder.close()
+        await driver.close()
+
+
+async def _tried_again_then_written(
+    enqueue: asyncio.Future[list[InsertResult]], tries: list[str], holder: sqlite3.Connection
+) -> list[InsertResult]:
+    """While ``holder`` keeps the lock, ``enqueue`` tries its insert three times (one try in
+    the busy handler would be one statement traced, however long it waits) and is not done;
+    then the lock is released and its results returned."""
+    for _ in range(500):
+        if len(tries) >= 3 or enqueue.done():
+            break
+        await asyncio.sleep(0.01)
+    assert not enqueue.done()
+    assert len(tries) >= 3, tries
+    await asyncio.to_thread(holder.execute, "COMMIT")
+    return await asyncio.wait_for(enqueue, 10)
+
+
+async def test_the_drivers_thread_tries_a_single_insert_again_while_the_lock_is_held(
+    tmp_path: Path,
+) -> None:
+    async with _driver_and_holder(tmp_path) as (driver, holder):
         tries: list[str] = []
         await driver._db.run(lambda conn: _inserts_traced(conn, tries))
         holder.execute("BEGIN IMMEDIATE")
         enqueue = asyncio.ensure_future(driver.job_insert_many([_job("a")], now=T0))
-        # One try in the busy handler would be one statement traced, however long it waits.
-        for _ in range(500):
-            if len(tries) >= 3 or enqueue.done():
-                break
-            await asyncio.sleep(0.01)
-        assert not enqueue.done()
-        assert len(tries) >= 3, tries
-        await asyncio.to_thread(holder.execute, "COMMIT")
-        [result] = await asyncio.wait_for(enqueue, 10)
+        [result] = await _tried_again_then_written(enqueue, tries, holder)
         assert result.status is InsertStatus.INSERTED
         assert await driver._db.run(_busy_timeout) == BUSY_TIMEOUT_MS
         [job] = await driver.job_get_many(["a"])
         assert job is not None and job.state is JobState.QUEUED
-    finally:
-        holder.close()
-        await driver.close()
 
 
 async def test_a_sync_callers_single_insert_is_tried_again_while_the_lock_is_held(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "db.sqlite"
-    driver = SQLiteDriver(f"sqlite:///{path}")
-    await driver.open()
-    holder = _connect(path)
-    inserter = driver.blocking_inserter()
-    try:
-        await driver.job_insert_many([_job("first")], now=T0)  # the schema and the queue exist
-        inserter.job_insert_many([_job("warm")], now=T0)  # its connection is open
-        tries: list[str] = []
-        inserter._db.run_here(lambda conn: _inserts_traced(conn, tries))
-        holder.execute("BEGIN IMMEDIATE")
-        enqueue = asyncio.ensure_future(
-            asyncio.to_thread(inserter.job_insert_many, [_job("a")], now=T0)
-        )
-        for _ in range(500):
-            if len(tries) >= 3 or enqueue.done():
-                break
-            await asyncio.sleep(0.01)
-        assert not enqueue.done()
-        assert len(tries) >= 3, tries
-        await asyncio.to_thread(holder.execute, "COMMIT")
-        [result] = await asyncio.wait_for(enqueue, 10)
-        assert result.status is InsertStatus.INSERTED
-        # This connection is kept at 0 between calls: a single insert changes nothing first.
-        assert inserter._db.run_here(_busy_timeout) == 0
-    finally:
-        await asyncio.to_thread(inserter.close)
-        holder.close()
-        await driver.close()
+    async with _driver_and_holder(tmp_path) as (driver, holder):
+        inserter = driver.blocking_inserter()
+        assert isinstance(inserter, ThreadInserter)
+        try:
+            inserter.job_insert_many([_job("warm")], now=T0)  # its connection is open
+            tries: list[str] = []
+            inserter._db.run_here(lambda conn: _inserts_traced(conn, tries))
+            holder.execute("BEGIN IMMEDIATE")
+            enqueue = asyncio.ensure_future(
+                asyncio.to_thread(inserter.job_insert_many, [_job("a")], now=T0)
+            )
+            [result] = await _tried_again_then_written(enqueue, tries, holder)
+            assert result.status is InsertStatus.INSERTED
+            # Kept at 0 between calls: a single insert changes nothing before its first try.
+            assert inserter._db.run_here(_busy_timeout) == 0
+        finally:
+            await asyncio.to_thread(inserter.close)
 
 
 async def test_a_sync_callers_transaction_still_waits_in_the_busy_handler(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite"
-    driver = SQLiteDriver(f"sqlite:///{path}")
-    await driver.open()
-    holder = _connect(path)
-    inserter = driver.blocking_inserter()
-    try:
-        await driver.job_insert_many([_job("first")], now=T0)
-        inserter.job_insert_many([_job("warm")], now=T0)
-        holder.execute("BEGIN IMMEDIATE")
-        # Two jobs are one BEGIN IMMEDIATE transaction: it waits for the lock, it does not fail.
-        enqueue = asyncio.ensure_future(
-            asyncio.to_thread(inserter.job_insert_many, [_job("a"), _job("b")], now=T0)
-        )
-        done, _ = await asyncio.wait([enqueue], timeout=0.3)
-        assert not done
-        await asyncio.to_thread(holder.execute, "COMMIT")
-        results = await asyncio.wait_for(enqueue, 10)
-        assert [r.status for r in results] == [InsertStatus.INSERTED] * 2
-        assert inserter._db.run_here(_busy_timeout) == 0
-    finally:
-        await asyncio.to_thread(inserter.close)
-        holder.close()
-        await driver.close()
+    async with _driver_and_holder(tmp_path) as (driver, holder):
+        inserter = driver.blocking_inserter()
+        assert isinstance(inserter, ThreadInserter)
+        try:
+            inserter.job_insert_many([_job("warm")], now=T0)
+            holder.execute("BEGIN IMMEDIATE")
+            # Two jobs are one BEGIN IMMEDIATE transaction: it waits for the lock, not failing.
+            enqueue = asyncio.ensure_future(
+                asyncio.to_thread(inserter.job_insert_many, [_job("a"), _job("b")], now=T0)
+            )
+            done, _ = await asyncio.wait([enqueue], timeout=0.3)
+            assert not done
+            await asyncio.to_thread(holder.execute, "COMMIT")
+            results = await asyncio.wait_for(enqueue, 10)
+            assert [r.status for r in results] == [InsertStatus.INSERTED] * 2
+            assert inserter._db.run_here(_busy_timeout) == 0
+        finally:
+            await asyncio.to_thread(inserter.close)
 
 
 class _Interrupted(Exception):
