@@ -294,10 +294,11 @@ def one_statement(
 # CALLER_WAITS serve a SyncQueue caller's thread, which is the producer itself: sub-millisecond
 # pauses cost such producers a quarter of their rate (4 sync producers: 8.1k/s with the busy
 # handler, 6.0k/s with SHORT_WAITS), 1 ms pauses nothing (8.1k/s, worst call 180 -> 20 ms).
-# Either is about 10 ms of looks in all; a lock still held then is a long write, which the busy
-# handler's longer steps suit.
-SHORT_WAITS: Final = (0.00005, 0.0001, 0.0002) + (0.0004,) * 24
-CALLER_WAITS: Final = (0.001,) * 10
+# Either looks for about 100 ms before the busy handler: at synchronous=full each holder keeps
+# the lock through an fsync, and 10 ms of looks still left callers to the handler's long steps
+# (4 producers: worst call 0.2-1.2 s; with 100 ms of looks 21-57 ms, for 7-17 % of their rate).
+SHORT_WAITS: Final = (0.00005, 0.0001, 0.0002) + (0.0004,) * 249
+CALLER_WAITS: Final = (0.001,) * 100
 
 
 def in_short_waits(
