@@ -316,7 +316,8 @@ def in_short_waits(
     process's other threads run meanwhile. Any other error is raised at once."""
     # ``changed`` is set before each PRAGMA that changes the timeout: an exception raised the
     # moment one returns (a signal handler's) still sets it back. Setting it back twice is
-    # harmless; a caller's connection left at 10 s would make its next 28 tries wait each.
+    # harmless; a caller's connection left at 10 s would make each of its next tries wait in
+    # the busy handler.
     changed = False
     try:
         if busy_timeout_ms:
