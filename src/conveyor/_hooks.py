@@ -88,15 +88,17 @@ class Hooks:
     def __init__(self) -> None:
         self._hooks: dict[HookKind, list[_Registered]] = {kind: [] for kind in HookKind}
         self._running: set[asyncio.Task[None]] = set()
+        self._any = False  # asked once per finished job: kept rather than counted each time
         self.dropped = 0
 
     def add(self, kind: HookKind, hook: Hook, definition: JobDef[Any, Any] | None) -> None:
         if not callable(hook):
             raise TypeError(f"a hook must be callable, got {hook!r}")
         self._hooks[kind].append(_Registered(hook, definition))
+        self._any = True
 
     def __bool__(self) -> bool:
-        return any(self._hooks.values())
+        return self._any
 
     def finished(
         self,

@@ -153,6 +153,35 @@ def test_a_line_that_is_not_a_message_is_ignored_not_fatal() -> None:
     assert [read_message(line) for line in (b"42\n", b"[1, 2]\n", b"hello\n", b"")] == [None] * 4
 
 
+def test_changes_go_in_lines_of_many_each_short_enough_to_be_written_whole() -> None:
+    """Changes are encoded a few dozen per line (one encoding each was a tenth of a no-op
+    job's cost), and a line never passes MESSAGE_BYTES, so each is written whole: with the
+    longest ids and queue names, non-ASCII (escaped six bytes a character), lines get shorter."""
+    import json
+
+    from conveyor.runtime.renewer import CHANGES_PER_LINE, MESSAGE_BYTES, encode_changes
+
+    def told(lines: list[bytes]) -> list[list[str | None]]:
+        assert all(line.endswith(b"\n") and len(line) <= MESSAGE_BYTES for line in lines)
+        return [change for line in lines for change in json.loads(line)["changes"]]
+
+    assert encode_changes([]) == []
+    usual: list[list[str | None]] = [
+        ["hold", f"job-{n:012d}", f"token-{n:016x}", "emails"] for n in range(100)
+    ]
+    usual += [["release", f"job-{n:012d}", f"token-{n:016x}"] for n in range(50)]
+    usual.append(["hold", "no-queue", "t", None])
+    lines = encode_changes(usual)
+    assert told(lines) == usual
+    assert len(lines) == -(-len(usual) // CHANGES_PER_LINE)  # as few lines as the count allows
+    longest: list[list[str | None]] = [
+        ["hold", f"{n:03d}" + "é" * 252, "t" * 64, "ü" * 255] for n in range(30)
+    ]
+    lines = encode_changes(longest + usual)
+    assert told(lines) == longest + usual
+    assert len(lines) >= len(longest)  # one such change fills most of a line
+
+
 def _context_switches(pid: int) -> int:
     """Times any thread of process ``pid`` gave up its CPU to wait (woken again each time)."""
     total = 0

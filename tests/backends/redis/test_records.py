@@ -66,3 +66,21 @@ def test_a_row_with_every_field_reads_into_the_field_of_its_name() -> None:
         group="grp",
         headers='{"v": 2}',
     )
+
+
+def test_every_state_reads_back_and_an_unknown_one_is_named() -> None:
+    """The state is looked up by its stored bytes; one no state has is a corrupt job that names
+    the field (strict), or reads as failed when listing."""
+    import pytest
+
+    from conveyor.backends.redis._records import CorruptJob
+
+    def row(state: bytes) -> list[bytes | None]:
+        stored = {"n": b"email", "s": state, "m": b"3", "r": b"1700000000000000", "q": b"7"}
+        return [b"j1", *(stored.get(name) for name in JOB_FIELDS)]
+
+    for state in JobState:
+        assert decode_job("mail", row(state.value.encode())).state is state
+    with pytest.raises(CorruptJob, match="field state is b'paused'"):
+        decode_job("mail", row(b"paused"))
+    assert decode_job("mail", row(b"paused"), strict=False).state is JobState.FAILED

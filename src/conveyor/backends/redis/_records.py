@@ -43,8 +43,12 @@ def decode_job(queue: str, row: Sequence[Any], *, strict: bool = True) -> JobRec
     a queue still work around one corrupt job."""
     try:
         return _decode(queue, row)
-    except (TypeError, ValueError, AttributeError, UnicodeDecodeError):
+    except (TypeError, ValueError, AttributeError, UnicodeDecodeError, KeyError):
         return _decode_carefully(queue, row, strict)
+
+
+# A stored state's bytes -> the state: a dict lookup, where ``JobState(text)`` is an enum call.
+_STATES: Final = {state.value.encode(): state for state in JobState}
 
 
 def seconds(text: bytes) -> float:
@@ -85,7 +89,7 @@ def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
         queue,
         n.decode(),  # name
         b"" if d is None else d,  # payload
-        JobState(s.decode()),
+        _STATES[s],  # state
         0 if p is None else int(p),  # priority
         0 if a is None else int(a),  # attempt
         int(m),  # max_attempts
