@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import pytest
@@ -52,3 +54,30 @@ async def redis_driver(redis_base_url: str) -> AsyncIterator[RedisDriver]:
         yield d
     finally:
         await d.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, int]]:
+    """A listener that accepts connections and never answers (a stalled server)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[:2]
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()

@@ -8,9 +8,7 @@ import asyncio
 import gc
 import socket
 import sys
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -18,33 +16,6 @@ import redis
 from conveyor.backends.redis._blocking import BlockingClient, drive
 from conveyor.backends.redis._resp import Client, ConnectionLost, Endpoint, NoScript, pack
 from tests.servers.redis_server import RedisServer
-
-
-@pytest.fixture
-def silent_server() -> Iterator[tuple[str, int]]:
-    """A listener that accepts connections and never answers (a stalled server)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[:2]
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in accepted:
-            conn.close()
-        listener.close()
 
 
 def test_a_server_that_never_answers_is_given_up_after_the_reply_timeout(
