@@ -36,6 +36,7 @@ class ThroughputCounter(Observer):
         self._clock = clock
         self._stopping = stopping
         self._counts: dict[tuple[str, int], list[int]] = {}
+        self._writing: asyncio.Future[None] | None = None  # the last flush's write
 
     def _now(self) -> float:
         now = self._clock.now()
@@ -63,9 +64,20 @@ class ThroughputCounter(Observer):
             await self.flush()
 
     async def flush(self) -> None:
+        """Write the counts kept so far. The write is never abandoned half-way: shutdown cancels
+        :meth:`run` (possibly during its flush) and then flushes once more, so a write in flight
+        goes on, and the next flush waits for it first: the counts it took are neither lost
+        nor written twice."""
+        writing = self._writing
+        if writing is not None and not writing.done():
+            await asyncio.shield(writing)
         if not self._counts:
             return
         taken, self._counts = self._counts, {}
+        writing = self._writing = asyncio.ensure_future(self._write(taken))
+        await asyncio.shield(writing)
+
+    async def _write(self, taken: dict[tuple[str, int], list[int]]) -> None:
         oldest = int(self._now() // 60) - STATS_KEEP_MINUTES
         samples = [
             QueueStats(queue, minute, *counts)
