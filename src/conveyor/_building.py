@@ -8,13 +8,14 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from conveyor import _validation
 from conveyor._dedup import DedupPolicy, dedup_of
 from conveyor._definition import JobRequest, check_queue_name
 from conveyor._errors import InvalidArgument
 from conveyor._ids import new_job_ids
+from conveyor._slots import fast_constructor
 from conveyor.core.headers import encode_headers
 from conveyor.core.serialization import encode_payload, encode_untyped_payload
 from conveyor.core.versions import check_version, version_header
@@ -134,11 +135,14 @@ def build(
 ) -> NewJob:
     if delay is not None and run_at is not None:
         raise InvalidArgument("pass either delay or run_at, not both")
-    kept = [
-        None if k is None else _validation.seconds(k, what, error=InvalidArgument)
-        for k, what in zip(keep, ("keep_completed", "keep_failed"), strict=True)
-    ]
-    return NewJob(
+    if keep == (None, None):  # the usual case, without a validation call per value
+        kept: list[float | None] = [None, None]
+    else:
+        kept = [
+            None if k is None else _validation.seconds(k, what, error=InvalidArgument)
+            for k, what in zip(keep, ("keep_completed", "keep_failed"), strict=True)
+        ]
+    return _new_job(
         id=job_id,
         queue=check_queue_name(queue),
         name=name,
@@ -154,6 +158,10 @@ def build(
         # The producer's trace context (conveyor.tracing), under Conveyor's own headers.
         headers=encode_headers({**trace, **(headers or {})} if trace else headers or {}),
     )
+
+
+# NewJob(...) at a third of the cost, one per enqueued job (every field passed: see _slots).
+_new_job: Final = fast_constructor(NewJob)
 
 
 def check_job_id(job_id: object) -> str:

@@ -1,25 +1,10 @@
-"""Reading a script's job row back: the fast constructor builds what the dataclass's own would."""
+"""Reading a script's job row back into the record of its fields (the constructor used is
+tested in tests/unit/test_slots.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-
-from conveyor.backends.redis._records import JOB_FIELDS, decode_job, new_record
+from conveyor.backends.redis._records import JOB_FIELDS, decode_job
 from conveyor.drivers.records import AttemptError, JobRecord, JobState
-
-
-def test_the_fast_constructor_equals_the_dataclass_constructor() -> None:
-    values = {f.name: f"value of {f.name}" for f in dataclasses.fields(JobRecord)}
-    fast = new_record(*values.values())
-    assert fast == JobRecord(**values)  # type: ignore[arg-type]
-    assert all(getattr(fast, name) == value for name, value in values.items())
-    # Still frozen.
-    try:
-        fast.id = "other"  # type: ignore[misc]
-    except dataclasses.FrozenInstanceError:
-        pass
-    else:
-        raise AssertionError("a record made by new_record must stay frozen")
 
 
 def test_a_row_with_every_field_reads_into_the_field_of_its_name() -> None:

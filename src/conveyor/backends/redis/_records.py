@@ -3,10 +3,10 @@ them reads back as a :class:`JobRecord` (or why it cannot)."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
+from conveyor._slots import fast_constructor
 from conveyor.drivers.common import history_from_json
 from conveyor.drivers.records import JobRecord, JobState
 
@@ -59,31 +59,15 @@ def seconds(text: bytes) -> float:
     return float(text)
 
 
-def _record_maker() -> Callable[..., JobRecord]:
-    """A constructor of ``JobRecord`` that takes every field in order and stores them through
-    the slots' own setters: the frozen dataclass's ``__init__`` goes through
-    ``object.__setattr__`` once per field, which made it half the cost of reading a fetched job.
-    Same object either way (there is no ``__post_init__`` to skip; a test compares the two)."""
-    assert not hasattr(JobRecord, "__post_init__")
-    names = [f.name for f in dataclasses.fields(JobRecord)]
-    lines = [f"    _set_{name}(self, {name})" for name in names]
-    code = f"def make({', '.join(names)}):\n    self = _new(JobRecord)\n"
-    code += "\n".join(lines) + "\n    return self\n"
-    scope: dict[str, Any] = {"_new": object.__new__, "JobRecord": JobRecord}
-    scope.update({f"_set_{name}": getattr(JobRecord, name).__set__ for name in names})
-    exec(code, scope)  # the text is built from the dataclass's own field names, nothing else
-    maker: Callable[..., JobRecord] = scope["make"]
-    return maker
-
-
-new_record: Final = _record_maker()
+# Every field, in the dataclass's order (see conveyor._slots).
+new_record: Final = fast_constructor(JobRecord)
 
 
 def _decode(queue: str, row: Sequence[Any]) -> JobRecord:
     (i, n, d, s, p, a, m, r, e, q, b, f, t, x, w, k, c, res, err, h, iso, *more) = row
     pg, pm, pa, kc, kf, ex, g, hd = more
     run_at = seconds(r)
-    # Every field, in the dataclass's order (see _record_maker).
+    # Every field, in the dataclass's order.
     return new_record(
         i.decode(),  # id
         queue,
