@@ -25,13 +25,17 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} has a __post_init__ that this constructor would skip")
     names = [f.name for f in dataclasses.fields(cls)]
-    # The generated text holds only the dataclass's own field names, checked to be identifiers.
-    assert all(n.isidentifier() and not keyword.iskeyword(n) for n in names)
-    lines = [f"    _set_{name}(self, {name})" for name in names]
-    code = f"def make({', '.join(names)}):\n    self = _new(_cls)\n"
-    code += "\n".join(lines) + "\n    return self\n"
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    scope.update({f"_set_{name}": getattr(cls, name).__set__ for name in names})
+    # The generated text holds only the dataclass's own field names, checked to be identifiers
+    # that cannot stand for the function's own names (all of which begin with "_made_").
+    if not all(n.isidentifier() and not keyword.iskeyword(n) for n in names) or any(
+        n.startswith("_made_") for n in names
+    ):
+        raise TypeError(f"{cls.__name__} has a field name this constructor cannot take")
+    lines = [f"    _made_set_{name}(_made_self, {name})" for name in names]
+    code = f"def make({', '.join(names)}):\n    _made_self = _made_new(_made_cls)\n"
+    code += "\n".join(lines) + "\n    return _made_self\n"
+    scope: dict[str, Any] = {"_made_new": object.__new__, "_made_cls": cls}
+    scope.update({f"_made_set_{name}": getattr(cls, name).__set__ for name in names})
     exec(code, scope)
     maker: Callable[..., T] = scope["make"]
     maker.__qualname__ = maker.__name__ = f"new_{cls.__name__}"

@@ -37,7 +37,20 @@ def test_a_class_it_cannot_serve_is_refused() -> None:
         def __post_init__(self) -> None:
             pass
 
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Clashing:
+        _made_self: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class NamedSelf:  # a field named like the usual first parameter is fine
+        self: int
+        cls: int
+
     with pytest.raises(TypeError, match="not a slotted dataclass"):
         fast_constructor(Unslotted)
+    with pytest.raises(TypeError, match="field name"):
+        fast_constructor(Clashing)
+    made = fast_constructor(NamedSelf)(1, 2)
+    assert made == NamedSelf(1, 2) and made.self == 1
     with pytest.raises(TypeError, match="__post_init__"):
         fast_constructor(Checked)

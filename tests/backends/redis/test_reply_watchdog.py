@@ -14,7 +14,9 @@ import pytest
 from conveyor.backends.redis._resp import ConnectionLost, Endpoint, _open, pack
 from tests.servers.redis_server import RedisServer
 
-TIMEOUT = 0.3
+# Redis ends a blocking pop's wait on its own clock tick (10 a second by default), up to
+# ~0.1 s late: the margins below leave room for that.
+TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +42,16 @@ async def test_a_server_that_never_answers_is_given_up_after_the_reply_timeout(
 
 
 async def test_replies_that_keep_coming_keep_the_connection(server_port: int) -> None:
-    """Three blocking pops in one write, each answered 0.2 s after the one before: 0.6 s in
+    """Three blocking pops in one write, each answered ~0.5 s after the one before: 1.5 s in
     all, longer than the timeout, but data comes well within it each time."""
     protocol = await _open(endpoint("127.0.0.1", server_port))
     try:
         key = f"watchdog-{uuid.uuid4().hex}"
-        pop = pack("BLPOP", key, "0.2")
+        pop = pack("BLPOP", key, "0.5")
         started = time.monotonic()
         replies = await asyncio.gather(*protocol.send(pop * 3, 3))
         assert replies == [None, None, None]
-        assert time.monotonic() - started > 2 * TIMEOUT - 0.05
+        assert time.monotonic() - started > 1.4 * TIMEOUT
         assert protocol.usable
     finally:
         protocol.close()
@@ -65,9 +67,9 @@ async def test_a_command_sent_after_a_quiet_spell_gets_the_whole_timeout(
     try:
         (first,) = protocol.send(pack("PING"), 1)
         assert await first in (b"PONG", "PONG")
-        await asyncio.sleep(TIMEOUT * 2 / 3)  # the scenario: a quiet spell shorter than it
+        await asyncio.sleep(0.6 * TIMEOUT)  # the scenario: a quiet spell shorter than it
         key = f"watchdog-{uuid.uuid4().hex}"
-        (pop,) = protocol.send(pack("BLPOP", key, "0.25"), 1)  # ends after the first's timer
+        (pop,) = protocol.send(pack("BLPOP", key, "0.5"), 1)  # ends after the first's timer
         assert await pop is None
         await asyncio.sleep(TIMEOUT * 1.5)  # idle across a timer's firing
         (last,) = protocol.send(pack("PING"), 1)
