@@ -252,3 +252,38 @@ def test_stdin_lines_hands_out_whole_lines_only_and_sees_the_pipe_close() -> Non
             os.close(write)
     assert read_every(10.0) == READ_EVERY
     assert read_every(0.08) == 0.01  # the worker's pings come four an interval
+
+
+def test_a_line_written_in_part_is_finished_by_the_writer_before_any_later_line() -> None:
+    """A line longer than PIPE_BUF (only a change with an id no enqueue accepts makes one) can
+    be written in part when the pipe is nearly full: the rest goes to the writer, in order."""
+    read_end, write_end = os.pipe()
+    loop = asyncio.new_event_loop()
+    try:
+        os.set_blocking(write_end, False)
+        filler = b"x" * 4096
+        while True:  # fill the pipe, then make room for part of the next line only
+            try:
+                os.write(write_end, filler)
+            except BlockingIOError:
+                break
+        os.read(read_end, 8192)
+        renewal = RenewalProcess(
+            "memory://unused",
+            lease_seconds=LEASE,
+            interval=LEASE / 4,
+            loop=loop,
+            on_extended=lambda result, sent: None,
+            on_failure=lambda name, exc: None,
+        )
+        renewal._stdin_fd = write_end
+        line = b"y" * 20_000 + b"\n"
+        renewal._send_now(line)
+        rest = renewal._outbox.get_nowait()
+        assert rest is not None and 0 < len(rest) < len(line) and line.endswith(rest)
+        renewal._send_now(b"later\n")  # waits behind the rest
+        assert renewal._outbox.get_nowait() == b"later\n"
+    finally:
+        loop.close()
+        os.close(read_end)
+        os.close(write_end)

@@ -149,10 +149,15 @@ class RenewalProcess:
                     in_order = self._queued == 0
                 if fd is not None and in_order:
                     try:
-                        os.write(fd, data)
-                        return
+                        written = os.write(fd, data)
                     except OSError:  # full (BlockingIOError) or gone: the writer sends it
-                        pass
+                        written = 0
+                    if written == len(data):
+                        return
+                    # Only a line longer than PIPE_BUF (a single change with an id no enqueue
+                    # accepts, written by a foreign producer) goes out in part: the writer
+                    # sends the rest, before any later line.
+                    data = data[written:]
                 self._enqueue(data)
             finally:
                 self._write_lock.release()
