@@ -16,7 +16,8 @@ from conveyor.core.backoff import Fixed
 from conveyor.core.outcome import PauseGroup, PauseQueue, Throttled, decide
 from conveyor.drivers.common import check_new_jobs
 from conveyor.drivers.groups import GROUP_KEY_CHARS, group_turn, split_limit
-from conveyor.drivers.records import JobGroup, JobRecord, JobState, NewJob
+from conveyor.drivers.records import JobGroup, JobRecord, NewJob
+from tests.unit.records import active_record
 
 NOW = 1_700_000_000.0
 
@@ -50,22 +51,7 @@ def test_a_key_that_is_not_short_text_fails_that_enqueue_naming_the_job(bad: obj
 
 
 def _record(group: str | None) -> JobRecord:
-    return JobRecord(
-        id="j",
-        queue="q",
-        name="n",
-        payload=b"{}",
-        state=JobState.ACTIVE,
-        priority=0,
-        attempt=1,
-        max_attempts=1,
-        run_at=NOW,
-        enqueued_at=NOW,
-        seq=1,
-        started_at=NOW,
-        lease_token="t",
-        group=group,
-    )
+    return active_record(id="j", queue="q", max_attempts=1, lease_token="t", group=group)
 
 
 def test_an_upstream_limit_of_a_grouped_job_pauses_its_group_not_the_queue() -> None:

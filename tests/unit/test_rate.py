@@ -17,8 +17,9 @@ from conveyor.core.backoff import Fixed
 from conveyor.core.outcome import Fail, PauseQueue, SnoozeFor, Throttled, decide
 from conveyor.drivers.common import check_rate_limits
 from conveyor.drivers.rates import MAX_RATE_COUNT, allowance, allowed, logged, wait_seconds
-from conveyor.drivers.records import JobRecord, JobState, RateLimit
+from conveyor.drivers.records import JobRecord, RateLimit
 from conveyor.runtime.rates import sleep_on
+from tests.unit.records import active_record
 
 NOW = 1_700_000_000.0
 
@@ -79,21 +80,7 @@ def test_rate_limited_takes_seconds_or_a_timedelta_up_to_a_day() -> None:
 
 
 def _record() -> JobRecord:
-    return JobRecord(
-        id="j1",
-        queue="api",
-        name="api.call",
-        payload=b"{}",
-        state=JobState.ACTIVE,
-        priority=0,
-        attempt=1,
-        max_attempts=1,
-        run_at=NOW,
-        enqueued_at=NOW,
-        seq=1,
-        started_at=NOW,
-        lease_token="t",
-    )
+    return active_record(queue="api", name="api.call", max_attempts=1, lease_token="t")
 
 
 def test_an_upstream_limit_pauses_a_rate_limited_queue() -> None:

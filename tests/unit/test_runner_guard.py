@@ -11,11 +11,12 @@ import pytest
 
 from conveyor._config import WorkerConfig
 from conveyor.backends.memory import MemoryDriver
-from conveyor.drivers.records import JobRecord, JobState, Retention
+from conveyor.drivers.records import JobRecord, Retention
 from conveyor.runtime.completer import Completer
 from conveyor.runtime.lifecycle import WorkerStats
 from conveyor.runtime.registry import HandlerRegistry
 from conveyor.runtime.runner import Runner
+from tests.unit.records import active_record
 
 
 class _Keeper:
@@ -41,19 +42,8 @@ class _Keeper:
 
 
 def _record() -> JobRecord:
-    return JobRecord(
-        id="j1",
-        queue="default",
-        name="unknown.job",
-        payload=b"{}",
-        state=JobState.ACTIVE,
-        priority=0,
-        attempt=1,
-        max_attempts=3,
-        run_at=0.0,
-        enqueued_at=0.0,
-        seq=1,
-        lease_token="tok-1",
+    return active_record(
+        name="unknown.job", run_at=0.0, enqueued_at=0.0, started_at=None, lease_token="tok-1"
     )
 
 

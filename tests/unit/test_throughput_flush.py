@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 from conveyor.backends.memory import MemoryDriver
 from conveyor.core.clock import FakeClock
-from conveyor.drivers.records import JobRecord, JobState, QueueStats, TransitionKind
+from conveyor.drivers.records import JobRecord, QueueStats, TransitionKind
 from conveyor.engine import Engine
 from conveyor.runtime.throughput import ThroughputCounter
+from tests.unit.records import active_record
 
 NOW = 1_700_000_000.0
 
@@ -33,19 +34,7 @@ class GatedDriver(MemoryDriver):
 
 
 def record(queue: str) -> JobRecord:
-    return JobRecord(
-        id=uuid.uuid4().hex,
-        queue=queue,
-        name="n",
-        payload=b"{}",
-        state=JobState.ACTIVE,
-        priority=0,
-        attempt=1,
-        max_attempts=3,
-        run_at=NOW,
-        enqueued_at=NOW,
-        seq=1,
-    )
+    return active_record(id=uuid.uuid4().hex, queue=queue, started_at=None, lease_token=None)
 
 
 async def test_a_write_in_flight_when_shutdown_cancels_the_loop_is_neither_lost_nor_doubled() -> (

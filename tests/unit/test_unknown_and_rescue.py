@@ -10,29 +10,14 @@ from conveyor.core.outcome import Fail, SnoozeFor
 from conveyor.core.rescue import MAX_STALLS, decide_rescue
 from conveyor.core.unknown import UNKNOWN_GRACE, decide_unknown, handback_delay
 from conveyor.drivers.common import with_error
-from conveyor.drivers.records import AttemptError, JobRecord, JobState, TransitionKind
+from conveyor.drivers.records import AttemptError, JobRecord, TransitionKind
+from tests.unit.records import active_record
 
 NOW = 1_700_000_000.0
 
 
 def active(**fields: object) -> JobRecord:
-    base = JobRecord(
-        id="j1",
-        queue="default",
-        name="report.build",
-        payload=b"{}",
-        state=JobState.ACTIVE,
-        priority=0,
-        attempt=1,
-        max_attempts=3,
-        run_at=NOW,
-        enqueued_at=NOW,
-        seq=1,
-        started_at=NOW,
-        lease_token="tok",
-        worker_id="old-worker",
-    )
-    return dataclasses.replace(base, **fields)  # type: ignore[arg-type]
+    return active_record(**{"name": "report.build", "worker_id": "old-worker", **fields})
 
 
 def test_an_unknown_job_is_handed_back_with_a_growing_delay() -> None:

@@ -3,7 +3,6 @@ and the core's decision about a job enqueued by a newer version than the worker'
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
@@ -34,9 +33,10 @@ from conveyor.core.versions import (
     stored_version,
     version_header,
 )
-from conveyor.drivers.records import AttemptError, JobRecord, JobState
+from conveyor.drivers.records import AttemptError, JobRecord
 from conveyor.runtime.executor import execute
 from conveyor.runtime.registry import HandlerRegistry
+from tests.unit.records import active_record
 
 NOW = 1_700_000_000.0
 
@@ -52,24 +52,16 @@ def split_name(from_version: int, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def active(payload: dict[str, Any], version: int | None = None, **fields: object) -> JobRecord:
-    base = JobRecord(
-        id="j1",
-        queue="default",
-        name="crm.contact",
-        payload=json.dumps(payload).encode(),
-        state=JobState.ACTIVE,
-        priority=0,
-        attempt=1,
-        max_attempts=3,
-        run_at=NOW,
-        enqueued_at=NOW,
-        seq=1,
-        started_at=NOW,
-        lease_token="tok",
-        worker_id="old-worker",
-        headers=encode_headers({} if version is None else version_header(version)),
+    headers = encode_headers({} if version is None else version_header(version))
+    return active_record(
+        **{
+            "name": "crm.contact",
+            "payload": json.dumps(payload).encode(),
+            "worker_id": "old-worker",
+            "headers": headers,
+            **fields,
+        }
     )
-    return dataclasses.replace(base, **fields)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("version", [0, -1, MAX_VERSION + 1, True, 2.0, "2", None])

@@ -137,9 +137,9 @@ class RenewalProcess:
     def _send_now(self, data: bytes) -> None:
         """Write ``message`` from the calling thread, before the handler starts: a handler that
         takes the GIL at once and keeps it would otherwise hold back the writer thread, and the
-        renewal process would never hear of the lease. A line is shorter than ``PIPE_BUF``, so
-        the write is all or nothing; if the pipe is full (or earlier lines still wait), the
-        writer thread sends it in order."""
+        renewal process would never hear of the lease. A line is shorter than ``PIPE_BUF`` (see
+        :func:`encode_changes`), so the write is all or nothing; if the pipe is full (or earlier
+        lines still wait), the writer thread sends it in order."""
         # Never wait for the lock: the writer thread holds it while the pipe is full (a stopped
         # renewal process), and the event loop must not stall behind it.
         if self._write_lock.acquire(blocking=False):

@@ -169,11 +169,9 @@ class _Protocol(asyncio.Protocol):
         futures = [self._loop.create_future() for _ in range(count)]
         if not self._waiting:  # the connection's wait for a reply starts now
             self._progress_at = self._loop.time()
-            self._waiting.extend(futures)
             if self._watchdog is None:
                 self._arm_watchdog()
-        else:
-            self._waiting.extend(futures)
+        self._waiting.extend(futures)
         return futures
 
     def close(self) -> None:
