@@ -8,7 +8,8 @@ bulk, then drains them with one in-process worker (``--concurrency``, burst) and
 * Redis CPU µs per job (``INFO cpu`` before/after: used_cpu_sys + used_cpu_user);
 * per script: calls and ``usec_per_call`` from ``INFO commandstats``, and its µs per job.
 
-``--runs N`` repeats it on fresh queues and prints the medians. ``--hold`` waits on stdin
+``--runs N`` repeats it on fresh queues and prints the medians; ``--prefetch`` sets
+``WorkerConfig.prefetch`` (default ``auto``; ``0`` leases nothing ahead). ``--hold`` waits on stdin
 after the enqueue, so a profiler can attach to this pid (``py-spy record --pid ...``).
 
     .venv/bin/python bench/noop_drain.py --jobs 20000 --runs 3
@@ -38,6 +39,7 @@ from tests.servers.redis_server import RedisServer
 
 from conveyor import JobContext, Queue, Worker, WorkerConfig, _eventloop, job
 from conveyor.backends.redis import _lua
+from conveyor.runtime.prefetch import PrefetchSetting
 
 
 class Noop(BaseModel):
@@ -91,7 +93,9 @@ def _scripts(r: redis.Redis) -> dict[str, tuple[int, float]]:
     return out
 
 
-async def _one(url: str, r: redis.Redis, jobs: int, concurrency: int, hold: bool) -> dict[str, Any]:
+async def _one(
+    url: str, r: redis.Redis, jobs: int, concurrency: int, hold: bool, prefetch: PrefetchSetting
+) -> dict[str, Any]:
     r.flushall()
     queue = Queue.from_url(url)
     done = 0
@@ -118,7 +122,11 @@ async def _one(url: str, r: redis.Redis, jobs: int, concurrency: int, hold: bool
     if hold:
         print(f"pid {os.getpid()}: enqueued {jobs}; press enter to drain", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    worker = Worker(Queue.from_url(url), concurrency=concurrency, config=WorkerConfig(burst=True))
+    worker = Worker(
+        Queue.from_url(url),
+        concurrency=concurrency,
+        config=WorkerConfig(burst=True, prefetch=prefetch),
+    )
     worker.register(noop, handle)
     r.config_resetstat()
     r.slowlog_reset()
@@ -178,8 +186,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--hold", action="store_true")
+    ap.add_argument(
+        "--prefetch", default="auto", help="WorkerConfig.prefetch: 'auto' or a number (0: off)"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    prefetch: PrefetchSetting = "auto" if args.prefetch == "auto" else int(args.prefetch)
     logging.basicConfig(level=logging.WARNING)
     results = []
     with RedisServer() as server:
@@ -189,7 +201,7 @@ def main() -> None:
         r.config_set("slowlog-log-slower-than", 0)
         r.config_set("slowlog-max-len", 100_000)
         for i in range(args.runs):
-            res = _eventloop.run(_one(url, r, args.jobs, args.concurrency, args.hold))
+            res = _eventloop.run(_one(url, r, args.jobs, args.concurrency, args.hold, prefetch))
             results.append(res)
             print(
                 f"run {i + 1}: {res['drain_per_s']:,.0f} jobs/s ({res['wall_per_s']:,.0f}/s with "

@@ -11,6 +11,7 @@ from conveyor.core.clock import BackendClock, Clock
 from conveyor.core.rescue import MAX_STALLS
 from conveyor.drivers.records import Retention
 from conveyor.runtime.gc_tuning import check_gc_threshold
+from conveyor.runtime.prefetch import PrefetchSetting, check_prefetch
 
 log = logging.getLogger("conveyor.worker")
 
@@ -20,6 +21,10 @@ class WorkerConfig:
     """How a worker runs. Defaults follow common practice; the CLI maps its flags onto these."""
 
     concurrency: int = 5
+    # Jobs leased beyond ``concurrency``, to start the moment a slot frees (see
+    # runtime/prefetch.py): "auto" leases up to ``concurrency`` more while recent jobs are short
+    # (under 10 ms on average), an int sets the limit whatever the jobs take, 0 never.
+    prefetch: PrefetchSetting = "auto"
     queues: tuple[str, ...] = ()  # empty: every queue the worker's definitions use
     lease_seconds: float = 30.0
     lease_renew_interval: float | None = None  # default: a third of the lease
@@ -48,6 +53,7 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        check_prefetch(self.prefetch)
         if not 0 <= self.max_stalls <= MAX_STALLS:
             raise ValueError(f"max_stalls must be from 0 to {MAX_STALLS}, got {self.max_stalls}")
         for name in (

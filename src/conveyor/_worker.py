@@ -49,6 +49,7 @@ from conveyor.runtime.lease_keeper import Keeper, LeaseKeeper
 from conveyor.runtime.lifecycle import WorkerStats
 from conveyor.runtime.maintenance import Heartbeat, Maintenance
 from conveyor.runtime.observers import Observers
+from conveyor.runtime.prefetch import most_ahead
 from conveyor.runtime.progress import ProgressBatcher
 from conveyor.runtime.rates import describe, rate_limits
 from conveyor.runtime.registry import Handler, HandlerRegistry
@@ -269,7 +270,10 @@ class Worker(WorkerExtensions):
             driver,
             retention=cfg.retention,
             clock=cfg.clock,
-            max_backlog=max(2 * cfg.concurrency, 100),
+            # Outcomes of several rounds of every job the worker may take on (its slots and
+            # those leased ahead): a write in flight, the outcomes waiting for the next and the
+            # round finishing now. With room for two only, a fetch waited for each write.
+            max_backlog=max(4 * (cfg.concurrency + most_ahead(cfg.prefetch, cfg.concurrency)), 100),
             before_write=progress.flush_jobs,
         )
         runner = self._runner = Runner(
@@ -313,9 +317,11 @@ class Worker(WorkerExtensions):
             names=tuple(self.registry.names()),
             completer=completer,
             hooks=FetcherHooks(
-                running=runner.count,
+                running=runner.taken,
                 hold=runner.hold,
                 start=runner.start,
+                offer=runner.offer,
+                capacity=runner.capacity,
                 hand_back=runner.hand_back,
                 isolate=runner.isolate,
                 batch=runner.batch,
@@ -471,6 +477,8 @@ class Worker(WorkerExtensions):
         if self._stopping.is_set() or grace == 0:
             self._grace_cut.set()
         self._stopping.set()
+        if self._runner is not None:
+            self._runner.hand_back_ahead("the worker is stopping")
         if self._slot_freed is not None:
             self._slot_freed.set()
         for queue in self.queues:  # ends a fetch waiting for work (in this process or not)
@@ -495,6 +503,7 @@ class Worker(WorkerExtensions):
     ) -> None:
         assert self._grace_cut is not None and self._runner is not None
         runner = self._runner
+        runner.hand_back_ahead("the worker is stopping")  # a burst exit has none; a failure may
         grace = self.config.shutdown_grace if self._grace is None else self._grace
         tasks = runner.tasks()
         if tasks and grace > 0:

@@ -47,11 +47,13 @@ def test_queue_concurrency_and_burst_flags_reach_the_worker(
     # The module built its Queue before --url was given; point it at the test's file.
     cliapp.worker.queue = Queue.from_url(url)
     out = CliRunner().invoke(
-        cli, ["worker", "cliapp:worker", "--queue", "reports", "-c", "3", "--burst"]
+        cli,
+        ["worker", "cliapp:worker", "--queue", "reports", "-c", "3", "--prefetch", "7", "--burst"],
     )
     assert out.exit_code == 0, out.output
     assert cliapp.seen == [("reports", 1)]  # only the named queue was served
     assert cliapp.worker.config.concurrency == 3
+    assert cliapp.worker.config.prefetch == 7
     assert cliapp.worker.config.queues == ("reports",)
 
     async def states() -> dict[str, JobState]:
@@ -59,6 +61,14 @@ def test_queue_concurrency_and_burst_flags_reach_the_worker(
             return {i.id: i.state for i in await q.list_jobs()}
 
     assert asyncio.run(states()) == {"r": JobState.COMPLETED, "d": JobState.QUEUED}
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "1.5", "Auto"])
+def test_a_bad_prefetch_is_refused_naming_it(value: str) -> None:
+    out = CliRunner().invoke(cli, ["worker", "nowhere:worker", f"--prefetch={value}"])
+    assert out.exit_code == 2
+    assert "--prefetch" in out.output
+    assert f"expected 'auto' or a whole number >= 0, got {value!r}" in out.output
 
 
 def test_a_queue_none_of_the_definitions_use_is_warned_about(

@@ -15,11 +15,34 @@ from conveyor.cli._metrics import metrics_options, start_metrics
 from conveyor.cli._supervisor import child_argv, follow_supervisor, ports_of
 from conveyor.drivers.protocol import Capability
 from conveyor.runtime.gc_tuning import MAX_GC_THRESHOLD, WORKER_GC_THRESHOLD
+from conveyor.runtime.prefetch import PrefetchSetting, check_prefetch
+
+
+def _prefetch_option(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> PrefetchSetting | None:
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        number = int(value)
+        check_prefetch(number)
+    except ValueError:
+        raise click.BadParameter(f"expected 'auto' or a whole number >= 0, got {value!r}") from None
+    return number
 
 
 @click.command()
 @click.argument("target")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Jobs run at once.")
+@click.option(
+    "--prefetch",
+    callback=_prefetch_option,
+    metavar="auto|N",
+    help="Jobs leased beyond the concurrency, to start as soon as a slot frees: 'auto' "
+    "(the default: up to the concurrency while jobs are short), N, or 0 (never).",
+)
 @click.option("-q", "--queue", "queues", multiple=True, help="Queue to serve (repeatable).")
 @click.option("--burst", is_flag=True, help="Exit once the queues have nothing left to run.")
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), help="Seconds to finish jobs.")
@@ -66,6 +89,7 @@ def worker(
     ctx: click.Context,
     target: str,
     concurrency: int | None,
+    prefetch: PrefetchSetting | None,
     queues: tuple[str, ...],
     burst: bool,
     shutdown_grace: float | None,
@@ -95,6 +119,8 @@ def worker(
     changes: dict[str, object] = {}
     if concurrency is not None:
         changes["concurrency"] = concurrency
+    if prefetch is not None:
+        changes["prefetch"] = prefetch
     if queues:
         changes["queues"] = queues
     if burst:

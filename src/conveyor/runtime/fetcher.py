@@ -1,9 +1,10 @@
 """The fetch loop: claims what the worker has room for, and decides what to start.
 
-* **Room.** A fetch is worth its round trip once a quarter of the slots are free (or any slot
-  after :data:`PREFETCH_WAIT`, or when nothing runs), so a busy worker fetches in batches; and
-  only while the completer's backlog is below its bound, so outcomes that cannot be written
-  stop the worker from taking more work.
+* **Room.** A fetch is worth its round trip once room for a quarter of the concurrency is free
+  (or any room after :data:`PREFETCH_WAIT`, or when nothing runs), so a busy worker fetches in
+  batches; and only while the completer's backlog is below its bound, so outcomes that cannot
+  be written stop the worker from taking more work. Room counts the jobs the worker may lease
+  ahead of a free slot (``runtime.prefetch``): those wait, held, and start as slots free.
 * **Idle.** After an empty fetch the next one waits for work (a backend may wait and lease in
   the same round trip). A fetch is never cancelled, which could lose what it leased: ``stop()``
   wakes it instead.
@@ -59,9 +60,11 @@ def next_recheck(delay: float, poll_interval: float) -> float | None:
 class FetcherHooks:
     """What the fetcher asks of the worker that owns it."""
 
-    running: Callable[[], int]  # jobs running now
+    running: Callable[[], int]  # jobs taken on: running, or leased ahead of a free slot
     hold: Callable[[JobRecord], None]  # keep the lease renewed while the job waits to start
     start: Callable[[JobRecord], None]  # run the job (its lease is renewed from then on)
+    offer: Callable[[JobRecord], None]  # run the job once a slot is free (at once if one is)
+    capacity: Callable[[], int]  # jobs the worker may take on now (slots + leased ahead)
     hand_back: Callable[[Sequence[JobRecord], str], None]  # requeue leased jobs, with a reason
     isolate: Callable[[JobRecord], Awaitable[bool]]  # mark a suspect isolated; false: lost
     # Holds made inside are told to the lease renewer together, when the block ends.
@@ -175,7 +178,7 @@ class Fetcher:
         nothing left to do."""
         cfg = self._config
         await self._wait_for_room()
-        free = cfg.concurrency - self._hooks.running()
+        free = self._hooks.capacity() - self._hooks.running()
         if free <= 0 or self._stopping.is_set():
             return False
         params = FetchParams(
@@ -213,7 +216,7 @@ class Fetcher:
         with self._hooks.batch():  # the renewer hears of all these leases at once
             for record in records:
                 if record.stalls == 0:
-                    self._hooks.start(record)
+                    self._hooks.offer(record)
                 elif self._suspects:
                     extra_suspects.append(record)
                 else:
@@ -230,7 +233,11 @@ class Fetcher:
             await self._group_held()
         if records:
             self._idle = False
-            await asyncio.sleep(0)  # let the jobs begin before the next fetch's round trip
+            if len(records) < free or self._hooks.capacity() <= cfg.concurrency:
+                # Let the jobs begin before the next fetch's round trip. When the fetch was
+                # full (more jobs are likely waiting) and the worker may lease ahead, that
+                # fetch goes first instead: its round trip overlaps the jobs just started.
+                await asyncio.sleep(0)
             return False
         if cfg.burst and not self._hooks.running() and await self._drained():
             return True
@@ -286,8 +293,7 @@ class Fetcher:
 
     async def _wait_for_room(self) -> None:
         """Wait until a fetch is worth its round trip (see the module's docstring)."""
-        concurrency = self._config.concurrency
-        enough = max(1, concurrency // 4)
+        enough = max(1, self._config.concurrency // 4)
         deadline: float | None = None
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
@@ -295,7 +301,7 @@ class Fetcher:
                 await first_of(self._completer.wait_for_room(), self._stopping.wait())
                 continue
             running = self._hooks.running()
-            free = concurrency - running
+            free = self._hooks.capacity() - running
             if free >= enough or not running:
                 return
             self._slot_freed.clear()

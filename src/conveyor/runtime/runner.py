@@ -11,6 +11,7 @@ long as the worker lives.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -51,6 +52,7 @@ from conveyor.runtime.executor import StopReason, execute
 from conveyor.runtime.lease_keeper import Keeper
 from conveyor.runtime.lifecycle import WorkerStats, finish_for, log_job, log_transition
 from conveyor.runtime.observers import Observers
+from conveyor.runtime.prefetch import Prefetch
 from conveyor.runtime.progress import ProgressBatcher
 from conveyor.runtime.registry import HandlerRegistry
 
@@ -101,6 +103,11 @@ class Runner:
         self._definitions = {d.name: d for d in registry.definitions()}
         self._filtered = Capability.FETCH_BY_NAME in driver.capabilities
         self.running: dict[str, _Running] = {}
+        # Jobs leased ahead (see runtime/prefetch.py): held, each started as a slot frees,
+        # handed back when the worker stops.
+        self.ahead: collections.deque[JobRecord] = collections.deque()
+        self._ahead_open = True  # false once stopping: nothing more starts from ``ahead``
+        self.prefetch = Prefetch(config.prefetch, config.concurrency)
         self.superseded: set[asyncio.Task[None]] = set()  # stale attempts still unwinding
         # Jobs whose handler is done but whose outcome is still being decided (a rate-limited
         # job first pauses its queue, a round trip): shutdown waits for them too, never
@@ -116,7 +123,16 @@ class Runner:
         }
 
     def count(self) -> int:
+        """Jobs running now."""
         return len(self.running)
+
+    def taken(self) -> int:
+        """Jobs this worker has taken on: running, or leased ahead and waiting for a slot."""
+        return len(self.running) + len(self.ahead)
+
+    def capacity(self) -> int:
+        """How many jobs the worker may take on now: its slots, and what it may lease ahead."""
+        return self._config.concurrency + self.prefetch.limit
 
     # -- leases --------------------------------------------------------------------------------
 
@@ -196,7 +212,38 @@ class Runner:
             )
             self._submit(record, finish, 0.0)
 
+    def offer(self, record: JobRecord) -> None:
+        """Start ``record`` if a slot is free, else keep it (its lease renewed) for the next
+        slot that frees."""
+        if len(self.running) < self._config.concurrency:
+            self.start(record)
+            return
+        if not self._ahead_open:
+            self.hand_back([record], "the worker is stopping")
+            return
+        self.hold(record)
+        self.ahead.append(record)
+
+    def hand_back_ahead(self, reason: str) -> None:
+        """Hand back the jobs leased ahead, and start none from now on (the worker stops)."""
+        self._ahead_open = False
+        if self.ahead:
+            records = list(self.ahead)
+            self.ahead.clear()
+            self.hand_back(records, reason)
+
+    def _start_next(self) -> None:
+        """A slot freed: start the next job leased ahead, if any (already held). A loop: a job
+        that cannot be started (failed at once) leaves its slot to the next one."""
+        while self.ahead and self._ahead_open and len(self.running) < self._config.concurrency:
+            self._launch(self.ahead.popleft())
+
     def start(self, record: JobRecord) -> None:
+        self.hold(record)
+        self._launch(record)
+
+    def _launch(self, record: JobRecord) -> None:
+        """Run a held job in a task of its own."""
         assert record.lease_token is not None
         self._stats.fetched += 1
         try:
@@ -209,7 +256,6 @@ class Runner:
             )
             self._submit(record, finish, 0.0)
             return
-        self.hold(record)
         if self._observers:
             now = self._config.clock.now()
             self._observers.job_started(record, time.time() if now is None else now)
@@ -282,8 +328,10 @@ class Runner:
         finally:
             if self.running.get(record.id) is entry:  # not a newer attempt of the same job
                 del self.running[record.id]
+                self._start_next()
             self._slot_freed.set()
         duration = time.monotonic() - started
+        self.prefetch.observe(duration)
         if entry.stop_reason == StopReason.LEASE_LOST:
             self.forget(record.id, record.lease_token)
             self._stats.lease_lost += 1
@@ -426,6 +474,11 @@ class Runner:
 
     def interrupt(self, job_id: str, reason: StopReason, *, token: str | None = None) -> None:
         entry = self.running.get(job_id)
+        if self.ahead and (
+            entry is None or (token is not None and entry.record.lease_token != token)
+        ):
+            # Not the attempt that runs: maybe one leased ahead (a newer one, after a loss).
+            self._drop_ahead(job_id, reason, token)
         if entry is None or entry.task is None:
             return
         if token is not None and entry.record.lease_token != token:
@@ -443,6 +496,19 @@ class Runner:
         entry.stop_reason = reason
         entry.ctx.cancelled.set()
         entry.task.cancel()
+
+    def _drop_ahead(self, job_id: str, reason: StopReason, token: str | None) -> None:
+        """A job leased ahead lost its lease (it must not start, nor be written) or was stopped
+        otherwise before it started: handed back (a cancel's hand-back is recorded by the
+        backend as the cancel)."""
+        for record in self.ahead:
+            if record.id == job_id and (token is None or record.lease_token == token):
+                self.ahead.remove(record)
+                if reason == StopReason.LEASE_LOST:
+                    self.forget(record.id, record.lease_token)
+                else:
+                    self.hand_back([record], f"it was stopped ({reason.value}) before it started")
+                return
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The job tasks shutdown waits for: those running a handler, and those writing an

@@ -263,6 +263,9 @@ async def test_a_job_a_live_worker_knows_is_never_failed_as_unknown_by_another(
     assert info.attempt == 0
     if info.errors:  # handed back (a backend that does not filter, or after the hour)
         assert "a live worker of queue 'default' has one" in info.errors[-1].error
+    # The fleet catches up. The first worker stops first: were it to fetch the job again
+    # once it falls due, its hand-back (600 s by now) would outlast this test.
+    await harness.stop(worker)
     billing = harness.worker()
 
     @billing.handles(charge)

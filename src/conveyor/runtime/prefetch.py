@@ -1,0 +1,65 @@
+"""How many jobs a worker may lease beyond its concurrency (leased ahead of a free slot).
+
+A worker whose slots are all busy would otherwise send its next fetch only once slots free, and
+then wait for that round trip with nothing to run: with short jobs, that wait is a large part of
+each cycle. A job leased ahead waits in the worker (its lease renewed) and starts the moment a
+slot frees, so the next fetch's round trip overlaps the jobs that run now.
+
+The cost is fairness: a job leased ahead cannot be taken by another, idle worker. It waits about
+as long as the jobs ahead of it take to free a slot, so ``"auto"`` leases ahead only while the
+worker's recent jobs are short (their moving average below :data:`SHORT_JOB` seconds), and up to
+one slot's worth per slot (``concurrency`` jobs). Before any job has finished it leases nothing
+ahead. A number sets the limit outright (``0``: never), whatever the jobs take.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+# Jobs shorter than this on average are leased ahead by "auto": a job leased ahead then waits
+# at most about this long for a slot, less than a fetch from another worker would often take.
+SHORT_JOB: Final = 0.010
+# Weight of the latest run time in the moving average: about the last twenty jobs count.
+WEIGHT: Final = 0.1
+
+PrefetchSetting = int | Literal["auto"]
+
+
+def check_prefetch(value: object) -> None:
+    """Raise ValueError unless ``value`` is a valid ``WorkerConfig.prefetch``."""
+    if value == "auto" and isinstance(value, str):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"prefetch must be 'auto' or an int >= 0, got {value!r}")
+
+
+def most_ahead(setting: PrefetchSetting, concurrency: int) -> int:
+    """The most jobs ``setting`` may ever lease ahead for a worker of ``concurrency`` slots."""
+    return concurrency if setting == "auto" else int(setting)
+
+
+class Prefetch:
+    """The limit in force for one worker, from its setting and its jobs' run times."""
+
+    __slots__ = ("_average", "_concurrency", "_setting")
+
+    def __init__(self, setting: PrefetchSetting, concurrency: int) -> None:
+        check_prefetch(setting)
+        self._setting = setting
+        self._concurrency = concurrency
+        self._average: float | None = None  # moving average of run times, seconds
+
+    def observe(self, duration: float) -> None:
+        """Note one finished job's run time (seconds)."""
+        if not duration >= 0.0:  # NaN or negative (a clock step): not a run time
+            return
+        average = self._average
+        self._average = duration if average is None else average + WEIGHT * (duration - average)
+
+    @property
+    def limit(self) -> int:
+        """Jobs that may be leased now beyond the concurrency."""
+        if isinstance(self._setting, int):
+            return self._setting
+        average = self._average
+        return self._concurrency if average is not None and average < SHORT_JOB else 0

@@ -1,0 +1,72 @@
+"""The prefetch limit: what ``"auto"`` leases ahead as the worker's jobs get shorter or longer,
+what a number does, and which settings are refused."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conveyor import WorkerConfig
+from conveyor.runtime.prefetch import SHORT_JOB, Prefetch, check_prefetch, most_ahead
+
+
+def test_auto_leases_nothing_ahead_until_a_job_has_finished() -> None:
+    assert Prefetch("auto", 8).limit == 0
+
+
+def test_auto_leases_a_slot_s_worth_while_jobs_are_short() -> None:
+    prefetch = Prefetch("auto", 8)
+    prefetch.observe(SHORT_JOB / 10)
+    assert prefetch.limit == 8
+
+
+def test_auto_stops_leasing_ahead_once_jobs_get_long_and_starts_again_when_they_are_short() -> None:
+    prefetch = Prefetch("auto", 8)
+    for _ in range(5):
+        prefetch.observe(0.001)
+    assert prefetch.limit == 8
+    prefetch.observe(1.0)  # one slow job is enough to pull the average over the line
+    assert prefetch.limit == 0
+    observed = 0
+    while prefetch.limit == 0:
+        prefetch.observe(0.001)
+        observed += 1
+        assert observed < 100, "the average never came back down"
+    assert observed > 1  # it takes several short jobs, not the next one alone
+
+
+def test_auto_ignores_values_that_are_not_run_times() -> None:
+    prefetch = Prefetch("auto", 4)
+    for bad in (math.nan, -1.0):
+        prefetch.observe(bad)
+    assert prefetch.limit == 0
+    prefetch.observe(0.001)
+    prefetch.observe(math.nan)
+    assert prefetch.limit == 4
+
+
+@pytest.mark.parametrize("setting", [0, 3, 500])
+def test_a_number_is_the_limit_whatever_the_jobs_take(setting: int) -> None:
+    prefetch = Prefetch(setting, 8)
+    assert prefetch.limit == setting
+    prefetch.observe(60.0)
+    assert prefetch.limit == setting
+    assert most_ahead(setting, 8) == setting
+
+
+def test_the_most_auto_leases_ahead_is_the_concurrency() -> None:
+    assert most_ahead("auto", 8) == 8
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "AUTO", "2", None, True])
+def test_bad_settings_are_refused_naming_the_value(bad: object) -> None:
+    with pytest.raises(ValueError, match="prefetch must be 'auto' or an int >= 0"):
+        check_prefetch(bad)
+    with pytest.raises(ValueError, match=repr(bad).replace(".", r"\.")):
+        WorkerConfig(prefetch=bad)  # type: ignore[arg-type]
+
+
+def test_the_default_is_auto() -> None:
+    assert WorkerConfig().prefetch == "auto"
+    assert WorkerConfig(prefetch=0).prefetch == 0

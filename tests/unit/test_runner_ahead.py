@@ -1,0 +1,197 @@
+"""Jobs leased ahead inside the runner: held while they wait, started in order as slots free,
+dropped when their lease is lost, handed back when cancelled or when the worker stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+
+from pydantic import BaseModel
+
+from conveyor import JobContext, WorkerConfig, job
+from conveyor.backends.memory import MemoryDriver
+from conveyor.drivers.records import FinishJob, JobRecord, Retention, TransitionKind
+from conveyor.runtime.completer import Completer, OnResult
+from conveyor.runtime.executor import StopReason
+from conveyor.runtime.lifecycle import WorkerStats
+from conveyor.runtime.registry import HandlerRegistry
+from conveyor.runtime.runner import Runner
+from tests.unit.records import active_record
+
+
+class Gate(BaseModel):
+    n: int
+
+
+gated = job("test.gated", Gate, result=int)
+
+
+class _Keeper:
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}
+
+    def hold(self, job_id: str, token: str, queue: str | None = None) -> None:
+        self.held[job_id] = token
+
+    def release(self, job_id: str, token: str | None = None) -> None:
+        if token is None or self.held.get(job_id) == token:
+            self.held.pop(job_id, None)
+
+    @contextlib.contextmanager
+    def batch(self) -> Generator[None]:
+        yield
+
+    async def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class _Completer(Completer):
+    """Records what is submitted instead of writing it."""
+
+    def __init__(self, driver: MemoryDriver, config: WorkerConfig) -> None:
+        super().__init__(driver, retention=Retention(), clock=config.clock)
+        self.submitted: list[FinishJob] = []
+
+    def submit(self, finish: FinishJob, on_result: OnResult) -> None:
+        self.submitted.append(finish)
+
+
+class _Setup:
+    def __init__(self, prefetch: int = 2) -> None:
+        self.release = {n: asyncio.Event() for n in range(10)}
+        self.started: list[int] = []
+        registry = HandlerRegistry()
+
+        async def handle(payload: Gate, ctx: JobContext) -> int:
+            self.started.append(payload.n)
+            await self.release[payload.n].wait()
+            return payload.n
+
+        registry.add(gated, handle)
+        driver = MemoryDriver()
+        config = WorkerConfig(concurrency=1, prefetch=prefetch)
+        self.completer = _Completer(driver, config)
+        self.runner = Runner(
+            driver=driver,
+            registry=registry,
+            completer=self.completer,
+            config=config,
+            worker_id="w",
+            max_result_bytes=10_000,
+            stats=WorkerStats(),
+            slot_freed=asyncio.Event(),
+        )
+        self.keeper = _Keeper()
+        self.runner.keeper = self.keeper
+
+    def kinds(self) -> list[tuple[str, TransitionKind]]:
+        return [(f.job_id, f.kind) for f in self.completer.submitted]
+
+
+def _record(n: int) -> JobRecord:
+    return active_record(
+        id=f"j{n}", name="test.gated", payload=b'{"n": %d}' % n, lease_token=f"tok{n}"
+    )
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_jobs_beyond_the_slots_are_held_and_started_in_order_as_slots_free() -> None:
+    s = _Setup()
+    for n in range(3):
+        s.runner.offer(_record(n))
+    await _settle()
+    assert s.started == [0]
+    assert [r.id for r in s.runner.ahead] == ["j1", "j2"]
+    assert s.keeper.held == {"j0": "tok0", "j1": "tok1", "j2": "tok2"}
+    assert (s.runner.count(), s.runner.taken(), s.runner.capacity()) == (1, 3, 3)
+
+    s.release[0].set()
+    await _settle()
+    assert s.started == [0, 1]
+    s.release[1].set()
+    await _settle()
+    assert s.started == [0, 1, 2]
+    assert not s.runner.ahead
+    assert [k for _, k in s.kinds()] == [TransitionKind.COMPLETE] * 2
+    s.release[2].set()
+    await _settle()
+
+
+async def test_a_job_whose_lease_was_lost_while_it_waited_never_starts() -> None:
+    s = _Setup()
+    for n in range(3):
+        s.runner.offer(_record(n))
+    await _settle()
+    s.runner.interrupt("j1", StopReason.LEASE_LOST, token="tok-other")  # an older attempt's
+    assert [r.id for r in s.runner.ahead] == ["j1", "j2"]
+    s.runner.interrupt("j1", StopReason.LEASE_LOST, token="tok1")
+    assert [r.id for r in s.runner.ahead] == ["j2"]
+    assert "j1" not in s.keeper.held
+    s.release[0].set()
+    await _settle()
+    assert s.started == [0, 2]
+    assert ("j1", TransitionKind.REQUEUE) not in s.kinds()  # nothing is written for it
+    s.release[2].set()
+    await _settle()
+
+
+async def test_a_job_cancelled_while_it_waited_is_handed_back_not_started() -> None:
+    s = _Setup()
+    for n in range(2):
+        s.runner.offer(_record(n))
+    await _settle()
+    s.runner.cancel(["j1"])
+    assert not s.runner.ahead
+    assert s.kinds() == [("j1", TransitionKind.REQUEUE)]
+    s.release[0].set()
+    await _settle()
+    assert s.started == [0]
+
+
+async def test_stopping_hands_back_what_waits_ahead_and_starts_nothing_more() -> None:
+    s = _Setup()
+    for n in range(3):
+        s.runner.offer(_record(n))
+    await _settle()
+    s.runner.hand_back_ahead("the worker is stopping")
+    assert s.kinds() == [("j1", TransitionKind.REQUEUE), ("j2", TransitionKind.REQUEUE)]
+    s.runner.offer(_record(3))  # a fetch that was in flight: handed back too, not queued
+    assert s.kinds()[-1] == ("j3", TransitionKind.REQUEUE)
+    s.release[0].set()
+    await _settle()
+    assert s.started == [0]
+    assert not s.runner.ahead
+    assert s.runner.taken() == 0
+
+
+async def test_a_job_offered_while_a_slot_is_free_starts_at_once() -> None:
+    s = _Setup(prefetch=0)
+    s.runner.offer(_record(0))
+    await _settle()
+    assert s.started == [0]
+    assert s.runner.capacity() == 1
+    s.release[0].set()
+    await _settle()
+
+
+async def test_a_cancel_for_a_newer_attempt_leased_ahead_reaches_it_not_the_older_one() -> None:
+    """The older attempt lost its lease and still unwinds in its slot; the job's newer attempt,
+    leased ahead meanwhile, is the one a cancel reported for its token applies to."""
+    s = _Setup()
+    s.runner.offer(_record(0))
+    await _settle()
+    newer = active_record(id="j0", name="test.gated", payload=b'{"n": 0}', lease_token="tok0b")
+    s.runner.offer(newer)  # the slot is still taken by the older attempt
+    assert [r.lease_token for r in s.runner.ahead] == ["tok0b"]
+    s.runner.interrupt("j0", StopReason.CANCELLED, token="tok0b")
+    assert not s.runner.ahead
+    assert ("j0", TransitionKind.REQUEUE) in s.kinds()
+    assert [f.token for f in s.completer.submitted if f.kind is TransitionKind.REQUEUE] == ["tok0b"]
