@@ -22,8 +22,9 @@ class WorkerConfig:
 
     concurrency: int = 5
     # Jobs leased beyond ``concurrency``, to start the moment a slot frees (see
-    # runtime/prefetch.py): "auto" leases up to ``concurrency`` more while recent jobs are short
-    # (under 10 ms on average), an int sets the limit whatever the jobs take, 0 never.
+    # runtime/prefetch.py): "auto" leases up to ``concurrency`` more on a backend where that
+    # pays (Redis) while recent jobs are short (under 10 ms on average); an int sets the limit
+    # on any backend, whatever the jobs take; 0 never.
     prefetch: PrefetchSetting = "auto"
     queues: tuple[str, ...] = ()  # empty: every queue the worker's definitions use
     lease_seconds: float = 30.0

@@ -273,7 +273,7 @@ class Worker(WorkerExtensions):
             # Outcomes of several rounds of every job the worker may take on (its slots and
             # those leased ahead): a write in flight, the outcomes waiting for the next and the
             # round finishing now. With room for two only, a fetch waited for each write.
-            max_backlog=max(4 * (cfg.concurrency + most_ahead(cfg.prefetch, cfg.concurrency)), 100),
+            max_backlog=max(4 * (cfg.concurrency + most_ahead_of(cfg, driver)), 100),
             before_write=progress.flush_jobs,
         )
         runner = self._runner = Runner(
@@ -577,3 +577,8 @@ class Worker(WorkerExtensions):
             processed=self.stats.completed + self.stats.failed,
             names=tuple(self.registry.names()),
         )
+
+
+def most_ahead_of(cfg: WorkerConfig, driver: Engine) -> int:
+    """The most jobs a worker with ``cfg`` on ``driver`` may lease ahead of a free slot."""
+    return most_ahead(cfg.prefetch, cfg.concurrency, auto=driver.has(Capability.LEASE_AHEAD))

@@ -70,3 +70,33 @@ def test_bad_settings_are_refused_naming_the_value(bad: object) -> None:
 def test_the_default_is_auto() -> None:
     assert WorkerConfig().prefetch == "auto"
     assert WorkerConfig(prefetch=0).prefetch == 0
+
+
+def test_auto_never_leases_ahead_where_the_backend_says_it_does_not_pay() -> None:
+    prefetch = Prefetch("auto", 8, auto=False)
+    for _ in range(50):
+        prefetch.observe(0.0001)
+    assert prefetch.limit == 0
+    assert most_ahead("auto", 8, auto=False) == 0
+    # A number is the user's choice, whatever the backend.
+    assert Prefetch(3, 8, auto=False).limit == 3
+    assert most_ahead(3, 8, auto=False) == 3
+
+
+def test_only_redis_declares_that_leasing_ahead_pays() -> None:
+    from conveyor.backends.memory import MemoryDriver
+    from conveyor.backends.postgres.driver import PostgresDriver
+    from conveyor.backends.redis.driver import RedisDriver
+    from conveyor.backends.sqlite.driver import SQLiteDriver
+    from conveyor.drivers.protocol import Capability
+
+    declared = {
+        cls.__name__: Capability.LEASE_AHEAD in cls.capabilities
+        for cls in (MemoryDriver, SQLiteDriver, RedisDriver, PostgresDriver)
+    }
+    assert declared == {
+        "MemoryDriver": False,
+        "SQLiteDriver": False,
+        "RedisDriver": True,
+        "PostgresDriver": False,
+    }

@@ -41,7 +41,7 @@ def _prefetch_option(
     callback=_prefetch_option,
     metavar="auto|N",
     help="Jobs leased beyond the concurrency, to start as soon as a slot frees: 'auto' "
-    "(the default: up to the concurrency while jobs are short), N, or 0 (never).",
+    "(the default: on Redis, up to the concurrency while jobs are short), N, or 0 (never).",
 )
 @click.option("-q", "--queue", "queues", multiple=True, help="Queue to serve (repeatable).")
 @click.option("--burst", is_flag=True, help="Exit once the queues have nothing left to run.")

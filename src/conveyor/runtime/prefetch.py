@@ -9,7 +9,10 @@ The cost is fairness: a job leased ahead cannot be taken by another, idle worker
 as long as the jobs ahead of it take to free a slot, so ``"auto"`` leases ahead only while the
 worker's recent jobs are short (their moving average below :data:`SHORT_JOB` seconds), and up to
 one slot's worth per slot (``concurrency`` jobs). Before any job has finished it leases nothing
-ahead. A number sets the limit outright (``0``: never), whatever the jobs take.
+ahead, nor on a backend where it does not pay (without ``Capability.LEASE_AHEAD``: measured,
+PostgreSQL drained no faster, and on SQLite a bigger fetch holds the file's write lock longer,
+which producers wait for). A number sets the limit outright (``0``: never), whatever the jobs
+take and whatever the backend.
 """
 
 from __future__ import annotations
@@ -33,20 +36,26 @@ def check_prefetch(value: object) -> None:
         raise ValueError(f"prefetch must be 'auto' or an int >= 0, got {value!r}")
 
 
-def most_ahead(setting: PrefetchSetting, concurrency: int) -> int:
-    """The most jobs ``setting`` may ever lease ahead for a worker of ``concurrency`` slots."""
-    return concurrency if setting == "auto" else int(setting)
+def most_ahead(setting: PrefetchSetting, concurrency: int, *, auto: bool = True) -> int:
+    """The most jobs ``setting`` may ever lease ahead for a worker of ``concurrency`` slots
+    (``auto`` as for :class:`Prefetch`)."""
+    if setting == "auto":
+        return concurrency if auto else 0
+    return int(setting)
 
 
 class Prefetch:
     """The limit in force for one worker, from its setting and its jobs' run times."""
 
-    __slots__ = ("_average", "_concurrency", "_setting")
+    __slots__ = ("_auto", "_average", "_concurrency", "_setting")
 
-    def __init__(self, setting: PrefetchSetting, concurrency: int) -> None:
+    def __init__(self, setting: PrefetchSetting, concurrency: int, *, auto: bool = True) -> None:
+        """``auto``: whether ``"auto"`` may lease ahead at all (the backend's fetch is a round
+        trip worth hiding)."""
         check_prefetch(setting)
         self._setting = setting
         self._concurrency = concurrency
+        self._auto = auto
         self._average: float | None = None  # moving average of run times, seconds
 
     def observe(self, duration: float) -> None:
@@ -62,4 +71,5 @@ class Prefetch:
         if isinstance(self._setting, int):
             return self._setting
         average = self._average
-        return self._concurrency if average is not None and average < SHORT_JOB else 0
+        short = self._auto and average is not None and average < SHORT_JOB
+        return self._concurrency if short else 0

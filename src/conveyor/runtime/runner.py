@@ -107,7 +107,11 @@ class Runner:
         # handed back when the worker stops.
         self.ahead: collections.deque[JobRecord] = collections.deque()
         self._ahead_open = True  # false once stopping: nothing more starts from ``ahead``
-        self.prefetch = Prefetch(config.prefetch, config.concurrency)
+        self.prefetch = Prefetch(
+            config.prefetch,
+            config.concurrency,
+            auto=Capability.LEASE_AHEAD in driver.capabilities,
+        )
         self.superseded: set[asyncio.Task[None]] = set()  # stale attempts still unwinding
         # Jobs whose handler is done but whose outcome is still being decided (a rate-limited
         # job first pauses its queue, a round trip): shutdown waits for them too, never

@@ -121,6 +121,7 @@ class RedisDriver:
             Capability.SHARED_ACROSS_PROCESSES,
             Capability.LISTEN_ACROSS_PROCESSES,
             Capability.CANCEL_NOTIFY,
+            Capability.LEASE_AHEAD,
         }
     )
     infrastructure_errors: tuple[type[Exception], ...] = INFRASTRUCTURE_ERRORS
