@@ -93,6 +93,39 @@ def test_sigterm_lets_a_job_finish_within_the_grace_and_stops_fetching(harness: 
     assert h.events(late.id) == []
 
 
+def test_sigterm_hands_back_the_jobs_leased_ahead_at_once_and_unspent(harness: Harness) -> None:
+    h = harness
+    w = h.start_worker("--concurrency", "1", "--prefetch", "2", "--shutdown-grace", "30")
+    running = h.queue.enqueue(slow, slow_payload(h), job_id="slow-0")
+    h.wait_started(running.id)
+    ahead = [h.queue.enqueue(slow, slow_payload(h), job_id=f"slow-{n}") for n in (1, 2)]
+    wait_for(
+        lambda: all(h.job(j.id).state.value == "active" for j in ahead),
+        timeout=20,
+        what="the two jobs leased ahead of the busy slot",
+    )
+    assert h.events("slow-1") == [] and h.events("slow-2") == []  # leased, not started
+
+    w.send(signal.SIGTERM)
+    w.wait_log("finishing running jobs, then exiting")
+    # Handed back while the running job still runs: other workers need not wait for it.
+    wait_for(
+        lambda: all(h.job(j.id).state.value == "queued" for j in ahead),
+        timeout=20,
+        what="the jobs leased ahead handed back",
+    )
+    assert w.alive()
+    h.marker.touch()
+    assert w.wait_exit(timeout=20) == 0, w.log()
+
+    assert h.job(running.id).state.value == "completed"
+    for j in ahead:
+        info = h.job(j.id)
+        assert (info.state.value, info.attempt, info.worker_id) == ("queued", 0, None), info
+        assert h.events(j.id) == []
+    assert h.counts() == {"completed": 1, "queued": 2}
+
+
 def test_second_sigterm_cuts_the_grace_to_zero(harness: Harness) -> None:
     h = harness
     w = h.start_worker("--shutdown-grace", "60")
