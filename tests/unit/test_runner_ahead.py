@@ -9,14 +9,17 @@ from collections.abc import Generator
 
 from pydantic import BaseModel
 
-from conveyor import JobContext, WorkerConfig, job
+from conveyor import JobContext, Rate, WorkerConfig, job
 from conveyor.backends.memory import MemoryDriver
+from conveyor.drivers.protocol import Capability
 from conveyor.drivers.records import FinishJob, JobRecord, Retention, TransitionKind
 from conveyor.runtime.completer import Completer, OnResult
 from conveyor.runtime.executor import StopReason
 from conveyor.runtime.lifecycle import WorkerStats
+from conveyor.runtime.prefetch import PrefetchSetting
 from conveyor.runtime.registry import HandlerRegistry
 from conveyor.runtime.runner import Runner
+from tests.conformance.worker.helpers import wait_for
 from tests.unit.records import active_record
 
 
@@ -25,6 +28,7 @@ class Gate(BaseModel):
 
 
 gated = job("test.gated", Gate, result=int)
+gated_limited = job("test.gated", Gate, result=int, rate_limit=Rate(10, per=1.0))
 
 
 class _Keeper:
@@ -61,7 +65,14 @@ class _Completer(Completer):
 
 
 class _Setup:
-    def __init__(self, prefetch: int = 2) -> None:
+    def __init__(
+        self,
+        prefetch: PrefetchSetting = 2,
+        *,
+        concurrency: int = 1,
+        rate: bool = False,
+        lease_ahead: bool = False,
+    ) -> None:
         self.release = {n: asyncio.Event() for n in range(10)}
         self.started: list[int] = []
         registry = HandlerRegistry()
@@ -71,9 +82,11 @@ class _Setup:
             await self.release[payload.n].wait()
             return payload.n
 
-        registry.add(gated, handle)
+        registry.add(gated_limited if rate else gated, handle)
         driver = MemoryDriver()
-        config = WorkerConfig(concurrency=1, prefetch=prefetch)
+        if lease_ahead:  # as the Redis driver declares
+            driver.capabilities = driver.capabilities | {Capability.LEASE_AHEAD}
+        config = WorkerConfig(concurrency=concurrency, prefetch=prefetch)
         self.completer = _Completer(driver, config)
         self.runner = Runner(
             driver=driver,
@@ -195,3 +208,100 @@ async def test_a_cancel_for_a_newer_attempt_leased_ahead_reaches_it_not_the_olde
     assert not s.runner.ahead
     assert ("j0", TransitionKind.REQUEUE) in s.kinds()
     assert [f.token for f in s.completer.submitted if f.kind is TransitionKind.REQUEUE] == ["tok0b"]
+
+
+async def test_a_stale_attempt_waiting_ahead_is_dropped_when_the_job_is_leased_again() -> None:
+    """j1 waited ahead with tok1; its lease ran out unnoticed, the job was rescued and this
+    worker leased it again (tok1b). tok1 must never start: the keeper renews tok1b now, so
+    nothing else would ever report tok1 lost."""
+    s = _Setup()
+    s.runner.offer(_record(0))
+    s.runner.offer(_record(1))
+    await _settle()
+    again = active_record(id="j1", name="test.gated", payload=b'{"n": 1}', lease_token="tok1b")
+    s.runner.offer(again)
+    assert [r.lease_token for r in s.runner.ahead] == ["tok1b"]
+    assert s.keeper.held["j1"] == "tok1b"
+    assert s.runner._stats.lease_lost == 1  # pyright: ignore[reportPrivateUsage]
+    s.release[0].set()
+    await _settle()
+    assert s.started == [0, 1]
+    assert s.runner.running["j1"].record.lease_token == "tok1b"
+    assert not [f for f in s.completer.submitted if f.token == "tok1"]  # nothing written
+    s.release[1].set()
+    await _settle()
+
+
+async def test_a_job_leased_again_as_a_suspect_drops_its_stale_attempt_too() -> None:
+    s = _Setup()
+    s.runner.offer(_record(0))
+    s.runner.offer(_record(1))
+    await _settle()
+    suspect = active_record(
+        id="j1", name="test.gated", payload=b'{"n": 1}', lease_token="tok1b", stalls=1
+    )
+    s.runner.hold(suspect)  # the fetcher holds a suspect until it may run alone
+    assert not s.runner.ahead
+    s.release[0].set()
+    await _settle()
+    assert s.started == [0]
+
+
+async def test_no_more_handlers_run_than_the_concurrency_when_jobs_are_leased_again() -> None:
+    s = _Setup(prefetch=4, concurrency=2)
+    for n in range(4):  # 0 and 1 run, 2 and 3 wait ahead
+        s.runner.offer(_record(n))
+    await _settle()
+    s.runner.offer(active_record(id="j2", name="test.gated", payload=b'{"n": 2}', lease_token="b"))
+    s.runner.offer(_record(4))
+    for n in (0, 1, 3):
+        s.release[n].set()
+        await _settle()
+        assert s.runner.count() <= 2
+        assert len([t for t in s.runner.tasks() if not t.done()]) <= 2
+    assert s.started == [0, 1, 3, 2, 4]
+    for n in (2, 4):
+        s.release[n].set()
+    await _settle()
+
+
+async def test_a_cancel_notice_reaches_a_newer_attempt_ahead_while_the_older_unwinds() -> None:
+    s = _Setup()
+    s.runner.offer(_record(0))
+    await _settle()
+    s.runner.offer(
+        active_record(id="j0", name="test.gated", payload=b'{"n": 0}', lease_token="tok0b")
+    )
+    s.runner.cancel(["j0"])  # a notice names the job, not the attempt
+    assert not s.runner.ahead
+    assert [(f.token, f.kind) for f in s.completer.submitted] == [("tok0b", TransitionKind.REQUEUE)]
+
+
+async def test_rate_limited_jobs_are_never_leased_ahead() -> None:
+    s = _Setup(prefetch=5, rate=True)
+    assert s.runner.capacity() == 1
+    s.runner.prefetch.observe(0.0001)
+    assert s.runner.capacity() == 1
+
+
+async def test_jobs_that_waited_too_long_for_a_slot_go_back_and_auto_holds_off() -> None:
+    s = _Setup(prefetch="auto", lease_ahead=True)
+    s.runner.ahead.patience = 0.05
+    s.runner.prefetch.observe(0.001)  # short jobs so far
+    assert s.runner.capacity() == 2
+    for n in range(2):
+        s.runner.offer(_record(n))
+    await _settle()
+    assert [r.id for r in s.runner.ahead] == ["j1"]
+
+    await wait_for(lambda: s.completer.submitted, timeout=5, what="the hand-back")
+    assert s.kinds() == [("j1", TransitionKind.REQUEUE)]
+    assert not s.runner.ahead
+    assert s.runner.capacity() == 1  # nothing leased ahead until a job finishes
+    s.release[0].set()
+    await _settle()
+    assert s.started == [0]
+    assert s.runner.capacity() == 1  # job 0's run time (long) starts the average anew
+    for _ in range(40):
+        s.runner.prefetch.observe(0.001)
+    assert s.runner.capacity() == 2  # short jobs again

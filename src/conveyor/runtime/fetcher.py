@@ -234,9 +234,11 @@ class Fetcher:
         if records:
             self._idle = False
             if len(records) < free or self._hooks.capacity() <= cfg.concurrency:
-                # Let the jobs begin before the next fetch's round trip. When the fetch was
-                # full (more jobs are likely waiting) and the worker may lease ahead, that
-                # fetch goes first instead: its round trip overlaps the jobs just started.
+                # Let the jobs begin before the next fetch's round trip. But when the fetch was
+                # full (more jobs are likely waiting) and the worker may lease ahead, the next
+                # fetch goes first, if there is room for it: the jobs that ran while this one
+                # was in flight freed their slots, so these filled only part of the capacity.
+                # That round trip then overlaps the jobs just started.
                 await asyncio.sleep(0)
             return False
         if cfg.burst and not self._hooks.running() and await self._drained():

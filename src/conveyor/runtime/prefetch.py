@@ -9,10 +9,15 @@ The cost is fairness: a job leased ahead cannot be taken by another, idle worker
 as long as the jobs ahead of it take to free a slot, so ``"auto"`` leases ahead only while the
 worker's recent jobs are short (their moving average below :data:`SHORT_JOB` seconds), and up to
 one slot's worth per slot (``concurrency`` jobs). Before any job has finished it leases nothing
-ahead, nor on a backend where it does not pay (without ``Capability.LEASE_AHEAD``: measured,
-PostgreSQL drained no faster, and on SQLite a bigger fetch holds the file's write lock longer,
-which producers wait for). A number sets the limit outright (``0``: never), whatever the jobs
-take and whatever the backend.
+ahead. Nor does it where leasing ahead does not pay (a backend without
+``Capability.LEASE_AHEAD``: measured, PostgreSQL drained no faster, and on SQLite a bigger fetch
+holds the file's write lock longer, which producers wait for).
+
+A number sets the limit outright (``0``: never), whatever the jobs take and whatever the
+backend. Neither leases ahead for a worker whose jobs are rate limited: a limit counts starts,
+and a job leased in one window would start in a later one. Jobs that wait too long for a slot
+are handed back (:mod:`conveyor.runtime.ahead`), after which ``"auto"`` leases none ahead until
+a job has finished.
 """
 
 from __future__ import annotations
@@ -47,15 +52,24 @@ def most_ahead(setting: PrefetchSetting, concurrency: int, *, auto: bool = True)
 class Prefetch:
     """The limit in force for one worker, from its setting and its jobs' run times."""
 
-    __slots__ = ("_auto", "_average", "_concurrency", "_setting")
+    __slots__ = ("_allowed", "_auto", "_average", "_concurrency", "_setting")
 
-    def __init__(self, setting: PrefetchSetting, concurrency: int, *, auto: bool = True) -> None:
+    def __init__(
+        self,
+        setting: PrefetchSetting,
+        concurrency: int,
+        *,
+        auto: bool = True,
+        allowed: bool = True,
+    ) -> None:
         """``auto``: whether ``"auto"`` may lease ahead at all (the backend's fetch is a round
-        trip worth hiding)."""
+        trip worth hiding). ``allowed``: whether any setting may (not for a worker whose jobs
+        are rate limited: a limit counts starts, and a job leased ahead starts later)."""
         check_prefetch(setting)
         self._setting = setting
         self._concurrency = concurrency
         self._auto = auto
+        self._allowed = allowed
         self._average: float | None = None  # moving average of run times, seconds
 
     def observe(self, duration: float) -> None:
@@ -65,9 +79,16 @@ class Prefetch:
         average = self._average
         self._average = duration if average is None else average + WEIGHT * (duration - average)
 
+    def hold_off(self) -> None:
+        """Jobs leased ahead waited too long for a slot: ``"auto"`` leases none ahead until a
+        job has finished (its run time starts the average anew)."""
+        self._average = None
+
     @property
     def limit(self) -> int:
         """Jobs that may be leased now beyond the concurrency."""
+        if not self._allowed:
+            return 0
         if isinstance(self._setting, int):
             return self._setting
         average = self._average

@@ -11,7 +11,6 @@ long as the worker lives.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import logging
@@ -47,6 +46,7 @@ from conveyor.drivers.records import (
     TransitionStatus,
     WorkerInfo,
 )
+from conveyor.runtime.ahead import LeasedAhead
 from conveyor.runtime.completer import Completer
 from conveyor.runtime.executor import StopReason, execute
 from conveyor.runtime.lease_keeper import Keeper
@@ -104,13 +104,18 @@ class Runner:
         self._filtered = Capability.FETCH_BY_NAME in driver.capabilities
         self.running: dict[str, _Running] = {}
         # Jobs leased ahead (see runtime/prefetch.py): held, each started as a slot frees,
-        # handed back when the worker stops.
-        self.ahead: collections.deque[JobRecord] = collections.deque()
+        # handed back when the worker stops or when one waited too long (runtime/ahead.py).
+        self.ahead = LeasedAhead()
         self._ahead_open = True  # false once stopping: nothing more starts from ``ahead``
+        self._patience: asyncio.TimerHandle | None = None  # looks for jobs that waited too long
         self.prefetch = Prefetch(
             config.prefetch,
             config.concurrency,
             auto=Capability.LEASE_AHEAD in driver.capabilities,
+            # A rate limit counts starts: a job leased in one window would start in a later one.
+            allowed=not any(
+                d.rate_limit is not None or d.group_rate is not None for d in registry.definitions()
+            ),
         )
         self.superseded: set[asyncio.Task[None]] = set()  # stale attempts still unwinding
         # Jobs whose handler is done but whose outcome is still being decided (a rate-limited
@@ -154,6 +159,17 @@ class Runner:
             self.interrupt(record.id, StopReason.LEASE_LOST)
             self.superseded.add(previous.task)
             previous.task.add_done_callback(self.superseded.discard)
+        if self.ahead:
+            # The same: an earlier attempt that waited ahead lost its lease. It never starts.
+            for stale in self.ahead.remove(record.id, other_than=record.lease_token):
+                self.forget(stale.id, stale.lease_token)
+                self._stats.lease_lost += 1
+                log_job(
+                    logging.WARNING,
+                    "job lease lost while it waited for a slot; it was not started",
+                    "lease_lost",
+                    stale,
+                )
         self.keeper.hold(record.id, record.lease_token, record.queue)
 
     def batch(self) -> AbstractContextManager[None]:
@@ -226,21 +242,47 @@ class Runner:
             self.hand_back([record], "the worker is stopping")
             return
         self.hold(record)
-        self.ahead.append(record)
+        self.ahead.add(record)
+        self._watch_ahead()
 
     def hand_back_ahead(self, reason: str) -> None:
         """Hand back the jobs leased ahead, and start none from now on (the worker stops)."""
         self._ahead_open = False
+        if self._patience is not None:
+            self._patience.cancel()
+            self._patience = None
         if self.ahead:
-            records = list(self.ahead)
-            self.ahead.clear()
-            self.hand_back(records, reason)
+            self.hand_back(self.ahead.take_all(), reason)
 
     def _start_next(self) -> None:
         """A slot freed: start the next job leased ahead, if any (already held). A loop: a job
         that cannot be started (failed at once) leaves its slot to the next one."""
         while self.ahead and self._ahead_open and len(self.running) < self._config.concurrency:
-            self._launch(self.ahead.popleft())
+            self._launch(self.ahead.pop())
+
+    def _watch_ahead(self) -> None:
+        """Look again when the oldest job leased ahead will have waited too long."""
+        due = self.ahead.next_overdue()
+        if self._patience is None and due is not None and self._ahead_open:
+            delay = max(due - time.monotonic(), 0.0)
+            self._patience = asyncio.get_running_loop().call_later(delay, self._give_up_ahead)
+
+    def _give_up_ahead(self) -> None:
+        """The running jobs stopped freeing slots (stuck or slow): hand back the jobs that
+        waited too long, for other workers, and lease nothing ahead until a job finishes."""
+        self._patience = None
+        overdue = self.ahead.overdue(time.monotonic())
+        if overdue:
+            self.prefetch.hold_off()
+            log.warning(
+                "%d job(s) leased ahead waited %gs for a slot (the running jobs are slow or "
+                "stuck): handed back for other workers",
+                len(overdue),
+                self.ahead.patience,
+                extra={"event": "requeued", "worker_id": self._worker_id},
+            )
+            self.hand_back(overdue, "it waited too long for a slot")
+        self._watch_ahead()
 
     def start(self, record: JobRecord) -> None:
         self.hold(record)
@@ -477,12 +519,11 @@ class Runner:
             self.interrupt(job_id, StopReason.CANCELLED)
 
     def interrupt(self, job_id: str, reason: StopReason, *, token: str | None = None) -> None:
-        entry = self.running.get(job_id)
-        if self.ahead and (
-            entry is None or (token is not None and entry.record.lease_token != token)
-        ):
-            # Not the attempt that runs: maybe one leased ahead (a newer one, after a loss).
+        if self.ahead and (token is not None or reason == StopReason.CANCELLED):
+            # An attempt leased ahead (that very token; or, for a cancel, any attempt of the
+            # job: it may be a newer one, while the older still unwinds in its slot).
             self._drop_ahead(job_id, reason, token)
+        entry = self.running.get(job_id)
         if entry is None or entry.task is None:
             return
         if token is not None and entry.record.lease_token != token:
@@ -505,14 +546,11 @@ class Runner:
         """A job leased ahead lost its lease (it must not start, nor be written) or was stopped
         otherwise before it started: handed back (a cancel's hand-back is recorded by the
         backend as the cancel)."""
-        for record in self.ahead:
-            if record.id == job_id and (token is None or record.lease_token == token):
-                self.ahead.remove(record)
-                if reason == StopReason.LEASE_LOST:
-                    self.forget(record.id, record.lease_token)
-                else:
-                    self.hand_back([record], f"it was stopped ({reason.value}) before it started")
-                return
+        for record in self.ahead.remove(job_id, token=token):
+            if reason == StopReason.LEASE_LOST:
+                self.forget(record.id, record.lease_token)
+            else:
+                self.hand_back([record], f"it was stopped ({reason.value}) before it started")
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The job tasks shutdown waits for: those running a handler, and those writing an
