@@ -4,8 +4,6 @@ dropped when their lease is lost, handed back when cancelled or when the worker 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Generator
 
 from pydantic import BaseModel
 
@@ -20,6 +18,7 @@ from conveyor.runtime.prefetch import PrefetchSetting
 from conveyor.runtime.registry import HandlerRegistry
 from conveyor.runtime.runner import Runner
 from tests.conformance.worker.helpers import wait_for
+from tests.unit.keepers import RecordingKeeper
 from tests.unit.records import active_record
 
 
@@ -29,28 +28,6 @@ class Gate(BaseModel):
 
 gated = job("test.gated", Gate, result=int)
 gated_limited = job("test.gated", Gate, result=int, rate_limit=Rate(10, per=1.0))
-
-
-class _Keeper:
-    def __init__(self) -> None:
-        self.held: dict[str, str] = {}
-
-    def hold(self, job_id: str, token: str, queue: str | None = None) -> None:
-        self.held[job_id] = token
-
-    def release(self, job_id: str, token: str | None = None) -> None:
-        if token is None or self.held.get(job_id) == token:
-            self.held.pop(job_id, None)
-
-    @contextlib.contextmanager
-    def batch(self) -> Generator[None]:
-        yield
-
-    async def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 class _Completer(Completer):
@@ -98,7 +75,7 @@ class _Setup:
             stats=WorkerStats(),
             slot_freed=asyncio.Event(),
         )
-        self.keeper = _Keeper()
+        self.keeper = RecordingKeeper()
         self.runner.keeper = self.keeper
 
     def kinds(self) -> list[tuple[str, TransitionKind]]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Generator
 
 import pytest
 
@@ -16,29 +14,8 @@ from conveyor.runtime.completer import Completer
 from conveyor.runtime.lifecycle import WorkerStats
 from conveyor.runtime.registry import HandlerRegistry
 from conveyor.runtime.runner import Runner
+from tests.unit.keepers import RecordingKeeper
 from tests.unit.records import active_record
-
-
-class _Keeper:
-    def __init__(self) -> None:
-        self.held: dict[str, str] = {}
-        self.released: list[tuple[str, str | None]] = []
-
-    def hold(self, job_id: str, token: str, queue: str | None = None) -> None:
-        self.held[job_id] = token
-
-    def release(self, job_id: str, token: str | None = None) -> None:
-        self.released.append((job_id, token))
-
-    @contextlib.contextmanager
-    def batch(self) -> Generator[None]:
-        yield
-
-    async def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 def _record() -> JobRecord:
@@ -62,7 +39,7 @@ async def test_a_job_task_that_fails_releases_its_lease_and_logs_it(
         stats=WorkerStats(),
         slot_freed=asyncio.Event(),
     )
-    keeper = _Keeper()
+    keeper = RecordingKeeper()
     runner.keeper = keeper
 
     async def broken(entry: object) -> None:

@@ -162,19 +162,19 @@ class Runner:
         if self.ahead:
             # The same: an earlier attempt that waited ahead lost its lease. It never starts.
             for stale in self.ahead.remove(record.id, other_than=record.lease_token):
-                self.forget(stale.id, stale.lease_token)
-                self._stats.lease_lost += 1
-                log_job(
-                    logging.WARNING,
-                    "job lease lost while it waited for a slot; it was not started",
-                    "lease_lost",
-                    stale,
-                )
+                self._lost(stale, "job lease lost while it waited for a slot; it was not started")
         self.keeper.hold(record.id, record.lease_token, record.queue)
 
     def batch(self) -> AbstractContextManager[None]:
         """Holds made inside reach the lease keeper together (see ``Keeper.batch``)."""
         return contextlib.nullcontext() if self.keeper is None else self.keeper.batch()
+
+    def _lost(self, record: JobRecord, message: str, duration: float | None = None) -> None:
+        """Stop renewing a lease found lost, count it and say so (nothing is written)."""
+        self.forget(record.id, record.lease_token)
+        self._stats.lease_lost += 1
+        extra = {} if duration is None else {"duration": duration}
+        log_job(logging.WARNING, message, "lease_lost", record, **extra)
 
     def forget(self, job_id: str, token: str | None) -> None:
         if self.keeper is not None:
@@ -379,15 +379,7 @@ class Runner:
         duration = time.monotonic() - started
         self.prefetch.observe(duration)
         if entry.stop_reason == StopReason.LEASE_LOST:
-            self.forget(record.id, record.lease_token)
-            self._stats.lease_lost += 1
-            log_job(
-                logging.WARNING,
-                "job lease lost; another worker may run it again",
-                "lease_lost",
-                record,
-                duration=duration,
-            )
+            self._lost(record, "job lease lost; another worker may run it again", duration)
             self._observers.job_finished(record, None, duration)
             return
         task = entry.task  # this very task (start() set it before the task first ran)
