@@ -8,7 +8,13 @@ import math
 import pytest
 
 from conveyor import WorkerConfig
-from conveyor.runtime.prefetch import SHORT_JOB, Prefetch, check_prefetch, most_ahead
+from conveyor.runtime.prefetch import (
+    SHORT_JOB,
+    Prefetch,
+    PrefetchSetting,
+    check_prefetch,
+    most_ahead,
+)
 
 
 def test_auto_leases_nothing_ahead_until_a_job_has_finished() -> None:
@@ -100,3 +106,23 @@ def test_only_redis_declares_that_leasing_ahead_pays() -> None:
         "RedisDriver": True,
         "PostgresDriver": False,
     }
+
+
+@pytest.mark.parametrize("setting", ["auto", 4])
+def test_after_jobs_waited_too_long_nothing_is_leased_ahead_until_a_job_finishes(
+    setting: PrefetchSetting,
+) -> None:
+    prefetch = Prefetch(setting, 4)
+    prefetch.observe(0.001)
+    assert prefetch.limit == 4
+    prefetch.hold_off()
+    assert prefetch.limit == 0
+    prefetch.observe(0.001)
+    assert prefetch.limit == 4
+
+
+def test_nothing_is_leased_ahead_where_it_is_not_allowed_whatever_the_setting() -> None:
+    for setting in ("auto", 7):
+        prefetch = Prefetch(setting, 4, allowed=False)
+        prefetch.observe(0.001)
+        assert prefetch.limit == 0

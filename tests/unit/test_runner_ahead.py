@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from pydantic import BaseModel
 
 from conveyor import JobContext, Rate, WorkerConfig, job
@@ -27,7 +28,10 @@ class Gate(BaseModel):
 
 
 gated = job("test.gated", Gate, result=int)
-gated_limited = job("test.gated", Gate, result=int, rate_limit=Rate(10, per=1.0))
+LIMITED = {
+    "rate": job("test.gated", Gate, result=int, rate_limit=Rate(10, per=1.0)),
+    "group": job("test.gated", Gate, result=int, group_key=lambda p: str(p.n % 2)),
+}
 
 
 class _Completer(Completer):
@@ -47,7 +51,7 @@ class _Setup:
         prefetch: PrefetchSetting = 2,
         *,
         concurrency: int = 1,
-        rate: bool = False,
+        limited: str | None = None,
         lease_ahead: bool = False,
     ) -> None:
         self.release = {n: asyncio.Event() for n in range(10)}
@@ -59,7 +63,7 @@ class _Setup:
             await self.release[payload.n].wait()
             return payload.n
 
-        registry.add(gated_limited if rate else gated, handle)
+        registry.add(LIMITED.get(limited, gated), handle)
         driver = MemoryDriver()
         if lease_ahead:  # as the Redis driver declares
             driver.capabilities = driver.capabilities | {Capability.LEASE_AHEAD}
@@ -125,6 +129,7 @@ async def test_a_job_whose_lease_was_lost_while_it_waited_never_starts() -> None
     s.runner.interrupt("j1", StopReason.LEASE_LOST, token="tok1")
     assert [r.id for r in s.runner.ahead] == ["j2"]
     assert "j1" not in s.keeper.held
+    assert s.runner._stats.lease_lost == 1  # pyright: ignore[reportPrivateUsage]
     s.release[0].set()
     await _settle()
     assert s.started == [0, 2]
@@ -254,8 +259,9 @@ async def test_a_cancel_notice_reaches_a_newer_attempt_ahead_while_the_older_unw
     assert [(f.token, f.kind) for f in s.completer.submitted] == [("tok0b", TransitionKind.REQUEUE)]
 
 
-async def test_rate_limited_jobs_are_never_leased_ahead() -> None:
-    s = _Setup(prefetch=5, rate=True)
+@pytest.mark.parametrize("limited", ["rate", "group"])
+async def test_rate_limited_or_grouped_jobs_are_never_leased_ahead(limited: str) -> None:
+    s = _Setup(prefetch=5, limited=limited)
     assert s.runner.capacity() == 1
     s.runner.prefetch.observe(0.0001)
     assert s.runner.capacity() == 1

@@ -14,10 +14,11 @@ ahead. Nor does it where leasing ahead does not pay (a backend without
 holds the file's write lock longer, which producers wait for).
 
 A number sets the limit outright (``0``: never), whatever the jobs take and whatever the
-backend. Neither leases ahead for a worker whose jobs are rate limited: a limit counts starts,
-and a job leased in one window would start in a later one. Jobs that wait too long for a slot
-are handed back (:mod:`conveyor.runtime.ahead`), after which ``"auto"`` leases none ahead until
-a job has finished.
+backend. Neither leases ahead for a worker whose jobs are rate limited or grouped: a limit
+counts starts, and a job leased in one window would start in a later one; a grouped job's
+``RateLimited`` pauses its group, which jobs of the group leased ahead already passed. Jobs
+that wait too long for a slot are handed back (:mod:`conveyor.runtime.ahead`), after which none
+is leased ahead until a job has finished.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def most_ahead(setting: PrefetchSetting, concurrency: int, *, auto: bool = True)
 class Prefetch:
     """The limit in force for one worker, from its setting and its jobs' run times."""
 
-    __slots__ = ("_allowed", "_auto", "_average", "_concurrency", "_setting")
+    __slots__ = ("_allowed", "_auto", "_average", "_concurrency", "_held_off", "_setting")
 
     def __init__(
         self,
@@ -71,23 +72,27 @@ class Prefetch:
         self._auto = auto
         self._allowed = allowed
         self._average: float | None = None  # moving average of run times, seconds
+        self._held_off = False  # jobs ahead waited too long; until a job finishes
 
     def observe(self, duration: float) -> None:
         """Note one finished job's run time (seconds)."""
         if not duration >= 0.0:  # NaN or negative (a clock step): not a run time
             return
+        self._held_off = False
         average = self._average
         self._average = duration if average is None else average + WEIGHT * (duration - average)
 
     def hold_off(self) -> None:
-        """Jobs leased ahead waited too long for a slot: ``"auto"`` leases none ahead until a
-        job has finished (its run time starts the average anew)."""
+        """Jobs leased ahead waited too long for a slot: none is leased ahead until a job has
+        finished (whatever the setting), and for ``"auto"`` its run time starts the average
+        anew."""
+        self._held_off = True
         self._average = None
 
     @property
     def limit(self) -> int:
         """Jobs that may be leased now beyond the concurrency."""
-        if not self._allowed:
+        if not self._allowed or self._held_off:
             return 0
         if isinstance(self._setting, int):
             return self._setting

@@ -113,8 +113,11 @@ class Runner:
             config.concurrency,
             auto=Capability.LEASE_AHEAD in driver.capabilities,
             # A rate limit counts starts: a job leased in one window would start in a later one.
+            # And a grouped job's RateLimited pauses its group, which jobs of that group leased
+            # ahead would already have passed.
             allowed=not any(
-                d.rate_limit is not None or d.group_rate is not None for d in registry.definitions()
+                d.rate_limit is not None or d.group_rate is not None or d.group_key is not None
+                for d in registry.definitions()
             ),
         )
         self.superseded: set[asyncio.Task[None]] = set()  # stale attempts still unwinding
@@ -540,7 +543,7 @@ class Runner:
         backend as the cancel)."""
         for record in self.ahead.remove(job_id, token=token):
             if reason == StopReason.LEASE_LOST:
-                self.forget(record.id, record.lease_token)
+                self._lost(record, "job lease lost while it waited for a slot; it was not started")
             else:
                 self.hand_back([record], f"it was stopped ({reason.value}) before it started")
 
