@@ -49,7 +49,7 @@ from conveyor.runtime.lease_keeper import Keeper, LeaseKeeper
 from conveyor.runtime.lifecycle import WorkerStats
 from conveyor.runtime.maintenance import Heartbeat, Maintenance
 from conveyor.runtime.observers import Observers
-from conveyor.runtime.prefetch import most_ahead
+from conveyor.runtime.prefetch import prefetch_for
 from conveyor.runtime.progress import ProgressBatcher
 from conveyor.runtime.rates import describe, rate_limits
 from conveyor.runtime.registry import Handler, HandlerRegistry
@@ -266,6 +266,7 @@ class Worker(WorkerExtensions):
         driver = await self.queue.connect()
         await self._prepare(driver)
         progress = ProgressBatcher(driver, clock=cfg.clock)
+        prefetch = prefetch_for(cfg, driver.capabilities, self.registry.definitions())
         completer = Completer(
             driver,
             retention=cfg.retention,
@@ -273,7 +274,7 @@ class Worker(WorkerExtensions):
             # Outcomes of several rounds of every job the worker may take on (its slots and
             # those leased ahead): a write in flight, the outcomes waiting for the next and the
             # round finishing now. With room for two only, a fetch waited for each write.
-            max_backlog=max(4 * (cfg.concurrency + most_ahead_of(cfg, driver)), 100),
+            max_backlog=max(4 * (cfg.concurrency + prefetch.most), 100),
             before_write=progress.flush_jobs,
         )
         runner = self._runner = Runner(
@@ -289,6 +290,7 @@ class Worker(WorkerExtensions):
             middleware=self._middleware(),
             observers=self.observers,
             hooks=self.hooks,
+            prefetch=prefetch,
         )
         counter = ThroughputCounter(driver, cfg.clock, self._stopping)
         self.observers.add(counter)
@@ -317,7 +319,7 @@ class Worker(WorkerExtensions):
             names=tuple(self.registry.names()),
             completer=completer,
             hooks=FetcherHooks(
-                running=runner.taken,
+                taken=runner.taken,
                 hold=runner.hold,
                 start=runner.start,
                 offer=runner.offer,
@@ -577,8 +579,3 @@ class Worker(WorkerExtensions):
             processed=self.stats.completed + self.stats.failed,
             names=tuple(self.registry.names()),
         )
-
-
-def most_ahead_of(cfg: WorkerConfig, driver: Engine) -> int:
-    """The most jobs a worker with ``cfg`` on ``driver`` may lease ahead of a free slot."""
-    return most_ahead(cfg.prefetch, cfg.concurrency, auto=driver.has(Capability.LEASE_AHEAD))

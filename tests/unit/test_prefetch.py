@@ -13,7 +13,6 @@ from conveyor.runtime.prefetch import (
     Prefetch,
     PrefetchSetting,
     check_prefetch,
-    most_ahead,
 )
 
 
@@ -58,11 +57,11 @@ def test_a_number_is_the_limit_whatever_the_jobs_take(setting: int) -> None:
     assert prefetch.limit == setting
     prefetch.observe(60.0)
     assert prefetch.limit == setting
-    assert most_ahead(setting, 8) == setting
+    assert prefetch.most == setting
 
 
 def test_the_most_auto_leases_ahead_is_the_concurrency() -> None:
-    assert most_ahead("auto", 8) == 8
+    assert Prefetch("auto", 8).most == 8
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "AUTO", "2", None, True])
@@ -83,10 +82,10 @@ def test_auto_never_leases_ahead_where_the_backend_says_it_does_not_pay() -> Non
     for _ in range(50):
         prefetch.observe(0.0001)
     assert prefetch.limit == 0
-    assert most_ahead("auto", 8, auto=False) == 0
+    assert Prefetch("auto", 8, auto=False).most == 0
     # A number is the user's choice, whatever the backend.
     assert Prefetch(3, 8, auto=False).limit == 3
-    assert most_ahead(3, 8, auto=False) == 3
+    assert Prefetch(3, 8, auto=False).most == 3
 
 
 def test_only_redis_declares_that_leasing_ahead_pays() -> None:
@@ -126,3 +125,15 @@ def test_nothing_is_leased_ahead_where_it_is_not_allowed_whatever_the_setting() 
         prefetch = Prefetch(setting, 4, allowed=False)
         prefetch.observe(0.001)
         assert prefetch.limit == 0
+
+
+def test_an_infinite_run_time_cannot_poison_the_average() -> None:
+    prefetch = Prefetch("auto", 4)
+    prefetch.observe(math.inf)  # inf - inf would make the average NaN for good
+    prefetch.observe(0.001)
+    assert prefetch.limit == 4
+
+
+def test_the_most_is_nothing_where_leasing_ahead_is_not_allowed() -> None:
+    assert Prefetch("auto", 4, allowed=False).most == 0
+    assert Prefetch(7, 4, allowed=False).most == 0

@@ -34,6 +34,9 @@ class LeasedAhead:
     def __init__(self, patience: float = PATIENCE) -> None:
         self.patience = patience
         self._waiting: collections.deque[_Waiting] = collections.deque()
+        # How many attempts of each job wait here: a job that has none (the usual case, asked
+        # once per lease and per cancel) is answered without a scan.
+        self._jobs: collections.Counter[str] = collections.Counter()
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -44,16 +47,21 @@ class LeasedAhead:
     def __iter__(self) -> Iterator[JobRecord]:
         return (w.record for w in self._waiting)
 
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
     def add(self, record: JobRecord) -> None:
         self._waiting.append(_Waiting(record, time.monotonic()))
+        self._jobs[record.id] += 1
 
     def pop(self) -> JobRecord:
         """The job that has waited longest."""
-        return self._waiting.popleft().record
+        return self._gone(self._waiting.popleft().record)
 
     def take_all(self) -> list[JobRecord]:
         records = [w.record for w in self._waiting]
         self._waiting.clear()
+        self._jobs.clear()
         return records
 
     def remove(
@@ -70,7 +78,7 @@ class LeasedAhead:
                 and (token is None or record.lease_token == token)
                 and (other_than is None or record.lease_token != other_than)
             ):
-                taken.append(record)
+                taken.append(self._gone(record))
             else:
                 kept.append(waiting)
         if taken:
@@ -81,9 +89,18 @@ class LeasedAhead:
         """Take out the jobs that have waited ``patience`` or longer by ``now``."""
         overdue: list[JobRecord] = []
         while self._waiting and now - self._waiting[0].since >= self.patience:
-            overdue.append(self._waiting.popleft().record)
+            overdue.append(self._gone(self._waiting.popleft().record))
         return overdue
 
     def next_overdue(self) -> float | None:
         """When (monotonic) the oldest job will have waited ``patience``; None if none."""
         return self._waiting[0].since + self.patience if self._waiting else None
+
+    def _gone(self, record: JobRecord) -> JobRecord:
+        """Count ``record`` out (it has just been taken out of the line)."""
+        left = self._jobs[record.id] - 1
+        if left:
+            self._jobs[record.id] = left
+        else:
+            del self._jobs[record.id]
+        return record

@@ -60,7 +60,7 @@ def next_recheck(delay: float, poll_interval: float) -> float | None:
 class FetcherHooks:
     """What the fetcher asks of the worker that owns it."""
 
-    running: Callable[[], int]  # jobs taken on: running, or leased ahead of a free slot
+    taken: Callable[[], int]  # jobs taken on: running, or leased ahead of a free slot
     hold: Callable[[JobRecord], None]  # keep the lease renewed while the job waits to start
     start: Callable[[JobRecord], None]  # run the job (its lease is renewed from then on)
     offer: Callable[[JobRecord], None]  # run the job once a slot is free (at once if one is)
@@ -165,7 +165,7 @@ class Fetcher:
         """Wait until no job runs and every outcome submitted has been written: a crash while
         an outcome waits to be written loses that job too, so it counts as running."""
         while not self._stopping.is_set():
-            if self._hooks.running():
+            if self._hooks.taken():
                 self._slot_freed.clear()
                 await first_of(self._slot_freed.wait(), self._stopping.wait())
             elif self._completer.backlog:
@@ -178,7 +178,7 @@ class Fetcher:
         nothing left to do."""
         cfg = self._config
         await self._wait_for_room()
-        free = self._hooks.capacity() - self._hooks.running()
+        free = self._hooks.capacity() - self._hooks.taken()
         if free <= 0 or self._stopping.is_set():
             return False
         params = FetchParams(
@@ -241,7 +241,7 @@ class Fetcher:
                 # That round trip then overlaps the jobs just started.
                 await asyncio.sleep(0)
             return False
-        if cfg.burst and not self._hooks.running() and await self._drained():
+        if cfg.burst and not self._hooks.taken() and await self._drained():
             return True
         self._idle = True
         return False
@@ -302,7 +302,7 @@ class Fetcher:
             if not self._completer.has_room:
                 await first_of(self._completer.wait_for_room(), self._stopping.wait())
                 continue
-            running = self._hooks.running()
+            running = self._hooks.taken()
             free = self._hooks.capacity() - running
             if free >= enough or not running:
                 return

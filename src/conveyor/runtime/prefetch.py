@@ -23,7 +23,15 @@ is leased ahead until a job has finished.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from conveyor.drivers.protocol import Capability
+
+if TYPE_CHECKING:
+    from conveyor._config import WorkerConfig
+    from conveyor._definition import JobDef
 
 # Jobs shorter than this on average are leased ahead by "auto": a job leased ahead then waits
 # at most about this long for a slot, less than a fetch from another worker would often take.
@@ -40,14 +48,6 @@ def check_prefetch(value: object) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"prefetch must be 'auto' or an int >= 0, got {value!r}")
-
-
-def most_ahead(setting: PrefetchSetting, concurrency: int, *, auto: bool = True) -> int:
-    """The most jobs ``setting`` may ever lease ahead for a worker of ``concurrency`` slots
-    (``auto`` as for :class:`Prefetch`)."""
-    if setting == "auto":
-        return concurrency if auto else 0
-    return int(setting)
 
 
 class Prefetch:
@@ -74,9 +74,18 @@ class Prefetch:
         self._average: float | None = None  # moving average of run times, seconds
         self._held_off = False  # jobs ahead waited too long; until a job finishes
 
+    @property
+    def most(self) -> int:
+        """The most jobs this worker may ever lease ahead, whatever its jobs take."""
+        if not self._allowed:
+            return 0
+        if isinstance(self._setting, int):
+            return self._setting
+        return self._concurrency if self._auto else 0
+
     def observe(self, duration: float) -> None:
         """Note one finished job's run time (seconds)."""
-        if not duration >= 0.0:  # NaN or negative (a clock step): not a run time
+        if not 0.0 <= duration < math.inf:  # NaN, negative (a clock step) or infinite
             return
         self._held_off = False
         average = self._average
@@ -99,3 +108,24 @@ class Prefetch:
         average = self._average
         short = self._auto and average is not None and average < SHORT_JOB
         return self._concurrency if short else 0
+
+
+def prefetch_for(
+    config: WorkerConfig,
+    capabilities: Iterable[Capability],
+    definitions: Iterable[JobDef[Any, Any]],
+) -> Prefetch:
+    """The prefetch policy of a worker with ``config`` on a backend with ``capabilities``,
+    serving ``definitions``."""
+    return Prefetch(
+        config.prefetch,
+        config.concurrency,
+        auto=Capability.LEASE_AHEAD in capabilities,
+        # A rate limit counts starts: a job leased in one window would start in a later one.
+        # And a grouped job's RateLimited pauses its group, which jobs of that group leased
+        # ahead would already have passed.
+        allowed=not any(
+            d.rate_limit is not None or d.group_rate is not None or d.group_key is not None
+            for d in definitions
+        ),
+    )

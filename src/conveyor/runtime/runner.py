@@ -52,7 +52,7 @@ from conveyor.runtime.executor import StopReason, execute
 from conveyor.runtime.lease_keeper import Keeper
 from conveyor.runtime.lifecycle import WorkerStats, finish_for, log_job, log_transition
 from conveyor.runtime.observers import Observers
-from conveyor.runtime.prefetch import Prefetch
+from conveyor.runtime.prefetch import Prefetch, prefetch_for
 from conveyor.runtime.progress import ProgressBatcher
 from conveyor.runtime.registry import HandlerRegistry
 
@@ -84,6 +84,7 @@ class Runner:
         middleware: Sequence[Middleware] = (),
         observers: Observers | None = None,
         hooks: Hooks | None = None,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self._driver = driver
         self._progress = progress
@@ -106,19 +107,10 @@ class Runner:
         # Jobs leased ahead (see runtime/prefetch.py): held, each started as a slot frees,
         # handed back when the worker stops or when one waited too long (runtime/ahead.py).
         self.ahead = LeasedAhead()
-        self._ahead_open = True  # false once stopping: nothing more starts from ``ahead``
+        self._ahead_open = True  # false once stopping: nothing more is leased ahead
         self._patience: asyncio.TimerHandle | None = None  # looks for jobs that waited too long
-        self.prefetch = Prefetch(
-            config.prefetch,
-            config.concurrency,
-            auto=Capability.LEASE_AHEAD in driver.capabilities,
-            # A rate limit counts starts: a job leased in one window would start in a later one.
-            # And a grouped job's RateLimited pauses its group, which jobs of that group leased
-            # ahead would already have passed.
-            allowed=not any(
-                d.rate_limit is not None or d.group_rate is not None or d.group_key is not None
-                for d in registry.definitions()
-            ),
+        self.prefetch = prefetch or prefetch_for(
+            config, driver.capabilities, registry.definitions()
         )
         self.superseded: set[asyncio.Task[None]] = set()  # stale attempts still unwinding
         # Jobs whose handler is done but whose outcome is still being decided (a rate-limited
@@ -162,7 +154,7 @@ class Runner:
             self.interrupt(record.id, StopReason.LEASE_LOST)
             self.superseded.add(previous.task)
             previous.task.add_done_callback(self.superseded.discard)
-        if self.ahead:
+        if record.id in self.ahead:
             # The same: an earlier attempt that waited ahead lost its lease. It never starts.
             for stale in self.ahead.remove(record.id, other_than=record.lease_token):
                 self._lost(stale, "job lease lost while it waited for a slot; it was not started")
@@ -260,13 +252,13 @@ class Runner:
     def _start_next(self) -> None:
         """A slot freed: start the next job leased ahead, if any (already held). A loop: a job
         that cannot be started (failed at once) leaves its slot to the next one."""
-        while self.ahead and self._ahead_open and len(self.running) < self._config.concurrency:
+        while self.ahead and len(self.running) < self._config.concurrency:
             self._launch(self.ahead.pop())
 
     def _watch_ahead(self) -> None:
         """Look again when the oldest job leased ahead will have waited too long."""
         due = self.ahead.next_overdue()
-        if self._patience is None and due is not None and self._ahead_open:
+        if self._patience is None and due is not None:
             delay = max(due - time.monotonic(), 0.0)
             self._patience = asyncio.get_running_loop().call_later(delay, self._give_up_ahead)
 
@@ -514,7 +506,7 @@ class Runner:
             self.interrupt(job_id, StopReason.CANCELLED)
 
     def interrupt(self, job_id: str, reason: StopReason, *, token: str | None = None) -> None:
-        if self.ahead and (token is not None or reason == StopReason.CANCELLED):
+        if job_id in self.ahead and (token is not None or reason == StopReason.CANCELLED):
             # An attempt leased ahead (that very token; or, for a cancel, any attempt of the
             # job: it may be a newer one, while the older still unwinds in its slot).
             self._drop_ahead(job_id, reason, token)
