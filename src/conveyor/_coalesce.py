@@ -4,7 +4,9 @@ A web server enqueues from many requests at once, each an awaited ``queue.enqueu
 one by one, each pays a round trip of its own; here, calls that arrive while a write is in
 flight wait for it and then go together in the next ``job_insert_many`` (the backend's bulk
 path, which acts as if its jobs were inserted one after another). A call that finds nothing in
-flight is written at once, so a lone call waits for no timer and no other call.
+flight is written at once, so a lone call waits for no timer and no other call. A driver that
+can send a batch from the calling task (:mod:`conveyor.drivers.started`) gets several batches
+in flight, each sent as it fills, so the server's work overlaps the callers' own.
 
 Every caller keeps its own outcome. A job is checked on its own before it joins a batch, so a
 job the backend would refuse fails its caller only; if a batch is refused anyway
@@ -38,6 +40,16 @@ MAX_BATCH = 256
 MAX_WAITING = 4096
 
 InsertMany = Callable[[Sequence[NewJob], float | None], Awaitable[list[InsertResult]]]
+StartInsert = Callable[[Sequence[NewJob], float | None], asyncio.Future[list[InsertResult]] | None]
+
+# With a driver that sends a batch from the calling task (see conveyor.drivers.started): how
+# many writes may be in flight at once, and how many waiting calls make a batch go before the
+# loop's pass ends. Measured on Redis with windows of 100 calls gathered at a time (20,000
+# jobs, medians of 5 runs): one write at a time 21.5-24.7k jobs/s; sent at 25 waiting, 4 in
+# flight, 27.6-29.5k; at 20, 32 and 40 (3 in flight) 28.4k, 29.6k and 28.1k; 25 with 8 in
+# flight 29.2k; 16 with 6 in flight 25.9k (smaller writes cost the server more per job).
+IN_FLIGHT = 4
+SEND_AT = 25
 
 
 class _Waiter:
@@ -51,34 +63,53 @@ class _Waiter:
 
 class Coalescer:
     """Batches the one-job inserts made on one event loop (a queue used from another loop
-    writes directly: its connections belong to that loop)."""
+    writes directly: its connections belong to that loop).
+
+    Without ``start_insert``, one write is in flight at a time, and the calls that come
+    meanwhile go together in the next. With it, up to :data:`IN_FLIGHT` batches are in flight:
+    a batch goes as soon as :data:`SEND_AT` calls wait, sent by ``start_insert`` from the task
+    whose call filled it, and whatever waits at the end of the loop's pass goes then; a batch
+    ``start_insert`` cannot send goes the usual way, one write at a time."""
 
     def __init__(
-        self, insert_many: InsertMany, *, max_batch: int = MAX_BATCH, max_waiting: int = MAX_WAITING
+        self,
+        insert_many: InsertMany,
+        *,
+        start_insert: StartInsert | None = None,
+        max_batch: int = MAX_BATCH,
+        max_waiting: int = MAX_WAITING,
+        in_flight: int = IN_FLIGHT,
+        send_at: int = SEND_AT,
     ) -> None:
         self._insert_many = insert_many
+        self._start_insert = start_insert
         self.max_batch = max_batch
         self.max_waiting = max_waiting
+        self.in_flight = in_flight if start_insert is not None else 1
+        self.send_at = send_at
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: collections.deque[_Waiter] = collections.deque()
-        self._busy = False  # a write of this coalescer is in flight
-        self._drainer: asyncio.Task[None] | None = None
+        self._writes = 0  # writes of this coalescer in flight (a lone call's, a batch's)
+        self._drainer: asyncio.Task[None] | None = None  # writes batches one after another
+        self._launched: set[asyncio.Task[None]] = set()  # writes in tasks of their own
+        self._flush_due = False  # a look at the waiting calls is due at the pass's end
 
     async def insert(self, job: NewJob, now: float | None) -> InsertResult:
         loop = asyncio.get_running_loop()
         if self._loop is None or self._loop.is_closed():
-            self._loop, self._waiting, self._busy = loop, collections.deque(), False
+            self._loop, self._waiting, self._writes = loop, collections.deque(), 0
+            self._drainer, self._launched, self._flush_due = None, set(), False
         elif loop is not self._loop:
             (result,) = await self._insert_many([job], now)
             return result
-        if not self._busy:
+        if self._writes == 0:
             # Nothing in flight: this call goes at once; calls that come meanwhile queue up.
-            self._busy = True
+            self._writes += 1
             try:
                 (result,) = await self._insert_many([job], now)
             finally:
-                self._busy = False
-                self._start_drain()
+                self._writes -= 1
+                self._next()
             return result
         if len(self._waiting) >= self.max_waiting:
             (result,) = await self._insert_many([job], now)
@@ -89,26 +120,96 @@ class Coalescer:
         check_new_jobs([job])
         future: asyncio.Future[InsertResult] = loop.create_future()
         self._waiting.append(_Waiter(job, now, future))
+        if self._start_insert is not None:
+            if len(self._waiting) >= self.send_at:
+                self._start_batches()
+            elif not self._flush_due:
+                self._flush_due = True
+                loop.call_soon(self._flush)
         return await future
 
+    def _flush(self) -> None:
+        self._flush_due = False
+        self._start_batches()
+
+    def _next(self) -> None:
+        """A write ended: start what waits, as far as the writes in flight allow."""
+        if self._start_insert is not None:
+            self._start_batches()
+        elif self._writes == 0:
+            self._start_drain()
+
+    def _start_batches(self) -> None:
+        """Send waiting calls in batches through ``start_insert`` while fewer than
+        ``in_flight`` writes are in flight. A batch it cannot send is written the usual way,
+        one such write at a time (when nothing else is in flight; else a write that ends looks
+        again); that write refreshes what ``start_insert`` found missing (the Redis driver's
+        list of queues, for one), and the batches after it are started again."""
+        assert self._start_insert is not None
+        while self._waiting and self._writes < self.in_flight:
+            batch = self._next_batch()
+            if not batch:
+                return
+            try:
+                sent = self._start_insert([w.job for w in batch], batch[0].now)
+            except Exception:  # it should not raise: the usual write reports what is wrong
+                sent = None
+            if sent is None:
+                if self._writes:
+                    self._waiting.extendleft(reversed(batch))
+                else:
+                    self._launch(batch, None)
+                return
+            self._launch(batch, sent)
+
+    def _launch(
+        self, batch: list[_Waiter], sent: asyncio.Future[list[InsertResult]] | None
+    ) -> None:
+        """Write ``batch`` in a task of its own (``sent``: already sent, its results to come).
+        Counted as in flight until the task is done, however it ends: a task cancelled before
+        its first step runs none of its own code."""
+        assert self._loop is not None
+        self._writes += 1
+        task = self._loop.create_task(self._write(batch, sent))
+        self._launched.add(task)
+        task.add_done_callback(lambda done: self._launched_done(done, batch))
+
+    def _launched_done(self, task: asyncio.Task[None], batch: list[_Waiter]) -> None:
+        self._writes -= 1
+        self._launched.discard(task)
+        if task.cancelled():
+            self._abandon(batch)
+        else:
+            self._next()
+
+    def _abandon(self, batch: list[_Waiter]) -> None:
+        """A write was cancelled (the loop is shutting down, or its tasks are being
+        cancelled): its callers and those still waiting are cancelled with it rather than left
+        waiting for a write that nobody will start."""
+        for waiter in (*batch, *self._waiting):
+            waiter.future.cancel()
+        self._waiting.clear()
+
     def _start_drain(self) -> None:
-        if self._waiting and not self._busy:
-            self._busy = True
+        if self._waiting and self._drainer is None:
             assert self._loop is not None
+            self._writes += 1
             self._drainer = self._loop.create_task(self._drain(), name="conveyor-enqueue-batch")
+            self._drainer.add_done_callback(self._drained)
 
     async def _drain(self) -> None:
-        try:
-            while batch := self._next_batch():
-                await self._write(batch)
-        finally:
-            self._busy = False
-            self._drainer = None
-            # Left behind by a cancelled drain (the loop is shutting down): their callers are
-            # cancelled with it rather than left waiting for ever.
-            for waiter in self._waiting:
-                waiter.future.cancel()
-            self._waiting.clear()
+        while batch := self._next_batch():
+            await self._write(batch)
+
+    def _drained(self, task: asyncio.Task[None]) -> None:
+        # A callback, not a ``finally``: it runs even for a drain cancelled before it started.
+        # Calls may have come between the drain's end and this callback: they are started here.
+        self._writes -= 1
+        self._drainer = None
+        if task.cancelled():
+            self._abandon([])
+        else:
+            self._next()
 
     def _next_batch(self) -> list[_Waiter]:
         """Up to ``max_batch`` waiting calls with the same ``now`` (one write takes one), in
@@ -125,9 +226,13 @@ class Coalescer:
             batch.append(waiting.popleft())
         return batch
 
-    async def _write(self, batch: list[_Waiter]) -> None:
+    async def _write(
+        self, batch: list[_Waiter], sent: Awaitable[list[InsertResult]] | None = None
+    ) -> None:
         try:
-            results = await self._insert_many([w.job for w in batch], batch[0].now)
+            if sent is None:
+                sent = self._insert_many([w.job for w in batch], batch[0].now)
+            results = await sent
         except InvalidArgument as exc:
             if len(batch) == 1:
                 _fail(batch[0], exc)

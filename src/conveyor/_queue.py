@@ -104,7 +104,10 @@ class Queue(QueueInspection):
         self.outbox: TransactionalWriter | str | None = outbox
         # Decided once: without OpenTelemetry the enqueue path never looks at tracing again.
         self._producer = _tracing.producer(tracing)
-        self._coalescer = Coalescer(self._insert_many) if coalesce else None
+        self._coalescer: Coalescer | None = None
+        if coalesce:
+            starts = self._start_insert if self._driver.starts_inserts else None
+            self._coalescer = Coalescer(self._insert_many, start_insert=starts)
 
     @property
     def traced(self) -> bool:
@@ -440,6 +443,11 @@ class Queue(QueueInspection):
 
     async def _insert_many(self, jobs: Sequence[NewJob], now: float | None) -> list[InsertResult]:
         return await self._driver.job_insert_many(jobs, now=now)
+
+    def _start_insert(
+        self, jobs: Sequence[NewJob], now: float | None
+    ) -> asyncio.Future[list[InsertResult]] | None:
+        return self._driver.start_insert(jobs, now=now)
 
 
 def _queues_of(requests: Sequence[JobRequest[Any, Any]]) -> list[str]:

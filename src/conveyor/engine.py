@@ -16,6 +16,7 @@ It fulfils the driver protocol itself, so the runtime is written against ``Drive
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -50,6 +51,7 @@ from conveyor.drivers.records import (
     TransitionResult,
     WorkerInfo,
 )
+from conveyor.drivers.started import StartsInserts
 from conveyor.drivers.transactional import TransactionalWriter
 
 T = TypeVar("T")
@@ -99,6 +101,9 @@ class Engine:
         self.source_url = driver.source_url
         self.capabilities = driver.capabilities
         self.infrastructure_errors = driver.infrastructure_errors
+        self._starts: StartsInserts | None = None
+        if isinstance(driver, StartsInserts) and driver.can_start_inserts:
+            self._starts = driver
         # Shared with the engines made by connect_another(): a subscriber sees every call, from
         # whichever thread made it.
         self._subscribers: list[Subscriber] = subscribers if subscribers is not None else []
@@ -217,6 +222,22 @@ class Engine:
         self, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> list[InsertResult]:
         return await self._call("job_insert_many", self.driver.job_insert_many(jobs, now=now))
+
+    @property
+    def starts_inserts(self) -> bool:
+        """Whether :meth:`start_insert` can ever send (the driver has one)."""
+        return self._starts is not None
+
+    def start_insert(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> asyncio.Future[list[InsertResult]] | None:
+        """The driver's :meth:`~conveyor.drivers.started.StartsInserts.start_insert`, reported
+        and its errors mapped as :meth:`job_insert_many`'s; None when the driver has none or
+        cannot send these jobs so."""
+        if self._starts is None:
+            return None
+        sent = self._starts.start_insert(jobs, now=now)
+        return None if sent is None else asyncio.ensure_future(self._call("job_insert_many", sent))
 
     async def job_fetch(
         self, params: FetchParams, *, now: float | None = None, wait: float = 0.0

@@ -342,6 +342,22 @@ class Client:
 
         return await _with_retries(attempt, worth_retrying, self._drop_if_demoted)
 
+    def send_now(self, *args: Any) -> asyncio.Future[Any] | None:
+        """Write one command before returning, on the connection as it is: its reply's future,
+        or None when there is no usable connection to write on (nothing was sent). No retries:
+        a caller that meets a lost connection sends the command again the usual way. A
+        failure is marked retrieved: a caller cancelled before it awaited the future (a task
+        cancelled before its first step) must not leave asyncio reporting it."""
+        protocol = self._protocol
+        if protocol is None or not protocol.usable:
+            return None
+        try:
+            (future,) = protocol.send(pack(*args), 1)
+        except ConnectionLost:
+            return None
+        future.add_done_callback(_retrieve_one)
+        return future
+
     def _drop_if_demoted(self, error: BaseException) -> None:
         # A primary turned replica by a failover answers READONLY on a connection that still
         # works: only a new connection can reach the new primary.
@@ -432,3 +448,7 @@ def _retrieve(futures: list[asyncio.Future[Any]]) -> list[asyncio.Future[Any]]:
         if future.done() and not future.cancelled():
             future.exception()
     return futures
+
+
+def _retrieve_one(future: asyncio.Future[Any]) -> None:
+    _retrieve([future])

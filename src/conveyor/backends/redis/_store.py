@@ -49,6 +49,10 @@ class Store:
             raise RuntimeError(f"the Redis driver for {self.target.display} is not open")
         return self._client
 
+    @property
+    def client_if_open(self) -> Client | None:
+        return self._client
+
     def keys(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
         if keys is None:
@@ -63,6 +67,14 @@ class Store:
         known = await commands.known_queues(self.client, self.ns)
         self._queues_cache = (time.monotonic(), known)
         return known
+
+    def known_now(self, queue: str) -> list[str] | None:
+        """What :meth:`known` (not fresh) would return, when that needs no round trip: the
+        cache is recent and ``queue`` was registered by this store; else None."""
+        at, cached = self._queues_cache
+        if queue not in self._registered or time.monotonic() - at >= QUEUES_TTL:
+            return None
+        return cached
 
     async def known_keys(self, queue: str | None = None) -> list[QueueKeys]:
         """The keys of ``queue``, or of every known queue when None."""

@@ -11,6 +11,7 @@ busy for more than a few milliseconds, however many items the caller passes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from redis.exceptions import NoScriptError
 from conveyor.backends.redis._connection import Client
 from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._lua import Script, load
+from conveyor.backends.redis._resp import Client as LeanClient
 from conveyor.backends.redis._resp import NoScript
 from conveyor.backends.redis._script_keys import SCRIPT_KEYS
 from conveyor.drivers.common import CANCELLED_ERROR
@@ -103,6 +105,35 @@ _PROGRESS = load("job_progress_many")
 _DELETE = load("job_delete_many")
 
 
+def insert_args(jobs: Sequence[NewJob], now: float | None) -> list[Any]:
+    """The insert script's ARGV for ``jobs``."""
+    args: list[Any] = [now_arg(now), len(jobs)]
+    extend = args.extend
+    for job in jobs:
+        run_at = job.run_at
+        extend(
+            (
+                job.id,
+                job.name,
+                job.payload,
+                job.priority,
+                job.max_attempts,
+                "" if run_at is None else run_at,
+                job.delay,
+                "" if job.keep_completed is None else float(job.keep_completed),
+                "" if job.keep_failed is None else float(job.keep_failed),
+                *group_args(job),
+                job.headers or "",
+            )
+        )
+    return args
+
+
+def inserted(reply: Sequence[bytes]) -> list[tuple[bool, JobState]]:
+    """The insert script's reply: per job, (inserted, state)."""
+    return [(state[0] != 33, _STATES[state.lstrip(b"!")]) for state in reply]  # 33: "!"
+
+
 async def insert(
     client: Client,
     keys: QueueKeys,
@@ -114,28 +145,25 @@ async def insert(
     script_keys = (*script_keys_of(keys, _INSERT), *(o.jobs for o in others))
     results: list[tuple[bool, JobState]] = []
     for batch in chunks(jobs):
-        args: list[Any] = [now_arg(now), len(batch)]
-        extend = args.extend
-        for job in batch:
-            run_at = job.run_at
-            extend(
-                (
-                    job.id,
-                    job.name,
-                    job.payload,
-                    job.priority,
-                    job.max_attempts,
-                    "" if run_at is None else run_at,
-                    job.delay,
-                    "" if job.keep_completed is None else float(job.keep_completed),
-                    "" if job.keep_failed is None else float(job.keep_failed),
-                    *group_args(job),
-                    job.headers or "",
-                )
-            )
-        reply: list[bytes] = await run(client, _INSERT, script_keys, args)
-        results += [(state[0] != 33, _STATES[state.lstrip(b"!")]) for state in reply]  # "!"
+        results += inserted(await run(client, _INSERT, script_keys, insert_args(batch, now)))
     return results
+
+
+def start_insert(
+    client: Client,
+    keys: QueueKeys,
+    jobs: Sequence[NewJob],
+    now: float | None,
+    others: Sequence[QueueKeys] = (),
+) -> asyncio.Future[Any] | None:
+    """Send the insert of ``jobs`` (at most :data:`BATCH`) before returning, when the lean
+    client has a connection to send it on: the future of its reply (read it with
+    :func:`inserted`); else None, and nothing was sent."""
+    if not isinstance(client, LeanClient) or len(jobs) > BATCH:
+        return None
+    script_keys = (*script_keys_of(keys, _INSERT), *(o.jobs for o in others))
+    args = insert_args(jobs, now)
+    return client.send_now("EVALSHA", _INSERT.sha, len(script_keys), *script_keys, *args)
 
 
 async def insert_dedup(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from conveyor._errors import InvalidArgument
 from conveyor._slots import fast_constructor
@@ -216,6 +217,53 @@ class RedisDriver:
                     status = InsertStatus.INSERTED if inserted else InsertStatus.DUPLICATE
                     results[n] = InsertResult(jobs[n].id, status, state)
         return [r for r in results if r is not None]
+
+    @property
+    def can_start_inserts(self) -> bool:
+        return not self.cluster  # a cluster's client is redis-py's, which writes in a task
+
+    def start_insert(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> asyncio.Future[list[InsertResult]] | None:
+        """:meth:`job_insert_many` with its script call sent before this returns (see
+        :mod:`conveyor.drivers.started`), for jobs of one queue this driver has registered,
+        none with a dedup key, on standalone Redis with a connection up; else None."""
+        if not jobs or self.cluster:
+            return None
+        queue = jobs[0].queue
+        for job in jobs:
+            if job.queue != queue or job.dedup is not None:
+                return None
+        known = self._store.known_now(queue)
+        client = self._store.client_if_open
+        if known is None or client is None:
+            return None
+        try:
+            check_now(now)
+            check_new_jobs(jobs)
+        except InvalidArgument:
+            return None  # job_insert_many refuses them, as it always does
+        others = [self._q(q) for q in known if q != queue]
+        sent = stubs.start_insert(client, self._q(queue), jobs, now, others)
+        if sent is None:
+            return None
+        return asyncio.ensure_future(self._started_reply(sent, jobs, now))
+
+    async def _started_reply(
+        self, sent: asyncio.Future[Any], jobs: Sequence[NewJob], now: float | None
+    ) -> list[InsertResult]:
+        try:
+            reply = await sent
+        except Exception:
+            # Sent once, without the client's retries: a lost connection, a server that lost
+            # its scripts or a refusal. The usual path sends it again (an insert is deduplicated
+            # by id, so nothing is written twice) and reports what it finds.
+            return await self.job_insert_many(jobs, now=now)
+        inserted, duplicate = InsertStatus.INSERTED, InsertStatus.DUPLICATE
+        return [
+            InsertResult(job.id, inserted if new else duplicate, state)
+            for job, (new, state) in zip(jobs, stubs.inserted(reply), strict=True)
+        ]
 
     async def _set_aside_duplicates(
         self,
