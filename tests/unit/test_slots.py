@@ -7,11 +7,14 @@ import dataclasses
 
 import pytest
 
+from conveyor._definition import JobRequest
 from conveyor._slots import fast_constructor
-from conveyor.drivers.records import FinishJob, JobRecord, NewJob, TransitionResult
+from conveyor.drivers.records import FinishJob, InsertResult, JobRecord, NewJob, TransitionResult
 
 
-@pytest.mark.parametrize("cls", [JobRecord, NewJob, FinishJob, TransitionResult])
+@pytest.mark.parametrize(
+    "cls", [JobRecord, NewJob, FinishJob, TransitionResult, InsertResult, JobRequest]
+)
 def test_the_fast_constructor_equals_the_dataclass_constructor(cls: type[object]) -> None:
     make = fast_constructor(cls)
     values = {f.name: f"value of {f.name}" for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
