@@ -93,12 +93,17 @@ class Coalescer:
         self._drainer: asyncio.Task[None] | None = None  # writes batches one after another
         self._launched: set[asyncio.Task[None]] = set()  # writes in tasks of their own
         self._flush_due = False  # a look at the waiting calls is due at the pass's end
+        # start_insert could not send the last batch it was offered: not offered another until
+        # a write ends (a batch it cannot send, one with a dedup key say, would otherwise be
+        # built and put back again by every call that comes meanwhile).
+        self._start_refused = False
 
     async def insert(self, job: NewJob, now: float | None) -> InsertResult:
         loop = asyncio.get_running_loop()
         if self._loop is None or self._loop.is_closed():
             self._loop, self._waiting, self._writes = loop, collections.deque(), 0
             self._drainer, self._launched, self._flush_due = None, set(), False
+            self._start_refused = False
         elif loop is not self._loop:
             (result,) = await self._insert_many([job], now)
             return result
@@ -108,8 +113,11 @@ class Coalescer:
             try:
                 (result,) = await self._insert_many([job], now)
             finally:
-                self._writes -= 1
-                self._next()
+                # Not when the loop it began on was closed with it pending (it ends when it
+                # is collected): the count is the new loop's by then.
+                if self._loop is loop:
+                    self._writes -= 1
+                    self._next()
             return result
         if len(self._waiting) >= self.max_waiting:
             (result,) = await self._insert_many([job], now)
@@ -120,7 +128,7 @@ class Coalescer:
         check_new_jobs([job])
         future: asyncio.Future[InsertResult] = loop.create_future()
         self._waiting.append(_Waiter(job, now, future))
-        if self._start_insert is not None:
+        if self._start_insert is not None and not self._start_refused:
             if len(self._waiting) >= self.send_at:
                 self._start_batches()
             elif not self._flush_due:
@@ -130,11 +138,13 @@ class Coalescer:
 
     def _flush(self) -> None:
         self._flush_due = False
-        self._start_batches()
+        if not self._start_refused:
+            self._start_batches()
 
     def _next(self) -> None:
         """A write ended: start what waits, as far as the writes in flight allow."""
         if self._start_insert is not None:
+            self._start_refused = False
             self._start_batches()
         elif self._writes == 0:
             self._start_drain()
@@ -157,6 +167,7 @@ class Coalescer:
             if sent is None:
                 if self._writes:
                     self._waiting.extendleft(reversed(batch))
+                    self._start_refused = True
                 else:
                     self._launch(batch, None)
                 return
@@ -172,12 +183,21 @@ class Coalescer:
         self._writes += 1
         task = self._loop.create_task(self._write(batch, sent))
         self._launched.add(task)
-        task.add_done_callback(lambda done: self._launched_done(done, batch))
+        task.add_done_callback(lambda done: self._launched_done(done, batch, sent))
 
-    def _launched_done(self, task: asyncio.Task[None], batch: list[_Waiter]) -> None:
+    def _launched_done(
+        self,
+        task: asyncio.Task[None],
+        batch: list[_Waiter],
+        sent: asyncio.Future[list[InsertResult]] | None,
+    ) -> None:
         self._writes -= 1
         self._launched.discard(task)
         if task.cancelled():
+            if sent is not None:  # cancelled before it awaited the reply: nobody will
+                sent.cancel()
+                if sent.done() and not sent.cancelled():
+                    sent.exception()  # retrieved, so asyncio does not report it
             self._abandon(batch)
         else:
             self._next()
@@ -238,12 +258,15 @@ class Coalescer:
                 _fail(batch[0], exc)
                 return
             # Refused whole, so nothing of it was written: each job alone finds the one at fault.
-            for waiter in batch:
-                await self._write([waiter])
+            try:
+                for waiter in batch:
+                    await self._write([waiter])
+            except asyncio.CancelledError:
+                _cancel(batch)  # those not written yet
+                raise
             return
         except asyncio.CancelledError:
-            for waiter in batch:
-                waiter.future.cancel()
+            _cancel(batch)
             raise
         except Exception as exc:
             for waiter in batch:
@@ -252,6 +275,11 @@ class Coalescer:
         for waiter, result in zip(batch, results, strict=True):
             if not waiter.future.done():
                 waiter.future.set_result(result)
+
+
+def _cancel(batch: list[_Waiter]) -> None:
+    for waiter in batch:
+        waiter.future.cancel()
 
 
 def _fail(waiter: _Waiter, error: BaseException) -> None:

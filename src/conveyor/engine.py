@@ -94,6 +94,23 @@ class OperationEvent:
 Subscriber = Callable[[OperationEvent], None]
 
 
+def _starter(driver: Driver) -> StartsInserts | None:
+    """``driver`` when it can send inserts from the calling task (see
+    :mod:`conveyor.drivers.started`). Only when its class defines ``start_insert`` beside the
+    ``job_insert_many`` it would stand in for: a subclass that overrides ``job_insert_many``
+    alone, or a wrapper that hands other attributes on to a driver inside, must see every
+    insert."""
+    cls = type(driver)
+    owner = next((c for c in cls.__mro__ if "start_insert" in vars(c)), None)
+    if owner is None or "job_insert_many" not in vars(owner):
+        return None
+    if next(c for c in cls.__mro__ if "job_insert_many" in vars(c)) is not owner:
+        return None
+    if not isinstance(driver, StartsInserts) or not driver.can_start_inserts:
+        return None
+    return driver
+
+
 class Engine:
     def __init__(self, driver: Driver, *, subscribers: list[Subscriber] | None = None) -> None:
         self.driver = driver
@@ -101,9 +118,7 @@ class Engine:
         self.source_url = driver.source_url
         self.capabilities = driver.capabilities
         self.infrastructure_errors = driver.infrastructure_errors
-        self._starts: StartsInserts | None = None
-        if isinstance(driver, StartsInserts) and driver.can_start_inserts:
-            self._starts = driver
+        self._starts = _starter(driver)
         # Shared with the engines made by connect_another(): a subscriber sees every call, from
         # whichever thread made it.
         self._subscribers: list[Subscriber] = subscribers if subscribers is not None else []

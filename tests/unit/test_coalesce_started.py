@@ -7,11 +7,12 @@ batch cannot be started, is refused, fails, or one of its callers gives up."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 
 from conveyor import BackendUnavailable, InvalidArgument
 from conveyor._coalesce import Coalescer
-from conveyor.drivers.records import InsertResult, InsertStatus, NewJob
+from conveyor.drivers.records import InsertResult, InsertStatus, JobState, NewJob
 from tests.unit.test_coalesce import Store, new
 
 
@@ -29,6 +30,7 @@ class Driver:
         self.in_flight = 0
         self.most_in_flight = 0
         self.startable = True
+        self.offered = 0  # batches offered to start, sent or not
         self.fail_started_with: list[str] = []  # a started batch with this id fails
 
     async def _answer(self, jobs: Sequence[NewJob], *, started: bool) -> list[InsertResult]:
@@ -50,6 +52,7 @@ class Driver:
     def start(
         self, jobs: Sequence[NewJob], now: float | None
     ) -> asyncio.Future[list[InsertResult]] | None:
+        self.offered += 1
         if not self.startable:
             return None
         self.started.append(([j.id for j in jobs], self.calls))
@@ -217,3 +220,73 @@ async def test_a_start_that_raises_leaves_its_batch_to_the_usual_write():
     assert [r.id for r in results] == [f"j{i}" for i in range(6)]
     # Put back while the first write was in flight, then written together once it ended.
     assert driver.usual == [["j0"], ["j1", "j2", "j3", "j4", "j5"]]
+
+
+async def test_a_start_that_cannot_send_is_not_offered_another_batch_until_a_write_ends():
+    """A batch ``start_insert`` cannot send (a dedup key, two queues) is not built and offered
+    again by every call that comes while a write is in flight: one offer per write that ends."""
+    driver = Driver()
+    driver.startable = False
+    coalescer = coalescer_over(driver, send_at=4)
+    calls = asyncio.gather(*(call(driver, coalescer, f"j{i}") for i in range(200)))
+    await passes()
+    assert driver.offered == 1  # when the fourth call waited; the 196 after it were not offered
+    driver.answer.set()
+    assert len(await calls) == 200
+    assert driver.offered <= 1 + len(driver.usual)
+
+
+def test_a_lone_call_of_a_closed_loop_ending_later_leaves_the_next_loop_counted_right():
+    """A lone call pending when its loop was closed ends when it is collected, after the next
+    loop began using the coalescer: it must not count its write down there."""
+    driver = Driver()
+    driver.answer.set()
+    coalescer = coalescer_over(driver)
+    first = asyncio.new_event_loop()
+
+    async def leave_one_pending() -> None:
+        asyncio.get_running_loop().create_task(coalescer.insert(new("orphan"), None))
+        await asyncio.sleep(0)
+
+    first.run_until_complete(leave_one_pending())
+    first.close()
+
+    async def next_loop() -> list[str]:
+        await coalescer.insert(new("a"), None)  # the coalescer is this loop's from here on
+        nonlocal first
+        del first
+        gc.collect()  # the orphan's coroutine is closed: its ``finally`` runs now
+        results = await asyncio.wait_for(
+            asyncio.gather(*(coalescer.insert(new(f"b{i}"), None) for i in range(6))), 5
+        )
+        return [r.id for r in results]
+
+    assert asyncio.run(next_loop()) == [f"b{i}" for i in range(6)]
+
+
+async def test_a_drain_cancelled_while_it_writes_a_refused_batch_job_by_job_settles_them_all():
+    """One write at a time (no start_insert): the drainer, cancelled while it writes a refused
+    batch's jobs one by one, cancels those it had not written rather than leave them waiting."""
+    stuck = asyncio.Event()
+
+    async def insert_many(jobs: Sequence[NewJob], now: float | None) -> list[InsertResult]:
+        await asyncio.sleep(0)
+        if len(jobs) > 1 and any(j.id == "bad" for j in jobs):
+            raise InvalidArgument("refused")
+        if [j.id for j in jobs] == ["bad"]:
+            stuck.set()
+            await asyncio.Event().wait()  # this job's own write never ends
+        return [InsertResult(j.id, InsertStatus.INSERTED, JobState.QUEUED) for j in jobs]
+
+    coalescer = Coalescer(insert_many)
+    ids = ["lone", "x1", "bad", "x3", "x4"]
+    tasks = [asyncio.ensure_future(coalescer.insert(new(i), None)) for i in ids]
+    await asyncio.wait_for(stuck.wait(), 5)
+    drainers = [t for t in asyncio.all_tasks() if t.get_name() == "conveyor-enqueue-batch"]
+    assert len(drainers) == 1
+    drainers[0].cancel()
+    _, pending = await asyncio.wait(tasks, timeout=5)
+    assert not pending
+    assert [t.cancelled() for t in tasks] == [False, False, True, True, True]
+    assert [t.result().id for t in tasks[:2]] == ["lone", "x1"]
+    assert (await asyncio.wait_for(coalescer.insert(new("next"), None), 5)).id == "next"

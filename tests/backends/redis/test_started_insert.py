@@ -7,6 +7,7 @@ path ends."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import pytest
 import redis
@@ -21,6 +22,7 @@ from conveyor.drivers.records import (
     JobState,
     NewJob,
 )
+from conveyor.engine import Engine
 from tests.conftest import redis_test_url
 
 
@@ -98,3 +100,37 @@ async def test_a_server_that_lost_its_scripts_gets_the_insert_the_usual_way(
     assert [r.status for r in await sent] == [InsertStatus.INSERTED] * 2
     got = await redis_driver.job_get_many(["a", "b"])
     assert [j.id if j else None for j in got] == ["a", "b"]
+
+
+class Recording(RedisDriver):
+    """A driver whose ``job_insert_many`` is its own: it must see every insert."""
+
+    async def job_insert_many(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> list[InsertResult]:
+        return await super().job_insert_many(jobs, now=now)
+
+
+class Wrapper:
+    """A wrapper that hands on what it does not define, as fault-injecting test drivers do."""
+
+    def __init__(self, inner: RedisDriver) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def job_insert_many(
+        self, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> list[InsertResult]:
+        return await self.inner.job_insert_many(jobs, now=now)
+
+
+def test_only_a_driver_whose_class_defines_both_inserts_sends_from_the_task(
+    redis_base_url: str,
+) -> None:
+    url = redis_test_url(redis_base_url)
+    assert Engine(RedisDriver(url)).starts_inserts
+    assert not Engine(RedisDriver(url.replace("redis://", "redis+cluster://"))).starts_inserts
+    assert not Engine(Recording(url)).starts_inserts
+    assert not Engine(Wrapper(RedisDriver(url))).starts_inserts  # type: ignore[arg-type]
