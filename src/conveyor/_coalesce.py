@@ -128,7 +128,7 @@ class Coalescer:
         check_new_jobs([job])
         future: asyncio.Future[InsertResult] = loop.create_future()
         self._waiting.append(_Waiter(job, now, future))
-        if self._start_insert is not None and not self._start_refused:
+        if self._start_insert is not None:
             if len(self._waiting) >= self.send_at:
                 self._start_batches()
             elif not self._flush_due:
@@ -138,8 +138,7 @@ class Coalescer:
 
     def _flush(self) -> None:
         self._flush_due = False
-        if not self._start_refused:
-            self._start_batches()
+        self._start_batches()
 
     def _next(self) -> None:
         """A write ended: start what waits, as far as the writes in flight allow."""
@@ -156,6 +155,8 @@ class Coalescer:
         again); that write refreshes what ``start_insert`` found missing (the Redis driver's
         list of queues, for one), and the batches after it are started again."""
         assert self._start_insert is not None
+        if self._start_refused:  # until a write ends (``_next``)
+            return
         while self._waiting and self._writes < self.in_flight:
             batch = self._next_batch()
             if not batch:

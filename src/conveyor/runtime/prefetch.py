@@ -65,7 +65,7 @@ class Prefetch:
     ) -> None:
         """``auto``: whether ``"auto"`` may lease ahead at all (the backend's fetch is a round
         trip worth hiding). ``allowed``: whether any setting may (not for a worker whose jobs
-        are rate limited: a limit counts starts, and a job leased ahead starts later)."""
+        are rate limited or grouped, see :func:`prefetch_for`)."""
         check_prefetch(setting)
         self._setting = setting
         self._concurrency = concurrency
@@ -101,13 +101,12 @@ class Prefetch:
     @property
     def limit(self) -> int:
         """Jobs that may be leased now beyond the concurrency."""
-        if not self._allowed or self._held_off:
+        if self._held_off:
             return 0
         if isinstance(self._setting, int):
-            return self._setting
+            return self.most
         average = self._average
-        short = self._auto and average is not None and average < SHORT_JOB
-        return self._concurrency if short else 0
+        return self.most if average is not None and average < SHORT_JOB else 0
 
 
 def prefetch_for(

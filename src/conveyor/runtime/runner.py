@@ -58,6 +58,8 @@ from conveyor.runtime.registry import HandlerRegistry
 
 log = logging.getLogger("conveyor.worker")
 _job_log = logging.getLogger("conveyor.job")
+# A job leased ahead whose lease was found lost before a slot freed for it.
+_LOST_AHEAD = "job lease lost while it waited for a slot; it was not started"
 
 
 @dataclass(eq=False)
@@ -157,7 +159,7 @@ class Runner:
         if record.id in self.ahead:
             # The same: an earlier attempt that waited ahead lost its lease. It never starts.
             for stale in self.ahead.remove(record.id, other_than=record.lease_token):
-                self._lost(stale, "job lease lost while it waited for a slot; it was not started")
+                self._lost(stale, _LOST_AHEAD)
         self.keeper.hold(record.id, record.lease_token, record.queue)
 
     def batch(self) -> AbstractContextManager[None]:
@@ -535,7 +537,7 @@ class Runner:
         backend as the cancel)."""
         for record in self.ahead.remove(job_id, token=token):
             if reason == StopReason.LEASE_LOST:
-                self._lost(record, "job lease lost while it waited for a slot; it was not started")
+                self._lost(record, _LOST_AHEAD)
             else:
                 self.hand_back([record], f"it was stopped ({reason.value}) before it started")
 

@@ -80,10 +80,13 @@ async def test_what_it_cannot_send_at_once_it_does_not_send(redis_base_url: str)
         assert driver.start_insert([new("c"), new("d", queue="other")]) is None  # two queues
         assert driver.start_insert([new("e\x00")]) is None  # refused by the usual path
         assert driver.start_insert([]) is None
+        assert driver.start_insert([new("g")], now=float("nan")) is None  # refused too
+        many = [new(f"h{i}") for i in range(501)]  # more than one script call takes
+        assert driver.start_insert(many) is None
         with pytest.raises(InvalidArgument):
             await driver.job_insert_many([new("e\x00")])
         # None of them was written.
-        assert await driver.job_get_many(["a", "b", "c", "d"]) == [None] * 4
+        assert await driver.job_get_many(["a", "b", "c", "d", "g", "h0"]) == [None] * 6
     finally:
         await driver.close()
     assert driver.start_insert([new("f")]) is None  # no connection to write on

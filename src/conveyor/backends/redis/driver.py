@@ -113,6 +113,17 @@ _new_result = fast_constructor(TransitionResult)
 _new_inserted = fast_constructor(InsertResult)
 
 
+def _insert_results(
+    jobs: Sequence[NewJob], replies: Sequence[tuple[bool, JobState]]
+) -> list[InsertResult]:
+    """The insert script's replies (see ``stubs.inserted``) as results of ``jobs``."""
+    inserted, duplicate = InsertStatus.INSERTED, InsertStatus.DUPLICATE
+    return [
+        _new_inserted(job.id, inserted if new else duplicate, state)
+        for job, (new, state) in zip(jobs, replies, strict=True)
+    ]
+
+
 class RedisDriver:
     """A connection (pool) to one Redis or Valkey deployment; see :mod:`._connection` for URLs.
 
@@ -215,9 +226,8 @@ class RedisDriver:
                     results[n] = InsertResult(job_id, status, state)
             elif batch:
                 replies = await stubs.insert(self._c, self._q(queue), batch, now, others)
-                for n, (inserted, state) in zip(positions, replies, strict=True):
-                    status = InsertStatus.INSERTED if inserted else InsertStatus.DUPLICATE
-                    results[n] = _new_inserted(jobs[n].id, status, state)
+                for n, result in zip(positions, _insert_results(batch, replies), strict=True):
+                    results[n] = result
         return [r for r in results if r is not None]
 
     @property
@@ -261,11 +271,7 @@ class RedisDriver:
             # its scripts or a refusal. The usual path sends it again (an insert is deduplicated
             # by id, so nothing is written twice) and reports what it finds.
             return await self.job_insert_many(jobs, now=now)
-        inserted, duplicate = InsertStatus.INSERTED, InsertStatus.DUPLICATE
-        return [
-            _new_inserted(job.id, inserted if new else duplicate, state)
-            for job, (new, state) in zip(jobs, stubs.inserted(reply), strict=True)
-        ]
+        return _insert_results(jobs, stubs.inserted(reply))
 
     async def _set_aside_duplicates(
         self,
